@@ -1,0 +1,40 @@
+# credex — every target sets itself up; `make run` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO_DIR ?= var/demo
+
+.PHONY: setup run test lint typecheck unit protos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+## Run the main job: synthetic data, a local federation as separate processes, the consent demo.
+run: setup
+	$(BIN)/credex-lab demo --dir $(DEMO_DIR)
+
+## Lint, type-check and run the tests.
+test: setup lint typecheck unit
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest
+
+## Regenerate the committed gRPC/protobuf code under credex/v1 from protos/.
+protos: setup
+	$(BIN)/python tools/protogen.py --out .
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache

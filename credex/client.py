@@ -1,0 +1,312 @@
+"""Client SDK for requesters and subjects: signs requests, verifies what comes back.
+
+A requester checks the directory's signature on a profile and every node's signature on
+its records, with keys from the registry, so it need not trust the directory's word.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from credex import vocab
+from credex.clock import Clock, from_timestamp, system_clock, to_timestamp
+from credex.consents import create_consent
+from credex.errors import Reason, Unauthenticated, from_rpc_error
+from credex.keys import SigningKey, VerifyKey
+from credex.signing import open_signed, parse, seal
+from credex.transport import open_channel
+from credex.v1 import directory_pb2 as pb
+from credex.v1.consent_pb2 import Consent, ConsentRevocation, ConsentStatus
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.node_pb2 import NodeAnswer
+
+DEFAULT_TIMEOUT_S = 30.0
+REQUEST_LIFETIME_S = 120.0
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    """One record of a profile with the node that signed it."""
+
+    node_id: str
+    category: str
+    record_id: str
+    kind: str
+    value: float
+    unit: str
+    occurred_at: float
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    node_id: str
+    status: str
+    detail: str
+    categories: list[str]
+    records: int
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class VerifiedProfile:
+    """A profile whose directory signature and node signatures all checked out."""
+
+    request_id: str
+    subject_id: str
+    requester_id: str
+    consent_id: str
+    purpose: str
+    categories: list[str]
+    assembled_at: float
+    nodes: list[NodeOutcome]
+    records: list[ProfileRecord] = field(default_factory=list)
+
+    def by_category(self) -> dict[str, list[ProfileRecord]]:
+        grouped: dict[str, list[ProfileRecord]] = {}
+        for record in self.records:
+            grouped.setdefault(record.category, []).append(record)
+        return grouped
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    consent_id: str
+    requester_id: str
+    purpose: str
+    categories: list[str]
+    status: str
+    uses: int
+    max_uses: int
+    not_before: float
+    not_after: float
+
+
+def status_name(value: ConsentStatus.ValueType) -> str:
+    return ConsentStatus.Name(value).removeprefix("CONSENT_STATUS_").lower()
+
+
+def node_status_name(value: pb.NodeStatus.ValueType) -> str:
+    return pb.NodeStatus.Name(value).removeprefix("NODE_STATUS_")
+
+
+class _DirectoryClient:
+    def __init__(
+        self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, clock: Clock = system_clock
+    ) -> None:
+        self._channel = open_channel(target)
+        self._stub = DirectoryServiceStub(self._channel)
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._members: pb.ListMembersResponse | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def members(self, *, refresh: bool = False) -> pb.ListMembersResponse:
+        """The public registry (members and the directory key), fetched once."""
+        if self._members is None or refresh:
+            self._members = await self._call(self._stub.ListMembers, pb.ListMembersRequest())
+        return self._members
+
+
+class SubjectClient(_DirectoryClient):
+    """A subject: grants, revokes and lists its own consents, signing each request."""
+
+    def __init__(self, target: str, subject_id: str, key: SigningKey, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        self.subject_id = subject_id
+        self._key = key
+
+    async def grant(
+        self,
+        *,
+        requester_id: str,
+        purpose: vocab.Purpose,
+        categories: Iterable[vocab.Category],
+        valid_days: float = 30.0,
+        max_uses: int = 1,
+        consent_id: str | None = None,
+    ) -> str:
+        now = self._clock()
+        signed = create_consent(
+            self._key,
+            subject_id=self.subject_id,
+            requester_id=requester_id,
+            purpose=purpose,
+            categories=categories,
+            not_before=now,
+            not_after=now + valid_days * DAY_S,
+            max_uses=max_uses,
+            consent_id=consent_id,
+        )
+        response = await self._call(self._stub.GrantConsent, pb.GrantConsentRequest(consent=signed))
+        return str(response.consent_id)
+
+    async def revoke(self, consent_id: str) -> str:
+        revocation = ConsentRevocation(
+            consent_id=consent_id,
+            subject_id=self.subject_id,
+            issued_at=to_timestamp(self._clock()),
+        )
+        response = await self._call(
+            self._stub.RevokeConsent,
+            pb.RevokeConsentRequest(revocation=seal(revocation, self._key)),
+        )
+        return status_name(response.status)
+
+    async def consents(self) -> list[ConsentView]:
+        query = pb.ConsentListQuery(
+            subject_id=self.subject_id, issued_at=to_timestamp(self._clock())
+        )
+        response = await self._call(
+            self._stub.ListConsents, pb.ListConsentsRequest(query=seal(query, self._key))
+        )
+        views = []
+        for state in response.consents:
+            consent = parse(state.consent.body, Consent, what="consent")
+            views.append(
+                ConsentView(
+                    consent_id=consent.consent_id,
+                    requester_id=consent.requester_id,
+                    purpose=vocab.purpose_name(consent.purpose),
+                    categories=vocab.category_names(consent.categories),
+                    status=status_name(state.status),
+                    uses=state.uses,
+                    max_uses=consent.max_uses,
+                    not_before=from_timestamp(consent.not_before),
+                    not_after=from_timestamp(consent.not_after),
+                )
+            )
+        return views
+
+
+class RequesterClient(_DirectoryClient):
+    """A requester: obtains profiles under a subject's consent and verifies them."""
+
+    def __init__(self, target: str, requester_id: str, key: SigningKey, **kwargs: Any) -> None:
+        super().__init__(target, **kwargs)
+        self.requester_id = requester_id
+        self._key = key
+
+    def profile_request(
+        self,
+        *,
+        subject_id: str,
+        consent_id: str,
+        purpose: vocab.Purpose,
+        categories: Sequence[vocab.Category] = (),
+    ) -> pb.GetProfileRequest:
+        """A signed, fresh, single-use profile request."""
+        now = self._clock()
+        request = pb.ProfileRequest(
+            request_id=f"r-{uuid.uuid4().hex}",
+            nonce=os.urandom(16),
+            issued_at=to_timestamp(now),
+            expires_at=to_timestamp(now + REQUEST_LIFETIME_S),
+            requester_id=self.requester_id,
+            subject_id=subject_id,
+            consent_id=consent_id,
+            purpose=purpose,
+            categories=categories,
+        )
+        return pb.GetProfileRequest(request=seal(request, self._key))
+
+    async def send_profile_request(self, request: pb.GetProfileRequest) -> VerifiedProfile:
+        response = await self._call(self._stub.GetProfile, request)
+        return await self.verify_profile(response.profile)
+
+    async def get_profile(
+        self,
+        *,
+        subject_id: str,
+        consent_id: str,
+        purpose: vocab.Purpose,
+        categories: Sequence[vocab.Category] = (),
+    ) -> VerifiedProfile:
+        return await self.send_profile_request(
+            self.profile_request(
+                subject_id=subject_id,
+                consent_id=consent_id,
+                purpose=purpose,
+                categories=categories,
+            )
+        )
+
+    async def verify_profile(self, signed: Any) -> VerifiedProfile:
+        """Check the directory's signature and each node's; Unauthenticated if any fails."""
+        members = await self.members()
+        directory_key = VerifyKey(members.directory_public_key)
+        profile = open_signed(signed, pb.Profile, directory_key, what="profile")
+        keys = {m.member_id: VerifyKey(m.public_key) for m in members.members}
+        records: list[ProfileRecord] = []
+        outcomes: list[NodeOutcome] = []
+        for result in profile.nodes:
+            count = 0
+            if result.status == pb.NodeStatus.NODE_STATUS_OK:
+                key = keys.get(result.node_id)
+                if key is None:
+                    raise Unauthenticated(Reason.UNKNOWN_SIGNER, f"unknown node {result.node_id}")
+                answer = open_signed(result.answer, NodeAnswer, key, what="node answer")
+                if answer.request_id != profile.request_id:
+                    raise Unauthenticated(Reason.BAD_SIGNATURE, "node answer for another request")
+                count = len(answer.records)
+                records.extend(
+                    ProfileRecord(
+                        node_id=result.node_id,
+                        category=vocab.category_name(r.category),
+                        record_id=r.record_id,
+                        kind=r.kind,
+                        value=r.value,
+                        unit=r.unit,
+                        occurred_at=from_timestamp(r.occurred_at),
+                        attributes=dict(r.attributes),
+                    )
+                    for r in answer.records
+                )
+            outcomes.append(
+                NodeOutcome(
+                    node_id=result.node_id,
+                    status=node_status_name(result.status),
+                    detail=result.detail,
+                    categories=vocab.category_names(result.categories),
+                    records=count,
+                    elapsed_ms=result.elapsed_ms,
+                )
+            )
+        return VerifiedProfile(
+            request_id=profile.request_id,
+            subject_id=profile.subject_id,
+            requester_id=profile.requester_id,
+            consent_id=profile.consent_id,
+            purpose=vocab.purpose_name(profile.purpose),
+            categories=vocab.category_names(profile.categories),
+            assembled_at=from_timestamp(profile.assembled_at),
+            nodes=outcomes,
+            records=sorted(records, key=lambda r: (r.category, r.node_id, r.occurred_at)),
+        )

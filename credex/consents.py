@@ -1,0 +1,125 @@
+"""Consents: created and signed by the subject, verified by the directory and by every node."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from credex import vocab
+from credex.clock import from_timestamp, to_timestamp
+from credex.errors import InvalidArgument, PermissionDenied, Reason
+from credex.keys import SigningKey, VerifyKey
+from credex.signing import open_signed, parse, seal
+from credex.v1.common_pb2 import Signed
+from credex.v1.consent_pb2 import Consent
+
+MAX_CATEGORIES = 16
+
+
+def create_consent(
+    key: SigningKey,
+    *,
+    subject_id: str,
+    requester_id: str,
+    purpose: vocab.Purpose,
+    categories: Iterable[vocab.Category],
+    not_before: float,
+    not_after: float,
+    max_uses: int,
+    data_from: float | None = None,
+    data_to: float | None = None,
+    consent_id: str | None = None,
+) -> Signed:
+    """A consent signed by the subject's `key`."""
+    consent = Consent(
+        consent_id=consent_id or f"c-{uuid.uuid4().hex}",
+        subject_id=subject_id,
+        subject_key=key.public.raw,
+        requester_id=requester_id,
+        purpose=purpose,
+        categories=sorted(set(categories)),
+        not_before=to_timestamp(not_before),
+        not_after=to_timestamp(not_after),
+        max_uses=max_uses,
+        issued_at=to_timestamp(not_before),
+    )
+    if data_from is not None:
+        consent.data_from.CopyFrom(to_timestamp(data_from))
+    if data_to is not None:
+        consent.data_to.CopyFrom(to_timestamp(data_to))
+    return seal(consent, key)
+
+
+def open_consent(signed: Signed) -> Consent:
+    """Verify a consent against the subject key it names; checks its shape, not its use."""
+    unverified = parse(signed.body, Consent, what="consent")
+    try:
+        subject_key = VerifyKey(unverified.subject_key)
+    except ValueError as exc:
+        raise InvalidArgument(Reason.MALFORMED, f"consent subject key: {exc}") from exc
+    consent = open_signed(signed, Consent, subject_key, what="consent")
+    validate_shape(consent)
+    return consent
+
+
+def validate_shape(consent: Consent) -> None:
+    """Reject consents no honest subject could have meant."""
+    if not consent.consent_id or len(consent.consent_id) > 128:
+        raise InvalidArgument(Reason.MALFORMED, "consent id missing or too long")
+    if not consent.subject_id or not consent.requester_id:
+        raise InvalidArgument(Reason.MALFORMED, "consent lacks subject or requester")
+    if consent.purpose not in vocab.PURPOSE_CATEGORIES:
+        raise InvalidArgument(Reason.MALFORMED, "consent purpose missing or unknown")
+    cats = list(consent.categories)
+    if not cats or len(cats) > MAX_CATEGORIES or len(set(cats)) != len(cats):
+        raise InvalidArgument(Reason.MALFORMED, "consent categories empty or repeated")
+    if any(c not in vocab.ALL_CATEGORIES for c in cats):
+        raise InvalidArgument(Reason.MALFORMED, "consent names an unknown category")
+    if from_timestamp(consent.not_after) <= from_timestamp(consent.not_before):
+        raise InvalidArgument(Reason.MALFORMED, "consent ends before it starts")
+    if consent.max_uses < 1:
+        raise InvalidArgument(Reason.MALFORMED, "consent max_uses must be at least 1")
+
+
+def check_within_purpose(consent: Consent) -> None:
+    """A consent may not cover more than its purpose allows."""
+    allowed = vocab.PURPOSE_CATEGORIES[consent.purpose]
+    extra = [c for c in consent.categories if c not in allowed]
+    if extra:
+        raise PermissionDenied(
+            Reason.CONSENT_EXCEEDS_PURPOSE,
+            f"purpose {vocab.purpose_name(consent.purpose)} does not allow "
+            f"{', '.join(vocab.category_names(extra))}",
+        )
+
+
+def check_covers(
+    consent: Consent,
+    *,
+    requester_id: str,
+    purpose: vocab.Purpose,
+    categories: Iterable[vocab.Category],
+    now: float,
+) -> None:
+    """Refuse unless `consent` is valid now for this requester, purpose and every category."""
+    if consent.requester_id != requester_id:
+        raise PermissionDenied(
+            Reason.CONSENT_WRONG_REQUESTER, f"consent is not for requester {requester_id}"
+        )
+    if consent.purpose != purpose:
+        raise PermissionDenied(
+            Reason.CONSENT_WRONG_PURPOSE,
+            f"consent is for {vocab.purpose_name(consent.purpose)}, "
+            f"not {vocab.purpose_name(purpose)}",
+        )
+    if now < from_timestamp(consent.not_before):
+        raise PermissionDenied(Reason.CONSENT_NOT_YET_VALID, "consent is not valid yet")
+    if now >= from_timestamp(consent.not_after):
+        raise PermissionDenied(Reason.CONSENT_EXPIRED, "consent has expired")
+    granted = set(consent.categories)
+    missing = [c for c in categories if c not in granted]
+    if missing:
+        raise PermissionDenied(
+            Reason.CATEGORY_NOT_CONSENTED,
+            f"consent does not cover {', '.join(vocab.category_names(missing))}",
+        )

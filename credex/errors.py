@@ -1,0 +1,167 @@
+"""The one place where credex failures map to gRPC status codes, and back.
+
+Servers raise a `CredexError` subclass; `rpc_errors` turns it into a gRPC status whose
+message starts with a machine-readable reason. Clients turn an `AioRpcError` back into the
+same typed exception with `from_rpc_error`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+log = logging.getLogger(__name__)
+
+REASON_KEY = "credex-reason"
+
+
+class Reason(StrEnum):
+    """Why a request was refused; stable strings for clients and tests."""
+
+    MALFORMED = "MALFORMED"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    UNKNOWN_SIGNER = "UNKNOWN_SIGNER"
+    UNKNOWN_REQUESTER = "UNKNOWN_REQUESTER"
+    UNKNOWN_SUBJECT = "UNKNOWN_SUBJECT"
+    SUBJECT_MISMATCH = "SUBJECT_MISMATCH"
+    REQUEST_EXPIRED = "REQUEST_EXPIRED"
+    REQUEST_NOT_YET_VALID = "REQUEST_NOT_YET_VALID"
+    REPLAY = "REPLAY"
+    WRONG_NODE = "WRONG_NODE"
+    ATTESTATION_MISMATCH = "ATTESTATION_MISMATCH"
+    ATTESTATION_EXPIRED = "ATTESTATION_EXPIRED"
+    CONSENT_NOT_FOUND = "CONSENT_NOT_FOUND"
+    CONSENT_EXISTS = "CONSENT_EXISTS"
+    CONSENT_REVOKED = "CONSENT_REVOKED"
+    CONSENT_PAUSED = "CONSENT_PAUSED"
+    CONSENT_EXPIRED = "CONSENT_EXPIRED"
+    CONSENT_NOT_YET_VALID = "CONSENT_NOT_YET_VALID"
+    CONSENT_USED_UP = "CONSENT_USED_UP"
+    CONSENT_WRONG_REQUESTER = "CONSENT_WRONG_REQUESTER"
+    CONSENT_WRONG_PURPOSE = "CONSENT_WRONG_PURPOSE"
+    CATEGORY_NOT_CONSENTED = "CATEGORY_NOT_CONSENTED"
+    CATEGORY_NOT_SERVED = "CATEGORY_NOT_SERVED"
+    CONSENT_EXCEEDS_PURPOSE = "CONSENT_EXCEEDS_PURPOSE"
+    NO_RECORDS = "NO_RECORDS"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE = "DEADLINE"
+    INTERNAL = "INTERNAL"
+
+
+class CredexError(Exception):
+    """A refusal or failure with a gRPC status code and a reason."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class InvalidArgument(CredexError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(CredexError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(CredexError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(CredexError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(CredexError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(CredexError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(CredexError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(CredexError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Internal(CredexError):
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE: dict[grpc.StatusCode, type[CredexError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Unavailable,
+        DeadlineExceeded,
+        Internal,
+    )
+}
+_DEFAULT_REASON: dict[grpc.StatusCode, Reason] = {
+    grpc.StatusCode.UNAVAILABLE: Reason.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Reason.DEADLINE,
+}
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> CredexError:
+    """The typed exception for a failed call, reason included when the server sent one."""
+    code = exc.code()
+    details = exc.details() or ""
+    reason = _DEFAULT_REASON.get(code, Reason.INTERNAL)
+    metadata: Any = exc.trailing_metadata() or ()
+    for key, value in metadata:
+        if key == REASON_KEY and value in Reason.__members__:
+            reason = Reason(value)
+            details = details.removeprefix(f"{reason}: ")
+    cls = _BY_CODE.get(code, Internal)
+    return cls(reason, details or code.name)
+
+
+T = TypeVar("T")
+Handler = Callable[..., Awaitable[T]]
+
+
+def rpc_errors(handler: Handler[T]) -> Handler[T]:
+    """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
+    anything else → INTERNAL without leaking internals."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+        try:
+            return await handler(self, request, context)
+        except CredexError as err:
+            await _abort(context, err)
+        except DecodeError as exc:
+            await _abort(context, InvalidArgument(Reason.MALFORMED, f"undecodable message: {exc}"))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("internal error in %s", handler.__name__)
+            await _abort(context, Internal(Reason.INTERNAL, "internal error"))
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: CredexError) -> None:
+    await context.abort(
+        err.code, f"{err.reason}: {err.message}", trailing_metadata=((REASON_KEY, str(err.reason)),)
+    )

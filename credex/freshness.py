@@ -1,0 +1,61 @@
+"""Replay defence: a bounded validity window plus single-use nonces kept in SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+from credex.errors import InvalidArgument, PermissionDenied, Reason
+
+MIN_NONCE_BYTES = 16
+MAX_NONCE_BYTES = 64
+CLOCK_SKEW_S = 30.0
+
+
+def check_window(issued_at: float, expires_at: float, now: float, *, max_lifetime_s: float) -> None:
+    """Refuse a message that is not yet valid, expired, or valid for too long."""
+    if expires_at <= issued_at or expires_at - issued_at > max_lifetime_s:
+        raise InvalidArgument(
+            Reason.MALFORMED, f"validity window must be positive and at most {max_lifetime_s:g}s"
+        )
+    if issued_at > now + CLOCK_SKEW_S:
+        raise PermissionDenied(Reason.REQUEST_NOT_YET_VALID, "issued in the future")
+    if now >= expires_at:
+        raise PermissionDenied(Reason.REQUEST_EXPIRED, "request has expired")
+
+
+class NonceStore:
+    """Remembers every nonce until its message expires; a second use is a replay."""
+
+    PRUNE_EVERY = 1024
+
+    def __init__(self, db: sqlite_utils.Database, table: str = "nonces") -> None:
+        self._conn = db.conn
+        self._table = table
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS [{table}] "
+            "(nonce BLOB PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID"
+        )
+        self._conn.execute(
+            f"CREATE INDEX IF NOT EXISTS [{table}_expires] ON [{table}] (expires_at)"
+        )
+        self._since_prune = 0
+
+    def use(self, nonce: bytes, expires_at: float, now: float) -> None:
+        """Record `nonce` as used; PermissionDenied(REPLAY) if it was used before."""
+        if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+            raise InvalidArgument(
+                Reason.MALFORMED, f"nonce must be {MIN_NONCE_BYTES}-{MAX_NONCE_BYTES} bytes"
+            )
+        try:
+            self._conn.execute(
+                f"INSERT INTO [{self._table}] (nonce, expires_at) VALUES (?, ?)",
+                (nonce, expires_at),
+            )
+        except sqlite3.IntegrityError:
+            raise PermissionDenied(Reason.REPLAY, "nonce already used: replay refused") from None
+        self._since_prune += 1
+        if self._since_prune >= self.PRUNE_EVERY:
+            self._since_prune = 0
+            self._conn.execute(f"DELETE FROM [{self._table}] WHERE expires_at < ?", (now,))

@@ -1,0 +1,1 @@
+"""The credex directory: registry, consents, record locator, fan-out and profile assembly."""

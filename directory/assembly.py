@@ -1,0 +1,69 @@
+"""Profile assembly: check every node's signed answer and build the signed profile."""
+
+from __future__ import annotations
+
+from credex.clock import to_timestamp
+from credex.keys import SigningKey
+from credex.signing import digest, parse, seal, verify
+from credex.v1.common_pb2 import Signed
+from credex.v1.directory_pb2 import NodeResult, NodeStatus, Profile
+from credex.v1.node_pb2 import NodeAnswer
+from directory.router import NodeReply
+from directory.verify import AuthorizedProfileRequest
+
+
+def node_result(reply: NodeReply, request_id: str) -> NodeResult:
+    """The profile's entry for one node; only a verified, matching answer is OK."""
+    result = NodeResult(
+        node_id=reply.call.node.member_id,
+        categories=reply.call.categories,
+        elapsed_ms=round(reply.elapsed_ms, 3),
+    )
+    if reply.response is None:
+        result.status, result.detail = reply.status, reply.detail
+        return result
+    signed = reply.response.answer
+    if not verify(signed, NodeAnswer, reply.call.node.key):
+        result.status = NodeStatus.NODE_STATUS_INVALID_SIGNATURE
+        result.detail = "answer is not signed by the node's registered key"
+        return result
+    answer = parse(signed.body, NodeAnswer, what="node answer")
+    problem = _mismatch(answer, reply, request_id)
+    if problem:
+        result.status, result.detail = NodeStatus.NODE_STATUS_INVALID_ANSWER, problem
+        return result
+    result.answer.CopyFrom(signed)
+    if answer.records:
+        result.status = NodeStatus.NODE_STATUS_OK
+    else:
+        result.status, result.detail = NodeStatus.NODE_STATUS_NOT_FOUND, "no records"
+    return result
+
+
+def _mismatch(answer: NodeAnswer, reply: NodeReply, request_id: str) -> str:
+    if answer.request_id != request_id or answer.query_digest != digest(reply.query):
+        return "answer is for another query"
+    if answer.node_id != reply.call.node.member_id:
+        return "answer names another node"
+    asked = set(reply.call.categories)
+    if any(r.category not in asked for r in answer.records):
+        return "answer holds categories that were not asked"
+    return ""
+
+
+def assemble(
+    authorized: AuthorizedProfileRequest, results: list[NodeResult], key: SigningKey, now: float
+) -> Signed:
+
+    request = authorized.request
+    profile = Profile(
+        request_id=request.request_id,
+        subject_id=request.subject_id,
+        requester_id=request.requester_id,
+        consent_id=request.consent_id,
+        purpose=request.purpose,
+        categories=authorized.categories,
+        assembled_at=to_timestamp(now),
+        nodes=sorted(results, key=lambda r: r.node_id),
+    )
+    return seal(profile, key)

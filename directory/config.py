@@ -1,0 +1,70 @@
+"""The directory's home folder: settings, signing key and database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from credex.config import ConfigError, load_toml
+
+SETTINGS_FILE = "directory.toml"
+DEFAULT_SETTINGS = """\
+# credex directory settings
+[directory]
+id = "directory"
+# Per-node deadline for one query, in seconds: a slow or dead node costs at most this.
+node_deadline_s = 2.0
+# Longest validity window accepted on a signed profile request, in seconds.
+max_request_lifetime_s = 300.0
+# How long a signed subject attestation stays valid, in seconds.
+attestation_ttl_s = 3600.0
+"""
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    home: Path
+    directory_id: str = "directory"
+    node_deadline_s: float = 2.0
+    max_request_lifetime_s: float = 300.0
+    attestation_ttl_s: float = 3600.0
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / "directory.key"
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.home / "directory.pub"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "directory.db"
+
+
+def _positive(table: dict[str, object], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{where}: '{key}' must be a positive number of seconds")
+    return float(value)
+
+
+def load_settings(home: Path) -> DirectorySettings:
+    """Read `home/directory.toml`; a missing home or file is a ConfigError telling what to run."""
+    path = home / SETTINGS_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{home} is not a directory home (no {SETTINGS_FILE}); "
+            f"run `credex-directory init --home {home}`"
+        )
+    table = load_toml(path).get("directory", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [directory] must be a table")
+    where = f"{path} [directory]"
+    return DirectorySettings(
+        home=home,
+        directory_id=str(table.get("id", "directory")),
+        node_deadline_s=_positive(table, "node_deadline_s", 2.0, where),
+        max_request_lifetime_s=_positive(table, "max_request_lifetime_s", 300.0, where),
+        attestation_ttl_s=_positive(table, "attestation_ttl_s", 3600.0, where),
+    )

@@ -1,0 +1,129 @@
+"""Granted consents, their status and use counts, in the directory database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from credex.clock import from_timestamp
+from credex.errors import AlreadyExists, NotFound, PermissionDenied, Reason
+from credex.signing import parse
+from credex.v1.common_pb2 import Signed
+from credex.v1.consent_pb2 import Consent, ConsentStatus
+
+S = ConsentStatus
+_STATUS_TEXT = {
+    S.CONSENT_STATUS_ACTIVE: "active",
+    S.CONSENT_STATUS_PAUSED: "paused",
+    S.CONSENT_STATUS_REVOKED: "revoked",
+}
+_TEXT_STATUS = {v: k for k, v in _STATUS_TEXT.items()}
+_REFUSAL = {
+    S.CONSENT_STATUS_REVOKED: (Reason.CONSENT_REVOKED, "consent has been revoked"),
+    S.CONSENT_STATUS_PAUSED: (Reason.CONSENT_PAUSED, "consent is paused"),
+    S.CONSENT_STATUS_EXPIRED: (Reason.CONSENT_EXPIRED, "consent has expired"),
+}
+
+
+@dataclass(frozen=True)
+class StoredConsent:
+    consent: Consent
+    signed: Signed
+    status: ConsentStatus.ValueType
+    uses: int
+
+
+class ConsentStore:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self._conn = db.conn
+        self._conn.execute(
+            """CREATE TABLE IF NOT EXISTS consents (
+                consent_id TEXT PRIMARY KEY,
+                subject_id TEXT NOT NULL,
+                requester_id TEXT NOT NULL,
+                signed BLOB NOT NULL,
+                status TEXT NOT NULL,
+                uses INTEGER NOT NULL DEFAULT 0,
+                max_uses INTEGER NOT NULL,
+                not_after REAL NOT NULL,
+                granted_at REAL NOT NULL,
+                changed_at REAL NOT NULL
+            )"""
+        )
+        self._conn.execute("CREATE INDEX IF NOT EXISTS consents_subject ON consents (subject_id)")
+
+    def add(self, consent: Consent, signed: Signed, now: float) -> None:
+        exists = self._conn.execute(
+            "SELECT 1 FROM consents WHERE consent_id = ?", (consent.consent_id,)
+        ).fetchone()
+        if exists:
+            raise AlreadyExists(Reason.CONSENT_EXISTS, f"consent {consent.consent_id} exists")
+        self._conn.execute(
+            "INSERT INTO consents VALUES (?, ?, ?, ?, 'active', 0, ?, ?, ?, ?)",
+            (
+                consent.consent_id,
+                consent.subject_id,
+                consent.requester_id,
+                signed.SerializeToString(),
+                consent.max_uses,
+                from_timestamp(consent.not_after),
+                now,
+                now,
+            ),
+        )
+
+    def get(self, consent_id: str, now: float) -> StoredConsent:
+        row = self._conn.execute(
+            "SELECT signed, status, uses, not_after FROM consents WHERE consent_id = ?",
+            (consent_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(Reason.CONSENT_NOT_FOUND, f"no consent {consent_id!r}")
+        return _stored(row, now)
+
+    def for_subject(self, subject_id: str, now: float) -> list[StoredConsent]:
+        rows = self._conn.execute(
+            "SELECT signed, status, uses, not_after FROM consents WHERE subject_id = ? "
+            "ORDER BY granted_at, consent_id",
+            (subject_id,),
+        ).fetchall()
+        return [_stored(row, now) for row in rows]
+
+    def set_status(self, consent_id: str, status: ConsentStatus.ValueType, now: float) -> None:
+        self._conn.execute(
+            "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
+            (_STATUS_TEXT[status], now, consent_id),
+        )
+
+    def use(self, consent_id: str, now: float) -> None:
+        """Count one use; refuses atomically once max_uses is reached or it is not active."""
+        cur = self._conn.execute(
+            "UPDATE consents SET uses = uses + 1 WHERE consent_id = ? AND status = 'active' "
+            "AND uses < max_uses AND not_after > ?",
+            (consent_id, now),
+        )
+        if cur.rowcount != 1:
+            stored = self.get(consent_id, now)
+            require_active(stored)
+            raise PermissionDenied(
+                Reason.CONSENT_USED_UP,
+                f"consent used {stored.uses} of {stored.consent.max_uses} times",
+            )
+
+
+def require_active(stored: StoredConsent) -> None:
+    """Refuse a consent that is revoked, paused or expired."""
+    if stored.status in _REFUSAL:
+        reason, message = _REFUSAL[stored.status]
+        raise PermissionDenied(reason, message)
+
+
+def _stored(row: tuple[bytes, str, int, float], now: float) -> StoredConsent:
+    signed_bytes, status_text, uses, not_after = row
+    signed = parse(signed_bytes, Signed, what="stored consent")
+    consent = parse(signed.body, Consent, what="stored consent")
+    status = _TEXT_STATUS[status_text]
+    if status == S.CONSENT_STATUS_ACTIVE and now >= not_after:
+        status = S.CONSENT_STATUS_EXPIRED
+    return StoredConsent(consent=consent, signed=signed, status=status, uses=uses)

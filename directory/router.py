@@ -1,0 +1,148 @@
+"""Fan-out: one directory-signed query per node, all at once, each under its own deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+
+from credex import vocab
+from credex.clock import Clock, to_timestamp
+from credex.keys import SigningKey
+from credex.signing import seal
+from credex.transport import ChannelPool
+from credex.v1.common_pb2 import Signed
+from credex.v1.consent_pb2 import SubjectAttestation
+from credex.v1.directory_pb2 import NodeStatus
+from credex.v1.node_pb2 import NodeQuery, QueryRecordsRequest, QueryRecordsResponse
+from credex.v1.node_pb2_grpc import NodeServiceStub
+from directory.registry import MemberInfo
+
+QUERY_LIFETIME_S = 60.0
+ATTESTATION_CACHE_SIZE = 100_000
+
+_STATUS_BY_CODE = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: NodeStatus.NODE_STATUS_TIMEOUT,
+    grpc.StatusCode.UNAVAILABLE: NodeStatus.NODE_STATUS_UNAVAILABLE,
+    grpc.StatusCode.NOT_FOUND: NodeStatus.NODE_STATUS_NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED: NodeStatus.NODE_STATUS_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED: NodeStatus.NODE_STATUS_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT: NodeStatus.NODE_STATUS_DENIED,
+    grpc.StatusCode.FAILED_PRECONDITION: NodeStatus.NODE_STATUS_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: NodeStatus.NODE_STATUS_DENIED,
+}
+
+
+@dataclass(frozen=True)
+class NodeCall:
+    """What one node is asked: its own local id for the subject and the categories it serves."""
+
+    node: MemberInfo
+    local_id: str
+    categories: tuple[vocab.Category, ...]
+
+
+@dataclass(frozen=True)
+class NodeReply:
+    call: NodeCall
+    query: Signed
+    status: NodeStatus.ValueType
+    detail: str
+    response: QueryRecordsResponse | None
+    elapsed_ms: float
+
+
+class Router:
+    def __init__(
+        self, *, key: SigningKey, clock: Clock, deadline_s: float, attestation_ttl_s: float
+    ) -> None:
+        self._key = key
+        self._clock = clock
+        self._deadline_s = deadline_s
+        self._attestation_ttl_s = attestation_ttl_s
+        self._channels = ChannelPool()
+        self._attestations: OrderedDict[tuple[str, str, bytes], tuple[Signed, float]] = (
+            OrderedDict()
+        )
+
+    async def close(self) -> None:
+        await self._channels.close()
+
+    def attestation(self, node_id: str, local_id: str, subject_key: bytes) -> Signed:
+        """The directory's signed binding of a subject key to a node's local id, cached."""
+        now = self._clock()
+        cache_key = (node_id, local_id, subject_key)
+        cached = self._attestations.get(cache_key)
+        if cached is not None and cached[1] - now > self._attestation_ttl_s / 4:
+            self._attestations.move_to_end(cache_key)
+            return cached[0]
+        expires_at = now + self._attestation_ttl_s
+        signed = seal(
+            SubjectAttestation(
+                node_id=node_id,
+                local_subject_id=local_id,
+                subject_key=subject_key,
+                issued_at=to_timestamp(now),
+                expires_at=to_timestamp(expires_at),
+            ),
+            self._key,
+        )
+        self._attestations[cache_key] = (signed, expires_at)
+        if len(self._attestations) > ATTESTATION_CACHE_SIZE:
+            self._attestations.popitem(last=False)
+        return signed
+
+    def build_query(
+        self,
+        call: NodeCall,
+        *,
+        request_id: str,
+        requester_id: str,
+        purpose: vocab.Purpose,
+        consent: Signed,
+        subject_key: bytes,
+    ) -> Signed:
+        now = self._clock()
+        query = NodeQuery(
+            request_id=request_id,
+            nonce=os.urandom(16),
+            issued_at=to_timestamp(now),
+            expires_at=to_timestamp(now + QUERY_LIFETIME_S),
+            node_id=call.node.member_id,
+            requester_id=requester_id,
+            purpose=purpose,
+            local_subject_id=call.local_id,
+            categories=call.categories,
+            consent=consent,
+            attestation=self.attestation(call.node.member_id, call.local_id, subject_key),
+        )
+        return seal(query, self._key)
+
+    async def fan_out(self, queries: list[tuple[NodeCall, Signed]]) -> list[NodeReply]:
+        """Send every query at once; each reply is back within the deadline, or marked."""
+        return list(await asyncio.gather(*(self._send(call, q) for call, q in queries)))
+
+    async def _send(self, call: NodeCall, query: Signed) -> NodeReply:
+        start = time.perf_counter()
+
+        def reply(
+            status: NodeStatus.ValueType, detail: str, response: QueryRecordsResponse | None = None
+        ) -> NodeReply:
+            elapsed = (time.perf_counter() - start) * 1000
+            return NodeReply(call, query, status, detail, response, elapsed)
+
+        if not call.node.endpoint:
+            return reply(NodeStatus.NODE_STATUS_UNAVAILABLE, "node has no registered endpoint")
+        stub = NodeServiceStub(self._channels.get(call.node.endpoint))
+        try:
+            response = await stub.QueryRecords(
+                QueryRecordsRequest(query=query), timeout=self._deadline_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            status = _STATUS_BY_CODE.get(exc.code(), NodeStatus.NODE_STATUS_UNAVAILABLE)
+            return reply(status, f"{exc.code().name}: {exc.details() or ''}".strip())
+        return reply(NodeStatus.NODE_STATUS_OK, "", response)

@@ -1,0 +1,166 @@
+"""Everything the directory checks on requests from requesters and subjects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from credex import vocab
+from credex.clock import Clock, from_timestamp
+from credex.consents import check_covers, check_within_purpose, open_consent
+from credex.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    Unauthenticated,
+)
+from credex.freshness import CLOCK_SKEW_S, NonceStore, check_window
+from credex.keys import VerifyKey
+from credex.signing import M, open_signed, parse
+from credex.v1.common_pb2 import Signed
+from credex.v1.consent_pb2 import Consent, ConsentRevocation
+from credex.v1.directory_pb2 import ConsentListQuery, MemberRole, ProfileRequest
+from directory.consent_store import ConsentStore, StoredConsent, require_active
+from directory.locator import Locator
+from directory.registry import MemberInfo, Registry
+
+MAX_SUBJECT_REQUEST_AGE_S = 300.0
+MAX_CONSENT_LIFETIME_S = 2 * 366 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class AuthorizedProfileRequest:
+    request: ProfileRequest
+    requester: MemberInfo
+    stored: StoredConsent
+    categories: tuple[vocab.Category, ...]
+
+
+class RequestVerifier:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        locator: Locator,
+        consents: ConsentStore,
+        nonces: NonceStore,
+        clock: Clock,
+        max_request_lifetime_s: float,
+    ) -> None:
+        self._registry = registry
+        self._locator = locator
+        self._consents = consents
+        self._nonces = nonces
+        self._clock = clock
+        self._max_lifetime = max_request_lifetime_s
+
+    # --- requesters -----------------------------------------------------------------
+
+    def requester(self, signed: Signed) -> MemberInfo:
+        member = self._registry.by_key_id(signed.key_id)
+        if member is None:
+            raise Unauthenticated(Reason.UNKNOWN_REQUESTER, "request signed by an unknown key")
+        if member.role != MemberRole.MEMBER_ROLE_REQUESTER:
+            raise PermissionDenied(
+                Reason.UNKNOWN_REQUESTER, f"{member.member_id} is not a requester"
+            )
+        return member
+
+    def profile_request(self, signed: Signed) -> AuthorizedProfileRequest:
+        """Signature, freshness, nonce, subject, consent state and coverage; counts one use."""
+        now = self._clock()
+        requester = self.requester(signed)
+        request = open_signed(signed, ProfileRequest, requester.key, what="profile request")
+        if request.requester_id != requester.member_id:
+            raise Unauthenticated(
+                Reason.UNKNOWN_SIGNER,
+                f"request names {request.requester_id!r} but is signed by {requester.member_id}",
+            )
+        if not request.request_id or len(request.request_id) > 128:
+            raise InvalidArgument(Reason.MALFORMED, "request_id missing or too long")
+        expires_at = from_timestamp(request.expires_at)
+        check_window(
+            from_timestamp(request.issued_at), expires_at, now, max_lifetime_s=self._max_lifetime
+        )
+        self._nonces.use(request.nonce, expires_at, now)
+        if self._locator.subject_key(request.subject_id) is None:
+            raise NotFound(Reason.UNKNOWN_SUBJECT, f"no subject {request.subject_id!r}")
+        stored = self._consents.get(request.consent_id, now)
+        if stored.consent.subject_id != request.subject_id:
+            raise PermissionDenied(Reason.SUBJECT_MISMATCH, "consent is for another subject")
+        require_active(stored)
+        categories = tuple(request.categories) or tuple(stored.consent.categories)
+        if len(set(categories)) != len(categories):
+            raise InvalidArgument(Reason.MALFORMED, "categories repeated")
+        check_covers(
+            stored.consent,
+            requester_id=requester.member_id,
+            purpose=request.purpose,
+            categories=categories,
+            now=now,
+        )
+        check_within_purpose(stored.consent)
+        self._consents.use(stored.consent.consent_id, now)
+        return AuthorizedProfileRequest(
+            request=request, requester=requester, stored=stored, categories=categories
+        )
+
+    # --- subjects ---------------------------------------------------------------------
+
+    def _subject_key(self, subject_id: str) -> VerifyKey:
+        key = self._locator.subject_key(subject_id)
+        if key is None:
+            raise NotFound(Reason.UNKNOWN_SUBJECT, f"no subject {subject_id!r}")
+        return key
+
+    def _subject_signed(
+        self, signed: Signed, message_type: type[M], subject_id: str, what: str
+    ) -> M:
+        return open_signed(signed, message_type, self._subject_key(subject_id), what=what)
+
+    def consent_grant(self, signed: Signed) -> Consent:
+        """A consent signed by its subject's registered key, for a known requester, within
+        its purpose, and not already over."""
+        now = self._clock()
+        consent = open_consent(signed)
+        registered = self._subject_key(consent.subject_id)
+        if registered.raw != consent.subject_key:
+            raise Unauthenticated(
+                Reason.BAD_SIGNATURE, "consent is not signed by the subject's registered key"
+            )
+        requester = self._registry.get(consent.requester_id)
+        if requester is None or requester.role != MemberRole.MEMBER_ROLE_REQUESTER:
+            raise NotFound(Reason.UNKNOWN_REQUESTER, f"no requester {consent.requester_id!r}")
+        check_within_purpose(consent)
+        not_before, not_after = (
+            from_timestamp(consent.not_before),
+            from_timestamp(consent.not_after),
+        )
+        if not_after <= now:
+            raise InvalidArgument(Reason.CONSENT_EXPIRED, "consent is already expired")
+        if not_after - not_before > MAX_CONSENT_LIFETIME_S:
+            raise InvalidArgument(Reason.MALFORMED, "a consent may last at most two years")
+        return consent
+
+    def revocation(self, signed: Signed) -> ConsentRevocation:
+        claimed = parse(signed.body, ConsentRevocation, what="revocation")
+        revocation = self._subject_signed(
+            signed, ConsentRevocation, claimed.subject_id, "revocation"
+        )
+        self._fresh_subject_message(from_timestamp(revocation.issued_at))
+        return revocation
+
+    def consent_list_query(self, signed: Signed) -> ConsentListQuery:
+        claimed = parse(signed.body, ConsentListQuery, what="consent list query")
+        query = self._subject_signed(
+            signed, ConsentListQuery, claimed.subject_id, "consent list query"
+        )
+        self._fresh_subject_message(from_timestamp(query.issued_at))
+        return query
+
+    def _fresh_subject_message(self, issued_at: float) -> None:
+        now = self._clock()
+        if abs(now - issued_at) > MAX_SUBJECT_REQUEST_AGE_S + CLOCK_SKEW_S:
+            raise PermissionDenied(
+                Reason.REQUEST_EXPIRED, "signed request is stale or from the future"
+            )

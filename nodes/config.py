@@ -1,0 +1,78 @@
+"""A node's config file (TOML): identity, databases, keys and category adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from credex import vocab
+from credex.config import ConfigError, load_toml, require_str, resolve
+
+NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """One parameterized SELECT over the operator's tables yielding records of one category."""
+
+    category: vocab.Category
+    sql: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    node_id: str
+    name: str
+    jurisdiction: str
+    records_db: Path
+    state_db: Path
+    signing_key: Path
+    directory_key: Path
+    adapters: tuple[AdapterSpec, ...]
+
+    @property
+    def categories(self) -> tuple[vocab.Category, ...]:
+        return tuple(sorted({a.category for a in self.adapters}))
+
+
+def validate_member_id(value: str, where: str) -> str:
+    if not value or len(value) > 64 or not set(value) <= NODE_ID_CHARS:
+        raise ConfigError(f"{where}: id {value!r} must be 1-64 of a-z 0-9 - _ .")
+    return value
+
+
+def load_node_config(path: Path) -> NodeConfig:
+    data = load_toml(path)
+    base = path.resolve().parent
+    node = data.get("node")
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path}: missing [node] table")
+    where = f"{path} [node]"
+    adapters_raw = data.get("adapter", [])
+    if not isinstance(adapters_raw, list) or not adapters_raw:
+        raise ConfigError(f"{path}: at least one [[adapter]] is required")
+    adapters = []
+    for i, raw in enumerate(adapters_raw, 1):
+        awhere = f"{path} [[adapter]] #{i}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{awhere}: must be a table")
+        try:
+            category = vocab.parse_category(require_str(raw, "category", awhere))
+        except ValueError as exc:
+            raise ConfigError(f"{awhere}: {exc}") from None
+        sql = require_str(raw, "sql", awhere)
+        if ":local_id" not in sql:
+            raise ConfigError(f"{awhere}: sql must select by the :local_id parameter")
+        adapters.append(AdapterSpec(category=category, sql=sql))
+    return NodeConfig(
+        path=path,
+        node_id=validate_member_id(require_str(node, "id", where), where),
+        name=str(node.get("name", "")) or require_str(node, "id", where),
+        jurisdiction=str(node.get("jurisdiction", "CN")),
+        records_db=resolve(base, require_str(node, "records_db", where)),
+        state_db=resolve(base, str(node.get("state_db", "credex-node.db"))),
+        signing_key=resolve(base, str(node.get("signing_key", "node.key"))),
+        directory_key=resolve(base, str(node.get("directory_key", "directory.pub"))),
+        adapters=tuple(adapters),
+    )

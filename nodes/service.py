@@ -1,0 +1,107 @@
+"""The node's gRPC service: verify, read through adapters, sign, record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from credex import vocab
+from credex.audit import AuditEntry, AuditLog
+from credex.clock import Clock, from_timestamp, to_timestamp
+from credex.errors import CredexError, Internal, Reason, rpc_errors
+from credex.keys import SigningKey
+from credex.signing import digest, seal
+from credex.v1 import node_pb2, node_pb2_grpc
+from credex.v1.node_pb2 import NodeAnswer, QueryRecordsRequest, QueryRecordsResponse
+from nodes.adapters import AdapterError, RecordSource
+from nodes.config import NodeConfig
+from nodes.verify import QueryVerifier, VerifiedQuery
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class NodeService(node_pb2_grpc.NodeServiceServicer):
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        key: SigningKey,
+        verifier: QueryVerifier,
+        source: RecordSource,
+        audit: AuditLog,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._key = key
+        self._verifier = verifier
+        self._source = source
+        self._audit = audit
+        self._clock = clock
+
+    @rpc_errors
+    async def Describe(
+        self, request: node_pb2.DescribeRequest, context: Context
+    ) -> node_pb2.DescribeResponse:
+        return node_pb2.DescribeResponse(
+            node_id=self._config.node_id,
+            name=self._config.name,
+            jurisdiction=self._config.jurisdiction,
+            categories=sorted(self._source.categories),
+            key_id=self._key.key_id,
+        )
+
+    @rpc_errors
+    async def QueryRecords(
+        self, request: QueryRecordsRequest, context: Context
+    ) -> QueryRecordsResponse:
+        try:
+            verified = self._verifier.verify(request)
+        except CredexError as err:
+            self._audit.append(
+                AuditEntry(
+                    request_id="",
+                    actor="directory",
+                    action="query",
+                    outcome=f"refused:{err.reason}",
+                    node_id=self._config.node_id,
+                    detail=err.message,
+                )
+            )
+            raise
+        return self._answer(verified)
+
+    def _answer(self, verified: VerifiedQuery) -> QueryRecordsResponse:
+        query, consent = verified.query, verified.consent
+        data_from = from_timestamp(consent.data_from) if consent.HasField("data_from") else None
+        data_to = from_timestamp(consent.data_to) if consent.HasField("data_to") else None
+        try:
+            records = self._source.fetch(
+                query.local_subject_id, query.categories, data_from=data_from, data_to=data_to
+            )
+        except AdapterError as exc:
+            raise Internal(Reason.INTERNAL, f"adapter failed: {exc}") from exc
+        answer = NodeAnswer(
+            request_id=query.request_id,
+            node_id=self._config.node_id,
+            query_digest=verified.digest,
+            answered_at=to_timestamp(self._clock()),
+            records=records,
+        )
+        signed = seal(answer, self._key)
+        self._audit.append(
+            AuditEntry(
+                request_id=query.request_id,
+                actor=query.requester_id,
+                action="query",
+                outcome="disclosed" if records else "no_records",
+                purpose=vocab.purpose_name(query.purpose),
+                consent_id=consent.consent_id,
+                subject_ref=query.local_subject_id,
+                categories=vocab.category_names(query.categories),
+                node_id=self._config.node_id,
+                detail=f"{len(records)} records",
+                disclosed_digest=digest(signed).hex(),
+            )
+        )
+        return QueryRecordsResponse(answer=signed)

@@ -1,0 +1,96 @@
+"""Everything a node checks before it reads a single record for a query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from credex import vocab
+from credex.clock import Clock, from_timestamp
+from credex.consents import check_covers, open_consent
+from credex.errors import InvalidArgument, PermissionDenied, Reason
+from credex.freshness import NonceStore, check_window
+from credex.keys import VerifyKey
+from credex.signing import digest, open_signed
+from credex.v1.consent_pb2 import Consent, SubjectAttestation
+from credex.v1.node_pb2 import NodeQuery, QueryRecordsRequest
+
+MAX_QUERY_LIFETIME_S = 120.0
+MAX_ATTESTATION_LIFETIME_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class VerifiedQuery:
+    query: NodeQuery
+    consent: Consent
+    digest: bytes
+
+
+class QueryVerifier:
+    """Checks, in order: directory signature, addressee, time window, nonce, the directory's
+    attestation of the local id, the subject's signature on the consent, and that the
+    consent covers this requester, purpose and every category, which this node must serve."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        directory_key: VerifyKey,
+        served: frozenset[vocab.Category],
+        nonces: NonceStore,
+        clock: Clock,
+    ) -> None:
+        self._node_id = node_id
+        self._directory_key = directory_key
+        self._served = served
+        self._nonces = nonces
+        self._clock = clock
+
+    def verify(self, request: QueryRecordsRequest) -> VerifiedQuery:
+        now = self._clock()
+        query = open_signed(request.query, NodeQuery, self._directory_key, what="directory query")
+        if query.node_id != self._node_id:
+            raise PermissionDenied(Reason.WRONG_NODE, f"query is for node {query.node_id!r}")
+        expires_at = from_timestamp(query.expires_at)
+        check_window(
+            from_timestamp(query.issued_at), expires_at, now, max_lifetime_s=MAX_QUERY_LIFETIME_S
+        )
+        self._nonces.use(query.nonce, expires_at, now)
+
+        attestation = open_signed(
+            query.attestation, SubjectAttestation, self._directory_key, what="attestation"
+        )
+        if attestation.node_id != self._node_id or (
+            attestation.local_subject_id != query.local_subject_id
+        ):
+            raise PermissionDenied(
+                Reason.ATTESTATION_MISMATCH, "local id is not the one attested for this node"
+            )
+        if not (
+            from_timestamp(attestation.issued_at) - 30
+            <= now
+            < from_timestamp(attestation.expires_at)
+        ):
+            raise PermissionDenied(Reason.ATTESTATION_EXPIRED, "attestation is not valid now")
+
+        consent = open_consent(query.consent)
+        if consent.subject_key != attestation.subject_key:
+            raise PermissionDenied(
+                Reason.ATTESTATION_MISMATCH, "consent is not signed by the attested subject"
+            )
+        categories = list(query.categories)
+        if not categories or len(set(categories)) != len(categories):
+            raise InvalidArgument(Reason.MALFORMED, "query categories empty or repeated")
+        check_covers(
+            consent,
+            requester_id=query.requester_id,
+            purpose=query.purpose,
+            categories=categories,
+            now=now,
+        )
+        unserved = [c for c in categories if c not in self._served]
+        if unserved:
+            raise InvalidArgument(
+                Reason.CATEGORY_NOT_SERVED,
+                f"this node does not serve {', '.join(vocab.category_names(unserved))}",
+            )
+        return VerifiedQuery(query=query, consent=consent, digest=digest(request.query))

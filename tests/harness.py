@@ -1,0 +1,250 @@
+"""A real federation on loopback for tests: directory and nodes are real grpc.aio servers with
+real keys and real SQLite files, run on one background event loop; a clock tests can move."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from credex.client import RequesterClient, SubjectClient
+from credex.keys import SigningKey
+from credex.v1 import node_pb2_grpc
+from directory import admin as directory_admin
+from directory.config import load_settings
+from directory.server import RunningDirectory, start_directory
+from nodes import admin as node_admin
+from nodes.server import RunningNode, build_service, start_node
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread; `run` executes a coroutine on it and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+class MovableClock:
+    """Wall-clock time plus an offset that a test may change."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Each test node: its operator's own schema, and an adapter config mapping it to records.
+NODE_FIXTURES: dict[str, dict[str, Any]] = {
+    "volunteers": {
+        "category": "volunteering",
+        "schema": "CREATE TABLE service (entry INTEGER PRIMARY KEY, vol_no TEXT, hours REAL,"
+        " org TEXT, day TEXT); CREATE INDEX service_vol ON service (vol_no)",
+        "insert": "INSERT INTO service (vol_no, hours, org, day) VALUES (?, ?, ?, ?)",
+        "rows": [("V-1", 12.5, "Red Cross", "2024-03-01"), ("V-1", 4, "Library", "2025-06-10"),
+                 ("V-9", 2, "Library", "2025-01-10")],
+        "sql": "SELECT 'svc-' || entry AS record_id, 'volunteer_hours' AS kind, hours AS value,"
+        " 'hours' AS unit, day AS occurred_at, org AS organisation FROM service"
+        " WHERE vol_no = :local_id",
+    },
+    "pboc": {
+        "category": "financial",
+        "schema": "CREATE TABLE loans (loan_no INTEGER PRIMARY KEY, borrower INTEGER,"
+        " amount REAL, opened TEXT, state TEXT)",
+        "insert": "INSERT INTO loans (borrower, amount, opened, state) VALUES (?, ?, ?, ?)",
+        "rows": [(1001, 20000, "2023-05-01", "repaid"), (1001, 5000, "2025-02-01", "open"),
+                 (1009, 800, "2022-02-01", "default")],
+        "sql": "SELECT 'loan-' || loan_no AS record_id, CASE state WHEN 'default' THEN"
+        " 'loan_default' ELSE 'loan_opened' END AS kind, amount AS value, 'CNY' AS unit,"
+        " opened AS occurred_at, state FROM loans WHERE borrower = :local_id",
+    },
+    "courts": {
+        "category": "judicial",
+        "schema": "CREATE TABLE judgments (case_no TEXT PRIMARY KEY, party TEXT, decided TEXT,"
+        " amount REAL)",
+        "insert": "INSERT INTO judgments VALUES (?, ?, ?, ?)",
+        "rows": [("(2021)Su01-77", "P-1", "2021-09-09", 3000.0)],
+        "sql": "SELECT case_no AS record_id, 'judgment' AS kind, amount AS value, 'CNY' AS unit,"
+        " decided AS occurred_at FROM judgments WHERE party = :local_id",
+    },
+    "education": {
+        "category": "education",
+        "schema": "CREATE TABLE degrees (xj TEXT, degree TEXT, awarded TEXT)",
+        "insert": "INSERT INTO degrees VALUES (?, ?, ?)",
+        "rows": [("XJ-1", "bachelor", "2022-07-01")],
+        "sql": "SELECT xj || '-' || degree AS record_id, 'degree' AS kind, 1 AS value,"
+        " '' AS unit, awarded AS occurred_at, degree FROM degrees WHERE xj = :local_id",
+    },
+}
+# Subject S1 is known to every well-behaved node; S9 also to the misbehaving ones.
+LOCATOR = {
+    "S1": {"volunteers": "V-1", "pboc": "1001", "courts": "P-1", "education": "XJ-1"},
+    "S2": {"volunteers": "V-2"},
+    "S9": {"volunteers": "V-9", "pboc": "1009", "slow": "1009", "forger": "1009",
+           "down": "1009"},
+}
+
+
+def write_node(root: Path, node_id: str, fixture: dict[str, Any]) -> Path:
+    """The operator's database plus the node config (TOML) mapping it to records."""
+    home = root / node_id
+    home.mkdir(parents=True)
+    conn = sqlite3.connect(home / "records.db")
+    conn.executescript(fixture["schema"])
+    conn.executemany(fixture["insert"], fixture["rows"])
+    conn.commit()
+    conn.close()
+    config = home / "node.toml"
+    config.write_text(
+        f'[node]\nid = "{node_id}"\nname = "{node_id} test node"\njurisdiction = "CN"\n'
+        'records_db = "records.db"\nstate_db = "credex-node.db"\n'
+        'signing_key = "node.key"\ndirectory_key = "directory.pub"\n\n'
+        f'[[adapter]]\ncategory = "{fixture["category"]}"\nsql = """\n{fixture["sql"]}\n"""\n'
+    )
+    return config
+
+
+class SlowNode(node_pb2_grpc.NodeServiceServicer):
+    """A real node service that answers only after `delay` seconds."""
+
+    def __init__(self, inner: node_pb2_grpc.NodeServiceServicer, delay: float) -> None:
+        self._inner, self._delay = inner, delay
+
+    async def Describe(self, request: Any, context: Any) -> Any:
+        return await self._inner.Describe(request, context)  # type: ignore[misc]
+
+    async def QueryRecords(self, request: Any, context: Any) -> Any:
+        await asyncio.sleep(self._delay)
+        return await self._inner.QueryRecords(request, context)  # type: ignore[misc]
+
+
+@dataclass
+class Federation:
+    root: Path
+    loop: LoopThread
+    clock: MovableClock
+    directory: RunningDirectory
+    nodes: dict[str, RunningNode]
+    node_configs: dict[str, Path]
+    directory_key: SigningKey
+    requester_keys: dict[str, SigningKey]
+    subject_keys: dict[str, SigningKey]
+    deadline_s: float
+    slow_delay_s: float
+    clients: list[Any] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return self.directory.address
+
+    def subject(self, subject_id: str = "S1", key: SigningKey | None = None) -> SubjectClient:
+        key = key or self.subject_keys[subject_id]
+        client = self.loop.run(_make(SubjectClient, self.address, subject_id, key, self.clock))
+        self.clients.append(client)
+        return client
+
+    def requester(self, requester_id: str = "bank", key: SigningKey | None = None) -> RequesterClient:
+        key = key or self.requester_keys[requester_id]
+        client = self.loop.run(_make(RequesterClient, self.address, requester_id, key, self.clock))
+        self.clients.append(client)
+        return client
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            for client in self.clients:
+                await client.close()
+            await self.directory.stop(0)
+            for node in self.nodes.values():
+                await node.stop(0)
+
+        self.loop.run(_stop())
+
+
+async def _make(cls: Any, address: str, member: str, key: SigningKey, clock: MovableClock) -> Any:
+    return cls(address, member, key, clock=clock)
+
+
+def start_federation(root: Path, loop: LoopThread, *, deadline_s: float = 0.8,
+                     slow_delay_s: float = 5.0) -> Federation:
+    clock = MovableClock()
+    settings = directory_admin.init_home(root / "directory")
+    (root / "directory" / "directory.toml").write_text(
+        f"[directory]\nnode_deadline_s = {deadline_s}\n"
+    )
+    settings = load_settings(root / "directory")
+    directory_key = SigningKey.load(settings.key_path)
+
+    configs: dict[str, Path] = {}
+    nodes: dict[str, RunningNode] = {}
+    for node_id, fixture in NODE_FIXTURES.items():
+        configs[node_id] = write_node(root / "nodes", node_id, fixture)
+    # The misbehaving nodes serve pboc's data: one slow, one signing with an unregistered key.
+    for node_id in ("slow", "forger"):
+        configs[node_id] = write_node(root / "nodes", node_id, NODE_FIXTURES["pboc"])
+
+    for node_id, config_path in configs.items():
+        config, key = node_admin.init_node(config_path, settings.public_key_path)
+        registered_key = key.public
+        if node_id == "forger":
+            service = build_service(config, clock=clock, key=SigningKey.generate())
+        elif node_id == "slow":
+            service = SlowNode(build_service(config, clock=clock), slow_delay_s)  # type: ignore[assignment]
+        else:
+            service = build_service(config, clock=clock)
+        nodes[node_id] = loop.run(start_node(config, clock=clock, service=service))
+        directory_admin.add_member(
+            settings, member_id=node_id, role="node", public_key=registered_key,
+            name=config.name, categories=[NODE_FIXTURES.get(node_id, NODE_FIXTURES["pboc"])["category"]],
+            endpoint=nodes[node_id].address,
+        )
+    down_key = SigningKey.generate()
+    directory_admin.add_member(
+        settings, member_id="down", role="node", public_key=down_key.public,
+        categories=["financial"], endpoint=f"127.0.0.1:{free_port()}",
+    )
+
+    requester_keys = {rid: SigningKey.generate() for rid in ("bank", "school")}
+    for rid, key in requester_keys.items():
+        directory_admin.add_member(settings, member_id=rid, role="requester", public_key=key.public)
+    subject_keys = {sid: SigningKey.generate() for sid in LOCATOR}
+    subjects_csv = root / "subjects.csv"
+    subjects_csv.write_text(
+        "subject_id,region,public_key\n"
+        + "".join(f"{sid},Jiangsu,{k.public.raw.hex()}\n" for sid, k in subject_keys.items())
+    )
+    locator_csv = root / "locator.csv"
+    locator_csv.write_text(
+        "subject_id,node_id,local_id\n"
+        + "".join(f"{s},{n},{l}\n" for s, m in LOCATOR.items() for n, l in m.items())
+    )
+    directory_admin.import_subjects(settings, subjects_csv, locator_csv)
+    directory = loop.run(start_directory(settings, clock=clock))
+    return Federation(
+        root=root, loop=loop, clock=clock, directory=directory, nodes=nodes,
+        node_configs=configs, directory_key=directory_key, requester_keys=requester_keys,
+        subject_keys=subject_keys, deadline_s=deadline_s, slow_delay_s=slow_delay_s,
+    )
