@@ -65,8 +65,11 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
         "schema": "CREATE TABLE service (entry INTEGER PRIMARY KEY, vol_no TEXT, hours REAL,"
         " org TEXT, day TEXT); CREATE INDEX service_vol ON service (vol_no)",
         "insert": "INSERT INTO service (vol_no, hours, org, day) VALUES (?, ?, ?, ?)",
-        "rows": [("V-1", 12.5, "Red Cross", "2024-03-01"), ("V-1", 4, "Library", "2025-06-10"),
-                 ("V-9", 2, "Library", "2025-01-10")],
+        "rows": [
+            ("V-1", 12.5, "Red Cross", "2024-03-01"),
+            ("V-1", 4, "Library", "2025-06-10"),
+            ("V-9", 2, "Library", "2025-01-10"),
+        ],
         "sql": "SELECT 'svc-' || entry AS record_id, 'volunteer_hours' AS kind, hours AS value,"
         " 'hours' AS unit, day AS occurred_at, org AS organisation FROM service"
         " WHERE vol_no = :local_id",
@@ -76,8 +79,11 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
         "schema": "CREATE TABLE loans (loan_no INTEGER PRIMARY KEY, borrower INTEGER,"
         " amount REAL, opened TEXT, state TEXT)",
         "insert": "INSERT INTO loans (borrower, amount, opened, state) VALUES (?, ?, ?, ?)",
-        "rows": [(1001, 20000, "2023-05-01", "repaid"), (1001, 5000, "2025-02-01", "open"),
-                 (1009, 800, "2022-02-01", "default")],
+        "rows": [
+            (1001, 20000, "2023-05-01", "repaid"),
+            (1001, 5000, "2025-02-01", "open"),
+            (1009, 800, "2022-02-01", "default"),
+        ],
         "sql": "SELECT 'loan-' || loan_no AS record_id, CASE state WHEN 'default' THEN"
         " 'loan_default' ELSE 'loan_opened' END AS kind, amount AS value, 'CNY' AS unit,"
         " opened AS occurred_at, state FROM loans WHERE borrower = :local_id",
@@ -104,8 +110,7 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
 LOCATOR = {
     "S1": {"volunteers": "V-1", "pboc": "1001", "courts": "P-1", "education": "XJ-1"},
     "S2": {"volunteers": "V-2"},
-    "S9": {"volunteers": "V-9", "pboc": "1009", "slow": "1009", "forger": "1009",
-           "down": "1009"},
+    "S9": {"volunteers": "V-9", "pboc": "1009", "slow": "1009", "forger": "1009", "down": "1009"},
 }
 
 
@@ -167,7 +172,9 @@ class Federation:
         self.clients.append(client)
         return client
 
-    def requester(self, requester_id: str = "bank", key: SigningKey | None = None) -> RequesterClient:
+    def requester(
+        self, requester_id: str = "bank", key: SigningKey | None = None
+    ) -> RequesterClient:
         key = key or self.requester_keys[requester_id]
         client = self.loop.run(_make(RequesterClient, self.address, requester_id, key, self.clock))
         self.clients.append(client)
@@ -188,8 +195,9 @@ async def _make(cls: Any, address: str, member: str, key: SigningKey, clock: Mov
     return cls(address, member, key, clock=clock)
 
 
-def start_federation(root: Path, loop: LoopThread, *, deadline_s: float = 0.8,
-                     slow_delay_s: float = 5.0) -> Federation:
+def start_federation(
+    root: Path, loop: LoopThread, *, deadline_s: float = 0.8, slow_delay_s: float = 5.0
+) -> Federation:
     clock = MovableClock()
     settings = directory_admin.init_home(root / "directory")
     (root / "directory" / "directory.toml").write_text(
@@ -217,14 +225,22 @@ def start_federation(root: Path, loop: LoopThread, *, deadline_s: float = 0.8,
             service = build_service(config, clock=clock)
         nodes[node_id] = loop.run(start_node(config, clock=clock, service=service))
         directory_admin.add_member(
-            settings, member_id=node_id, role="node", public_key=registered_key,
-            name=config.name, categories=[NODE_FIXTURES.get(node_id, NODE_FIXTURES["pboc"])["category"]],
+            settings,
+            member_id=node_id,
+            role="node",
+            public_key=registered_key,
+            name=config.name,
+            categories=[NODE_FIXTURES.get(node_id, NODE_FIXTURES["pboc"])["category"]],
             endpoint=nodes[node_id].address,
         )
     down_key = SigningKey.generate()
     directory_admin.add_member(
-        settings, member_id="down", role="node", public_key=down_key.public,
-        categories=["financial"], endpoint=f"127.0.0.1:{free_port()}",
+        settings,
+        member_id="down",
+        role="node",
+        public_key=down_key.public,
+        categories=["financial"],
+        endpoint=f"127.0.0.1:{free_port()}",
     )
 
     requester_keys = {rid: SigningKey.generate() for rid in ("bank", "school")}
@@ -244,7 +260,15 @@ def start_federation(root: Path, loop: LoopThread, *, deadline_s: float = 0.8,
     directory_admin.import_subjects(settings, subjects_csv, locator_csv)
     directory = loop.run(start_directory(settings, clock=clock))
     return Federation(
-        root=root, loop=loop, clock=clock, directory=directory, nodes=nodes,
-        node_configs=configs, directory_key=directory_key, requester_keys=requester_keys,
-        subject_keys=subject_keys, deadline_s=deadline_s, slow_delay_s=slow_delay_s,
+        root=root,
+        loop=loop,
+        clock=clock,
+        directory=directory,
+        nodes=nodes,
+        node_configs=configs,
+        directory_key=directory_key,
+        requester_keys=requester_keys,
+        subject_keys=subject_keys,
+        deadline_s=deadline_s,
+        slow_delay_s=slow_delay_s,
     )

@@ -18,7 +18,10 @@ LOAN_CATS = [Cat.CATEGORY_FINANCIAL, Cat.CATEGORY_VOLUNTEERING, Cat.CATEGORY_JUD
 
 def grant(fed: Federation, subject: str = "S1", **kwargs: object) -> str:
     args: dict[str, object] = {
-        "requester_id": "bank", "purpose": LOAN, "categories": LOAN_CATS, "max_uses": 5,
+        "requester_id": "bank",
+        "purpose": LOAN,
+        "categories": LOAN_CATS,
+        "max_uses": 5,
     }
     args.update(kwargs)
     client = fed.subject(subject)
@@ -50,7 +53,9 @@ def test_subset_of_categories(federation: Federation) -> None:
     bank = federation.requester("bank")
     profile = federation.loop.run(
         bank.get_profile(
-            subject_id="S1", consent_id=consent_id, purpose=LOAN,
+            subject_id="S1",
+            consent_id=consent_id,
+            purpose=LOAN,
             categories=[Cat.CATEGORY_FINANCIAL],
         )
     )
@@ -64,7 +69,9 @@ def test_category_outside_consent_is_refused(federation: Federation) -> None:
     with pytest.raises(PermissionDenied) as err:
         federation.loop.run(
             bank.get_profile(
-                subject_id="S1", consent_id=consent_id, purpose=LOAN,
+                subject_id="S1",
+                consent_id=consent_id,
+                purpose=LOAN,
                 categories=[Cat.CATEGORY_VOLUNTEERING],
             )
         )
@@ -109,7 +116,9 @@ def test_unknown_subject_is_refused(federation: Federation) -> None:
     consent_id = grant(federation)
     bank = federation.requester("bank")
     with pytest.raises(NotFound) as err:
-        federation.loop.run(bank.get_profile(subject_id="S404", consent_id=consent_id, purpose=LOAN))
+        federation.loop.run(
+            bank.get_profile(subject_id="S404", consent_id=consent_id, purpose=LOAN)
+        )
     assert err.value.reason == Reason.UNKNOWN_SUBJECT
 
 

@@ -1,0 +1,55 @@
+"""What every credex command line shares: one error-to-exit-code mapping and JSON output."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+
+from credex.config import ConfigError
+from credex.db import DatabaseError
+from credex.errors import CredexError
+from credex.keys import KeyFileError
+
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print `error: message` to stderr; return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn expected failures into a one-line message and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except CredexError as err:
+        raise fail(f"{err.code.name.lower()}: {err.reason}: {err.message}", EXIT_REFUSED) from None
+    except (ConfigError, KeyFileError, DatabaseError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Dataclasses, lists and dicts as indented JSON on stdout."""
+    json.dump(_plain(value), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

@@ -1,0 +1,126 @@
+"""Human-readable tables (rich) for profiles, consents and members."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from credex.client import ConsentView, VerifiedProfile
+
+STATUS_STYLE = {"OK": "green", "NOT_FOUND": "yellow"}
+
+
+def day(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
+def moment(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def print_profile(console: Console, profile: VerifiedProfile, *, max_records: int = 8) -> None:
+    """Per-node status, then records grouped by category with their source node."""
+    console.print(
+        f"[bold]Profile[/bold] of subject [cyan]{profile.subject_id}[/cyan] for "
+        f"[cyan]{profile.requester_id}[/cyan] ({profile.purpose}), consent {profile.consent_id}, "
+        f"request {profile.request_id}"
+    )
+    nodes = Table(title="Sources", title_justify="left")
+    for col in ("node", "categories", "status", "records", "ms", "detail"):
+        nodes.add_column(col, justify="right" if col in {"records", "ms"} else "left")
+    for n in profile.nodes:
+        style = STATUS_STYLE.get(n.status, "red")
+        nodes.add_row(
+            n.node_id,
+            ", ".join(n.categories),
+            f"[{style}]{n.status}[/{style}]",
+            str(n.records),
+            f"{n.elapsed_ms:.1f}",
+            n.detail,
+        )
+    console.print(nodes)
+    records = Table(title="Records (node-signed, verified)", title_justify="left")
+    for col in ("category", "source", "kind", "value", "date"):
+        records.add_column(col, justify="right" if col == "value" else "left", no_wrap=True)
+    records.add_column("details", overflow="fold")
+    for category, items in sorted(profile.by_category().items()):
+        shown = sorted(items, key=lambda r: r.occurred_at, reverse=True)[:max_records]
+        for i, r in enumerate(shown):
+            records.add_row(
+                category if i == 0 else "",
+                r.node_id,
+                r.kind,
+                f"{r.value:g} {r.unit}".strip(),
+                day(r.occurred_at),
+                _details(r.attributes),
+            )
+        if len(items) > len(shown):
+            records.add_row("", "", f"… {len(items) - len(shown)} more", "", "", "")
+    if profile.records:
+        console.print(records)
+    else:
+        console.print("[yellow]No records were disclosed.[/yellow]")
+
+
+def _details(attributes: dict[str, str], limit: int = 3, width: int = 28) -> str:
+    """The first few attributes, each shortened, so a record stays on a line or two."""
+    parts = [
+        f"{k}={v if len(v) <= width else v[: width - 1] + '…'}"
+        for k, v in sorted(attributes.items())[:limit]
+    ]
+    return ", ".join(parts)
+
+
+def terminal_console() -> Console:
+    """A console that is at least 120 columns wide when output is not a terminal (logs, CI)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
+def print_consents(console: Console, consents: Iterable[ConsentView]) -> None:
+    table = Table(title="Consents", title_justify="left")
+    for col in ("consent", "requester", "purpose", "categories", "status", "uses", "valid until"):
+        table.add_column(col)
+    for c in consents:
+        table.add_row(
+            c.consent_id,
+            c.requester_id,
+            c.purpose,
+            ", ".join(c.categories),
+            c.status,
+            f"{c.uses}/{c.max_uses}",
+            moment(c.not_after),
+        )
+    console.print(table)
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    member_id: str
+    role: str
+    name: str
+    jurisdiction: str
+    categories: list[str]
+    key_id: str
+    endpoint: str
+
+
+def print_members(console: Console, rows: Iterable[MemberRow]) -> None:
+    table = Table(title="Members", title_justify="left")
+    for col in ("member", "role", "name", "jurisdiction", "categories", "endpoint", "key id"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.member_id,
+            r.role,
+            r.name,
+            r.jurisdiction,
+            ", ".join(r.categories),
+            r.endpoint,
+            r.key_id[:16],
+        )
+    console.print(table)

@@ -1,0 +1,140 @@
+"""`credex-directory`: set up and run the exchange's directory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from credex import vocab
+from credex.cliutil import cli_errors, print_json
+from credex.keys import load_public
+from credex.render import MemberRow, print_members, terminal_console
+from directory import admin
+from directory.config import load_settings
+from directory.server import serve as serve_directory
+
+app = typer.Typer(
+    help="credex-directory: member registry, consents, record locator and profile assembly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+Home = Annotated[
+    Path, typer.Option("--home", envvar="CREDEX_DIRECTORY_HOME", help="The directory's folder.")
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command()
+def init(home: Home, json_out: Json = False) -> None:
+    """Create settings, the directory's signing key and database (keeps what exists)."""
+    with cli_errors():
+        settings = admin.init_home(home)
+        key = load_public(settings.public_key_path)
+        if json_out:
+            print_json({"home": str(home), "key_id": key.key_id, "public_key": key.raw.hex()})
+        else:
+            typer.echo(
+                f"directory home {home} ready; public key {settings.public_key_path} "
+                f"(key id {key.key_id})"
+            )
+
+
+@app.command("add-member")
+def add_member(
+    home: Home,
+    member_id: Annotated[str, typer.Option("--id", help="The member's id.")],
+    role: Annotated[str, typer.Option(help="node or requester.")],
+    public_key: Annotated[Path, typer.Option(help="The member's public key (PEM).")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    jurisdiction: Annotated[str, typer.Option(help="e.g. CN or CN-JS.")] = "CN",
+    category: Annotated[
+        list[str] | None, typer.Option("--category", "-c", help="A category a node serves.")
+    ] = None,
+    endpoint: Annotated[str, typer.Option(help="host:port where a node listens.")] = "",
+) -> None:
+    """Register (or replace) a member with its signing key."""
+    with cli_errors():
+        settings = load_settings(home)
+        member = admin.add_member(
+            settings,
+            member_id=member_id,
+            role=role,
+            public_key=load_public(public_key),
+            name=name,
+            jurisdiction=jurisdiction,
+            categories=category or [],
+            endpoint=endpoint,
+        )
+        typer.echo(f"registered {member.role_name} {member.member_id} (key {member.key.key_id})")
+
+
+@app.command("set-endpoint")
+def set_endpoint(
+    home: Home,
+    member_id: Annotated[str, typer.Option("--id", help="The node's id.")],
+    endpoint: Annotated[str, typer.Option(help="host:port where the node listens.")],
+) -> None:
+    """Change where a node is reached."""
+    with cli_errors():
+        admin.set_endpoint(load_settings(home), member_id, endpoint)
+        typer.echo(f"{member_id} → {endpoint}")
+
+
+@app.command("import-subjects")
+def import_subjects(
+    home: Home,
+    subjects: Annotated[Path, typer.Argument(help="CSV: subject_id, public_key (hex), region.")],
+    locator: Annotated[
+        Path | None, typer.Option(help="CSV: subject_id, node_id, local_id.")
+    ] = None,
+) -> None:
+    """Load subjects and the record locator from CSV files."""
+    with cli_errors():
+        n_subjects, n_locations = admin.import_subjects(load_settings(home), subjects, locator)
+        typer.echo(f"imported {n_subjects} subjects and {n_locations} locator entries")
+
+
+@app.command()
+def members(home: Home, json_out: Json = False) -> None:
+    """List registered members."""
+    with cli_errors():
+        rows = [
+            MemberRow(
+                member_id=m.member_id,
+                role=m.role_name,
+                name=m.name,
+                jurisdiction=m.jurisdiction,
+                categories=vocab.category_names(m.categories),
+                key_id=m.key.key_id,
+                endpoint=m.endpoint,
+            )
+            for m in admin.list_members(load_settings(home))
+        ]
+        if json_out:
+            print_json(rows)
+        else:
+            print_members(terminal_console(), rows)
+
+
+@app.command()
+def serve(
+    home: Home,
+    listen: Annotated[str, typer.Option(help="host:port to listen on; port 0 picks one.")] = (
+        "127.0.0.1:7100"
+    ),
+    ready_file: Annotated[
+        Path | None, typer.Option(help="Write the bound address here once serving.")
+    ] = None,
+) -> None:
+    """Serve until SIGTERM or Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with cli_errors():
+        asyncio.run(serve_directory(load_settings(home), listen, ready_file))
+
+
+if __name__ == "__main__":
+    app()

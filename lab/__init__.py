@@ -1,0 +1,1 @@
+"""credex lab: synthetic federations, a local launcher, scenarios and benchmarks for researchers."""

@@ -1,0 +1,145 @@
+"""`credex-lab`: synthetic data, a local federation of processes, and the demonstration."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from credex.cliutil import cli_errors, fail, print_json
+from credex.render import terminal_console
+from credex.transport import open_channel
+from credex.v1 import directory_pb2, node_pb2
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.node_pb2_grpc import NodeServiceStub
+from lab.demo import run_demo
+from lab.federation import FederationError, FederationState, _alive, start, stop_recorded
+from lab.synth import generate as generate_data
+
+app = typer.Typer(
+    help="credex-lab: synthetic federations, local processes, the demo.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+Dir = Annotated[Path, typer.Option("--dir", help="The federation's folder.")]
+Subjects = Annotated[int, typer.Option(min=1, help="How many synthetic subjects.")]
+Seed = Annotated[int, typer.Option(help="Random seed; same seed, same data.")]
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the data set.")],
+    subjects: Subjects = 1000,
+    seed: Seed = 7,
+) -> None:
+    """Write a synthetic federation: per-node operator databases and configs, subjects, locator."""
+    with cli_errors(), Progress(transient=True) as progress:
+        task = progress.add_task("generating subjects", total=subjects)
+        manifest = generate_data(
+            out, subjects=subjects, seed=seed, progress=lambda n: progress.update(task, completed=n)
+        )
+    typer.echo(
+        f"wrote {manifest.subjects} subjects for {len(manifest.nodes)} nodes "
+        f"({', '.join(n.id for n in manifest.nodes)}) to {out}"
+    )
+
+
+@app.command()
+def up(dir: Dir, subjects: Subjects = 1000, seed: Seed = 7) -> None:
+    """Start the directory and every node as background processes; wait until all serve."""
+    with cli_errors():
+        try:
+            fed = start(dir, subjects=subjects, seed=seed)
+        except FederationError as exc:
+            raise fail(str(exc)) from None
+        typer.echo(
+            f"directory at {fed.directory_address}; {len(fed.manifest.nodes)} nodes; "
+            f"stop with `credex-lab down --dir {dir}`"
+        )
+
+
+@app.command()
+def down(dir: Dir) -> None:
+    """Stop every process of the federation in DIR."""
+    with cli_errors():
+        try:
+            stopped = stop_recorded(dir)
+        except FederationError as exc:
+            raise fail(str(exc)) from None
+        typer.echo(f"stopped {stopped} processes")
+
+
+async def _healthy(role: str, address: str) -> bool:
+    channel = open_channel(address)
+    try:
+        if role == "directory":
+            await DirectoryServiceStub(channel).ListMembers(
+                directory_pb2.ListMembersRequest(), timeout=1.0
+            )
+        else:
+            await NodeServiceStub(channel).Describe(node_pb2.DescribeRequest(), timeout=1.0)
+    except grpc.aio.AioRpcError:
+        return False
+    finally:
+        await channel.close(None)
+    return True
+
+
+@app.command()
+def status(dir: Dir, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show each process of the federation in DIR and whether it answers."""
+    with cli_errors():
+        try:
+            state = FederationState.load(dir)
+        except FederationError as exc:
+            raise fail(str(exc)) from None
+        if state is None:
+            raise fail(f"no federation is running in {dir}", 1)
+        rows = []
+        for p in state.processes:
+            alive = _alive(p.pid)
+            healthy = alive and asyncio.run(_healthy(p.role, p.address))
+            rows.append({**p.__dict__, "alive": alive, "healthy": healthy})
+        if json_out:
+            print_json(rows)
+        else:
+            table = Table(title=f"Federation in {dir}", title_justify="left")
+            for col in ("process", "role", "pid", "address", "state", "log"):
+                table.add_column(col)
+            for r in rows:
+                state_text = (
+                    "[green]serving[/green]"
+                    if r["healthy"]
+                    else ("[yellow]not answering[/yellow]" if r["alive"] else "[red]dead[/red]")
+                )
+                table.add_row(
+                    r["name"], r["role"], str(r["pid"]), r["address"], state_text, r["log"]
+                )
+            terminal_console().print(table)
+        if not all(r["healthy"] for r in rows):
+            raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    dir: Annotated[Path, typer.Option("--dir", help="Where to keep data and logs.")] = Path(
+        "var/demo"
+    ),
+    subjects: Subjects = 1000,
+    seed: Seed = 7,
+) -> None:
+    """Grant, profile, refusals and revocation on a federation of real processes, then stop."""
+    with cli_errors():
+        try:
+            run_demo(dir, subjects=subjects, seed=seed)
+        except FederationError as exc:
+            raise fail(str(exc)) from None
+
+
+if __name__ == "__main__":
+    app()

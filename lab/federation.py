@@ -1,0 +1,282 @@
+"""A local federation on loopback: the directory and every node as separate processes.
+
+`prepare` turns a synthetic data set into a directory home and initialised nodes; `start`
+launches the processes and waits until each is serving; `stop` ends them all, escalating to
+SIGKILL after a grace period, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from credex.keys import SigningKey
+from directory import admin as directory_admin
+from directory.config import DirectorySettings
+from lab.identities import requester_key
+from lab.synth import Manifest, generate, load_manifest
+from nodes import admin as node_admin
+
+STATE_FILE = "run/federation.json"
+READY_TIMEOUT_S = 30.0
+STOP_GRACE_S = 5.0
+
+
+class FederationError(Exception):
+    """The federation could not be prepared, started or stopped."""
+
+
+@dataclass
+class ProcessInfo:
+    name: str
+    role: str
+    pid: int
+    address: str
+    log: str
+
+
+@dataclass
+class FederationState:
+    root: str
+    directory_address: str
+    processes: list[ProcessInfo] = field(default_factory=list)
+
+    def save(self, root: Path) -> None:
+        path = root / STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, root: Path) -> FederationState | None:
+        path = root / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                root=data["root"],
+                directory_address=data["directory_address"],
+                processes=[ProcessInfo(**p) for p in data["processes"]],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FederationError(f"{path} is corrupt: {exc}") from None
+
+
+def directory_home(root: Path) -> Path:
+    return root / "directory"
+
+
+def requester_key_path(root: Path, requester_id: str) -> Path:
+    return root / "requesters" / f"{requester_id}.key"
+
+
+def prepare(root: Path, *, subjects: int = 1000, seed: int = 7) -> Manifest:
+    """Generate data unless the same generation is there; init directory, nodes and members."""
+    manifest: Manifest | None = None
+    if (root / "federation.toml").is_file():
+        existing = load_manifest(root)
+        if existing.subjects == subjects and existing.seed == seed:
+            manifest = existing
+    if manifest is None:
+        manifest = generate(root, subjects=subjects, seed=seed)
+    settings = directory_admin.init_home(directory_home(root))
+    for node in manifest.nodes:
+        _, key = node_admin.init_node(node.config, settings.public_key_path)
+        directory_admin.add_member(
+            settings,
+            member_id=node.id,
+            role="node",
+            public_key=key.public,
+            name=node.name,
+            jurisdiction=node.jurisdiction,
+            categories=node.categories,
+        )
+    for requester in manifest.requesters:
+        key = requester_key(manifest.seed, requester.id)
+        path = requester_key_path(root, requester.id)
+        if not path.exists():
+            key.save(path)
+        directory_admin.add_member(
+            settings,
+            member_id=requester.id,
+            role="requester",
+            public_key=key.public,
+            name=requester.name,
+            jurisdiction=requester.jurisdiction,
+        )
+    directory_admin.import_subjects(settings, root / "subjects.csv", root / "locator.csv")
+    return manifest
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie or a recycled pid is not ours any more
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"credex" in cmdline or b"nodes.cli" in cmdline or b"directory.cli" in cmdline
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Launcher:
+    """Starts credex servers as child processes and stops them again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.run_dir = root / "run"
+        self.log_dir = root / "logs"
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.infos: list[ProcessInfo] = []
+
+    def spawn(self, name: str, role: str, args: list[str]) -> tuple[Path, Path]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        ready = self.run_dir / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        log = self.log_dir / f"{name}.log"
+        with log.open("ab") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    *args,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--ready-file",
+                    str(ready),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.children[name] = proc
+        self.infos.append(ProcessInfo(name=name, role=role, pid=proc.pid, address="", log=str(log)))
+        return ready, log
+
+    def wait_ready(self, pending: dict[str, tuple[Path, Path]]) -> dict[str, str]:
+        """Block until every named process has written its ready file; fail fast on a death."""
+        addresses: dict[str, str] = {}
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while len(addresses) < len(pending):
+            for name, (ready, log) in pending.items():
+                if name in addresses:
+                    continue
+                if ready.is_file():
+                    addresses[name] = ready.read_text().strip()
+                elif self.children[name].poll() is not None:
+                    raise FederationError(
+                        f"{name} exited with code {self.children[name].returncode}; "
+                        f"log {log}:\n{_log_tail(log)}"
+                    )
+            if time.monotonic() > deadline:
+                late = sorted(set(pending) - set(addresses))
+                raise FederationError(f"not ready after {READY_TIMEOUT_S:g}s: {', '.join(late)}")
+            time.sleep(0.05)
+        for info in self.infos:
+            info.address = addresses.get(info.name, info.address)
+        return addresses
+
+    def stop(self) -> int:
+        """SIGTERM every child, SIGKILL what is left after the grace period; reap all."""
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.children.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        count = len(self.children)
+        self.children.clear()
+        return count
+
+
+@dataclass
+class RunningFederation:
+    """A started federation: where the directory is, and the processes behind it."""
+
+    root: Path
+    manifest: Manifest
+    directory_address: str
+    launcher: Launcher
+
+    def stop(self) -> int:
+        count = self.launcher.stop()
+        (self.root / STATE_FILE).unlink(missing_ok=True)
+        return count
+
+    @property
+    def seed(self) -> int:
+        return self.manifest.seed
+
+    def requester_key(self, requester_id: str) -> SigningKey:
+        return SigningKey.load(requester_key_path(self.root, requester_id))
+
+
+def start(root: Path, *, subjects: int = 1000, seed: int = 7) -> RunningFederation:
+    """Prepare, then start every node and the directory; stops them all if any fails."""
+    state = FederationState.load(root)
+    if state is not None and any(_alive(p.pid) for p in state.processes):
+        raise FederationError(f"a federation is already running in {root}; run `credex-lab down`")
+    manifest = prepare(root, subjects=subjects, seed=seed)
+    settings = DirectorySettings(home=directory_home(root))
+    launcher = Launcher(root)
+    try:
+        pending = {
+            node.id: launcher.spawn(node.id, "node", ["nodes.cli", "serve", str(node.config)])
+            for node in manifest.nodes
+        }
+        for node_id, address in launcher.wait_ready(pending).items():
+            directory_admin.set_endpoint(settings, node_id, address)
+        home = str(directory_home(root))
+        pending = {
+            "directory": launcher.spawn(
+                "directory", "directory", ["directory.cli", "serve", "--home", home]
+            )
+        }
+        address = launcher.wait_ready(pending)["directory"]
+    except BaseException:
+        launcher.stop()
+        raise
+    FederationState(root=str(root), directory_address=address, processes=launcher.infos).save(root)
+    return RunningFederation(
+        root=root, manifest=manifest, directory_address=address, launcher=launcher
+    )
+
+
+def stop_recorded(root: Path) -> int:
+    """Stop a federation started by another process, from its state file."""
+    state = FederationState.load(root)
+    if state is None:
+        return 0
+    alive = [p for p in state.processes if _alive(p.pid)]
+    for p in alive:
+        os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while any(_alive(p.pid) for p in alive) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for p in alive:
+        if _alive(p.pid):
+            os.kill(p.pid, signal.SIGKILL)
+    (root / STATE_FILE).unlink(missing_ok=True)
+    return len(alive)

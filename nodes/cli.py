@@ -1,0 +1,94 @@
+"""`credex-node`: set up and run an agency node over the operator's own database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from credex import vocab
+from credex.cliutil import cli_errors, print_json
+from nodes.admin import check_node, init_node
+from nodes.config import load_node_config
+from nodes.server import serve as serve_node
+
+app = typer.Typer(
+    help="credex-node: serve an agency's own SQLite records to consented, signed queries.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+Config = Annotated[Path, typer.Argument(help="The node's config file (TOML).")]
+
+
+@app.command()
+def init(
+    config: Config,
+    directory_key: Annotated[
+        Path | None,
+        typer.Option(help="The directory's public key (PEM) to install where the config says."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create the node's signing key and state database; check every adapter."""
+    with cli_errors():
+        cfg, key = init_node(config, directory_key)
+        result = {
+            "node_id": cfg.node_id,
+            "key_id": key.key_id,
+            "public_key": key.public.raw.hex(),
+            "signing_key": str(cfg.signing_key),
+            "categories": vocab.category_names(cfg.categories),
+        }
+        if json_out:
+            print_json(result)
+        else:
+            typer.echo(
+                f"node {cfg.node_id} ready: key {key.key_id} ({cfg.signing_key}), "
+                f"categories {', '.join(result['categories'])}"
+            )
+
+
+@app.command()
+def check(config: Config, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Validate the config and run every adapter query once against the operator database."""
+    with cli_errors():
+        cfg = load_node_config(config)
+        check_node(cfg)
+        categories = vocab.category_names(cfg.categories)
+        result = {
+            "node_id": cfg.node_id,
+            "records_db": str(cfg.records_db),
+            "adapters": len(cfg.adapters),
+            "categories": categories,
+        }
+        if json_out:
+            print_json(result)
+        else:
+            typer.echo(
+                f"{cfg.node_id}: {len(cfg.adapters)} adapters OK over {cfg.records_db} "
+                f"({', '.join(categories)})"
+            )
+
+
+@app.command()
+def serve(
+    config: Config,
+    listen: Annotated[str, typer.Option(help="host:port to listen on; port 0 picks one.")] = (
+        "127.0.0.1:7101"
+    ),
+    ready_file: Annotated[
+        Path | None, typer.Option(help="Write the bound address here once serving.")
+    ] = None,
+) -> None:
+    """Serve until SIGTERM or Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with cli_errors():
+        cfg = load_node_config(config)
+        asyncio.run(serve_node(cfg, listen, ready_file))
+
+
+if __name__ == "__main__":
+    app()
