@@ -255,7 +255,7 @@ def start_federation(
     locator_csv = root / "locator.csv"
     locator_csv.write_text(
         "subject_id,node_id,local_id\n"
-        + "".join(f"{s},{n},{l}\n" for s, m in LOCATOR.items() for n, l in m.items())
+        + "".join(f"{s},{n},{local}\n" for s, m in LOCATOR.items() for n, local in m.items())
     )
     directory_admin.import_subjects(settings, subjects_csv, locator_csv)
     directory = loop.run(start_directory(settings, clock=clock))
