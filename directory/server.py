@@ -83,6 +83,6 @@ async def start_directory(
 async def serve(settings: DirectorySettings, listen: str, ready_file: Path | None) -> None:
     directory = await start_directory(settings, listen)
     try:
-        await run_until_stopped(directory.server, ready_file, directory.address)
+        await run_until_stopped(directory.server, ready_file, directory.address, "directory")
     finally:
         await directory.router.close()

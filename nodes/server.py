@@ -75,4 +75,4 @@ async def start_node(
 
 async def serve(config: NodeConfig, listen: str, ready_file: Path | None) -> None:
     node = await start_node(config, listen)
-    await run_until_stopped(node.server, ready_file, node.address)
+    await run_until_stopped(node.server, ready_file, node.address, f"node {config.node_id}")

@@ -11,9 +11,9 @@ from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.errors import CredexError, Internal, Reason, rpc_errors
 from credex.keys import SigningKey
-from credex.signing import digest, seal
+from credex.signing import digest, parse, seal
 from credex.v1 import node_pb2, node_pb2_grpc
-from credex.v1.node_pb2 import NodeAnswer, QueryRecordsRequest, QueryRecordsResponse
+from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
 from nodes.adapters import AdapterError, RecordSource
 from nodes.config import NodeConfig
 from nodes.verify import QueryVerifier, VerifiedQuery
@@ -58,13 +58,15 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         try:
             verified = self._verifier.verify(request)
         except CredexError as err:
+            claimed = _claimed_query(request)
             self._audit.append(
                 AuditEntry(
-                    request_id="",
-                    actor="directory",
+                    request_id=claimed.request_id[:128],
+                    actor=claimed.requester_id[:128],
                     action="query",
                     outcome=f"refused:{err.reason}",
                     node_id=self._config.node_id,
+                    subject_ref=claimed.local_subject_id[:128],
                     detail=err.message,
                 )
             )
@@ -105,3 +107,11 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             )
         )
         return QueryRecordsResponse(answer=signed)
+
+
+def _claimed_query(request: QueryRecordsRequest) -> NodeQuery:
+    """What a refused query claims to be, for the log; empty when it does not even parse."""
+    try:
+        return parse(request.query.body, NodeQuery, what="query")
+    except CredexError:
+        return NodeQuery()
