@@ -919,7 +919,7 @@ def _subjects(seed: int, count: int) -> Iterator[_Subject]:
 
 # --------------------------------------------------------------------------- node writers
 
-Row = tuple[object, ...]
+_Row = tuple[object, ...]
 
 
 class _NodeWriter:
@@ -931,7 +931,7 @@ class _NodeWriter:
         self._id_key = self.rng.getrandbits(64)
         self._known = 0
         self._ids: dict[str, int] = {t.name: 0 for t in spec.tables}
-        self.rows: dict[str, list[Row]] = {t.name: [] for t in spec.tables}
+        self.rows: dict[str, list[_Row]] = {t.name: [] for t in spec.tables}
         self._insert = {t.name: t.insert_sql() for t in spec.tables}
         self.conn = sqlite3.connect(path)
         self.conn.execute("PRAGMA journal_mode=OFF")
