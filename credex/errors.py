@@ -135,6 +135,13 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> CredexError:
     return cls(reason, details or code.name)
 
 
+class MalformedRequest:
+    """Stands in for a request whose bytes did not decode, so the handler can refuse it cleanly."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
 T = TypeVar("T")
 Handler = Callable[..., Awaitable[T]]
 
@@ -146,6 +153,8 @@ def rpc_errors(handler: Handler[T]) -> Handler[T]:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         try:
+            if isinstance(request, MalformedRequest):
+                raise InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
             return await handler(self, request, context)
         except CredexError as err:
             await _abort(context, err)

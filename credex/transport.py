@@ -5,7 +5,15 @@ Every server and client gets its options here, so transport security slots in in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
+
+from credex.errors import MalformedRequest
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -17,6 +25,33 @@ _OPTIONS: list[tuple[str, int]] = [
 
 def create_server() -> grpc.aio.Server:
     return grpc.aio.server(options=[*_OPTIONS, ("grpc.so_reuseport", 0)])
+
+
+def _lenient(message_class: type[Message]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as exc:
+            return MalformedRequest(str(exc))
+
+    return deserialize
+
+
+def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+    """Register `servicer`'s unary methods for `service`. Unlike the generated helper, a request
+    that does not decode reaches the handler as MalformedRequest and gets INVALID_ARGUMENT
+    instead of grpc's generic failure."""
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
 
 
 def bind(server: grpc.aio.Server, address: str) -> int:

@@ -65,7 +65,7 @@ class Router:
         self._deadline_s = deadline_s
         self._attestation_ttl_s = attestation_ttl_s
         self._channels = ChannelPool()
-        self._attestations: OrderedDict[tuple[str, str, bytes], tuple[Signed, float]] = (
+        self._attestations: OrderedDict[tuple[str, str, bytes], tuple[Signed, float, float]] = (
             OrderedDict()
         )
 
@@ -77,9 +77,11 @@ class Router:
         now = self._clock()
         cache_key = (node_id, local_id, subject_key)
         cached = self._attestations.get(cache_key)
-        if cached is not None and cached[1] - now > self._attestation_ttl_s / 4:
-            self._attestations.move_to_end(cache_key)
-            return cached[0]
+        if cached is not None:
+            signed, issued_at, expires_at = cached
+            if issued_at <= now and expires_at - now > self._attestation_ttl_s / 4:
+                self._attestations.move_to_end(cache_key)
+                return signed
         expires_at = now + self._attestation_ttl_s
         signed = seal(
             SubjectAttestation(
@@ -91,7 +93,7 @@ class Router:
             ),
             self._key,
         )
-        self._attestations[cache_key] = (signed, expires_at)
+        self._attestations[cache_key] = (signed, now, expires_at)
         if len(self._attestations) > ATTESTATION_CACHE_SIZE:
             self._attestations.popitem(last=False)
         return signed

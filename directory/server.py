@@ -13,8 +13,8 @@ from credex.db import open_database
 from credex.freshness import NonceStore
 from credex.keys import SigningKey
 from credex.serving import run_until_stopped
-from credex.transport import bind, create_server
-from credex.v1 import directory_pb2_grpc
+from credex.transport import add_service, bind, create_server
+from credex.v1 import directory_pb2
 from directory.config import DirectorySettings
 from directory.consent_store import ConsentStore
 from directory.locator import Locator
@@ -73,7 +73,7 @@ async def start_directory(
 ) -> RunningDirectory:
     service, router = build_service(settings, clock=clock)
     server = create_server()
-    directory_pb2_grpc.add_DirectoryServiceServicer_to_server(service, server)
+    add_service(server, service, directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"])
     port = bind(server, listen)
     await server.start()
     host = listen.rsplit(":", 1)[0]

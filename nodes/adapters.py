@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import sqlite_utils
 
 from credex import vocab
-from credex.clock import to_timestamp
+from credex.clock import from_timestamp, to_timestamp
 from credex.config import ConfigError
 from credex.v1.common_pb2 import Record
 from nodes.config import AdapterSpec
@@ -87,7 +87,7 @@ class RecordSource:
                 names = [d[0] for d in cursor.description or ()]
                 for row in cursor:
                     record = _to_record(category, dict(zip(names, row, strict=True)))
-                    when = record.occurred_at.seconds
+                    when = from_timestamp(record.occurred_at)
                     if data_from is not None and when < data_from:
                         continue
                     if data_to is not None and when >= data_to:

@@ -13,8 +13,8 @@ from credex.db import open_database, open_readonly
 from credex.freshness import NonceStore
 from credex.keys import SigningKey, load_public
 from credex.serving import run_until_stopped
-from credex.transport import bind, create_server
-from credex.v1 import node_pb2_grpc
+from credex.transport import add_service, bind, create_server
+from credex.v1 import node_pb2, node_pb2_grpc
 from nodes.adapters import RecordSource
 from nodes.config import NodeConfig
 from nodes.service import NodeService
@@ -64,8 +64,10 @@ async def start_node(
     service: node_pb2_grpc.NodeServiceServicer | None = None,
 ) -> RunningNode:
     server = create_server()
-    node_pb2_grpc.add_NodeServiceServicer_to_server(
-        service or build_service(config, clock=clock), server
+    add_service(
+        server,
+        service or build_service(config, clock=clock),
+        node_pb2.DESCRIPTOR.services_by_name["NodeService"],
     )
     port = bind(server, listen)
     await server.start()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from credex import vocab
 from credex.clock import Clock, from_timestamp
-from credex.consents import check_covers, open_consent
+from credex.consents import check_covers, check_within_purpose, open_consent
 from credex.errors import InvalidArgument, PermissionDenied, Reason
 from credex.freshness import NonceStore, check_window
 from credex.keys import VerifyKey
@@ -28,7 +28,8 @@ class VerifiedQuery:
 class QueryVerifier:
     """Checks, in order: directory signature, addressee, time window, nonce, the directory's
     attestation of the local id, the subject's signature on the consent, and that the
-    consent covers this requester, purpose and every category, which this node must serve."""
+    consent covers this requester, purpose and every category (and stays within what its purpose
+    allows), and that this node serves every category."""
 
     def __init__(
         self,
@@ -87,6 +88,7 @@ class QueryVerifier:
             categories=categories,
             now=now,
         )
+        check_within_purpose(consent)
         unserved = [c for c in categories if c not in self._served]
         if unserved:
             raise InvalidArgument(

@@ -1,0 +1,605 @@
+"""The directory's refusals, seen through the client SDK as typed credex errors, and what a
+requester can check on a profile without trusting the directory."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grpc
+import pytest
+
+from credex import vocab
+from credex.client import RequesterClient
+from credex.clock import to_timestamp
+from credex.errors import (
+    REASON_KEY,
+    AlreadyExists,
+    CredexError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    Unauthenticated,
+    from_rpc_error,
+)
+from credex.keys import SigningKey, VerifyKey
+from credex.signing import domain_tag, open_signed, seal, verify
+from credex.v1 import directory_pb2 as pb
+from credex.v1.common_pb2 import Category as Cat
+from credex.v1.common_pb2 import Purpose
+from credex.v1.consent_pb2 import ConsentRevocation
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.node_pb2 import NodeAnswer
+from nodes.config import load_node_config
+from tests.harness import Federation
+
+LOAN = Purpose.PURPOSE_LOAN_APPLICATION
+SCHOOL = Purpose.PURPOSE_SCHOOL_ENROLLMENT
+FIN = Cat.CATEGORY_FINANCIAL
+VOL = Cat.CATEGORY_VOLUNTEERING
+JUD = Cat.CATEGORY_JUDICIAL
+EDU = Cat.CATEGORY_EDUCATION
+DAY = 86_400.0
+
+
+def run(fed: Federation, coro: Any) -> Any:
+    return fed.loop.run(coro)
+
+
+def grant(
+    fed: Federation,
+    subject: str = "S1",
+    *,
+    requester_id: str = "bank",
+    purpose: vocab.Purpose = LOAN,
+    categories: Sequence[vocab.Category] = (FIN, VOL, JUD),
+    max_uses: int = 5,
+    valid_days: float = 30.0,
+) -> str:
+    client = fed.subject(subject)
+    return str(
+        run(
+            fed,
+            client.grant(
+                requester_id=requester_id,
+                purpose=purpose,
+                categories=categories,
+                max_uses=max_uses,
+                valid_days=valid_days,
+            ),
+        )
+    )
+
+
+def refused(fed: Federation, coro: Any, error: type[CredexError], reason: Reason) -> CredexError:
+    with pytest.raises(CredexError) as info:
+        run(fed, coro)
+    assert type(info.value) is error, info.value
+    assert info.value.reason == reason, info.value
+    return info.value
+
+
+@pytest.fixture(scope="module")
+def stub(federation: Federation) -> Iterator[Any]:
+    """A raw stub on the directory, for what the SDK would not send."""
+
+    async def open_channel() -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(federation.address)
+
+    channel = run(federation, open_channel())
+    yield DirectoryServiceStub(channel)
+    run(federation, channel.close(None))
+
+
+def trailers(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    metadata: Any = err.trailing_metadata() or ()
+    return [(str(key), str(value)) for key, value in metadata]
+
+
+async def typed(method: Any, request: Any) -> Any:
+    """Call a raw stub method, raising the typed credex error the SDK would raise."""
+    try:
+        return await method(request, timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
+
+
+def get_profile_raw(fed: Federation, stub: Any, request: Any) -> Any:
+    async def call() -> Any:
+        return await stub.GetProfile(request, timeout=10)
+
+    return run(fed, call())
+
+
+# --- consent grants --------------------------------------------------------------------------
+
+
+def test_consent_beyond_its_purpose_is_refused_at_grant(federation: Federation) -> None:
+    subject = federation.subject("S1")
+    refused(
+        federation,
+        subject.grant(requester_id="bank", purpose=LOAN, categories=[FIN, EDU]),
+        PermissionDenied,
+        Reason.CONSENT_EXCEEDS_PURPOSE,
+    )
+
+
+def test_consent_signed_with_an_unregistered_key_is_refused(federation: Federation) -> None:
+    impostor = federation.subject("S1", key=SigningKey.generate())
+    refused(
+        federation,
+        impostor.grant(requester_id="bank", purpose=LOAN, categories=[FIN]),
+        Unauthenticated,
+        Reason.BAD_SIGNATURE,
+    )
+
+
+def test_consent_signed_with_another_subjects_key_is_refused(federation: Federation) -> None:
+    impostor = federation.subject("S1", key=federation.subject_keys["S2"])
+    refused(
+        federation,
+        impostor.grant(requester_id="bank", purpose=LOAN, categories=[FIN]),
+        Unauthenticated,
+        Reason.BAD_SIGNATURE,
+    )
+
+
+def test_consent_for_an_unknown_requester_is_refused(federation: Federation) -> None:
+    subject = federation.subject("S1")
+    refused(
+        federation,
+        subject.grant(requester_id="loan-shark", purpose=LOAN, categories=[FIN]),
+        NotFound,
+        Reason.UNKNOWN_REQUESTER,
+    )
+
+
+def test_consent_for_a_node_as_requester_is_refused(federation: Federation) -> None:
+    subject = federation.subject("S1")
+    refused(
+        federation,
+        subject.grant(requester_id="pboc", purpose=LOAN, categories=[FIN]),
+        NotFound,
+        Reason.UNKNOWN_REQUESTER,
+    )
+
+
+def test_consent_of_an_unknown_subject_is_refused(federation: Federation) -> None:
+    stranger = federation.subject("S404", key=SigningKey.generate())
+    refused(
+        federation,
+        stranger.grant(requester_id="bank", purpose=LOAN, categories=[FIN]),
+        NotFound,
+        Reason.UNKNOWN_SUBJECT,
+    )
+
+
+def test_same_consent_id_granted_twice_is_refused(federation: Federation) -> None:
+    subject = federation.subject("S1")
+    consent_id = f"c-twice-{uuid.uuid4().hex}"
+    granted = run(
+        federation,
+        subject.grant(requester_id="bank", purpose=LOAN, categories=[FIN], consent_id=consent_id),
+    )
+    assert granted == consent_id
+    refused(
+        federation,
+        subject.grant(requester_id="bank", purpose=LOAN, categories=[VOL], consent_id=consent_id),
+        AlreadyExists,
+        Reason.CONSENT_EXISTS,
+    )
+    views = [v for v in run(federation, subject.consents()) if v.consent_id == consent_id]
+    assert len(views) == 1
+    assert views[0].categories == ["financial"]
+
+
+def test_consent_id_of_another_subject_cannot_be_overwritten(federation: Federation) -> None:
+    consent_id = f"c-taken-{uuid.uuid4().hex}"
+    s1, s2 = federation.subject("S1"), federation.subject("S2")
+    run(
+        federation,
+        s1.grant(requester_id="bank", purpose=LOAN, categories=[FIN], consent_id=consent_id),
+    )
+    refused(
+        federation,
+        s2.grant(requester_id="bank", purpose=LOAN, categories=[VOL], consent_id=consent_id),
+        AlreadyExists,
+        Reason.CONSENT_EXISTS,
+    )
+    assert consent_id in {v.consent_id for v in run(federation, s1.consents())}
+    assert consent_id not in {v.consent_id for v in run(federation, s2.consents())}
+
+
+# --- profile requests ------------------------------------------------------------------------
+
+
+def test_expired_consent_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation, valid_days=1)
+    bank = federation.requester("bank")
+    federation.clock.offset += 2 * DAY
+    try:
+        refused(
+            federation,
+            bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN),
+            PermissionDenied,
+            Reason.CONSENT_EXPIRED,
+        )
+        views = {v.consent_id: v for v in run(federation, federation.subject("S1").consents())}
+        assert views[consent_id].status == "expired"
+        assert views[consent_id].uses == 0
+    finally:
+        federation.clock.offset -= 2 * DAY
+
+
+def test_consent_used_up(federation: Federation) -> None:
+    consent_id = grant(federation, categories=[FIN], max_uses=1)
+    bank = federation.requester("bank")
+    profile = run(
+        federation, bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    )
+    assert {r.record_id for r in profile.records} == {"loan-1", "loan-2"}
+    refused(
+        federation,
+        bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN),
+        PermissionDenied,
+        Reason.CONSENT_USED_UP,
+    )
+
+
+def test_consent_used_by_another_requester_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation)
+    school = federation.requester("school")
+    refused(
+        federation,
+        school.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN),
+        PermissionDenied,
+        Reason.CONSENT_WRONG_REQUESTER,
+    )
+
+
+def test_consent_used_for_another_purpose_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation, categories=[VOL])
+    bank = federation.requester("bank")
+    refused(
+        federation,
+        bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=SCHOOL),
+        PermissionDenied,
+        Reason.CONSENT_WRONG_PURPOSE,
+    )
+
+
+def test_consent_of_another_subject_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation, "S2", categories=[VOL])
+    bank = federation.requester("bank")
+    refused(
+        federation,
+        bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN),
+        PermissionDenied,
+        Reason.SUBJECT_MISMATCH,
+    )
+
+
+def test_unknown_consent_is_refused(federation: Federation) -> None:
+    bank = federation.requester("bank")
+    refused(
+        federation,
+        bank.get_profile(subject_id="S1", consent_id=f"c-nope-{uuid.uuid4().hex}", purpose=LOAN),
+        NotFound,
+        Reason.CONSENT_NOT_FOUND,
+    )
+
+
+def test_refused_requests_do_not_count_as_uses(federation: Federation) -> None:
+    consent_id = grant(federation, categories=[FIN], max_uses=1)
+    school, bank = federation.requester("school"), federation.requester("bank")
+    refused(
+        federation,
+        school.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN),
+        PermissionDenied,
+        Reason.CONSENT_WRONG_REQUESTER,
+    )
+    refused(
+        federation,
+        bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN, categories=[VOL]),
+        PermissionDenied,
+        Reason.CATEGORY_NOT_CONSENTED,
+    )
+    profile = run(
+        federation, bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    )
+    assert [n.node_id for n in profile.nodes] == ["pboc"]
+
+
+def test_replayed_profile_request_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation, categories=[FIN])
+    bank = federation.requester("bank")
+    request = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    first = run(federation, bank.send_profile_request(request))
+    assert [n.status for n in first.nodes] == ["OK"]
+    refused(federation, bank.send_profile_request(request), PermissionDenied, Reason.REPLAY)
+    views = {v.consent_id: v for v in run(federation, federation.subject("S1").consents())}
+    assert views[consent_id].uses == 1
+
+
+def test_profile_request_from_the_future_or_expired_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation, categories=[FIN])
+    bank = federation.requester("bank")
+    early = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    federation.clock.offset -= 3600
+    try:
+        refused(
+            federation,
+            bank.send_profile_request(early),
+            PermissionDenied,
+            Reason.REQUEST_NOT_YET_VALID,
+        )
+    finally:
+        federation.clock.offset += 3600
+    late = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    federation.clock.offset += 3600
+    try:
+        refused(
+            federation, bank.send_profile_request(late), PermissionDenied, Reason.REQUEST_EXPIRED
+        )
+    finally:
+        federation.clock.offset -= 3600
+
+
+def hand_made_request(
+    fed: Federation, *, consent_id: str, requester_id: str, key: SigningKey
+) -> pb.GetProfileRequest:
+    now = fed.clock()
+    request = pb.ProfileRequest(
+        request_id=f"r-{uuid.uuid4().hex}",
+        nonce=os.urandom(16),
+        issued_at=to_timestamp(now),
+        expires_at=to_timestamp(now + 60),
+        requester_id=requester_id,
+        subject_id="S1",
+        consent_id=consent_id,
+        purpose=LOAN,
+    )
+    return pb.GetProfileRequest(request=seal(request, key))
+
+
+def test_request_signed_by_one_requester_naming_another_is_refused(
+    federation: Federation,
+) -> None:
+    consent_id = grant(federation, requester_id="school", purpose=SCHOOL, categories=[VOL])
+    bank = federation.requester("bank")
+    request = hand_made_request(
+        federation,
+        consent_id=consent_id,
+        requester_id="school",
+        key=federation.requester_keys["bank"],
+    )
+    refused(federation, bank.send_profile_request(request), Unauthenticated, Reason.UNKNOWN_SIGNER)
+
+
+def test_request_signed_by_a_node_key_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation)
+    node_key = SigningKey.load(load_node_config(federation.node_configs["pboc"]).signing_key)
+    bank = federation.requester("bank")
+    request = hand_made_request(
+        federation, consent_id=consent_id, requester_id="pboc", key=node_key
+    )
+    refused(
+        federation, bank.send_profile_request(request), PermissionDenied, Reason.UNKNOWN_REQUESTER
+    )
+
+
+def test_profile_request_with_altered_body_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation, categories=[FIN])
+    bank = federation.requester("bank")
+    request = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    body = pb.ProfileRequest.FromString(request.request.body)
+    body.subject_id = "S2"
+    request.request.body = body.SerializeToString(deterministic=True)
+    refused(federation, bank.send_profile_request(request), Unauthenticated, Reason.BAD_SIGNATURE)
+
+
+def test_undecodable_profile_request_is_malformed(federation: Federation) -> None:
+    bank = federation.requester("bank")
+    garbage = b"\x0a\x64short"
+    request = pb.GetProfileRequest()
+    request.request.body = garbage
+    request.request.key_id = federation.requester_keys["bank"].key_id
+    request.request.signature = federation.requester_keys["bank"].sign(
+        domain_tag(pb.ProfileRequest) + garbage
+    )
+    refused(federation, bank.send_profile_request(request), InvalidArgument, Reason.MALFORMED)
+
+
+def test_undecodable_request_bytes_get_invalid_argument(federation: Federation) -> None:
+    """Bytes that are not a GetProfileRequest at all: a clear INVALID_ARGUMENT, like any other
+    malformed input, not an UNKNOWN status that names a Python exception class."""
+
+    async def call() -> grpc.aio.AioRpcError:
+        async with grpc.aio.insecure_channel(federation.address) as channel:
+            raw = channel.unary_unary(
+                "/credex.v1.DirectoryService/GetProfile",
+                request_serializer=None,
+                response_deserializer=None,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await raw(b"\x0a\x64short", timeout=5)
+            return info.value
+
+    err = run(federation, call())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
+    assert (err.details() or "").startswith(f"{Reason.MALFORMED}: ")
+    assert (REASON_KEY, str(Reason.MALFORMED)) in trailers(err)
+
+
+# --- revocations -----------------------------------------------------------------------------
+
+
+def test_revocation_signed_by_another_key_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation)
+    impostor = federation.subject("S1", key=SigningKey.generate())
+    refused(federation, impostor.revoke(consent_id), Unauthenticated, Reason.BAD_SIGNATURE)
+    # The consent is still usable.
+    bank = federation.requester("bank")
+    profile = run(
+        federation,
+        bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN, categories=[FIN]),
+    )
+    assert [n.status for n in profile.nodes] == ["OK"]
+
+
+def test_revoking_another_subjects_consent_is_refused(federation: Federation) -> None:
+    consent_id = grant(federation, "S1")
+    other = federation.subject("S2")
+    refused(federation, other.revoke(consent_id), PermissionDenied, Reason.SUBJECT_MISMATCH)
+    views = {v.consent_id: v for v in run(federation, federation.subject("S1").consents())}
+    assert views[consent_id].status == "active"
+
+
+def test_revoking_an_unknown_consent_is_refused(federation: Federation) -> None:
+    subject = federation.subject("S1")
+    refused(
+        federation, subject.revoke(f"c-nope-{uuid.uuid4().hex}"), NotFound, Reason.CONSENT_NOT_FOUND
+    )
+
+
+def test_stale_revocation_is_refused(federation: Federation, stub: Any) -> None:
+    """A revocation signed an hour ago (replayed, or held back) is refused as stale."""
+    consent_id = grant(federation)
+    revocation = ConsentRevocation(
+        consent_id=consent_id,
+        subject_id="S1",
+        issued_at=to_timestamp(federation.clock() - 3600),
+    )
+    request = pb.RevokeConsentRequest(revocation=seal(revocation, federation.subject_keys["S1"]))
+    refused(
+        federation, typed(stub.RevokeConsent, request), PermissionDenied, Reason.REQUEST_EXPIRED
+    )
+    views = {v.consent_id: v for v in run(federation, federation.subject("S1").consents())}
+    assert views[consent_id].status == "active"
+
+
+def test_consent_list_of_another_subject_is_refused(federation: Federation) -> None:
+    impostor = federation.subject("S1", key=federation.subject_keys["S2"])
+    refused(federation, impostor.consents(), Unauthenticated, Reason.BAD_SIGNATURE)
+
+
+# --- what a requester can check on its own ---------------------------------------------------
+
+
+def test_profile_node_answers_verify_with_the_registered_node_keys(
+    federation: Federation, stub: Any
+) -> None:
+    consent_id = grant(federation)
+    bank = federation.requester("bank")
+    request = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    response = get_profile_raw(federation, stub, request)
+
+    members = run(federation, bank.members())
+    directory_key = VerifyKey(members.directory_public_key)
+    assert directory_key == federation.directory_key.public
+    keys = {m.member_id: VerifyKey(m.public_key) for m in members.members}
+    for m in members.members:
+        assert m.key_id == keys[m.member_id].key_id
+
+    profile = open_signed(response.profile, pb.Profile, directory_key, what="profile")
+    assert profile.request_id == pb.ProfileRequest.FromString(request.request.body).request_id
+    ok = [r for r in profile.nodes if r.status == pb.NodeStatus.NODE_STATUS_OK]
+    assert sorted(r.node_id for r in ok) == ["courts", "pboc", "volunteers"]
+    for result in ok:
+        answer = open_signed(result.answer, NodeAnswer, keys[result.node_id], what="answer")
+        assert answer.request_id == profile.request_id
+        assert answer.node_id == result.node_id
+        assert answer.records
+        assert {r.category for r in answer.records} <= set(result.categories)
+        for other_id, other_key in keys.items():
+            if other_id != result.node_id:
+                assert not verify(result.answer, NodeAnswer, other_key)
+        assert not verify(result.answer, NodeAnswer, directory_key)
+
+
+def _fresh_profile(fed: Federation, stub: Any) -> tuple[RequesterClient, Any]:
+    consent_id = grant(fed)
+    bank = fed.requester("bank")
+    request = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    return bank, get_profile_raw(fed, stub, request).profile
+
+
+def test_profile_with_altered_directory_signature_is_rejected(
+    federation: Federation, stub: Any
+) -> None:
+    bank, signed = _fresh_profile(federation, stub)
+    verified = run(federation, bank.verify_profile(signed))
+    assert {r.node_id for r in verified.records} == {"courts", "pboc", "volunteers"}
+
+    sig = bytearray(signed.signature)
+    sig[5] ^= 0x01
+    bad_sig = type(signed)(body=signed.body, signature=bytes(sig), key_id=signed.key_id)
+    refused(federation, bank.verify_profile(bad_sig), Unauthenticated, Reason.BAD_SIGNATURE)
+
+    body = bytearray(signed.body)
+    body[len(body) // 2] ^= 0x01
+    bad_body = type(signed)(body=bytes(body), signature=signed.signature, key_id=signed.key_id)
+    refused(federation, bank.verify_profile(bad_body), Unauthenticated, Reason.BAD_SIGNATURE)
+
+
+def test_records_altered_by_the_directory_are_rejected(federation: Federation, stub: Any) -> None:
+    """Even with a valid directory signature, changed node records do not verify."""
+    bank, signed = _fresh_profile(federation, stub)
+    profile = pb.Profile.FromString(signed.body)
+    pboc = next(r for r in profile.nodes if r.node_id == "pboc")
+    answer = NodeAnswer.FromString(pboc.answer.body)
+    answer.records[0].value = 0.0
+    pboc.answer.body = answer.SerializeToString(deterministic=True)
+    resealed = seal(profile, federation.directory_key)
+    refused(federation, bank.verify_profile(resealed), Unauthenticated, Reason.BAD_SIGNATURE)
+
+
+def test_answer_relabelled_as_another_node_is_rejected(federation: Federation, stub: Any) -> None:
+    bank, signed = _fresh_profile(federation, stub)
+    profile = pb.Profile.FromString(signed.body)
+    by_id = {r.node_id: r for r in profile.nodes}
+    by_id["courts"].answer.CopyFrom(by_id["pboc"].answer)
+    resealed = seal(profile, federation.directory_key)
+    refused(federation, bank.verify_profile(resealed), Unauthenticated, Reason.BAD_SIGNATURE)
+
+
+def test_answer_moved_from_another_request_is_rejected(federation: Federation, stub: Any) -> None:
+    bank, first = _fresh_profile(federation, stub)
+    _, second = _fresh_profile(federation, stub)
+    old = {r.node_id: r for r in pb.Profile.FromString(first.body).nodes}
+    profile = pb.Profile.FromString(second.body)
+    for result in profile.nodes:
+        result.answer.CopyFrom(old[result.node_id].answer)
+    resealed = seal(profile, federation.directory_key)
+    refused(federation, bank.verify_profile(resealed), Unauthenticated, Reason.BAD_SIGNATURE)
+
+
+# --- the directory's audit log ---------------------------------------------------------------
+
+
+def test_directory_audits_refusals(federation: Federation) -> None:
+    consent_id = grant(federation, categories=[FIN])
+    school = federation.requester("school")
+    request = school.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    request_id = pb.ProfileRequest.FromString(request.request.body).request_id
+    refused(
+        federation,
+        school.send_profile_request(request),
+        PermissionDenied,
+        Reason.CONSENT_WRONG_REQUESTER,
+    )
+    db = federation.root / "directory" / "directory.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT actor, action, outcome, consent_id, subject_ref FROM audit_log "
+            "WHERE request_id = ?",
+            (request_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    assert rows == [("school", "profile", "refused:CONSENT_WRONG_REQUESTER", consent_id, "S1")]

@@ -1,0 +1,181 @@
+"""Signed envelopes: round trip, domain separation, tamper evidence, malformed input."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from credex.clock import to_timestamp
+from credex.errors import InvalidArgument, Reason, Unauthenticated
+from credex.keys import SigningKey
+from credex.signing import MAX_BODY_BYTES, digest, domain_tag, open_signed, parse, seal, verify
+from credex.v1.common_pb2 import Category, Purpose, Signed
+from credex.v1.consent_pb2 import Consent, ConsentRevocation, SubjectAttestation
+from credex.v1.directory_pb2 import ConsentListQuery
+
+KEY = SigningKey.from_seed(b"test-signing")
+OTHER = SigningKey.from_seed(b"test-signing-other")
+
+CONSENT = Consent(
+    consent_id="c-1",
+    subject_id="S1",
+    subject_key=KEY.public.raw,
+    requester_id="bank",
+    purpose=Purpose.PURPOSE_LOAN_APPLICATION,
+    categories=[Category.CATEGORY_FINANCIAL, Category.CATEGORY_VOLUNTEERING],
+    not_before=to_timestamp(1_700_000_000),
+    not_after=to_timestamp(1_700_086_400),
+    max_uses=2,
+)
+SEALED = seal(CONSENT, KEY)
+
+# Bytes no protobuf parser accepts: truncated length-delimited field, truncated varint,
+# wire type 7 (reserved), field number 0.
+UNDECODABLE = [b"\x0a\x64too short", b"\x08\xff\xff", b"\x0f", b"\x00\x01", b"\xff"]
+
+
+def test_seal_open_round_trip() -> None:
+    assert SEALED.key_id == KEY.key_id
+    assert SEALED.body == CONSENT.SerializeToString(deterministic=True)
+    assert verify(SEALED, Consent, KEY.public)
+    opened = open_signed(SEALED, Consent, KEY.public, what="consent")
+    assert opened == CONSENT
+
+
+def test_seal_is_stable() -> None:
+    """The same message under the same key seals to the same bytes (deterministic body)."""
+    again = seal(Consent.FromString(SEALED.body), KEY)
+    assert again == SEALED
+
+
+def test_the_signature_covers_the_domain_tag_and_the_body() -> None:
+    assert KEY.public.verify(SEALED.signature, domain_tag(Consent) + SEALED.body)
+    assert not KEY.public.verify(SEALED.signature, SEALED.body)
+    assert domain_tag(Consent) != domain_tag(ConsentRevocation)
+    assert b"credex.v1.Consent" in domain_tag(Consent)
+
+
+def test_signature_of_one_type_does_not_verify_as_another_with_identical_body() -> None:
+    """A ConsentRevocation and a Consent share fields 1 and 2, so the revocation's bytes are
+    also a valid Consent; the signature still only verifies as the type it was made for."""
+    revocation = ConsentRevocation(consent_id="c-1", subject_id="S1")
+    signed = seal(revocation, KEY)
+    assert Consent.FromString(signed.body).consent_id == "c-1"  # same bytes, parse as both
+    assert verify(signed, ConsentRevocation, KEY.public)
+    assert not verify(signed, Consent, KEY.public)
+    with pytest.raises(Unauthenticated) as err:
+        open_signed(signed, Consent, KEY.public, what="consent")
+    assert err.value.reason == Reason.BAD_SIGNATURE
+
+
+def test_list_query_signature_is_not_a_revocation() -> None:
+    """ConsentListQuery(subject_id=...) and ConsentRevocation(consent_id=...) both start with a
+    string field 1: a subject's list query can never be replayed as a revocation."""
+    query = ConsentListQuery(subject_id="c-1")
+    signed = seal(query, KEY)
+    assert ConsentRevocation.FromString(signed.body).consent_id == "c-1"
+    assert not verify(signed, ConsentRevocation, KEY.public)
+
+
+def test_attestation_signature_is_not_a_consent() -> None:
+    attestation = SubjectAttestation(node_id="pboc", local_subject_id="1001")
+    signed = seal(attestation, KEY)
+    assert not verify(signed, Consent, KEY.public)
+    assert verify(signed, SubjectAttestation, KEY.public)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_flipping_any_byte_of_body_or_signature_fails(data: st.DataObject) -> None:
+    target = data.draw(st.sampled_from(["body", "signature"]))
+    original = getattr(SEALED, target)
+    index = data.draw(st.integers(0, len(original) - 1))
+    mask = data.draw(st.integers(1, 255))
+    flipped = bytearray(original)
+    flipped[index] ^= mask
+    tampered = Signed()
+    tampered.CopyFrom(SEALED)
+    setattr(tampered, target, bytes(flipped))
+
+    assert not verify(tampered, Consent, KEY.public)
+    with pytest.raises((Unauthenticated, InvalidArgument)) as err:
+        open_signed(tampered, Consent, KEY.public, what="consent")
+    assert type(err.value) is Unauthenticated
+    assert err.value.reason == Reason.BAD_SIGNATURE
+
+
+@settings(max_examples=50, deadline=None)
+@given(extra=st.binary(min_size=1, max_size=16))
+def test_appending_bytes_to_the_body_fails(extra: bytes) -> None:
+    tampered = Signed(body=SEALED.body + extra, signature=SEALED.signature, key_id=SEALED.key_id)
+    assert not verify(tampered, Consent, KEY.public)
+
+
+def test_wrong_key_id_fails() -> None:
+    relabelled = Signed(body=SEALED.body, signature=SEALED.signature, key_id=OTHER.key_id)
+    assert not verify(relabelled, Consent, KEY.public)
+    with pytest.raises(Unauthenticated) as err:
+        open_signed(relabelled, Consent, KEY.public, what="consent")
+    assert err.value.reason == Reason.BAD_SIGNATURE
+
+
+def test_another_key_fails() -> None:
+    assert not verify(SEALED, Consent, OTHER.public)
+    forged = seal(CONSENT, OTHER)
+    forged.key_id = KEY.key_id
+    with pytest.raises(Unauthenticated) as err:
+        open_signed(forged, Consent, KEY.public, what="consent")
+    assert err.value.reason == Reason.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize("garbage", UNDECODABLE)
+def test_parse_of_garbage_is_malformed(garbage: bytes) -> None:
+    with pytest.raises(DecodeError):
+        Consent.FromString(garbage)  # the premise: protobuf itself rejects these bytes
+    with pytest.raises(InvalidArgument) as err:
+        parse(garbage, Consent, what="consent")
+    assert err.value.reason == Reason.MALFORMED
+    assert "consent" in err.value.message
+
+
+@pytest.mark.parametrize("garbage", UNDECODABLE)
+def test_open_of_signed_garbage_is_malformed(garbage: bytes) -> None:
+    """A valid signature over bytes that do not decode is still refused, as MALFORMED."""
+    signed = Signed(
+        body=garbage, signature=KEY.sign(domain_tag(Consent) + garbage), key_id=KEY.key_id
+    )
+    assert verify(signed, Consent, KEY.public)
+    with pytest.raises(InvalidArgument) as err:
+        open_signed(signed, Consent, KEY.public, what="consent")
+    assert err.value.reason == Reason.MALFORMED
+
+
+def test_unsigned_or_empty_envelope_is_malformed() -> None:
+    for envelope in (
+        Signed(),
+        Signed(body=SEALED.body, key_id=SEALED.key_id),
+        Signed(signature=SEALED.signature, key_id=SEALED.key_id),
+    ):
+        with pytest.raises(InvalidArgument) as err:
+            open_signed(envelope, Consent, KEY.public, what="consent")
+        assert err.value.reason == Reason.MALFORMED
+
+
+def test_oversized_body_is_malformed_before_verification() -> None:
+    big = Signed(body=b"\x00" * (MAX_BODY_BYTES + 1), signature=b"s" * 64, key_id=KEY.key_id)
+    with pytest.raises(InvalidArgument) as err:
+        open_signed(big, Consent, KEY.public, what="consent")
+    assert err.value.reason == Reason.MALFORMED
+
+
+def test_digest_is_over_the_body() -> None:
+    import hashlib
+
+    assert digest(SEALED) == hashlib.sha256(SEALED.body).digest()
+    assert digest(seal(CONSENT, OTHER)) == digest(SEALED)  # same body, same digest
+    changed = Consent()
+    changed.CopyFrom(CONSENT)
+    changed.max_uses = 3
+    assert digest(seal(changed, KEY)) != digest(SEALED)
