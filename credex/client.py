@@ -156,7 +156,6 @@ class SubjectClient(_DirectoryClient):
         now = self._clock()
         signed = create_consent(
             self._key,
-            subject_id=self.subject_id,
             requester_id=requester_id,
             purpose=purpose,
             categories=categories,
@@ -165,7 +164,10 @@ class SubjectClient(_DirectoryClient):
             max_uses=max_uses,
             consent_id=consent_id,
         )
-        response = await self._call(self._stub.GrantConsent, pb.GrantConsentRequest(consent=signed))
+        response = await self._call(
+            self._stub.GrantConsent,
+            pb.GrantConsentRequest(consent=signed, subject_id=self.subject_id),
+        )
         return str(response.consent_id)
 
     async def revoke(self, consent_id: str) -> str:

@@ -19,7 +19,6 @@ MAX_CATEGORIES = 16
 def create_consent(
     key: SigningKey,
     *,
-    subject_id: str,
     requester_id: str,
     purpose: vocab.Purpose,
     categories: Iterable[vocab.Category],
@@ -33,7 +32,6 @@ def create_consent(
     """A consent signed by the subject's `key`."""
     consent = Consent(
         consent_id=consent_id or f"c-{uuid.uuid4().hex}",
-        subject_id=subject_id,
         subject_key=key.public.raw,
         requester_id=requester_id,
         purpose=purpose,
@@ -66,8 +64,8 @@ def validate_shape(consent: Consent) -> None:
     """Reject consents no honest subject could have meant."""
     if not consent.consent_id or len(consent.consent_id) > 128:
         raise InvalidArgument(Reason.MALFORMED, "consent id missing or too long")
-    if not consent.subject_id or not consent.requester_id:
-        raise InvalidArgument(Reason.MALFORMED, "consent lacks subject or requester")
+    if not consent.requester_id:
+        raise InvalidArgument(Reason.MALFORMED, "consent names no requester")
     if consent.purpose not in vocab.PURPOSE_CATEGORIES:
         raise InvalidArgument(Reason.MALFORMED, "consent purpose missing or unknown")
     cats = list(consent.categories)

@@ -28,6 +28,7 @@ _REFUSAL = {
 
 @dataclass(frozen=True)
 class StoredConsent:
+    subject_id: str
     consent: Consent
     signed: Signed
     status: ConsentStatus.ValueType
@@ -53,7 +54,7 @@ class ConsentStore:
         )
         self._conn.execute("CREATE INDEX IF NOT EXISTS consents_subject ON consents (subject_id)")
 
-    def add(self, consent: Consent, signed: Signed, now: float) -> None:
+    def add(self, consent: Consent, signed: Signed, subject_id: str, now: float) -> None:
         exists = self._conn.execute(
             "SELECT 1 FROM consents WHERE consent_id = ?", (consent.consent_id,)
         ).fetchone()
@@ -63,7 +64,7 @@ class ConsentStore:
             "INSERT INTO consents VALUES (?, ?, ?, ?, 'active', 0, ?, ?, ?, ?)",
             (
                 consent.consent_id,
-                consent.subject_id,
+                subject_id,
                 consent.requester_id,
                 signed.SerializeToString(),
                 consent.max_uses,
@@ -75,7 +76,7 @@ class ConsentStore:
 
     def get(self, consent_id: str, now: float) -> StoredConsent:
         row = self._conn.execute(
-            "SELECT signed, status, uses, not_after FROM consents WHERE consent_id = ?",
+            "SELECT subject_id, signed, status, uses, not_after FROM consents WHERE consent_id = ?",
             (consent_id,),
         ).fetchone()
         if row is None:
@@ -84,7 +85,7 @@ class ConsentStore:
 
     def for_subject(self, subject_id: str, now: float) -> list[StoredConsent]:
         rows = self._conn.execute(
-            "SELECT signed, status, uses, not_after FROM consents WHERE subject_id = ? "
+            "SELECT subject_id, signed, status, uses, not_after FROM consents WHERE subject_id = ? "
             "ORDER BY granted_at, consent_id",
             (subject_id,),
         ).fetchall()
@@ -119,11 +120,13 @@ def require_active(stored: StoredConsent) -> None:
         raise PermissionDenied(reason, message)
 
 
-def _stored(row: tuple[bytes, str, int, float], now: float) -> StoredConsent:
-    signed_bytes, status_text, uses, not_after = row
+def _stored(row: tuple[str, bytes, str, int, float], now: float) -> StoredConsent:
+    subject_id, signed_bytes, status_text, uses, not_after = row
     signed = parse(signed_bytes, Signed, what="stored consent")
     consent = parse(signed.body, Consent, what="stored consent")
     status = _TEXT_STATUS[status_text]
     if status == S.CONSENT_STATUS_ACTIVE and now >= not_after:
         status = S.CONSENT_STATUS_EXPIRED
-    return StoredConsent(consent=consent, signed=signed, status=status, uses=uses)
+    return StoredConsent(
+        subject_id=subject_id, consent=consent, signed=signed, status=status, uses=uses
+    )

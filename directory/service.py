@@ -53,17 +53,17 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     async def GrantConsent(
         self, request: pb.GrantConsentRequest, context: Context
     ) -> pb.GrantConsentResponse:
-        consent = self._verifier.consent_grant(request.consent)
-        self._consents.add(consent, request.consent, self._clock())
+        consent = self._verifier.consent_grant(request.consent, request.subject_id)
+        self._consents.add(consent, request.consent, request.subject_id, self._clock())
         self._audit.append(
             AuditEntry(
                 request_id=consent.consent_id,
-                actor=consent.subject_id,
+                actor=request.subject_id,
                 action="grant",
                 outcome="granted",
                 purpose=vocab.purpose_name(consent.purpose),
                 consent_id=consent.consent_id,
-                subject_ref=consent.subject_id,
+                subject_ref=request.subject_id,
                 categories=vocab.category_names(consent.categories),
                 detail=f"requester={consent.requester_id} max_uses={consent.max_uses}",
             )
@@ -79,7 +79,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         revocation = self._verifier.revocation(request.revocation)
         now = self._clock()
         stored = self._consents.get(revocation.consent_id, now)
-        if stored.consent.subject_id != revocation.subject_id:
+        if stored.subject_id != revocation.subject_id:
             raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
         self._consents.set_status(revocation.consent_id, S.CONSENT_STATUS_REVOKED, now)
         self._audit.append(

@@ -86,7 +86,7 @@ class RequestVerifier:
         if self._locator.subject_key(request.subject_id) is None:
             raise NotFound(Reason.UNKNOWN_SUBJECT, f"no subject {request.subject_id!r}")
         stored = self._consents.get(request.consent_id, now)
-        if stored.consent.subject_id != request.subject_id:
+        if stored.subject_id != request.subject_id:
             raise PermissionDenied(Reason.SUBJECT_MISMATCH, "consent is for another subject")
         require_active(stored)
         categories = tuple(request.categories) or tuple(stored.consent.categories)
@@ -118,12 +118,12 @@ class RequestVerifier:
     ) -> M:
         return open_signed(signed, message_type, self._subject_key(subject_id), what=what)
 
-    def consent_grant(self, signed: Signed) -> Consent:
-        """A consent signed by its subject's registered key, for a known requester, within
-        its purpose, and not already over."""
+    def consent_grant(self, signed: Signed, subject_id: str) -> Consent:
+        """A consent signed by the registered key of `subject_id`, for a known requester,
+        within its purpose, and not already over."""
         now = self._clock()
+        registered = self._subject_key(subject_id)
         consent = open_consent(signed)
-        registered = self._subject_key(consent.subject_id)
         if registered.raw != consent.subject_key:
             raise Unauthenticated(
                 Reason.BAD_SIGNATURE, "consent is not signed by the subject's registered key"

@@ -147,6 +147,21 @@ class SlowNode(node_pb2_grpc.NodeServiceServicer):
         return await self._inner.QueryRecords(request, context)  # type: ignore[misc]
 
 
+class RecordingNode(node_pb2_grpc.NodeServiceServicer):
+    """A real node service that keeps every query it receives, to check what nodes learn."""
+
+    def __init__(self, inner: node_pb2_grpc.NodeServiceServicer) -> None:
+        self._inner = inner
+        self.received: list[Any] = []
+
+    async def Describe(self, request: Any, context: Any) -> Any:
+        return await self._inner.Describe(request, context)  # type: ignore[misc]
+
+    async def QueryRecords(self, request: Any, context: Any) -> Any:
+        self.received.append(request)
+        return await self._inner.QueryRecords(request, context)  # type: ignore[misc]
+
+
 @dataclass
 class Federation:
     root: Path
@@ -160,6 +175,7 @@ class Federation:
     subject_keys: dict[str, SigningKey]
     deadline_s: float
     slow_delay_s: float
+    recorder: RecordingNode | None = None
     clients: list[Any] = field(default_factory=list)
 
     @property
@@ -208,6 +224,7 @@ def start_federation(
 
     configs: dict[str, Path] = {}
     nodes: dict[str, RunningNode] = {}
+    recorder: RecordingNode | None = None
     for node_id, fixture in NODE_FIXTURES.items():
         configs[node_id] = write_node(root / "nodes", node_id, fixture)
     # The misbehaving nodes serve pboc's data: one slow, one signing with an unregistered key.
@@ -219,6 +236,8 @@ def start_federation(
         registered_key = key.public
         if node_id == "forger":
             service = build_service(config, clock=clock, key=SigningKey.generate())
+        elif node_id == "volunteers":
+            service = recorder = RecordingNode(build_service(config, clock=clock))  # type: ignore[assignment]
         elif node_id == "slow":
             service = SlowNode(build_service(config, clock=clock), slow_delay_s)  # type: ignore[assignment]
         else:
@@ -271,4 +290,5 @@ def start_federation(
         subject_keys=subject_keys,
         deadline_s=deadline_s,
         slow_delay_s=slow_delay_s,
+        recorder=recorder,
     )

@@ -105,7 +105,6 @@ def consent_for(
     fed: Federation,
     *,
     key: SigningKey | None = None,
-    subject_id: str = "S9",
     requester_id: str = "bank",
     purpose: vocab.Purpose = LOAN,
     categories: Sequence[vocab.Category] = (FIN,),
@@ -116,7 +115,6 @@ def consent_for(
     now = fed.clock()
     return create_consent(
         key or fed.subject_keys["S9"],
-        subject_id=subject_id,
         requester_id=requester_id,
         purpose=purpose,
         categories=categories,
@@ -287,7 +285,7 @@ def test_each_subject_gets_only_its_own_records(node: Node) -> None:
     s1_key = fed.subject_keys["S1"]
     query = node_query(
         fed,
-        consent=consent_for(fed, key=s1_key, subject_id="S1"),
+        consent=consent_for(fed, key=s1_key),
         attestation=attestation_for(fed, local_id=S1_LOCAL, subject_key=s1_key.public.raw),
         local_id=S1_LOCAL,
     )
@@ -301,7 +299,6 @@ def test_consent_data_range_limits_what_is_disclosed(node: Node) -> None:
     now = fed.clock()
     consent = create_consent(
         s1_key,
-        subject_id="S1",
         requester_id="bank",
         purpose=LOAN,
         categories=[FIN],
@@ -497,7 +494,6 @@ def test_consent_naming_the_subject_key_but_signed_by_another_key_is_refused(nod
     now = fed.clock()
     consent = Consent(
         consent_id=f"c-forged-{os.urandom(4).hex()}",
-        subject_id="S9",
         subject_key=fed.subject_keys["S9"].public.raw,
         requester_id="bank",
         purpose=LOAN,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from google.protobuf.message import DecodeError, Message
 
 from credex import vocab
 from credex.errors import NotFound, PermissionDenied, Reason, Unauthenticated
 from credex.v1.common_pb2 import Category as Cat
-from credex.v1.common_pb2 import Purpose
+from credex.v1.common_pb2 import Purpose, Signed
+from credex.v1.consent_pb2 import Consent, SubjectAttestation
+from credex.v1.node_pb2 import NodeQuery
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -137,3 +140,38 @@ def test_unknown_requester_is_refused(federation: Federation) -> None:
 def test_vocab_round_trip() -> None:
     for c in vocab.ALL_CATEGORIES:
         assert vocab.parse_category(vocab.category_name(c)) == c
+
+
+def _strings(message: Message) -> list[str]:
+    """Every string value anywhere in `message`, nested messages and Signed bodies included."""
+    found: list[str] = []
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else [value]
+        for v in values:
+            if isinstance(v, str):
+                found.append(v)
+            elif isinstance(v, Message):
+                found.extend(_strings(v))
+    if isinstance(message, Signed):
+        for kind in (NodeQuery, Consent, SubjectAttestation):
+            try:
+                inner = kind.FromString(message.body)
+            except DecodeError:
+                continue
+            found.extend(_strings(inner))
+    return found
+
+
+def test_nodes_never_see_the_global_subject_id(federation: Federation) -> None:
+    assert federation.recorder is not None
+    consent_id = grant(federation)
+    before = len(federation.recorder.received)
+    bank = federation.requester("bank")
+    federation.loop.run(bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN))
+    received = federation.recorder.received[before:]
+    assert len(received) == 1
+    query = NodeQuery.FromString(received[0].query.body)
+    assert query.local_subject_id == "V-1"
+    strings = _strings(received[0])
+    assert "V-1" in strings and "bank" in strings  # the walk does reach the nested messages
+    assert not [s for s in strings if "S1" in s]

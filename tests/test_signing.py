@@ -20,7 +20,6 @@ OTHER = SigningKey.from_seed(b"test-signing-other")
 
 CONSENT = Consent(
     consent_id="c-1",
-    subject_id="S1",
     subject_key=KEY.public.raw,
     requester_id="bank",
     purpose=Purpose.PURPOSE_LOAN_APPLICATION,

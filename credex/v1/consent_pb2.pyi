@@ -46,12 +46,13 @@ Global___ConsentStatus: _TypeAlias = ConsentStatus  # noqa: Y015
 class Consent(_message.Message):
     """A subject's permission for one requester to read some categories for one purpose.
     Always travels inside a Signed whose signature is by `subject_key`.
+    It names the subject only by key: every node it covers receives it, and nodes never see the
+    directory's global subject id.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSENT_ID_FIELD_NUMBER: _builtins.int
-    SUBJECT_ID_FIELD_NUMBER: _builtins.int
     SUBJECT_KEY_FIELD_NUMBER: _builtins.int
     REQUESTER_ID_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
@@ -63,8 +64,6 @@ class Consent(_message.Message):
     MAX_USES_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.str
-    subject_id: _builtins.str
-    """The directory's id of the subject; nodes never rely on it."""
     subject_key: _builtins.bytes
     """Raw 32-byte Ed25519 public key of the subject; nodes verify the consent with it."""
     requester_id: _builtins.str
@@ -89,7 +88,6 @@ class Consent(_message.Message):
         self,
         *,
         consent_id: _builtins.str = ...,
-        subject_id: _builtins.str = ...,
         subject_key: _builtins.bytes = ...,
         requester_id: _builtins.str = ...,
         purpose: _common_pb2.Purpose.ValueType = ...,
@@ -103,7 +101,7 @@ class Consent(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data_from", b"data_from", "data_to", b"data_to", "issued_at", b"issued_at", "not_after", b"not_after", "not_before", b"not_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "consent_id", b"consent_id", "data_from", b"data_from", "data_to", b"data_to", "issued_at", b"issued_at", "max_uses", b"max_uses", "not_after", b"not_after", "not_before", b"not_before", "purpose", b"purpose", "requester_id", b"requester_id", "subject_id", b"subject_id", "subject_key", b"subject_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "consent_id", b"consent_id", "data_from", b"data_from", "data_to", b"data_to", "issued_at", b"issued_at", "max_uses", b"max_uses", "not_after", b"not_after", "not_before", b"not_before", "purpose", b"purpose", "requester_id", b"requester_id", "subject_key", b"subject_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

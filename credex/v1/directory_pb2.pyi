@@ -125,6 +125,9 @@ class GrantConsentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSENT_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    """The directory's id of the subject; its registered key must be the consent's subject key."""
     @_builtins.property
     def consent(self) -> _common_pb2.Signed:
         """A subject-signed Consent."""
@@ -133,10 +136,11 @@ class GrantConsentRequest(_message.Message):
         self,
         *,
         consent: _common_pb2.Signed | None = ...,
+        subject_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
