@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from credex import vocab
-from credex.cliutil import cli_errors, print_json
+from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
 from credex.keys import load_public
 from credex.render import MemberRow, print_members, terminal_console
 from directory import admin
@@ -123,15 +122,11 @@ def members(home: Home, json_out: Json = False) -> None:
 @app.command()
 def serve(
     home: Home,
-    listen: Annotated[str, typer.Option(help="host:port to listen on; port 0 picks one.")] = (
-        "127.0.0.1:7100"
-    ),
-    ready_file: Annotated[
-        Path | None, typer.Option(help="Write the bound address here once serving.")
-    ] = None,
+    listen: Listen = "127.0.0.1:7100",
+    ready_file: ReadyFile = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_server_logging()
     with cli_errors():
         asyncio.run(serve_directory(load_settings(home), listen, ready_file))
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from credex import vocab
-from credex.cliutil import cli_errors, print_json
+from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
 from nodes.admin import check_node, init_node
 from nodes.config import load_node_config
 from nodes.server import serve as serve_node
@@ -76,15 +75,11 @@ def check(config: Config, json_out: Annotated[bool, typer.Option("--json")] = Fa
 @app.command()
 def serve(
     config: Config,
-    listen: Annotated[str, typer.Option(help="host:port to listen on; port 0 picks one.")] = (
-        "127.0.0.1:7101"
-    ),
-    ready_file: Annotated[
-        Path | None, typer.Option(help="Write the bound address here once serving.")
-    ] = None,
+    listen: Listen = "127.0.0.1:7101",
+    ready_file: ReadyFile = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_server_logging()
     with cli_errors():
         cfg = load_node_config(config)
         asyncio.run(serve_node(cfg, listen, ready_file))
