@@ -12,7 +12,9 @@ import typer
 from credex import vocab
 from credex.client import RequesterClient, SubjectClient
 from credex.cliutil import cli_errors, print_json
+from credex.enrollment import EnrollmentFiles, enroll
 from credex.keys import SigningKey
+from credex.member_home import MEMBER_FILE, MemberHome
 from credex.render import (
     MemberRow,
     print_consents,
@@ -36,7 +38,19 @@ app.add_typer(profile_app, name="profile")
 
 Directory = Annotated[
     str,
-    typer.Option("--directory", envvar="CREDEX_DIRECTORY", help="Directory address host:port."),
+    typer.Option(
+        "--directory",
+        envvar="CREDEX_DIRECTORY",
+        help="The directory's public address host:port (subjects).",
+    ),
+]
+CaCert = Annotated[
+    Path,
+    typer.Option("--ca-cert", envvar="CREDEX_CA_CERT", help="The federation CA certificate (PEM)."),
+]
+Home = Annotated[
+    Path,
+    typer.Option("--home", envvar="CREDEX_HOME", help="Your member folder (from `credex init`)."),
 ]
 KeyPath = Annotated[Path, typer.Option("--key", help="Your private signing key (PEM).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -49,6 +63,71 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _categories(names: list[str] | None) -> list[vocab.Category]:
     return [vocab.parse_category(n) for n in names or []]
+
+
+def _read_ca(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read CA certificate {path}: {exc.strerror}") from None
+
+
+def _requester(home: Path) -> RequesterClient:
+    member = MemberHome.load(home)
+    return RequesterClient(
+        member.directory, member.member_id, member.signing_key(), tls=member.tls()
+    )
+
+
+@app.command()
+def init(
+    home: Home,
+    member_id: Annotated[str, typer.Option("--id", help="Your member id, as in the token.")],
+    directory: Annotated[str, typer.Option(help="The directory's member address host:port.")],
+    public: Annotated[str, typer.Option(help="The directory's public address host:port.")],
+    token: Annotated[str, typer.Option(help="One-time enrollment token from the operator.")],
+    ca_cert: CaCert,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    json_out: Json = False,
+) -> None:
+    """Enroll as a requester: keys are made here, the directory certifies them."""
+    with cli_errors():
+        ca_pem = _read_ca(ca_cert)
+        member = MemberHome(
+            path=home, member_id=member_id, directory=directory, directory_public=public
+        )
+        if (home / MEMBER_FILE).exists():
+            raise ValueError(f"{home} is already a member home")
+        key = SigningKey.generate()
+        key.save(member.signing_key_path)
+        response = _run(
+            enroll(
+                public_address=public,
+                ca_pem=ca_pem,
+                token=token,
+                member_id=member_id,
+                role="requester",
+                signing_key=key,
+                name=name,
+                files=EnrollmentFiles(
+                    tls_key=member.tls_key_path,
+                    cert=member.cert_path,
+                    ca=member.ca_path,
+                    directory_key=member.directory_key_path,
+                ),
+            )
+        )
+        member.save()
+        result = {
+            "member_id": member_id,
+            "key_id": key.key_id,
+            "home": str(home),
+            "directory_id": response.directory_id,
+        }
+        if json_out:
+            print_json(result)
+        else:
+            typer.echo(f"enrolled {member_id} (key {key.key_id}); member home {home}")
 
 
 @app.command()
@@ -68,11 +147,11 @@ def keygen(
 
 
 @app.command()
-def members(directory: Directory, json_out: Json = False) -> None:
+def members(home: Home, json_out: Json = False) -> None:
     """List the federation's members (nodes and requesters) and their keys."""
 
     async def go() -> Any:
-        async with RequesterClient(directory, "", SigningKey.generate()) as client:
+        async with _requester(home) as client:
             return await client.members()
 
     with cli_errors():
@@ -98,6 +177,7 @@ def members(directory: Directory, json_out: Json = False) -> None:
 @consent_app.command("grant")
 def consent_grant(
     directory: Directory,
+    ca_cert: CaCert,
     subject: Subject,
     key: KeyPath,
     requester: Annotated[str, typer.Option(help="Member id of the requester.")],
@@ -112,11 +192,12 @@ def consent_grant(
     """Grant a requester a consent, signed with your key."""
     with cli_errors():
         signing_key = SigningKey.load(key)
+        ca_pem = _read_ca(ca_cert)
         cats = _categories(category)
         purpose_value = vocab.parse_purpose(purpose)
 
         async def go() -> str:
-            async with SubjectClient(directory, subject, signing_key) as client:
+            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
                 return await client.grant(
                     requester_id=requester,
                     purpose=purpose_value,
@@ -136,6 +217,7 @@ def consent_grant(
 def consent_revoke(
     consent_id: Annotated[str, typer.Argument(help="The consent to end.")],
     directory: Directory,
+    ca_cert: CaCert,
     subject: Subject,
     key: KeyPath,
     json_out: Json = False,
@@ -143,9 +225,10 @@ def consent_revoke(
     """Revoke one of your consents; the directory refuses it from now on."""
     with cli_errors():
         signing_key = SigningKey.load(key)
+        ca_pem = _read_ca(ca_cert)
 
         async def go() -> str:
-            async with SubjectClient(directory, subject, signing_key) as client:
+            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
                 return await client.revoke(consent_id)
 
         status = _run(go())
@@ -157,14 +240,15 @@ def consent_revoke(
 
 @consent_app.command("list")
 def consent_list(
-    directory: Directory, subject: Subject, key: KeyPath, json_out: Json = False
+    directory: Directory, ca_cert: CaCert, subject: Subject, key: KeyPath, json_out: Json = False
 ) -> None:
     """List your consents with their status and uses."""
     with cli_errors():
         signing_key = SigningKey.load(key)
+        ca_pem = _read_ca(ca_cert)
 
         async def go() -> Any:
-            async with SubjectClient(directory, subject, signing_key) as client:
+            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
                 return await client.consents()
 
         views = _run(go())
@@ -176,9 +260,7 @@ def consent_list(
 
 @profile_app.command("get")
 def profile_get(
-    directory: Directory,
-    requester: Annotated[str, typer.Option(help="Your member id.")],
-    key: KeyPath,
+    home: Home,
     subject: Subject,
     consent: Annotated[str, typer.Option(help="The consent id the subject gave you.")],
     purpose: Annotated[str, typer.Option(help="Must match the consent's purpose.")],
@@ -190,12 +272,11 @@ def profile_get(
 ) -> None:
     """Obtain a subject's profile; every signature in it is verified before it is shown."""
     with cli_errors():
-        signing_key = SigningKey.load(key)
         cats = _categories(category)
         purpose_value = vocab.parse_purpose(purpose)
 
         async def go() -> Any:
-            async with RequesterClient(directory, requester, signing_key) as client:
+            async with _requester(home) as client:
                 return await client.get_profile(
                     subject_id=subject, consent_id=consent, purpose=purpose_value, categories=cats
                 )

@@ -21,10 +21,11 @@ from credex.consents import create_consent
 from credex.errors import Reason, Unauthenticated, from_rpc_error
 from credex.keys import SigningKey, VerifyKey
 from credex.signing import open_signed, parse, seal
+from credex.tls import TlsIdentity
 from credex.transport import open_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.consent_pb2 import Consent, ConsentRevocation, ConsentStatus
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
 from credex.v1.node_pb2 import NodeAnswer
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -98,15 +99,20 @@ def node_status_name(value: pb.NodeStatus.ValueType) -> str:
     return pb.NodeStatus.Name(value).removeprefix("NODE_STATUS_")
 
 
-class _DirectoryClient:
+class _Client:
+    """A TLS channel to the directory and the mapping of failures to typed exceptions."""
+
     def __init__(
-        self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, clock: Clock = system_clock
+        self,
+        target: str,
+        tls: TlsIdentity,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        clock: Clock = system_clock,
     ) -> None:
-        self._channel = open_channel(target)
-        self._stub = DirectoryServiceStub(self._channel)
+        self._channel = open_channel(target, tls)
         self._timeout_s = timeout_s
         self._clock = clock
-        self._members: pb.ListMembersResponse | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -128,18 +134,16 @@ class _DirectoryClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
-    async def members(self, *, refresh: bool = False) -> pb.ListMembersResponse:
-        """The public registry (members and the directory key), fetched once."""
-        if self._members is None or refresh:
-            self._members = await self._call(self._stub.ListMembers, pb.ListMembersRequest())
-        return self._members
 
+class SubjectClient(_Client):
+    """A subject: grants, revokes and lists its own consents, signing each request. Talks to the
+    directory's public port; needs only the federation CA certificate to check the server."""
 
-class SubjectClient(_DirectoryClient):
-    """A subject: grants, revokes and lists its own consents, signing each request."""
-
-    def __init__(self, target: str, subject_id: str, key: SigningKey, **kwargs: Any) -> None:
-        super().__init__(target, **kwargs)
+    def __init__(
+        self, target: str, subject_id: str, key: SigningKey, *, ca_pem: bytes, **kwargs: Any
+    ) -> None:
+        super().__init__(target, TlsIdentity(ca_pem), **kwargs)
+        self._stub = SubjectServiceStub(self._channel)
         self.subject_id = subject_id
         self._key = key
 
@@ -208,13 +212,24 @@ class SubjectClient(_DirectoryClient):
         return views
 
 
-class RequesterClient(_DirectoryClient):
-    """A requester: obtains profiles under a subject's consent and verifies them."""
+class RequesterClient(_Client):
+    """A member (usually a requester): obtains profiles under a subject's consent and verifies
+    them. Talks to the directory's member port over mutual TLS with its own certificate."""
 
-    def __init__(self, target: str, requester_id: str, key: SigningKey, **kwargs: Any) -> None:
-        super().__init__(target, **kwargs)
+    def __init__(
+        self, target: str, requester_id: str, key: SigningKey, *, tls: TlsIdentity, **kwargs: Any
+    ) -> None:
+        super().__init__(target, tls, **kwargs)
+        self._stub = DirectoryServiceStub(self._channel)
         self.requester_id = requester_id
         self._key = key
+        self._members: pb.ListMembersResponse | None = None
+
+    async def members(self, *, refresh: bool = False) -> pb.ListMembersResponse:
+        """The registry (members and the directory key), fetched once."""
+        if self._members is None or refresh:
+            self._members = await self._call(self._stub.ListMembers, pb.ListMembersRequest())
+        return self._members
 
     def profile_request(
         self,

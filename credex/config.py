@@ -6,9 +6,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+MEMBER_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
 
 class ConfigError(Exception):
     """A config file is missing, unparsable or has a wrong value."""
+
+
+def validate_member_id(value: str, where: str) -> str:
+    """Member ids appear in certificates, file names and logs: keep them plain."""
+    if not value or len(value) > 64 or not set(value) <= MEMBER_ID_CHARS:
+        raise ConfigError(f"{where}: id {value!r} must be 1-64 of a-z 0-9 - _ .")
+    return value
 
 
 def load_toml(path: Path) -> dict[str, Any]:

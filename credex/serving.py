@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -15,12 +17,19 @@ STOP_GRACE_S = 2.0
 log = logging.getLogger(__name__)
 
 
-def write_ready_file(path: Path, address: str) -> None:
-    """Atomically publish the bound address so a launcher knows the server is ready."""
+def write_ready_file(path: Path, info: dict[str, str]) -> None:
+    """Atomically publish the bound addresses (JSON) so a launcher knows the server is ready."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(address + "\n")
+    tmp.write_text(json.dumps(info) + "\n")
     os.replace(tmp, path)
+
+
+def read_ready_file(path: Path) -> dict[str, str]:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a ready file")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def remove_ready_file(path: Path) -> None:
@@ -28,7 +37,11 @@ def remove_ready_file(path: Path) -> None:
 
 
 async def run_until_stopped(
-    server: grpc.aio.Server, ready_file: Path | None, address: str, name: str
+    servers: Sequence[grpc.aio.Server],
+    ready_file: Path | None,
+    info: dict[str, str],
+    name: str,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop with a short grace period."""
     stop = asyncio.Event()
@@ -36,12 +49,14 @@ async def run_until_stopped(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if ready_file is not None:
-        write_ready_file(ready_file, address)
-    log.info("%s serving on %s", name, address)
+        write_ready_file(ready_file, info)
+    log.info("%s serving on %s", name, ", ".join(f"{k}={v}" for k, v in info.items()))
     try:
         await stop.wait()
         log.info("%s stopping", name)
     finally:
         if ready_file is not None:
             remove_ready_file(ready_file)
-        await server.stop(STOP_GRACE_S)
+        await asyncio.gather(*(server.stop(STOP_GRACE_S) for server in servers))
+        if on_stop is not None:
+            await on_stop()

@@ -1,6 +1,7 @@
-"""How credex parties connect: message size bounds, server options, pooled channels.
+"""How credex parties connect: TLS on every port, message size bounds, pooled channels, and the
+peer's member id as its certificate states it.
 
-Every server and client gets its options here, so transport security slots in in one place.
+Every server and client gets its options and credentials here.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from credex.errors import MalformedRequest
+from credex.errors import MalformedRequest, PermissionDenied, Reason, Unauthenticated
+from credex.tls import TlsIdentity
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# What the transport accepts at all; anything larger is cut off by gRPC itself.
+MAX_TRANSPORT_BYTES = 16 * 1024 * 1024
+# The largest request credex decodes; a larger one gets INVALID_ARGUMENT.
+MAX_REQUEST_BYTES = 1024 * 1024
 
 _OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_TRANSPORT_BYTES),
+    ("grpc.max_send_message_length", MAX_TRANSPORT_BYTES),
 ]
 
 
@@ -29,6 +34,8 @@ def create_server() -> grpc.aio.Server:
 
 def _lenient(message_class: type[Message]) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
+        if len(data) > MAX_REQUEST_BYTES:
+            return MalformedRequest(f"{len(data)} bytes is more than {MAX_REQUEST_BYTES}")
         try:
             return message_class.FromString(data)
         except DecodeError as exc:
@@ -39,8 +46,8 @@ def _lenient(message_class: type[Message]) -> Callable[[bytes], Any]:
 
 def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
     """Register `servicer`'s unary methods for `service`. Unlike the generated helper, a request
-    that does not decode reaches the handler as MalformedRequest and gets INVALID_ARGUMENT
-    instead of grpc's generic failure."""
+    that is too large or does not decode reaches the handler as MalformedRequest and gets
+    INVALID_ARGUMENT instead of grpc's generic failure."""
     handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
@@ -54,28 +61,51 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
     )
 
 
-def bind(server: grpc.aio.Server, address: str) -> int:
-    """Listen on `address` (host:port, port 0 picks a free one); returns the bound port."""
-    port = server.add_insecure_port(address)
+def bind(
+    server: grpc.aio.Server, address: str, tls: TlsIdentity, *, require_client_auth: bool = True
+) -> int:
+    """Listen with TLS on `address` (port 0 picks a free one); returns the bound port.
+    With `require_client_auth` only holders of a federation certificate get past the handshake."""
+    port = server.add_secure_port(
+        address, tls.server_credentials(require_client_auth=require_client_auth)
+    )
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return port
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=_OPTIONS)
+def open_channel(target: str, tls: TlsIdentity) -> grpc.aio.Channel:
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=_OPTIONS)
+
+
+def peer_member_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The member id in the caller's verified certificate; Unauthenticated if there is none."""
+    names = list(context.auth_context().get("x509_common_name") or [])
+    if len(names) != 1:
+        raise Unauthenticated(Reason.UNKNOWN_SIGNER, "caller presented no member certificate")
+    return bytes(names[0]).decode()
+
+
+def require_peer(context: grpc.aio.ServicerContext[Any, Any], member_id: str) -> None:
+    """Refuse unless the caller's certificate is `member_id`'s: nobody signs as another."""
+    peer = peer_member_id(context)
+    if peer != member_id:
+        raise PermissionDenied(
+            Reason.PEER_MISMATCH, f"certificate is {peer!r} but the request is by {member_id!r}"
+        )
 
 
 class ChannelPool:
     """One long-lived channel per endpoint, reused across requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsIdentity) -> None:
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is None:
-            channel = self._channels[target] = open_channel(target)
+            channel = self._channels[target] = open_channel(target, self._tls)
         return channel
 
     async def close(self) -> None:

@@ -6,20 +6,22 @@ import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from credex import vocab
+from credex import pki, vocab
 from credex.audit import AuditLog
 from credex.clock import system_clock
-from credex.config import ConfigError
+from credex.config import ConfigError, validate_member_id
 from credex.db import open_database
 from credex.keys import SigningKey, VerifyKey
 from directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings, load_settings
 from directory.consent_store import ConsentStore
+from directory.enrollment import TokenGrant, TokenStore
 from directory.locator import Locator
-from directory.registry import ROLES_BY_NAME, MemberInfo, Registry
+from directory.registry import MemberInfo, Registry
 
 
 def init_home(home: Path) -> DirectorySettings:
-    """Create settings, signing key and database where missing; never overwrites a key."""
+    """Create settings, signing key, the federation CA, the directory's TLS certificate and the
+    database where missing; never overwrites a key."""
     home.mkdir(parents=True, exist_ok=True)
     settings_path = home / SETTINGS_FILE
     if not settings_path.exists():
@@ -27,43 +29,57 @@ def init_home(home: Path) -> DirectorySettings:
     settings = load_settings(home)
     if not settings.key_path.exists():
         SigningKey.generate().save(settings.key_path)
+    if not settings.ca_key_path.exists():
+        ca_key, ca_cert = pki.create_ca()
+        pki.write_private(settings.ca_key_path, pki.key_pem(ca_key))
+        pki.write_public(settings.ca_cert_path, pki.cert_pem(ca_cert))
+    if not settings.tls_key_path.exists():
+        ca = pki.CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
+        tls_key = pki.new_tls_key()
+        cert = ca.issue(
+            pki.create_csr(tls_key, settings.directory_id),
+            settings.directory_id,
+            hosts=settings.hosts,
+            days=pki.CA_DAYS,
+        )
+        pki.write_private(settings.tls_key_path, pki.key_pem(tls_key))
+        pki.write_public(settings.tls_cert_path, pki.cert_pem(cert))
     db = open_database(settings.db_path)
-    Registry(db), Locator(db), ConsentStore(db), AuditLog(db, system_clock)
+    Registry(db), Locator(db), ConsentStore(db), AuditLog(db, system_clock), TokenStore(db)
     db.conn.close()
     return settings
 
 
-def add_member(
+def create_enrollment_token(
     settings: DirectorySettings,
     *,
     member_id: str,
     role: str,
-    public_key: VerifyKey,
     name: str = "",
     jurisdiction: str = "CN",
     categories: Iterable[str] = (),
-    endpoint: str = "",
-) -> MemberInfo:
-    if role not in ROLES_BY_NAME:
-        raise ConfigError(f"role must be one of {', '.join(ROLES_BY_NAME)}, not {role!r}")
-    cats = tuple(sorted({vocab.parse_category(c) for c in categories}))
-    if role == "node" and not cats:
-        raise ConfigError("a node member needs at least one category")
-    member = MemberInfo(
-        member_id=member_id,
-        role=ROLES_BY_NAME[role],
-        name=name or member_id,
-        jurisdiction=jurisdiction,
-        categories=cats,
-        key=public_key,
-        endpoint=endpoint,
-    )
+    hosts: Iterable[str] = pki.DEFAULT_HOSTS,
+    ttl_s: float = 24 * 3600.0,
+) -> str:
+    """A one-time token the member redeems with `credex-node init` / `credex init`."""
+    validate_member_id(member_id, "member id")
+    if ttl_s <= 0:
+        raise ConfigError("a token must be valid for a positive time")
     db = open_database(settings.db_path)
     try:
-        Registry(db).put(member)
+        if Registry(db).get(member_id) is not None:
+            raise ConfigError(f"{member_id} is already a member")
+        grant = TokenGrant(
+            member_id=member_id,
+            role=role,
+            name=name or member_id,
+            jurisdiction=jurisdiction,
+            categories=tuple(vocab.category_name(vocab.parse_category(c)) for c in categories),
+            hosts=tuple(hosts),
+        )
+        return TokenStore(db).issue(grant, system_clock() + ttl_s)
     finally:
         db.conn.close()
-    return member
 
 
 def set_endpoint(settings: DirectorySettings, member_id: str, endpoint: str) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from credex import vocab
+from credex import pki, vocab
 from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
 from credex.keys import load_public
 from credex.render import MemberRow, print_members, terminal_console
@@ -42,33 +42,48 @@ def init(home: Home, json_out: Json = False) -> None:
             )
 
 
-@app.command("add-member")
-def add_member(
+@app.command()
+def enroll(
     home: Home,
-    member_id: Annotated[str, typer.Option("--id", help="The member's id.")],
+    member_id: Annotated[str, typer.Argument(help="The new member's id.")],
     role: Annotated[str, typer.Option(help="node or requester.")],
-    public_key: Annotated[Path, typer.Option(help="The member's public key (PEM).")],
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     jurisdiction: Annotated[str, typer.Option(help="e.g. CN or CN-JS.")] = "CN",
     category: Annotated[
         list[str] | None, typer.Option("--category", "-c", help="A category a node serves.")
     ] = None,
-    endpoint: Annotated[str, typer.Option(help="host:port where a node listens.")] = "",
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Host name or address for the node's certificate; repeat."),
+    ] = None,
+    ttl_hours: Annotated[float, typer.Option(min=0.001, help="How long the token works.")] = 24.0,
+    json_out: Json = False,
 ) -> None:
-    """Register (or replace) a member with its signing key."""
+    """Issue a one-time enrollment token; the member redeems it with `credex-node init` or
+    `credex init` and the federation CA certificate (ca.crt in the home)."""
     with cli_errors():
         settings = load_settings(home)
-        member = admin.add_member(
+        token = admin.create_enrollment_token(
             settings,
             member_id=member_id,
             role=role,
-            public_key=load_public(public_key),
             name=name,
             jurisdiction=jurisdiction,
             categories=category or [],
-            endpoint=endpoint,
+            hosts=host or pki.DEFAULT_HOSTS,
+            ttl_s=ttl_hours * 3600,
         )
-        typer.echo(f"registered {member.role_name} {member.member_id} (key {member.key.key_id})")
+        if json_out:
+            print_json(
+                {
+                    "member_id": member_id,
+                    "role": role,
+                    "token": token,
+                    "ca_cert": str(settings.ca_cert_path),
+                }
+            )
+        else:
+            typer.echo(token)
 
 
 @app.command("set-endpoint")
@@ -123,12 +138,16 @@ def members(home: Home, json_out: Json = False) -> None:
 def serve(
     home: Home,
     listen: Listen = "127.0.0.1:7100",
+    public_listen: Annotated[
+        str, typer.Option(help="host:port of the public port (subjects, enrollment).")
+    ] = "127.0.0.1:7099",
     ready_file: ReadyFile = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C."""
+    """Serve until SIGTERM or Ctrl-C: members over mutual TLS on --listen, subjects and
+    enrollment over TLS on --public-listen."""
     setup_server_logging()
     with cli_errors():
-        asyncio.run(serve_directory(load_settings(home), listen, ready_file))
+        asyncio.run(serve_directory(load_settings(home), listen, public_listen, ready_file))
 
 
 if __name__ == "__main__":

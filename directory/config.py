@@ -12,6 +12,8 @@ DEFAULT_SETTINGS = """\
 # credex directory settings
 [directory]
 id = "directory"
+# Host names and addresses the directory's TLS certificate is valid for.
+hosts = ["localhost", "127.0.0.1"]
 # Per-node deadline for one query, in seconds: a slow or dead node costs at most this.
 node_deadline_s = 2.0
 # Longest validity window accepted on a signed profile request, in seconds.
@@ -25,6 +27,7 @@ attestation_ttl_s = 3600.0
 class DirectorySettings:
     home: Path
     directory_id: str = "directory"
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
     node_deadline_s: float = 2.0
     max_request_lifetime_s: float = 300.0
     attestation_ttl_s: float = 3600.0
@@ -40,6 +43,22 @@ class DirectorySettings:
     @property
     def db_path(self) -> Path:
         return self.home / "directory.db"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.home / "ca.key"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.home / "ca.crt"
+
+    @property
+    def tls_key_path(self) -> Path:
+        return self.home / "tls.key"
+
+    @property
+    def tls_cert_path(self) -> Path:
+        return self.home / "tls.crt"
 
 
 def _positive(table: dict[str, object], key: str, default: float, where: str) -> float:
@@ -61,9 +80,13 @@ def load_settings(home: Path) -> DirectorySettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [directory] must be a table")
     where = f"{path} [directory]"
+    hosts = table.get("hosts", ["localhost", "127.0.0.1"])
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(f"{where}: 'hosts' must be a list of host names or addresses")
     return DirectorySettings(
         home=home,
         directory_id=str(table.get("id", "directory")),
+        hosts=tuple(hosts),
         node_deadline_s=_positive(table, "node_deadline_s", 2.0, where),
         max_request_lifetime_s=_positive(table, "max_request_lifetime_s", 300.0, where),
         attestation_ttl_s=_positive(table, "attestation_ttl_s", 3600.0, where),

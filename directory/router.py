@@ -14,6 +14,7 @@ from credex import vocab
 from credex.clock import Clock, to_timestamp
 from credex.keys import SigningKey
 from credex.signing import seal
+from credex.tls import TlsIdentity
 from credex.transport import ChannelPool
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import SubjectAttestation
@@ -58,13 +59,19 @@ class NodeReply:
 
 class Router:
     def __init__(
-        self, *, key: SigningKey, clock: Clock, deadline_s: float, attestation_ttl_s: float
+        self,
+        *,
+        key: SigningKey,
+        tls: TlsIdentity,
+        clock: Clock,
+        deadline_s: float,
+        attestation_ttl_s: float,
     ) -> None:
         self._key = key
         self._clock = clock
         self._deadline_s = deadline_s
         self._attestation_ttl_s = attestation_ttl_s
-        self._channels = ChannelPool()
+        self._channels = ChannelPool(tls)
         self._attestations: OrderedDict[tuple[str, str, bytes], tuple[Signed, float, float]] = (
             OrderedDict()
         )

@@ -1,4 +1,5 @@
-"""Assemble the directory from its home folder and run it."""
+"""Assemble the directory from its home folder and run it: the member port (mutual TLS) and the
+public port (TLS; subjects and enrollment)."""
 
 from __future__ import annotations
 
@@ -12,37 +13,62 @@ from credex.clock import Clock, system_clock
 from credex.db import open_database
 from credex.freshness import NonceStore
 from credex.keys import SigningKey
+from credex.pki import CertificateAuthority
 from credex.serving import run_until_stopped
+from credex.tls import TlsIdentity
 from credex.transport import add_service, bind, create_server
 from credex.v1 import directory_pb2
 from directory.config import DirectorySettings
 from directory.consent_store import ConsentStore
+from directory.enrollment import EnrollmentService, TokenStore
 from directory.locator import Locator
 from directory.registry import Registry
 from directory.router import Router
 from directory.service import DirectoryService
+from directory.subject_service import SubjectService
 from directory.verify import RequestVerifier
+
+SERVICES = directory_pb2.DESCRIPTOR.services_by_name
 
 
 @dataclass
 class RunningDirectory:
-    server: grpc.aio.Server
+    members_server: grpc.aio.Server
+    public_server: grpc.aio.Server
     address: str
+    public_address: str
     router: Router
 
     async def stop(self, grace: float | None = None) -> None:
-        await self.server.stop(grace)
+        await self.members_server.stop(grace)
+        await self.public_server.stop(grace)
         await self.router.close()
 
 
-def build_service(
+@dataclass
+class DirectoryServices:
+    members: DirectoryService
+    subjects: SubjectService
+    enrollment: EnrollmentService
+    router: Router
+    tls: TlsIdentity
+
+
+def tls_identity(settings: DirectorySettings) -> TlsIdentity:
+    return TlsIdentity.load(settings.ca_cert_path, settings.tls_cert_path, settings.tls_key_path)
+
+
+def build_services(
     settings: DirectorySettings, *, clock: Clock = system_clock
-) -> tuple[DirectoryService, Router]:
+) -> DirectoryServices:
     key = SigningKey.load(settings.key_path)
+    tls = tls_identity(settings)
     db = open_database(settings.db_path)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
+    audit = AuditLog(db, clock)
     router = Router(
         key=key,
+        tls=tls,
         clock=clock,
         deadline_s=settings.node_deadline_s,
         attestation_ttl_s=settings.attestation_ttl_s,
@@ -55,34 +81,65 @@ def build_service(
         clock=clock,
         max_request_lifetime_s=settings.max_request_lifetime_s,
     )
-    service = DirectoryService(
-        key=key,
-        registry=registry,
-        locator=locator,
-        consents=consents,
-        verifier=verifier,
+    return DirectoryServices(
+        members=DirectoryService(
+            key=key,
+            registry=registry,
+            locator=locator,
+            verifier=verifier,
+            router=router,
+            audit=audit,
+            clock=clock,
+        ),
+        subjects=SubjectService(consents=consents, verifier=verifier, audit=audit, clock=clock),
+        enrollment=EnrollmentService(
+            tokens=TokenStore(db),
+            registry=registry,
+            ca=CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path),
+            directory_key=key,
+            directory_id=settings.directory_id,
+            db=db,
+            clock=clock,
+        ),
         router=router,
-        audit=AuditLog(db, clock),
-        clock=clock,
+        tls=tls,
     )
-    return service, router
 
 
 async def start_directory(
-    settings: DirectorySettings, listen: str = "127.0.0.1:0", *, clock: Clock = system_clock
+    settings: DirectorySettings,
+    listen: str = "127.0.0.1:0",
+    public_listen: str = "127.0.0.1:0",
+    *,
+    clock: Clock = system_clock,
 ) -> RunningDirectory:
-    service, router = build_service(settings, clock=clock)
-    server = create_server()
-    add_service(server, service, directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"])
-    port = bind(server, listen)
-    await server.start()
-    host = listen.rsplit(":", 1)[0]
-    return RunningDirectory(server=server, address=f"{host}:{port}", router=router)
+    services = build_services(settings, clock=clock)
+    members_server = create_server()
+    add_service(members_server, services.members, SERVICES["DirectoryService"])
+    port = bind(members_server, listen, services.tls, require_client_auth=True)
+    public_server = create_server()
+    add_service(public_server, services.subjects, SERVICES["SubjectService"])
+    add_service(public_server, services.enrollment, SERVICES["EnrollmentService"])
+    public_port = bind(public_server, public_listen, services.tls, require_client_auth=False)
+    await members_server.start()
+    await public_server.start()
+    return RunningDirectory(
+        members_server=members_server,
+        public_server=public_server,
+        address=f"{listen.rsplit(':', 1)[0]}:{port}",
+        public_address=f"{public_listen.rsplit(':', 1)[0]}:{public_port}",
+        router=services.router,
+    )
 
 
-async def serve(settings: DirectorySettings, listen: str, ready_file: Path | None) -> None:
-    directory = await start_directory(settings, listen)
-    try:
-        await run_until_stopped(directory.server, ready_file, directory.address, "directory")
-    finally:
-        await directory.router.close()
+async def serve(
+    settings: DirectorySettings, listen: str, public_listen: str, ready_file: Path | None
+) -> None:
+    directory = await start_directory(settings, listen, public_listen)
+    await run_until_stopped(
+        [directory.members_server, directory.public_server],
+        ready_file,
+        {"address": directory.address, "public_address": directory.public_address},
+        "directory",
+        on_stop=directory.router.close,
+    )

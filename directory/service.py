@@ -8,16 +8,23 @@ import grpc
 
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog
-from credex.clock import Clock
-from credex.errors import CredexError, PermissionDenied, Reason, rpc_errors
+from credex.clock import Clock, from_timestamp
+from credex.errors import (
+    CredexError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    rpc_errors,
+)
 from credex.keys import SigningKey
-from credex.signing import parse
+from credex.signing import open_signed, parse
+from credex.transport import peer_member_id, require_peer
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentStatus
 from credex.v1.directory_pb2 import ProfileRequest
 from directory.assembly import assemble, node_result
-from directory.consent_store import ConsentStore
 from directory.locator import Locator
 from directory.registry import Registry
 from directory.router import NodeCall, Router
@@ -25,6 +32,19 @@ from directory.verify import AuthorizedProfileRequest, RequestVerifier
 
 Context = grpc.aio.ServicerContext[Any, Any]
 S = ConsentStatus
+ANNOUNCE_MAX_AGE_S = 300.0
+
+
+def check_endpoint(endpoint: str) -> None:
+    host, sep, port = endpoint.rpartition(":")
+    if (
+        not sep
+        or not host
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+        or len(endpoint) > 256
+    ):
+        raise InvalidArgument(Reason.MALFORMED, f"endpoint {endpoint[:80]!r} is not host:port")
 
 
 class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
@@ -34,7 +54,6 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         key: SigningKey,
         registry: Registry,
         locator: Locator,
-        consents: ConsentStore,
         verifier: RequestVerifier,
         router: Router,
         audit: AuditLog,
@@ -43,70 +62,27 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self._key = key
         self._registry = registry
         self._locator = locator
-        self._consents = consents
         self._verifier = verifier
         self._router = router
         self._audit = audit
         self._clock = clock
 
     @rpc_errors
-    async def GrantConsent(
-        self, request: pb.GrantConsentRequest, context: Context
-    ) -> pb.GrantConsentResponse:
-        consent = self._verifier.consent_grant(request.consent, request.subject_id)
-        self._consents.add(consent, request.consent, request.subject_id, self._clock())
-        self._audit.append(
-            AuditEntry(
-                request_id=consent.consent_id,
-                actor=request.subject_id,
-                action="grant",
-                outcome="granted",
-                purpose=vocab.purpose_name(consent.purpose),
-                consent_id=consent.consent_id,
-                subject_ref=request.subject_id,
-                categories=vocab.category_names(consent.categories),
-                detail=f"requester={consent.requester_id} max_uses={consent.max_uses}",
-            )
+    async def Announce(self, request: pb.AnnounceRequest, context: Context) -> pb.AnnounceResponse:
+        """A node's new address, signed by the node and sent with its own certificate."""
+        claimed = parse(request.announcement.body, pb.NodeAnnouncement, what="announcement")
+        node = self._registry.get(claimed.node_id)
+        if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE:
+            raise NotFound(Reason.UNKNOWN_SIGNER, f"no node {claimed.node_id!r}")
+        announcement = open_signed(
+            request.announcement, pb.NodeAnnouncement, node.key, what="announcement"
         )
-        return pb.GrantConsentResponse(
-            consent_id=consent.consent_id, status=S.CONSENT_STATUS_ACTIVE
-        )
-
-    @rpc_errors
-    async def RevokeConsent(
-        self, request: pb.RevokeConsentRequest, context: Context
-    ) -> pb.RevokeConsentResponse:
-        revocation = self._verifier.revocation(request.revocation)
-        now = self._clock()
-        stored = self._consents.get(revocation.consent_id, now)
-        if stored.subject_id != revocation.subject_id:
-            raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
-        self._consents.set_status(revocation.consent_id, S.CONSENT_STATUS_REVOKED, now)
-        self._audit.append(
-            AuditEntry(
-                request_id=revocation.consent_id,
-                actor=revocation.subject_id,
-                action="revoke",
-                outcome="revoked",
-                consent_id=revocation.consent_id,
-                subject_ref=revocation.subject_id,
-            )
-        )
-        return pb.RevokeConsentResponse(
-            consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
-        )
-
-    @rpc_errors
-    async def ListConsents(
-        self, request: pb.ListConsentsRequest, context: Context
-    ) -> pb.ListConsentsResponse:
-        query = self._verifier.consent_list_query(request.query)
-        return pb.ListConsentsResponse(
-            consents=[
-                pb.ConsentState(consent=s.signed, status=s.status, uses=s.uses)
-                for s in self._consents.for_subject(query.subject_id, self._clock())
-            ]
-        )
+        require_peer(context, node.member_id)
+        if abs(self._clock() - from_timestamp(announcement.issued_at)) > ANNOUNCE_MAX_AGE_S:
+            raise PermissionDenied(Reason.REQUEST_EXPIRED, "announcement is stale")
+        check_endpoint(announcement.endpoint)
+        self._registry.set_endpoint(node.member_id, announcement.endpoint)
+        return pb.AnnounceResponse()
 
     @rpc_errors
     async def ListMembers(
@@ -134,7 +110,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: pb.GetProfileRequest, context: Context
     ) -> pb.GetProfileResponse:
         try:
-            authorized = self._verifier.profile_request(request.request)
+            authorized = self._verifier.profile_request(
+                request.request, peer=peer_member_id(context)
+            )
         except CredexError as err:
             self._audit_refusal(request, err)
             raise

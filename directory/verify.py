@@ -66,11 +66,17 @@ class RequestVerifier:
             )
         return member
 
-    def profile_request(self, signed: Signed) -> AuthorizedProfileRequest:
-        """Signature, freshness, nonce, subject, consent state and coverage; counts one use."""
+    def profile_request(self, signed: Signed, *, peer: str) -> AuthorizedProfileRequest:
+        """Signature (by the member whose certificate `peer` names), freshness, nonce, subject,
+        consent state and coverage; counts one use."""
         now = self._clock()
         requester = self.requester(signed)
         request = open_signed(signed, ProfileRequest, requester.key, what="profile request")
+        if peer != requester.member_id:
+            raise PermissionDenied(
+                Reason.PEER_MISMATCH,
+                f"certificate is {peer!r} but the request is signed by {requester.member_id!r}",
+            )
         if request.requester_id != requester.member_id:
             raise Unauthenticated(
                 Reason.UNKNOWN_SIGNER,

@@ -13,12 +13,20 @@ from rich.table import Table
 
 from credex.cliutil import cli_errors, fail, print_json
 from credex.render import terminal_console
+from credex.tls import TlsIdentity
 from credex.transport import open_channel
 from credex.v1 import directory_pb2, node_pb2
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from lab.demo import run_demo
-from lab.federation import FederationError, FederationState, _alive, start, stop_recorded
+from lab.federation import (
+    FederationError,
+    FederationState,
+    _alive,
+    operator_tls,
+    start,
+    stop_recorded,
+)
 from lab.synth import generate as generate_data
 
 app = typer.Typer(
@@ -74,8 +82,8 @@ def down(dir: Dir) -> None:
         typer.echo(f"stopped {stopped} processes")
 
 
-async def _healthy(role: str, address: str) -> bool:
-    channel = open_channel(address)
+async def _healthy(role: str, address: str, tls: TlsIdentity) -> bool:
+    channel = open_channel(address, tls)
     try:
         if role == "directory":
             await DirectoryServiceStub(channel).ListMembers(
@@ -101,9 +109,10 @@ def status(dir: Dir, json_out: Annotated[bool, typer.Option("--json")] = False) 
         if state is None:
             raise fail(f"no federation is running in {dir}", 1)
         rows = []
+        tls = operator_tls(dir)
         for p in state.processes:
             alive = _alive(p.pid)
-            healthy = alive and asyncio.run(_healthy(p.role, p.address))
+            healthy = alive and asyncio.run(_healthy(p.role, p.address, tls))
             rows.append({**p.__dict__, "alive": alive, "healthy": healthy})
         if json_out:
             print_json(rows)

@@ -55,11 +55,13 @@ async def _story(console: Console, fed: RunningFederation) -> None:
         if set(n.categories) & set(vocab.category_names(LOAN_CATEGORIES))
     }
     subject_id = pick_subject(fed.root, loan_nodes)
-    address = fed.directory_address
     skey = subject_key(fed.seed, subject_id)
+    bank_home = fed.requester("bank")
     async with (
-        SubjectClient(address, subject_id, skey) as subject,
-        RequesterClient(address, "bank", fed.requester_key("bank")) as bank,
+        SubjectClient(fed.public_address, subject_id, skey, ca_pem=fed.ca_pem) as subject,
+        RequesterClient(
+            fed.directory_address, "bank", bank_home.signing_key(), tls=bank_home.tls()
+        ) as bank,
     ):
         console.rule("1. The subject grants the bank a consent for a loan application")
         consent_id = await subject.grant(

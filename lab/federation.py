@@ -7,8 +7,10 @@ SIGKILL after a grace period, so nothing is left running.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,12 +18,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from credex.enrollment import EnrollmentFiles, enroll
 from credex.keys import SigningKey
+from credex.member_home import MemberHome
+from credex.serving import read_ready_file
+from credex.tls import TlsIdentity
 from directory import admin as directory_admin
 from directory.config import DirectorySettings
-from lab.identities import requester_key
 from lab.synth import Manifest, generate, load_manifest
 from nodes import admin as node_admin
+from nodes.config import load_node_config
 
 STATE_FILE = "run/federation.json"
 READY_TIMEOUT_S = 30.0
@@ -45,6 +51,7 @@ class ProcessInfo:
 class FederationState:
     root: str
     directory_address: str
+    public_address: str
     processes: list[ProcessInfo] = field(default_factory=list)
 
     def save(self, root: Path) -> None:
@@ -62,6 +69,7 @@ class FederationState:
             return cls(
                 root=data["root"],
                 directory_address=data["directory_address"],
+                public_address=data["public_address"],
                 processes=[ProcessInfo(**p) for p in data["processes"]],
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -72,12 +80,13 @@ def directory_home(root: Path) -> Path:
     return root / "directory"
 
 
-def requester_key_path(root: Path, requester_id: str) -> Path:
-    return root / "requesters" / f"{requester_id}.key"
+def requester_home(root: Path, requester_id: str) -> Path:
+    return root / "requesters" / requester_id
 
 
 def prepare(root: Path, *, subjects: int = 1000, seed: int = 7) -> Manifest:
-    """Generate data unless the same generation is there; init directory, nodes and members."""
+    """Generate data unless the same generation is there; create the directory's home (its
+    CA included) and load subjects and the record locator."""
     manifest: Manifest | None = None
     if (root / "federation.toml").is_file():
         existing = load_manifest(root)
@@ -86,32 +95,84 @@ def prepare(root: Path, *, subjects: int = 1000, seed: int = 7) -> Manifest:
     if manifest is None:
         manifest = generate(root, subjects=subjects, seed=seed)
     settings = directory_admin.init_home(directory_home(root))
+    directory_admin.import_subjects(settings, root / "subjects.csv", root / "locator.csv")
+    return manifest
+
+
+def enroll_members(manifest: Manifest, root: Path, public_address: str) -> None:
+    """Enroll every node and requester not yet a member, through the real enrollment service:
+    the operator issues a token, the member makes its keys and redeems it."""
+    settings = DirectorySettings(home=directory_home(root))
+    members = {m.member_id for m in directory_admin.list_members(settings)}
+    ca_pem = settings.ca_cert_path.read_bytes()
     for node in manifest.nodes:
-        _, key = node_admin.init_node(node.config, settings.public_key_path)
-        directory_admin.add_member(
+        if node.id in members:
+            continue
+        config = load_node_config(node.config)
+        config.tls_cert.unlink(missing_ok=True)  # a leftover from an earlier directory
+        token = directory_admin.create_enrollment_token(
             settings,
             member_id=node.id,
             role="node",
-            public_key=key.public,
             name=node.name,
             jurisdiction=node.jurisdiction,
             categories=node.categories,
         )
+        node_admin.init_node(
+            node.config,
+            node_admin.Enrollment(
+                public_address=public_address, token=token, ca_cert=settings.ca_cert_path
+            ),
+        )
     for requester in manifest.requesters:
-        key = requester_key(manifest.seed, requester.id)
-        path = requester_key_path(root, requester.id)
-        if not path.exists():
-            key.save(path)
-        directory_admin.add_member(
+        if requester.id in members:
+            continue
+        token = directory_admin.create_enrollment_token(
             settings,
             member_id=requester.id,
             role="requester",
-            public_key=key.public,
             name=requester.name,
             jurisdiction=requester.jurisdiction,
         )
-    directory_admin.import_subjects(settings, root / "subjects.csv", root / "locator.csv")
-    return manifest
+        home = MemberHome(
+            path=requester_home(root, requester.id),
+            member_id=requester.id,
+            directory="(set when the federation starts)",
+            directory_public=public_address,
+        )
+        if home.path.exists():
+            shutil.rmtree(home.path)
+        key = SigningKey.generate()
+        key.save(home.signing_key_path)
+        asyncio.run(
+            enroll(
+                public_address=public_address,
+                ca_pem=ca_pem,
+                token=token,
+                member_id=requester.id,
+                role="requester",
+                signing_key=key,
+                name=requester.name,
+                files=EnrollmentFiles(
+                    tls_key=home.tls_key_path,
+                    cert=home.cert_path,
+                    ca=home.ca_path,
+                    directory_key=home.directory_key_path,
+                ),
+            )
+        )
+        home.save()
+
+
+def point_requesters(manifest: Manifest, root: Path, address: str, public_address: str) -> None:
+    """Record the directory's current addresses in every requester's home."""
+    for requester in manifest.requesters:
+        MemberHome(
+            path=requester_home(root, requester.id),
+            member_id=requester.id,
+            directory=address,
+            directory_public=public_address,
+        ).save()
 
 
 def _alive(pid: int) -> bool:
@@ -171,16 +232,16 @@ class Launcher:
         self.infos.append(ProcessInfo(name=name, role=role, pid=proc.pid, address="", log=str(log)))
         return ready, log
 
-    def wait_ready(self, pending: dict[str, tuple[Path, Path]]) -> dict[str, str]:
+    def wait_ready(self, pending: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, str]]:
         """Block until every named process has written its ready file; fail fast on a death."""
-        addresses: dict[str, str] = {}
+        addresses: dict[str, dict[str, str]] = {}
         deadline = time.monotonic() + READY_TIMEOUT_S
         while len(addresses) < len(pending):
             for name, (ready, log) in pending.items():
                 if name in addresses:
                     continue
                 if ready.is_file():
-                    addresses[name] = ready.read_text().strip()
+                    addresses[name] = read_ready_file(ready)
                 elif self.children[name].poll() is not None:
                     raise FederationError(
                         f"{name} exited with code {self.children[name].returncode}; "
@@ -191,7 +252,8 @@ class Launcher:
                 raise FederationError(f"not ready after {READY_TIMEOUT_S:g}s: {', '.join(late)}")
             time.sleep(0.05)
         for info in self.infos:
-            info.address = addresses.get(info.name, info.address)
+            if info.name in addresses:
+                info.address = addresses[info.name]["address"]
         return addresses
 
     def stop(self) -> int:
@@ -218,6 +280,7 @@ class RunningFederation:
     root: Path
     manifest: Manifest
     directory_address: str
+    public_address: str
     launcher: Launcher
 
     def stop(self) -> int:
@@ -229,8 +292,18 @@ class RunningFederation:
     def seed(self) -> int:
         return self.manifest.seed
 
-    def requester_key(self, requester_id: str) -> SigningKey:
-        return SigningKey.load(requester_key_path(self.root, requester_id))
+    @property
+    def ca_pem(self) -> bytes:
+        return DirectorySettings(home=directory_home(self.root)).ca_cert_path.read_bytes()
+
+    def requester(self, requester_id: str) -> MemberHome:
+        return MemberHome.load(requester_home(self.root, requester_id))
+
+
+def operator_tls(root: Path) -> TlsIdentity:
+    """The directory's own TLS identity, which the lab uses for health checks."""
+    settings = DirectorySettings(home=directory_home(root))
+    return TlsIdentity.load(settings.ca_cert_path, settings.tls_cert_path, settings.tls_key_path)
 
 
 def start(root: Path, *, subjects: int = 1000, seed: int = 7) -> RunningFederation:
@@ -239,28 +312,42 @@ def start(root: Path, *, subjects: int = 1000, seed: int = 7) -> RunningFederati
     if state is not None and any(_alive(p.pid) for p in state.processes):
         raise FederationError(f"a federation is already running in {root}; run `credex-lab down`")
     manifest = prepare(root, subjects=subjects, seed=seed)
-    settings = DirectorySettings(home=directory_home(root))
     launcher = Launcher(root)
     try:
-        pending = {
-            node.id: launcher.spawn(node.id, "node", ["nodes.cli", "serve", str(node.config)])
-            for node in manifest.nodes
-        }
-        for node_id, address in launcher.wait_ready(pending).items():
-            directory_admin.set_endpoint(settings, node_id, address)
         home = str(directory_home(root))
         pending = {
             "directory": launcher.spawn(
-                "directory", "directory", ["directory.cli", "serve", "--home", home]
+                "directory",
+                "directory",
+                ["directory.cli", "serve", "--home", home, "--public-listen", "127.0.0.1:0"],
             )
         }
-        address = launcher.wait_ready(pending)["directory"]
+        ready = launcher.wait_ready(pending)["directory"]
+        address, public_address = ready["address"], ready["public_address"]
+        enroll_members(manifest, root, public_address)
+        point_requesters(manifest, root, address, public_address)
+        pending = {
+            node.id: launcher.spawn(
+                node.id, "node", ["nodes.cli", "serve", str(node.config), "--directory", address]
+            )
+            for node in manifest.nodes
+        }
+        launcher.wait_ready(pending)
     except BaseException:
         launcher.stop()
         raise
-    FederationState(root=str(root), directory_address=address, processes=launcher.infos).save(root)
+    FederationState(
+        root=str(root),
+        directory_address=address,
+        public_address=public_address,
+        processes=launcher.infos,
+    ).save(root)
     return RunningFederation(
-        root=root, manifest=manifest, directory_address=address, launcher=launcher
+        root=root,
+        manifest=manifest,
+        directory_address=address,
+        public_address=public_address,
+        launcher=launcher,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import typer
 
 from credex import vocab
 from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
-from nodes.admin import check_node, init_node
+from nodes.admin import Enrollment, check_node, init_node
 from nodes.config import load_node_config
 from nodes.server import serve as serve_node
 
@@ -25,15 +26,30 @@ Config = Annotated[Path, typer.Argument(help="The node's config file (TOML).")]
 @app.command()
 def init(
     config: Config,
-    directory_key: Annotated[
-        Path | None,
-        typer.Option(help="The directory's public key (PEM) to install where the config says."),
+    enroll: Annotated[
+        str | None, typer.Option(help="The directory's public address host:port to enroll at.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="One-time enrollment token from the directory operator.")
+    ] = None,
+    ca_cert: Annotated[
+        Path | None, typer.Option(help="The federation CA certificate (PEM) to trust.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Create the node's signing key and state database; check every adapter."""
+    """Create the node's signing key and state database, check every adapter and, with
+    --enroll/--token/--ca-cert, enroll: the TLS key and CSR are made here, the directory
+    returns the certificate."""
     with cli_errors():
-        cfg, key = init_node(config, directory_key)
+        given = [v is not None for v in (enroll, token, ca_cert)]
+        if any(given) and not all(given):
+            raise ValueError("--enroll, --token and --ca-cert go together")
+        enrollment = (
+            Enrollment(public_address=enroll, token=token, ca_cert=ca_cert)
+            if enroll is not None and token is not None and ca_cert is not None
+            else None
+        )
+        cfg, key = init_node(config, enrollment)
         result = {
             "node_id": cfg.node_id,
             "key_id": key.key_id,
@@ -77,11 +93,17 @@ def serve(
     config: Config,
     listen: Listen = "127.0.0.1:7101",
     ready_file: ReadyFile = None,
+    directory: Annotated[
+        str | None,
+        typer.Option(help="The directory's member address to announce to (overrides config)."),
+    ] = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C."""
+    """Serve over mutual TLS until SIGTERM or Ctrl-C; announce this node's address."""
     setup_server_logging()
     with cli_errors():
         cfg = load_node_config(config)
+        if directory is not None:
+            cfg = dataclasses.replace(cfg, directory_address=directory)
         asyncio.run(serve_node(cfg, listen, ready_file))
 
 

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from credex import vocab
-from credex.config import ConfigError, load_toml, require_str, resolve
-
-NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+from credex.config import ConfigError, load_toml, require_str, resolve, validate_member_id
 
 
 @dataclass(frozen=True)
@@ -29,17 +27,16 @@ class NodeConfig:
     state_db: Path
     signing_key: Path
     directory_key: Path
+    tls_key: Path
+    tls_cert: Path
+    ca_cert: Path
+    directory_id: str
+    directory_address: str
     adapters: tuple[AdapterSpec, ...]
 
     @property
     def categories(self) -> tuple[vocab.Category, ...]:
         return tuple(sorted({a.category for a in self.adapters}))
-
-
-def validate_member_id(value: str, where: str) -> str:
-    if not value or len(value) > 64 or not set(value) <= NODE_ID_CHARS:
-        raise ConfigError(f"{where}: id {value!r} must be 1-64 of a-z 0-9 - _ .")
-    return value
 
 
 def load_node_config(path: Path) -> NodeConfig:
@@ -74,5 +71,10 @@ def load_node_config(path: Path) -> NodeConfig:
         state_db=resolve(base, str(node.get("state_db", "credex-node.db"))),
         signing_key=resolve(base, str(node.get("signing_key", "node.key"))),
         directory_key=resolve(base, str(node.get("directory_key", "directory.pub"))),
+        tls_key=resolve(base, str(node.get("tls_key", "tls.key"))),
+        tls_cert=resolve(base, str(node.get("tls_cert", "tls.crt"))),
+        ca_cert=resolve(base, str(node.get("ca_cert", "ca.crt"))),
+        directory_id=str(node.get("directory_id", "directory")),
+        directory_address=str(node.get("directory_address", "")),
         adapters=tuple(adapters),
     )

@@ -1,33 +1,54 @@
-"""Assemble a node from its config and run it."""
+"""Assemble a node from its config and run it: mutual TLS only, announced to the directory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from credex.audit import AuditLog
-from credex.clock import Clock, system_clock
+from credex.clock import Clock, system_clock, to_timestamp
 from credex.db import open_database, open_readonly
+from credex.errors import CredexError, from_rpc_error
 from credex.freshness import NonceStore
 from credex.keys import SigningKey, load_public
 from credex.serving import run_until_stopped
-from credex.transport import add_service, bind, create_server
-from credex.v1 import node_pb2, node_pb2_grpc
+from credex.signing import seal
+from credex.tls import TlsIdentity
+from credex.transport import add_service, bind, create_server, open_channel
+from credex.v1 import directory_pb2, node_pb2, node_pb2_grpc
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from nodes.adapters import RecordSource
 from nodes.config import NodeConfig
 from nodes.service import NodeService
 from nodes.verify import QueryVerifier
+
+log = logging.getLogger(__name__)
+ANNOUNCE_RETRY_S = 1.0
+ANNOUNCE_EVERY_S = 60.0
 
 
 @dataclass
 class RunningNode:
     server: grpc.aio.Server
     address: str
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = None) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.server.stop(grace)
+
+
+def tls_identity(config: NodeConfig) -> TlsIdentity:
+    return TlsIdentity.load(config.ca_cert, config.tls_cert, config.tls_key)
 
 
 def build_service(
@@ -56,25 +77,77 @@ def build_service(
     )
 
 
+async def announce(
+    config: NodeConfig, key: SigningKey, tls: TlsIdentity, endpoint: str, clock: Clock
+) -> None:
+    """Tell the directory where this node listens, signed and over mutual TLS."""
+    announcement = directory_pb2.NodeAnnouncement(
+        node_id=config.node_id, endpoint=endpoint, issued_at=to_timestamp(clock())
+    )
+    channel = open_channel(config.directory_address, tls)
+    try:
+        await DirectoryServiceStub(channel).Announce(
+            directory_pb2.AnnounceRequest(announcement=seal(announcement, key)), timeout=5.0
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
+    finally:
+        await channel.close(None)
+
+
+async def _keep_announcing(
+    config: NodeConfig, key: SigningKey, tls: TlsIdentity, endpoint: str, clock: Clock
+) -> None:
+    while True:
+        try:
+            await announce(config, key, tls, endpoint, clock)
+        except CredexError as err:
+            log.warning("announcing to the directory failed: %s", err)
+            await asyncio.sleep(ANNOUNCE_RETRY_S)
+            continue
+        await asyncio.sleep(ANNOUNCE_EVERY_S)
+
+
 async def start_node(
     config: NodeConfig,
     listen: str = "127.0.0.1:0",
     *,
     clock: Clock = system_clock,
     service: node_pb2_grpc.NodeServiceServicer | None = None,
+    announce_to_directory: bool = True,
 ) -> RunningNode:
+    """Serve; when the config names the directory's address, announce this node's address
+    once (failing if the directory refuses) and keep re-announcing in the background."""
+    tls = tls_identity(config)
     server = create_server()
     add_service(
         server,
         service or build_service(config, clock=clock),
         node_pb2.DESCRIPTOR.services_by_name["NodeService"],
     )
-    port = bind(server, listen)
+    port = bind(server, listen, tls, require_client_auth=True)
     await server.start()
-    host = listen.rsplit(":", 1)[0]
-    return RunningNode(server=server, address=f"{host}:{port}")
+    node = RunningNode(server=server, address=f"{listen.rsplit(':', 1)[0]}:{port}")
+    if announce_to_directory and config.directory_address:
+        key = SigningKey.load(config.signing_key)
+        try:
+            await announce(config, key, tls, node.address, clock)
+        except BaseException:
+            await server.stop(0)
+            raise
+        node.tasks.append(
+            asyncio.create_task(_keep_announcing(config, key, tls, node.address, clock))
+        )
+    return node
 
 
 async def serve(config: NodeConfig, listen: str, ready_file: Path | None) -> None:
     node = await start_node(config, listen)
-    await run_until_stopped(node.server, ready_file, node.address, f"node {config.node_id}")
+
+    async def stop_tasks() -> None:
+        for task in node.tasks:
+            task.cancel()
+
+    await run_until_stopped(
+        [node.server], ready_file, {"address": node.address}, f"node {config.node_id}", stop_tasks
+    )

@@ -12,6 +12,7 @@ from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.errors import CredexError, Internal, Reason, rpc_errors
 from credex.keys import SigningKey
 from credex.signing import digest, parse, seal
+from credex.transport import require_peer
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
 from nodes.adapters import AdapterError, RecordSource
@@ -56,6 +57,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self, request: QueryRecordsRequest, context: Context
     ) -> QueryRecordsResponse:
         try:
+            require_peer(context, self._config.directory_id)
             verified = self._verifier.verify(request)
         except CredexError as err:
             claimed = _claimed_query(request)

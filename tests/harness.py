@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from credex.client import RequesterClient, SubjectClient
+from credex.enrollment import EnrollmentFiles, enroll
 from credex.keys import SigningKey
+from credex.member_home import MemberHome
+from credex.tls import TlsIdentity
 from credex.v1 import node_pb2_grpc
 from directory import admin as directory_admin
-from directory.config import load_settings
-from directory.server import RunningDirectory, start_directory
+from directory.config import DirectorySettings, load_settings
+from directory.server import RunningDirectory, start_directory, tls_identity
 from nodes import admin as node_admin
+from nodes.config import load_node_config
 from nodes.server import RunningNode, build_service, start_node
 
 T = TypeVar("T")
@@ -114,7 +118,7 @@ LOCATOR = {
 }
 
 
-def write_node(root: Path, node_id: str, fixture: dict[str, Any]) -> Path:
+def write_node(root: Path, node_id: str, fixture: dict[str, Any], directory: str) -> Path:
     """The operator's database plus the node config (TOML) mapping it to records."""
     home = root / node_id
     home.mkdir(parents=True)
@@ -127,7 +131,8 @@ def write_node(root: Path, node_id: str, fixture: dict[str, Any]) -> Path:
     config.write_text(
         f'[node]\nid = "{node_id}"\nname = "{node_id} test node"\njurisdiction = "CN"\n'
         'records_db = "records.db"\nstate_db = "credex-node.db"\n'
-        'signing_key = "node.key"\ndirectory_key = "directory.pub"\n\n'
+        'signing_key = "node.key"\ndirectory_key = "directory.pub"\n'
+        f'directory_address = "{directory}"\n\n'
         f'[[adapter]]\ncategory = "{fixture["category"]}"\nsql = """\n{fixture["sql"]}\n"""\n'
     )
     return config
@@ -171,7 +176,9 @@ class Federation:
     nodes: dict[str, RunningNode]
     node_configs: dict[str, Path]
     directory_key: SigningKey
-    requester_keys: dict[str, SigningKey]
+    directory_tls: TlsIdentity
+    ca_pem: bytes
+    requester_homes: dict[str, MemberHome]
     subject_keys: dict[str, SigningKey]
     deadline_s: float
     slow_delay_s: float
@@ -182,17 +189,46 @@ class Federation:
     def address(self) -> str:
         return self.directory.address
 
+    @property
+    def public_address(self) -> str:
+        return self.directory.public_address
+
+    @property
+    def requester_keys(self) -> dict[str, SigningKey]:
+        return {rid: home.signing_key() for rid, home in self.requester_homes.items()}
+
     def subject(self, subject_id: str = "S1", key: SigningKey | None = None) -> SubjectClient:
         key = key or self.subject_keys[subject_id]
-        client = self.loop.run(_make(SubjectClient, self.address, subject_id, key, self.clock))
+        client = self.loop.run(
+            _make(
+                SubjectClient,
+                self.public_address,
+                subject_id,
+                key,
+                clock=self.clock,
+                ca_pem=self.ca_pem,
+            )
+        )
         self.clients.append(client)
         return client
 
     def requester(
-        self, requester_id: str = "bank", key: SigningKey | None = None
+        self,
+        requester_id: str = "bank",
+        key: SigningKey | None = None,
+        tls: TlsIdentity | None = None,
     ) -> RequesterClient:
-        key = key or self.requester_keys[requester_id]
-        client = self.loop.run(_make(RequesterClient, self.address, requester_id, key, self.clock))
+        home = self.requester_homes[requester_id]
+        client = self.loop.run(
+            _make(
+                RequesterClient,
+                self.address,
+                requester_id,
+                key or home.signing_key(),
+                clock=self.clock,
+                tls=tls or home.tls(),
+            )
+        )
         self.clients.append(client)
         return client
 
@@ -207,64 +243,73 @@ class Federation:
         self.loop.run(_stop())
 
 
-async def _make(cls: Any, address: str, member: str, key: SigningKey, clock: MovableClock) -> Any:
-    return cls(address, member, key, clock=clock)
+async def _make(cls: Any, address: str, member: str, key: SigningKey, **kwargs: Any) -> Any:
+    return cls(address, member, key, **kwargs)
+
+
+def enroll_node(
+    settings: DirectorySettings, config_path: Path, public_address: str, categories: list[str]
+) -> None:
+    """Enroll a test node the way an operator does: a token, then `init_node` with it."""
+    config = load_node_config(config_path)
+    token = directory_admin.create_enrollment_token(
+        settings, member_id=config.node_id, role="node", name=config.name, categories=categories
+    )
+    node_admin.init_node(
+        config_path,
+        node_admin.Enrollment(
+            public_address=public_address, token=token, ca_cert=settings.ca_cert_path
+        ),
+    )
+
+
+async def enroll_requester(
+    settings: DirectorySettings, root: Path, requester_id: str, directory: RunningDirectory
+) -> MemberHome:
+    token = directory_admin.create_enrollment_token(
+        settings, member_id=requester_id, role="requester"
+    )
+    home = MemberHome(
+        path=root / requester_id,
+        member_id=requester_id,
+        directory=directory.address,
+        directory_public=directory.public_address,
+    )
+    key = SigningKey.generate()
+    key.save(home.signing_key_path)
+    await enroll(
+        public_address=directory.public_address,
+        ca_pem=settings.ca_cert_path.read_bytes(),
+        token=token,
+        member_id=requester_id,
+        role="requester",
+        signing_key=key,
+        name=requester_id,
+        files=EnrollmentFiles(
+            tls_key=home.tls_key_path,
+            cert=home.cert_path,
+            ca=home.ca_path,
+            directory_key=home.directory_key_path,
+        ),
+    )
+    home.save()
+    return home
 
 
 def start_federation(
     root: Path, loop: LoopThread, *, deadline_s: float = 0.8, slow_delay_s: float = 5.0
 ) -> Federation:
     clock = MovableClock()
-    settings = directory_admin.init_home(root / "directory")
-    (root / "directory" / "directory.toml").write_text(
-        f"[directory]\nnode_deadline_s = {deadline_s}\n"
+    directory_admin.init_home(root / "directory")
+    settings_file = root / "directory" / "directory.toml"
+    settings_file.write_text(
+        settings_file.read_text().replace(
+            "node_deadline_s = 2.0", f"node_deadline_s = {deadline_s}"
+        )
     )
     settings = load_settings(root / "directory")
     directory_key = SigningKey.load(settings.key_path)
 
-    configs: dict[str, Path] = {}
-    nodes: dict[str, RunningNode] = {}
-    recorder: RecordingNode | None = None
-    for node_id, fixture in NODE_FIXTURES.items():
-        configs[node_id] = write_node(root / "nodes", node_id, fixture)
-    # The misbehaving nodes serve pboc's data: one slow, one signing with an unregistered key.
-    for node_id in ("slow", "forger"):
-        configs[node_id] = write_node(root / "nodes", node_id, NODE_FIXTURES["pboc"])
-
-    for node_id, config_path in configs.items():
-        config, key = node_admin.init_node(config_path, settings.public_key_path)
-        registered_key = key.public
-        if node_id == "forger":
-            service = build_service(config, clock=clock, key=SigningKey.generate())
-        elif node_id == "volunteers":
-            service = recorder = RecordingNode(build_service(config, clock=clock))  # type: ignore[assignment]
-        elif node_id == "slow":
-            service = SlowNode(build_service(config, clock=clock), slow_delay_s)  # type: ignore[assignment]
-        else:
-            service = build_service(config, clock=clock)
-        nodes[node_id] = loop.run(start_node(config, clock=clock, service=service))
-        directory_admin.add_member(
-            settings,
-            member_id=node_id,
-            role="node",
-            public_key=registered_key,
-            name=config.name,
-            categories=[NODE_FIXTURES.get(node_id, NODE_FIXTURES["pboc"])["category"]],
-            endpoint=nodes[node_id].address,
-        )
-    down_key = SigningKey.generate()
-    directory_admin.add_member(
-        settings,
-        member_id="down",
-        role="node",
-        public_key=down_key.public,
-        categories=["financial"],
-        endpoint=f"127.0.0.1:{free_port()}",
-    )
-
-    requester_keys = {rid: SigningKey.generate() for rid in ("bank", "school")}
-    for rid, key in requester_keys.items():
-        directory_admin.add_member(settings, member_id=rid, role="requester", public_key=key.public)
     subject_keys = {sid: SigningKey.generate() for sid in LOCATOR}
     subjects_csv = root / "subjects.csv"
     subjects_csv.write_text(
@@ -278,6 +323,38 @@ def start_federation(
     )
     directory_admin.import_subjects(settings, subjects_csv, locator_csv)
     directory = loop.run(start_directory(settings, clock=clock))
+
+    configs: dict[str, Path] = {}
+    nodes: dict[str, RunningNode] = {}
+    recorder: RecordingNode | None = None
+    fixtures = {
+        **NODE_FIXTURES,
+        "slow": NODE_FIXTURES["pboc"],
+        "forger": NODE_FIXTURES["pboc"],
+        "down": NODE_FIXTURES["pboc"],
+    }
+    for node_id, fixture in fixtures.items():
+        configs[node_id] = write_node(root / "nodes", node_id, fixture, directory.address)
+        enroll_node(settings, configs[node_id], directory.public_address, [fixture["category"]])
+        if node_id == "down":  # enrolled, never started: its endpoint refuses connections
+            directory_admin.set_endpoint(settings, node_id, f"127.0.0.1:{free_port()}")
+            continue
+        config = load_node_config(configs[node_id])
+        service: Any
+        if node_id == "forger":  # signs its answers with a key the directory never registered
+            service = build_service(config, clock=clock, key=SigningKey.generate())
+        elif node_id == "slow":
+            service = SlowNode(build_service(config, clock=clock), slow_delay_s)
+        elif node_id == "volunteers":
+            service = recorder = RecordingNode(build_service(config, clock=clock))
+        else:
+            service = build_service(config, clock=clock)
+        nodes[node_id] = loop.run(start_node(config, clock=clock, service=service))
+
+    requester_homes = {
+        rid: loop.run(enroll_requester(settings, root / "requesters", rid, directory))
+        for rid in ("bank", "school")
+    }
     return Federation(
         root=root,
         loop=loop,
@@ -286,7 +363,9 @@ def start_federation(
         nodes=nodes,
         node_configs=configs,
         directory_key=directory_key,
-        requester_keys=requester_keys,
+        directory_tls=tls_identity(settings),
+        ca_pem=settings.ca_cert_path.read_bytes(),
+        requester_homes=requester_homes,
         subject_keys=subject_keys,
         deadline_s=deadline_s,
         slow_delay_s=slow_delay_s,

@@ -1,4 +1,5 @@
-"""The command lines against a federation of real processes, as an operator would use them."""
+"""The command lines against a federation of real processes, as operators, members and
+subjects use them: enrollment, consents, profiles, refusals, start and stop."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from credex import pki
 from lab.demo import pick_subject
 from lab.identities import subject_key
 from tests.harness import free_port
@@ -38,13 +40,32 @@ def alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains `text` (e.g. a federation's folder)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("lab") / "fed"
     try:
         cli("credex-lab", "up", "--dir", str(root), "--subjects", "200", "--seed", str(SEED))
         state = json.loads((root / "run" / "federation.json").read_text())
-        yield {"root": root, "state": state}
+        subject_args = [
+            "--directory", state["public_address"],
+            "--ca-cert", str(root / "directory" / "ca.crt"),
+        ]  # fmt: skip
+        yield {"root": root, "state": state, "subject_args": subject_args}
     finally:
         cli("credex-lab", "down", "--dir", str(root), ok=False)
 
@@ -59,138 +80,45 @@ def test_status_reports_every_process_serving(running: dict[str, Any]) -> None:
 
 def test_consent_profile_revoke_through_the_cli(running: dict[str, Any], tmp_path: Path) -> None:
     root: Path = running["root"]
-    address = running["state"]["directory_address"]
     subject = pick_subject(root, {"pboc-credit-reference", "volunteer-registry"})
     key = tmp_path / "subject.key"
     subject_key(SEED, subject).save(key)
-    bank_key = str(root / "requesters" / "bank.key")
-    common = ["--directory", address]
+    me = [*running["subject_args"], "--subject", subject, "--key", str(key)]
+    bank = ["--home", str(root / "requesters" / "bank")]
+
+    def profile(*extra: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        return cli(
+            "credex", "profile", "get", *bank, "--subject", subject, "--consent", consent_id,
+            "--purpose", "loan-application", *extra, ok=ok,
+        )  # fmt: skip
 
     granted = cli(
-        "credex",
-        "consent",
-        "grant",
-        *common,
-        "--subject",
-        subject,
-        "--key",
-        str(key),
-        "--requester",
-        "bank",
-        "--purpose",
-        "loan-application",
-        "-c",
-        "financial",
-        "-c",
-        "volunteering",
-        "--max-uses",
-        "2",
-        "--json",
-    )
+        "credex", "consent", "grant", *me, "--requester", "bank", "--purpose", "loan-application",
+        "-c", "financial", "-c", "volunteering", "--max-uses", "2", "--json",
+    )  # fmt: skip
     consent_id = json.loads(granted.stdout)["consent_id"]
 
-    got = cli(
-        "credex",
-        "profile",
-        "get",
-        *common,
-        "--requester",
-        "bank",
-        "--key",
-        bank_key,
-        "--subject",
-        subject,
-        "--consent",
-        consent_id,
-        "--purpose",
-        "loan-application",
-        "--json",
-    )
-    profile = json.loads(got.stdout)
-    statuses = {n["node_id"]: n["status"] for n in profile["nodes"]}
+    data = json.loads(profile("--json").stdout)
+    statuses = {n["node_id"]: n["status"] for n in data["nodes"]}
     assert statuses == {"pboc-credit-reference": "OK", "volunteer-registry": "OK"}
-    assert {r["category"] for r in profile["records"]} == {"financial", "volunteering"}
+    assert {r["category"] for r in data["records"]} == {"financial", "volunteering"}
 
-    table = cli(
-        "credex",
-        "profile",
-        "get",
-        *common,
-        "--requester",
-        "bank",
-        "--key",
-        bank_key,
-        "--subject",
-        subject,
-        "--consent",
-        consent_id,
-        "--purpose",
-        "loan-application",
-    ).stdout
+    table = profile().stdout
     assert "pboc-credit-reference" in table and "OK" in table
 
-    listed = json.loads(
-        cli(
-            "credex", "consent", "list", *common, "--subject", subject, "--key", str(key), "--json"
-        ).stdout
-    )
+    listed = json.loads(cli("credex", "consent", "list", *me, "--json").stdout)
     assert [(c["consent_id"], c["uses"], c["status"]) for c in listed] == [
         (consent_id, 2, "active")
     ]
 
-    outside = cli(
-        "credex",
-        "profile",
-        "get",
-        *common,
-        "--requester",
-        "bank",
-        "--key",
-        bank_key,
-        "--subject",
-        subject,
-        "--consent",
-        consent_id,
-        "--purpose",
-        "loan-application",
-        "-c",
-        "education",
-        ok=False,
-    )
+    outside = profile("-c", "education", ok=False)
     assert outside.returncode == 3
     assert "CATEGORY_NOT_CONSENTED" in outside.stderr
     assert "Traceback" not in outside.stderr
 
-    revoked = cli(
-        "credex",
-        "consent",
-        "revoke",
-        consent_id,
-        *common,
-        "--subject",
-        subject,
-        "--key",
-        str(key),
-        "--json",
-    )
+    revoked = cli("credex", "consent", "revoke", consent_id, *me, "--json")
     assert json.loads(revoked.stdout)["status"] == "revoked"
-    after = cli(
-        "credex",
-        "profile",
-        "get",
-        *common,
-        "--requester",
-        "bank",
-        "--key",
-        bank_key,
-        "--subject",
-        subject,
-        "--consent",
-        consent_id,
-        "--purpose",
-        "loan-application",
-        ok=False,
-    )
+    after = profile(ok=False)
     assert after.returncode == 3 and "CONSENT_REVOKED" in after.stderr
 
 
@@ -201,131 +129,124 @@ def test_members_lists_nodes_and_requesters(running: dict[str, Any]) -> None:
     assert roles["bank"] == "requester" and roles["pboc-credit-reference"] == "node"
     nodes = [r for r in rows if r["role"] == "node"]
     assert all(r["endpoint"].startswith("127.0.0.1:") for r in nodes)
-    remote = json.loads(
-        cli(
-            "credex", "members", "--directory", running["state"]["directory_address"], "--json"
-        ).stdout
-    )
+    bank_home = str(running["root"] / "requesters" / "bank")
+    remote = json.loads(cli("credex", "members", "--home", bank_home, "--json").stdout)
     assert {r["member_id"] for r in remote} == set(roles)
+
+
+def test_enrollment_token_works_once(running: dict[str, Any], tmp_path: Path) -> None:
+    root: Path = running["root"]
+    state = running["state"]
+    token = json.loads(
+        cli(
+            "credex-directory",
+            "enroll",
+            "insurer",
+            "--home",
+            str(root / "directory"),
+            "--role",
+            "requester",
+            "--name",
+            "Ping An",
+            "--json",
+        ).stdout
+    )["token"]
+    enroll = [
+        "--id", "insurer", "--directory", state["directory_address"],
+        "--public", state["public_address"], "--token", token,
+        "--ca-cert", str(root / "directory" / "ca.crt"),
+    ]  # fmt: skip
+    home = tmp_path / "insurer"
+    cli("credex", "init", "--home", str(home), *enroll)
+    assert oct((home / "tls.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((home / "signing.key").stat().st_mode & 0o777) == "0o600"
+    members = json.loads(cli("credex", "members", "--home", str(home), "--json").stdout)
+    assert "insurer" in {m["member_id"] for m in members}
+
+    again = cli("credex", "init", "--home", str(tmp_path / "again"), *enroll, ok=False)
+    assert again.returncode == 3 and "ENROLLMENT_REFUSED" in again.stderr
 
 
 def test_second_up_in_same_dir_is_refused(running: dict[str, Any]) -> None:
     again = cli(
-        "credex-lab",
-        "up",
-        "--dir",
-        str(running["root"]),
-        "--subjects",
-        "200",
-        "--seed",
-        str(SEED),
-        ok=False,
-    )
+        "credex-lab", "up", "--dir", str(running["root"]), "--subjects", "200",
+        "--seed", str(SEED), ok=False,
+    )  # fmt: skip
     assert again.returncode == 2 and "already running" in again.stderr
 
 
 def test_down_leaves_nothing_running(tmp_path: Path) -> None:
     root = tmp_path / "fed"
     cli("credex-lab", "up", "--dir", str(root), "--subjects", "50")
-    pids = [
-        p["pid"] for p in json.loads((root / "run" / "federation.json").read_text())["processes"]
-    ]
+    state = json.loads((root / "run" / "federation.json").read_text())
+    pids = [p["pid"] for p in state["processes"]]
     assert pids and all(alive(pid) for pid in pids)
     out = cli("credex-lab", "down", "--dir", str(root)).stdout
     assert f"stopped {len(pids)} processes" in out
     assert not any(alive(pid) for pid in pids)
+    assert processes_mentioning(str(root)) == []
     assert cli("credex-lab", "status", "--dir", str(root), ok=False).returncode == 1
 
 
 def test_demo_runs_and_stops_everything(tmp_path: Path) -> None:
-    result = cli("credex-lab", "demo", "--dir", str(tmp_path / "demo"), "--subjects", "300")
+    root = tmp_path / "demo"
+    result = cli("credex-lab", "demo", "--dir", str(root), "--subjects", "300")
     out = result.stdout
     assert "CATEGORY_NOT_CONSENTED" in out
     assert "CONSENT_REVOKED" in out
     assert "nothing left running" in out
-    assert not (tmp_path / "demo" / "run" / "federation.json").exists()
+    assert not (root / "run" / "federation.json").exists()
+    assert processes_mentioning(str(root)) == []
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (
-            [
-                "credex",
-                "consent",
-                "grant",
-                "--directory",
-                "127.0.0.1:1",
-                "--subject",
-                "S1",
-                "--key",
-                "/nonexistent.key",
-                "--requester",
-                "bank",
-                "--purpose",
-                "loan-application",
-                "-c",
-                "financial",
-            ],
+            ["credex", "consent", "grant", "--directory", "127.0.0.1:1", "--ca-cert", "CA",
+             "--subject", "S1", "--key", "/nonexistent.key", "--requester", "bank",
+             "--purpose", "loan-application", "-c", "financial"],
             "cannot read key",
         ),
         (
-            [
-                "credex",
-                "profile",
-                "get",
-                "--directory",
-                "127.0.0.1:1",
-                "--requester",
-                "bank",
-                "--key",
-                "KEY",
-                "--subject",
-                "S1",
-                "--consent",
-                "c",
-                "--purpose",
-                "bogus",
-            ],
+            ["credex", "consent", "grant", "--directory", "127.0.0.1:1", "--ca-cert", "CA",
+             "--subject", "S1", "--key", "KEY", "--requester", "bank", "--purpose", "bogus",
+             "-c", "financial"],
             "unknown purpose",
         ),
         (
-            [
-                "credex",
-                "profile",
-                "get",
-                "--directory",
-                "127.0.0.1:1",
-                "--requester",
-                "bank",
-                "--key",
-                "KEY",
-                "--subject",
-                "S1",
-                "--consent",
-                "c",
-                "--purpose",
-                "loan-application",
-                "-c",
-                "astrology",
-            ],
+            ["credex", "consent", "grant", "--directory", "127.0.0.1:1", "--ca-cert", "CA",
+             "--subject", "S1", "--key", "KEY", "--requester", "bank",
+             "--purpose", "loan-application", "-c", "astrology"],
             "unknown category",
+        ),
+        (
+            ["credex", "consent", "list", "--directory", "127.0.0.1:1",
+             "--ca-cert", "/nonexistent/ca.crt", "--subject", "S1", "--key", "KEY"],
+            "cannot read CA certificate",
+        ),
+        (
+            ["credex", "profile", "get", "--home", "/nonexistent/home", "--subject", "S1",
+             "--consent", "c", "--purpose", "loan-application"],
+            "not a member home",
         ),
         (["credex-node", "serve", "/nonexistent/node.toml"], "no such config file"),
         (["credex-directory", "serve", "--home", "/nonexistent/home"], "credex-directory init"),
         (["credex-lab", "down", "--dir", "CORRUPT"], "corrupt"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_gives_a_message_and_exit_2(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
     key = tmp_path / "k.key"
     cli("credex", "keygen", str(key))
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(pki.cert_pem(pki.create_ca()[1]))
     corrupt = tmp_path / "corrupt"
     (corrupt / "run").mkdir(parents=True)
     (corrupt / "run" / "federation.json").write_text("{not json")
-    args = [str(key) if a == "KEY" else str(corrupt) if a == "CORRUPT" else a for a in args]
-    result = cli(*args, ok=False)
+    swap = {"KEY": str(key), "CA": str(ca), "CORRUPT": str(corrupt)}
+    result = cli(*[swap.get(a, a) for a in args], ok=False)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -334,18 +255,12 @@ def test_bad_input_gives_a_message_and_exit_2(
 def test_unreachable_directory_is_a_refusal_not_a_traceback(tmp_path: Path) -> None:
     key = tmp_path / "k.key"
     cli("credex", "keygen", str(key))
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(pki.cert_pem(pki.create_ca()[1]))
     result = cli(
-        "credex",
-        "consent",
-        "list",
-        "--directory",
-        f"127.0.0.1:{free_port()}",
-        "--subject",
-        "S1",
-        "--key",
-        str(key),
-        ok=False,
-    )
+        "credex", "consent", "list", "--directory", f"127.0.0.1:{free_port()}",
+        "--ca-cert", str(ca), "--subject", "S1", "--key", str(key), ok=False,
+    )  # fmt: skip
     assert result.returncode == 3
     assert "unavailable" in result.stderr.lower()
     assert "Traceback" not in result.stderr

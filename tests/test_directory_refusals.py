@@ -7,6 +7,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -28,11 +29,13 @@ from credex.errors import (
 )
 from credex.keys import SigningKey, VerifyKey
 from credex.signing import domain_tag, open_signed, seal, verify
+from credex.tls import TlsIdentity
+from credex.transport import open_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
 from credex.v1.consent_pb2 import ConsentRevocation
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
 from credex.v1.node_pb2 import NodeAnswer
 from nodes.config import load_node_config
 from tests.harness import Federation
@@ -85,14 +88,22 @@ def refused(fed: Federation, coro: Any, error: type[CredexError], reason: Reason
 
 @pytest.fixture(scope="module")
 def stub(federation: Federation) -> Iterator[Any]:
-    """A raw stub on the directory, for what the SDK would not send."""
+    """Raw stubs on the directory, for what the SDK would not send: the member port as the
+    bank, the public port as anyone."""
 
-    async def open_channel() -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(federation.address)
+    async def open_channels() -> tuple[grpc.aio.Channel, grpc.aio.Channel]:
+        return (
+            open_channel(federation.address, federation.requester_homes["bank"].tls()),
+            open_channel(federation.public_address, TlsIdentity(federation.ca_pem)),
+        )
 
-    channel = run(federation, open_channel())
-    yield DirectoryServiceStub(channel)
-    run(federation, channel.close(None))
+    members, public = run(federation, open_channels())
+    yield SimpleNamespace(
+        GetProfile=DirectoryServiceStub(members).GetProfile,
+        RevokeConsent=SubjectServiceStub(public).RevokeConsent,
+    )
+    run(federation, members.close(None))
+    run(federation, public.close(None))
 
 
 def trailers(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
@@ -419,7 +430,9 @@ def test_undecodable_request_bytes_get_invalid_argument(federation: Federation) 
     malformed input, not an UNKNOWN status that names a Python exception class."""
 
     async def call() -> grpc.aio.AioRpcError:
-        async with grpc.aio.insecure_channel(federation.address) as channel:
+        async with open_channel(
+            federation.address, federation.requester_homes["bank"].tls()
+        ) as channel:
             raw = channel.unary_unary(
                 "/credex.v1.DirectoryService/GetProfile",
                 request_serializer=None,

@@ -31,6 +31,7 @@ from credex.errors import (
 )
 from credex.keys import SigningKey, VerifyKey, load_public, public_path
 from credex.signing import domain_tag, open_signed, seal, verify
+from credex.transport import open_channel
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
 from credex.v1.consent_pb2 import Consent, SubjectAttestation
@@ -84,10 +85,10 @@ class Node:
 
 @pytest.fixture(scope="module")
 def node(federation: Federation) -> Iterator[Node]:
-    async def open_channel() -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(federation.nodes[NODE].address)
+    async def connect() -> grpc.aio.Channel:
+        return open_channel(federation.nodes[NODE].address, federation.directory_tls)
 
-    channel = federation.loop.run(open_channel())
+    channel = federation.loop.run(connect())
     config = load_node_config(federation.node_configs[NODE])
     yield Node(
         fed=federation,
@@ -636,7 +637,7 @@ def test_undecodable_request_bytes_get_invalid_argument(node: Node) -> None:
     fed = node.fed
 
     async def call() -> grpc.aio.AioRpcError:
-        async with grpc.aio.insecure_channel(fed.nodes[NODE].address) as channel:
+        async with open_channel(fed.nodes[NODE].address, fed.directory_tls) as channel:
             raw = channel.unary_unary(
                 "/credex.v1.NodeService/QueryRecords",
                 request_serializer=None,

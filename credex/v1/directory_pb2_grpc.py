@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class DirectoryServiceStub:
-    """The exchange's directory: registry, consents, record locator, profile assembly.
+    """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
+    id must be the member that signed the request.
     """
 
     def __init__(self, channel):
@@ -35,21 +36,6 @@ class DirectoryServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.GrantConsent = channel.unary_unary(
-                '/credex.v1.DirectoryService/GrantConsent',
-                request_serializer=credex_dot_v1_dot_directory__pb2.GrantConsentRequest.SerializeToString,
-                response_deserializer=credex_dot_v1_dot_directory__pb2.GrantConsentResponse.FromString,
-                _registered_method=True)
-        self.RevokeConsent = channel.unary_unary(
-                '/credex.v1.DirectoryService/RevokeConsent',
-                request_serializer=credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.SerializeToString,
-                response_deserializer=credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.FromString,
-                _registered_method=True)
-        self.ListConsents = channel.unary_unary(
-                '/credex.v1.DirectoryService/ListConsents',
-                request_serializer=credex_dot_v1_dot_directory__pb2.ListConsentsRequest.SerializeToString,
-                response_deserializer=credex_dot_v1_dot_directory__pb2.ListConsentsResponse.FromString,
-                _registered_method=True)
         self.GetProfile = channel.unary_unary(
                 '/credex.v1.DirectoryService/GetProfile',
                 request_serializer=credex_dot_v1_dot_directory__pb2.GetProfileRequest.SerializeToString,
@@ -60,32 +46,17 @@ class DirectoryServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.ListMembersRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.ListMembersResponse.FromString,
                 _registered_method=True)
+        self.Announce = channel.unary_unary(
+                '/credex.v1.DirectoryService/Announce',
+                request_serializer=credex_dot_v1_dot_directory__pb2.AnnounceRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.AnnounceResponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryServiceServicer:
-    """The exchange's directory: registry, consents, record locator, profile assembly.
+    """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
+    id must be the member that signed the request.
     """
-
-    def GrantConsent(self, request, context):
-        """Record a subject-signed consent.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RevokeConsent(self, request, context):
-        """End a consent; the request is signed by the subject.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListConsents(self, request, context):
-        """A subject's consents; the request is signed by the subject.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def GetProfile(self, request, context):
         """Assemble a subject's profile for a requester under a consent.
@@ -95,7 +66,14 @@ class DirectoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMembers(self, request, context):
-        """Public registry: members, their roles, categories and signing keys.
+        """The registry: members, their roles, categories and signing keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Announce(self, request, context):
+        """A node tells the directory where it listens; signed by the node.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,21 +82,6 @@ class DirectoryServiceServicer:
 
 def add_DirectoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'GrantConsent': grpc.unary_unary_rpc_method_handler(
-                    servicer.GrantConsent,
-                    request_deserializer=credex_dot_v1_dot_directory__pb2.GrantConsentRequest.FromString,
-                    response_serializer=credex_dot_v1_dot_directory__pb2.GrantConsentResponse.SerializeToString,
-            ),
-            'RevokeConsent': grpc.unary_unary_rpc_method_handler(
-                    servicer.RevokeConsent,
-                    request_deserializer=credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.FromString,
-                    response_serializer=credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.SerializeToString,
-            ),
-            'ListConsents': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListConsents,
-                    request_deserializer=credex_dot_v1_dot_directory__pb2.ListConsentsRequest.FromString,
-                    response_serializer=credex_dot_v1_dot_directory__pb2.ListConsentsResponse.SerializeToString,
-            ),
             'GetProfile': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProfile,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.GetProfileRequest.FromString,
@@ -129,6 +92,11 @@ def add_DirectoryServiceServicer_to_server(servicer, server):
                     request_deserializer=credex_dot_v1_dot_directory__pb2.ListMembersRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.ListMembersResponse.SerializeToString,
             ),
+            'Announce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Announce,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.AnnounceRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.AnnounceResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'credex.v1.DirectoryService', rpc_method_handlers)
@@ -138,89 +106,9 @@ def add_DirectoryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DirectoryService:
-    """The exchange's directory: registry, consents, record locator, profile assembly.
+    """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
+    id must be the member that signed the request.
     """
-
-    @staticmethod
-    def GrantConsent(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/credex.v1.DirectoryService/GrantConsent',
-            credex_dot_v1_dot_directory__pb2.GrantConsentRequest.SerializeToString,
-            credex_dot_v1_dot_directory__pb2.GrantConsentResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RevokeConsent(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/credex.v1.DirectoryService/RevokeConsent',
-            credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.SerializeToString,
-            credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListConsents(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/credex.v1.DirectoryService/ListConsents',
-            credex_dot_v1_dot_directory__pb2.ListConsentsRequest.SerializeToString,
-            credex_dot_v1_dot_directory__pb2.ListConsentsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def GetProfile(request,
@@ -266,6 +154,278 @@ class DirectoryService:
             '/credex.v1.DirectoryService/ListMembers',
             credex_dot_v1_dot_directory__pb2.ListMembersRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Announce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.DirectoryService/Announce',
+            credex_dot_v1_dot_directory__pb2.AnnounceRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.AnnounceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SubjectServiceStub:
+    """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
+    request is signed with the subject's registered key.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GrantConsent = channel.unary_unary(
+                '/credex.v1.SubjectService/GrantConsent',
+                request_serializer=credex_dot_v1_dot_directory__pb2.GrantConsentRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.GrantConsentResponse.FromString,
+                _registered_method=True)
+        self.RevokeConsent = channel.unary_unary(
+                '/credex.v1.SubjectService/RevokeConsent',
+                request_serializer=credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.FromString,
+                _registered_method=True)
+        self.ListConsents = channel.unary_unary(
+                '/credex.v1.SubjectService/ListConsents',
+                request_serializer=credex_dot_v1_dot_directory__pb2.ListConsentsRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.ListConsentsResponse.FromString,
+                _registered_method=True)
+
+
+class SubjectServiceServicer:
+    """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
+    request is signed with the subject's registered key.
+    """
+
+    def GrantConsent(self, request, context):
+        """Record a subject-signed consent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeConsent(self, request, context):
+        """End a consent; the request is signed by the subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConsents(self, request, context):
+        """A subject's consents; the request is signed by the subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SubjectServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GrantConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantConsent,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.GrantConsentRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.GrantConsentResponse.SerializeToString,
+            ),
+            'RevokeConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeConsent,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.SerializeToString,
+            ),
+            'ListConsents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConsents,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.ListConsentsRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.ListConsentsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'credex.v1.SubjectService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('credex.v1.SubjectService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SubjectService:
+    """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
+    request is signed with the subject's registered key.
+    """
+
+    @staticmethod
+    def GrantConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/GrantConsent',
+            credex_dot_v1_dot_directory__pb2.GrantConsentRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.GrantConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/RevokeConsent',
+            credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConsents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/ListConsents',
+            credex_dot_v1_dot_directory__pb2.ListConsentsRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.ListConsentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class EnrollmentServiceStub:
+    """Joining the federation, on the directory's public TLS port: a one-time token issued by the
+    directory operator buys a certificate for a key pair made on the member's own machine.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Enroll = channel.unary_unary(
+                '/credex.v1.EnrollmentService/Enroll',
+                request_serializer=credex_dot_v1_dot_directory__pb2.EnrollRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.EnrollResponse.FromString,
+                _registered_method=True)
+
+
+class EnrollmentServiceServicer:
+    """Joining the federation, on the directory's public TLS port: a one-time token issued by the
+    directory operator buys a certificate for a key pair made on the member's own machine.
+    """
+
+    def Enroll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EnrollmentServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Enroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enroll,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.EnrollRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.EnrollResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'credex.v1.EnrollmentService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('credex.v1.EnrollmentService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EnrollmentService:
+    """Joining the federation, on the directory's public TLS port: a one-time token issued by the
+    directory operator buys a certificate for a key pair made on the member's own machine.
+    """
+
+    @staticmethod
+    def Enroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.EnrollmentService/Enroll',
+            credex_dot_v1_dot_directory__pb2.EnrollRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.EnrollResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,26 +27,87 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DirectoryServiceStub:
-    """The exchange's directory: registry, consents, record locator, profile assembly."""
+    """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
+    id must be the member that signed the request.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> DirectoryServiceAsyncStub: ...
+    GetProfile: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetProfileRequest, _directory_pb2.GetProfileResponse]
+    """Assemble a subject's profile for a requester under a consent."""
+    ListMembers: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListMembersRequest, _directory_pb2.ListMembersResponse]
+    """The registry: members, their roles, categories and signing keys."""
+    Announce: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AnnounceRequest, _directory_pb2.AnnounceResponse]
+    """A node tells the directory where it listens; signed by the node."""
+
+@_typing.type_check_only
+class DirectoryServiceAsyncStub(DirectoryServiceStub):
+    """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
+    id must be the member that signed the request.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetProfile: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetProfileRequest, _directory_pb2.GetProfileResponse]  # type: ignore[assignment]
+    """Assemble a subject's profile for a requester under a consent."""
+    ListMembers: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListMembersRequest, _directory_pb2.ListMembersResponse]  # type: ignore[assignment]
+    """The registry: members, their roles, categories and signing keys."""
+    Announce: _aio.UnaryUnaryMultiCallable[_directory_pb2.AnnounceRequest, _directory_pb2.AnnounceResponse]  # type: ignore[assignment]
+    """A node tells the directory where it listens; signed by the node."""
+
+class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
+    id must be the member that signed the request.
+    """
+
+    @_abc_1.abstractmethod
+    def GetProfile(
+        self,
+        request: _directory_pb2.GetProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.GetProfileResponse, _abc.Awaitable[_directory_pb2.GetProfileResponse]]:
+        """Assemble a subject's profile for a requester under a consent."""
+
+    @_abc_1.abstractmethod
+    def ListMembers(
+        self,
+        request: _directory_pb2.ListMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.ListMembersResponse, _abc.Awaitable[_directory_pb2.ListMembersResponse]]:
+        """The registry: members, their roles, categories and signing keys."""
+
+    @_abc_1.abstractmethod
+    def Announce(
+        self,
+        request: _directory_pb2.AnnounceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.AnnounceResponse, _abc.Awaitable[_directory_pb2.AnnounceResponse]]:
+        """A node tells the directory where it listens; signed by the node."""
+
+def add_DirectoryServiceServicer_to_server(servicer: DirectoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class SubjectServiceStub:
+    """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
+    request is signed with the subject's registered key.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> SubjectServiceAsyncStub: ...
     GrantConsent: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GrantConsentRequest, _directory_pb2.GrantConsentResponse]
     """Record a subject-signed consent."""
     RevokeConsent: _grpc.UnaryUnaryMultiCallable[_directory_pb2.RevokeConsentRequest, _directory_pb2.RevokeConsentResponse]
     """End a consent; the request is signed by the subject."""
     ListConsents: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListConsentsRequest, _directory_pb2.ListConsentsResponse]
     """A subject's consents; the request is signed by the subject."""
-    GetProfile: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetProfileRequest, _directory_pb2.GetProfileResponse]
-    """Assemble a subject's profile for a requester under a consent."""
-    ListMembers: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListMembersRequest, _directory_pb2.ListMembersResponse]
-    """Public registry: members, their roles, categories and signing keys."""
 
 @_typing.type_check_only
-class DirectoryServiceAsyncStub(DirectoryServiceStub):
-    """The exchange's directory: registry, consents, record locator, profile assembly."""
+class SubjectServiceAsyncStub(SubjectServiceStub):
+    """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
+    request is signed with the subject's registered key.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GrantConsent: _aio.UnaryUnaryMultiCallable[_directory_pb2.GrantConsentRequest, _directory_pb2.GrantConsentResponse]  # type: ignore[assignment]
@@ -55,13 +116,11 @@ class DirectoryServiceAsyncStub(DirectoryServiceStub):
     """End a consent; the request is signed by the subject."""
     ListConsents: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListConsentsRequest, _directory_pb2.ListConsentsResponse]  # type: ignore[assignment]
     """A subject's consents; the request is signed by the subject."""
-    GetProfile: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetProfileRequest, _directory_pb2.GetProfileResponse]  # type: ignore[assignment]
-    """Assemble a subject's profile for a requester under a consent."""
-    ListMembers: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListMembersRequest, _directory_pb2.ListMembersResponse]  # type: ignore[assignment]
-    """Public registry: members, their roles, categories and signing keys."""
 
-class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The exchange's directory: registry, consents, record locator, profile assembly."""
+class SubjectServiceServicer(metaclass=_abc_1.ABCMeta):
+    """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
+    request is signed with the subject's registered key.
+    """
 
     @_abc_1.abstractmethod
     def GrantConsent(
@@ -87,20 +146,38 @@ class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_directory_pb2.ListConsentsResponse, _abc.Awaitable[_directory_pb2.ListConsentsResponse]]:
         """A subject's consents; the request is signed by the subject."""
 
-    @_abc_1.abstractmethod
-    def GetProfile(
-        self,
-        request: _directory_pb2.GetProfileRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_directory_pb2.GetProfileResponse, _abc.Awaitable[_directory_pb2.GetProfileResponse]]:
-        """Assemble a subject's profile for a requester under a consent."""
+def add_SubjectServiceServicer_to_server(servicer: SubjectServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class EnrollmentServiceStub:
+    """Joining the federation, on the directory's public TLS port: a one-time token issued by the
+    directory operator buys a certificate for a key pair made on the member's own machine.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> EnrollmentServiceAsyncStub: ...
+    Enroll: _grpc.UnaryUnaryMultiCallable[_directory_pb2.EnrollRequest, _directory_pb2.EnrollResponse]
+
+@_typing.type_check_only
+class EnrollmentServiceAsyncStub(EnrollmentServiceStub):
+    """Joining the federation, on the directory's public TLS port: a one-time token issued by the
+    directory operator buys a certificate for a key pair made on the member's own machine.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Enroll: _aio.UnaryUnaryMultiCallable[_directory_pb2.EnrollRequest, _directory_pb2.EnrollResponse]  # type: ignore[assignment]
+
+class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Joining the federation, on the directory's public TLS port: a one-time token issued by the
+    directory operator buys a certificate for a key pair made on the member's own machine.
+    """
 
     @_abc_1.abstractmethod
-    def ListMembers(
+    def Enroll(
         self,
-        request: _directory_pb2.ListMembersRequest,
+        request: _directory_pb2.EnrollRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_directory_pb2.ListMembersResponse, _abc.Awaitable[_directory_pb2.ListMembersResponse]]:
-        """Public registry: members, their roles, categories and signing keys."""
+    ) -> _typing.Union[_directory_pb2.EnrollResponse, _abc.Awaitable[_directory_pb2.EnrollResponse]]: ...
 
-def add_DirectoryServiceServicer_to_server(servicer: DirectoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+def add_EnrollmentServiceServicer_to_server(servicer: EnrollmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,94 @@
+"""Joining the federation from the member's side: keys are made here, only public halves and a
+certificate signing request travel, and the answer is checked before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+
+from credex.clock import Clock, system_clock, to_timestamp
+from credex.errors import from_rpc_error
+from credex.keys import SigningKey, VerifyKey, save_public
+from credex.pki import (
+    PkiError,
+    common_name_of,
+    create_csr,
+    key_pem,
+    new_tls_key,
+    write_private,
+    write_public,
+)
+from credex.signing import seal
+from credex.tls import TlsIdentity
+from credex.transport import open_channel
+from credex.v1 import directory_pb2 as pb
+from credex.v1.directory_pb2_grpc import EnrollmentServiceStub
+
+ROLES = {"node": pb.MemberRole.MEMBER_ROLE_NODE, "requester": pb.MemberRole.MEMBER_ROLE_REQUESTER}
+ENROLL_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class EnrollmentFiles:
+    """Where enrollment writes what it obtains."""
+
+    tls_key: Path
+    cert: Path
+    ca: Path
+    directory_key: Path
+
+
+async def enroll(
+    *,
+    public_address: str,
+    ca_pem: bytes,
+    token: str,
+    member_id: str,
+    role: str,
+    signing_key: SigningKey,
+    name: str,
+    files: EnrollmentFiles,
+    clock: Clock = system_clock,
+) -> pb.EnrollResponse:
+    """Create a TLS key and CSR, enroll with the one-time token, verify and store the result."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    tls_key = new_tls_key()
+    enrollment = pb.Enrollment(
+        token=token,
+        member_id=member_id,
+        role=ROLES[role],
+        signing_key=signing_key.public.raw,
+        csr_pem=create_csr(tls_key, member_id),
+        name=name,
+        issued_at=to_timestamp(clock()),
+    )
+    channel = open_channel(public_address, TlsIdentity(ca_pem))
+    try:
+        response: pb.EnrollResponse = await EnrollmentServiceStub(channel).Enroll(
+            pb.EnrollRequest(enrollment=seal(enrollment, signing_key)), timeout=ENROLL_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
+    finally:
+        await channel.close(None)
+    _check(response, ca_pem, member_id, tls_key.public_key())
+    write_private(files.tls_key, key_pem(tls_key))
+    write_public(files.cert, response.certificate_pem)
+    write_public(files.ca, ca_pem)
+    save_public(VerifyKey(response.directory_public_key), files.directory_key)
+    return response
+
+
+def _check(response: pb.EnrollResponse, ca_pem: bytes, member_id: str, public_key: object) -> None:
+    try:
+        cert = x509.load_pem_x509_certificate(response.certificate_pem)
+        ca = x509.load_pem_x509_certificate(ca_pem)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError) as exc:
+        raise PkiError(f"the directory returned an unusable certificate: {exc}") from None
+    if common_name_of(cert.subject) != member_id or cert.public_key() != public_key:
+        raise PkiError("the directory returned a certificate for another member or key")

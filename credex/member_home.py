@@ -1,0 +1,77 @@
+"""A member's own folder: its id, the directory's addresses, its keys and certificates.
+
+member.toml     id, directory (member port), directory_public (public port)
+signing.key     Ed25519 signing key (0600) and signing.pub
+tls.key         TLS private key (0600); tls.crt its certificate from the federation CA
+ca.crt          the federation CA certificate
+directory.pub   the directory's signing key
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from credex.config import ConfigError, load_toml, require_str
+from credex.keys import SigningKey, VerifyKey, load_public
+from credex.tls import TlsIdentity
+
+MEMBER_FILE = "member.toml"
+
+
+@dataclass(frozen=True)
+class MemberHome:
+    path: Path
+    member_id: str
+    directory: str
+    directory_public: str = ""
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.path / "signing.key"
+
+    @property
+    def tls_key_path(self) -> Path:
+        return self.path / "tls.key"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.path / "tls.crt"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.path / "ca.crt"
+
+    @property
+    def directory_key_path(self) -> Path:
+        return self.path / "directory.pub"
+
+    def signing_key(self) -> SigningKey:
+        return SigningKey.load(self.signing_key_path)
+
+    def tls(self) -> TlsIdentity:
+        return TlsIdentity.load(self.ca_path, self.cert_path, self.tls_key_path)
+
+    def directory_key(self) -> VerifyKey:
+        return load_public(self.directory_key_path)
+
+    def save(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / MEMBER_FILE).write_text(
+            f'id = "{self.member_id}"\n'
+            f'directory = "{self.directory}"\n'
+            f'directory_public = "{self.directory_public}"\n'
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> MemberHome:
+        file = path / MEMBER_FILE
+        if not file.is_file():
+            raise ConfigError(f"{path} is not a member home (no {MEMBER_FILE}); run `credex init`")
+        data = load_toml(file)
+        return cls(
+            path=path,
+            member_id=require_str(data, "id", str(file)),
+            directory=require_str(data, "directory", str(file)),
+            directory_public=str(data.get("directory_public", "")),
+        )

@@ -1,0 +1,67 @@
+"""A party's TLS material: the federation CA it trusts and, for members, its own certificate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+
+from credex.pki import PkiError, common_name_of, read_private
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """PEM bytes; `cert_pem`/`key_pem` are None for a party without a certificate (a subject)."""
+
+    ca_pem: bytes
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
+
+    @classmethod
+    def load(cls, ca: Path, cert: Path | None = None, key: Path | None = None) -> TlsIdentity:
+        try:
+            ca_pem = ca.read_bytes()
+            cert_pem = cert.read_bytes() if cert is not None else None
+        except OSError as exc:
+            raise PkiError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        key_pem = read_private(key) if key is not None else None
+        identity = cls(ca_pem, cert_pem, key_pem)
+        identity.ca_certificate()
+        if cert_pem is not None:
+            identity.member_id  # noqa: B018 - validates the certificate early
+        return identity
+
+    def ca_certificate(self) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate(self.ca_pem)
+        except ValueError as exc:
+            raise PkiError("the federation CA certificate is not PEM") from exc
+
+    @property
+    def member_id(self) -> str:
+        """The member id (common name) of this party's own certificate."""
+        if self.cert_pem is None:
+            raise PkiError("this party has no certificate")
+        try:
+            cert = x509.load_pem_x509_certificate(self.cert_pem)
+        except ValueError as exc:
+            raise PkiError("the certificate is not PEM") from exc
+        return common_name_of(cert.subject)
+
+    def server_credentials(self, *, require_client_auth: bool) -> grpc.ServerCredentials:
+        if self.cert_pem is None or self.key_pem is None:
+            raise PkiError("a server needs a certificate and its key")
+        return grpc.ssl_server_credentials(
+            [(self.key_pem, self.cert_pem)],
+            root_certificates=self.ca_pem,
+            require_client_auth=require_client_auth,
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_pem,
+            private_key=self.key_pem,
+            certificate_chain=self.cert_pem,
+        )

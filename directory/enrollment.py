@@ -1,0 +1,177 @@
+"""Enrollment: one-time tokens issued by the operator, redeemed for a certificate and a place
+in the registry. The member's private keys never reach the directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import sqlite_utils
+
+from credex import vocab
+from credex.clock import Clock
+from credex.db import transaction
+from credex.errors import AlreadyExists, InvalidArgument, PermissionDenied, Reason, rpc_errors
+from credex.keys import SigningKey, VerifyKey
+from credex.pki import CertificateAuthority, PkiError, cert_pem
+from credex.signing import open_signed, parse
+from credex.v1 import directory_pb2 as pb
+from credex.v1 import directory_pb2_grpc
+from directory.registry import ROLE_NAMES, ROLES_BY_NAME, MemberInfo, Registry
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """What the operator decided when issuing a token."""
+
+    member_id: str
+    role: str
+    name: str
+    jurisdiction: str
+    categories: tuple[str, ...]
+    hosts: tuple[str, ...]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    """Tokens are kept only as hashes; each works once and until it expires."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self._db = db
+        db.conn.execute(
+            """CREATE TABLE IF NOT EXISTS enrollment_tokens (
+                token_hash TEXT PRIMARY KEY,
+                grant_json TEXT NOT NULL,
+                expires_at REAL NOT NULL,
+                used_at REAL
+            )"""
+        )
+
+    def issue(self, grant: TokenGrant, expires_at: float) -> str:
+        if grant.role not in ROLES_BY_NAME:
+            raise ValueError(f"role must be one of {', '.join(ROLES_BY_NAME)}")
+        if grant.role == "node" and not grant.categories:
+            raise ValueError("a node needs at least one category")
+        for category in grant.categories:
+            vocab.parse_category(category)
+        token = secrets.token_urlsafe(24)
+        self._db.conn.execute(
+            "INSERT INTO enrollment_tokens VALUES (?, ?, ?, NULL)",
+            (_digest(token), json.dumps(grant.__dict__), expires_at),
+        )
+        return token
+
+    def peek(self, token: str, now: float) -> TokenGrant:
+        """The grant behind a usable token; PermissionDenied if unknown, used or expired."""
+        row = self._db.conn.execute(
+            "SELECT grant_json, expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?",
+            (_digest(token),),
+        ).fetchone()
+        if row is None:
+            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "unknown enrollment token")
+        grant_json, expires_at, used_at = row
+        if used_at is not None:
+            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "enrollment token already used")
+        if now >= expires_at:
+            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "enrollment token expired")
+        data = json.loads(grant_json)
+        return TokenGrant(
+            member_id=data["member_id"],
+            role=data["role"],
+            name=data["name"],
+            jurisdiction=data["jurisdiction"],
+            categories=tuple(data["categories"]),
+            hosts=tuple(data["hosts"]),
+        )
+
+    def redeem(self, token: str, now: float) -> None:
+        """Mark used, atomically; fails if another redemption won the race."""
+        cur = self._db.conn.execute(
+            "UPDATE enrollment_tokens SET used_at = ? "
+            "WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
+            (now, _digest(token), now),
+        )
+        if cur.rowcount != 1:
+            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "enrollment token already used")
+
+
+class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
+    def __init__(
+        self,
+        *,
+        tokens: TokenStore,
+        registry: Registry,
+        ca: CertificateAuthority,
+        directory_key: SigningKey,
+        directory_id: str,
+        db: sqlite_utils.Database,
+        clock: Clock,
+    ) -> None:
+        self._tokens = tokens
+        self._registry = registry
+        self._ca = ca
+        self._directory_key = directory_key
+        self._directory_id = directory_id
+        self._db = db
+        self._clock = clock
+
+    @rpc_errors
+    async def Enroll(self, request: pb.EnrollRequest, context: Context) -> pb.EnrollResponse:
+        claimed = parse(request.enrollment.body, pb.Enrollment, what="enrollment")
+        try:
+            key = VerifyKey(claimed.signing_key)
+        except ValueError as exc:
+            raise InvalidArgument(Reason.MALFORMED, f"signing key: {exc}") from None
+        # Signed by the key it registers: the member holds that key.
+        enrollment = open_signed(request.enrollment, pb.Enrollment, key, what="enrollment")
+        now = self._clock()
+        grant = self._tokens.peek(enrollment.token, now)
+        if grant.member_id != enrollment.member_id:
+            raise PermissionDenied(
+                Reason.ENROLLMENT_REFUSED, f"token is for {grant.member_id!r}, not this member"
+            )
+        if ROLE_NAMES.get(enrollment.role) != grant.role:
+            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, f"token is for a {grant.role}")
+        if self._registry.get(grant.member_id) is not None:
+            raise AlreadyExists(Reason.ENROLLMENT_REFUSED, f"{grant.member_id} is already a member")
+        if self._registry.by_key_id(key.key_id) is not None:
+            raise AlreadyExists(Reason.ENROLLMENT_REFUSED, "that signing key is already registered")
+        try:
+            cert = self._ca.issue(enrollment.csr_pem, grant.member_id, hosts=grant.hosts)
+        except PkiError as exc:
+            raise InvalidArgument(Reason.MALFORMED, str(exc)) from None
+        member = MemberInfo(
+            member_id=grant.member_id,
+            role=ROLES_BY_NAME[grant.role],
+            name=enrollment.name or grant.name or grant.member_id,
+            jurisdiction=grant.jurisdiction,
+            categories=tuple(sorted(vocab.parse_category(c) for c in grant.categories)),
+            key=key,
+        )
+        with transaction(self._db):
+            self._tokens.redeem(enrollment.token, now)
+            self._registry.put(member)
+        return pb.EnrollResponse(
+            certificate_pem=cert_pem(cert),
+            ca_certificate_pem=cert_pem(self._ca.cert),
+            directory_public_key=self._directory_key.public.raw,
+            directory_id=self._directory_id,
+            member=pb.Member(
+                member_id=member.member_id,
+                role=member.role,
+                name=member.name,
+                jurisdiction=member.jurisdiction,
+                categories=member.categories,
+                public_key=key.raw,
+                key_id=key.key_id,
+            ),
+        )

@@ -1,0 +1,94 @@
+"""The subject-facing service on the directory's public port: consents, signed by subjects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from credex import vocab
+from credex.audit import AuditEntry, AuditLog
+from credex.clock import Clock
+from credex.errors import PermissionDenied, Reason, rpc_errors
+from credex.v1 import directory_pb2 as pb
+from credex.v1 import directory_pb2_grpc
+from credex.v1.consent_pb2 import ConsentStatus
+from directory.consent_store import ConsentStore
+from directory.verify import RequestVerifier
+
+Context = grpc.aio.ServicerContext[Any, Any]
+S = ConsentStatus
+
+
+class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
+    def __init__(
+        self,
+        *,
+        consents: ConsentStore,
+        verifier: RequestVerifier,
+        audit: AuditLog,
+        clock: Clock,
+    ) -> None:
+        self._consents = consents
+        self._verifier = verifier
+        self._audit = audit
+        self._clock = clock
+
+    @rpc_errors
+    async def GrantConsent(
+        self, request: pb.GrantConsentRequest, context: Context
+    ) -> pb.GrantConsentResponse:
+        consent = self._verifier.consent_grant(request.consent, request.subject_id)
+        self._consents.add(consent, request.consent, request.subject_id, self._clock())
+        self._audit.append(
+            AuditEntry(
+                request_id=consent.consent_id,
+                actor=request.subject_id,
+                action="grant",
+                outcome="granted",
+                purpose=vocab.purpose_name(consent.purpose),
+                consent_id=consent.consent_id,
+                subject_ref=request.subject_id,
+                categories=vocab.category_names(consent.categories),
+                detail=f"requester={consent.requester_id} max_uses={consent.max_uses}",
+            )
+        )
+        return pb.GrantConsentResponse(
+            consent_id=consent.consent_id, status=S.CONSENT_STATUS_ACTIVE
+        )
+
+    @rpc_errors
+    async def RevokeConsent(
+        self, request: pb.RevokeConsentRequest, context: Context
+    ) -> pb.RevokeConsentResponse:
+        revocation = self._verifier.revocation(request.revocation)
+        now = self._clock()
+        stored = self._consents.get(revocation.consent_id, now)
+        if stored.subject_id != revocation.subject_id:
+            raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
+        self._consents.set_status(revocation.consent_id, S.CONSENT_STATUS_REVOKED, now)
+        self._audit.append(
+            AuditEntry(
+                request_id=revocation.consent_id,
+                actor=revocation.subject_id,
+                action="revoke",
+                outcome="revoked",
+                consent_id=revocation.consent_id,
+                subject_ref=revocation.subject_id,
+            )
+        )
+        return pb.RevokeConsentResponse(
+            consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
+        )
+
+    @rpc_errors
+    async def ListConsents(
+        self, request: pb.ListConsentsRequest, context: Context
+    ) -> pb.ListConsentsResponse:
+        query = self._verifier.consent_list_query(request.query)
+        return pb.ListConsentsResponse(
+            consents=[
+                pb.ConsentState(consent=s.signed, status=s.status, uses=s.uses)
+                for s in self._consents.for_subject(query.subject_id, self._clock())
+            ]
+        )
