@@ -75,7 +75,11 @@ def _read_ca(path: Path) -> bytes:
 def _requester(home: Path) -> RequesterClient:
     member = MemberHome.load(home)
     return RequesterClient(
-        member.directory, member.member_id, member.signing_key(), tls=member.tls()
+        member.directory,
+        member.member_id,
+        member.signing_key(),
+        tls=member.tls(),
+        directory_key=member.directory_key(),
     )
 
 

@@ -217,12 +217,22 @@ class RequesterClient(_Client):
     them. Talks to the directory's member port over mutual TLS with its own certificate."""
 
     def __init__(
-        self, target: str, requester_id: str, key: SigningKey, *, tls: TlsIdentity, **kwargs: Any
+        self,
+        target: str,
+        requester_id: str,
+        key: SigningKey,
+        *,
+        tls: TlsIdentity,
+        directory_key: VerifyKey | None = None,
+        **kwargs: Any,
     ) -> None:
+        """`directory_key` pins the directory's signing key (from enrollment); without it the
+        key the directory reports about itself is used."""
         super().__init__(target, tls, **kwargs)
         self._stub = DirectoryServiceStub(self._channel)
         self.requester_id = requester_id
         self._key = key
+        self._directory_key = directory_key
         self._members: pb.ListMembersResponse | None = None
 
     async def members(self, *, refresh: bool = False) -> pb.ListMembersResponse:
@@ -256,7 +266,8 @@ class RequesterClient(_Client):
 
     async def send_profile_request(self, request: pb.GetProfileRequest) -> VerifiedProfile:
         response = await self._call(self._stub.GetProfile, request)
-        return await self.verify_profile(response.profile)
+        sent = parse(request.request.body, pb.ProfileRequest, what="profile request")
+        return await self.verify_profile(response.profile, sent)
 
     async def get_profile(
         self,
@@ -275,11 +286,31 @@ class RequesterClient(_Client):
             )
         )
 
-    async def verify_profile(self, signed: Any) -> VerifiedProfile:
-        """Check the directory's signature and each node's; Unauthenticated if any fails."""
+    async def verify_profile(
+        self, signed: Any, request: pb.ProfileRequest | None = None
+    ) -> VerifiedProfile:
+        """Check the directory's signature, that the profile answers `request`, and each node's
+        signature on its answer; Unauthenticated if anything fails."""
         members = await self.members()
-        directory_key = VerifyKey(members.directory_public_key)
+        directory_key = self._directory_key or VerifyKey(members.directory_public_key)
         profile = open_signed(signed, pb.Profile, directory_key, what="profile")
+        if request is not None and (
+            profile.request_id,
+            profile.requester_id,
+            profile.subject_id,
+            profile.consent_id,
+            profile.purpose,
+        ) != (
+            request.request_id,
+            request.requester_id,
+            request.subject_id,
+            request.consent_id,
+            request.purpose,
+        ):
+            raise Unauthenticated(Reason.BAD_SIGNATURE, "profile does not answer this request")
+        query_ids = [r.query_id for r in profile.nodes]
+        if len(set(query_ids)) != len(query_ids):
+            raise Unauthenticated(Reason.BAD_SIGNATURE, "profile reuses a node query id")
         keys = {m.member_id: VerifyKey(m.public_key) for m in members.members}
         records: list[ProfileRecord] = []
         outcomes: list[NodeOutcome] = []
@@ -290,8 +321,8 @@ class RequesterClient(_Client):
                 if key is None:
                     raise Unauthenticated(Reason.UNKNOWN_SIGNER, f"unknown node {result.node_id}")
                 answer = open_signed(result.answer, NodeAnswer, key, what="node answer")
-                if answer.request_id != profile.request_id:
-                    raise Unauthenticated(Reason.BAD_SIGNATURE, "node answer for another request")
+                if answer.request_id != result.query_id or answer.node_id != result.node_id:
+                    raise Unauthenticated(Reason.BAD_SIGNATURE, "node answer for another query")
                 count = len(answer.records)
                 records.extend(
                     ProfileRecord(

@@ -100,6 +100,12 @@ def check_covers(
     now: float,
 ) -> None:
     """Refuse unless `consent` is valid now for this requester, purpose and every category."""
+    categories = list(categories)
+    if purpose not in vocab.PURPOSE_CATEGORIES:
+        raise InvalidArgument(Reason.MALFORMED, f"unknown purpose {int(purpose)}")
+    unknown = [int(c) for c in categories if c not in vocab.ALL_CATEGORIES]
+    if unknown:
+        raise InvalidArgument(Reason.MALFORMED, f"unknown categories {unknown}")
     if consent.requester_id != requester_id:
         raise PermissionDenied(
             Reason.CONSENT_WRONG_REQUESTER, f"consent is not for requester {requester_id}"

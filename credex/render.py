@@ -7,11 +7,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from credex.client import ConsentView, VerifiedProfile
 
 STATUS_STYLE = {"OK": "green", "NOT_FOUND": "yellow"}
+
+
+def _add(table: Table, *cells: str | Text) -> None:
+    """Add a row whose text is shown literally: values from other parties are never markup."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
 
 
 def day(seconds: float) -> str:
@@ -25,19 +32,20 @@ def moment(seconds: float) -> str:
 def print_profile(console: Console, profile: VerifiedProfile, *, max_records: int = 8) -> None:
     """Per-node status, then records grouped by category with their source node."""
     console.print(
-        f"[bold]Profile[/bold] of subject [cyan]{profile.subject_id}[/cyan] for "
-        f"[cyan]{profile.requester_id}[/cyan] ({profile.purpose}), consent {profile.consent_id}, "
-        f"request {profile.request_id}"
+        f"[bold]Profile[/bold] of subject [cyan]{escape(profile.subject_id)}[/cyan] for "
+        f"[cyan]{escape(profile.requester_id)}[/cyan] ({escape(profile.purpose)}), "
+        f"consent {escape(profile.consent_id)}, request {escape(profile.request_id)}"
     )
     nodes = Table(title="Sources", title_justify="left")
     for col in ("node", "categories", "status", "records", "ms", "detail"):
         nodes.add_column(col, justify="right" if col in {"records", "ms"} else "left")
     for n in profile.nodes:
         style = STATUS_STYLE.get(n.status, "red")
-        nodes.add_row(
+        _add(
+            nodes,
             n.node_id,
             ", ".join(n.categories),
-            f"[{style}]{n.status}[/{style}]",
+            Text(n.status, style=style),
             str(n.records),
             f"{n.elapsed_ms:.1f}",
             n.detail,
@@ -50,7 +58,8 @@ def print_profile(console: Console, profile: VerifiedProfile, *, max_records: in
     for category, items in sorted(profile.by_category().items()):
         shown = sorted(items, key=lambda r: r.occurred_at, reverse=True)[:max_records]
         for i, r in enumerate(shown):
-            records.add_row(
+            _add(
+                records,
                 category if i == 0 else "",
                 r.node_id,
                 r.kind,
@@ -59,7 +68,7 @@ def print_profile(console: Console, profile: VerifiedProfile, *, max_records: in
                 _details(r.attributes),
             )
         if len(items) > len(shown):
-            records.add_row("", "", f"… {len(items) - len(shown)} more", "", "", "")
+            _add(records, "", "", f"… {len(items) - len(shown)} more", "", "", "")
     if profile.records:
         console.print(records)
     else:
@@ -86,7 +95,8 @@ def print_consents(console: Console, consents: Iterable[ConsentView]) -> None:
     for col in ("consent", "requester", "purpose", "categories", "status", "uses", "valid until"):
         table.add_column(col)
     for c in consents:
-        table.add_row(
+        _add(
+            table,
             c.consent_id,
             c.requester_id,
             c.purpose,
@@ -114,7 +124,8 @@ def print_members(console: Console, rows: Iterable[MemberRow]) -> None:
     for col in ("member", "role", "name", "jurisdiction", "categories", "endpoint", "key id"):
         table.add_column(col)
     for r in rows:
-        table.add_row(
+        _add(
+            table,
             r.member_id,
             r.role,
             r.name,

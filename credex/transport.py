@@ -25,6 +25,10 @@ MAX_REQUEST_BYTES = 1024 * 1024
 _OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_TRANSPORT_BYTES),
     ("grpc.max_send_message_length", MAX_TRANSPORT_BYTES),
+    # A restarted node is reachable again within seconds, not gRPC's default two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5000),
 ]
 
 

@@ -60,12 +60,16 @@ PURPOSE_CATEGORIES: dict[Purpose, frozenset[Category]] = {
 
 
 def category_name(value: Category) -> str:
-    """`CATEGORY_FINANCIAL` -> `financial`."""
+    """`CATEGORY_FINANCIAL` -> `financial`; `unknown-99` for a value this version lacks."""
+    if value not in C.Category.values():
+        return f"unknown-{int(value)}"
     return C.Category.Name(value).removeprefix("CATEGORY_").lower()
 
 
 def purpose_name(value: Purpose) -> str:
-    """`PURPOSE_LOAN_APPLICATION` -> `loan-application`."""
+    """`PURPOSE_LOAN_APPLICATION` -> `loan-application`; `unknown-99` for an unknown value."""
+    if value not in C.Purpose.values():
+        return f"unknown-{int(value)}"
     return C.Purpose.Name(value).removeprefix("PURPOSE_").lower().replace("_", "-")
 
 

@@ -116,12 +116,19 @@ def _csv_rows(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, str]]:
 
 
 def import_subjects(
-    settings: DirectorySettings, subjects_csv: Path, locator_csv: Path | None = None
+    settings: DirectorySettings,
+    subjects_csv: Path,
+    locator_csv: Path | None = None,
+    *,
+    replace: bool = False,
 ) -> tuple[int, int]:
-    """Load subjects (subject_id, public_key hex, region) and locator rows from CSV files."""
+    """Load subjects (subject_id, public_key hex, region) and locator rows from CSV files;
+    with `replace`, the previous subjects and locator entries go first."""
     db = open_database(settings.db_path)
     try:
         locator = Locator(db)
+        if replace:
+            locator.clear()
 
         def subjects() -> Iterator[tuple[str, VerifyKey, str]]:
             for row in _csv_rows(subjects_csv, ("subject_id", "public_key")):

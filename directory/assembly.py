@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from credex.clock import to_timestamp
+from credex.errors import CredexError
 from credex.keys import SigningKey
 from credex.signing import digest, parse, seal, verify
 from credex.v1.common_pb2 import Signed
@@ -12,12 +13,13 @@ from directory.router import NodeReply
 from directory.verify import AuthorizedProfileRequest
 
 
-def node_result(reply: NodeReply, request_id: str) -> NodeResult:
+def node_result(reply: NodeReply) -> NodeResult:
     """The profile's entry for one node; only a verified, matching answer is OK."""
     result = NodeResult(
         node_id=reply.call.node.member_id,
         categories=reply.call.categories,
         elapsed_ms=round(reply.elapsed_ms, 3),
+        query_id=reply.query_id,
     )
     if reply.response is None:
         result.status, result.detail = reply.status, reply.detail
@@ -27,8 +29,12 @@ def node_result(reply: NodeReply, request_id: str) -> NodeResult:
         result.status = NodeStatus.NODE_STATUS_INVALID_SIGNATURE
         result.detail = "answer is not signed by the node's registered key"
         return result
-    answer = parse(signed.body, NodeAnswer, what="node answer")
-    problem = _mismatch(answer, reply, request_id)
+    try:
+        answer = parse(signed.body, NodeAnswer, what="node answer")
+    except CredexError as err:
+        result.status, result.detail = NodeStatus.NODE_STATUS_INVALID_ANSWER, err.message
+        return result
+    problem = _mismatch(answer, reply)
     if problem:
         result.status, result.detail = NodeStatus.NODE_STATUS_INVALID_ANSWER, problem
         return result
@@ -40,8 +46,8 @@ def node_result(reply: NodeReply, request_id: str) -> NodeResult:
     return result
 
 
-def _mismatch(answer: NodeAnswer, reply: NodeReply, request_id: str) -> str:
-    if answer.request_id != request_id or answer.query_digest != digest(reply.query):
+def _mismatch(answer: NodeAnswer, reply: NodeReply) -> str:
+    if answer.request_id != reply.query_id or answer.query_digest != digest(reply.query):
         return "answer is for another query"
     if answer.node_id != reply.call.node.member_id:
         return "answer names another node"

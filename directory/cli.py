@@ -105,10 +105,15 @@ def import_subjects(
     locator: Annotated[
         Path | None, typer.Option(help="CSV: subject_id, node_id, local_id.")
     ] = None,
+    replace: Annotated[
+        bool, typer.Option(help="Forget the previous subjects and locator entries first.")
+    ] = False,
 ) -> None:
     """Load subjects and the record locator from CSV files."""
     with cli_errors():
-        n_subjects, n_locations = admin.import_subjects(load_settings(home), subjects, locator)
+        n_subjects, n_locations = admin.import_subjects(
+            load_settings(home), subjects, locator, replace=replace
+        )
         typer.echo(f"imported {n_subjects} subjects and {n_locations} locator entries")
 
 

@@ -30,6 +30,12 @@ class Locator:
             ) WITHOUT ROWID"""
         )
 
+    def clear(self) -> None:
+        """Forget every subject and locator entry (before importing a new population)."""
+        with transaction(self._db) as conn:
+            conn.execute("DELETE FROM locator")
+            conn.execute("DELETE FROM subjects")
+
     def add_subjects(self, rows: Iterable[tuple[str, VerifyKey, str]]) -> int:
         """Insert or replace (subject_id, key, region) rows; returns how many."""
         with transaction(self._db) as conn:

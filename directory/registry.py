@@ -63,10 +63,15 @@ class Registry:
         self._version = version
 
     def put(self, member: MemberInfo) -> None:
-        """Add a member or replace its entry."""
+        """Add a member or update its entry; a key already held by another member is refused
+        (never silently taken over)."""
         try:
             self._conn.execute(
-                "INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (member_id) DO "
+                "UPDATE SET role = excluded.role, name = excluded.name, "
+                "jurisdiction = excluded.jurisdiction, categories = excluded.categories, "
+                "public_key = excluded.public_key, key_id = excluded.key_id, "
+                "endpoint = excluded.endpoint",
                 (
                     member.member_id,
                     member.role_name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class NodeCall:
 @dataclass(frozen=True)
 class NodeReply:
     call: NodeCall
+    query_id: str
     query: Signed
     status: NodeStatus.ValueType
     detail: str
@@ -109,15 +111,16 @@ class Router:
         self,
         call: NodeCall,
         *,
-        request_id: str,
         requester_id: str,
         purpose: vocab.Purpose,
         consent: Signed,
         subject_key: bytes,
-    ) -> Signed:
+    ) -> tuple[str, Signed]:
+        """A fresh, directory-signed query with its own random id."""
         now = self._clock()
+        query_id = f"q-{uuid.uuid4().hex}"
         query = NodeQuery(
-            request_id=request_id,
+            request_id=query_id,
             nonce=os.urandom(16),
             issued_at=to_timestamp(now),
             expires_at=to_timestamp(now + QUERY_LIFETIME_S),
@@ -129,20 +132,20 @@ class Router:
             consent=consent,
             attestation=self.attestation(call.node.member_id, call.local_id, subject_key),
         )
-        return seal(query, self._key)
+        return query_id, seal(query, self._key)
 
-    async def fan_out(self, queries: list[tuple[NodeCall, Signed]]) -> list[NodeReply]:
+    async def fan_out(self, queries: list[tuple[NodeCall, str, Signed]]) -> list[NodeReply]:
         """Send every query at once; each reply is back within the deadline, or marked."""
-        return list(await asyncio.gather(*(self._send(call, q) for call, q in queries)))
+        return list(await asyncio.gather(*(self._send(*q) for q in queries)))
 
-    async def _send(self, call: NodeCall, query: Signed) -> NodeReply:
+    async def _send(self, call: NodeCall, query_id: str, query: Signed) -> NodeReply:
         start = time.perf_counter()
 
         def reply(
             status: NodeStatus.ValueType, detail: str, response: QueryRecordsResponse | None = None
         ) -> NodeReply:
             elapsed = (time.perf_counter() - start) * 1000
-            return NodeReply(call, query, status, detail, response, elapsed)
+            return NodeReply(call, query_id, query, status, detail, response, elapsed)
 
         if not call.node.endpoint:
             return reply(NodeStatus.NODE_STATUS_UNAVAILABLE, "node has no registered endpoint")

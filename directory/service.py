@@ -121,9 +121,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         queries = [
             (
                 call,
-                self._router.build_query(
+                *self._router.build_query(
                     call,
-                    request_id=req.request_id,
                     requester_id=req.requester_id,
                     purpose=req.purpose,
                     consent=authorized.stored.signed,
@@ -133,7 +132,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             for call in calls
         ]
         replies = await self._router.fan_out(queries)
-        results = [node_result(reply, req.request_id) for reply in replies]
+        results = [node_result(reply) for reply in replies]
         profile = assemble(authorized, results, self._key, self._clock())
         self._audit.append(
             AuditEntry(
@@ -147,6 +146,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
                 categories=vocab.category_names(authorized.categories),
                 detail=" ".join(
                     f"{r.node_id}={pb.NodeStatus.Name(r.status).removeprefix('NODE_STATUS_')}"
+                    f"({r.query_id})"
                     for r in results
                 ),
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,7 @@ from lab.demo import run_demo
 from lab.federation import (
     FederationError,
     FederationState,
-    _alive,
+    is_running,
     operator_tls,
     start,
     stop_recorded,
@@ -34,6 +35,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _exit_on_signals() -> None:
+    """SIGTERM/SIGHUP end the command like Ctrl-C does: cleanup code runs, nothing is left."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
 Dir = Annotated[Path, typer.Option("--dir", help="The federation's folder.")]
 Subjects = Annotated[int, typer.Option(min=1, help="How many synthetic subjects.")]
 Seed = Annotated[int, typer.Option(help="Random seed; same seed, same data.")]
@@ -60,6 +73,7 @@ def generate(
 @app.command()
 def up(dir: Dir, subjects: Subjects = 1000, seed: Seed = 7) -> None:
     """Start the directory and every node as background processes; wait until all serve."""
+    _exit_on_signals()
     with cli_errors():
         try:
             fed = start(dir, subjects=subjects, seed=seed)
@@ -111,7 +125,7 @@ def status(dir: Dir, json_out: Annotated[bool, typer.Option("--json")] = False) 
         rows = []
         tls = operator_tls(dir)
         for p in state.processes:
-            alive = _alive(p.pid)
+            alive = is_running(p)
             healthy = alive and asyncio.run(_healthy(p.role, p.address, tls))
             rows.append({**p.__dict__, "alive": alive, "healthy": healthy})
         if json_out:
@@ -143,6 +157,7 @@ def demo(
     seed: Seed = 7,
 ) -> None:
     """Grant, profile, refusals and revocation on a federation of real processes, then stop."""
+    _exit_on_signals()
     with cli_errors():
         try:
             run_demo(dir, subjects=subjects, seed=seed)

@@ -60,7 +60,11 @@ async def _story(console: Console, fed: RunningFederation) -> None:
     async with (
         SubjectClient(fed.public_address, subject_id, skey, ca_pem=fed.ca_pem) as subject,
         RequesterClient(
-            fed.directory_address, "bank", bank_home.signing_key(), tls=bank_home.tls()
+            fed.directory_address,
+            "bank",
+            bank_home.signing_key(),
+            tls=bank_home.tls(),
+            directory_key=bank_home.directory_key(),
         ) as bank,
     ):
         console.rule("1. The subject grants the bank a consent for a loan application")

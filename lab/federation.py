@@ -45,6 +45,7 @@ class ProcessInfo:
     pid: int
     address: str
     log: str
+    started: str = ""
 
 
 @dataclass
@@ -57,7 +58,9 @@ class FederationState:
     def save(self, root: Path) -> None:
         path = root / STATE_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, root: Path) -> FederationState | None:
@@ -68,8 +71,8 @@ class FederationState:
             data = json.loads(path.read_text())
             return cls(
                 root=data["root"],
-                directory_address=data["directory_address"],
-                public_address=data["public_address"],
+                directory_address=data.get("directory_address", ""),
+                public_address=data.get("public_address", ""),
                 processes=[ProcessInfo(**p) for p in data["processes"]],
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -92,10 +95,13 @@ def prepare(root: Path, *, subjects: int = 1000, seed: int = 7) -> Manifest:
         existing = load_manifest(root)
         if existing.subjects == subjects and existing.seed == seed:
             manifest = existing
+    regenerated = manifest is None
     if manifest is None:
         manifest = generate(root, subjects=subjects, seed=seed)
     settings = directory_admin.init_home(directory_home(root))
-    directory_admin.import_subjects(settings, root / "subjects.csv", root / "locator.csv")
+    directory_admin.import_subjects(
+        settings, root / "subjects.csv", root / "locator.csv", replace=regenerated
+    )
     return manifest
 
 
@@ -175,18 +181,22 @@ def point_requesters(manifest: Manifest, root: Path, address: str, public_addres
         ).save()
 
 
-def _alive(pid: int) -> bool:
+def _start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot ('' if unknown): with the pid it
+    identifies one process, so a recycled pid is never mistaken for ours."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def is_running(process: ProcessInfo) -> bool:
+    """True while the recorded process (same pid, same start time) exists and is no zombie."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    try:  # a zombie or a recycled pid is not ours any more
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"credex" in cmdline or b"nodes.cli" in cmdline or b"directory.cli" in cmdline
+    return fields[0] != "Z" and fields[19] == process.started
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -229,8 +239,26 @@ class Launcher:
                 start_new_session=True,
             )
         self.children[name] = proc
-        self.infos.append(ProcessInfo(name=name, role=role, pid=proc.pid, address="", log=str(log)))
+        self.infos.append(
+            ProcessInfo(
+                name=name,
+                role=role,
+                pid=proc.pid,
+                address="",
+                log=str(log),
+                started=_start_ticks(proc.pid),
+            )
+        )
+        self.save_state()  # recorded at once, so `down` finds it even if we are killed now
         return ready, log
+
+    def save_state(self, address: str = "", public_address: str = "") -> None:
+        FederationState(
+            root=str(self.root),
+            directory_address=address,
+            public_address=public_address,
+            processes=self.infos,
+        ).save(self.root)
 
     def wait_ready(self, pending: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, str]]:
         """Block until every named process has written its ready file; fail fast on a death."""
@@ -270,6 +298,7 @@ class Launcher:
                 proc.wait()
         count = len(self.children)
         self.children.clear()
+        (self.root / STATE_FILE).unlink(missing_ok=True)
         return count
 
 
@@ -284,9 +313,7 @@ class RunningFederation:
     launcher: Launcher
 
     def stop(self) -> int:
-        count = self.launcher.stop()
-        (self.root / STATE_FILE).unlink(missing_ok=True)
-        return count
+        return self.launcher.stop()
 
     @property
     def seed(self) -> int:
@@ -309,7 +336,7 @@ def operator_tls(root: Path) -> TlsIdentity:
 def start(root: Path, *, subjects: int = 1000, seed: int = 7) -> RunningFederation:
     """Prepare, then start every node and the directory; stops them all if any fails."""
     state = FederationState.load(root)
-    if state is not None and any(_alive(p.pid) for p in state.processes):
+    if state is not None and any(is_running(p) for p in state.processes):
         raise FederationError(f"a federation is already running in {root}; run `credex-lab down`")
     manifest = prepare(root, subjects=subjects, seed=seed)
     launcher = Launcher(root)
@@ -336,12 +363,7 @@ def start(root: Path, *, subjects: int = 1000, seed: int = 7) -> RunningFederati
     except BaseException:
         launcher.stop()
         raise
-    FederationState(
-        root=str(root),
-        directory_address=address,
-        public_address=public_address,
-        processes=launcher.infos,
-    ).save(root)
+    launcher.save_state(address, public_address)
     return RunningFederation(
         root=root,
         manifest=manifest,
@@ -356,14 +378,14 @@ def stop_recorded(root: Path) -> int:
     state = FederationState.load(root)
     if state is None:
         return 0
-    alive = [p for p in state.processes if _alive(p.pid)]
+    alive = [p for p in state.processes if is_running(p)]
     for p in alive:
         os.kill(p.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while any(_alive(p.pid) for p in alive) and time.monotonic() < deadline:
+    while any(is_running(p) for p in alive) and time.monotonic() < deadline:
         time.sleep(0.05)
     for p in alive:
-        if _alive(p.pid):
+        if is_running(p):
             os.kill(p.pid, signal.SIGKILL)
     (root / STATE_FILE).unlink(missing_ok=True)
     return len(alive)

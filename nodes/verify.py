@@ -8,7 +8,7 @@ from credex import vocab
 from credex.clock import Clock, from_timestamp
 from credex.consents import check_covers, check_within_purpose, open_consent
 from credex.errors import InvalidArgument, PermissionDenied, Reason
-from credex.freshness import NonceStore, check_window
+from credex.freshness import CLOCK_SKEW_S, NonceStore, check_window
 from credex.keys import VerifyKey
 from credex.signing import digest, open_signed
 from credex.v1.consent_pb2 import Consent, SubjectAttestation
@@ -66,11 +66,13 @@ class QueryVerifier:
             raise PermissionDenied(
                 Reason.ATTESTATION_MISMATCH, "local id is not the one attested for this node"
             )
-        if not (
-            from_timestamp(attestation.issued_at) - 30
-            <= now
-            < from_timestamp(attestation.expires_at)
-        ):
+        issued, expires = (
+            from_timestamp(attestation.issued_at),
+            from_timestamp(attestation.expires_at),
+        )
+        if expires - issued > MAX_ATTESTATION_LIFETIME_S:
+            raise InvalidArgument(Reason.MALFORMED, "attestation is valid for too long")
+        if not issued - CLOCK_SKEW_S <= now < expires:
             raise PermissionDenied(Reason.ATTESTATION_EXPIRED, "attestation is not valid now")
 
         consent = open_consent(query.consent)

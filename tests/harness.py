@@ -227,6 +227,7 @@ class Federation:
                 key or home.signing_key(),
                 clock=self.clock,
                 tls=tls or home.tls(),
+                directory_key=home.directory_key(),
             )
         )
         self.clients.append(client)

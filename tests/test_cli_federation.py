@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,6 +199,29 @@ def test_demo_runs_and_stops_everything(tmp_path: Path) -> None:
     assert "nothing left running" in out
     assert not (root / "run" / "federation.json").exists()
     assert processes_mentioning(str(root)) == []
+
+
+def test_sigterm_to_the_demo_still_stops_everything(tmp_path: Path) -> None:
+    """A demo killed with SIGTERM mid-way runs its cleanup: no process of it survives."""
+    root = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [str(BIN / "credex-lab"), "demo", "--dir", str(root), "--subjects", "50"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = root / "run" / "federation.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if state.exists() and len(json.loads(state.read_text() or "{}").get("processes", [])) >= 3:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the demo never started its processes")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) != 0
+    assert processes_mentioning(str(root)) == []
+    assert cli("credex-lab", "down", "--dir", str(root)).stdout.strip() == "stopped 0 processes"
 
 
 @pytest.mark.parametrize(

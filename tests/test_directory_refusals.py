@@ -524,7 +524,8 @@ def test_profile_node_answers_verify_with_the_registered_node_keys(
     assert sorted(r.node_id for r in ok) == ["courts", "pboc", "volunteers"]
     for result in ok:
         answer = open_signed(result.answer, NodeAnswer, keys[result.node_id], what="answer")
-        assert answer.request_id == profile.request_id
+        assert answer.request_id == result.query_id
+        assert answer.request_id != profile.request_id  # nodes never see the requester id
         assert answer.node_id == result.node_id
         assert answer.records
         assert {r.category for r in answer.records} <= set(result.categories)
@@ -591,6 +592,27 @@ def test_answer_moved_from_another_request_is_rejected(federation: Federation, s
     refused(federation, bank.verify_profile(resealed), Unauthenticated, Reason.BAD_SIGNATURE)
 
 
+def test_profile_replayed_for_another_request_is_rejected(
+    federation: Federation, stub: Any
+) -> None:
+    """A genuine, directory-signed profile still fails when it answers another request."""
+    consent_id = grant(federation)
+    bank = federation.requester("bank")
+    first = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    old_profile = get_profile_raw(federation, stub, first).profile
+    second = pb.ProfileRequest.FromString(
+        bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN).request.body
+    )
+    verified = run(
+        federation,
+        bank.verify_profile(old_profile, pb.ProfileRequest.FromString(first.request.body)),
+    )
+    assert verified.request_id == pb.ProfileRequest.FromString(first.request.body).request_id
+    refused(
+        federation, bank.verify_profile(old_profile, second), Unauthenticated, Reason.BAD_SIGNATURE
+    )
+
+
 # --- the directory's audit log ---------------------------------------------------------------
 
 
@@ -616,3 +638,21 @@ def test_directory_audits_refusals(federation: Federation) -> None:
     finally:
         conn.close()
     assert rows == [("school", "profile", "refused:CONSENT_WRONG_REQUESTER", consent_id, "S1")]
+
+
+@pytest.mark.parametrize(
+    ("purpose", "categories"),
+    [(99, []), (LOAN, [99]), (LOAN, [FIN, 42])],
+    ids=["unknown-purpose", "unknown-category", "one-unknown-category"],
+)
+def test_enum_values_this_version_does_not_know_are_malformed(
+    federation: Federation, purpose: int, categories: list[int]
+) -> None:
+    consent_id = grant(federation)
+    bank = federation.requester("bank")
+    request = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    body = pb.ProfileRequest.FromString(request.request.body)
+    body.purpose = purpose  # type: ignore[assignment]
+    body.categories[:] = categories  # type: ignore[assignment]
+    resigned = pb.GetProfileRequest(request=seal(body, federation.requester_keys["bank"]))
+    refused(federation, bank.send_profile_request(resigned), InvalidArgument, Reason.MALFORMED)

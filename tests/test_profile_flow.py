@@ -167,11 +167,15 @@ def test_nodes_never_see_the_global_subject_id(federation: Federation) -> None:
     consent_id = grant(federation)
     before = len(federation.recorder.received)
     bank = federation.requester("bank")
-    federation.loop.run(bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN))
+    profile = federation.loop.run(
+        bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    )
     received = federation.recorder.received[before:]
     assert len(received) == 1
     query = NodeQuery.FromString(received[0].query.body)
     assert query.local_subject_id == "V-1"
+    # the directory's own query id, not the requester's request id
+    assert query.request_id.startswith("q-") and query.request_id != profile.request_id
     strings = _strings(received[0])
     assert "V-1" in strings and "bank" in strings  # the walk does reach the nested messages
     assert not [s for s in strings if "S1" in s]

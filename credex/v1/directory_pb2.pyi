@@ -550,16 +550,19 @@ class NodeResult(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     status: Global___NodeStatus.ValueType
     detail: _builtins.str
     """Human-readable reason for any status but OK."""
     elapsed_ms: _builtins.float
+    query_id: _builtins.str
+    """The id of the query the directory sent this node; the answer must carry it."""
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]: ...
     @_builtins.property
     def answer(self) -> _common_pb2.Signed:
-        """The node-signed NodeAnswer, present when status is OK."""
+        """The node-signed NodeAnswer, present when status is OK or NOT_FOUND."""
 
     def __init__(
         self,
@@ -570,10 +573,11 @@ class NodeResult(_message.Message):
         categories: _abc.Iterable[_common_pb2.Category.ValueType] | None = ...,
         answer: _common_pb2.Signed | None = ...,
         elapsed_ms: _builtins.float = ...,
+        query_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "categories", b"categories", "detail", b"detail", "elapsed_ms", b"elapsed_ms", "node_id", b"node_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "categories", b"categories", "detail", b"detail", "elapsed_ms", b"elapsed_ms", "node_id", b"node_id", "query_id", b"query_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -86,7 +86,9 @@ class NodeQuery(_message.Message):
     CONSENT_FIELD_NUMBER: _builtins.int
     ATTESTATION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Shared by the requester's profile request and every node query it causes."""
+    """The directory's own random id for this one query; never the requester's request id, so
+    nodes cannot link their answers through it. The directory's log maps it to the request.
+    """
     nonce: _builtins.bytes
     """Random, single use: a node refuses a nonce it has seen."""
     node_id: _builtins.str

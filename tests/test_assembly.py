@@ -1,0 +1,96 @@
+"""Profile assembly judges each node's answer on its own: a bad one never sinks the profile."""
+
+from __future__ import annotations
+
+import hashlib
+
+from credex.keys import SigningKey
+from credex.signing import domain_tag, seal
+from credex.v1.common_pb2 import Category, Record, Signed
+from credex.v1.directory_pb2 import NodeStatus
+from credex.v1.node_pb2 import NodeAnswer, QueryRecordsResponse
+from directory.assembly import node_result
+from directory.registry import MemberInfo
+from directory.router import NodeCall, NodeReply
+
+NODE_KEY = SigningKey.from_seed(b"assembly-node")
+QUERY = Signed(body=b"the query bytes", signature=b"s", key_id="k")
+CALL = NodeCall(
+    node=MemberInfo(
+        member_id="pboc",
+        role=1,
+        name="pboc",
+        jurisdiction="CN",
+        categories=(Category.CATEGORY_FINANCIAL,),
+        key=NODE_KEY.public,
+    ),
+    local_id="1001",
+    categories=(Category.CATEGORY_FINANCIAL,),
+)
+
+
+def reply_with(answer: Signed) -> NodeReply:
+    return NodeReply(
+        call=CALL,
+        query_id="q-1",
+        query=QUERY,
+        status=NodeStatus.NODE_STATUS_OK,
+        detail="",
+        response=QueryRecordsResponse(answer=answer),
+        elapsed_ms=1.0,
+    )
+
+
+def good_answer(**overrides: object) -> NodeAnswer:
+    answer = NodeAnswer(
+        request_id="q-1",
+        node_id="pboc",
+        query_digest=hashlib.sha256(QUERY.body).digest(),
+        records=[Record(record_id="loan-1", category=Category.CATEGORY_FINANCIAL, kind="loan")],
+    )
+    for field, value in overrides.items():
+        setattr(answer, field, value)
+    return answer
+
+
+def test_matching_signed_answer_is_ok() -> None:
+    result = node_result(reply_with(seal(good_answer(), NODE_KEY)))
+    assert result.status == NodeStatus.NODE_STATUS_OK
+    assert result.query_id == "q-1"
+
+
+def test_signed_but_undecodable_answer_is_invalid_not_fatal() -> None:
+    garbage = b"\xff\xff\xff\xff"
+    signed = Signed(
+        body=garbage,
+        signature=NODE_KEY.sign(domain_tag(NodeAnswer) + garbage),
+        key_id=NODE_KEY.key_id,
+    )
+    result = node_result(reply_with(signed))
+    assert result.status == NodeStatus.NODE_STATUS_INVALID_ANSWER
+    assert "decode" in result.detail
+
+
+def test_answer_to_another_query_is_invalid() -> None:
+    result = node_result(reply_with(seal(good_answer(request_id="q-2"), NODE_KEY)))
+    assert result.status == NodeStatus.NODE_STATUS_INVALID_ANSWER
+
+
+def test_answer_with_categories_not_asked_is_invalid() -> None:
+    answer = good_answer()
+    answer.records.add(record_id="x", category=Category.CATEGORY_JUDICIAL, kind="judgment")
+    result = node_result(reply_with(seal(answer, NODE_KEY)))
+    assert result.status == NodeStatus.NODE_STATUS_INVALID_ANSWER
+    assert not result.HasField("answer")
+
+
+def test_answer_by_another_key_is_invalid_signature() -> None:
+    result = node_result(reply_with(seal(good_answer(), SigningKey.from_seed(b"other"))))
+    assert result.status == NodeStatus.NODE_STATUS_INVALID_SIGNATURE
+
+
+def test_empty_answer_is_not_found() -> None:
+    answer = good_answer()
+    del answer.records[:]
+    result = node_result(reply_with(seal(answer, NODE_KEY)))
+    assert result.status == NodeStatus.NODE_STATUS_NOT_FOUND
