@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 log = logging.getLogger(__name__)
 
 REASON_KEY = "credex-reason"
+RETRY_KEY = "credex-retry-after-ms"
 
 
 class Reason(StrEnum):
@@ -51,6 +52,8 @@ class Reason(StrEnum):
     CATEGORY_NOT_SERVED = "CATEGORY_NOT_SERVED"
     CONSENT_EXCEEDS_PURPOSE = "CONSENT_EXCEEDS_PURPOSE"
     NO_RECORDS = "NO_RECORDS"
+    RATE_LIMITED = "RATE_LIMITED"
+    PURPOSE_LIMIT = "PURPOSE_LIMIT"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE = "DEADLINE"
     INTERNAL = "INTERNAL"
@@ -61,10 +64,11 @@ class CredexError(Exception):
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    def __init__(self, reason: Reason, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 class InvalidArgument(CredexError):
@@ -91,6 +95,12 @@ class FailedPrecondition(CredexError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ResourceExhausted(CredexError):
+    """A limit was reached; `retry_after_s` says when trying again can succeed."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(CredexError):
     code = grpc.StatusCode.UNAVAILABLE
 
@@ -112,6 +122,7 @@ _BY_CODE: dict[grpc.StatusCode, type[CredexError]] = {
         NotFound,
         AlreadyExists,
         FailedPrecondition,
+        ResourceExhausted,
         Unavailable,
         DeadlineExceeded,
         Internal,
@@ -128,13 +139,16 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> CredexError:
     code = exc.code()
     details = exc.details() or ""
     reason = _DEFAULT_REASON.get(code, Reason.INTERNAL)
+    retry_after_s: float | None = None
     metadata: Any = exc.trailing_metadata() or ()
     for key, value in metadata:
         if key == REASON_KEY and value in Reason.__members__:
             reason = Reason(value)
             details = details.removeprefix(f"{reason}: ")
+        elif key == RETRY_KEY and str(value).isdigit():
+            retry_after_s = int(value) / 1000
     cls = _BY_CODE.get(code, Internal)
-    return cls(reason, details or code.name)
+    return cls(reason, details or code.name, retry_after_s=retry_after_s)
 
 
 class MalformedRequest:
@@ -173,6 +187,7 @@ def rpc_errors(handler: Handler[T]) -> Handler[T]:
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: CredexError) -> None:
-    await context.abort(
-        err.code, f"{err.reason}: {err.message}", trailing_metadata=((REASON_KEY, str(err.reason)),)
-    )
+    trailers: list[tuple[str, str]] = [(REASON_KEY, str(err.reason))]
+    if err.retry_after_s is not None:
+        trailers.append((RETRY_KEY, str(max(1, round(err.retry_after_s * 1000)))))
+    await context.abort(err.code, f"{err.reason}: {err.message}", trailing_metadata=tuple(trailers))

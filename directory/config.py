@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from credex import vocab
 from credex.config import ConfigError, load_toml
 
 SETTINGS_FILE = "directory.toml"
@@ -20,6 +22,19 @@ node_deadline_s = 2.0
 max_request_lifetime_s = 300.0
 # How long a signed subject attestation stays valid, in seconds.
 attestation_ttl_s = 3600.0
+# Profile requests a second each requester may send, and the burst it may save up.
+requester_rate_per_s = 50.0
+requester_burst = 100
+
+# Profiles a requester may obtain about one subject for one purpose per calendar month (UTC).
+[purpose_limits]
+loan-application = 30
+school-enrollment = 30
+employment-screening = 30
+promotion = 30
+public-service = 60
+research = 1000
+subject-access = 1000
 """
 
 
@@ -31,6 +46,9 @@ class DirectorySettings:
     node_deadline_s: float = 2.0
     max_request_lifetime_s: float = 300.0
     attestation_ttl_s: float = 3600.0
+    requester_rate_per_s: float = 50.0
+    requester_burst: float = 100.0
+    purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
 
     @property
     def key_path(self) -> Path:
@@ -76,7 +94,8 @@ def load_settings(home: Path) -> DirectorySettings:
             f"{home} is not a directory home (no {SETTINGS_FILE}); "
             f"run `credex-directory init --home {home}`"
         )
-    table = load_toml(path).get("directory", {})
+    data = load_toml(path)
+    table = data.get("directory", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [directory] must be a table")
     where = f"{path} [directory]"
@@ -90,4 +109,22 @@ def load_settings(home: Path) -> DirectorySettings:
         node_deadline_s=_positive(table, "node_deadline_s", 2.0, where),
         max_request_lifetime_s=_positive(table, "max_request_lifetime_s", 300.0, where),
         attestation_ttl_s=_positive(table, "attestation_ttl_s", 3600.0, where),
+        requester_rate_per_s=_positive(table, "requester_rate_per_s", 50.0, where),
+        requester_burst=max(1.0, _positive(table, "requester_burst", 100.0, where)),
+        purpose_limits=_purpose_limits(data.get("purpose_limits", {}), f"{path} [purpose_limits]"),
     )
+
+
+def _purpose_limits(table: object, where: str) -> dict[vocab.Purpose, int]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table of purpose = profiles per month")
+    limits: dict[vocab.Purpose, int] = {}
+    for name, value in table.items():
+        try:
+            purpose = vocab.parse_purpose(name)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}: {name} must be a whole number of profiles")
+        limits[purpose] = value
+    return limits

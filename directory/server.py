@@ -14,6 +14,7 @@ from credex.db import open_database
 from credex.freshness import NonceStore
 from credex.keys import SigningKey
 from credex.pki import CertificateAuthority
+from credex.ratelimit import RateLimiter
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
 from credex.transport import add_service, bind, create_server
@@ -22,6 +23,7 @@ from directory.config import DirectorySettings
 from directory.consent_store import ConsentStore
 from directory.enrollment import EnrollmentService, TokenStore
 from directory.locator import Locator
+from directory.quotas import PurposeQuota
 from directory.registry import Registry
 from directory.router import Router
 from directory.service import DirectoryService
@@ -77,7 +79,9 @@ def build_services(
         registry=registry,
         locator=locator,
         consents=consents,
+        quotas=PurposeQuota(db, settings.purpose_limits),
         nonces=NonceStore(db),
+        db=db,
         clock=clock,
         max_request_lifetime_s=settings.max_request_lifetime_s,
     )
@@ -90,6 +94,7 @@ def build_services(
             router=router,
             audit=audit,
             clock=clock,
+            limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
         ),
         subjects=SubjectService(consents=consents, verifier=verifier, audit=audit, clock=clock),
         enrollment=EnrollmentService(

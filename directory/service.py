@@ -15,9 +15,11 @@ from credex.errors import (
     NotFound,
     PermissionDenied,
     Reason,
+    ResourceExhausted,
     rpc_errors,
 )
 from credex.keys import SigningKey
+from credex.ratelimit import RateLimiter
 from credex.signing import open_signed, parse
 from credex.transport import peer_member_id, require_peer
 from credex.v1 import directory_pb2 as pb
@@ -58,8 +60,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         router: Router,
         audit: AuditLog,
         clock: Clock,
+        limiter: RateLimiter,
     ) -> None:
         self._key = key
+        self._limiter = limiter
         self._registry = registry
         self._locator = locator
         self._verifier = verifier
@@ -110,9 +114,15 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: pb.GetProfileRequest, context: Context
     ) -> pb.GetProfileResponse:
         try:
-            authorized = self._verifier.profile_request(
-                request.request, peer=peer_member_id(context)
-            )
+            peer = peer_member_id(context)
+            wait = self._limiter.take(peer)
+            if wait:
+                raise ResourceExhausted(
+                    Reason.RATE_LIMITED,
+                    f"more than {self._limiter.rate_per_s:g} profile requests a second",
+                    retry_after_s=wait,
+                )
+            authorized = self._verifier.profile_request(request.request, peer=peer)
         except CredexError as err:
             self._audit_refusal(request, err)
             raise

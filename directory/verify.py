@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlite_utils
+
 from credex import vocab
 from credex.clock import Clock, from_timestamp
 from credex.consents import check_covers, check_within_purpose, open_consent
+from credex.db import transaction
 from credex.errors import (
     InvalidArgument,
     NotFound,
@@ -22,6 +25,7 @@ from credex.v1.consent_pb2 import Consent, ConsentRevocation
 from credex.v1.directory_pb2 import ConsentListQuery, MemberRole, ProfileRequest
 from directory.consent_store import ConsentStore, StoredConsent, require_active
 from directory.locator import Locator
+from directory.quotas import PurposeQuota
 from directory.registry import MemberInfo, Registry
 
 MAX_SUBJECT_REQUEST_AGE_S = 300.0
@@ -43,11 +47,15 @@ class RequestVerifier:
         registry: Registry,
         locator: Locator,
         consents: ConsentStore,
+        quotas: PurposeQuota,
         nonces: NonceStore,
+        db: sqlite_utils.Database,
         clock: Clock,
         max_request_lifetime_s: float,
     ) -> None:
         self._registry = registry
+        self._quotas = quotas
+        self._db = db
         self._locator = locator
         self._consents = consents
         self._nonces = nonces
@@ -106,7 +114,9 @@ class RequestVerifier:
             now=now,
         )
         check_within_purpose(stored.consent)
-        self._consents.use(stored.consent.consent_id, now)
+        with transaction(self._db):
+            self._quotas.take(requester.member_id, request.subject_id, request.purpose, now)
+            self._consents.use(stored.consent.consent_id, now)
         return AuthorizedProfileRequest(
             request=request, requester=requester, stored=stored, categories=categories
         )

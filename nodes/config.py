@@ -33,6 +33,9 @@ class NodeConfig:
     directory_id: str
     directory_address: str
     adapters: tuple[AdapterSpec, ...]
+    # Queries a second the directory may send ([limits] directory_rate_per_s), and the burst.
+    rate_per_s: float = 1000.0
+    burst: float = 2000.0
 
     @property
     def categories(self) -> tuple[vocab.Category, ...]:
@@ -46,6 +49,9 @@ def load_node_config(path: Path) -> NodeConfig:
     if not isinstance(node, dict):
         raise ConfigError(f"{path}: missing [node] table")
     where = f"{path} [node]"
+    limits = data.get("limits", {})
+    if not isinstance(limits, dict):
+        raise ConfigError(f"{path}: [limits] must be a table")
     adapters_raw = data.get("adapter", [])
     if not isinstance(adapters_raw, list) or not adapters_raw:
         raise ConfigError(f"{path}: at least one [[adapter]] is required")
@@ -77,4 +83,13 @@ def load_node_config(path: Path) -> NodeConfig:
         directory_id=str(node.get("directory_id", "directory")),
         directory_address=str(node.get("directory_address", "")),
         adapters=tuple(adapters),
+        rate_per_s=_positive(limits, "directory_rate_per_s", 1000.0, f"{path} [limits]"),
+        burst=max(1.0, _positive(limits, "directory_burst", 2000.0, f"{path} [limits]")),
     )
+
+
+def _positive(table: dict[str, object], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{where}: '{key}' must be a positive number")
+    return float(value)

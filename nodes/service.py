@@ -9,8 +9,9 @@ import grpc
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
-from credex.errors import CredexError, Internal, Reason, rpc_errors
+from credex.errors import CredexError, Internal, Reason, ResourceExhausted, rpc_errors
 from credex.keys import SigningKey
+from credex.ratelimit import RateLimiter
 from credex.signing import digest, parse, seal
 from credex.transport import require_peer
 from credex.v1 import node_pb2, node_pb2_grpc
@@ -39,6 +40,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self._source = source
         self._audit = audit
         self._clock = clock
+        self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
 
     @rpc_errors
     async def Describe(
@@ -58,6 +60,13 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     ) -> QueryRecordsResponse:
         try:
             require_peer(context, self._config.directory_id)
+            wait = self._limiter.take(self._config.directory_id)
+            if wait:
+                raise ResourceExhausted(
+                    Reason.RATE_LIMITED,
+                    f"more than {self._limiter.rate_per_s:g} queries a second",
+                    retry_after_s=wait,
+                )
             verified = self._verifier.verify(request)
         except CredexError as err:
             claimed = _claimed_query(request)

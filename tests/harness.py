@@ -298,15 +298,23 @@ async def enroll_requester(
 
 
 def start_federation(
-    root: Path, loop: LoopThread, *, deadline_s: float = 0.8, slow_delay_s: float = 5.0
+    root: Path,
+    loop: LoopThread,
+    *,
+    deadline_s: float = 0.8,
+    slow_delay_s: float = 5.0,
+    requester_rate_per_s: float = 100_000.0,
+    requester_burst: int = 100_000,
+    purpose_limits: dict[str, int] | None = None,
 ) -> Federation:
     clock = MovableClock()
     directory_admin.init_home(root / "directory")
-    settings_file = root / "directory" / "directory.toml"
-    settings_file.write_text(
-        settings_file.read_text().replace(
-            "node_deadline_s = 2.0", f"node_deadline_s = {deadline_s}"
-        )
+    limits = {"loan-application": 10_000, "school-enrollment": 10_000, "promotion": 2}
+    limits.update(purpose_limits or {})
+    (root / "directory" / "directory.toml").write_text(
+        f"[directory]\nnode_deadline_s = {deadline_s}\n"
+        f"requester_rate_per_s = {requester_rate_per_s}\nrequester_burst = {requester_burst}\n"
+        "[purpose_limits]\n" + "".join(f"{k} = {v}\n" for k, v in limits.items())
     )
     settings = load_settings(root / "directory")
     directory_key = SigningKey.load(settings.key_path)

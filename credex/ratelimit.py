@@ -1,0 +1,43 @@
+"""Token buckets per caller: a steady rate with room for bursts, and how long to wait if empty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from credex.clock import Clock
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """`rate_per_s` tokens a second per key, at most `burst` saved up; one call costs one."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, rate_per_s: float, burst: float, clock: Clock) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, key: str) -> float:
+        """0.0 if the call may proceed (and counts it), else seconds until it could."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_KEYS:
+                self._buckets.clear()
+            bucket = self._buckets[key] = _Bucket(self.burst, now)
+        elapsed = max(0.0, now - bucket.updated)  # a clock stepped back earns nothing, costs nothing
+        bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate_per_s)
+        bucket.updated = max(bucket.updated, now)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / self.rate_per_s
