@@ -34,7 +34,7 @@ class RateLimiter:
             if len(self._buckets) >= self.MAX_KEYS:
                 self._buckets.clear()
             bucket = self._buckets[key] = _Bucket(self.burst, now)
-        elapsed = max(0.0, now - bucket.updated)  # a clock stepped back earns nothing, costs nothing
+        elapsed = max(0.0, now - bucket.updated)  # a clock stepped back earns nothing
         bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate_per_s)
         bucket.updated = max(bucket.updated, now)
         if bucket.tokens >= 1:
