@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +22,7 @@ from lab.demo import run_demo
 from lab.federation import (
     FederationError,
     FederationState,
+    exit_on_signals,
     is_running,
     operator_tls,
     start,
@@ -35,16 +35,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-def _exit_on_signals() -> None:
-    """SIGTERM/SIGHUP end the command like Ctrl-C does: cleanup code runs, nothing is left."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
 
 
 Dir = Annotated[Path, typer.Option("--dir", help="The federation's folder.")]
@@ -73,7 +63,7 @@ def generate(
 @app.command()
 def up(dir: Dir, subjects: Subjects = 1000, seed: Seed = 7) -> None:
     """Start the directory and every node as background processes; wait until all serve."""
-    _exit_on_signals()
+    exit_on_signals()
     with cli_errors():
         try:
             fed = start(dir, subjects=subjects, seed=seed)
@@ -157,7 +147,7 @@ def demo(
     seed: Seed = 7,
 ) -> None:
     """Grant, profile, refusals and revocation on a federation of real processes, then stop."""
-    _exit_on_signals()
+    exit_on_signals()
     with cli_errors():
         try:
             run_demo(dir, subjects=subjects, seed=seed)

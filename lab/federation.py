@@ -8,6 +8,7 @@ SIGKILL after a grace period, so nothing is left running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,36 @@ from nodes import admin as node_admin
 from nodes.config import load_node_config
 
 STATE_FILE = "run/federation.json"
+_deferring = 0
+_pending: list[int] = []
+
+
+def exit_on_signals() -> None:
+    """SIGTERM/SIGHUP end the program like Ctrl-C does, so cleanup code runs and nothing is
+    left running; inside `_signals_deferred` they wait until the critical part is done."""
+
+    def handler(signum: int, frame: object) -> None:
+        if _deferring:
+            _pending.append(signum)
+            return
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    if not _deferring and _pending:
+        raise SystemExit(128 + _pending.pop())
+
+
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 
@@ -222,34 +254,36 @@ class Launcher:
         ready = self.run_dir / f"{name}.ready"
         ready.unlink(missing_ok=True)
         log = self.log_dir / f"{name}.log"
-        with log.open("ab") as fh:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    *args,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--ready-file",
-                    str(ready),
-                ],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
+        # No stop signal may act between starting the child and recording it, or it would leak.
+        with _signals_deferred():
+            with log.open("ab") as fh:
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        *args,
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--ready-file",
+                        str(ready),
+                    ],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            self.children[name] = proc
+            self.infos.append(
+                ProcessInfo(
+                    name=name,
+                    role=role,
+                    pid=proc.pid,
+                    address="",
+                    log=str(log),
+                    started=_start_ticks(proc.pid),
+                )
             )
-        self.children[name] = proc
-        self.infos.append(
-            ProcessInfo(
-                name=name,
-                role=role,
-                pid=proc.pid,
-                address="",
-                log=str(log),
-                started=_start_ticks(proc.pid),
-            )
-        )
-        self.save_state()  # recorded at once, so `down` finds it even if we are killed now
+            self.save_state()  # recorded at once, so `down` finds it even if we are killed now
         return ready, log
 
     def save_state(self, address: str = "", public_address: str = "") -> None:

@@ -220,7 +220,8 @@ def test_sigterm_to_the_demo_still_stops_everything(tmp_path: Path) -> None:
         pytest.fail("the demo never started its processes")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) != 0
-    assert processes_mentioning(str(root)) == []
+    left = processes_mentioning(str(root))
+    assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]
     assert cli("credex-lab", "down", "--dir", str(root)).stdout.strip() == "stopped 0 processes"
 
 
