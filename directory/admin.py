@@ -16,7 +16,7 @@ from directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings,
 from directory.consent_store import ConsentStore
 from directory.enrollment import TokenGrant, TokenStore
 from directory.locator import Locator
-from directory.registry import MemberInfo, Registry
+from directory.registry import STATUSES_BY_NAME, MemberInfo, Registry
 
 
 def init_home(home: Path) -> DirectorySettings:
@@ -88,6 +88,27 @@ def set_endpoint(settings: DirectorySettings, member_id: str, endpoint: str) -> 
         Registry(db).set_endpoint(member_id, endpoint)
     except KeyError:
         raise ConfigError(f"no member {member_id!r}") from None
+    finally:
+        db.conn.close()
+
+
+def set_member_status(settings: DirectorySettings, member_id: str, status: str) -> MemberInfo:
+    """Suspend, reinstate or remove a member: the directory refuses it at once, nodes within
+    their sync interval."""
+    if status not in STATUSES_BY_NAME:
+        raise ConfigError(f"status must be one of {', '.join(STATUSES_BY_NAME)}")
+    db = open_database(settings.db_path)
+    try:
+        registry = Registry(db)
+        try:
+            registry.set_status(member_id, STATUSES_BY_NAME[status])
+        except KeyError:
+            raise ConfigError(f"no member {member_id!r}") from None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        member = registry.get(member_id)
+        assert member is not None
+        return member
     finally:
         db.conn.close()
 

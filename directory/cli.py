@@ -98,6 +98,34 @@ def set_endpoint(
         typer.echo(f"{member_id} → {endpoint}")
 
 
+def _set_status(home: Path, member_id: str, status: str) -> None:
+    with cli_errors():
+        member = admin.set_member_status(load_settings(home), member_id, status)
+        typer.echo(f"{member.member_id} is {member.status_name}")
+
+
+MemberArg = Annotated[str, typer.Argument(help="The member's id.")]
+
+
+@app.command()
+def suspend(home: Home, member_id: MemberArg) -> None:
+    """Suspend a member: refused by the directory at once and by nodes within their sync
+    interval, until reinstated."""
+    _set_status(home, member_id, "suspended")
+
+
+@app.command()
+def reinstate(home: Home, member_id: MemberArg) -> None:
+    """Lift a suspension."""
+    _set_status(home, member_id, "active")
+
+
+@app.command()
+def remove(home: Home, member_id: MemberArg) -> None:
+    """Remove a member for good: refused everywhere, its id and key never reused."""
+    _set_status(home, member_id, "removed")
+
+
 @app.command("import-subjects")
 def import_subjects(
     home: Home,
@@ -124,7 +152,7 @@ def members(home: Home, json_out: Json = False) -> None:
         rows = [
             MemberRow(
                 member_id=m.member_id,
-                role=m.role_name,
+                role=m.role_name if m.active else f"{m.role_name} ({m.status_name})",
                 name=m.name,
                 jurisdiction=m.jurisdiction,
                 categories=vocab.category_names(m.categories),

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from credex.clock import from_timestamp
+from credex.clock import from_timestamp, to_timestamp
+from credex.db import transaction
 from credex.errors import AlreadyExists, NotFound, PermissionDenied, Reason
 from credex.signing import parse
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentStatus
+from credex.v1.directory_pb2 import ConsentChange
 
 S = ConsentStatus
 _STATUS_TEXT = {
@@ -37,6 +39,7 @@ class StoredConsent:
 
 class ConsentStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
+        self._db = db
         self._conn = db.conn
         self._conn.execute(
             """CREATE TABLE IF NOT EXISTS consents (
@@ -53,6 +56,14 @@ class ConsentStore:
             )"""
         )
         self._conn.execute("CREATE INDEX IF NOT EXISTS consents_subject ON consents (subject_id)")
+        self._conn.execute(
+            """CREATE TABLE IF NOT EXISTS consent_changes (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                consent_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                changed_at REAL NOT NULL
+            )"""
+        )
 
     def add(self, consent: Consent, signed: Signed, subject_id: str, now: float) -> None:
         exists = self._conn.execute(
@@ -91,11 +102,40 @@ class ConsentStore:
         ).fetchall()
         return [_stored(row, now) for row in rows]
 
-    def set_status(self, consent_id: str, status: ConsentStatus.ValueType, now: float) -> None:
-        self._conn.execute(
-            "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
-            (_STATUS_TEXT[status], now, consent_id),
-        )
+    def set_status(self, consent_id: str, status: ConsentStatus.ValueType, now: float) -> int:
+        """Change a consent's status; a change away from ACTIVE joins the revocation feed.
+        Returns the feed's sequence number of this change (0 if none)."""
+        with transaction(self._db):
+            self._conn.execute(
+                "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
+                (_STATUS_TEXT[status], now, consent_id),
+            )
+            if status == S.CONSENT_STATUS_ACTIVE:
+                return 0
+            cur = self._conn.execute(
+                "INSERT INTO consent_changes (consent_id, status, changed_at) VALUES (?, ?, ?)",
+                (consent_id, _STATUS_TEXT[status], now),
+            )
+        return int(cur.lastrowid or 0)
+
+    def changes_after(self, seq: int, limit: int = 1000) -> tuple[list[ConsentChange], int]:
+        """Up to `limit` changes after `seq`, and the latest sequence number overall."""
+        rows = self._conn.execute(
+            "SELECT seq, consent_id, status, changed_at FROM consent_changes WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (seq, limit),
+        ).fetchall()
+        latest = self._conn.execute("SELECT coalesce(max(seq), 0) FROM consent_changes").fetchone()
+        changes = [
+            ConsentChange(
+                seq=row_seq,
+                consent_id=consent_id,
+                status=_TEXT_STATUS[status],
+                changed_at=to_timestamp(changed_at),
+            )
+            for row_seq, consent_id, status, changed_at in rows
+        ]
+        return changes, int(latest[0])
 
     def use(self, consent_id: str, now: float) -> None:
         """Count one use; refuses atomically once max_uses is reached or it is not active."""

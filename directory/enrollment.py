@@ -165,13 +165,5 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
             ca_certificate_pem=cert_pem(self._ca.cert),
             directory_public_key=self._directory_key.public.raw,
             directory_id=self._directory_id,
-            member=pb.Member(
-                member_id=member.member_id,
-                role=member.role,
-                name=member.name,
-                jurisdiction=member.jurisdiction,
-                categories=member.categories,
-                public_key=key.raw,
-                key_id=key.key_id,
-            ),
+            member=member.to_proto(),
         )

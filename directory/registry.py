@@ -1,4 +1,5 @@
-"""The member registry: nodes and requesters with their keys, categories and endpoints."""
+"""The member registry: nodes and requesters with their keys, categories, endpoints and
+status, and a version number that moves with every change (for the signed snapshot)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from credex import vocab
+from credex.clock import to_timestamp
 from credex.keys import VerifyKey
-from credex.v1.directory_pb2 import MemberRole
+from credex.v1 import directory_pb2 as pb
+from credex.v1.directory_pb2 import MemberRole, MemberStatus
 
 ROLE_NAMES = {MemberRole.MEMBER_ROLE_NODE: "node", MemberRole.MEMBER_ROLE_REQUESTER: "requester"}
 ROLES_BY_NAME = {v: k for k, v in ROLE_NAMES.items()}
+STATUS_NAMES = {
+    MemberStatus.MEMBER_STATUS_ACTIVE: "active",
+    MemberStatus.MEMBER_STATUS_SUSPENDED: "suspended",
+    MemberStatus.MEMBER_STATUS_REMOVED: "removed",
+}
+STATUSES_BY_NAME = {v: k for k, v in STATUS_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -26,10 +35,32 @@ class MemberInfo:
     categories: tuple[vocab.Category, ...]
     key: VerifyKey
     endpoint: str = ""
+    status: MemberStatus.ValueType = MemberStatus.MEMBER_STATUS_ACTIVE
 
     @property
     def role_name(self) -> str:
         return ROLE_NAMES[self.role]
+
+    @property
+    def status_name(self) -> str:
+        return STATUS_NAMES[self.status]
+
+    @property
+    def active(self) -> bool:
+        return self.status == MemberStatus.MEMBER_STATUS_ACTIVE
+
+    def to_proto(self) -> pb.Member:
+        return pb.Member(
+            member_id=self.member_id,
+            role=self.role,
+            name=self.name,
+            jurisdiction=self.jurisdiction,
+            categories=self.categories,
+            public_key=self.key.raw,
+            key_id=self.key.key_id,
+            endpoint=self.endpoint,
+            status=self.status,
+        )
 
 
 class Registry:
@@ -46,32 +77,51 @@ class Registry:
                 categories TEXT NOT NULL,
                 public_key BLOB NOT NULL,
                 key_id TEXT NOT NULL UNIQUE,
-                endpoint TEXT NOT NULL
+                endpoint TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'active'
             )"""
         )
-        self._version = -1
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(members)")}
+        if "status" not in columns:  # a database from before member status existed
+            self._conn.execute(
+                "ALTER TABLE members ADD COLUMN status TEXT NOT NULL DEFAULT 'active'"
+            )
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS registry_version "
+            "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+        )
+        self._conn.execute("INSERT OR IGNORE INTO registry_version VALUES (1, 1)")
+        self._data_version = -1
         self._by_id: dict[str, MemberInfo] = {}
         self._by_key: dict[str, MemberInfo] = {}
 
     def _fresh(self) -> None:
-        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version == self._version:
+        data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if data_version == self._data_version:
             return
-        members = [_from_row(row) for row in self._conn.execute("SELECT * FROM members")]
+        members = [_from_row(row) for row in self._conn.execute(f"SELECT {_COLUMNS} FROM members")]
         self._by_id = {m.member_id: m for m in members}
         self._by_key = {m.key.key_id: m for m in members}
-        self._version = version
+        self._data_version = data_version
+
+    def _changed(self) -> None:
+        self._conn.execute("UPDATE registry_version SET version = version + 1")
+        self._data_version = -1
+
+    @property
+    def version(self) -> int:
+        return int(self._conn.execute("SELECT version FROM registry_version").fetchone()[0])
 
     def put(self, member: MemberInfo) -> None:
         """Add a member or update its entry; a key already held by another member is refused
         (never silently taken over)."""
         try:
             self._conn.execute(
-                "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (member_id) DO "
-                "UPDATE SET role = excluded.role, name = excluded.name, "
-                "jurisdiction = excluded.jurisdiction, categories = excluded.categories, "
-                "public_key = excluded.public_key, key_id = excluded.key_id, "
-                "endpoint = excluded.endpoint",
+                f"INSERT INTO members ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (member_id) DO UPDATE SET role = excluded.role, "
+                "name = excluded.name, jurisdiction = excluded.jurisdiction, "
+                "categories = excluded.categories, public_key = excluded.public_key, "
+                "key_id = excluded.key_id, endpoint = excluded.endpoint, status = excluded.status",
                 (
                     member.member_id,
                     member.role_name,
@@ -81,19 +131,33 @@ class Registry:
                     member.key.raw,
                     member.key.key_id,
                     member.endpoint,
+                    member.status_name,
                 ),
             )
         except sqlite3.IntegrityError:
             raise ValueError(f"another member already uses key {member.key.key_id}") from None
-        self._version = -1
+        self._changed()
 
-    def set_endpoint(self, member_id: str, endpoint: str) -> None:
+    def _update(self, member_id: str, column: str, value: str) -> None:
         cur = self._conn.execute(
-            "UPDATE members SET endpoint = ? WHERE member_id = ?", (endpoint, member_id)
+            f"UPDATE members SET {column} = ? WHERE member_id = ?", (value, member_id)
         )
         if cur.rowcount != 1:
             raise KeyError(member_id)
-        self._version = -1
+        self._changed()
+
+    def set_endpoint(self, member_id: str, endpoint: str) -> None:
+        if self.get(member_id) is not None and self._by_id[member_id].endpoint == endpoint:
+            return  # a periodic re-announcement changes nothing
+        self._update(member_id, "endpoint", endpoint)
+
+    def set_status(self, member_id: str, status: MemberStatus.ValueType) -> None:
+        current = self.get(member_id)
+        if current is None:
+            raise KeyError(member_id)
+        if current.status == MemberStatus.MEMBER_STATUS_REMOVED:
+            raise ValueError(f"{member_id} was removed; removal is final")
+        self._update(member_id, "status", STATUS_NAMES[status])
 
     def get(self, member_id: str) -> MemberInfo | None:
         self._fresh()
@@ -110,9 +174,20 @@ class Registry:
     def nodes(self) -> Iterable[MemberInfo]:
         return (m for m in self.all() if m.role == MemberRole.MEMBER_ROLE_NODE)
 
+    def snapshot(self, directory_id: str, now: float) -> pb.RegistrySnapshot:
+        return pb.RegistrySnapshot(
+            version=self.version,
+            issued_at=to_timestamp(now),
+            directory_id=directory_id,
+            members=[m.to_proto() for m in self.all()],
+        )
+
+
+_COLUMNS = "member_id, role, name, jurisdiction, categories, public_key, key_id, endpoint, status"
+
 
 def _from_row(row: tuple[object, ...]) -> MemberInfo:
-    member_id, role, name, jurisdiction, categories, public_key, _key_id, endpoint = row
+    member_id, role, name, jurisdiction, categories, public_key, _key_id, endpoint, status = row
     return MemberInfo(
         member_id=str(member_id),
         role=ROLES_BY_NAME[str(role)],
@@ -121,4 +196,5 @@ def _from_row(row: tuple[object, ...]) -> MemberInfo:
         categories=tuple(vocab.parse_category(c) for c in json.loads(str(categories))),
         key=VerifyKey(public_key),  # type: ignore[arg-type]
         endpoint=str(endpoint),
+        status=STATUSES_BY_NAME[str(status)],
     )

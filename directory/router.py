@@ -15,7 +15,6 @@ from credex import vocab
 from credex.clock import Clock, to_timestamp
 from credex.keys import SigningKey
 from credex.signing import seal
-from credex.tls import TlsIdentity
 from credex.transport import ChannelPool
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import SubjectAttestation
@@ -64,7 +63,7 @@ class Router:
         self,
         *,
         key: SigningKey,
-        tls: TlsIdentity,
+        channels: ChannelPool,
         clock: Clock,
         deadline_s: float,
         attestation_ttl_s: float,
@@ -73,7 +72,7 @@ class Router:
         self._clock = clock
         self._deadline_s = deadline_s
         self._attestation_ttl_s = attestation_ttl_s
-        self._channels = ChannelPool(tls)
+        self._channels = channels
         self._attestations: OrderedDict[tuple[str, str, bytes], tuple[Signed, float, float]] = (
             OrderedDict()
         )

@@ -17,12 +17,13 @@ from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
-from credex.transport import add_service, bind, create_server
+from credex.transport import ChannelPool, add_service, bind, create_server
 from credex.v1 import directory_pb2
 from directory.config import DirectorySettings
 from directory.consent_store import ConsentStore
 from directory.enrollment import EnrollmentService, TokenStore
 from directory.locator import Locator
+from directory.publication import Publisher
 from directory.quotas import PurposeQuota
 from directory.registry import Registry
 from directory.router import Router
@@ -68,9 +69,18 @@ def build_services(
     db = open_database(settings.db_path)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
     audit = AuditLog(db, clock)
+    channels = ChannelPool(tls)
+    publisher = Publisher(
+        key=key,
+        directory_id=settings.directory_id,
+        registry=registry,
+        consents=consents,
+        channels=channels,
+        clock=clock,
+    )
     router = Router(
         key=key,
-        tls=tls,
+        channels=channels,
         clock=clock,
         deadline_s=settings.node_deadline_s,
         attestation_ttl_s=settings.attestation_ttl_s,
@@ -95,8 +105,11 @@ def build_services(
             audit=audit,
             clock=clock,
             limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
+            publisher=publisher,
         ),
-        subjects=SubjectService(consents=consents, verifier=verifier, audit=audit, clock=clock),
+        subjects=SubjectService(
+            consents=consents, verifier=verifier, audit=audit, clock=clock, publisher=publisher
+        ),
         enrollment=EnrollmentService(
             tokens=TokenStore(db),
             registry=registry,

@@ -28,6 +28,7 @@ from credex.v1.consent_pb2 import ConsentStatus
 from credex.v1.directory_pb2 import ProfileRequest
 from directory.assembly import assemble, node_result
 from directory.locator import Locator
+from directory.publication import Publisher
 from directory.registry import Registry
 from directory.router import NodeCall, Router
 from directory.verify import AuthorizedProfileRequest, RequestVerifier
@@ -61,9 +62,11 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         audit: AuditLog,
         clock: Clock,
         limiter: RateLimiter,
+        publisher: Publisher,
     ) -> None:
         self._key = key
         self._limiter = limiter
+        self._publisher = publisher
         self._registry = registry
         self._locator = locator
         self._verifier = verifier
@@ -78,6 +81,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         node = self._registry.get(claimed.node_id)
         if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE:
             raise NotFound(Reason.UNKNOWN_SIGNER, f"no node {claimed.node_id!r}")
+        if not node.active:
+            raise PermissionDenied(
+                Reason.MEMBER_SUSPENDED, f"{node.member_id} is {node.status_name}"
+            )
         announcement = open_signed(
             request.announcement, pb.NodeAnnouncement, node.key, what="announcement"
         )
@@ -93,21 +100,23 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: pb.ListMembersRequest, context: Context
     ) -> pb.ListMembersResponse:
         return pb.ListMembersResponse(
-            members=[
-                pb.Member(
-                    member_id=m.member_id,
-                    role=m.role,
-                    name=m.name,
-                    jurisdiction=m.jurisdiction,
-                    categories=m.categories,
-                    public_key=m.key.raw,
-                    key_id=m.key.key_id,
-                    endpoint=m.endpoint,
-                )
-                for m in self._registry.all()
-            ],
+            members=[m.to_proto() for m in self._registry.all()],
             directory_public_key=self._key.public.raw,
         )
+
+    @rpc_errors
+    async def GetRegistry(
+        self, request: pb.GetRegistryRequest, context: Context
+    ) -> pb.GetRegistryResponse:
+        peer_member_id(context)
+        return self._publisher.registry(request.known_version)
+
+    @rpc_errors
+    async def GetRevocations(
+        self, request: pb.GetRevocationsRequest, context: Context
+    ) -> pb.GetRevocationsResponse:
+        peer_member_id(context)
+        return pb.GetRevocationsResponse(feed=self._publisher.feed(request.after_seq))
 
     @rpc_errors
     async def GetProfile(
@@ -171,7 +180,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             self._locator.locate(authorized.request.subject_id).items()
         ):
             node = self._registry.get(node_id)
-            if node is None:
+            if node is None or not node.active:
                 continue
             categories = tuple(c for c in node.categories if c in wanted)
             if categories:

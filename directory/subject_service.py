@@ -14,6 +14,7 @@ from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentStatus
 from directory.consent_store import ConsentStore
+from directory.publication import Publisher
 from directory.verify import RequestVerifier
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -28,7 +29,9 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         verifier: RequestVerifier,
         audit: AuditLog,
         clock: Clock,
+        publisher: Publisher,
     ) -> None:
+        self._publisher = publisher
         self._consents = consents
         self._verifier = verifier
         self._audit = audit
@@ -66,7 +69,8 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         stored = self._consents.get(revocation.consent_id, now)
         if stored.subject_id != revocation.subject_id:
             raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
-        self._consents.set_status(revocation.consent_id, S.CONSENT_STATUS_REVOKED, now)
+        seq = self._consents.set_status(revocation.consent_id, S.CONSENT_STATUS_REVOKED, now)
+        self._publisher.push(seq)
         self._audit.append(
             AuditEntry(
                 request_id=revocation.consent_id,

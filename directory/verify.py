@@ -72,6 +72,10 @@ class RequestVerifier:
             raise PermissionDenied(
                 Reason.UNKNOWN_REQUESTER, f"{member.member_id} is not a requester"
             )
+        if not member.active:
+            raise PermissionDenied(
+                Reason.MEMBER_SUSPENDED, f"{member.member_id} is {member.status_name}"
+            )
         return member
 
     def profile_request(self, signed: Signed, *, peer: str) -> AuthorizedProfileRequest:
@@ -145,7 +149,11 @@ class RequestVerifier:
                 Reason.BAD_SIGNATURE, "consent is not signed by the subject's registered key"
             )
         requester = self._registry.get(consent.requester_id)
-        if requester is None or requester.role != MemberRole.MEMBER_ROLE_REQUESTER:
+        if (
+            requester is None
+            or requester.role != MemberRole.MEMBER_ROLE_REQUESTER
+            or not requester.active
+        ):
             raise NotFound(Reason.UNKNOWN_REQUESTER, f"no requester {consent.requester_id!r}")
         check_within_purpose(consent)
         not_before, not_after = (

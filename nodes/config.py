@@ -36,6 +36,14 @@ class NodeConfig:
     # Queries a second the directory may send ([limits] directory_rate_per_s), and the burst.
     rate_per_s: float = 1000.0
     burst: float = 2000.0
+    # How often to pull the registry and revocations; how long to serve without hearing back.
+    sync_interval_s: float = 5.0
+    offline_grace_s: float = 120.0
+
+    @property
+    def registry_cache(self) -> Path:
+        """Where the last verified registry snapshot is kept between runs."""
+        return self.state_db.with_name(self.state_db.stem + ".registry")
 
     @property
     def categories(self) -> tuple[vocab.Category, ...]:
@@ -85,6 +93,8 @@ def load_node_config(path: Path) -> NodeConfig:
         adapters=tuple(adapters),
         rate_per_s=_positive(limits, "directory_rate_per_s", 1000.0, f"{path} [limits]"),
         burst=max(1.0, _positive(limits, "directory_burst", 2000.0, f"{path} [limits]")),
+        sync_interval_s=_positive(node, "sync_interval_s", 5.0, where),
+        offline_grace_s=_positive(node, "offline_grace_s", 120.0, where),
     )
 
 

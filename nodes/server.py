@@ -24,6 +24,7 @@ from credex.v1 import directory_pb2, node_pb2, node_pb2_grpc
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from nodes.adapters import RecordSource
 from nodes.config import NodeConfig
+from nodes.directory_sync import DirectorySync, SyncSettings
 from nodes.service import NodeService
 from nodes.verify import QueryVerifier
 
@@ -60,17 +61,31 @@ def build_service(
     source = RecordSource(open_readonly(config.records_db), config.adapters)
     source.validate()
     state = open_database(config.state_db)
+    sync = DirectorySync(
+        db=state,
+        cache_path=config.registry_cache,
+        directory_key=directory_key,
+        tls=tls_identity(config),
+        settings=SyncSettings(
+            directory_address=config.directory_address,
+            sync_interval_s=config.sync_interval_s,
+            offline_grace_s=config.offline_grace_s,
+        ),
+        clock=clock,
+    )
     verifier = QueryVerifier(
         node_id=config.node_id,
         directory_key=directory_key,
         served=source.categories,
         nonces=NonceStore(state),
+        sync=sync,
         clock=clock,
     )
     return NodeService(
         config=config,
         key=key,
         verifier=verifier,
+        sync=sync,
         source=source,
         audit=AuditLog(state, clock),
         clock=clock,
@@ -116,18 +131,23 @@ async def start_node(
     service: node_pb2_grpc.NodeServiceServicer | None = None,
     announce_to_directory: bool = True,
 ) -> RunningNode:
-    """Serve; when the config names the directory's address, announce this node's address
-    once (failing if the directory refuses) and keep re-announcing in the background."""
+    """Serve. When the config names the directory's address: sync the registry and the
+    revocations once and then every `sync_interval_s`, announce this node's address once
+    (failing if the directory refuses) and keep re-announcing in the background."""
     tls = tls_identity(config)
+    service = service or build_service(config, clock=clock)
     server = create_server()
-    add_service(
-        server,
-        service or build_service(config, clock=clock),
-        node_pb2.DESCRIPTOR.services_by_name["NodeService"],
-    )
+    add_service(server, service, node_pb2.DESCRIPTOR.services_by_name["NodeService"])
     port = bind(server, listen, tls, require_client_auth=True)
     await server.start()
     node = RunningNode(server=server, address=f"{listen.rsplit(':', 1)[0]}:{port}")
+    sync: DirectorySync | None = getattr(service, "sync", None)
+    if sync is not None and config.directory_address:
+        try:
+            await sync.sync_once()
+        except CredexError as err:
+            log.warning("first directory sync failed (serving from cache if fresh): %s", err)
+        node.tasks.append(asyncio.create_task(sync.run()))
     if announce_to_directory and config.directory_address:
         key = SigningKey.load(config.signing_key)
         try:

@@ -18,6 +18,7 @@ from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
 from nodes.adapters import AdapterError, RecordSource
 from nodes.config import NodeConfig
+from nodes.directory_sync import DirectorySync
 from nodes.verify import QueryVerifier, VerifiedQuery
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -30,6 +31,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         config: NodeConfig,
         key: SigningKey,
         verifier: QueryVerifier,
+        sync: DirectorySync,
         source: RecordSource,
         audit: AuditLog,
         clock: Clock,
@@ -37,6 +39,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self._config = config
         self._key = key
         self._verifier = verifier
+        self.sync = sync
         self._source = source
         self._audit = audit
         self._clock = clock
@@ -53,6 +56,13 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             categories=sorted(self._source.categories),
             key_id=self._key.key_id,
         )
+
+    @rpc_errors
+    async def NotifyRevocations(
+        self, request: node_pb2.NotifyRevocationsRequest, context: Context
+    ) -> node_pb2.NotifyRevocationsResponse:
+        require_peer(context, self._config.directory_id)
+        return node_pb2.NotifyRevocationsResponse(synced_seq=self.sync.apply_feed(request.feed))
 
     @rpc_errors
     async def QueryRecords(

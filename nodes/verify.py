@@ -13,6 +13,7 @@ from credex.keys import VerifyKey
 from credex.signing import digest, open_signed
 from credex.v1.consent_pb2 import Consent, SubjectAttestation
 from credex.v1.node_pb2 import NodeQuery, QueryRecordsRequest
+from nodes.directory_sync import DirectorySync
 
 MAX_QUERY_LIFETIME_S = 120.0
 MAX_ATTESTATION_LIFETIME_S = 7 * 24 * 3600.0
@@ -38,8 +39,10 @@ class QueryVerifier:
         directory_key: VerifyKey,
         served: frozenset[vocab.Category],
         nonces: NonceStore,
+        sync: DirectorySync,
         clock: Clock,
     ) -> None:
+        self._sync = sync
         self._node_id = node_id
         self._directory_key = directory_key
         self._served = served
@@ -91,6 +94,7 @@ class QueryVerifier:
             now=now,
         )
         check_within_purpose(consent)
+        self._sync.check(query.requester_id, consent.consent_id)
         unserved = [c for c in categories if c not in self._served]
         if unserved:
             raise InvalidArgument(

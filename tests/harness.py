@@ -18,7 +18,6 @@ from credex.enrollment import EnrollmentFiles, enroll
 from credex.keys import SigningKey
 from credex.member_home import MemberHome
 from credex.tls import TlsIdentity
-from credex.v1 import node_pb2_grpc
 from directory import admin as directory_admin
 from directory.config import DirectorySettings, load_settings
 from directory.server import RunningDirectory, start_directory, tls_identity
@@ -132,35 +131,41 @@ def write_node(root: Path, node_id: str, fixture: dict[str, Any], directory: str
         f'[node]\nid = "{node_id}"\nname = "{node_id} test node"\njurisdiction = "CN"\n'
         'records_db = "records.db"\nstate_db = "credex-node.db"\n'
         'signing_key = "node.key"\ndirectory_key = "directory.pub"\n'
+        "sync_interval_s = 0.2\noffline_grace_s = 60\n"
         f'directory_address = "{directory}"\n\n'
         f'[[adapter]]\ncategory = "{fixture["category"]}"\nsql = """\n{fixture["sql"]}\n"""\n'
     )
     return config
 
 
-class SlowNode(node_pb2_grpc.NodeServiceServicer):
-    """A real node service that answers only after `delay` seconds."""
+class SlowNode:
+    """A real node service that answers queries only after `delay` seconds."""
 
-    def __init__(self, inner: node_pb2_grpc.NodeServiceServicer, delay: float) -> None:
+    def __init__(self, inner: Any, delay: float) -> None:
         self._inner, self._delay = inner, delay
 
-    async def Describe(self, request: Any, context: Any) -> Any:
-        return await self._inner.Describe(request, context)  # type: ignore[misc]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
     async def QueryRecords(self, request: Any, context: Any) -> Any:
         await asyncio.sleep(self._delay)
         return await self._inner.QueryRecords(request, context)  # type: ignore[misc]
 
 
-class RecordingNode(node_pb2_grpc.NodeServiceServicer):
+class RecordingNode:
     """A real node service that keeps every query it receives, to check what nodes learn."""
 
-    def __init__(self, inner: node_pb2_grpc.NodeServiceServicer) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.received: list[Any] = []
+        self.pushed: list[Any] = []
 
-    async def Describe(self, request: Any, context: Any) -> Any:
-        return await self._inner.Describe(request, context)  # type: ignore[misc]
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def NotifyRevocations(self, request: Any, context: Any) -> Any:
+        self.pushed.append(request)
+        return await self._inner.NotifyRevocations(request, context)
 
     async def QueryRecords(self, request: Any, context: Any) -> Any:
         self.received.append(request)
@@ -336,6 +341,7 @@ def start_federation(
     configs: dict[str, Path] = {}
     nodes: dict[str, RunningNode] = {}
     recorder: RecordingNode | None = None
+    services: list[Any] = []
     fixtures = {
         **NODE_FIXTURES,
         "slow": NODE_FIXTURES["pboc"],
@@ -359,11 +365,15 @@ def start_federation(
         else:
             service = build_service(config, clock=clock)
         nodes[node_id] = loop.run(start_node(config, clock=clock, service=service))
+        services.append(service)
 
     requester_homes = {
         rid: loop.run(enroll_requester(settings, root / "requesters", rid, directory))
         for rid in ("bank", "school")
     }
+    # Nodes learn of new members at their next pull; do it now rather than wait for it.
+    for service in services:
+        loop.run(service.sync.sync_once())
     return Federation(
         root=root,
         loop=loop,

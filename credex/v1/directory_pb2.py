@@ -27,17 +27,19 @@ from credex.v1 import consent_pb2 as credex_dot_v1_dot_consent__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63redex/v1/directory.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\x1a\x17\x63redex/v1/consent.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x01\n\nEnrollment\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12#\n\x04role\x18\x03 \x01(\x0e\x32\x15.credex.v1.MemberRole\x12\x13\n\x0bsigning_key\x18\x04 \x01(\x0c\x12\x0f\n\x07\x63sr_pem\x18\x05 \x01(\x0c\x12\x0c\n\x04name\x18\x06 \x01(\t\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"6\n\rEnrollRequest\x12%\n\nenrollment\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x9c\x01\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\x12\x1c\n\x14\x64irectory_public_key\x18\x03 \x01(\x0c\x12\x14\n\x0c\x64irectory_id\x18\x04 \x01(\t\x12!\n\x06member\x18\x05 \x01(\x0b\x32\x11.credex.v1.Member\"d\n\x10NodeAnnouncement\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x0f\x41nnounceRequest\x12\'\n\x0c\x61nnouncement\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x12\n\x10\x41nnounceResponse\"\xc3\x01\n\x06Member\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.credex.v1.MemberRole\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x04 \x01(\t\x12\'\n\ncategories\x18\x05 \x03(\x0e\x32\x13.credex.v1.Category\x12\x12\n\npublic_key\x18\x06 \x01(\x0c\x12\x0e\n\x06key_id\x18\x07 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x08 \x01(\t\"M\n\x13GrantConsentRequest\x12\"\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"T\n\x14GrantConsentResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.credex.v1.ConsentStatus\"=\n\x14RevokeConsentRequest\x12%\n\nrevocation\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"U\n\x15RevokeConsentResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.credex.v1.ConsentStatus\"U\n\x10\x43onsentListQuery\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12-\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x13ListConsentsRequest\x12 \n\x05query\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"j\n\x0c\x43onsentState\x12\"\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.credex.v1.ConsentStatus\x12\x0c\n\x04uses\x18\x03 \x01(\r\"A\n\x14ListConsentsResponse\x12)\n\x08\x63onsents\x18\x01 \x03(\x0b\x32\x17.credex.v1.ConsentState\"\x9e\x02\n\x0eProfileRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequester_id\x18\x05 \x01(\t\x12\x12\n\nsubject_id\x18\x06 \x01(\t\x12\x12\n\nconsent_id\x18\x07 \x01(\t\x12#\n\x07purpose\x18\x08 \x01(\x0e\x32\x12.credex.v1.Purpose\x12\'\n\ncategories\x18\t \x03(\x0e\x32\x13.credex.v1.Category\"7\n\x11GetProfileRequest\x12\"\n\x07request\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\xc6\x01\n\nNodeResult\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.credex.v1.NodeStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\'\n\ncategories\x18\x04 \x03(\x0e\x32\x13.credex.v1.Category\x12!\n\x06\x61nswer\x18\x05 \x01(\x0b\x32\x11.credex.v1.Signed\x12\x12\n\nelapsed_ms\x18\x06 \x01(\x01\x12\x10\n\x08query_id\x18\x07 \x01(\t\"\x81\x02\n\x07Profile\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x14\n\x0crequester_id\x18\x03 \x01(\t\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12#\n\x07purpose\x18\x05 \x01(\x0e\x32\x12.credex.v1.Purpose\x12\'\n\ncategories\x18\x06 \x03(\x0e\x32\x13.credex.v1.Category\x12\x30\n\x0c\x61ssembled_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05nodes\x18\x08 \x03(\x0b\x32\x15.credex.v1.NodeResult\"8\n\x12GetProfileResponse\x12\"\n\x07profile\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x14\n\x12ListMembersRequest\"W\n\x13ListMembersResponse\x12\"\n\x07members\x18\x01 \x03(\x0b\x32\x11.credex.v1.Member\x12\x1c\n\x14\x64irectory_public_key\x18\x02 \x01(\x0c*Z\n\nMemberRole\x12\x1b\n\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEMBER_ROLE_NODE\x10\x01\x12\x19\n\x15MEMBER_ROLE_REQUESTER\x10\x02*\xe9\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eNODE_STATUS_OK\x10\x01\x12\x19\n\x15NODE_STATUS_NOT_FOUND\x10\x02\x12\x16\n\x12NODE_STATUS_DENIED\x10\x03\x12\x17\n\x13NODE_STATUS_TIMEOUT\x10\x04\x12\x1b\n\x17NODE_STATUS_UNAVAILABLE\x10\x05\x12!\n\x1dNODE_STATUS_INVALID_SIGNATURE\x10\x06\x12\x1e\n\x1aNODE_STATUS_INVALID_ANSWER\x10\x07\x32\xf0\x01\n\x10\x44irectoryService\x12I\n\nGetProfile\x12\x1c.credex.v1.GetProfileRequest\x1a\x1d.credex.v1.GetProfileResponse\x12L\n\x0bListMembers\x12\x1d.credex.v1.ListMembersRequest\x1a\x1e.credex.v1.ListMembersResponse\x12\x43\n\x08\x41nnounce\x12\x1a.credex.v1.AnnounceRequest\x1a\x1b.credex.v1.AnnounceResponse2\x86\x02\n\x0eSubjectService\x12O\n\x0cGrantConsent\x12\x1e.credex.v1.GrantConsentRequest\x1a\x1f.credex.v1.GrantConsentResponse\x12R\n\rRevokeConsent\x12\x1f.credex.v1.RevokeConsentRequest\x1a .credex.v1.RevokeConsentResponse\x12O\n\x0cListConsents\x12\x1e.credex.v1.ListConsentsRequest\x1a\x1f.credex.v1.ListConsentsResponse2R\n\x11\x45nrollmentService\x12=\n\x06\x45nroll\x12\x18.credex.v1.EnrollRequest\x1a\x19.credex.v1.EnrollResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63redex/v1/directory.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\x1a\x17\x63redex/v1/consent.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x01\n\nEnrollment\x12\r\n\x05token\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12#\n\x04role\x18\x03 \x01(\x0e\x32\x15.credex.v1.MemberRole\x12\x13\n\x0bsigning_key\x18\x04 \x01(\x0c\x12\x0f\n\x07\x63sr_pem\x18\x05 \x01(\x0c\x12\x0c\n\x04name\x18\x06 \x01(\t\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"6\n\rEnrollRequest\x12%\n\nenrollment\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x9c\x01\n\x0e\x45nrollResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\x12\x1c\n\x14\x64irectory_public_key\x18\x03 \x01(\x0c\x12\x14\n\x0c\x64irectory_id\x18\x04 \x01(\t\x12!\n\x06member\x18\x05 \x01(\x0b\x32\x11.credex.v1.Member\"d\n\x10NodeAnnouncement\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x0f\x41nnounceRequest\x12\'\n\x0c\x61nnouncement\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x12\n\x10\x41nnounceResponse\"\xec\x01\n\x06Member\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.credex.v1.MemberRole\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x04 \x01(\t\x12\'\n\ncategories\x18\x05 \x03(\x0e\x32\x13.credex.v1.Category\x12\x12\n\npublic_key\x18\x06 \x01(\x0c\x12\x0e\n\x06key_id\x18\x07 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x08 \x01(\t\x12\'\n\x06status\x18\t \x01(\x0e\x32\x17.credex.v1.MemberStatus\"\x8c\x01\n\x10RegistrySnapshot\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12-\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64irectory_id\x18\x03 \x01(\t\x12\"\n\x07members\x18\x04 \x03(\x0b\x32\x11.credex.v1.Member\"+\n\x12GetRegistryRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"K\n\x13GetRegistryResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\x8a\x01\n\rConsentChange\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\nconsent_id\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.credex.v1.ConsentStatus\x12.\n\nchanged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x01\n\x0eRevocationFeed\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x12\n\nlatest_seq\x18\x02 \x01(\x04\x12)\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x18.credex.v1.ConsentChange\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x15GetRevocationsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\"9\n\x16GetRevocationsResponse\x12\x1f\n\x04\x66\x65\x65\x64\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"M\n\x13GrantConsentRequest\x12\"\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"T\n\x14GrantConsentResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.credex.v1.ConsentStatus\"=\n\x14RevokeConsentRequest\x12%\n\nrevocation\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"U\n\x15RevokeConsentResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.credex.v1.ConsentStatus\"U\n\x10\x43onsentListQuery\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12-\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x13ListConsentsRequest\x12 \n\x05query\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"j\n\x0c\x43onsentState\x12\"\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.credex.v1.ConsentStatus\x12\x0c\n\x04uses\x18\x03 \x01(\r\"A\n\x14ListConsentsResponse\x12)\n\x08\x63onsents\x18\x01 \x03(\x0b\x32\x17.credex.v1.ConsentState\"\x9e\x02\n\x0eProfileRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequester_id\x18\x05 \x01(\t\x12\x12\n\nsubject_id\x18\x06 \x01(\t\x12\x12\n\nconsent_id\x18\x07 \x01(\t\x12#\n\x07purpose\x18\x08 \x01(\x0e\x32\x12.credex.v1.Purpose\x12\'\n\ncategories\x18\t \x03(\x0e\x32\x13.credex.v1.Category\"7\n\x11GetProfileRequest\x12\"\n\x07request\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\xc6\x01\n\nNodeResult\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.credex.v1.NodeStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\'\n\ncategories\x18\x04 \x03(\x0e\x32\x13.credex.v1.Category\x12!\n\x06\x61nswer\x18\x05 \x01(\x0b\x32\x11.credex.v1.Signed\x12\x12\n\nelapsed_ms\x18\x06 \x01(\x01\x12\x10\n\x08query_id\x18\x07 \x01(\t\"\x81\x02\n\x07Profile\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x14\n\x0crequester_id\x18\x03 \x01(\t\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12#\n\x07purpose\x18\x05 \x01(\x0e\x32\x12.credex.v1.Purpose\x12\'\n\ncategories\x18\x06 \x03(\x0e\x32\x13.credex.v1.Category\x12\x30\n\x0c\x61ssembled_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05nodes\x18\x08 \x03(\x0b\x32\x15.credex.v1.NodeResult\"8\n\x12GetProfileResponse\x12\"\n\x07profile\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x14\n\x12ListMembersRequest\"W\n\x13ListMembersResponse\x12\"\n\x07members\x18\x01 \x03(\x0b\x32\x11.credex.v1.Member\x12\x1c\n\x14\x64irectory_public_key\x18\x02 \x01(\x0c*Z\n\nMemberRole\x12\x1b\n\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEMBER_ROLE_NODE\x10\x01\x12\x19\n\x15MEMBER_ROLE_REQUESTER\x10\x02*\x7f\n\x0cMemberStatus\x12\x1d\n\x19MEMBER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14MEMBER_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17MEMBER_STATUS_SUSPENDED\x10\x02\x12\x19\n\x15MEMBER_STATUS_REMOVED\x10\x03*\xe9\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eNODE_STATUS_OK\x10\x01\x12\x19\n\x15NODE_STATUS_NOT_FOUND\x10\x02\x12\x16\n\x12NODE_STATUS_DENIED\x10\x03\x12\x17\n\x13NODE_STATUS_TIMEOUT\x10\x04\x12\x1b\n\x17NODE_STATUS_UNAVAILABLE\x10\x05\x12!\n\x1dNODE_STATUS_INVALID_SIGNATURE\x10\x06\x12\x1e\n\x1aNODE_STATUS_INVALID_ANSWER\x10\x07\x32\x95\x03\n\x10\x44irectoryService\x12I\n\nGetProfile\x12\x1c.credex.v1.GetProfileRequest\x1a\x1d.credex.v1.GetProfileResponse\x12L\n\x0bListMembers\x12\x1d.credex.v1.ListMembersRequest\x1a\x1e.credex.v1.ListMembersResponse\x12\x43\n\x08\x41nnounce\x12\x1a.credex.v1.AnnounceRequest\x1a\x1b.credex.v1.AnnounceResponse\x12L\n\x0bGetRegistry\x12\x1d.credex.v1.GetRegistryRequest\x1a\x1e.credex.v1.GetRegistryResponse\x12U\n\x0eGetRevocations\x12 .credex.v1.GetRevocationsRequest\x1a!.credex.v1.GetRevocationsResponse2\x86\x02\n\x0eSubjectService\x12O\n\x0cGrantConsent\x12\x1e.credex.v1.GrantConsentRequest\x1a\x1f.credex.v1.GrantConsentResponse\x12R\n\rRevokeConsent\x12\x1f.credex.v1.RevokeConsentRequest\x1a .credex.v1.RevokeConsentResponse\x12O\n\x0cListConsents\x12\x1e.credex.v1.ListConsentsRequest\x1a\x1f.credex.v1.ListConsentsResponse2R\n\x11\x45nrollmentService\x12=\n\x06\x45nroll\x12\x18.credex.v1.EnrollRequest\x1a\x19.credex.v1.EnrollResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.directory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MEMBERROLE']._serialized_start=2512
-  _globals['_MEMBERROLE']._serialized_end=2602
-  _globals['_NODESTATUS']._serialized_start=2605
-  _globals['_NODESTATUS']._serialized_end=2838
+  _globals['_MEMBERROLE']._serialized_start=3210
+  _globals['_MEMBERROLE']._serialized_end=3300
+  _globals['_MEMBERSTATUS']._serialized_start=3302
+  _globals['_MEMBERSTATUS']._serialized_end=3429
+  _globals['_NODESTATUS']._serialized_start=3432
+  _globals['_NODESTATUS']._serialized_end=3665
   _globals['_ENROLLMENT']._serialized_start=123
   _globals['_ENROLLMENT']._serialized_end=305
   _globals['_ENROLLREQUEST']._serialized_start=307
@@ -51,41 +53,55 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANNOUNCERESPONSE']._serialized_start=684
   _globals['_ANNOUNCERESPONSE']._serialized_end=702
   _globals['_MEMBER']._serialized_start=705
-  _globals['_MEMBER']._serialized_end=900
-  _globals['_GRANTCONSENTREQUEST']._serialized_start=902
-  _globals['_GRANTCONSENTREQUEST']._serialized_end=979
-  _globals['_GRANTCONSENTRESPONSE']._serialized_start=981
-  _globals['_GRANTCONSENTRESPONSE']._serialized_end=1065
-  _globals['_REVOKECONSENTREQUEST']._serialized_start=1067
-  _globals['_REVOKECONSENTREQUEST']._serialized_end=1128
-  _globals['_REVOKECONSENTRESPONSE']._serialized_start=1130
-  _globals['_REVOKECONSENTRESPONSE']._serialized_end=1215
-  _globals['_CONSENTLISTQUERY']._serialized_start=1217
-  _globals['_CONSENTLISTQUERY']._serialized_end=1302
-  _globals['_LISTCONSENTSREQUEST']._serialized_start=1304
-  _globals['_LISTCONSENTSREQUEST']._serialized_end=1359
-  _globals['_CONSENTSTATE']._serialized_start=1361
-  _globals['_CONSENTSTATE']._serialized_end=1467
-  _globals['_LISTCONSENTSRESPONSE']._serialized_start=1469
-  _globals['_LISTCONSENTSRESPONSE']._serialized_end=1534
-  _globals['_PROFILEREQUEST']._serialized_start=1537
-  _globals['_PROFILEREQUEST']._serialized_end=1823
-  _globals['_GETPROFILEREQUEST']._serialized_start=1825
-  _globals['_GETPROFILEREQUEST']._serialized_end=1880
-  _globals['_NODERESULT']._serialized_start=1883
-  _globals['_NODERESULT']._serialized_end=2081
-  _globals['_PROFILE']._serialized_start=2084
-  _globals['_PROFILE']._serialized_end=2341
-  _globals['_GETPROFILERESPONSE']._serialized_start=2343
-  _globals['_GETPROFILERESPONSE']._serialized_end=2399
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=2401
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=2421
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=2423
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=2510
-  _globals['_DIRECTORYSERVICE']._serialized_start=2841
-  _globals['_DIRECTORYSERVICE']._serialized_end=3081
-  _globals['_SUBJECTSERVICE']._serialized_start=3084
-  _globals['_SUBJECTSERVICE']._serialized_end=3346
-  _globals['_ENROLLMENTSERVICE']._serialized_start=3348
-  _globals['_ENROLLMENTSERVICE']._serialized_end=3430
+  _globals['_MEMBER']._serialized_end=941
+  _globals['_REGISTRYSNAPSHOT']._serialized_start=944
+  _globals['_REGISTRYSNAPSHOT']._serialized_end=1084
+  _globals['_GETREGISTRYREQUEST']._serialized_start=1086
+  _globals['_GETREGISTRYREQUEST']._serialized_end=1129
+  _globals['_GETREGISTRYRESPONSE']._serialized_start=1131
+  _globals['_GETREGISTRYRESPONSE']._serialized_end=1206
+  _globals['_CONSENTCHANGE']._serialized_start=1209
+  _globals['_CONSENTCHANGE']._serialized_end=1347
+  _globals['_REVOCATIONFEED']._serialized_start=1350
+  _globals['_REVOCATIONFEED']._serialized_end=1495
+  _globals['_GETREVOCATIONSREQUEST']._serialized_start=1497
+  _globals['_GETREVOCATIONSREQUEST']._serialized_end=1539
+  _globals['_GETREVOCATIONSRESPONSE']._serialized_start=1541
+  _globals['_GETREVOCATIONSRESPONSE']._serialized_end=1598
+  _globals['_GRANTCONSENTREQUEST']._serialized_start=1600
+  _globals['_GRANTCONSENTREQUEST']._serialized_end=1677
+  _globals['_GRANTCONSENTRESPONSE']._serialized_start=1679
+  _globals['_GRANTCONSENTRESPONSE']._serialized_end=1763
+  _globals['_REVOKECONSENTREQUEST']._serialized_start=1765
+  _globals['_REVOKECONSENTREQUEST']._serialized_end=1826
+  _globals['_REVOKECONSENTRESPONSE']._serialized_start=1828
+  _globals['_REVOKECONSENTRESPONSE']._serialized_end=1913
+  _globals['_CONSENTLISTQUERY']._serialized_start=1915
+  _globals['_CONSENTLISTQUERY']._serialized_end=2000
+  _globals['_LISTCONSENTSREQUEST']._serialized_start=2002
+  _globals['_LISTCONSENTSREQUEST']._serialized_end=2057
+  _globals['_CONSENTSTATE']._serialized_start=2059
+  _globals['_CONSENTSTATE']._serialized_end=2165
+  _globals['_LISTCONSENTSRESPONSE']._serialized_start=2167
+  _globals['_LISTCONSENTSRESPONSE']._serialized_end=2232
+  _globals['_PROFILEREQUEST']._serialized_start=2235
+  _globals['_PROFILEREQUEST']._serialized_end=2521
+  _globals['_GETPROFILEREQUEST']._serialized_start=2523
+  _globals['_GETPROFILEREQUEST']._serialized_end=2578
+  _globals['_NODERESULT']._serialized_start=2581
+  _globals['_NODERESULT']._serialized_end=2779
+  _globals['_PROFILE']._serialized_start=2782
+  _globals['_PROFILE']._serialized_end=3039
+  _globals['_GETPROFILERESPONSE']._serialized_start=3041
+  _globals['_GETPROFILERESPONSE']._serialized_end=3097
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=3099
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=3119
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=3121
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=3208
+  _globals['_DIRECTORYSERVICE']._serialized_start=3668
+  _globals['_DIRECTORYSERVICE']._serialized_end=4073
+  _globals['_SUBJECTSERVICE']._serialized_start=4076
+  _globals['_SUBJECTSERVICE']._serialized_end=4338
+  _globals['_ENROLLMENTSERVICE']._serialized_start=4340
+  _globals['_ENROLLMENTSERVICE']._serialized_end=4422
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,29 @@ MEMBER_ROLE_NODE: MemberRole.ValueType  # 1
 MEMBER_ROLE_REQUESTER: MemberRole.ValueType  # 2
 Global___MemberRole: _TypeAlias = MemberRole  # noqa: Y015
 
+class _MemberStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_STATUS_UNSPECIFIED: _MemberStatus.ValueType  # 0
+    MEMBER_STATUS_ACTIVE: _MemberStatus.ValueType  # 1
+    MEMBER_STATUS_SUSPENDED: _MemberStatus.ValueType  # 2
+    """Refused everywhere until reinstated."""
+    MEMBER_STATUS_REMOVED: _MemberStatus.ValueType  # 3
+    """Refused everywhere, for good; its id and keys are never reused."""
+
+class MemberStatus(_MemberStatus, metaclass=_MemberStatusEnumTypeWrapper): ...
+
+MEMBER_STATUS_UNSPECIFIED: MemberStatus.ValueType  # 0
+MEMBER_STATUS_ACTIVE: MemberStatus.ValueType  # 1
+MEMBER_STATUS_SUSPENDED: MemberStatus.ValueType  # 2
+"""Refused everywhere until reinstated."""
+MEMBER_STATUS_REMOVED: MemberStatus.ValueType  # 3
+"""Refused everywhere, for good; its id and keys are never reused."""
+Global___MemberStatus: _TypeAlias = MemberStatus  # noqa: Y015
+
 class _NodeStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -250,6 +273,7 @@ class Member(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     role: Global___MemberRole.ValueType
     name: _builtins.str
@@ -258,6 +282,7 @@ class Member(_message.Message):
     """Raw 32-byte Ed25519 public key and its fingerprint."""
     key_id: _builtins.str
     endpoint: _builtins.str
+    status: Global___MemberStatus.ValueType
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]: ...
     def __init__(
@@ -271,14 +296,198 @@ class Member(_message.Message):
         public_key: _builtins.bytes = ...,
         key_id: _builtins.str = ...,
         endpoint: _builtins.str = ...,
+        status: Global___MemberStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "endpoint", b"endpoint", "jurisdiction", b"jurisdiction", "key_id", b"key_id", "member_id", b"member_id", "name", b"name", "public_key", b"public_key", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "endpoint", b"endpoint", "jurisdiction", b"jurisdiction", "key_id", b"key_id", "member_id", b"member_id", "name", b"name", "public_key", b"public_key", "role", b"role", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class RegistrySnapshot(_message.Message):
+    """Every member with its key, role, categories, endpoint and status, as of one version of the
+    registry. Signed by the directory; nodes verify it, cache it on disk and work from it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    DIRECTORY_ID_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    directory_id: _builtins.str
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        directory_id: _builtins.str = ...,
+        members: _abc.Iterable[Global___Member] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_id", b"directory_id", "issued_at", b"issued_at", "members", b"members", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistrySnapshot: _TypeAlias = RegistrySnapshot  # noqa: Y015
+
+@_typing.final
+class GetRegistryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWN_VERSION_FIELD_NUMBER: _builtins.int
+    known_version: _builtins.int
+    """The version the caller holds; the answer has no snapshot when nothing changed."""
+    def __init__(
+        self,
+        *,
+        known_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_version", b"known_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistryRequest: _TypeAlias = GetRegistryRequest  # noqa: Y015
+
+@_typing.final
+class GetRegistryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    @_builtins.property
+    def snapshot(self) -> _common_pb2.Signed:
+        """A directory-signed RegistrySnapshot, absent when `known_version` is current."""
+
+    def __init__(
+        self,
+        *,
+        snapshot: _common_pb2.Signed | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistryResponse: _TypeAlias = GetRegistryResponse  # noqa: Y015
+
+@_typing.final
+class ConsentChange(_message.Message):
+    """One consent leaving the ACTIVE state (revoked or paused), in the order the directory saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    consent_id: _builtins.str
+    status: _consent_pb2.ConsentStatus.ValueType
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        consent_id: _builtins.str = ...,
+        status: _consent_pb2.ConsentStatus.ValueType = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "consent_id", b"consent_id", "seq", b"seq", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentChange: _TypeAlias = ConsentChange  # noqa: Y015
+
+@_typing.final
+class RevocationFeed(_message.Message):
+    """Consent changes after `after_seq`, up to `latest_seq`; signed by the directory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LATEST_SEQ_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    after_seq: _builtins.int
+    latest_seq: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentChange]: ...
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        after_seq: _builtins.int = ...,
+        latest_seq: _builtins.int = ...,
+        changes: _abc.Iterable[Global___ConsentChange] | None = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "changes", b"changes", "issued_at", b"issued_at", "latest_seq", b"latest_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationFeed: _TypeAlias = RevocationFeed  # noqa: Y015
+
+@_typing.final
+class GetRevocationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    after_seq: _builtins.int
+    def __init__(
+        self,
+        *,
+        after_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRevocationsRequest: _TypeAlias = GetRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class GetRevocationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feed(self) -> _common_pb2.Signed:
+        """A directory-signed RevocationFeed."""
+
+    def __init__(
+        self,
+        *,
+        feed: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["feed", b"feed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feed", b"feed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRevocationsResponse: _TypeAlias = GetRevocationsResponse  # noqa: Y015
 
 @_typing.final
 class GrantConsentRequest(_message.Message):

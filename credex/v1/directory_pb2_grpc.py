@@ -51,6 +51,16 @@ class DirectoryServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.AnnounceRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.AnnounceResponse.FromString,
                 _registered_method=True)
+        self.GetRegistry = channel.unary_unary(
+                '/credex.v1.DirectoryService/GetRegistry',
+                request_serializer=credex_dot_v1_dot_directory__pb2.GetRegistryRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.GetRegistryResponse.FromString,
+                _registered_method=True)
+        self.GetRevocations = channel.unary_unary(
+                '/credex.v1.DirectoryService/GetRevocations',
+                request_serializer=credex_dot_v1_dot_directory__pb2.GetRevocationsRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.GetRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryServiceServicer:
@@ -79,6 +89,20 @@ class DirectoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRegistry(self, request, context):
+        """The directory-signed, versioned registry snapshot that nodes cache and work from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRevocations(self, request, context):
+        """Consent revocations and pauses after a sequence number, signed by the directory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +120,16 @@ def add_DirectoryServiceServicer_to_server(servicer, server):
                     servicer.Announce,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.AnnounceRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.AnnounceResponse.SerializeToString,
+            ),
+            'GetRegistry': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegistry,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.GetRegistryRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.GetRegistryResponse.SerializeToString,
+            ),
+            'GetRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRevocations,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.GetRevocationsRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.GetRevocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +215,60 @@ class DirectoryService:
             '/credex.v1.DirectoryService/Announce',
             credex_dot_v1_dot_directory__pb2.AnnounceRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.AnnounceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegistry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.DirectoryService/GetRegistry',
+            credex_dot_v1_dot_directory__pb2.GetRegistryRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.GetRegistryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.DirectoryService/GetRevocations',
+            credex_dot_v1_dot_directory__pb2.GetRevocationsRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.GetRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class DirectoryServiceStub:
     """The registry: members, their roles, categories and signing keys."""
     Announce: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AnnounceRequest, _directory_pb2.AnnounceResponse]
     """A node tells the directory where it listens; signed by the node."""
+    GetRegistry: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetRegistryRequest, _directory_pb2.GetRegistryResponse]
+    """The directory-signed, versioned registry snapshot that nodes cache and work from."""
+    GetRevocations: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetRevocationsRequest, _directory_pb2.GetRevocationsResponse]
+    """Consent revocations and pauses after a sequence number, signed by the directory."""
 
 @_typing.type_check_only
 class DirectoryServiceAsyncStub(DirectoryServiceStub):
@@ -55,6 +59,10 @@ class DirectoryServiceAsyncStub(DirectoryServiceStub):
     """The registry: members, their roles, categories and signing keys."""
     Announce: _aio.UnaryUnaryMultiCallable[_directory_pb2.AnnounceRequest, _directory_pb2.AnnounceResponse]  # type: ignore[assignment]
     """A node tells the directory where it listens; signed by the node."""
+    GetRegistry: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetRegistryRequest, _directory_pb2.GetRegistryResponse]  # type: ignore[assignment]
+    """The directory-signed, versioned registry snapshot that nodes cache and work from."""
+    GetRevocations: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetRevocationsRequest, _directory_pb2.GetRevocationsResponse]  # type: ignore[assignment]
+    """Consent revocations and pauses after a sequence number, signed by the directory."""
 
 class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
@@ -84,6 +92,22 @@ class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.AnnounceResponse, _abc.Awaitable[_directory_pb2.AnnounceResponse]]:
         """A node tells the directory where it listens; signed by the node."""
+
+    @_abc_1.abstractmethod
+    def GetRegistry(
+        self,
+        request: _directory_pb2.GetRegistryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.GetRegistryResponse, _abc.Awaitable[_directory_pb2.GetRegistryResponse]]:
+        """The directory-signed, versioned registry snapshot that nodes cache and work from."""
+
+    @_abc_1.abstractmethod
+    def GetRevocations(
+        self,
+        request: _directory_pb2.GetRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.GetRevocationsResponse, _abc.Awaitable[_directory_pb2.GetRevocationsResponse]]:
+        """Consent revocations and pauses after a sequence number, signed by the directory."""
 
 def add_DirectoryServiceServicer_to_server(servicer: DirectoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

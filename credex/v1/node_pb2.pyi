@@ -21,6 +21,48 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class NotifyRevocationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def feed(self) -> _common_pb2.Signed:
+        """A directory-signed credex.v1.RevocationFeed."""
+
+    def __init__(
+        self,
+        *,
+        feed: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["feed", b"feed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feed", b"feed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotifyRevocationsRequest: _TypeAlias = NotifyRevocationsRequest  # noqa: Y015
+
+@_typing.final
+class NotifyRevocationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYNCED_SEQ_FIELD_NUMBER: _builtins.int
+    synced_seq: _builtins.int
+    """The sequence number up to which this node holds every change."""
+    def __init__(
+        self,
+        *,
+        synced_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["synced_seq", b"synced_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotifyRevocationsResponse: _TypeAlias = NotifyRevocationsResponse  # noqa: Y015
+
+@_typing.final
 class DescribeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

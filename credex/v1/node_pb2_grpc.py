@@ -45,6 +45,11 @@ class NodeServiceStub:
                 request_serializer=credex_dot_v1_dot_node__pb2.QueryRecordsRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_node__pb2.QueryRecordsResponse.FromString,
                 _registered_method=True)
+        self.NotifyRevocations = channel.unary_unary(
+                '/credex.v1.NodeService/NotifyRevocations',
+                request_serializer=credex_dot_v1_dot_node__pb2.NotifyRevocationsRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_node__pb2.NotifyRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -65,6 +70,13 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NotifyRevocations(self, request, context):
+        """The directory pushes consent revocations the moment they happen; nodes also pull them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.QueryRecords,
                     request_deserializer=credex_dot_v1_dot_node__pb2.QueryRecordsRequest.FromString,
                     response_serializer=credex_dot_v1_dot_node__pb2.QueryRecordsResponse.SerializeToString,
+            ),
+            'NotifyRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.NotifyRevocations,
+                    request_deserializer=credex_dot_v1_dot_node__pb2.NotifyRevocationsRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_node__pb2.NotifyRevocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +151,33 @@ class NodeService:
             '/credex.v1.NodeService/QueryRecords',
             credex_dot_v1_dot_node__pb2.QueryRecordsRequest.SerializeToString,
             credex_dot_v1_dot_node__pb2.QueryRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NotifyRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.NodeService/NotifyRevocations',
+            credex_dot_v1_dot_node__pb2.NotifyRevocationsRequest.SerializeToString,
+            credex_dot_v1_dot_node__pb2.NotifyRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,8 @@ class NodeServiceStub:
     """Who this node is and what it serves."""
     QueryRecords: _grpc.UnaryUnaryMultiCallable[_node_pb2.QueryRecordsRequest, _node_pb2.QueryRecordsResponse]
     """Answer one directory-signed, consented query with node-signed records."""
+    NotifyRevocations: _grpc.UnaryUnaryMultiCallable[_node_pb2.NotifyRevocationsRequest, _node_pb2.NotifyRevocationsResponse]
+    """The directory pushes consent revocations the moment they happen; nodes also pull them."""
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -47,6 +49,8 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Who this node is and what it serves."""
     QueryRecords: _aio.UnaryUnaryMultiCallable[_node_pb2.QueryRecordsRequest, _node_pb2.QueryRecordsResponse]  # type: ignore[assignment]
     """Answer one directory-signed, consented query with node-signed records."""
+    NotifyRevocations: _aio.UnaryUnaryMultiCallable[_node_pb2.NotifyRevocationsRequest, _node_pb2.NotifyRevocationsResponse]  # type: ignore[assignment]
+    """The directory pushes consent revocations the moment they happen; nodes also pull them."""
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served by every agency node; called only by the directory."""
@@ -66,5 +70,13 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.QueryRecordsResponse, _abc.Awaitable[_node_pb2.QueryRecordsResponse]]:
         """Answer one directory-signed, consented query with node-signed records."""
+
+    @_abc_1.abstractmethod
+    def NotifyRevocations(
+        self,
+        request: _node_pb2.NotifyRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.NotifyRevocationsResponse, _abc.Awaitable[_node_pb2.NotifyRevocationsResponse]]:
+        """The directory pushes consent revocations the moment they happen; nodes also pull them."""
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,89 @@
+"""What the directory publishes to members: the signed registry snapshot and the signed feed of
+consent revocations, pulled by nodes and pushed to them the moment a consent is revoked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from credex.clock import Clock, to_timestamp
+from credex.keys import SigningKey
+from credex.signing import seal
+from credex.transport import ChannelPool
+from credex.v1 import directory_pb2 as pb
+from credex.v1.common_pb2 import Signed
+from credex.v1.node_pb2 import NotifyRevocationsRequest
+from credex.v1.node_pb2_grpc import NodeServiceStub
+from directory.consent_store import ConsentStore
+from directory.registry import Registry
+
+log = logging.getLogger(__name__)
+FEED_PAGE = 1000
+PUSH_TIMEOUT_S = 2.0
+
+
+class Publisher:
+    def __init__(
+        self,
+        *,
+        key: SigningKey,
+        directory_id: str,
+        registry: Registry,
+        consents: ConsentStore,
+        channels: ChannelPool,
+        clock: Clock,
+    ) -> None:
+        self._key = key
+        self._directory_id = directory_id
+        self._registry = registry
+        self._consents = consents
+        self._channels = channels
+        self._clock = clock
+        self._signed_snapshot: tuple[int, Signed] | None = None
+        self._pushes: set[asyncio.Task[None]] = set()
+
+    def registry(self, known_version: int) -> pb.GetRegistryResponse:
+        """The signed snapshot, or just the version when the caller is current. A snapshot is
+        signed once per version and re-signed when it is older than a minute, so its
+        issue time tells nodes how fresh it is."""
+        version = self._registry.version
+        if known_version == version:
+            return pb.GetRegistryResponse(version=version)
+        cached = self._signed_snapshot
+        now = self._clock()
+        if cached is None or cached[0] != version:
+            snapshot = self._registry.snapshot(self._directory_id, now)
+            self._signed_snapshot = (version, seal(snapshot, self._key))
+        assert self._signed_snapshot is not None
+        return pb.GetRegistryResponse(snapshot=self._signed_snapshot[1], version=version)
+
+    def feed(self, after_seq: int) -> Signed:
+        changes, latest = self._consents.changes_after(after_seq, FEED_PAGE)
+        return seal(
+            pb.RevocationFeed(
+                after_seq=after_seq,
+                latest_seq=latest,
+                changes=changes,
+                issued_at=to_timestamp(self._clock()),
+            ),
+            self._key,
+        )
+
+    def push(self, seq: int) -> None:
+        """Send change `seq` to every active node now, without waiting; nodes that miss it
+        pull it within their sync interval."""
+        feed = NotifyRevocationsRequest(feed=self.feed(seq - 1))
+        for node in self._registry.nodes():
+            if node.active and node.endpoint:
+                task = asyncio.create_task(self._push_one(node.member_id, node.endpoint, feed))
+                self._pushes.add(task)
+                task.add_done_callback(self._pushes.discard)
+
+    async def _push_one(self, node_id: str, endpoint: str, feed: NotifyRevocationsRequest) -> None:
+        stub = NodeServiceStub(self._channels.get(endpoint))
+        try:
+            await stub.NotifyRevocations(feed, timeout=PUSH_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            log.info("push to %s failed (%s); it will pull", node_id, exc.code().name)

@@ -1,0 +1,175 @@
+"""A node's view of the directory: the signed registry snapshot (cached on disk) and the consent
+revocations it has learned, by push or by pull. A node that has not heard from the directory for
+`offline_grace_s` refuses every query until it has: revocations reach it in bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import sqlite_utils
+
+from credex.clock import Clock
+from credex.errors import CredexError, PermissionDenied, Reason, Unavailable, from_rpc_error
+from credex.keys import VerifyKey
+from credex.signing import open_signed, parse
+from credex.tls import TlsIdentity
+from credex.transport import open_channel
+from credex.v1 import directory_pb2 as pb
+from credex.v1.common_pb2 import Signed
+from credex.v1.consent_pb2 import ConsentStatus
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+
+log = logging.getLogger(__name__)
+SYNC_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    directory_address: str
+    sync_interval_s: float
+    offline_grace_s: float
+
+
+class DirectorySync:
+    def __init__(
+        self,
+        *,
+        db: sqlite_utils.Database,
+        cache_path: Path,
+        directory_key: VerifyKey,
+        tls: TlsIdentity,
+        settings: SyncSettings,
+        clock: Clock,
+    ) -> None:
+        self._conn = db.conn
+        self._cache_path = cache_path
+        self._directory_key = directory_key
+        self._tls = tls
+        self._settings = settings
+        self._clock = clock
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS revoked_consents "
+            "(consent_id TEXT PRIMARY KEY, status INTEGER NOT NULL, seq INTEGER NOT NULL)"
+        )
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS directory_sync "
+            "(id INTEGER PRIMARY KEY CHECK (id = 1), synced_seq INTEGER NOT NULL, "
+            "last_sync REAL NOT NULL)"
+        )
+        self._conn.execute("INSERT OR IGNORE INTO directory_sync VALUES (1, 0, 0)")
+        row = self._conn.execute("SELECT synced_seq, last_sync FROM directory_sync").fetchone()
+        self.synced_seq: int = int(row[0])
+        self.last_sync: float = float(row[1])
+        self.version = 0
+        self._requesters: frozenset[str] = frozenset()
+        self._load_cache()
+
+    # --- what the verifier asks --------------------------------------------------------------
+
+    def check(self, requester_id: str, consent_id: str) -> None:
+        """Refuse when out of touch with the directory, for a requester that is not an active
+        member, or for a consent the directory has revoked or paused."""
+        if self._clock() - self.last_sync > self._settings.offline_grace_s:
+            raise Unavailable(
+                Reason.REGISTRY_STALE,
+                f"no word from the directory for over {self._settings.offline_grace_s:g}s",
+            )
+        if requester_id not in self._requesters:
+            raise PermissionDenied(
+                Reason.MEMBER_SUSPENDED, f"{requester_id!r} is not an active requester"
+            )
+        row = self._conn.execute(
+            "SELECT status FROM revoked_consents WHERE consent_id = ?", (consent_id,)
+        ).fetchone()
+        if row is not None:
+            if row[0] == ConsentStatus.CONSENT_STATUS_PAUSED:
+                raise PermissionDenied(Reason.CONSENT_PAUSED, "consent is paused")
+            raise PermissionDenied(Reason.CONSENT_REVOKED, "consent has been revoked")
+
+    # --- learning from the directory ------------------------------------------------------
+
+    def apply_feed(self, signed: Signed) -> int:
+        """Record the revocations of a directory-signed feed (pushed or pulled)."""
+        feed = open_signed(signed, pb.RevocationFeed, self._directory_key, what="revocation feed")
+        rows = [(c.consent_id, int(c.status), c.seq) for c in feed.changes]
+        self._conn.executemany(
+            "INSERT INTO revoked_consents VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
+            "SET status = excluded.status, seq = excluded.seq WHERE excluded.seq > seq",
+            rows,
+        )
+        # Contiguous from what we hold: we now hold everything up to the feed's last change.
+        if feed.after_seq <= self.synced_seq and feed.changes:
+            self.synced_seq = max(self.synced_seq, max(c.seq for c in feed.changes))
+        self._save_progress()
+        return self.synced_seq
+
+    def _apply_snapshot(self, signed: Signed) -> None:
+        snapshot = open_signed(signed, pb.RegistrySnapshot, self._directory_key, what="snapshot")
+        if snapshot.version < self.version:
+            return
+        self.version = snapshot.version
+        self._requesters = frozenset(
+            m.member_id
+            for m in snapshot.members
+            if m.role == pb.MemberRole.MEMBER_ROLE_REQUESTER
+            and m.status == pb.MemberStatus.MEMBER_STATUS_ACTIVE
+        )
+        tmp = self._cache_path.with_name(self._cache_path.name + ".tmp")
+        tmp.write_bytes(signed.SerializeToString())
+        tmp.replace(self._cache_path)
+
+    def _load_cache(self) -> None:
+        """Start from the snapshot cached on disk, if it is there and verifies."""
+        try:
+            signed = parse(self._cache_path.read_bytes(), Signed, what="cached snapshot")
+            self._apply_snapshot(signed)
+        except FileNotFoundError:
+            return
+        except CredexError as err:
+            log.warning("ignoring cached registry snapshot %s: %s", self._cache_path, err)
+
+    def _save_progress(self) -> None:
+        self._conn.execute(
+            "UPDATE directory_sync SET synced_seq = ?, last_sync = ?",
+            (self.synced_seq, self.last_sync),
+        )
+
+    async def sync_once(self) -> None:
+        """Pull the registry (if changed) and every revocation after what we hold."""
+        channel = open_channel(self._settings.directory_address, self._tls)
+        stub = DirectoryServiceStub(channel)
+        try:
+            registry = await stub.GetRegistry(
+                pb.GetRegistryRequest(known_version=self.version), timeout=SYNC_TIMEOUT_S
+            )
+            if registry.HasField("snapshot"):
+                self._apply_snapshot(registry.snapshot)
+            while True:
+                response = await stub.GetRevocations(
+                    pb.GetRevocationsRequest(after_seq=self.synced_seq), timeout=SYNC_TIMEOUT_S
+                )
+                feed = parse(response.feed.body, pb.RevocationFeed, what="revocation feed")
+                self.apply_feed(response.feed)
+                if not feed.changes:
+                    self.synced_seq = max(self.synced_seq, feed.latest_seq)
+                if self.synced_seq >= feed.latest_seq:
+                    break
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            await channel.close(None)
+        self.last_sync = self._clock()
+        self._save_progress()
+
+    async def run(self) -> None:
+        """Sync every `sync_interval_s` until cancelled."""
+        while True:
+            try:
+                await self.sync_once()
+            except CredexError as err:
+                log.warning("directory sync failed: %s", err)
+            await asyncio.sleep(self._settings.sync_interval_s)

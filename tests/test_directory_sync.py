@@ -1,0 +1,268 @@
+"""Revocation and membership changes reach the nodes in bounded time: pushed at once, pulled
+every sync interval, and a node out of touch for its offline grace refuses everything."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from credex.config import ConfigError
+from credex.consents import create_consent
+from credex.db import open_database
+from credex.errors import REASON_KEY, PermissionDenied, Reason
+from credex.signing import seal
+from credex.tls import TlsIdentity
+from credex.transport import open_channel
+from credex.v1 import directory_pb2 as pb
+from credex.v1.consent_pb2 import Consent, ConsentStatus
+from credex.v1.directory_pb2 import RevocationFeed
+from credex.v1.directory_pb2_grpc import SubjectServiceStub
+from credex.v1.node_pb2 import NotifyRevocationsRequest
+from credex.v1.node_pb2_grpc import NodeServiceStub
+from directory import admin as directory_admin
+from directory.config import load_settings
+from directory.consent_store import ConsentStore
+from nodes.config import load_node_config
+from nodes.server import RunningNode, build_service, start_node
+from tests.harness import Federation, enroll_requester, free_port
+from tests.test_node_refusals import FIN, LOAN, node_query, signed_request
+
+BOUND_S = 2.0  # generous: the harness pulls every 0.2 s and pushes at once
+
+
+def granted_consent(fed: Federation, requester_id: str = "bank") -> Any:
+    """A consent by S9, granted at the directory, whose signed form we keep for node queries."""
+    now = fed.clock()
+    signed = create_consent(
+        fed.subject_keys["S9"], requester_id=requester_id, purpose=LOAN, categories=[FIN],
+        not_before=now - 60, not_after=now + 86_400, max_uses=5,
+    )  # fmt: skip
+
+    async def grant() -> None:
+        async with open_channel(fed.public_address, TlsIdentity(fed.ca_pem)) as channel:
+            await SubjectServiceStub(channel).GrantConsent(
+                pb.GrantConsentRequest(consent=signed, subject_id="S9")
+            )
+
+    fed.loop.run(grant())
+    return signed
+
+
+def ask(fed: Federation, address: str, consent: Any, requester_id: str = "bank") -> str:
+    """A fresh directory-signed query straight to a node; 'OK' or the refusal reason."""
+
+    async def call() -> str:
+        async with open_channel(address, fed.directory_tls) as channel:
+            try:
+                query = node_query(fed, consent=consent, requester_id=requester_id)
+                await NodeServiceStub(channel).QueryRecords(signed_request(fed, query))
+            except grpc.aio.AioRpcError as exc:
+                return str(dict(exc.trailing_metadata() or ()).get(REASON_KEY, exc.code().name))
+        return "OK"
+
+    return fed.loop.run(call())
+
+
+def within(seconds: float, probe: Callable[[], str], expected: str) -> float:
+    """How long until `probe()` returns `expected`; fails after `seconds`."""
+    start = time.monotonic()
+    while (result := probe()) != expected:
+        assert time.monotonic() - start < seconds, f"still {result!r} after {seconds}s"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def consent_id_of(consent: Any) -> str:
+    return str(Consent.FromString(consent.body).consent_id)
+
+
+def revoke(fed: Federation, consent: Any) -> None:
+    fed.loop.run(fed.subject("S9").revoke(consent_id_of(consent)))
+
+
+def test_revocation_reaches_the_node_at_once(federation: Federation) -> None:
+    pboc = federation.nodes["pboc"].address
+    consent = granted_consent(federation)
+    assert ask(federation, pboc, consent) == "OK"
+    revoke(federation, consent)
+    took = within(BOUND_S, lambda: ask(federation, pboc, consent), Reason.CONSENT_REVOKED)
+    assert took < BOUND_S
+
+
+def test_the_directory_pushes_each_revocation(federation: Federation) -> None:
+    assert federation.recorder is not None
+    consent = granted_consent(federation)
+    consent_id = consent_id_of(consent)
+    before = len(federation.recorder.pushed)
+    revoke(federation, consent)
+
+    def pushed() -> str:
+        for request in federation.recorder.pushed[before:]:  # type: ignore[union-attr]
+            feed = RevocationFeed.FromString(request.feed.body)
+            if any(c.consent_id == consent_id for c in feed.changes):
+                return "pushed"
+        return "not yet"
+
+    within(BOUND_S, pushed, "pushed")
+
+
+def test_a_pushed_feed_must_be_signed_by_the_directory(federation: Federation) -> None:
+    consent = granted_consent(federation)
+    forged = seal(
+        RevocationFeed(
+            after_seq=0,
+            latest_seq=10**9,
+            changes=[
+                pb.ConsentChange(
+                    seq=10**9,
+                    consent_id=consent_id_of(consent),
+                    status=ConsentStatus.CONSENT_STATUS_REVOKED,
+                )
+            ],
+        ),
+        federation.requester_keys["bank"],
+    )
+
+    async def push() -> grpc.StatusCode:
+        async with open_channel(
+            federation.nodes["pboc"].address, federation.directory_tls
+        ) as channel:
+            try:
+                await NodeServiceStub(channel).NotifyRevocations(
+                    NotifyRevocationsRequest(feed=forged)
+                )
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+        return grpc.StatusCode.OK
+
+    assert federation.loop.run(push()) == grpc.StatusCode.UNAUTHENTICATED
+    assert ask(federation, federation.nodes["pboc"].address, consent) == "OK"
+
+
+def test_without_a_push_the_node_pulls_the_revocation(federation: Federation) -> None:
+    """The consent is revoked behind the directory service's back (no push): the node still
+    learns it from the feed within its sync interval."""
+    consent = granted_consent(federation)
+    pboc = federation.nodes["pboc"].address
+    assert ask(federation, pboc, consent) == "OK"
+    settings = load_settings(federation.root / "directory")
+    store = ConsentStore(open_database(settings.db_path))
+    store.set_status(
+        consent_id_of(consent),
+        ConsentStatus.CONSENT_STATUS_PAUSED,
+        federation.clock(),
+    )
+    within(BOUND_S, lambda: ask(federation, pboc, consent), Reason.CONSENT_PAUSED)
+
+
+def extra_node(fed: Federation, tmp_path: Path, **changes: Any) -> RunningNode:
+    """Another pboc node server with its own state, e.g. a slower sync or a dead directory."""
+    config = dataclasses.replace(
+        load_node_config(fed.node_configs["pboc"]), state_db=tmp_path / "state.db", **changes
+    )
+
+    async def start() -> RunningNode:
+        service = build_service(config, clock=fed.clock)
+        return await start_node(
+            config, clock=fed.clock, service=service, announce_to_directory=False
+        )
+
+    return fed.loop.run(start())
+
+
+def test_node_that_cannot_reach_the_directory_refuses_everything(
+    federation: Federation, tmp_path: Path
+) -> None:
+    node = extra_node(federation, tmp_path, directory_address=f"127.0.0.1:{free_port()}")
+    try:
+        consent = granted_consent(federation)
+        assert ask(federation, node.address, consent) == Reason.REGISTRY_STALE
+    finally:
+        federation.loop.run(node.stop(0))
+
+
+def test_node_out_of_touch_for_its_grace_refuses_then_recovers(
+    federation: Federation, tmp_path: Path
+) -> None:
+    node = extra_node(federation, tmp_path, sync_interval_s=3600.0, offline_grace_s=5.0)
+    consent = granted_consent(federation)
+    try:
+        assert ask(federation, node.address, consent) == "OK"
+        federation.clock.offset += 6.0
+        try:
+            assert ask(federation, node.address, consent) == Reason.REGISTRY_STALE
+        finally:
+            federation.clock.offset -= 6.0
+    finally:
+        federation.loop.run(node.stop(0))
+
+
+def test_a_restarted_node_works_from_its_cached_snapshot(
+    federation: Federation, tmp_path: Path
+) -> None:
+    first = extra_node(federation, tmp_path)
+    federation.loop.run(first.stop(0))
+    cache = (tmp_path / "state.db").with_name("state.registry")
+    assert cache.exists()
+    # Directory unreachable now: the verified snapshot on disk still names the requesters.
+    second = extra_node(federation, tmp_path, directory_address=f"127.0.0.1:{free_port()}")
+    consent = granted_consent(federation)
+    try:
+        assert ask(federation, second.address, consent) == "OK"
+    finally:
+        federation.loop.run(second.stop(0))
+    # A tampered cache is not believed.
+    cache.write_bytes(cache.read_bytes()[:-3] + b"xyz")
+    third = extra_node(federation, tmp_path, directory_address=f"127.0.0.1:{free_port()}")
+    try:
+        assert ask(federation, third.address, consent) == Reason.MEMBER_SUSPENDED
+    finally:
+        federation.loop.run(third.stop(0))
+
+
+def test_suspended_requester_is_refused_at_once_and_by_nodes_soon(
+    federation: Federation,
+) -> None:
+    settings = load_settings(federation.root / "directory")
+    consent = granted_consent(federation, requester_id="school")
+    consent_id = consent_id_of(consent)
+    pboc = federation.nodes["pboc"].address
+    school = federation.requester("school")
+    assert ask(federation, pboc, consent, requester_id="school") == "OK"
+    directory_admin.set_member_status(settings, "school", "suspended")
+    try:
+        with pytest.raises(PermissionDenied) as err:
+            federation.loop.run(
+                school.get_profile(subject_id="S9", consent_id=consent_id, purpose=LOAN)
+            )
+        assert err.value.reason == Reason.MEMBER_SUSPENDED
+        within(
+            BOUND_S,
+            lambda: ask(federation, pboc, consent, requester_id="school"),
+            Reason.MEMBER_SUSPENDED,
+        )
+    finally:
+        directory_admin.set_member_status(settings, "school", "active")
+    within(BOUND_S, lambda: ask(federation, pboc, consent, requester_id="school"), "OK")
+    profile = federation.loop.run(
+        school.get_profile(subject_id="S9", consent_id=consent_id, purpose=LOAN)
+    )
+    assert profile.records
+
+
+def test_removal_is_final(federation: Federation) -> None:
+    settings = load_settings(federation.root / "directory")
+    federation.loop.run(
+        enroll_requester(settings, federation.root / "more", "gone", federation.directory)
+    )
+    assert directory_admin.set_member_status(settings, "gone", "removed").status_name == "removed"
+    with pytest.raises(ConfigError, match="final"):
+        directory_admin.set_member_status(settings, "gone", "active")
+    with pytest.raises(ConfigError, match="already a member"):
+        directory_admin.create_enrollment_token(settings, member_id="gone", role="requester")
