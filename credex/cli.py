@@ -17,11 +17,13 @@ from credex.keys import SigningKey
 from credex.member_home import MEMBER_FILE, MemberHome
 from credex.render import (
     MemberRow,
+    moment,
     print_consents,
     print_members,
     print_profile,
     terminal_console,
 )
+from credex.rotation import KeyFiles, rotate_key
 from credex.v1.directory_pb2 import MemberRole
 
 T = TypeVar("T")
@@ -148,6 +150,43 @@ def keygen(
             print_json(result)
         else:
             typer.echo(f"wrote {out} (key id {key.key_id}); public key {key.public.raw.hex()}")
+
+
+@app.command("rotate-key")
+def rotate_key_command(home: Home, json_out: Json = False) -> None:
+    """Replace your signing key and TLS certificate; the old key keeps verifying for an
+    overlap, so requests in flight are not lost."""
+    with cli_errors():
+        member = MemberHome.load(home)
+        current = member.signing_key()
+        valid_until = _run(
+            rotate_key(
+                directory_address=member.directory,
+                member_id=member.member_id,
+                current_key=current,
+                tls=member.tls(),
+                files=KeyFiles(
+                    signing_key=member.signing_key_path,
+                    tls_key=member.tls_key_path,
+                    cert=member.cert_path,
+                ),
+            )
+        )
+        new = member.signing_key()
+        if json_out:
+            print_json(
+                {
+                    "member_id": member.member_id,
+                    "old_key_id": current.key_id,
+                    "key_id": new.key_id,
+                    "old_key_valid_until": valid_until,
+                }
+            )
+        else:
+            typer.echo(
+                f"{member.member_id}: key {new.key_id} replaces {current.key_id} "
+                f"(valid until {moment(valid_until)})"
+            )
 
 
 @app.command()

@@ -75,7 +75,7 @@ async def enroll(
         raise from_rpc_error(exc) from None
     finally:
         await channel.close(None)
-    _check(response, ca_pem, member_id, tls_key.public_key())
+    check_certificate(response.certificate_pem, ca_pem, member_id, tls_key.public_key())
     write_private(files.tls_key, key_pem(tls_key))
     write_public(files.cert, response.certificate_pem)
     write_public(files.ca, ca_pem)
@@ -83,9 +83,10 @@ async def enroll(
     return response
 
 
-def _check(response: pb.EnrollResponse, ca_pem: bytes, member_id: str, public_key: object) -> None:
+def check_certificate(cert_pem: bytes, ca_pem: bytes, member_id: str, public_key: object) -> None:
+    """Refuse a certificate not issued by the CA, not for `member_id` or not for our key."""
     try:
-        cert = x509.load_pem_x509_certificate(response.certificate_pem)
+        cert = x509.load_pem_x509_certificate(cert_pem)
         ca = x509.load_pem_x509_certificate(ca_pem)
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError) as exc:

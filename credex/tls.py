@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from credex.pki import PkiError, common_name_of, read_private
 
@@ -31,7 +32,20 @@ class TlsIdentity:
         identity.ca_certificate()
         if cert_pem is not None:
             identity.member_id  # noqa: B018 - validates the certificate early
+        if cert_pem is not None and key_pem is not None:
+            identity.check_pair()
         return identity
+
+    def check_pair(self) -> None:
+        """The certificate must be for this key (not so half-way through a rotation)."""
+        assert self.cert_pem is not None and self.key_pem is not None
+        try:
+            cert = x509.load_pem_x509_certificate(self.cert_pem)
+            key = serialization.load_pem_private_key(self.key_pem, password=None)
+        except ValueError as exc:
+            raise PkiError(f"unreadable certificate or key: {exc}") from None
+        if cert.public_key() != key.public_key():
+            raise PkiError("the certificate is not for this TLS key")
 
     def ca_certificate(self) -> x509.Certificate:
         try:

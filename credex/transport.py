@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from credex.errors import MalformedRequest, PermissionDenied, Reason, Unauthenticated
+from credex.pki import PkiError
 from credex.tls import TlsIdentity
 
 # What the transport accepts at all; anything larger is cut off by gRPC itself.
@@ -73,6 +74,35 @@ def bind(
     port = server.add_secure_port(
         address, tls.server_credentials(require_client_auth=require_client_auth)
     )
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return port
+
+
+def bind_reloading(server: grpc.aio.Server, address: str, tls: Callable[[], TlsIdentity]) -> int:
+    """Like `bind` with client certificates required, but each new connection gets the
+    certificate `tls()` returns now: a rotated certificate is served without a restart."""
+    first = tls()
+    served = [first]
+
+    def configuration(identity: TlsIdentity) -> Any:
+        if identity.key_pem is None or identity.cert_pem is None:
+            raise PkiError("a server needs a certificate and its key")
+        return grpc.ssl_server_certificate_configuration(
+            [(identity.key_pem, identity.cert_pem)], root_certificates=identity.ca_pem
+        )
+
+    def fetch() -> Any:
+        current = tls()
+        if current is served[0]:
+            return None
+        served[0] = current
+        return configuration(current)
+
+    credentials = grpc.dynamic_ssl_server_credentials(
+        configuration(first), fetch, require_client_authentication=True
+    )
+    port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return port

@@ -13,7 +13,7 @@ from directory.router import NodeReply
 from directory.verify import AuthorizedProfileRequest
 
 
-def node_result(reply: NodeReply) -> NodeResult:
+def node_result(reply: NodeReply, now: float) -> NodeResult:
     """The profile's entry for one node; only a verified, matching answer is OK."""
     result = NodeResult(
         node_id=reply.call.node.member_id,
@@ -25,7 +25,7 @@ def node_result(reply: NodeReply) -> NodeResult:
         result.status, result.detail = reply.status, reply.detail
         return result
     signed = reply.response.answer
-    if not verify(signed, NodeAnswer, reply.call.node.key):
+    if not any(verify(signed, NodeAnswer, key) for key in reply.call.node.keys_at(now)):
         result.status = NodeStatus.NODE_STATUS_INVALID_SIGNATURE
         result.detail = "answer is not signed by the node's registered key"
         return result

@@ -143,7 +143,7 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
             raise PermissionDenied(Reason.ENROLLMENT_REFUSED, f"token is for a {grant.role}")
         if self._registry.get(grant.member_id) is not None:
             raise AlreadyExists(Reason.ENROLLMENT_REFUSED, f"{grant.member_id} is already a member")
-        if self._registry.by_key_id(key.key_id) is not None:
+        if self._registry.key_in_use(key.key_id):
             raise AlreadyExists(Reason.ENROLLMENT_REFUSED, "that signing key is already registered")
         try:
             cert = self._ca.issue(enrollment.csr_pem, grant.member_id, hosts=grant.hosts)

@@ -12,6 +12,7 @@ import sqlite_utils
 
 from credex import vocab
 from credex.clock import to_timestamp
+from credex.db import transaction
 from credex.keys import VerifyKey
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2 import MemberRole, MemberStatus
@@ -36,6 +37,12 @@ class MemberInfo:
     key: VerifyKey
     endpoint: str = ""
     status: MemberStatus.ValueType = MemberStatus.MEMBER_STATUS_ACTIVE
+    # Keys replaced by rotation, each with the time until which it still verifies.
+    retired: tuple[tuple[VerifyKey, float], ...] = ()
+
+    def keys_at(self, now: float) -> list[VerifyKey]:
+        """The keys whose signatures count at `now`: the current one first."""
+        return [self.key, *(key for key, until in self.retired if now < until)]
 
     @property
     def role_name(self) -> str:
@@ -60,6 +67,10 @@ class MemberInfo:
             key_id=self.key.key_id,
             endpoint=self.endpoint,
             status=self.status,
+            retired_keys=[
+                pb.RetiredKey(public_key=key.raw, valid_until=to_timestamp(until))
+                for key, until in self.retired
+            ],
         )
 
 
@@ -67,6 +78,7 @@ class Registry:
     """Members in the directory database, cached in memory and reloaded when the file changes."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
+        self._db = db
         self._conn = db.conn
         self._conn.execute(
             """CREATE TABLE IF NOT EXISTS members (
@@ -91,17 +103,35 @@ class Registry:
             "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
         )
         self._conn.execute("INSERT OR IGNORE INTO registry_version VALUES (1, 1)")
+        self._conn.execute(
+            """CREATE TABLE IF NOT EXISTS retired_keys (
+                key_id TEXT PRIMARY KEY,
+                member_id TEXT NOT NULL,
+                public_key BLOB NOT NULL,
+                valid_until REAL NOT NULL
+            )"""
+        )
         self._data_version = -1
         self._by_id: dict[str, MemberInfo] = {}
         self._by_key: dict[str, MemberInfo] = {}
+        self._retired: dict[str, tuple[MemberInfo, float]] = {}
 
     def _fresh(self) -> None:
         data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if data_version == self._data_version:
             return
-        members = [_from_row(row) for row in self._conn.execute(f"SELECT {_COLUMNS} FROM members")]
+        retired: dict[str, list[tuple[VerifyKey, float]]] = {}
+        for member_id, public_key, until in self._conn.execute(
+            "SELECT member_id, public_key, valid_until FROM retired_keys ORDER BY valid_until"
+        ):
+            retired.setdefault(member_id, []).append((VerifyKey(public_key), until))
+        members = [
+            _from_row(row, tuple(retired.get(str(row[0]), ())))
+            for row in self._conn.execute(f"SELECT {_COLUMNS} FROM members")
+        ]
         self._by_id = {m.member_id: m for m in members}
         self._by_key = {m.key.key_id: m for m in members}
+        self._retired = {key.key_id: (m, until) for m in members for key, until in m.retired}
         self._data_version = data_version
 
     def _changed(self) -> None:
@@ -163,9 +193,39 @@ class Registry:
         self._fresh()
         return self._by_id.get(member_id)
 
-    def by_key_id(self, key_id: str) -> MemberInfo | None:
+    def by_key_id(self, key_id: str, now: float | None = None) -> MemberInfo | None:
+        """The member whose current key this is; with `now`, also one whose retired key it is
+        and still verifies at `now`."""
         self._fresh()
-        return self._by_key.get(key_id)
+        member = self._by_key.get(key_id)
+        if member is None and now is not None and key_id in self._retired:
+            member, until = self._retired[key_id]
+            if now >= until:
+                return None
+        return member
+
+    def key_in_use(self, key_id: str) -> bool:
+        """Whether any member holds or ever rotated away from this key: keys are not reused."""
+        self._fresh()
+        return key_id in self._by_key or key_id in self._retired
+
+    def rotate(self, member_id: str, new_key: VerifyKey, old_valid_until: float) -> None:
+        """Make `new_key` current; the old key keeps verifying until `old_valid_until`."""
+        member = self.get(member_id)
+        if member is None:
+            raise KeyError(member_id)
+        if self.key_in_use(new_key.key_id):
+            raise ValueError(f"key {new_key.key_id} is already in use")
+        with transaction(self._db):
+            self._conn.execute(
+                "INSERT INTO retired_keys VALUES (?, ?, ?, ?)",
+                (member.key.key_id, member_id, member.key.raw, old_valid_until),
+            )
+            self._conn.execute(
+                "UPDATE members SET public_key = ?, key_id = ? WHERE member_id = ?",
+                (new_key.raw, new_key.key_id, member_id),
+            )
+            self._changed()
 
     def all(self) -> list[MemberInfo]:
         self._fresh()
@@ -186,7 +246,9 @@ class Registry:
 _COLUMNS = "member_id, role, name, jurisdiction, categories, public_key, key_id, endpoint, status"
 
 
-def _from_row(row: tuple[object, ...]) -> MemberInfo:
+def _from_row(
+    row: tuple[object, ...], retired: tuple[tuple[VerifyKey, float], ...] = ()
+) -> MemberInfo:
     member_id, role, name, jurisdiction, categories, public_key, _key_id, endpoint, status = row
     return MemberInfo(
         member_id=str(member_id),
@@ -197,4 +259,5 @@ def _from_row(row: tuple[object, ...]) -> MemberInfo:
         key=VerifyKey(public_key),  # type: ignore[arg-type]
         endpoint=str(endpoint),
         status=STATUSES_BY_NAME[str(status)],
+        retired=retired,
     )

@@ -70,6 +70,7 @@ def build_services(
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
     audit = AuditLog(db, clock)
     channels = ChannelPool(tls)
+    ca = CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
     publisher = Publisher(
         key=key,
         directory_id=settings.directory_id,
@@ -106,6 +107,7 @@ def build_services(
             clock=clock,
             limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
             publisher=publisher,
+            ca=ca,
         ),
         subjects=SubjectService(
             consents=consents, verifier=verifier, audit=audit, clock=clock, publisher=publisher
@@ -113,7 +115,7 @@ def build_services(
         enrollment=EnrollmentService(
             tokens=TokenStore(db),
             registry=registry,
-            ca=CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path),
+            ca=ca,
             directory_key=key,
             directory_id=settings.directory_id,
             db=db,

@@ -8,19 +8,22 @@ import grpc
 
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog
-from credex.clock import Clock, from_timestamp
+from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.errors import (
+    AlreadyExists,
     CredexError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Reason,
     ResourceExhausted,
+    Unauthenticated,
     rpc_errors,
 )
-from credex.keys import SigningKey
+from credex.keys import SigningKey, VerifyKey
+from credex.pki import DEFAULT_HOSTS, CertificateAuthority, PkiError, cert_pem
 from credex.ratelimit import RateLimiter
-from credex.signing import open_signed, parse
+from credex.signing import open_signed, parse, verify
 from credex.transport import peer_member_id, require_peer
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
@@ -31,11 +34,21 @@ from directory.locator import Locator
 from directory.publication import Publisher
 from directory.registry import Registry
 from directory.router import NodeCall, Router
-from directory.verify import AuthorizedProfileRequest, RequestVerifier
+from directory.verify import AuthorizedProfileRequest, RequestVerifier, signer_key
 
 Context = grpc.aio.ServicerContext[Any, Any]
 S = ConsentStatus
 ANNOUNCE_MAX_AGE_S = 300.0
+# How long a rotated-away key keeps verifying: enough for requests and answers in flight.
+KEY_OVERLAP_S = 600.0
+
+
+def peer_hosts(context: Context) -> tuple[str, ...]:
+    """The host names in the caller's current certificate, carried over to its new one."""
+    names = [
+        bytes(n).decode() for n in context.auth_context().get("x509_subject_alternative_name") or []
+    ]
+    return tuple(names) or DEFAULT_HOSTS
 
 
 def check_endpoint(endpoint: str) -> None:
@@ -63,7 +76,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         clock: Clock,
         limiter: RateLimiter,
         publisher: Publisher,
+        ca: CertificateAuthority,
     ) -> None:
+        self._ca = ca
         self._key = key
         self._limiter = limiter
         self._publisher = publisher
@@ -86,7 +101,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
                 Reason.MEMBER_SUSPENDED, f"{node.member_id} is {node.status_name}"
             )
         announcement = open_signed(
-            request.announcement, pb.NodeAnnouncement, node.key, what="announcement"
+            request.announcement,
+            pb.NodeAnnouncement,
+            signer_key(node, request.announcement, self._clock()),
+            what="announcement",
         )
         require_peer(context, node.member_id)
         if abs(self._clock() - from_timestamp(announcement.issued_at)) > ANNOUNCE_MAX_AGE_S:
@@ -94,6 +112,50 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         check_endpoint(announcement.endpoint)
         self._registry.set_endpoint(node.member_id, announcement.endpoint)
         return pb.AnnounceResponse()
+
+    @rpc_errors
+    async def RotateKey(
+        self, request: pb.RotateKeyRequest, context: Context
+    ) -> pb.RotateKeyResponse:
+        """A new signing key and certificate for the caller; its old key keeps verifying for
+        KEY_OVERLAP_S so requests and answers in flight are not lost."""
+        claimed = parse(request.rotation.body, pb.KeyRotation, what="key rotation")
+        member = self._registry.get(claimed.member_id)
+        if member is None or not member.active:
+            raise PermissionDenied(Reason.UNKNOWN_SIGNER, f"{claimed.member_id!r} is not active")
+        rotation = open_signed(request.rotation, pb.KeyRotation, member.key, what="key rotation")
+        require_peer(context, member.member_id)
+        now = self._clock()
+        if abs(now - from_timestamp(rotation.issued_at)) > ANNOUNCE_MAX_AGE_S:
+            raise PermissionDenied(Reason.REQUEST_EXPIRED, "key rotation is stale")
+        try:
+            new_key = VerifyKey(rotation.new_signing_key)
+        except ValueError as exc:
+            raise InvalidArgument(Reason.MALFORMED, f"new signing key: {exc}") from None
+        if request.proof.body != request.rotation.body or not verify(
+            request.proof, pb.KeyRotation, new_key
+        ):
+            raise Unauthenticated(Reason.BAD_SIGNATURE, "no proof of holding the new key")
+        if self._registry.key_in_use(new_key.key_id):
+            raise AlreadyExists(Reason.MALFORMED, "that key was used before; make a new one")
+        try:
+            cert = self._ca.issue(rotation.csr_pem, member.member_id, hosts=peer_hosts(context))
+        except PkiError as exc:
+            raise InvalidArgument(Reason.MALFORMED, str(exc)) from None
+        valid_until = now + KEY_OVERLAP_S
+        self._registry.rotate(member.member_id, new_key, valid_until)
+        self._audit.append(
+            AuditEntry(
+                request_id=f"rotate-{new_key.key_id}",
+                actor=member.member_id,
+                action="rotate-key",
+                outcome="rotated",
+                detail=f"old={member.key.key_id} new={new_key.key_id} overlap={KEY_OVERLAP_S:g}s",
+            )
+        )
+        return pb.RotateKeyResponse(
+            certificate_pem=cert_pem(cert), old_key_valid_until=to_timestamp(valid_until)
+        )
 
     @rpc_errors
     async def ListMembers(
@@ -151,7 +213,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             for call in calls
         ]
         replies = await self._router.fan_out(queries)
-        results = [node_result(reply) for reply in replies]
+        now = self._clock()
+        results = [node_result(reply, now) for reply in replies]
         profile = assemble(authorized, results, self._key, self._clock())
         self._audit.append(
             AuditEntry(

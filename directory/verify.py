@@ -32,6 +32,14 @@ MAX_SUBJECT_REQUEST_AGE_S = 300.0
 MAX_CONSENT_LIFETIME_S = 2 * 366 * 24 * 3600.0
 
 
+def signer_key(member: MemberInfo, signed: Signed, now: float) -> VerifyKey:
+    """The member's key that `signed` names: the current one, or a retired one still valid."""
+    for key in member.keys_at(now):
+        if key.key_id == signed.key_id:
+            return key
+    return member.key  # fails verification with a clear BAD_SIGNATURE
+
+
 @dataclass(frozen=True)
 class AuthorizedProfileRequest:
     request: ProfileRequest
@@ -65,7 +73,7 @@ class RequestVerifier:
     # --- requesters -----------------------------------------------------------------
 
     def requester(self, signed: Signed) -> MemberInfo:
-        member = self._registry.by_key_id(signed.key_id)
+        member = self._registry.by_key_id(signed.key_id, self._clock())
         if member is None:
             raise Unauthenticated(Reason.UNKNOWN_REQUESTER, "request signed by an unknown key")
         if member.role != MemberRole.MEMBER_ROLE_REQUESTER:
@@ -83,7 +91,9 @@ class RequestVerifier:
         consent state and coverage; counts one use."""
         now = self._clock()
         requester = self.requester(signed)
-        request = open_signed(signed, ProfileRequest, requester.key, what="profile request")
+        request = open_signed(
+            signed, ProfileRequest, signer_key(requester, signed, now), what="profile request"
+        )
         if peer != requester.member_id:
             raise PermissionDenied(
                 Reason.PEER_MISMATCH,

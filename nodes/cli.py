@@ -11,9 +11,13 @@ import typer
 
 from credex import vocab
 from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
+from credex.keys import SigningKey
+from credex.render import moment
+from credex.rotation import KeyFiles, rotate_key
 from nodes.admin import Enrollment, check_node, init_node
 from nodes.config import load_node_config
 from nodes.server import serve as serve_node
+from nodes.server import tls_identity
 
 app = typer.Typer(
     help="credex-node: serve an agency's own SQLite records to consented, signed queries.",
@@ -85,6 +89,47 @@ def check(config: Config, json_out: Annotated[bool, typer.Option("--json")] = Fa
             typer.echo(
                 f"{cfg.node_id}: {len(cfg.adapters)} adapters OK over {cfg.records_db} "
                 f"({', '.join(categories)})"
+            )
+
+
+@app.command("rotate-key")
+def rotate_key_command(
+    config: Config,
+    directory: Annotated[
+        str | None, typer.Option(help="The directory's member address (overrides config).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Replace the node's signing key and TLS certificate; a running node picks them up by
+    itself and the old key keeps verifying for an overlap, so nothing is interrupted."""
+    with cli_errors():
+        cfg = load_node_config(config)
+        address = directory or cfg.directory_address
+        if not address:
+            raise ValueError("no directory address: set directory_address or pass --directory")
+        current = SigningKey.load(cfg.signing_key)
+        valid_until = asyncio.run(
+            rotate_key(
+                directory_address=address,
+                member_id=cfg.node_id,
+                current_key=current,
+                tls=tls_identity(cfg),
+                files=KeyFiles(signing_key=cfg.signing_key, tls_key=cfg.tls_key, cert=cfg.tls_cert),
+            )
+        )
+        new = SigningKey.load(cfg.signing_key)
+        result = {
+            "node_id": cfg.node_id,
+            "old_key_id": current.key_id,
+            "key_id": new.key_id,
+            "old_key_valid_until": valid_until,
+        }
+        if json_out:
+            print_json(result)
+        else:
+            typer.echo(
+                f"{cfg.node_id}: key {new.key_id} replaces {current.key_id} "
+                f"(valid until {moment(valid_until)})"
             )
 
 

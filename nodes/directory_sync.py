@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class DirectorySync:
         db: sqlite_utils.Database,
         cache_path: Path,
         directory_key: VerifyKey,
-        tls: TlsIdentity,
+        tls: Callable[[], TlsIdentity],
         settings: SyncSettings,
         clock: Clock,
     ) -> None:
@@ -140,7 +141,7 @@ class DirectorySync:
 
     async def sync_once(self) -> None:
         """Pull the registry (if changed) and every revocation after what we hold."""
-        channel = open_channel(self._settings.directory_address, self._tls)
+        channel = open_channel(self._settings.directory_address, self._tls())
         stub = DirectoryServiceStub(channel)
         try:
             registry = await stub.GetRegistry(

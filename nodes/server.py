@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from credex.db import open_database, open_readonly
 from credex.errors import CredexError, from_rpc_error
 from credex.freshness import NonceStore
 from credex.keys import SigningKey, load_public
+from credex.reloading import Reloading
 from credex.serving import run_until_stopped
 from credex.signing import seal
 from credex.tls import TlsIdentity
-from credex.transport import add_service, bind, create_server, open_channel
+from credex.transport import add_service, bind_reloading, create_server, open_channel
 from credex.v1 import directory_pb2, node_pb2, node_pb2_grpc
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from nodes.adapters import RecordSource
@@ -52,11 +54,23 @@ def tls_identity(config: NodeConfig) -> TlsIdentity:
     return TlsIdentity.load(config.ca_cert, config.tls_cert, config.tls_key)
 
 
+def signing_key_source(config: NodeConfig) -> Callable[[], SigningKey]:
+    """The node's signing key, re-read when `credex-node rotate-key` replaced the file."""
+    return Reloading([config.signing_key], lambda: SigningKey.load(config.signing_key)).get
+
+
+def tls_source(config: NodeConfig) -> Callable[[], TlsIdentity]:
+    """The node's TLS identity, re-read when a rotation replaced the certificate."""
+    paths = [config.ca_cert, config.tls_cert, config.tls_key]
+    return Reloading(paths, lambda: tls_identity(config)).get
+
+
 def build_service(
     config: NodeConfig, *, clock: Clock = system_clock, key: SigningKey | None = None
 ) -> NodeService:
-    """Open keys and databases and check every adapter; raises on any misconfiguration."""
-    key = key or SigningKey.load(config.signing_key)
+    """Open keys and databases and check every adapter; raises on any misconfiguration.
+    A fixed `key` replaces the key file (tests use it to make a node sign wrongly)."""
+    keys = signing_key_source(config) if key is None else (lambda: key)
     directory_key = load_public(config.directory_key)
     source = RecordSource(open_readonly(config.records_db), config.adapters)
     source.validate()
@@ -65,7 +79,7 @@ def build_service(
         db=state,
         cache_path=config.registry_cache,
         directory_key=directory_key,
-        tls=tls_identity(config),
+        tls=tls_source(config),
         settings=SyncSettings(
             directory_address=config.directory_address,
             sync_interval_s=config.sync_interval_s,
@@ -83,7 +97,7 @@ def build_service(
     )
     return NodeService(
         config=config,
-        key=key,
+        key=keys,
         verifier=verifier,
         sync=sync,
         source=source,
@@ -93,16 +107,20 @@ def build_service(
 
 
 async def announce(
-    config: NodeConfig, key: SigningKey, tls: TlsIdentity, endpoint: str, clock: Clock
+    config: NodeConfig,
+    key: Callable[[], SigningKey],
+    tls: Callable[[], TlsIdentity],
+    endpoint: str,
+    clock: Clock,
 ) -> None:
     """Tell the directory where this node listens, signed and over mutual TLS."""
     announcement = directory_pb2.NodeAnnouncement(
         node_id=config.node_id, endpoint=endpoint, issued_at=to_timestamp(clock())
     )
-    channel = open_channel(config.directory_address, tls)
+    channel = open_channel(config.directory_address, tls())
     try:
         await DirectoryServiceStub(channel).Announce(
-            directory_pb2.AnnounceRequest(announcement=seal(announcement, key)), timeout=5.0
+            directory_pb2.AnnounceRequest(announcement=seal(announcement, key())), timeout=5.0
         )
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(exc) from None
@@ -111,7 +129,11 @@ async def announce(
 
 
 async def _keep_announcing(
-    config: NodeConfig, key: SigningKey, tls: TlsIdentity, endpoint: str, clock: Clock
+    config: NodeConfig,
+    key: Callable[[], SigningKey],
+    tls: Callable[[], TlsIdentity],
+    endpoint: str,
+    clock: Clock,
 ) -> None:
     while True:
         try:
@@ -134,11 +156,11 @@ async def start_node(
     """Serve. When the config names the directory's address: sync the registry and the
     revocations once and then every `sync_interval_s`, announce this node's address once
     (failing if the directory refuses) and keep re-announcing in the background."""
-    tls = tls_identity(config)
+    tls = tls_source(config)
     service = service or build_service(config, clock=clock)
     server = create_server()
     add_service(server, service, node_pb2.DESCRIPTOR.services_by_name["NodeService"])
-    port = bind(server, listen, tls, require_client_auth=True)
+    port = bind_reloading(server, listen, tls)
     await server.start()
     node = RunningNode(server=server, address=f"{listen.rsplit(':', 1)[0]}:{port}")
     sync: DirectorySync | None = getattr(service, "sync", None)
@@ -149,7 +171,7 @@ async def start_node(
             log.warning("first directory sync failed (serving from cache if fresh): %s", err)
         node.tasks.append(asyncio.create_task(sync.run()))
     if announce_to_directory and config.directory_address:
-        key = SigningKey.load(config.signing_key)
+        key = signing_key_source(config)
         try:
             await announce(config, key, tls, node.address, clock)
         except BaseException:

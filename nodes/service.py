@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -29,7 +30,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self,
         *,
         config: NodeConfig,
-        key: SigningKey,
+        key: Callable[[], SigningKey],
         verifier: QueryVerifier,
         sync: DirectorySync,
         source: RecordSource,
@@ -54,7 +55,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             name=self._config.name,
             jurisdiction=self._config.jurisdiction,
             categories=sorted(self._source.categories),
-            key_id=self._key.key_id,
+            key_id=self._key().key_id,
         )
 
     @rpc_errors
@@ -111,7 +112,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             answered_at=to_timestamp(self._clock()),
             records=records,
         )
-        signed = seal(answer, self._key)
+        signed = seal(answer, self._key())
         self._audit.append(
             AuditEntry(
                 request_id=query.request_id,

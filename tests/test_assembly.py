@@ -7,7 +7,7 @@ import hashlib
 from credex.keys import SigningKey
 from credex.signing import domain_tag, seal
 from credex.v1.common_pb2 import Category, Record, Signed
-from credex.v1.directory_pb2 import NodeStatus
+from credex.v1.directory_pb2 import NodeResult, NodeStatus
 from credex.v1.node_pb2 import NodeAnswer, QueryRecordsResponse
 from directory.assembly import node_result
 from directory.registry import MemberInfo
@@ -41,6 +41,10 @@ def reply_with(answer: Signed) -> NodeReply:
     )
 
 
+def judge(answer: Signed) -> NodeResult:
+    return node_result(reply_with(answer), 0.0)
+
+
 def good_answer(**overrides: object) -> NodeAnswer:
     answer = NodeAnswer(
         request_id="q-1",
@@ -54,7 +58,7 @@ def good_answer(**overrides: object) -> NodeAnswer:
 
 
 def test_matching_signed_answer_is_ok() -> None:
-    result = node_result(reply_with(seal(good_answer(), NODE_KEY)))
+    result = judge(seal(good_answer(), NODE_KEY))
     assert result.status == NodeStatus.NODE_STATUS_OK
     assert result.query_id == "q-1"
 
@@ -66,31 +70,31 @@ def test_signed_but_undecodable_answer_is_invalid_not_fatal() -> None:
         signature=NODE_KEY.sign(domain_tag(NodeAnswer) + garbage),
         key_id=NODE_KEY.key_id,
     )
-    result = node_result(reply_with(signed))
+    result = judge(signed)
     assert result.status == NodeStatus.NODE_STATUS_INVALID_ANSWER
     assert "decode" in result.detail
 
 
 def test_answer_to_another_query_is_invalid() -> None:
-    result = node_result(reply_with(seal(good_answer(request_id="q-2"), NODE_KEY)))
+    result = judge(seal(good_answer(request_id="q-2"), NODE_KEY))
     assert result.status == NodeStatus.NODE_STATUS_INVALID_ANSWER
 
 
 def test_answer_with_categories_not_asked_is_invalid() -> None:
     answer = good_answer()
     answer.records.add(record_id="x", category=Category.CATEGORY_JUDICIAL, kind="judgment")
-    result = node_result(reply_with(seal(answer, NODE_KEY)))
+    result = judge(seal(answer, NODE_KEY))
     assert result.status == NodeStatus.NODE_STATUS_INVALID_ANSWER
     assert not result.HasField("answer")
 
 
 def test_answer_by_another_key_is_invalid_signature() -> None:
-    result = node_result(reply_with(seal(good_answer(), SigningKey.from_seed(b"other"))))
+    result = judge(seal(good_answer(), SigningKey.from_seed(b"other")))
     assert result.status == NodeStatus.NODE_STATUS_INVALID_SIGNATURE
 
 
 def test_empty_answer_is_not_found() -> None:
     answer = good_answer()
     del answer.records[:]
-    result = node_result(reply_with(seal(answer, NODE_KEY)))
+    result = judge(seal(answer, NODE_KEY))
     assert result.status == NodeStatus.NODE_STATUS_NOT_FOUND

@@ -274,6 +274,7 @@ class Member(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    RETIRED_KEYS_FIELD_NUMBER: _builtins.int
     member_id: _builtins.str
     role: Global___MemberRole.ValueType
     name: _builtins.str
@@ -285,6 +286,10 @@ class Member(_message.Message):
     status: Global___MemberStatus.ValueType
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]: ...
+    @_builtins.property
+    def retired_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetiredKey]:
+        """Keys replaced by a rotation that still verify until their time is up."""
+
     def __init__(
         self,
         *,
@@ -297,14 +302,122 @@ class Member(_message.Message):
         key_id: _builtins.str = ...,
         endpoint: _builtins.str = ...,
         status: Global___MemberStatus.ValueType = ...,
+        retired_keys: _abc.Iterable[Global___RetiredKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "endpoint", b"endpoint", "jurisdiction", b"jurisdiction", "key_id", b"key_id", "member_id", b"member_id", "name", b"name", "public_key", b"public_key", "role", b"role", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "endpoint", b"endpoint", "jurisdiction", b"jurisdiction", "key_id", b"key_id", "member_id", b"member_id", "name", b"name", "public_key", b"public_key", "retired_keys", b"retired_keys", "role", b"role", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class RetiredKey(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.bytes
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.bytes = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["public_key", b"public_key", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetiredKey: _TypeAlias = RetiredKey  # noqa: Y015
+
+@_typing.final
+class KeyRotation(_message.Message):
+    """A member's request to replace its signing key (and TLS certificate)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    NEW_SIGNING_KEY_FIELD_NUMBER: _builtins.int
+    CSR_PEM_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    member_id: _builtins.str
+    new_signing_key: _builtins.bytes
+    """Raw 32-byte Ed25519 public key that replaces the current one."""
+    csr_pem: _builtins.bytes
+    """PEM certificate signing request for the member's new TLS key."""
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        member_id: _builtins.str = ...,
+        new_signing_key: _builtins.bytes = ...,
+        csr_pem: _builtins.bytes = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "issued_at", b"issued_at", "member_id", b"member_id", "new_signing_key", b"new_signing_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyRotation: _TypeAlias = KeyRotation  # noqa: Y015
+
+@_typing.final
+class RotateKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROTATION_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rotation(self) -> _common_pb2.Signed:
+        """The KeyRotation signed with the member's current key..."""
+
+    @_builtins.property
+    def proof(self) -> _common_pb2.Signed:
+        """...and the very same body signed with the new key: the member holds it."""
+
+    def __init__(
+        self,
+        *,
+        rotation: _common_pb2.Signed | None = ...,
+        proof: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof", "rotation", b"rotation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof", "rotation", b"rotation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateKeyRequest: _TypeAlias = RotateKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    OLD_KEY_VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    certificate_pem: _builtins.bytes
+    @_builtins.property
+    def old_key_valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        certificate_pem: _builtins.bytes = ...,
+        old_key_valid_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["old_key_valid_until", b"old_key_valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_pem", b"certificate_pem", "old_key_valid_until", b"old_key_valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateKeyResponse: _TypeAlias = RotateKeyResponse  # noqa: Y015
 
 @_typing.final
 class RegistrySnapshot(_message.Message):

@@ -61,6 +61,11 @@ class DirectoryServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.GetRevocationsRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.GetRevocationsResponse.FromString,
                 _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/credex.v1.DirectoryService/RotateKey',
+                request_serializer=credex_dot_v1_dot_directory__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryServiceServicer:
@@ -103,6 +108,13 @@ class DirectoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateKey(self, request, context):
+        """Replace a member's signing key and certificate; the old key stays valid for an overlap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +142,11 @@ def add_DirectoryServiceServicer_to_server(servicer, server):
                     servicer.GetRevocations,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.GetRevocationsRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.GetRevocationsResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.RotateKeyRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.RotateKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +286,33 @@ class DirectoryService:
             '/credex.v1.DirectoryService/GetRevocations',
             credex_dot_v1_dot_directory__pb2.GetRevocationsRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.GetRevocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.DirectoryService/RotateKey',
+            credex_dot_v1_dot_directory__pb2.RotateKeyRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.RotateKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

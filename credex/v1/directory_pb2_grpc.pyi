@@ -45,6 +45,8 @@ class DirectoryServiceStub:
     """The directory-signed, versioned registry snapshot that nodes cache and work from."""
     GetRevocations: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetRevocationsRequest, _directory_pb2.GetRevocationsResponse]
     """Consent revocations and pauses after a sequence number, signed by the directory."""
+    RotateKey: _grpc.UnaryUnaryMultiCallable[_directory_pb2.RotateKeyRequest, _directory_pb2.RotateKeyResponse]
+    """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
 
 @_typing.type_check_only
 class DirectoryServiceAsyncStub(DirectoryServiceStub):
@@ -63,6 +65,8 @@ class DirectoryServiceAsyncStub(DirectoryServiceStub):
     """The directory-signed, versioned registry snapshot that nodes cache and work from."""
     GetRevocations: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetRevocationsRequest, _directory_pb2.GetRevocationsResponse]  # type: ignore[assignment]
     """Consent revocations and pauses after a sequence number, signed by the directory."""
+    RotateKey: _aio.UnaryUnaryMultiCallable[_directory_pb2.RotateKeyRequest, _directory_pb2.RotateKeyResponse]  # type: ignore[assignment]
+    """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
 
 class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
@@ -108,6 +112,14 @@ class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.GetRevocationsResponse, _abc.Awaitable[_directory_pb2.GetRevocationsResponse]]:
         """Consent revocations and pauses after a sequence number, signed by the directory."""
+
+    @_abc_1.abstractmethod
+    def RotateKey(
+        self,
+        request: _directory_pb2.RotateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.RotateKeyResponse, _abc.Awaitable[_directory_pb2.RotateKeyResponse]]:
+        """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
 
 def add_DirectoryServiceServicer_to_server(servicer: DirectoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
