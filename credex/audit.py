@@ -13,6 +13,7 @@ from typing import Any
 import sqlite_utils
 
 from credex.clock import Clock
+from credex.errors import bounded
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ class AuditLog:
         )
 
     def append(self, entry: AuditEntry) -> None:
-        row = asdict(entry)
-        row["categories"] = json.dumps(sorted(entry.categories))
+        row = {k: bounded(v) if isinstance(v, str) else v for k, v in asdict(entry).items()}
+        row["categories"] = json.dumps(sorted(bounded(c, 64) for c in entry.categories))
         row["at"] = self._clock()
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)

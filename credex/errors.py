@@ -188,8 +188,18 @@ def rpc_errors(handler: Handler[T]) -> Handler[T]:
     return wrapper
 
 
+MAX_DETAIL_CHARS = 512
+
+
+def bounded(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Messages quote what callers sent; keep them short enough to travel as gRPC metadata."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: CredexError) -> None:
     trailers: list[tuple[str, str]] = [(REASON_KEY, str(err.reason))]
     if err.retry_after_s is not None:
         trailers.append((RETRY_KEY, str(max(1, round(err.retry_after_s * 1000)))))
-    await context.abort(err.code, f"{err.reason}: {err.message}", trailing_metadata=tuple(trailers))
+    await context.abort(
+        err.code, f"{err.reason}: {bounded(err.message)}", trailing_metadata=tuple(trailers)
+    )

@@ -180,10 +180,16 @@ class CertificateAuthority:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as exc:
             raise PkiError("not a PEM certificate signing request") from exc
-        if not csr.is_signature_valid:
+        try:
+            valid = csr.is_signature_valid
+            public_key = csr.public_key()
+        except Exception as exc:  # a damaged CSR fails in many ways inside cryptography
+            raise PkiError(f"certificate signing request is damaged: {exc}") from None
+        if not valid:
             raise PkiError("certificate signing request signature does not verify")
-        public_key = csr.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+            public_key.curve, ec.SECP256R1
+        ):
             raise PkiError("certificate signing request must carry an EC P-256 key")
         if common_name_of(csr.subject) != member_id:
             raise PkiError(f"certificate signing request is not for {member_id!r}")

@@ -39,6 +39,7 @@ from directory.verify import AuthorizedProfileRequest, RequestVerifier, signer_k
 Context = grpc.aio.ServicerContext[Any, Any]
 S = ConsentStatus
 ANNOUNCE_MAX_AGE_S = 300.0
+MAX_SEQ = 2**63 - 1  # SQLite integers are signed 64-bit
 # How long a rotated-away key keeps verifying: enough for requests and answers in flight.
 KEY_OVERLAP_S = 600.0
 
@@ -54,7 +55,9 @@ def peer_hosts(context: Context) -> tuple[str, ...]:
 def check_endpoint(endpoint: str) -> None:
     host, sep, port = endpoint.rpartition(":")
     if (
-        not sep
+        not endpoint.isascii()
+        or not endpoint.isprintable()
+        or not sep
         or not host
         or not port.isdigit()
         or not 0 < int(port) < 65536
@@ -178,6 +181,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: pb.GetRevocationsRequest, context: Context
     ) -> pb.GetRevocationsResponse:
         peer_member_id(context)
+        if request.after_seq > MAX_SEQ:
+            raise InvalidArgument(Reason.MALFORMED, "after_seq is beyond any sequence number")
         return pb.GetRevocationsResponse(feed=self._publisher.feed(request.after_seq))
 
     @rpc_errors
