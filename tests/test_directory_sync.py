@@ -20,6 +20,7 @@ from credex.signing import seal
 from credex.tls import TlsIdentity
 from credex.transport import open_channel
 from credex.v1 import directory_pb2 as pb
+from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.consent_pb2 import Consent, ConsentStatus
 from credex.v1.directory_pb2 import RevocationFeed
 from credex.v1.directory_pb2_grpc import SubjectServiceStub
@@ -29,10 +30,18 @@ from directory import admin as directory_admin
 from directory.config import load_settings
 from directory.consent_store import ConsentStore
 from nodes.config import load_node_config
-from nodes.server import RunningNode, build_service, start_node
+from nodes.server import (
+    RunningNode,
+    announce,
+    build_service,
+    signing_key_source,
+    start_node,
+    tls_source,
+)
 from tests.harness import Federation, enroll_requester, free_port
 from tests.test_node_refusals import FIN, LOAN, node_query, signed_request
 
+SCHOOL = Purpose.PURPOSE_SCHOOL_ENROLLMENT
 BOUND_S = 2.0  # generous: the harness pulls every 0.2 s and pushes at once
 
 
@@ -266,3 +275,41 @@ def test_removal_is_final(federation: Federation) -> None:
         directory_admin.set_member_status(settings, "gone", "active")
     with pytest.raises(ConfigError, match="already a member"):
         directory_admin.create_enrollment_token(settings, member_id="gone", role="requester")
+
+
+def test_suspended_node_is_no_longer_queried_or_heard(federation: Federation) -> None:
+    settings = load_settings(federation.root / "directory")
+    consent_id = federation.loop.run(
+        federation.subject("S1").grant(
+            requester_id="school",
+            purpose=SCHOOL,
+            categories=[Category.CATEGORY_VOLUNTEERING, Category.CATEGORY_EDUCATION],
+            max_uses=10,
+        )
+    )
+    school = federation.requester("school")
+
+    def sources() -> set[str]:
+        profile = federation.loop.run(
+            school.get_profile(subject_id="S1", consent_id=consent_id, purpose=SCHOOL)
+        )
+        return {n.node_id for n in profile.nodes}
+
+    assert sources() == {"education", "volunteers"}
+    directory_admin.set_member_status(settings, "education", "suspended")
+    try:
+        assert sources() == {"volunteers"}  # at once: the directory stops asking it
+        with pytest.raises(PermissionDenied) as err:
+            announce_as(federation, "education")
+        assert err.value.reason == Reason.MEMBER_SUSPENDED
+    finally:
+        directory_admin.set_member_status(settings, "education", "active")
+    assert sources() == {"education", "volunteers"}
+
+
+def announce_as(fed: Federation, node_id: str) -> None:
+    """Announce `node_id` as the node itself would (its key and certificate)."""
+    config = load_node_config(fed.node_configs[node_id])
+    fed.loop.run(
+        announce(config, signing_key_source(config), tls_source(config), "127.0.0.1:1", fed.clock)
+    )
