@@ -125,6 +125,10 @@ def run_demo(
             f"started the directory at {fed.directory_address} and {len(fed.manifest.nodes)} "
             f"nodes as separate processes: {', '.join(n.id for n in fed.manifest.nodes)}"
         )
+        console.print(
+            "every node and requester enrolled with a one-time token (keys made locally, "
+            "certified by the federation CA); all traffic is mutual TLS"
+        )
         asyncio.run(_story(console, fed))
     finally:
         stopped = fed.stop()
