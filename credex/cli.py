@@ -258,27 +258,68 @@ def consent_grant(
 
 @consent_app.command("revoke")
 def consent_revoke(
-    consent_id: Annotated[str, typer.Argument(help="The consent to end.")],
+    consent_id: ConsentArg,
     directory: Directory,
     ca_cert: CaCert,
     subject: Subject,
     key: KeyPath,
     json_out: Json = False,
 ) -> None:
-    """Revoke one of your consents; the directory refuses it from now on."""
+    """Revoke one of your consents for good; the directory refuses it at once."""
+    _subject_action(directory, ca_cert, subject, key, consent_id, "revoke", json_out)
+
+
+def _subject_action(
+    directory: str,
+    ca_cert: Path,
+    subject: str,
+    key: Path,
+    consent_id: str,
+    action: str,
+    json_out: bool,
+) -> None:
     with cli_errors():
         signing_key = SigningKey.load(key)
         ca_pem = _read_ca(ca_cert)
 
         async def go() -> str:
             async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
-                return await client.revoke(consent_id)
+                return str(await getattr(client, action)(consent_id))
 
         status = _run(go())
         if json_out:
             print_json({"consent_id": consent_id, "status": status})
         else:
             typer.echo(f"{consent_id} {status}")
+
+
+ConsentArg = Annotated[str, typer.Argument(help="The consent's id.")]
+
+
+@consent_app.command("pause")
+def consent_pause(
+    consent_id: ConsentArg,
+    directory: Directory,
+    ca_cert: CaCert,
+    subject: Subject,
+    key: KeyPath,
+    json_out: Json = False,
+) -> None:
+    """Pause one of your consents: refused everywhere until you resume it."""
+    _subject_action(directory, ca_cert, subject, key, consent_id, "pause", json_out)
+
+
+@consent_app.command("resume")
+def consent_resume(
+    consent_id: ConsentArg,
+    directory: Directory,
+    ca_cert: CaCert,
+    subject: Subject,
+    key: KeyPath,
+    json_out: Json = False,
+) -> None:
+    """Resume a paused consent."""
+    _subject_action(directory, ca_cert, subject, key, consent_id, "resume", json_out)
 
 
 @consent_app.command("list")

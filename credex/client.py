@@ -22,9 +22,9 @@ from credex.errors import Reason, Unauthenticated, from_rpc_error
 from credex.keys import SigningKey, VerifyKey
 from credex.signing import open_signed, parse, seal
 from credex.tls import TlsIdentity
-from credex.transport import open_channel
+from credex.transport import open_directory_channel
 from credex.v1 import directory_pb2 as pb
-from credex.v1.consent_pb2 import Consent, ConsentRevocation, ConsentStatus
+from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation, ConsentStatus
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
 from credex.v1.node_pb2 import NodeAnswer
 
@@ -110,7 +110,7 @@ class _Client:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         clock: Clock = system_clock,
     ) -> None:
-        self._channel = open_channel(target, tls)
+        self._channel = open_directory_channel(target, tls)
         self._timeout_s = timeout_s
         self._clock = clock
 
@@ -185,6 +185,22 @@ class SubjectClient(_Client):
             pb.RevokeConsentRequest(revocation=seal(revocation, self._key)),
         )
         return status_name(response.status)
+
+    async def pause(self, consent_id: str, *, paused: bool = True) -> str:
+        """Pause a consent (refused everywhere until resumed); `paused=False` resumes it."""
+        pause = ConsentPause(
+            consent_id=consent_id,
+            subject_id=self.subject_id,
+            paused=paused,
+            issued_at=to_timestamp(self._clock()),
+        )
+        response = await self._call(
+            self._stub.PauseConsent, pb.PauseConsentRequest(pause=seal(pause, self._key))
+        )
+        return status_name(response.status)
+
+    async def resume(self, consent_id: str) -> str:
+        return await self.pause(consent_id, paused=False)
 
     async def consents(self) -> list[ConsentView]:
         query = pb.ConsentListQuery(

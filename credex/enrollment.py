@@ -23,7 +23,7 @@ from credex.pki import (
 )
 from credex.signing import seal
 from credex.tls import TlsIdentity
-from credex.transport import open_channel
+from credex.transport import open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2_grpc import EnrollmentServiceStub
 
@@ -66,7 +66,7 @@ async def enroll(
         name=name,
         issued_at=to_timestamp(clock()),
     )
-    channel = open_channel(public_address, TlsIdentity(ca_pem))
+    channel = open_directory_channel(public_address, TlsIdentity(ca_pem))
     try:
         response: pb.EnrollResponse = await EnrollmentServiceStub(channel).Enroll(
             pb.EnrollRequest(enrollment=seal(enrollment, signing_key)), timeout=ENROLL_TIMEOUT_S

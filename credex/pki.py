@@ -23,6 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from credex.keys import KeyFileError
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+# Every client of the directory checks the server's certificate for this name, and the CA never
+# puts it in a member's certificate: no member can pose as the directory.
+DIRECTORY_NAME = "credex-directory"
 CA_DAYS = 3650
 MEMBER_DAYS = 365
 
@@ -174,8 +177,16 @@ class CertificateAuthority:
         hosts: Iterable[str] = DEFAULT_HOSTS,
         days: float = MEMBER_DAYS,
         not_before: dt.datetime | None = None,
+        directory: bool = False,
     ) -> x509.Certificate:
-        """Sign a member certificate: CN must be `member_id`; the CSR must be self-consistent."""
+        """Sign a member certificate: CN must be `member_id`; the CSR must be self-consistent.
+        `hosts` become the certificate's names (none: a client-only certificate); only the
+        directory's own certificate (`directory=True`) may carry DIRECTORY_NAME."""
+        hosts = list(dict.fromkeys(hosts))
+        if DIRECTORY_NAME in hosts and not directory:
+            raise PkiError(f"{DIRECTORY_NAME!r} is reserved for the directory")
+        if directory:
+            hosts.append(DIRECTORY_NAME)
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as exc:
@@ -194,7 +205,7 @@ class CertificateAuthority:
         if common_name_of(csr.subject) != member_id:
             raise PkiError(f"certificate signing request is not for {member_id!r}")
         start = not_before or _now() - dt.timedelta(minutes=5)
-        return (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(member_id))
             .issuer_name(self.cert.subject)
@@ -209,13 +220,14 @@ class CertificateAuthority:
                 ),
                 critical=False,
             )
-            .add_extension(_sans(hosts), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
             )
-            .sign(self.key, hashes.SHA256())
         )
+        if hosts:
+            builder = builder.add_extension(_sans(hosts), critical=False)
+        return builder.sign(self.key, hashes.SHA256())
 
 
 def common_name_of(name: x509.Name) -> str:
@@ -223,3 +235,12 @@ def common_name_of(name: x509.Name) -> str:
     if len(attrs) != 1:
         raise PkiError("name must have exactly one common name")
     return str(attrs[0].value)
+
+
+def certificate_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names and addresses a certificate is valid for."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in sans]

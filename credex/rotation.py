@@ -15,7 +15,7 @@ from credex.keys import SigningKey
 from credex.pki import create_csr, key_pem, new_tls_key, write_private, write_public
 from credex.signing import seal
 from credex.tls import TlsIdentity
-from credex.transport import open_channel
+from credex.transport import open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 
@@ -51,7 +51,7 @@ async def rotate_key(
     request = pb.RotateKeyRequest(
         rotation=seal(rotation, current_key), proof=seal(rotation, new_key)
     )
-    channel = open_channel(directory_address, tls)
+    channel = open_directory_channel(directory_address, tls)
     try:
         response: pb.RotateKeyResponse = await DirectoryServiceStub(channel).RotateKey(
             request, timeout=ROTATE_TIMEOUT_S

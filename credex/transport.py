@@ -15,7 +15,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from credex.errors import MalformedRequest, PermissionDenied, Reason, Unauthenticated
-from credex.pki import PkiError
+from credex.pki import DIRECTORY_NAME, PkiError
 from credex.tls import TlsIdentity
 
 # What the transport accepts at all; anything larger is cut off by gRPC itself.
@@ -109,7 +109,14 @@ def bind_reloading(server: grpc.aio.Server, address: str, tls: Callable[[], TlsI
 
 
 def open_channel(target: str, tls: TlsIdentity) -> grpc.aio.Channel:
+    """A TLS channel to a member at `target`; its certificate must name the target's host."""
     return grpc.aio.secure_channel(target, tls.channel_credentials(), options=_OPTIONS)
+
+
+def open_directory_channel(target: str, tls: TlsIdentity) -> grpc.aio.Channel:
+    """A TLS channel that only the directory's own certificate satisfies, wherever it runs."""
+    options = [*_OPTIONS, ("grpc.ssl_target_name_override", DIRECTORY_NAME)]
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
 
 
 def peer_member_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:

@@ -33,7 +33,9 @@ def init_home(home: Path) -> DirectorySettings:
         ca_key, ca_cert = pki.create_ca()
         pki.write_private(settings.ca_key_path, pki.key_pem(ca_key))
         pki.write_public(settings.ca_cert_path, pki.cert_pem(ca_cert))
-    if not settings.tls_key_path.exists():
+    if not settings.tls_key_path.exists() or pki.DIRECTORY_NAME not in pki.certificate_names(
+        pki.load_cert(settings.tls_cert_path)
+    ):
         ca = pki.CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
         tls_key = pki.new_tls_key()
         cert = ca.issue(
@@ -41,6 +43,7 @@ def init_home(home: Path) -> DirectorySettings:
             settings.directory_id,
             hosts=settings.hosts,
             days=pki.CA_DAYS,
+            directory=True,
         )
         pki.write_private(settings.tls_key_path, pki.key_pem(tls_key))
         pki.write_public(settings.tls_cert_path, pki.cert_pem(cert))
@@ -48,6 +51,9 @@ def init_home(home: Path) -> DirectorySettings:
     Registry(db), Locator(db), ConsentStore(db), AuditLog(db, system_clock), TokenStore(db)
     db.conn.close()
     return settings
+
+
+MAX_NAME_CHARS = 200
 
 
 def create_enrollment_token(
@@ -58,11 +64,21 @@ def create_enrollment_token(
     name: str = "",
     jurisdiction: str = "CN",
     categories: Iterable[str] = (),
-    hosts: Iterable[str] = pki.DEFAULT_HOSTS,
+    hosts: Iterable[str] | None = None,
     ttl_s: float = 24 * 3600.0,
 ) -> str:
-    """A one-time token the member redeems with `credex-node init` / `credex init`."""
+    """A one-time token the member redeems with `credex-node init` / `credex init`. A node's
+    certificate names `hosts` (default localhost, 127.0.0.1); a requester's names none: it
+    only ever connects out."""
     validate_member_id(member_id, "member id")
+    if len(name) > MAX_NAME_CHARS or len(jurisdiction) > 32:
+        raise ConfigError(f"name at most {MAX_NAME_CHARS} characters, jurisdiction at most 32")
+    if member_id == settings.directory_id:
+        raise ConfigError(f"{member_id!r} is the directory's own id")
+    if hosts is None:
+        hosts = pki.DEFAULT_HOSTS if role == "node" else ()
+    if pki.DIRECTORY_NAME in hosts:
+        raise ConfigError(f"{pki.DIRECTORY_NAME!r} is reserved for the directory's certificate")
     if ttl_s <= 0:
         raise ConfigError("a token must be valid for a positive time")
     db = open_database(settings.db_path)

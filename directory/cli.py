@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from credex import pki, vocab
+from credex import vocab
 from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
 from credex.keys import load_public
 from credex.render import MemberRow, print_members, terminal_console
@@ -70,7 +70,7 @@ def enroll(
             name=name,
             jurisdiction=jurisdiction,
             categories=category or [],
-            hosts=host or pki.DEFAULT_HOSTS,
+            hosts=host or None,
             ttl_s=ttl_hours * 3600,
         )
         if json_out:

@@ -103,15 +103,13 @@ class ConsentStore:
         return [_stored(row, now) for row in rows]
 
     def set_status(self, consent_id: str, status: ConsentStatus.ValueType, now: float) -> int:
-        """Change a consent's status; a change away from ACTIVE joins the revocation feed.
-        Returns the feed's sequence number of this change (0 if none)."""
+        """Change a consent's status and add the change to the feed nodes follow; returns the
+        change's sequence number."""
         with transaction(self._db):
             self._conn.execute(
                 "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
                 (_STATUS_TEXT[status], now, consent_id),
             )
-            if status == S.CONSENT_STATUS_ACTIVE:
-                return 0
             cur = self._conn.execute(
                 "INSERT INTO consent_changes (consent_id, status, changed_at) VALUES (?, ?, ?)",
                 (consent_id, _STATUS_TEXT[status], now),

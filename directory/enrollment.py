@@ -152,7 +152,7 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         member = MemberInfo(
             member_id=grant.member_id,
             role=ROLES_BY_NAME[grant.role],
-            name=enrollment.name or grant.name or grant.member_id,
+            name=grant.name or grant.member_id,  # the operator's word, not the member's
             jurisdiction=grant.jurisdiction,
             categories=tuple(sorted(vocab.parse_category(c) for c in grant.categories)),
             key=key,

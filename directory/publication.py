@@ -44,6 +44,12 @@ class Publisher:
         self._signed_snapshot: tuple[int, Signed] | None = None
         self._pushes: set[asyncio.Task[None]] = set()
 
+    async def close(self) -> None:
+        """Cancel pushes still under way (their nodes will pull instead)."""
+        for task in list(self._pushes):
+            task.cancel()
+        await asyncio.gather(*self._pushes, return_exceptions=True)
+
     def registry(self, known_version: int) -> pb.GetRegistryResponse:
         """The signed snapshot, or just the version when the caller is current. A snapshot is
         signed once per version and re-signed when it is older than a minute, so its

@@ -41,10 +41,16 @@ class RunningDirectory:
     address: str
     public_address: str
     router: Router
+    publisher: Publisher
 
     async def stop(self, grace: float | None = None) -> None:
         await self.members_server.stop(grace)
         await self.public_server.stop(grace)
+        await self.close_clients()
+
+    async def close_clients(self) -> None:
+        """End pushes under way and close the channels to nodes."""
+        await self.publisher.close()
         await self.router.close()
 
 
@@ -54,6 +60,7 @@ class DirectoryServices:
     subjects: SubjectService
     enrollment: EnrollmentService
     router: Router
+    publisher: Publisher
     tls: TlsIdentity
 
 
@@ -108,6 +115,7 @@ def build_services(
             limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
             publisher=publisher,
             ca=ca,
+            directory_id=settings.directory_id,
         ),
         subjects=SubjectService(
             consents=consents, verifier=verifier, audit=audit, clock=clock, publisher=publisher
@@ -122,6 +130,7 @@ def build_services(
             clock=clock,
         ),
         router=router,
+        publisher=publisher,
         tls=tls,
     )
 
@@ -149,6 +158,7 @@ async def start_directory(
         address=f"{listen.rsplit(':', 1)[0]}:{port}",
         public_address=f"{public_listen.rsplit(':', 1)[0]}:{public_port}",
         router=services.router,
+        publisher=services.publisher,
     )
 
 
@@ -161,5 +171,5 @@ async def serve(
         ready_file,
         {"address": directory.address, "public_address": directory.public_address},
         "directory",
-        on_stop=directory.router.close,
+        on_stop=directory.close_clients,
     )

@@ -80,8 +80,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         limiter: RateLimiter,
         publisher: Publisher,
         ca: CertificateAuthority,
+        directory_id: str,
     ) -> None:
         self._ca = ca
+        self._directory_id = directory_id
         self._key = key
         self._limiter = limiter
         self._publisher = publisher
@@ -164,6 +166,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     async def ListMembers(
         self, request: pb.ListMembersRequest, context: Context
     ) -> pb.ListMembersResponse:
+        self._active_peer(context)
         return pb.ListMembersResponse(
             members=[m.to_proto() for m in self._registry.all()],
             directory_public_key=self._key.public.raw,
@@ -173,14 +176,14 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     async def GetRegistry(
         self, request: pb.GetRegistryRequest, context: Context
     ) -> pb.GetRegistryResponse:
-        peer_member_id(context)
+        self._active_peer(context)
         return self._publisher.registry(request.known_version)
 
     @rpc_errors
     async def GetRevocations(
         self, request: pb.GetRevocationsRequest, context: Context
     ) -> pb.GetRevocationsResponse:
-        peer_member_id(context)
+        self._active_peer(context)
         if request.after_seq > MAX_SEQ:
             raise InvalidArgument(Reason.MALFORMED, "after_seq is beyond any sequence number")
         return pb.GetRevocationsResponse(feed=self._publisher.feed(request.after_seq))
@@ -239,6 +242,18 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             )
         )
         return pb.GetProfileResponse(profile=profile)
+
+    def _active_peer(self, context: Context) -> str:
+        """The caller, who must be a member in good standing (a valid certificate is not
+        enough once a member is suspended or removed) or the directory's own operator."""
+        peer = peer_member_id(context)
+        if peer == self._directory_id:
+            return peer
+        member = self._registry.get(peer)
+        if member is None or not member.active:
+            status = member.status_name if member else "not a member"
+            raise PermissionDenied(Reason.MEMBER_SUSPENDED, f"{peer!r} is {status}")
+        return peer
 
     def _plan(self, authorized: AuthorizedProfileRequest) -> list[NodeCall]:
         """The nodes that know this subject and serve some asked category."""

@@ -9,7 +9,7 @@ import grpc
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock
-from credex.errors import PermissionDenied, Reason, rpc_errors
+from credex.errors import FailedPrecondition, PermissionDenied, Reason, rpc_errors
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentStatus
@@ -19,6 +19,14 @@ from directory.verify import RequestVerifier
 
 Context = grpc.aio.ServicerContext[Any, Any]
 S = ConsentStatus
+_TRANSITIONS = {
+    S.CONSENT_STATUS_ACTIVE: (S.CONSENT_STATUS_PAUSED, S.CONSENT_STATUS_REVOKED),
+    S.CONSENT_STATUS_PAUSED: (S.CONSENT_STATUS_ACTIVE, S.CONSENT_STATUS_REVOKED),
+}
+
+
+def status_name(status: ConsentStatus.ValueType) -> str:
+    return ConsentStatus.Name(status).removeprefix("CONSENT_STATUS_").lower()
 
 
 class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
@@ -65,24 +73,46 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         self, request: pb.RevokeConsentRequest, context: Context
     ) -> pb.RevokeConsentResponse:
         revocation = self._verifier.revocation(request.revocation)
+        self._change(revocation.consent_id, revocation.subject_id, S.CONSENT_STATUS_REVOKED)
+        return pb.RevokeConsentResponse(
+            consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
+        )
+
+    @rpc_errors
+    async def PauseConsent(
+        self, request: pb.PauseConsentRequest, context: Context
+    ) -> pb.PauseConsentResponse:
+        pause = self._verifier.pause(request.pause)
+        status = S.CONSENT_STATUS_PAUSED if pause.paused else S.CONSENT_STATUS_ACTIVE
+        self._change(pause.consent_id, pause.subject_id, status)
+        return pb.PauseConsentResponse(consent_id=pause.consent_id, status=status)
+
+    def _change(self, consent_id: str, subject_id: str, status: ConsentStatus.ValueType) -> None:
+        """Apply a subject's status change; the directory refuses at once, nodes hear of it
+        by push now and by pull within their sync interval. Repeating a change does nothing."""
         now = self._clock()
-        stored = self._consents.get(revocation.consent_id, now)
-        if stored.subject_id != revocation.subject_id:
+        stored = self._consents.get(consent_id, now)
+        if stored.subject_id != subject_id:
             raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
-        seq = self._consents.set_status(revocation.consent_id, S.CONSENT_STATUS_REVOKED, now)
+        if stored.status == status:
+            return
+        allowed = _TRANSITIONS.get(stored.status, ())
+        if status not in allowed:
+            raise FailedPrecondition(
+                Reason.CONSENT_STATE,
+                f"a {status_name(stored.status)} consent cannot become {status_name(status)}",
+            )
+        seq = self._consents.set_status(consent_id, status, now)
         self._publisher.push(seq)
         self._audit.append(
             AuditEntry(
-                request_id=revocation.consent_id,
-                actor=revocation.subject_id,
-                action="revoke",
-                outcome="revoked",
-                consent_id=revocation.consent_id,
-                subject_ref=revocation.subject_id,
+                request_id=consent_id,
+                actor=subject_id,
+                action="consent-status",
+                outcome=status_name(status),
+                consent_id=consent_id,
+                subject_ref=subject_id,
             )
-        )
-        return pb.RevokeConsentResponse(
-            consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
         )
 
     @rpc_errors

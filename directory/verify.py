@@ -21,7 +21,7 @@ from credex.freshness import CLOCK_SKEW_S, NonceStore, check_window
 from credex.keys import VerifyKey
 from credex.signing import M, open_signed, parse
 from credex.v1.common_pb2 import Signed
-from credex.v1.consent_pb2 import Consent, ConsentRevocation
+from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation
 from credex.v1.directory_pb2 import ConsentListQuery, MemberRole, ProfileRequest
 from directory.consent_store import ConsentStore, StoredConsent, require_active
 from directory.locator import Locator
@@ -183,6 +183,12 @@ class RequestVerifier:
         )
         self._fresh_subject_message(from_timestamp(revocation.issued_at))
         return revocation
+
+    def pause(self, signed: Signed) -> ConsentPause:
+        claimed = parse(signed.body, ConsentPause, what="pause")
+        pause = self._subject_signed(signed, ConsentPause, claimed.subject_id, "pause")
+        self._fresh_subject_message(from_timestamp(pause.issued_at))
+        return pause
 
     def consent_list_query(self, signed: Signed) -> ConsentListQuery:
         claimed = parse(signed.body, ConsentListQuery, what="consent list query")

@@ -14,7 +14,7 @@ from rich.table import Table
 from credex.cliutil import cli_errors, fail, print_json
 from credex.render import terminal_console
 from credex.tls import TlsIdentity
-from credex.transport import open_channel
+from credex.transport import open_channel, open_directory_channel
 from credex.v1 import directory_pb2, node_pb2
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
@@ -87,7 +87,7 @@ def down(dir: Dir) -> None:
 
 
 async def _healthy(role: str, address: str, tls: TlsIdentity) -> bool:
-    channel = open_channel(address, tls)
+    channel = (open_directory_channel if role == "directory" else open_channel)(address, tls)
     try:
         if role == "directory":
             await DirectoryServiceStub(channel).ListMembers(

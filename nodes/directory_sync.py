@@ -15,10 +15,11 @@ import sqlite_utils
 
 from credex.clock import Clock
 from credex.errors import CredexError, PermissionDenied, Reason, Unavailable, from_rpc_error
+from credex.freshness import CLOCK_SKEW_S
 from credex.keys import VerifyKey
 from credex.signing import open_signed, parse
 from credex.tls import TlsIdentity
-from credex.transport import open_channel
+from credex.transport import open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import ConsentStatus
@@ -67,6 +68,8 @@ class DirectorySync:
         self.last_sync: float = float(row[1])
         self.version = 0
         self._requesters: frozenset[str] = frozenset()
+        self._open: tuple[TlsIdentity, grpc.aio.Channel] | None = None
+        self._closing: list[grpc.aio.Channel] = []
         self._load_cache()
 
     # --- what the verifier asks --------------------------------------------------------------
@@ -74,7 +77,8 @@ class DirectorySync:
     def check(self, requester_id: str, consent_id: str) -> None:
         """Refuse when out of touch with the directory, for a requester that is not an active
         member, or for a consent the directory has revoked or paused."""
-        if self._clock() - self.last_sync > self._settings.offline_grace_s:
+        age = self._clock() - self.last_sync
+        if not -CLOCK_SKEW_S <= age <= self._settings.offline_grace_s:  # a future sync is no sync
             raise Unavailable(
                 Reason.REGISTRY_STALE,
                 f"no word from the directory for over {self._settings.offline_grace_s:g}s",
@@ -86,21 +90,23 @@ class DirectorySync:
         row = self._conn.execute(
             "SELECT status FROM revoked_consents WHERE consent_id = ?", (consent_id,)
         ).fetchone()
-        if row is not None:
-            if row[0] == ConsentStatus.CONSENT_STATUS_PAUSED:
-                raise PermissionDenied(Reason.CONSENT_PAUSED, "consent is paused")
-            raise PermissionDenied(Reason.CONSENT_REVOKED, "consent has been revoked")
+        if row is None or row[0] == ConsentStatus.CONSENT_STATUS_ACTIVE:
+            return
+        if row[0] == ConsentStatus.CONSENT_STATUS_PAUSED:
+            raise PermissionDenied(Reason.CONSENT_PAUSED, "consent is paused")
+        raise PermissionDenied(Reason.CONSENT_REVOKED, "consent has been revoked")
 
     # --- learning from the directory ------------------------------------------------------
 
     def apply_feed(self, signed: Signed) -> int:
         """Record the revocations of a directory-signed feed (pushed or pulled)."""
         feed = open_signed(signed, pb.RevocationFeed, self._directory_key, what="revocation feed")
-        rows = [(c.consent_id, int(c.status), c.seq) for c in feed.changes]
+        # The latest change per consent wins, whatever order pushes and pulls arrive in; a
+        # resumption is kept (as ACTIVE) so that an older pause arriving late cannot win.
         self._conn.executemany(
             "INSERT INTO revoked_consents VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
             "SET status = excluded.status, seq = excluded.seq WHERE excluded.seq > seq",
-            rows,
+            [(c.consent_id, int(c.status), c.seq) for c in feed.changes],
         )
         # Contiguous from what we hold: we now hold everything up to the feed's last change.
         if feed.after_seq <= self.synced_seq and feed.changes:
@@ -141,8 +147,7 @@ class DirectorySync:
 
     async def sync_once(self) -> None:
         """Pull the registry (if changed) and every revocation after what we hold."""
-        channel = open_channel(self._settings.directory_address, self._tls())
-        stub = DirectoryServiceStub(channel)
+        stub = DirectoryServiceStub(self._channel())
         try:
             registry = await stub.GetRegistry(
                 pb.GetRegistryRequest(known_version=self.version), timeout=SYNC_TIMEOUT_S
@@ -150,10 +155,13 @@ class DirectorySync:
             if registry.HasField("snapshot"):
                 self._apply_snapshot(registry.snapshot)
             while True:
+                asked = self.synced_seq
                 response = await stub.GetRevocations(
-                    pb.GetRevocationsRequest(after_seq=self.synced_seq), timeout=SYNC_TIMEOUT_S
+                    pb.GetRevocationsRequest(after_seq=asked), timeout=SYNC_TIMEOUT_S
                 )
                 feed = parse(response.feed.body, pb.RevocationFeed, what="revocation feed")
+                if feed.after_seq != asked:
+                    raise Unavailable(Reason.REGISTRY_STALE, "feed does not answer our request")
                 self.apply_feed(response.feed)
                 if not feed.changes:
                     self.synced_seq = max(self.synced_seq, feed.latest_seq)
@@ -161,10 +169,23 @@ class DirectorySync:
                     break
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
-        finally:
-            await channel.close(None)
         self.last_sync = self._clock()
         self._save_progress()
+
+    def _channel(self) -> grpc.aio.Channel:
+        """One channel to the directory, replaced only when our TLS identity changed."""
+        tls = self._tls()
+        if self._open is None or self._open[0] is not tls:
+            if self._open is not None:
+                self._closing.append(self._open[1])
+            self._open = (tls, open_directory_channel(self._settings.directory_address, tls))
+        return self._open[1]
+
+    async def close(self) -> None:
+        channels = [*self._closing, *([self._open[1]] if self._open else [])]
+        self._open, self._closing = None, []
+        for channel in channels:
+            await channel.close(None)
 
     async def run(self) -> None:
         """Sync every `sync_interval_s` until cancelled."""

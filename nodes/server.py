@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from credex.reloading import Reloading
 from credex.serving import run_until_stopped
 from credex.signing import seal
 from credex.tls import TlsIdentity
-from credex.transport import add_service, bind_reloading, create_server, open_channel
+from credex.transport import add_service, bind_reloading, create_server, open_directory_channel
 from credex.v1 import directory_pb2, node_pb2, node_pb2_grpc
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from nodes.adapters import RecordSource
@@ -40,14 +40,20 @@ class RunningNode:
     server: grpc.aio.Server
     address: str
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = None) -> None:
+        await self.stop_background()
+        await self.server.stop(grace)
+
+    async def stop_background(self) -> None:
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.server.stop(grace)
+        for close in self.closers:
+            await close()
 
 
 def tls_identity(config: NodeConfig) -> TlsIdentity:
@@ -117,7 +123,7 @@ async def announce(
     announcement = directory_pb2.NodeAnnouncement(
         node_id=config.node_id, endpoint=endpoint, issued_at=to_timestamp(clock())
     )
-    channel = open_channel(config.directory_address, tls())
+    channel = open_directory_channel(config.directory_address, tls())
     try:
         await DirectoryServiceStub(channel).Announce(
             directory_pb2.AnnounceRequest(announcement=seal(announcement, key())), timeout=5.0
@@ -170,6 +176,7 @@ async def start_node(
         except CredexError as err:
             log.warning("first directory sync failed (serving from cache if fresh): %s", err)
         node.tasks.append(asyncio.create_task(sync.run()))
+        node.closers.append(sync.close)
     if announce_to_directory and config.directory_address:
         key = signing_key_source(config)
         try:
@@ -186,10 +193,10 @@ async def start_node(
 async def serve(config: NodeConfig, listen: str, ready_file: Path | None) -> None:
     node = await start_node(config, listen)
 
-    async def stop_tasks() -> None:
-        for task in node.tasks:
-            task.cancel()
-
     await run_until_stopped(
-        [node.server], ready_file, {"address": node.address}, f"node {config.node_id}", stop_tasks
+        [node.server],
+        ready_file,
+        {"address": node.address},
+        f"node {config.node_id}",
+        node.stop_background,
     )

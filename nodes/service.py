@@ -50,6 +50,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def Describe(
         self, request: node_pb2.DescribeRequest, context: Context
     ) -> node_pb2.DescribeResponse:
+        require_peer(context, self._config.directory_id)
         return node_pb2.DescribeResponse(
             node_id=self._config.node_id,
             name=self._config.name,

@@ -117,7 +117,14 @@ LOCATOR = {
 }
 
 
-def write_node(root: Path, node_id: str, fixture: dict[str, Any], directory: str) -> Path:
+def write_node(
+    root: Path,
+    node_id: str,
+    fixture: dict[str, Any],
+    directory: str,
+    sync_interval_s: float = 0.2,
+    offline_grace_s: float = 60.0,
+) -> Path:
     """The operator's database plus the node config (TOML) mapping it to records."""
     home = root / node_id
     home.mkdir(parents=True)
@@ -131,7 +138,7 @@ def write_node(root: Path, node_id: str, fixture: dict[str, Any], directory: str
         f'[node]\nid = "{node_id}"\nname = "{node_id} test node"\njurisdiction = "CN"\n'
         'records_db = "records.db"\nstate_db = "credex-node.db"\n'
         'signing_key = "node.key"\ndirectory_key = "directory.pub"\n'
-        "sync_interval_s = 0.2\noffline_grace_s = 60\n"
+        f"sync_interval_s = {sync_interval_s}\noffline_grace_s = {offline_grace_s}\n"
         f'directory_address = "{directory}"\n\n'
         f'[[adapter]]\ncategory = "{fixture["category"]}"\nsql = """\n{fixture["sql"]}\n"""\n'
     )
@@ -349,7 +356,16 @@ def start_federation(
         "down": NODE_FIXTURES["pboc"],
     }
     for node_id, fixture in fixtures.items():
-        configs[node_id] = write_node(root / "nodes", node_id, fixture, directory.address)
+        # "volunteers" never pulls during the tests: only pushes reach it.
+        pull_never = node_id == "volunteers"
+        configs[node_id] = write_node(
+            root / "nodes",
+            node_id,
+            fixture,
+            directory.address,
+            sync_interval_s=86_400.0 if pull_never else 0.2,
+            offline_grace_s=86_400.0 if pull_never else 60.0,
+        )
         enroll_node(settings, configs[node_id], directory.public_address, [fixture["category"]])
         if node_id == "down":  # enrolled, never started: its endpoint refuses connections
             directory_admin.set_endpoint(settings, node_id, f"127.0.0.1:{free_port()}")

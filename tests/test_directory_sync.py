@@ -15,7 +15,7 @@ import pytest
 from credex.config import ConfigError
 from credex.consents import create_consent
 from credex.db import open_database
-from credex.errors import REASON_KEY, PermissionDenied, Reason
+from credex.errors import REASON_KEY, FailedPrecondition, PermissionDenied, Reason
 from credex.signing import seal
 from credex.tls import TlsIdentity
 from credex.transport import open_channel
@@ -39,17 +39,27 @@ from nodes.server import (
     tls_source,
 )
 from tests.harness import Federation, enroll_requester, free_port
-from tests.test_node_refusals import FIN, LOAN, node_query, signed_request
+from tests.test_node_refusals import (
+    FIN,
+    LOAN,
+    VOL,
+    attestation_for,
+    node_query,
+    signed_request,
+)
 
 SCHOOL = Purpose.PURPOSE_SCHOOL_ENROLLMENT
 BOUND_S = 2.0  # generous: the harness pulls every 0.2 s and pushes at once
 
 
-def granted_consent(fed: Federation, requester_id: str = "bank") -> Any:
+def granted_consent(
+    fed: Federation, requester_id: str = "bank", categories: list[Any] | None = None
+) -> Any:
     """A consent by S9, granted at the directory, whose signed form we keep for node queries."""
     now = fed.clock()
     signed = create_consent(
-        fed.subject_keys["S9"], requester_id=requester_id, purpose=LOAN, categories=[FIN],
+        fed.subject_keys["S9"], requester_id=requester_id, purpose=LOAN,
+        categories=categories or [FIN],
         not_before=now - 60, not_after=now + 86_400, max_uses=5,
     )  # fmt: skip
 
@@ -63,13 +73,29 @@ def granted_consent(fed: Federation, requester_id: str = "bank") -> Any:
     return signed
 
 
-def ask(fed: Federation, address: str, consent: Any, requester_id: str = "bank") -> str:
+def ask(
+    fed: Federation,
+    address: str,
+    consent: Any,
+    requester_id: str = "bank",
+    node_id: str = "pboc",
+    local_id: str = "1009",
+    cats: list[Any] | None = None,
+) -> str:
     """A fresh directory-signed query straight to a node; 'OK' or the refusal reason."""
 
     async def call() -> str:
         async with open_channel(address, fed.directory_tls) as channel:
             try:
-                query = node_query(fed, consent=consent, requester_id=requester_id)
+                query = node_query(
+                    fed,
+                    consent=consent,
+                    requester_id=requester_id,
+                    node_id=node_id,
+                    local_id=local_id,
+                    categories=cats or [FIN],
+                    attestation=attestation_for(fed, node_id=node_id, local_id=local_id),
+                )
                 await NodeServiceStub(channel).QueryRecords(signed_request(fed, query))
             except grpc.aio.AioRpcError as exc:
                 return str(dict(exc.trailing_metadata() or ()).get(REASON_KEY, exc.code().name))
@@ -93,6 +119,57 @@ def consent_id_of(consent: Any) -> str:
 
 def revoke(fed: Federation, consent: Any) -> None:
     fed.loop.run(fed.subject("S9").revoke(consent_id_of(consent)))
+
+
+def test_a_node_that_never_pulls_still_learns_revocations_and_resumptions_by_push(
+    federation: Federation,
+) -> None:
+    """The harness's "volunteers" node does not pull during the tests: only pushes reach it."""
+    consent = granted_consent(federation, categories=[VOL])
+    address = federation.nodes["volunteers"].address
+
+    def to_volunteers() -> str:
+        return ask(federation, address, consent, node_id="volunteers", local_id="V-9", cats=[VOL])
+
+    assert to_volunteers() == "OK"
+    subject = federation.subject("S9")
+    federation.loop.run(subject.pause(consent_id_of(consent)))
+    within(BOUND_S, to_volunteers, Reason.CONSENT_PAUSED)
+    federation.loop.run(subject.resume(consent_id_of(consent)))
+    within(BOUND_S, to_volunteers, "OK")
+    revoke(federation, consent)
+    within(BOUND_S, to_volunteers, Reason.CONSENT_REVOKED)
+
+
+def test_pause_and_resume_at_the_directory(federation: Federation) -> None:
+    consent = granted_consent(federation)
+    consent_id = consent_id_of(consent)
+    subject, bank = federation.subject("S9"), federation.requester("bank")
+    assert federation.loop.run(subject.pause(consent_id)) == "paused"
+    with pytest.raises(PermissionDenied) as err:
+        federation.loop.run(bank.get_profile(subject_id="S9", consent_id=consent_id, purpose=LOAN))
+    assert err.value.reason == Reason.CONSENT_PAUSED
+    assert federation.loop.run(subject.pause(consent_id)) == "paused"  # repeating is harmless
+    assert federation.loop.run(subject.resume(consent_id)) == "active"
+    assert federation.loop.run(
+        bank.get_profile(subject_id="S9", consent_id=consent_id, purpose=LOAN)
+    ).records
+    revoke(federation, consent)
+    with pytest.raises(FailedPrecondition) as state:
+        federation.loop.run(subject.resume(consent_id))
+    assert state.value.reason == Reason.CONSENT_STATE
+    views = {v.consent_id: v.status for v in federation.loop.run(subject.consents())}
+    assert views[consent_id] == "revoked"
+
+
+def test_a_repeated_revocation_changes_and_pushes_nothing(federation: Federation) -> None:
+    consent = granted_consent(federation)
+    settings = load_settings(federation.root / "directory")
+    store = ConsentStore(open_database(settings.db_path))
+    revoke(federation, consent)
+    _, latest = store.changes_after(0)
+    revoke(federation, consent)
+    assert store.changes_after(0)[1] == latest
 
 
 def test_revocation_reaches_the_node_at_once(federation: Federation) -> None:

@@ -15,7 +15,7 @@ from credex.enrollment import EnrollmentFiles, enroll
 from credex.errors import PermissionDenied, Reason
 from credex.keys import SigningKey
 from credex.tls import TlsIdentity
-from credex.transport import open_channel
+from credex.transport import open_channel, open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import node_pb2
 from credex.v1.common_pb2 import Purpose
@@ -46,7 +46,7 @@ def federation_ca(fed: Federation) -> pki.CertificateAuthority:
 
 def call_directory(fed: Federation, tls: TlsIdentity) -> grpc.StatusCode:
     async def call() -> grpc.StatusCode:
-        async with open_channel(fed.address, tls) as channel:
+        async with open_directory_channel(fed.address, tls) as channel:
             try:
                 await DirectoryServiceStub(channel).ListMembers(pb.ListMembersRequest(), timeout=5)
             except grpc.aio.AioRpcError as exc:
@@ -139,7 +139,7 @@ def test_subjects_and_enrollment_need_no_client_certificate_but_members_port_doe
     no_cert = identity(None, "x", federation)
 
     async def call_members_port_without_cert() -> grpc.StatusCode:
-        async with open_channel(federation.address, no_cert) as channel:
+        async with open_directory_channel(federation.address, no_cert) as channel:
             try:
                 await DirectoryServiceStub(channel).ListMembers(pb.ListMembersRequest(), timeout=5)
             except grpc.aio.AioRpcError as exc:
@@ -232,3 +232,89 @@ def test_existing_member_cannot_enroll_again(federation: Federation, tmp_path: P
     )
     with pytest.raises(Exception, match="already a member"):
         directory_admin.create_enrollment_token(settings, member_id="twice", role="requester")
+
+
+def test_a_member_certificate_cannot_pose_as_the_directory(federation: Federation) -> None:
+    """A server with a node's perfectly valid certificate (for 127.0.0.1) is not the directory:
+    clients of the directory check for the name only the directory's certificate has."""
+    from credex.transport import bind, create_server
+    from nodes.config import load_node_config
+    from nodes.server import tls_identity
+
+    node_tls = tls_identity(load_node_config(federation.node_configs["pboc"]))
+
+    async def impostor_and_call() -> grpc.StatusCode:
+        server = create_server()
+        port = bind(server, "127.0.0.1:0", node_tls, require_client_auth=False)
+        await server.start()
+        try:
+            bank_tls = federation.requester_homes["bank"].tls()
+            async with open_directory_channel(f"127.0.0.1:{port}", bank_tls) as channel:
+                try:
+                    await DirectoryServiceStub(channel).ListMembers(
+                        pb.ListMembersRequest(), timeout=5
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+            return grpc.StatusCode.OK
+        finally:
+            await server.stop(0)
+
+    assert federation.loop.run(impostor_and_call()) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_directory_name_and_id_are_never_given_to_a_member(federation: Federation) -> None:
+    from credex.config import ConfigError
+
+    settings = load_settings(federation.root / "directory")
+    with pytest.raises(ConfigError, match="reserved"):
+        directory_admin.create_enrollment_token(
+            settings, member_id="sneaky", role="node", categories=["financial"],
+            hosts=[pki.DIRECTORY_NAME],
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="directory's own id"):
+        directory_admin.create_enrollment_token(settings, member_id="directory", role="node")
+    ca = federation_ca(federation)
+    key = pki.new_tls_key()
+    with pytest.raises(pki.PkiError, match="reserved"):
+        ca.issue(pki.create_csr(key, "sneaky"), "sneaky", hosts=[pki.DIRECTORY_NAME])
+    requester_cert = pki.load_cert(federation.requester_homes["bank"].cert_path)
+    assert pki.certificate_names(requester_cert) == []  # client-only
+
+
+def test_expired_certificate_is_refused_by_a_node_too(federation: Federation) -> None:
+    expired = identity(
+        federation_ca(federation),
+        "directory",
+        federation,
+        days=1,
+        not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
+    )
+    assert call_node(federation, expired)[0] == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_suspended_member_gets_nothing_past_the_handshake(
+    federation: Federation, tmp_path: Path
+) -> None:
+    settings = load_settings(federation.root / "directory")
+    home = federation.loop.run(
+        enroll_requester(settings, tmp_path, "benched", federation.directory)
+    )
+    tls = home.tls()
+    assert call_directory(federation, tls) == grpc.StatusCode.OK
+
+    async def registry() -> grpc.StatusCode:
+        async with open_directory_channel(federation.address, tls) as channel:
+            try:
+                await DirectoryServiceStub(channel).GetRegistry(pb.GetRegistryRequest(), timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+        return grpc.StatusCode.OK
+
+    directory_admin.set_member_status(settings, "benched", "suspended")
+    try:
+        assert call_directory(federation, tls) == grpc.StatusCode.PERMISSION_DENIED
+        assert federation.loop.run(registry()) == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        directory_admin.set_member_status(settings, "benched", "removed")
+    assert call_directory(federation, tls) == grpc.StatusCode.PERMISSION_DENIED

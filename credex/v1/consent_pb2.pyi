@@ -136,6 +136,38 @@ class ConsentRevocation(_message.Message):
 Global___ConsentRevocation: _TypeAlias = ConsentRevocation  # noqa: Y015
 
 @_typing.final
+class ConsentPause(_message.Message):
+    """A subject's order to pause a consent (refused everywhere until resumed) or resume it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    consent_id: _builtins.str
+    subject_id: _builtins.str
+    paused: _builtins.bool
+    """true pauses, false resumes."""
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        consent_id: _builtins.str = ...,
+        subject_id: _builtins.str = ...,
+        paused: _builtins.bool = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "issued_at", b"issued_at", "paused", b"paused", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentPause: _TypeAlias = ConsentPause  # noqa: Y015
+
+@_typing.final
 class SubjectAttestation(_message.Message):
     """The directory's binding of a subject's key to one node's local id for that subject.
     Signed by the directory; a node serves a query only for the local id attested here.

@@ -500,7 +500,9 @@ Global___GetRegistryResponse: _TypeAlias = GetRegistryResponse  # noqa: Y015
 
 @_typing.final
 class ConsentChange(_message.Message):
-    """One consent leaving the ACTIVE state (revoked or paused), in the order the directory saw it."""
+    """One consent changing state (revoked, paused, or resumed to ACTIVE), in the order the
+    directory saw it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -693,6 +695,50 @@ class RevokeConsentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeConsentResponse: _TypeAlias = RevokeConsentResponse  # noqa: Y015
+
+@_typing.final
+class PauseConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAUSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pause(self) -> _common_pb2.Signed:
+        """A subject-signed ConsentPause."""
+
+    def __init__(
+        self,
+        *,
+        pause: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pause", b"pause"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pause", b"pause"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseConsentRequest: _TypeAlias = PauseConsentRequest  # noqa: Y015
+
+@_typing.final
+class PauseConsentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    consent_id: _builtins.str
+    status: _consent_pb2.ConsentStatus.ValueType
+    def __init__(
+        self,
+        *,
+        consent_id: _builtins.str = ...,
+        status: _consent_pb2.ConsentStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseConsentResponse: _TypeAlias = PauseConsentResponse  # noqa: Y015
 
 @_typing.final
 class ConsentListQuery(_message.Message):

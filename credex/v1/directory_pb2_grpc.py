@@ -345,6 +345,11 @@ class SubjectServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.FromString,
                 _registered_method=True)
+        self.PauseConsent = channel.unary_unary(
+                '/credex.v1.SubjectService/PauseConsent',
+                request_serializer=credex_dot_v1_dot_directory__pb2.PauseConsentRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.PauseConsentResponse.FromString,
+                _registered_method=True)
         self.ListConsents = channel.unary_unary(
                 '/credex.v1.SubjectService/ListConsents',
                 request_serializer=credex_dot_v1_dot_directory__pb2.ListConsentsRequest.SerializeToString,
@@ -365,7 +370,14 @@ class SubjectServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeConsent(self, request, context):
-        """End a consent; the request is signed by the subject.
+        """End a consent for good; the request is signed by the subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseConsent(self, request, context):
+        """Pause a consent or resume a paused one; the request is signed by the subject.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -390,6 +402,11 @@ def add_SubjectServiceServicer_to_server(servicer, server):
                     servicer.RevokeConsent,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.SerializeToString,
+            ),
+            'PauseConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseConsent,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.PauseConsentRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.PauseConsentResponse.SerializeToString,
             ),
             'ListConsents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConsents,
@@ -453,6 +470,33 @@ class SubjectService:
             '/credex.v1.SubjectService/RevokeConsent',
             credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.RevokeConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/PauseConsent',
+            credex_dot_v1_dot_directory__pb2.PauseConsentRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.PauseConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,

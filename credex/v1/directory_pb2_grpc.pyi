@@ -135,7 +135,9 @@ class SubjectServiceStub:
     GrantConsent: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GrantConsentRequest, _directory_pb2.GrantConsentResponse]
     """Record a subject-signed consent."""
     RevokeConsent: _grpc.UnaryUnaryMultiCallable[_directory_pb2.RevokeConsentRequest, _directory_pb2.RevokeConsentResponse]
-    """End a consent; the request is signed by the subject."""
+    """End a consent for good; the request is signed by the subject."""
+    PauseConsent: _grpc.UnaryUnaryMultiCallable[_directory_pb2.PauseConsentRequest, _directory_pb2.PauseConsentResponse]
+    """Pause a consent or resume a paused one; the request is signed by the subject."""
     ListConsents: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListConsentsRequest, _directory_pb2.ListConsentsResponse]
     """A subject's consents; the request is signed by the subject."""
 
@@ -149,7 +151,9 @@ class SubjectServiceAsyncStub(SubjectServiceStub):
     GrantConsent: _aio.UnaryUnaryMultiCallable[_directory_pb2.GrantConsentRequest, _directory_pb2.GrantConsentResponse]  # type: ignore[assignment]
     """Record a subject-signed consent."""
     RevokeConsent: _aio.UnaryUnaryMultiCallable[_directory_pb2.RevokeConsentRequest, _directory_pb2.RevokeConsentResponse]  # type: ignore[assignment]
-    """End a consent; the request is signed by the subject."""
+    """End a consent for good; the request is signed by the subject."""
+    PauseConsent: _aio.UnaryUnaryMultiCallable[_directory_pb2.PauseConsentRequest, _directory_pb2.PauseConsentResponse]  # type: ignore[assignment]
+    """Pause a consent or resume a paused one; the request is signed by the subject."""
     ListConsents: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListConsentsRequest, _directory_pb2.ListConsentsResponse]  # type: ignore[assignment]
     """A subject's consents; the request is signed by the subject."""
 
@@ -172,7 +176,15 @@ class SubjectServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _directory_pb2.RevokeConsentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.RevokeConsentResponse, _abc.Awaitable[_directory_pb2.RevokeConsentResponse]]:
-        """End a consent; the request is signed by the subject."""
+        """End a consent for good; the request is signed by the subject."""
+
+    @_abc_1.abstractmethod
+    def PauseConsent(
+        self,
+        request: _directory_pb2.PauseConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.PauseConsentResponse, _abc.Awaitable[_directory_pb2.PauseConsentResponse]]:
+        """Pause a consent or resume a paused one; the request is signed by the subject."""
 
     @_abc_1.abstractmethod
     def ListConsents(
