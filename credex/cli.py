@@ -12,9 +12,8 @@ import typer
 from credex import vocab
 from credex.client import RequesterClient, SubjectClient
 from credex.cliutil import cli_errors, print_json
-from credex.enrollment import EnrollmentFiles, enroll
 from credex.keys import SigningKey
-from credex.member_home import MEMBER_FILE, MemberHome
+from credex.member_home import MemberHome, enroll_home
 from credex.render import (
     MemberRow,
     moment,
@@ -23,7 +22,7 @@ from credex.render import (
     print_profile,
     terminal_console,
 )
-from credex.rotation import KeyFiles, rotate_key
+from credex.rotation import rotate_key
 from credex.v1.directory_pb2 import MemberRole
 
 T = TypeVar("T")
@@ -102,28 +101,8 @@ def init(
         member = MemberHome(
             path=home, member_id=member_id, directory=directory, directory_public=public
         )
-        if (home / MEMBER_FILE).exists():
-            raise ValueError(f"{home} is already a member home")
-        key = SigningKey.generate()
-        key.save(member.signing_key_path)
-        response = _run(
-            enroll(
-                public_address=public,
-                ca_pem=ca_pem,
-                token=token,
-                member_id=member_id,
-                role="requester",
-                signing_key=key,
-                name=name,
-                files=EnrollmentFiles(
-                    tls_key=member.tls_key_path,
-                    cert=member.cert_path,
-                    ca=member.ca_path,
-                    directory_key=member.directory_key_path,
-                ),
-            )
-        )
-        member.save()
+        response = _run(enroll_home(member, token=token, ca_pem=ca_pem, name=name))
+        key = member.signing_key()
         result = {
             "member_id": member_id,
             "key_id": key.key_id,
@@ -165,11 +144,7 @@ def rotate_key_command(home: Home, json_out: Json = False) -> None:
                 member_id=member.member_id,
                 current_key=current,
                 tls=member.tls(),
-                files=KeyFiles(
-                    signing_key=member.signing_key_path,
-                    tls_key=member.tls_key_path,
-                    cert=member.cert_path,
-                ),
+                files=member.key_files(),
             )
         )
         new = member.signing_key()

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from credex.config import ConfigError, load_toml, require_str
+from credex.enrollment import EnrollmentFiles, enroll
 from credex.keys import SigningKey, VerifyKey, load_public
+from credex.rotation import KeyFiles
 from credex.tls import TlsIdentity
+from credex.v1 import directory_pb2 as pb
 
 MEMBER_FILE = "member.toml"
 
@@ -75,3 +78,39 @@ class MemberHome:
             directory=require_str(data, "directory", str(file)),
             directory_public=str(data.get("directory_public", "")),
         )
+
+    def enrollment_files(self) -> EnrollmentFiles:
+        return EnrollmentFiles(
+            tls_key=self.tls_key_path,
+            cert=self.cert_path,
+            ca=self.ca_path,
+            directory_key=self.directory_key_path,
+        )
+
+    def key_files(self) -> KeyFiles:
+        return KeyFiles(
+            signing_key=self.signing_key_path, tls_key=self.tls_key_path, cert=self.cert_path
+        )
+
+
+async def enroll_home(
+    home: MemberHome, *, token: str, ca_pem: bytes, name: str = ""
+) -> pb.EnrollResponse:
+    """Enroll a requester into a new member home: keys are made here, then saved with the
+    certificate the directory issues and the home's member.toml."""
+    if (home.path / MEMBER_FILE).exists():
+        raise ConfigError(f"{home.path} is already a member home")
+    key = SigningKey.generate()
+    key.save(home.signing_key_path, overwrite=True)
+    response = await enroll(
+        public_address=home.directory_public,
+        ca_pem=ca_pem,
+        token=token,
+        member_id=home.member_id,
+        role="requester",
+        signing_key=key,
+        name=name or home.member_id,
+        files=home.enrollment_files(),
+    )
+    home.save()
+    return response

@@ -20,9 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from credex.enrollment import EnrollmentFiles, enroll
-from credex.keys import SigningKey
-from credex.member_home import MemberHome
+from credex.member_home import MemberHome, enroll_home
 from credex.serving import read_ready_file
 from credex.tls import TlsIdentity
 from directory import admin as directory_admin
@@ -180,26 +178,7 @@ def enroll_members(manifest: Manifest, root: Path, public_address: str) -> None:
         )
         if home.path.exists():
             shutil.rmtree(home.path)
-        key = SigningKey.generate()
-        key.save(home.signing_key_path)
-        asyncio.run(
-            enroll(
-                public_address=public_address,
-                ca_pem=ca_pem,
-                token=token,
-                member_id=requester.id,
-                role="requester",
-                signing_key=key,
-                name=requester.name,
-                files=EnrollmentFiles(
-                    tls_key=home.tls_key_path,
-                    cert=home.cert_path,
-                    ca=home.ca_path,
-                    directory_key=home.directory_key_path,
-                ),
-            )
-        )
-        home.save()
+        asyncio.run(enroll_home(home, token=token, ca_pem=ca_pem, name=requester.name))
 
 
 def point_requesters(manifest: Manifest, root: Path, address: str, public_address: str) -> None:

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from credex.client import RequesterClient, SubjectClient
-from credex.enrollment import EnrollmentFiles, enroll
 from credex.keys import SigningKey
-from credex.member_home import MemberHome
+from credex.member_home import MemberHome, enroll_home
 from credex.tls import TlsIdentity
 from directory import admin as directory_admin
 from directory.config import DirectorySettings, load_settings
@@ -288,24 +287,7 @@ async def enroll_requester(
         directory=directory.address,
         directory_public=directory.public_address,
     )
-    key = SigningKey.generate()
-    key.save(home.signing_key_path)
-    await enroll(
-        public_address=directory.public_address,
-        ca_pem=settings.ca_cert_path.read_bytes(),
-        token=token,
-        member_id=requester_id,
-        role="requester",
-        signing_key=key,
-        name=requester_id,
-        files=EnrollmentFiles(
-            tls_key=home.tls_key_path,
-            cert=home.cert_path,
-            ca=home.ca_path,
-            directory_key=home.directory_key_path,
-        ),
-    )
-    home.save()
+    await enroll_home(home, token=token, ca_pem=settings.ca_cert_path.read_bytes())
     return home
 
 

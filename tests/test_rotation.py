@@ -60,7 +60,7 @@ def test_requester_rotates_and_the_old_key_lapses_after_the_overlap(
     valid_until = federation.loop.run(
         rotate_key(
             directory_address=federation.address, member_id="rotator", current_key=old_key,
-            tls=old_tls, files=files_of(home), clock=federation.clock,
+            tls=old_tls, files=home.key_files(), clock=federation.clock,
         )
     )  # fmt: skip
     assert valid_until == pytest.approx(federation.clock() + KEY_OVERLAP_S, abs=5)
