@@ -11,16 +11,8 @@ from cryptography import x509
 
 from credex.clock import Clock, system_clock, to_timestamp
 from credex.errors import from_rpc_error
-from credex.keys import SigningKey, VerifyKey, save_public
-from credex.pki import (
-    PkiError,
-    common_name_of,
-    create_csr,
-    key_pem,
-    new_tls_key,
-    write_private,
-    write_public,
-)
+from credex.keys import SigningKey, VerifyKey, save_public, write_private, write_public
+from credex.pki import PkiError, common_name_of, create_csr, key_pem, new_tls_key
 from credex.signing import seal
 from credex.tls import TlsIdentity
 from credex.transport import open_directory_channel

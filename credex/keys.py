@@ -95,29 +95,16 @@ class SigningKey:
         )
 
     def save(self, path: Path, *, overwrite: bool = False) -> None:
-        """Write the private key as PEM, readable by its owner only; the public key beside it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-        try:
-            fd = os.open(path, flags, 0o600)
-        except FileExistsError as exc:
-            raise KeyFileError(f"{path} exists; refusing to overwrite a key") from exc
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(self.to_pem())
-        os.chmod(path, 0o600)
+        """Write the private key as PEM, readable by its owner only (atomically, so a reader
+        never sees half a key); the public key beside it."""
+        if not overwrite and path.exists():
+            raise KeyFileError(f"{path} exists; refusing to overwrite a key")
+        write_private(path, self.to_pem())
         save_public(self.public, public_path(path))
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
-        try:
-            mode = path.stat().st_mode
-            data = path.read_bytes()
-        except OSError as exc:
-            raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyFileError(
-                f"{path} is accessible by others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
-            )
+        data = read_private(path)
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as exc:
@@ -127,14 +114,45 @@ class SigningKey:
         return cls(key)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write secret bytes readable by the owner only, replacing any previous file at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def read_private(path: Path) -> bytes:
+    """A secret file's bytes; refused when others may read it, as ssh does."""
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key {path}: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path} is accessible by others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
+        )
+    return data
+
+
 def public_path(private_path: Path) -> Path:
     """Where the public half of a saved key lives."""
     return private_path.with_suffix(".pub")
 
 
 def save_public(key: VerifyKey, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(key.to_pem())
+    write_public(path, key.to_pem())
 
 
 def load_public(path: Path) -> VerifyKey:

@@ -11,8 +11,8 @@ import grpc
 from credex.clock import Clock, from_timestamp, system_clock, to_timestamp
 from credex.enrollment import check_certificate
 from credex.errors import from_rpc_error
-from credex.keys import SigningKey
-from credex.pki import create_csr, key_pem, new_tls_key, write_private, write_public
+from credex.keys import SigningKey, write_private, write_public
+from credex.pki import create_csr, key_pem, new_tls_key
 from credex.signing import seal
 from credex.tls import TlsIdentity
 from credex.transport import open_directory_channel

@@ -9,7 +9,8 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from credex.pki import PkiError, common_name_of, read_private
+from credex.keys import read_private
+from credex.pki import PkiError, common_name_of
 
 
 @dataclass(frozen=True)

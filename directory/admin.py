@@ -11,7 +11,7 @@ from credex.audit import AuditLog
 from credex.clock import system_clock
 from credex.config import ConfigError, validate_member_id
 from credex.db import open_database
-from credex.keys import SigningKey, VerifyKey
+from credex.keys import SigningKey, VerifyKey, write_private, write_public
 from directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings, load_settings
 from directory.consent_store import ConsentStore
 from directory.enrollment import TokenGrant, TokenStore
@@ -31,8 +31,8 @@ def init_home(home: Path) -> DirectorySettings:
         SigningKey.generate().save(settings.key_path)
     if not settings.ca_key_path.exists():
         ca_key, ca_cert = pki.create_ca()
-        pki.write_private(settings.ca_key_path, pki.key_pem(ca_key))
-        pki.write_public(settings.ca_cert_path, pki.cert_pem(ca_cert))
+        write_private(settings.ca_key_path, pki.key_pem(ca_key))
+        write_public(settings.ca_cert_path, pki.cert_pem(ca_cert))
     if not settings.tls_key_path.exists() or pki.DIRECTORY_NAME not in pki.certificate_names(
         pki.load_cert(settings.tls_cert_path)
     ):
@@ -45,8 +45,8 @@ def init_home(home: Path) -> DirectorySettings:
             days=pki.CA_DAYS,
             directory=True,
         )
-        pki.write_private(settings.tls_key_path, pki.key_pem(tls_key))
-        pki.write_public(settings.tls_cert_path, pki.cert_pem(cert))
+        write_private(settings.tls_key_path, pki.key_pem(tls_key))
+        write_public(settings.tls_cert_path, pki.cert_pem(cert))
     db = open_database(settings.db_path)
     Registry(db), Locator(db), ConsentStore(db), AuditLog(db, system_clock), TokenStore(db)
     db.conn.close()

@@ -14,7 +14,7 @@ import pytest
 
 from credex import pki
 from credex.errors import Reason, Unauthenticated
-from credex.keys import SigningKey
+from credex.keys import SigningKey, write_private
 from credex.rotation import KeyFiles, rotate_key
 from credex.signing import open_signed, seal
 from credex.tls import TlsIdentity
@@ -155,7 +155,7 @@ def served_certificate(address: str, tls: TlsIdentity, scratch: Path) -> bytes:
     context.check_hostname = False
     key_file, cert_file = Path("/tmp") / "rot.key", Path("/tmp") / "rot.crt"
     assert tls.key_pem and tls.cert_pem
-    pki.write_private(key_file, tls.key_pem)
+    write_private(key_file, tls.key_pem)
     cert_file.write_bytes(tls.cert_pem)
     context.load_cert_chain(cert_file, key_file)
     context.set_alpn_protocols(["h2"])
