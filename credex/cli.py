@@ -10,10 +10,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from credex import vocab
+from credex.audit import verify_log
 from credex.client import RequesterClient, SubjectClient
 from credex.cliutil import cli_errors, print_json
-from credex.keys import SigningKey
+from credex.keys import SigningKey, load_public
 from credex.member_home import MemberHome, enroll_home
+from credex.reconcile import reconcile
 from credex.render import (
     MemberRow,
     moment,
@@ -34,8 +36,10 @@ app = typer.Typer(
 )
 consent_app = typer.Typer(help="A subject's consents.", no_args_is_help=True)
 profile_app = typer.Typer(help="Profiles, for requesters.", no_args_is_help=True)
+audit_app = typer.Typer(help="Check audit logs, for auditors and operators.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
 app.add_typer(profile_app, name="profile")
+app.add_typer(audit_app, name="audit")
 
 Directory = Annotated[
     str,
@@ -345,6 +349,56 @@ def profile_get(
             print_json(profile)
         else:
             print_profile(terminal_console(), profile)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    path: Annotated[Path, typer.Argument(help="A directory's or node's database (audit log).")],
+    key: Annotated[
+        Path | None, typer.Option(help="The owner's public key (PEM), to check checkpoints.")
+    ] = None,
+    json_out: Json = False,
+) -> None:
+    """Walk the hash chain and the signed checkpoints; report the first entry that was changed,
+    deleted, inserted or reordered (exit 1)."""
+    with cli_errors():
+        report = verify_log(path, load_public(key) if key is not None else None)
+        if json_out:
+            print_json(report)
+        elif report.ok:
+            typer.echo(
+                f"{path}: OK, {report.entries} entries chain, {report.checkpoints} checkpoints "
+                f"({report.checkpoints_verified} signatures verified)"
+            )
+            for note in report.notes:
+                typer.echo(f"note: {note}")
+        else:
+            typer.echo(f"{path}: TAMPERED: {report.problem}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("reconcile")
+def audit_reconcile(
+    directory_log: Annotated[Path, typer.Argument(help="The directory's database.")],
+    node_logs: Annotated[list[Path], typer.Argument(help="Node databases.")],
+    json_out: Json = False,
+) -> None:
+    """Match the directory's node queries with the nodes' own entries; report queries one side
+    has and the other lacks (exit 1 if any is unexplained)."""
+    with cli_errors():
+        report = reconcile(directory_log, node_logs)
+        if json_out:
+            print_json({**report.__dict__, "ok": report.ok})
+        else:
+            typer.echo(
+                f"{report.matched} queries match; {len(report.explained)} never reached a node "
+                f"(timeout or unavailable); {len(report.unexplained)} unexplained"
+            )
+            for m in report.unexplained:
+                typer.echo(f"  {m.kind} {m.node_id} {m.query_id}: {m.detail}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

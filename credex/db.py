@@ -21,7 +21,8 @@ def open_database(path: Path) -> sqlite_utils.Database:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a committed write survives power loss, so nothing acknowledged is ever lost.
+        conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA foreign_keys=ON")
     except sqlite3.Error as exc:

@@ -22,6 +22,8 @@ node_deadline_s = 2.0
 max_request_lifetime_s = 300.0
 # How long a signed subject attestation stays valid, in seconds.
 attestation_ttl_s = 3600.0
+# How often the directory signs a checkpoint of its audit log (and always when it stops).
+checkpoint_interval_s = 10.0
 # Profile requests a second each requester may send, and the burst it may save up.
 requester_rate_per_s = 50.0
 requester_burst = 100
@@ -48,6 +50,7 @@ class DirectorySettings:
     attestation_ttl_s: float = 3600.0
     requester_rate_per_s: float = 50.0
     requester_burst: float = 100.0
+    checkpoint_interval_s: float = 10.0
     purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
 
     @property
@@ -110,6 +113,7 @@ def load_settings(home: Path) -> DirectorySettings:
         max_request_lifetime_s=_positive(table, "max_request_lifetime_s", 300.0, where),
         attestation_ttl_s=_positive(table, "attestation_ttl_s", 3600.0, where),
         requester_rate_per_s=_positive(table, "requester_rate_per_s", 50.0, where),
+        checkpoint_interval_s=_positive(table, "checkpoint_interval_s", 10.0, where),
         requester_burst=max(1.0, _positive(table, "requester_burst", 100.0, where)),
         purpose_limits=_purpose_limits(data.get("purpose_limits", {}), f"{path} [purpose_limits]"),
     )

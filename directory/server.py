@@ -3,12 +3,13 @@ public port (TLS; subjects and enrollment)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from credex.audit import AuditLog
+from credex.audit import AuditLog, checkpoint_every
 from credex.clock import Clock, system_clock
 from credex.db import open_database
 from credex.freshness import NonceStore
@@ -42,16 +43,22 @@ class RunningDirectory:
     public_address: str
     router: Router
     publisher: Publisher
+    audit: AuditLog
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = None) -> None:
         await self.members_server.stop(grace)
         await self.public_server.stop(grace)
-        await self.close_clients()
+        await self.close_background()
 
-    async def close_clients(self) -> None:
-        """End pushes under way and close the channels to nodes."""
+    async def close_background(self) -> None:
+        """End pushes under way, close the channels to nodes, sign a last audit checkpoint."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.publisher.close()
         await self.router.close()
+        self.audit.checkpoint()
 
 
 @dataclass
@@ -61,6 +68,7 @@ class DirectoryServices:
     enrollment: EnrollmentService
     router: Router
     publisher: Publisher
+    audit: AuditLog
     tls: TlsIdentity
 
 
@@ -75,7 +83,7 @@ def build_services(
     tls = tls_identity(settings)
     db = open_database(settings.db_path)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
-    audit = AuditLog(db, clock)
+    audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
     channels = ChannelPool(tls)
     ca = CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
     publisher = Publisher(
@@ -112,6 +120,7 @@ def build_services(
             router=router,
             audit=audit,
             clock=clock,
+            db=db,
             limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
             publisher=publisher,
             ca=ca,
@@ -131,6 +140,7 @@ def build_services(
         ),
         router=router,
         publisher=publisher,
+        audit=audit,
         tls=tls,
     )
 
@@ -159,6 +169,10 @@ async def start_directory(
         public_address=f"{public_listen.rsplit(':', 1)[0]}:{public_port}",
         router=services.router,
         publisher=services.publisher,
+        audit=services.audit,
+        tasks=[
+            asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s))
+        ],
     )
 
 
@@ -171,5 +185,5 @@ async def serve(
         ready_file,
         {"address": directory.address, "public_address": directory.public_address},
         "directory",
-        on_stop=directory.close_clients,
+        on_stop=directory.close_background,
     )

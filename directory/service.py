@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import sqlite_utils
 
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
+from credex.db import transaction
 from credex.errors import (
     AlreadyExists,
     CredexError,
@@ -23,7 +25,7 @@ from credex.errors import (
 from credex.keys import SigningKey, VerifyKey
 from credex.pki import DEFAULT_HOSTS, CertificateAuthority, PkiError, cert_pem
 from credex.ratelimit import RateLimiter
-from credex.signing import open_signed, parse, verify
+from credex.signing import digest, open_signed, parse, verify
 from credex.transport import peer_member_id, require_peer
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
@@ -77,6 +79,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         router: Router,
         audit: AuditLog,
         clock: Clock,
+        db: sqlite_utils.Database,
         limiter: RateLimiter,
         publisher: Publisher,
         ca: CertificateAuthority,
@@ -85,6 +88,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self._ca = ca
         self._directory_id = directory_id
         self._key = key
+        self._db = db
         self._limiter = limiter
         self._publisher = publisher
         self._registry = registry
@@ -224,23 +228,40 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         now = self._clock()
         results = [node_result(reply, now) for reply in replies]
         profile = assemble(authorized, results, self._key, self._clock())
-        self._audit.append(
-            AuditEntry(
-                request_id=req.request_id,
-                actor=req.requester_id,
-                action="profile",
-                outcome="assembled",
-                purpose=vocab.purpose_name(req.purpose),
-                consent_id=req.consent_id,
-                subject_ref=req.subject_id,
-                categories=vocab.category_names(authorized.categories),
-                detail=" ".join(
-                    f"{r.node_id}={pb.NodeStatus.Name(r.status).removeprefix('NODE_STATUS_')}"
-                    f"({r.query_id})"
-                    for r in results
-                ),
+        with transaction(self._db):  # every entry of this request in one durable commit
+            for result in results:  # one entry per node query, linked to the profile request
+                self._audit.append(
+                    AuditEntry(
+                        request_id=result.query_id,
+                        link=req.request_id,
+                        actor=req.requester_id,
+                        action="query",
+                        outcome=pb.NodeStatus.Name(result.status).removeprefix("NODE_STATUS_"),
+                        purpose=vocab.purpose_name(req.purpose),
+                        consent_id=req.consent_id,
+                        categories=vocab.category_names(result.categories),
+                        node_id=result.node_id,
+                        detail=result.detail,
+                        disclosed_digest=digest(result.answer).hex() if result.answer.body else "",
+                    )
+                )
+            self._audit.append(
+                AuditEntry(
+                    request_id=req.request_id,
+                    actor=req.requester_id,
+                    action="profile",
+                    outcome="assembled",
+                    purpose=vocab.purpose_name(req.purpose),
+                    consent_id=req.consent_id,
+                    subject_ref=req.subject_id,
+                    categories=vocab.category_names(authorized.categories),
+                    detail=" ".join(
+                        f"{r.node_id}={pb.NodeStatus.Name(r.status).removeprefix('NODE_STATUS_')}"
+                        f"({r.query_id})"
+                        for r in results
+                    ),
+                )
             )
-        )
         return pb.GetProfileResponse(profile=profile)
 
     def _active_peer(self, context: Context) -> str:

@@ -39,6 +39,8 @@ class NodeConfig:
     # How often to pull the registry and revocations; how long to serve without hearing back.
     sync_interval_s: float = 5.0
     offline_grace_s: float = 120.0
+    # How often the node signs a checkpoint of its audit log (and always when it stops).
+    checkpoint_interval_s: float = 10.0
 
     @property
     def registry_cache(self) -> Path:
@@ -95,6 +97,7 @@ def load_node_config(path: Path) -> NodeConfig:
         burst=max(1.0, _positive(limits, "directory_burst", 2000.0, f"{path} [limits]")),
         sync_interval_s=_positive(node, "sync_interval_s", 5.0, where),
         offline_grace_s=_positive(node, "offline_grace_s", 120.0, where),
+        checkpoint_interval_s=_positive(node, "checkpoint_interval_s", 10.0, where),
     )
 
 

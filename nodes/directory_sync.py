@@ -15,7 +15,6 @@ import sqlite_utils
 
 from credex.clock import Clock
 from credex.errors import CredexError, PermissionDenied, Reason, Unavailable, from_rpc_error
-from credex.freshness import CLOCK_SKEW_S
 from credex.keys import VerifyKey
 from credex.signing import open_signed, parse
 from credex.tls import TlsIdentity
@@ -77,8 +76,10 @@ class DirectorySync:
     def check(self, requester_id: str, consent_id: str) -> None:
         """Refuse when out of touch with the directory, for a requester that is not an active
         member, or for a consent the directory has revoked or paused."""
-        age = self._clock() - self.last_sync
-        if not -CLOCK_SKEW_S <= age <= self._settings.offline_grace_s:  # a future sync is no sync
+        now = self._clock()
+        if self.last_sync > now:  # the clock stepped back: count the grace from now, once
+            self.last_sync = now
+        if now - self.last_sync > self._settings.offline_grace_s:
             raise Unavailable(
                 Reason.REGISTRY_STALE,
                 f"no word from the directory for over {self._settings.offline_grace_s:g}s",

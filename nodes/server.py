@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 
-from credex.audit import AuditLog
+from credex.audit import AuditLog, checkpoint_every
 from credex.clock import Clock, system_clock, to_timestamp
 from credex.db import open_database, open_readonly
 from credex.errors import CredexError, from_rpc_error
@@ -107,7 +107,7 @@ def build_service(
         verifier=verifier,
         sync=sync,
         source=source,
-        audit=AuditLog(state, clock),
+        audit=AuditLog(state, clock, log_id=config.node_id, key=keys),
         clock=clock,
     )
 
@@ -169,6 +169,12 @@ async def start_node(
     port = bind_reloading(server, listen, tls)
     await server.start()
     node = RunningNode(server=server, address=f"{listen.rsplit(':', 1)[0]}:{port}")
+    audit: AuditLog | None = getattr(service, "audit", None)
+    if audit is not None:
+        node.tasks.append(
+            asyncio.create_task(checkpoint_every(audit, config.checkpoint_interval_s))
+        )
+        node.closers.append(_final_checkpoint(audit))
     sync: DirectorySync | None = getattr(service, "sync", None)
     if sync is not None and config.directory_address:
         try:
@@ -188,6 +194,13 @@ async def start_node(
             asyncio.create_task(_keep_announcing(config, key, tls, node.address, clock))
         )
     return node
+
+
+def _final_checkpoint(audit: AuditLog) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        audit.checkpoint()
+
+    return close
 
 
 async def serve(config: NodeConfig, listen: str, ready_file: Path | None) -> None:

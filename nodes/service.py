@@ -42,7 +42,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self._verifier = verifier
         self.sync = sync
         self._source = source
-        self._audit = audit
+        self.audit = audit
         self._clock = clock
         self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
 
@@ -82,7 +82,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             verified = self._verifier.verify(request)
         except CredexError as err:
             claimed = _claimed_query(request)
-            self._audit.append(
+            self.audit.append(
                 AuditEntry(
                     request_id=claimed.request_id[:128],
                     actor=claimed.requester_id[:128],
@@ -114,7 +114,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             records=records,
         )
         signed = seal(answer, self._key())
-        self._audit.append(
+        self.audit.append(
             AuditEntry(
                 request_id=query.request_id,
                 actor=query.requester_id,

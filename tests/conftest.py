@@ -19,6 +19,7 @@ def loop() -> Iterator[LoopThread]:
 
 @pytest.fixture(scope="session")
 def federation(tmp_path_factory: pytest.TempPathFactory, loop: LoopThread) -> Iterator[Federation]:
-    fed = start_federation(Path(tmp_path_factory.mktemp("federation")), loop)
+    # A 2 s per-node deadline: generous for fsync-bound commits on a busy CI machine.
+    fed = start_federation(Path(tmp_path_factory.mktemp("federation")), loop, deadline_s=2.0)
     yield fed
     fed.stop()

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from credex import pki
+from credex.audit import AuditEntry, AuditLog
+from credex.db import open_database
 from lab.demo import pick_subject
 from lab.identities import subject_key
 from tests.harness import free_port
@@ -122,6 +124,32 @@ def test_consent_profile_revoke_through_the_cli(running: dict[str, Any], tmp_pat
     assert json.loads(revoked.stdout)["status"] == "revoked"
     after = profile(ok=False)
     assert after.returncode == 3 and "CONSENT_REVOKED" in after.stderr
+
+
+def test_audit_logs_verify_and_reconcile(running: dict[str, Any], tmp_path: Path) -> None:
+    """After the CLI flow above, every log's chain and checkpoints hold, and every query the
+    directory sent matches an entry at its node; a node-only entry is unexplained."""
+    root: Path = running["root"]
+    directory_db = root / "directory" / "directory.db"
+    node_dbs = sorted((root / "nodes").glob("*/credex-node.db"))
+    out = cli("credex", "audit", "verify", str(directory_db),
+              "--key", str(root / "directory" / "directory.pub")).stdout  # fmt: skip
+    assert "OK" in out
+    for db in node_dbs:
+        assert "OK" in cli("credex", "audit", "verify", str(db),
+                           "--key", str(db.parent / "node.pub")).stdout  # fmt: skip
+    report = json.loads(
+        cli("credex", "audit", "reconcile", str(directory_db), *map(str, node_dbs), "--json").stdout
+    )
+    assert report["ok"] and report["matched"] >= 2 and report["unexplained"] == []
+
+    forged = tmp_path / "pboc.db"
+    forged.write_bytes((root / "nodes" / "pboc-credit-reference" / "credex-node.db").read_bytes())
+    log = AuditLog(open_database(forged), time.time, log_id="pboc-credit-reference")
+    log.append(AuditEntry(request_id="q-phantom", actor="bank", action="query",
+                          outcome="disclosed", node_id="pboc-credit-reference"))  # fmt: skip
+    bad = cli("credex", "audit", "reconcile", str(directory_db), str(forged), ok=False)
+    assert bad.returncode == 1 and "q-phantom" in bad.stdout
 
 
 def test_members_lists_nodes_and_requesters(running: dict[str, Any]) -> None:
