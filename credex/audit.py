@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,8 @@ def _create(conn: sqlite3.Connection) -> None:
         )"""
     )
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} (request_id)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_subject ON {TABLE} (subject_ref, action)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_link ON {TABLE} (link)")
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (seq INTEGER PRIMARY KEY, signed BLOB NOT NULL)"
     )
@@ -183,8 +185,9 @@ class AuditLog:
         self._checkpointed = self._seq
         return True
 
-    def entries(self) -> Iterator[dict[str, Any]]:
-        for row in self._db.query(f"SELECT * FROM {TABLE} ORDER BY seq"):
+    def entries(self, where: str = "1", params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+        """Entries in order, optionally filtered (`where` is SQL with ? placeholders)."""
+        for row in self._db.query(f"SELECT * FROM {TABLE} WHERE {where} ORDER BY seq", params):
             row["categories"] = json.loads(row["categories"])
             yield row
 

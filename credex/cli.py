@@ -19,6 +19,7 @@ from credex.reconcile import reconcile
 from credex.render import (
     MemberRow,
     moment,
+    print_access_log,
     print_consents,
     print_members,
     print_profile,
@@ -319,6 +320,27 @@ def consent_list(
             print_json(views)
         else:
             print_consents(terminal_console(), views)
+
+
+@app.command("access-log")
+def access_log(
+    directory: Directory, ca_cert: CaCert, subject: Subject, key: KeyPath, json_out: Json = False
+) -> None:
+    """As a subject: every profile request about you (who, when, why, which nodes answered)
+    and your consents with their status and remaining uses."""
+    with cli_errors():
+        signing_key = SigningKey.load(key)
+        ca_pem = _read_ca(ca_cert)
+
+        async def go() -> Any:
+            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
+                return await client.access_log()
+
+        log = _run(go())
+        if json_out:
+            print_json(log)
+        else:
+            print_access_log(terminal_console(), log)
 
 
 @profile_app.command("get")

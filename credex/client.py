@@ -91,6 +91,26 @@ class ConsentView:
     not_after: float
 
 
+@dataclass(frozen=True)
+class AccessView:
+    """One profile request about a subject, as the directory recorded it."""
+
+    request_id: str
+    at: float
+    requester_id: str
+    purpose: str
+    consent_id: str
+    outcome: str
+    categories: list[str]
+    nodes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    records: list[AccessView]
+    consents: list[ConsentView]
+
+
 def status_name(value: ConsentStatus.ValueType) -> str:
     return ConsentStatus.Name(value).removeprefix("CONSENT_STATUS_").lower()
 
@@ -209,23 +229,46 @@ class SubjectClient(_Client):
         response = await self._call(
             self._stub.ListConsents, pb.ListConsentsRequest(query=seal(query, self._key))
         )
-        views = []
-        for state in response.consents:
-            consent = parse(state.consent.body, Consent, what="consent")
-            views.append(
-                ConsentView(
-                    consent_id=consent.consent_id,
-                    requester_id=consent.requester_id,
-                    purpose=vocab.purpose_name(consent.purpose),
-                    categories=vocab.category_names(consent.categories),
-                    status=status_name(state.status),
-                    uses=state.uses,
-                    max_uses=consent.max_uses,
-                    not_before=from_timestamp(consent.not_before),
-                    not_after=from_timestamp(consent.not_after),
+        return [consent_view(state) for state in response.consents]
+
+    async def access_log(self) -> AccessLog:
+        """Every profile request about me (who, when, why, which nodes answered), and my
+        consents now."""
+        query = pb.AccessLogQuery(subject_id=self.subject_id, issued_at=to_timestamp(self._clock()))
+        response = await self._call(
+            self._stub.GetAccessLog, pb.GetAccessLogRequest(query=seal(query, self._key))
+        )
+        return AccessLog(
+            records=[
+                AccessView(
+                    request_id=r.request_id,
+                    at=from_timestamp(r.at),
+                    requester_id=r.requester_id,
+                    purpose=r.purpose,
+                    consent_id=r.consent_id,
+                    outcome=r.outcome,
+                    categories=list(r.categories),
+                    nodes={n.node_id: n.status for n in r.nodes},
                 )
-            )
-        return views
+                for r in response.records
+            ],
+            consents=[consent_view(state) for state in response.consents],
+        )
+
+
+def consent_view(state: pb.ConsentState) -> ConsentView:
+    consent = parse(state.consent.body, Consent, what="consent")
+    return ConsentView(
+        consent_id=consent.consent_id,
+        requester_id=consent.requester_id,
+        purpose=vocab.purpose_name(consent.purpose),
+        categories=vocab.category_names(consent.categories),
+        status=status_name(state.status),
+        uses=state.uses,
+        max_uses=consent.max_uses,
+        not_before=from_timestamp(consent.not_before),
+        not_after=from_timestamp(consent.not_after),
+    )
 
 
 class RequesterClient(_Client):

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from credex.client import ConsentView, VerifiedProfile
+from credex.client import AccessLog, ConsentView, VerifiedProfile
 
 STATUS_STYLE = {"OK": "green", "NOT_FOUND": "yellow"}
 
@@ -88,6 +88,25 @@ def terminal_console() -> Console:
     """A console that is at least 120 columns wide when output is not a terminal (logs, CI)."""
     console = Console()
     return console if console.is_terminal else Console(width=120)
+
+
+def print_access_log(console: Console, log: AccessLog) -> None:
+    """Who asked for the subject's profile, when and why, and which nodes answered."""
+    table = Table(title="Who asked for my profile", title_justify="left")
+    for col in ("when", "requester", "purpose", "consent", "outcome", "nodes"):
+        table.add_column(col, overflow="fold")
+    for r in log.records:
+        _add(
+            table,
+            moment(r.at),
+            r.requester_id,
+            r.purpose,
+            r.consent_id,
+            r.outcome,
+            "\n".join(f"{node} {status}" for node, status in sorted(r.nodes.items())),
+        )
+    console.print(table)
+    print_consents(console, log.consents)
 
 
 def print_consents(console: Console, consents: Iterable[ConsentView]) -> None:

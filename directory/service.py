@@ -302,6 +302,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
                 actor=claimed.requester_id[:128],
                 action="profile",
                 outcome=f"refused:{err.reason}",
+                purpose=vocab.purpose_name(claimed.purpose) if claimed.purpose else "",
+                categories=vocab.category_names(claimed.categories[:16]),
                 consent_id=claimed.consent_id[:128],
                 subject_ref=claimed.subject_id[:128],
                 detail=err.message,

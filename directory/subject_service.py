@@ -8,11 +8,11 @@ import grpc
 
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog
-from credex.clock import Clock
+from credex.clock import Clock, to_timestamp
 from credex.errors import FailedPrecondition, PermissionDenied, Reason, rpc_errors
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
-from credex.v1.consent_pb2 import ConsentStatus
+from credex.v1.consent_pb2 import ConsentPause, ConsentRevocation, ConsentStatus
 from directory.consent_store import ConsentStore
 from directory.publication import Publisher
 from directory.verify import RequestVerifier
@@ -72,7 +72,9 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     async def RevokeConsent(
         self, request: pb.RevokeConsentRequest, context: Context
     ) -> pb.RevokeConsentResponse:
-        revocation = self._verifier.revocation(request.revocation)
+        revocation = self._verifier.subject_request(
+            request.revocation, ConsentRevocation, "revocation"
+        )
         self._change(revocation.consent_id, revocation.subject_id, S.CONSENT_STATUS_REVOKED)
         return pb.RevokeConsentResponse(
             consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
@@ -82,7 +84,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     async def PauseConsent(
         self, request: pb.PauseConsentRequest, context: Context
     ) -> pb.PauseConsentResponse:
-        pause = self._verifier.pause(request.pause)
+        pause = self._verifier.subject_request(request.pause, ConsentPause, "pause")
         status = S.CONSENT_STATUS_PAUSED if pause.paused else S.CONSENT_STATUS_ACTIVE
         self._change(pause.consent_id, pause.subject_id, status)
         return pb.PauseConsentResponse(consent_id=pause.consent_id, status=status)
@@ -119,10 +121,49 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     async def ListConsents(
         self, request: pb.ListConsentsRequest, context: Context
     ) -> pb.ListConsentsResponse:
-        query = self._verifier.consent_list_query(request.query)
-        return pb.ListConsentsResponse(
-            consents=[
-                pb.ConsentState(consent=s.signed, status=s.status, uses=s.uses)
-                for s in self._consents.for_subject(query.subject_id, self._clock())
-            ]
+        query = self._verifier.subject_request(request.query, pb.ConsentListQuery, "list query")
+        return pb.ListConsentsResponse(consents=self._consent_states(query.subject_id))
+
+    @rpc_errors
+    async def GetAccessLog(
+        self, request: pb.GetAccessLogRequest, context: Context
+    ) -> pb.GetAccessLogResponse:
+        """Every profile request about the subject, served or refused, with the nodes asked."""
+        query = self._verifier.subject_request(request.query, pb.AccessLogQuery, "access query")
+        requests = list(
+            self._audit.entries("subject_ref = ? AND action = 'profile'", (query.subject_id,))
         )
+        nodes: dict[str, list[pb.NodeAccess]] = {}
+        ids = [r["request_id"] for r in requests]
+        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+            marks = ", ".join("?" for _ in chunk)
+            for entry in self._audit.entries(f"action = 'query' AND link IN ({marks})", chunk):
+                nodes.setdefault(entry["link"], []).append(
+                    pb.NodeAccess(
+                        node_id=entry["node_id"],
+                        status=entry["outcome"],
+                        categories=entry["categories"],
+                    )
+                )
+        return pb.GetAccessLogResponse(
+            records=[
+                pb.AccessRecord(
+                    request_id=r["request_id"],
+                    at=to_timestamp(r["at"]),
+                    requester_id=r["actor"],
+                    purpose=r["purpose"],
+                    consent_id=r["consent_id"],
+                    outcome=r["outcome"],
+                    categories=r["categories"],
+                    nodes=nodes.get(r["request_id"], []),
+                )
+                for r in requests
+            ],
+            consents=self._consent_states(query.subject_id),
+        )
+
+    def _consent_states(self, subject_id: str) -> list[pb.ConsentState]:
+        return [
+            pb.ConsentState(consent=s.signed, status=s.status, uses=s.uses)
+            for s in self._consents.for_subject(subject_id, self._clock())
+        ]

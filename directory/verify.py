@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlite_utils
 
@@ -22,13 +23,14 @@ from credex.keys import VerifyKey
 from credex.signing import M, open_signed, parse
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation
-from credex.v1.directory_pb2 import ConsentListQuery, MemberRole, ProfileRequest
+from credex.v1.directory_pb2 import AccessLogQuery, ConsentListQuery, MemberRole, ProfileRequest
 from directory.consent_store import ConsentStore, StoredConsent, require_active
 from directory.locator import Locator
 from directory.quotas import PurposeQuota
 from directory.registry import MemberInfo, Registry
 
 MAX_SUBJECT_REQUEST_AGE_S = 300.0
+SR = TypeVar("SR", ConsentRevocation, ConsentPause, ConsentListQuery, AccessLogQuery)
 MAX_CONSENT_LIFETIME_S = 2 * 366 * 24 * 3600.0
 
 
@@ -176,27 +178,13 @@ class RequestVerifier:
             raise InvalidArgument(Reason.MALFORMED, "a consent may last at most two years")
         return consent
 
-    def revocation(self, signed: Signed) -> ConsentRevocation:
-        claimed = parse(signed.body, ConsentRevocation, what="revocation")
-        revocation = self._subject_signed(
-            signed, ConsentRevocation, claimed.subject_id, "revocation"
-        )
-        self._fresh_subject_message(from_timestamp(revocation.issued_at))
-        return revocation
-
-    def pause(self, signed: Signed) -> ConsentPause:
-        claimed = parse(signed.body, ConsentPause, what="pause")
-        pause = self._subject_signed(signed, ConsentPause, claimed.subject_id, "pause")
-        self._fresh_subject_message(from_timestamp(pause.issued_at))
-        return pause
-
-    def consent_list_query(self, signed: Signed) -> ConsentListQuery:
-        claimed = parse(signed.body, ConsentListQuery, what="consent list query")
-        query = self._subject_signed(
-            signed, ConsentListQuery, claimed.subject_id, "consent list query"
-        )
-        self._fresh_subject_message(from_timestamp(query.issued_at))
-        return query
+    def subject_request(self, signed: Signed, message_type: type[SR], what: str) -> SR:
+        """A recent message signed by the registered key of the subject it names (revocations,
+        pauses, consent lists, access logs all carry subject_id and issued_at)."""
+        claimed = parse(signed.body, message_type, what=what)
+        message = self._subject_signed(signed, message_type, claimed.subject_id, what)
+        self._fresh_subject_message(from_timestamp(message.issued_at))
+        return message
 
     def _fresh_subject_message(self, issued_at: float) -> None:
         now = self._clock()

@@ -14,7 +14,7 @@ from rich.panel import Panel
 from credex import vocab
 from credex.client import RequesterClient, SubjectClient
 from credex.errors import CredexError
-from credex.render import print_consents, print_profile, terminal_console
+from credex.render import print_access_log, print_consents, print_profile, terminal_console
 from credex.v1.common_pb2 import Category, Purpose
 from lab.federation import RunningFederation, start, stop_recorded
 from lab.identities import subject_key
@@ -108,6 +108,9 @@ async def _story(console: Console, fed: RunningFederation) -> None:
             _refused(console, "profile after revocation", err)
         else:
             raise AssertionError("a revoked consent was honoured")
+
+        console.rule("5. The subject reads who asked for their data")
+        print_access_log(console, await subject.access_log())
 
 
 def run_demo(

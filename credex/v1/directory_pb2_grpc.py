@@ -355,6 +355,11 @@ class SubjectServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.ListConsentsRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.ListConsentsResponse.FromString,
                 _registered_method=True)
+        self.GetAccessLog = channel.unary_unary(
+                '/credex.v1.SubjectService/GetAccessLog',
+                request_serializer=credex_dot_v1_dot_directory__pb2.GetAccessLogRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.GetAccessLogResponse.FromString,
+                _registered_method=True)
 
 
 class SubjectServiceServicer:
@@ -390,6 +395,14 @@ class SubjectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccessLog(self, request, context):
+        """Who asked for the subject's profile, when, why, and which nodes answered; signed by the
+        subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubjectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -412,6 +425,11 @@ def add_SubjectServiceServicer_to_server(servicer, server):
                     servicer.ListConsents,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.ListConsentsRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.ListConsentsResponse.SerializeToString,
+            ),
+            'GetAccessLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccessLog,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.GetAccessLogRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.GetAccessLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +542,33 @@ class SubjectService:
             '/credex.v1.SubjectService/ListConsents',
             credex_dot_v1_dot_directory__pb2.ListConsentsRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.ListConsentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccessLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/GetAccessLog',
+            credex_dot_v1_dot_directory__pb2.GetAccessLogRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.GetAccessLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

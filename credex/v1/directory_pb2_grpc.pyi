@@ -140,6 +140,10 @@ class SubjectServiceStub:
     """Pause a consent or resume a paused one; the request is signed by the subject."""
     ListConsents: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListConsentsRequest, _directory_pb2.ListConsentsResponse]
     """A subject's consents; the request is signed by the subject."""
+    GetAccessLog: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetAccessLogRequest, _directory_pb2.GetAccessLogResponse]
+    """Who asked for the subject's profile, when, why, and which nodes answered; signed by the
+    subject.
+    """
 
 @_typing.type_check_only
 class SubjectServiceAsyncStub(SubjectServiceStub):
@@ -156,6 +160,10 @@ class SubjectServiceAsyncStub(SubjectServiceStub):
     """Pause a consent or resume a paused one; the request is signed by the subject."""
     ListConsents: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListConsentsRequest, _directory_pb2.ListConsentsResponse]  # type: ignore[assignment]
     """A subject's consents; the request is signed by the subject."""
+    GetAccessLog: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetAccessLogRequest, _directory_pb2.GetAccessLogResponse]  # type: ignore[assignment]
+    """Who asked for the subject's profile, when, why, and which nodes answered; signed by the
+    subject.
+    """
 
 class SubjectServiceServicer(metaclass=_abc_1.ABCMeta):
     """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
@@ -193,6 +201,16 @@ class SubjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.ListConsentsResponse, _abc.Awaitable[_directory_pb2.ListConsentsResponse]]:
         """A subject's consents; the request is signed by the subject."""
+
+    @_abc_1.abstractmethod
+    def GetAccessLog(
+        self,
+        request: _directory_pb2.GetAccessLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.GetAccessLogResponse, _abc.Awaitable[_directory_pb2.GetAccessLogResponse]]:
+        """Who asked for the subject's profile, when, why, and which nodes answered; signed by the
+        subject.
+        """
 
 def add_SubjectServiceServicer_to_server(servicer: SubjectServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

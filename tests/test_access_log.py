@@ -1,0 +1,71 @@
+"""A subject, proving itself with its own key, reads who obtained its profile and why."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from credex.client import SubjectClient
+from credex.errors import PermissionDenied, Reason, Unauthenticated
+from credex.v1.common_pb2 import Category, Purpose
+from tests.harness import Federation
+
+LOAN = Purpose.PURPOSE_LOAN_APPLICATION
+
+
+def test_subject_sees_every_request_about_it_served_or_refused(federation: Federation) -> None:
+    subject = federation.subject("S2")
+    before = len(federation.loop.run(subject.access_log()).records)
+    consent_id = federation.loop.run(
+        subject.grant(
+            requester_id="bank", purpose=LOAN, categories=[Category.CATEGORY_VOLUNTEERING],
+            max_uses=3,
+        )
+    )  # fmt: skip
+    bank = federation.requester("bank")
+    profile = federation.loop.run(
+        bank.get_profile(subject_id="S2", consent_id=consent_id, purpose=LOAN)
+    )
+    with pytest.raises(PermissionDenied):
+        federation.loop.run(
+            bank.get_profile(
+                subject_id="S2", consent_id=consent_id, purpose=LOAN,
+                categories=[Category.CATEGORY_FINANCIAL],
+            )
+        )  # fmt: skip
+
+    log = federation.loop.run(subject.access_log())
+    records = log.records[before:]
+    assert [(r.requester_id, r.purpose, r.consent_id, r.outcome) for r in records] == [
+        ("bank", "loan-application", consent_id, "assembled"),
+        ("bank", "loan-application", consent_id, "refused:CATEGORY_NOT_CONSENTED"),
+    ]
+    assert records[0].request_id == profile.request_id
+    assert records[0].nodes == {"volunteers": "NOT_FOUND"}  # asked, held nothing
+    assert records[0].categories == ["volunteering"]
+    assert records[0].at <= federation.clock()
+    mine = {c.consent_id: c for c in log.consents}
+    assert (mine[consent_id].status, mine[consent_id].uses) == ("active", 1)
+
+
+def test_only_the_subject_reads_its_log(federation: Federation) -> None:
+    impostor = federation.subject("S2", key=federation.subject_keys["S1"])
+    with pytest.raises(Unauthenticated) as err:
+        federation.loop.run(impostor.access_log())
+    assert err.value.reason == Reason.BAD_SIGNATURE
+
+
+def test_a_stale_access_query_is_refused(federation: Federation) -> None:
+    """A query signed an hour ago (held back, or replayed) is refused."""
+
+    async def read_with_a_slow_clock() -> object:
+        async with SubjectClient(
+            federation.public_address, "S2", federation.subject_keys["S2"],
+            ca_pem=federation.ca_pem, clock=lambda: time.time() - 3600,
+        ) as client:  # fmt: skip
+            return await client.access_log()
+
+    with pytest.raises(PermissionDenied) as err:
+        federation.loop.run(read_with_a_slow_clock())
+    assert err.value.reason == Reason.REQUEST_EXPIRED
