@@ -58,6 +58,27 @@ class NodeOutcome:
 
 
 @dataclass(frozen=True)
+class FactorView:
+    label: str
+    kind: str
+    effect: float
+    records: list[str]
+
+
+@dataclass(frozen=True)
+class ScoreView:
+    """The directory's score of the profile under its policy, with the key factors."""
+
+    policy: str
+    policy_version: str
+    policy_digest: str
+    value: float
+    band: str
+    as_of: float
+    factors: list[FactorView]
+
+
+@dataclass(frozen=True)
 class VerifiedProfile:
     """A profile whose directory signature and node signatures all checked out."""
 
@@ -70,6 +91,7 @@ class VerifiedProfile:
     assembled_at: float
     nodes: list[NodeOutcome]
     records: list[ProfileRecord] = field(default_factory=list)
+    score: ScoreView | None = None
 
     def by_category(self) -> dict[str, list[ProfileRecord]]:
         grouped: dict[str, list[ProfileRecord]] = {}
@@ -256,6 +278,18 @@ class SubjectClient(_Client):
         )
 
 
+def score_view(score: pb.Score) -> ScoreView:
+    return ScoreView(
+        policy=score.policy,
+        policy_version=score.policy_version,
+        policy_digest=score.policy_digest,
+        value=score.value,
+        band=score.band,
+        as_of=from_timestamp(score.as_of),
+        factors=[FactorView(f.label, f.kind, f.effect, list(f.records)) for f in score.factors],
+    )
+
+
 def consent_view(state: pb.ConsentState) -> ConsentView:
     consent = parse(state.consent.body, Consent, what="consent")
     return ConsentView(
@@ -416,4 +450,5 @@ class RequesterClient(_Client):
             assembled_at=from_timestamp(profile.assembled_at),
             nodes=outcomes,
             records=sorted(records, key=lambda r: (r.category, r.node_id, r.occurred_at)),
+            score=score_view(profile.score) if profile.HasField("score") else None,
         )

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from credex.client import AccessLog, ConsentView, VerifiedProfile
+from credex.client import AccessLog, ConsentView, ScoreView, VerifiedProfile
 
 STATUS_STYLE = {"OK": "green", "NOT_FOUND": "yellow"}
 
@@ -73,6 +73,21 @@ def print_profile(console: Console, profile: VerifiedProfile, *, max_records: in
         console.print(records)
     else:
         console.print("[yellow]No records were disclosed.[/yellow]")
+    if profile.score is not None:
+        print_score(console, profile.score)
+
+
+def print_score(console: Console, score: ScoreView) -> None:
+    """The score, its band and policy, and the factors that moved it most."""
+    console.print(
+        f"[bold]Score {score.value:g}[/bold] ({escape(score.band)}) under policy "
+        f"{escape(score.policy)} v{escape(score.policy_version)}"
+    )
+    for factor in score.factors:
+        shown = ", ".join(factor.records[:3]) + (
+            f" and {len(factor.records) - 3} more" if len(factor.records) > 3 else ""
+        )
+        console.print(Text(f"  {factor.effect:+g}  {factor.label}  ({shown})"))
 
 
 def _details(attributes: dict[str, str], limit: int = 3, width: int = 28) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from credex.clock import to_timestamp
+from credex.clock import from_timestamp, to_timestamp
 from credex.errors import CredexError
 from credex.keys import SigningKey
 from credex.signing import digest, parse, seal, verify
@@ -10,6 +10,7 @@ from credex.v1.common_pb2 import Signed
 from credex.v1.directory_pb2 import NodeResult, NodeStatus, Profile
 from credex.v1.node_pb2 import NodeAnswer
 from directory.router import NodeReply
+from directory.scoring import Policy, ScoredRecord, score
 from directory.verify import AuthorizedProfileRequest
 
 
@@ -57,10 +58,34 @@ def _mismatch(answer: NodeAnswer, reply: NodeReply) -> str:
     return ""
 
 
-def assemble(
-    authorized: AuthorizedProfileRequest, results: list[NodeResult], key: SigningKey, now: float
-) -> Signed:
+def scored_records(results: list[NodeResult]) -> list[ScoredRecord]:
+    """The records of every verified answer, as scoring sees them."""
+    records: list[ScoredRecord] = []
+    for result in results:
+        if result.status != NodeStatus.NODE_STATUS_OK:
+            continue
+        answer = parse(result.answer.body, NodeAnswer, what="node answer")
+        records.extend(
+            ScoredRecord(
+                node_id=result.node_id,
+                record_id=r.record_id,
+                kind=r.kind,
+                value=r.value,
+                occurred_at=from_timestamp(r.occurred_at),
+            )
+            for r in answer.records
+        )
+    return records
 
+
+def assemble(
+    authorized: AuthorizedProfileRequest,
+    results: list[NodeResult],
+    key: SigningKey,
+    now: float,
+    policy: Policy,
+) -> Signed:
+    """The directory-signed profile, scored under `policy` as of `now`."""
     request = authorized.request
     profile = Profile(
         request_id=request.request_id,
@@ -71,5 +96,6 @@ def assemble(
         categories=authorized.categories,
         assembled_at=to_timestamp(now),
         nodes=sorted(results, key=lambda r: r.node_id),
+        score=score(policy, scored_records(results), now),
     )
     return seal(profile, key)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from credex import vocab
-from credex.config import ConfigError, load_toml
+from credex.config import ConfigError, load_toml, resolve
 
 SETTINGS_FILE = "directory.toml"
 DEFAULT_SETTINGS = """\
@@ -22,6 +22,8 @@ node_deadline_s = 2.0
 max_request_lifetime_s = 300.0
 # How long a signed subject attestation stays valid, in seconds.
 attestation_ttl_s = 3600.0
+# The scoring policy file (relative to this folder); empty: the shipped national baseline.
+policy = ""
 # How often the directory signs a checkpoint of its audit log (and always when it stops).
 checkpoint_interval_s = 10.0
 # Profile requests a second each requester may send, and the burst it may save up.
@@ -51,6 +53,7 @@ class DirectorySettings:
     requester_rate_per_s: float = 50.0
     requester_burst: float = 100.0
     checkpoint_interval_s: float = 10.0
+    policy: str = ""
     purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
 
     @property
@@ -64,6 +67,12 @@ class DirectorySettings:
     @property
     def db_path(self) -> Path:
         return self.home / "directory.db"
+
+    @property
+    def policy_path(self) -> Path:
+        if not self.policy:
+            return Path(__file__).parent / "policies" / "national-baseline.toml"
+        return resolve(self.home, self.policy)
 
     @property
     def ca_key_path(self) -> Path:
@@ -114,6 +123,7 @@ def load_settings(home: Path) -> DirectorySettings:
         attestation_ttl_s=_positive(table, "attestation_ttl_s", 3600.0, where),
         requester_rate_per_s=_positive(table, "requester_rate_per_s", 50.0, where),
         checkpoint_interval_s=_positive(table, "checkpoint_interval_s", 10.0, where),
+        policy=str(table.get("policy", "")),
         requester_burst=max(1.0, _positive(table, "requester_burst", 100.0, where)),
         purpose_limits=_purpose_limits(data.get("purpose_limits", {}), f"{path} [purpose_limits]"),
     )

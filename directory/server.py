@@ -28,6 +28,7 @@ from directory.publication import Publisher
 from directory.quotas import PurposeQuota
 from directory.registry import Registry
 from directory.router import Router
+from directory.scoring import load_policy
 from directory.service import DirectoryService
 from directory.subject_service import SubjectService
 from directory.verify import RequestVerifier
@@ -125,6 +126,7 @@ def build_services(
             publisher=publisher,
             ca=ca,
             directory_id=settings.directory_id,
+            policy=load_policy(settings.policy_path),
         ),
         subjects=SubjectService(
             consents=consents, verifier=verifier, audit=audit, clock=clock, publisher=publisher

@@ -36,6 +36,7 @@ from directory.locator import Locator
 from directory.publication import Publisher
 from directory.registry import Registry
 from directory.router import NodeCall, Router
+from directory.scoring import Policy
 from directory.verify import AuthorizedProfileRequest, RequestVerifier, signer_key
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -84,7 +85,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         publisher: Publisher,
         ca: CertificateAuthority,
         directory_id: str,
+        policy: Policy,
     ) -> None:
+        self._policy = policy
         self._ca = ca
         self._directory_id = directory_id
         self._key = key
@@ -227,7 +230,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         replies = await self._router.fan_out(queries)
         now = self._clock()
         results = [node_result(reply, now) for reply in replies]
-        profile = assemble(authorized, results, self._key, self._clock())
+        profile = assemble(authorized, results, self._key, self._clock(), self._policy)
         with transaction(self._db):  # every entry of this request in one durable commit
             for result in results:  # one entry per node query, linked to the profile request
                 self._audit.append(

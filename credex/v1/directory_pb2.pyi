@@ -1113,6 +1113,7 @@ class Profile(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     ASSEMBLED_AT_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     subject_id: _builtins.str
     requester_id: _builtins.str
@@ -1124,6 +1125,10 @@ class Profile(_message.Message):
     def assembled_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeResult]: ...
+    @_builtins.property
+    def score(self) -> Global___Score:
+        """The score of the disclosed records under the directory's scoring policy."""
+
     def __init__(
         self,
         *,
@@ -1135,14 +1140,94 @@ class Profile(_message.Message):
         categories: _abc.Iterable[_common_pb2.Category.ValueType] | None = ...,
         assembled_at: _timestamp_pb2.Timestamp | None = ...,
         nodes: _abc.Iterable[Global___NodeResult] | None = ...,
+        score: Global___Score | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assembled_at", b"assembled_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assembled_at", b"assembled_at", "score", b"score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assembled_at", b"assembled_at", "categories", b"categories", "consent_id", b"consent_id", "nodes", b"nodes", "purpose", b"purpose", "request_id", b"request_id", "requester_id", b"requester_id", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assembled_at", b"assembled_at", "categories", b"categories", "consent_id", b"consent_id", "nodes", b"nodes", "purpose", b"purpose", "request_id", b"request_id", "requester_id", b"requester_id", "score", b"score", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Profile: _TypeAlias = Profile  # noqa: Y015
+
+@_typing.final
+class Score(_message.Message):
+    """A score under a named, versioned policy; recomputable from the policy file, the records
+    and `as_of`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    POLICY_DIGEST_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    BAND_FIELD_NUMBER: _builtins.int
+    FACTORS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    policy: _builtins.str
+    policy_version: _builtins.str
+    policy_digest: _builtins.str
+    """SHA-256 (hex) of the policy file, so a recomputation can use exactly the same rules."""
+    value: _builtins.float
+    band: _builtins.str
+    @_builtins.property
+    def factors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreFactor]:
+        """At most four, largest effect first."""
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        policy: _builtins.str = ...,
+        policy_version: _builtins.str = ...,
+        policy_digest: _builtins.str = ...,
+        value: _builtins.float = ...,
+        band: _builtins.str = ...,
+        factors: _abc.Iterable[Global___ScoreFactor] | None = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "band", b"band", "factors", b"factors", "policy", b"policy", "policy_digest", b"policy_digest", "policy_version", b"policy_version", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Score: _TypeAlias = Score  # noqa: Y015
+
+@_typing.final
+class ScoreFactor(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    EFFECT_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    kind: _builtins.str
+    """The record kind the policy's rule scores."""
+    effect: _builtins.float
+    """Points this factor added (or took away), after decay and cap."""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The records behind it, as node_id/record_id."""
+
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        effect: _builtins.float = ...,
+        records: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effect", b"effect", "kind", b"kind", "label", b"label", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreFactor: _TypeAlias = ScoreFactor  # noqa: Y015
 
 @_typing.final
 class GetProfileResponse(_message.Message):
