@@ -37,10 +37,12 @@ app = typer.Typer(
 )
 consent_app = typer.Typer(help="A subject's consents.", no_args_is_help=True)
 profile_app = typer.Typer(help="Profiles, for requesters.", no_args_is_help=True)
+disputes_app = typer.Typer(help="Contest records in your profile.", no_args_is_help=True)
 audit_app = typer.Typer(help="Check audit logs, for auditors and operators.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
 app.add_typer(profile_app, name="profile")
 app.add_typer(audit_app, name="audit")
+app.add_typer(disputes_app, name="disputes")
 
 Directory = Annotated[
     str,
@@ -320,6 +322,54 @@ def consent_list(
             print_json(views)
         else:
             print_consents(terminal_console(), views)
+
+
+@disputes_app.command("file")
+def disputes_file(
+    directory: Directory,
+    ca_cert: CaCert,
+    subject: Subject,
+    key: KeyPath,
+    node: Annotated[str, typer.Option(help="The node that holds the record.")],
+    record: Annotated[str, typer.Option(help="The record's id, as your profile shows it.")],
+    reason: Annotated[str, typer.Option(help="What is wrong with it.")],
+    json_out: Json = False,
+) -> None:
+    """Contest a record; the node's operator corrects it, deletes it or says why it stands."""
+    with cli_errors():
+        signing_key = SigningKey.load(key)
+        ca_pem = _read_ca(ca_cert)
+
+        async def go() -> Any:
+            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
+                return await client.file_dispute(node_id=node, record_id=record, reason=reason)
+
+        view = _run(go())
+        if json_out:
+            print_json(view)
+        else:
+            typer.echo(f"{view.dispute_id} {view.status}")
+
+
+@disputes_app.command("list")
+def disputes_list(
+    directory: Directory, ca_cert: CaCert, subject: Subject, key: KeyPath, json_out: Json = False
+) -> None:
+    """Your disputes and what the nodes decided."""
+    with cli_errors():
+        signing_key = SigningKey.load(key)
+        ca_pem = _read_ca(ca_cert)
+
+        async def go() -> Any:
+            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
+                return await client.disputes()
+
+        views = _run(go())
+        if json_out:
+            print_json(views)
+        else:
+            for v in views:
+                typer.echo(f"{v.dispute_id} {v.node_id}/{v.record_id}: {v.status} {v.resolution}")
 
 
 @app.command("access-log")

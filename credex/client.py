@@ -45,6 +45,8 @@ class ProfileRecord:
     unit: str
     occurred_at: float
     attributes: dict[str, str]
+    # The id of an open dispute about this record ("" if none).
+    disputed_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,18 @@ class AccessView:
     outcome: str
     categories: list[str]
     nodes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DisputeView:
+    dispute_id: str
+    node_id: str
+    record_id: str
+    reason: str
+    status: str
+    resolution: str
+    filed_at: float
+    resolved_at: float | None
 
 
 @dataclass(frozen=True)
@@ -253,6 +267,30 @@ class SubjectClient(_Client):
         )
         return [consent_view(state) for state in response.consents]
 
+    async def file_dispute(self, *, node_id: str, record_id: str, reason: str) -> DisputeView:
+        """Contest one record a node disclosed; the node's operator decides."""
+        dispute = pb.Dispute(
+            dispute_id=f"d-{uuid.uuid4().hex}",
+            subject_id=self.subject_id,
+            node_id=node_id,
+            record_id=record_id,
+            reason=reason,
+            issued_at=to_timestamp(self._clock()),
+        )
+        response = await self._call(
+            self._stub.FileDispute, pb.FileDisputeRequest(dispute=seal(dispute, self._key))
+        )
+        return dispute_view(response.dispute)
+
+    async def disputes(self) -> list[DisputeView]:
+        query = pb.DisputeListQuery(
+            subject_id=self.subject_id, issued_at=to_timestamp(self._clock())
+        )
+        response = await self._call(
+            self._stub.ListDisputes, pb.ListDisputesRequest(query=seal(query, self._key))
+        )
+        return [dispute_view(d) for d in response.disputes]
+
     async def access_log(self) -> AccessLog:
         """Every profile request about me (who, when, why, which nodes answered), and my
         consents now."""
@@ -287,6 +325,19 @@ def score_view(score: pb.Score) -> ScoreView:
         band=score.band,
         as_of=from_timestamp(score.as_of),
         factors=[FactorView(f.label, f.kind, f.effect, list(f.records)) for f in score.factors],
+    )
+
+
+def dispute_view(state: pb.DisputeState) -> DisputeView:
+    return DisputeView(
+        dispute_id=state.dispute_id,
+        node_id=state.node_id,
+        record_id=state.record_id,
+        reason=state.reason,
+        status=pb.DisputeStatus.Name(state.status).removeprefix("DISPUTE_STATUS_").lower(),
+        resolution=state.resolution,
+        filed_at=from_timestamp(state.filed_at),
+        resolved_at=from_timestamp(state.resolved_at) if state.HasField("resolved_at") else None,
     )
 
 
@@ -427,6 +478,7 @@ class RequesterClient(_Client):
                         unit=r.unit,
                         occurred_at=from_timestamp(r.occurred_at),
                         attributes=dict(r.attributes),
+                        disputed_by=r.disputed_by,
                     )
                     for r in answer.records
                 )

@@ -63,7 +63,7 @@ def print_profile(console: Console, profile: VerifiedProfile, *, max_records: in
                 category if i == 0 else "",
                 r.node_id,
                 r.kind,
-                f"{r.value:g} {r.unit}".strip(),
+                f"{r.value:g} {r.unit}".strip() + (" (disputed)" if r.disputed_by else ""),
                 day(r.occurred_at),
                 _details(r.attributes),
             )

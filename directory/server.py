@@ -22,6 +22,7 @@ from credex.transport import ChannelPool, add_service, bind, create_server
 from credex.v1 import directory_pb2
 from directory.config import DirectorySettings
 from directory.consent_store import ConsentStore
+from directory.disputes import DisputeDesk
 from directory.enrollment import EnrollmentService, TokenStore
 from directory.locator import Locator
 from directory.publication import Publisher
@@ -95,6 +96,9 @@ def build_services(
         channels=channels,
         clock=clock,
     )
+    disputes = DisputeDesk(
+        db=db, locator=locator, registry=registry, channels=channels, key=key, clock=clock
+    )
     router = Router(
         key=key,
         channels=channels,
@@ -127,9 +131,15 @@ def build_services(
             ca=ca,
             directory_id=settings.directory_id,
             policy=load_policy(settings.policy_path),
+            disputes=disputes,
         ),
         subjects=SubjectService(
-            consents=consents, verifier=verifier, audit=audit, clock=clock, publisher=publisher
+            consents=consents,
+            verifier=verifier,
+            audit=audit,
+            clock=clock,
+            publisher=publisher,
+            disputes=disputes,
         ),
         enrollment=EnrollmentService(
             tokens=TokenStore(db),

@@ -32,6 +32,7 @@ from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentStatus
 from credex.v1.directory_pb2 import ProfileRequest
 from directory.assembly import assemble, node_result
+from directory.disputes import DisputeDesk
 from directory.locator import Locator
 from directory.publication import Publisher
 from directory.registry import Registry
@@ -86,7 +87,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         ca: CertificateAuthority,
         directory_id: str,
         policy: Policy,
+        disputes: DisputeDesk,
     ) -> None:
+        self._disputes = disputes
         self._policy = policy
         self._ca = ca
         self._directory_id = directory_id
@@ -168,6 +171,37 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         return pb.RotateKeyResponse(
             certificate_pem=cert_pem(cert), old_key_valid_until=to_timestamp(valid_until)
         )
+
+    @rpc_errors
+    async def ResolveDispute(
+        self, request: pb.ResolveDisputeRequest, context: Context
+    ) -> pb.ResolveDisputeResponse:
+        """A node's decision about a dispute on one of its records, signed by that node."""
+        claimed = parse(request.resolution.body, pb.DisputeResolution, what="resolution")
+        node = self._registry.get(claimed.node_id)
+        if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE or not node.active:
+            raise PermissionDenied(
+                Reason.UNKNOWN_SIGNER, f"{claimed.node_id!r} is not an active node"
+            )
+        resolution = open_signed(
+            request.resolution,
+            pb.DisputeResolution,
+            signer_key(node, request.resolution, self._clock()),
+            what="resolution",
+        )
+        require_peer(context, node.member_id)
+        state = self._disputes.resolve(resolution)
+        self._audit.append(
+            AuditEntry(
+                request_id=resolution.dispute_id,
+                actor=node.member_id,
+                action="dispute",
+                outcome=pb.DisputeStatus.Name(state.status).removeprefix("DISPUTE_STATUS_").lower(),
+                node_id=node.member_id,
+                detail=resolution.note,
+            )
+        )
+        return pb.ResolveDisputeResponse(dispute=state)
 
     @rpc_errors
     async def ListMembers(

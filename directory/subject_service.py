@@ -14,6 +14,7 @@ from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentPause, ConsentRevocation, ConsentStatus
 from directory.consent_store import ConsentStore
+from directory.disputes import DisputeDesk
 from directory.publication import Publisher
 from directory.verify import RequestVerifier
 
@@ -38,8 +39,10 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         audit: AuditLog,
         clock: Clock,
         publisher: Publisher,
+        disputes: DisputeDesk,
     ) -> None:
         self._publisher = publisher
+        self._disputes = disputes
         self._consents = consents
         self._verifier = verifier
         self._audit = audit
@@ -161,6 +164,32 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             ],
             consents=self._consent_states(query.subject_id),
         )
+
+    @rpc_errors
+    async def FileDispute(
+        self, request: pb.FileDisputeRequest, context: Context
+    ) -> pb.FileDisputeResponse:
+        dispute = self._verifier.subject_request(request.dispute, pb.Dispute, "dispute")
+        state = await self._disputes.file(dispute)
+        self._audit.append(
+            AuditEntry(
+                request_id=dispute.dispute_id,
+                actor=dispute.subject_id,
+                action="dispute",
+                outcome="filed",
+                subject_ref=dispute.subject_id,
+                node_id=dispute.node_id,
+                detail=f"record {dispute.record_id}",
+            )
+        )
+        return pb.FileDisputeResponse(dispute=state)
+
+    @rpc_errors
+    async def ListDisputes(
+        self, request: pb.ListDisputesRequest, context: Context
+    ) -> pb.ListDisputesResponse:
+        query = self._verifier.subject_request(request.query, pb.DisputeListQuery, "list query")
+        return pb.ListDisputesResponse(disputes=self._disputes.for_subject(query.subject_id))
 
     def _consent_states(self, subject_id: str) -> list[pb.ConsentState]:
         return [

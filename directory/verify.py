@@ -23,14 +23,24 @@ from credex.keys import VerifyKey
 from credex.signing import M, open_signed, parse
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation
-from credex.v1.directory_pb2 import AccessLogQuery, ConsentListQuery, MemberRole, ProfileRequest
+from credex.v1.directory_pb2 import (
+    AccessLogQuery,
+    ConsentListQuery,
+    Dispute,
+    DisputeListQuery,
+    MemberRole,
+    ProfileRequest,
+)
 from directory.consent_store import ConsentStore, StoredConsent, require_active
 from directory.locator import Locator
 from directory.quotas import PurposeQuota
 from directory.registry import MemberInfo, Registry
 
 MAX_SUBJECT_REQUEST_AGE_S = 300.0
-SR = TypeVar("SR", ConsentRevocation, ConsentPause, ConsentListQuery, AccessLogQuery)
+SR = TypeVar(
+    "SR", ConsentRevocation, ConsentPause, ConsentListQuery, AccessLogQuery, Dispute,
+    DisputeListQuery,
+)  # fmt: skip
 MAX_CONSENT_LIFETIME_S = 2 * 366 * 24 * 3600.0
 
 

@@ -6,14 +6,24 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from credex.clock import Clock, system_clock, to_timestamp
 from credex.config import ConfigError
 from credex.db import open_database, open_readonly
 from credex.enrollment import EnrollmentFiles, enroll
+from credex.errors import from_rpc_error
 from credex.freshness import NonceStore
 from credex.keys import SigningKey
 from credex.pki import PkiError
+from credex.signing import seal
+from credex.tls import TlsIdentity
+from credex.transport import open_directory_channel
+from credex.v1 import directory_pb2 as pb
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from nodes.adapters import RecordSource
 from nodes.config import NodeConfig, load_node_config
+from nodes.disputes import OUTCOME_NAMES, NodeDispute, NodeDisputes
 
 
 @dataclass(frozen=True)
@@ -74,3 +84,58 @@ def init_node(
     NonceStore(db)
     db.conn.close()
     return config, key
+
+
+def list_disputes(config: NodeConfig, status: str | None = None) -> list[NodeDispute]:
+    db = open_database(config.state_db)
+    try:
+        return NodeDisputes(db, system_clock).all(status)
+    finally:
+        db.conn.close()
+
+
+async def resolve_dispute(
+    config: NodeConfig, dispute_id: str, outcome: str, note: str, *, clock: Clock = system_clock
+) -> pb.DisputeState:
+    """Decide a dispute: tell the directory (signed, over mutual TLS), then record it here.
+    `deleted` holds the record back from every later answer; correct or delete it in your own
+    database as well."""
+    if outcome not in OUTCOME_NAMES:
+        raise ConfigError(f"outcome must be one of {', '.join(OUTCOME_NAMES)}")
+    if outcome == "rejected" and not note.strip():
+        raise ConfigError("say why the record stands (--note)")
+    if not config.directory_address:
+        raise ConfigError("no directory_address in the node config")
+    db = open_database(config.state_db)
+    try:
+        disputes = NodeDisputes(db, clock)
+        dispute = disputes.get(dispute_id)
+        if dispute is None:
+            raise ConfigError(f"no dispute {dispute_id!r}")
+        if dispute.status != "open":
+            raise ConfigError(f"dispute {dispute_id} is already {dispute.status}")
+        resolution = pb.DisputeResolution(
+            dispute_id=dispute_id,
+            node_id=config.node_id,
+            status=OUTCOME_NAMES[outcome],
+            note=note,
+            issued_at=to_timestamp(clock()),
+        )
+        tls = TlsIdentity.load(config.ca_cert, config.tls_cert, config.tls_key)
+        channel = open_directory_channel(config.directory_address, tls)
+        try:
+            response = await DirectoryServiceStub(channel).ResolveDispute(
+                pb.ResolveDisputeRequest(
+                    resolution=seal(resolution, SigningKey.load(config.signing_key))
+                ),
+                timeout=10.0,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            await channel.close(None)
+        disputes.resolve(dispute_id, outcome, note)
+        state: pb.DisputeState = response.dispute
+        return state
+    finally:
+        db.conn.close()

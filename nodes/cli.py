@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
 from credex import vocab
 from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
 from credex.keys import SigningKey
-from credex.render import moment
+from credex.render import moment, terminal_console
 from credex.rotation import KeyFiles, rotate_key
-from nodes.admin import Enrollment, check_node, init_node
+from nodes.admin import Enrollment, check_node, init_node, list_disputes, resolve_dispute
 from nodes.config import load_node_config
 from nodes.server import serve as serve_node
 from nodes.server import tls_identity
@@ -131,6 +133,51 @@ def rotate_key_command(
                 f"{cfg.node_id}: key {new.key_id} replaces {current.key_id} "
                 f"(valid until {moment(valid_until)})"
             )
+
+
+disputes_app = typer.Typer(help="Disputes subjects filed about this node's records.")
+app.add_typer(disputes_app, name="disputes")
+
+
+@disputes_app.command("list")
+def disputes_list(
+    config: Config,
+    status: Annotated[
+        str | None, typer.Option(help="Only open, corrected, deleted or rejected ones.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The disputes filed about this node's records, oldest first."""
+    with cli_errors():
+        rows = list_disputes(load_node_config(config), status)
+        if json_out:
+            print_json(rows)
+            return
+        table = Table(title="Disputes", title_justify="left")
+        for col in ("dispute", "subject (local id)", "record", "reason", "status", "note"):
+            table.add_column(col, overflow="fold")
+        for d in rows:
+            table.add_row(*(Text(v) for v in (d.dispute_id, d.local_subject_id, d.record_id,
+                                               d.reason, d.status, d.note)))  # fmt: skip
+        terminal_console().print(table)
+
+
+@disputes_app.command("resolve")
+def disputes_resolve(
+    config: Config,
+    dispute_id: Annotated[str, typer.Argument(help="The dispute to decide.")],
+    outcome: Annotated[str, typer.Option(help="corrected, deleted or rejected.")],
+    note: Annotated[str, typer.Option(help="What you did, or why the record stands.")] = "",
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Decide a dispute; the subject sees the outcome. `deleted` holds the record back from
+    every later answer; correct or delete it in your own database as well."""
+    with cli_errors():
+        state = asyncio.run(resolve_dispute(load_node_config(config), dispute_id, outcome, note))
+        if json_out:
+            print_json({"dispute_id": state.dispute_id, "status": outcome, "note": note})
+        else:
+            typer.echo(f"{dispute_id} {outcome}")
 
 
 @app.command()

@@ -27,6 +27,7 @@ from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from nodes.adapters import RecordSource
 from nodes.config import NodeConfig
 from nodes.directory_sync import DirectorySync, SyncSettings
+from nodes.disputes import NodeDisputes
 from nodes.service import NodeService
 from nodes.verify import QueryVerifier
 
@@ -106,6 +107,8 @@ def build_service(
         key=keys,
         verifier=verifier,
         sync=sync,
+        disputes=NodeDisputes(state, clock),
+        directory_key=directory_key,
         source=source,
         audit=AuditLog(state, clock, log_id=config.node_id, key=keys),
         clock=clock,

@@ -10,16 +10,24 @@ import grpc
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
-from credex.errors import CredexError, Internal, Reason, ResourceExhausted, rpc_errors
-from credex.keys import SigningKey
+from credex.errors import (
+    CredexError,
+    Internal,
+    PermissionDenied,
+    Reason,
+    ResourceExhausted,
+    rpc_errors,
+)
+from credex.keys import SigningKey, VerifyKey
 from credex.ratelimit import RateLimiter
-from credex.signing import digest, parse, seal
+from credex.signing import digest, open_signed, parse, seal
 from credex.transport import require_peer
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
 from nodes.adapters import AdapterError, RecordSource
 from nodes.config import NodeConfig
 from nodes.directory_sync import DirectorySync
+from nodes.disputes import NodeDisputes
 from nodes.verify import QueryVerifier, VerifiedQuery
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -33,6 +41,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         key: Callable[[], SigningKey],
         verifier: QueryVerifier,
         sync: DirectorySync,
+        disputes: NodeDisputes,
+        directory_key: VerifyKey,
         source: RecordSource,
         audit: AuditLog,
         clock: Clock,
@@ -41,6 +51,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self._key = key
         self._verifier = verifier
         self.sync = sync
+        self.disputes = disputes
+        self._directory_key = directory_key
         self._source = source
         self.audit = audit
         self._clock = clock
@@ -65,6 +77,31 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     ) -> node_pb2.NotifyRevocationsResponse:
         require_peer(context, self._config.directory_id)
         return node_pb2.NotifyRevocationsResponse(synced_seq=self.sync.apply_feed(request.feed))
+
+    @rpc_errors
+    async def ReceiveDispute(
+        self, request: node_pb2.ReceiveDisputeRequest, context: Context
+    ) -> node_pb2.ReceiveDisputeResponse:
+        """A subject's dispute about one of our records, handed over by the directory."""
+        require_peer(context, self._config.directory_id)
+        notice = open_signed(
+            request.notice, node_pb2.DisputeNotice, self._directory_key, what="dispute notice"
+        )
+        if notice.node_id != self._config.node_id:
+            raise PermissionDenied(Reason.WRONG_NODE, "dispute is for another node")
+        self.disputes.receive(notice)
+        self.audit.append(
+            AuditEntry(
+                request_id=notice.dispute_id,
+                actor="directory",
+                action="dispute",
+                outcome="received",
+                subject_ref=notice.local_subject_id,
+                node_id=self._config.node_id,
+                detail=f"record {notice.record_id}",
+            )
+        )
+        return node_pb2.ReceiveDisputeResponse()
 
     @rpc_errors
     async def QueryRecords(
@@ -106,6 +143,10 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             )
         except AdapterError as exc:
             raise Internal(Reason.INTERNAL, f"adapter failed: {exc}") from exc
+        disputed, deleted = self.disputes.for_subject(query.local_subject_id)
+        records = [r for r in records if r.record_id not in deleted]
+        for record in records:
+            record.disputed_by = disputed.get(record.record_id, "")
         answer = NodeAnswer(
             request_id=query.request_id,
             node_id=self._config.node_id,

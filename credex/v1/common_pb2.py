@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redex/v1/common.proto\x12\tcredex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x02\n\x06Record\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12%\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x13.credex.v1.Category\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\nattributes\x18\x07 \x03(\x0b\x32!.credex.v1.Record.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x06Signed\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t*\xe3\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41TEGORY_IDENTITY\x10\x01\x12\x19\n\x15\x43\x41TEGORY_VOLUNTEERING\x10\x02\x12\x16\n\x12\x43\x41TEGORY_FINANCIAL\x10\x03\x12\x16\n\x12\x43\x41TEGORY_EDUCATION\x10\x04\x12\x15\n\x11\x43\x41TEGORY_JUDICIAL\x10\x05\x12\x17\n\x13\x43\x41TEGORY_COMMERCIAL\x10\x06\x12\x12\n\x0e\x43\x41TEGORY_CIVIC\x10\x07\x12\x17\n\x13\x43\x41TEGORY_EMPLOYMENT\x10\x08*\xe6\x01\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PURPOSE_LOAN_APPLICATION\x10\x01\x12\x1d\n\x19PURPOSE_SCHOOL_ENROLLMENT\x10\x02\x12 \n\x1cPURPOSE_EMPLOYMENT_SCREENING\x10\x03\x12\x15\n\x11PURPOSE_PROMOTION\x10\x04\x12\x1a\n\x16PURPOSE_PUBLIC_SERVICE\x10\x05\x12\x14\n\x10PURPOSE_RESEARCH\x10\x06\x12\x1a\n\x16PURPOSE_SUBJECT_ACCESS\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63redex/v1/common.proto\x12\tcredex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x06Record\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12%\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32\x13.credex.v1.Category\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\nattributes\x18\x07 \x03(\x0b\x32!.credex.v1.Record.AttributesEntry\x12\x13\n\x0b\x64isputed_by\x18\x08 \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x06Signed\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t*\xe3\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41TEGORY_IDENTITY\x10\x01\x12\x19\n\x15\x43\x41TEGORY_VOLUNTEERING\x10\x02\x12\x16\n\x12\x43\x41TEGORY_FINANCIAL\x10\x03\x12\x16\n\x12\x43\x41TEGORY_EDUCATION\x10\x04\x12\x15\n\x11\x43\x41TEGORY_JUDICIAL\x10\x05\x12\x17\n\x13\x43\x41TEGORY_COMMERCIAL\x10\x06\x12\x12\n\x0e\x43\x41TEGORY_CIVIC\x10\x07\x12\x17\n\x13\x43\x41TEGORY_EMPLOYMENT\x10\x08*\xe6\x01\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PURPOSE_LOAN_APPLICATION\x10\x01\x12\x1d\n\x19PURPOSE_SCHOOL_ENROLLMENT\x10\x02\x12 \n\x1cPURPOSE_EMPLOYMENT_SCREENING\x10\x03\x12\x15\n\x11PURPOSE_PROMOTION\x10\x04\x12\x1a\n\x16PURPOSE_PUBLIC_SERVICE\x10\x05\x12\x14\n\x10PURPOSE_RESEARCH\x10\x06\x12\x1a\n\x16PURPOSE_SUBJECT_ACCESS\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECORD_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_RECORD_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_CATEGORY']._serialized_start=397
-  _globals['_CATEGORY']._serialized_end=624
-  _globals['_PURPOSE']._serialized_start=627
-  _globals['_PURPOSE']._serialized_end=857
+  _globals['_CATEGORY']._serialized_start=418
+  _globals['_CATEGORY']._serialized_end=645
+  _globals['_PURPOSE']._serialized_start=648
+  _globals['_PURPOSE']._serialized_end=878
   _globals['_RECORD']._serialized_start=71
-  _globals['_RECORD']._serialized_end=335
-  _globals['_RECORD_ATTRIBUTESENTRY']._serialized_start=286
-  _globals['_RECORD_ATTRIBUTESENTRY']._serialized_end=335
-  _globals['_SIGNED']._serialized_start=337
-  _globals['_SIGNED']._serialized_end=394
+  _globals['_RECORD']._serialized_end=356
+  _globals['_RECORD_ATTRIBUTESENTRY']._serialized_start=307
+  _globals['_RECORD_ATTRIBUTESENTRY']._serialized_end=356
+  _globals['_SIGNED']._serialized_start=358
+  _globals['_SIGNED']._serialized_end=415
 # @@protoc_insertion_point(module_scope)

@@ -111,6 +111,7 @@ class Record(_message.Message):
     UNIT_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    DISPUTED_BY_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     """Unique within the node that holds it."""
     category: Global___Category.ValueType
@@ -118,6 +119,8 @@ class Record(_message.Message):
     """What the value measures, e.g. "volunteer_hours", "loan_default"."""
     value: _builtins.float
     unit: _builtins.str
+    disputed_by: _builtins.str
+    """The id of an open dispute about this record, if the subject contested it."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -132,10 +135,11 @@ class Record(_message.Message):
         unit: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        disputed_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "category", b"category", "kind", b"kind", "occurred_at", b"occurred_at", "record_id", b"record_id", "unit", b"unit", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "category", b"category", "disputed_by", b"disputed_by", "kind", b"kind", "occurred_at", b"occurred_at", "record_id", b"record_id", "unit", b"unit", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,6 +66,11 @@ class DirectoryServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.RotateKeyRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.RotateKeyResponse.FromString,
                 _registered_method=True)
+        self.ResolveDispute = channel.unary_unary(
+                '/credex.v1.DirectoryService/ResolveDispute',
+                request_serializer=credex_dot_v1_dot_directory__pb2.ResolveDisputeRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.ResolveDisputeResponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryServiceServicer:
@@ -115,6 +120,13 @@ class DirectoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveDispute(self, request, context):
+        """A node's decision on a dispute about one of its records; signed by the node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +159,11 @@ def add_DirectoryServiceServicer_to_server(servicer, server):
                     servicer.RotateKey,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.RotateKeyRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.RotateKeyResponse.SerializeToString,
+            ),
+            'ResolveDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveDispute,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.ResolveDisputeRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.ResolveDisputeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -323,6 +340,33 @@ class DirectoryService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ResolveDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.DirectoryService/ResolveDispute',
+            credex_dot_v1_dot_directory__pb2.ResolveDisputeRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.ResolveDisputeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class SubjectServiceStub:
     """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
@@ -359,6 +403,16 @@ class SubjectServiceStub:
                 '/credex.v1.SubjectService/GetAccessLog',
                 request_serializer=credex_dot_v1_dot_directory__pb2.GetAccessLogRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.GetAccessLogResponse.FromString,
+                _registered_method=True)
+        self.FileDispute = channel.unary_unary(
+                '/credex.v1.SubjectService/FileDispute',
+                request_serializer=credex_dot_v1_dot_directory__pb2.FileDisputeRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.FileDisputeResponse.FromString,
+                _registered_method=True)
+        self.ListDisputes = channel.unary_unary(
+                '/credex.v1.SubjectService/ListDisputes',
+                request_serializer=credex_dot_v1_dot_directory__pb2.ListDisputesRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.ListDisputesResponse.FromString,
                 _registered_method=True)
 
 
@@ -403,6 +457,20 @@ class SubjectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FileDispute(self, request, context):
+        """Contest a record a node holds; the directory hands it to that node. Signed by the subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDisputes(self, request, context):
+        """The subject's disputes and their outcomes. Signed by the subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubjectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -430,6 +498,16 @@ def add_SubjectServiceServicer_to_server(servicer, server):
                     servicer.GetAccessLog,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.GetAccessLogRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.GetAccessLogResponse.SerializeToString,
+            ),
+            'FileDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.FileDispute,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.FileDisputeRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.FileDisputeResponse.SerializeToString,
+            ),
+            'ListDisputes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDisputes,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.ListDisputesRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.ListDisputesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -569,6 +647,60 @@ class SubjectService:
             '/credex.v1.SubjectService/GetAccessLog',
             credex_dot_v1_dot_directory__pb2.GetAccessLogRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.GetAccessLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FileDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/FileDispute',
+            credex_dot_v1_dot_directory__pb2.FileDisputeRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.FileDisputeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDisputes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/ListDisputes',
+            credex_dot_v1_dot_directory__pb2.ListDisputesRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.ListDisputesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,8 @@ class DirectoryServiceStub:
     """Consent revocations and pauses after a sequence number, signed by the directory."""
     RotateKey: _grpc.UnaryUnaryMultiCallable[_directory_pb2.RotateKeyRequest, _directory_pb2.RotateKeyResponse]
     """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
+    ResolveDispute: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ResolveDisputeRequest, _directory_pb2.ResolveDisputeResponse]
+    """A node's decision on a dispute about one of its records; signed by the node."""
 
 @_typing.type_check_only
 class DirectoryServiceAsyncStub(DirectoryServiceStub):
@@ -67,6 +69,8 @@ class DirectoryServiceAsyncStub(DirectoryServiceStub):
     """Consent revocations and pauses after a sequence number, signed by the directory."""
     RotateKey: _aio.UnaryUnaryMultiCallable[_directory_pb2.RotateKeyRequest, _directory_pb2.RotateKeyResponse]  # type: ignore[assignment]
     """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
+    ResolveDispute: _aio.UnaryUnaryMultiCallable[_directory_pb2.ResolveDisputeRequest, _directory_pb2.ResolveDisputeResponse]  # type: ignore[assignment]
+    """A node's decision on a dispute about one of its records; signed by the node."""
 
 class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
@@ -121,6 +125,14 @@ class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_directory_pb2.RotateKeyResponse, _abc.Awaitable[_directory_pb2.RotateKeyResponse]]:
         """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
 
+    @_abc_1.abstractmethod
+    def ResolveDispute(
+        self,
+        request: _directory_pb2.ResolveDisputeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.ResolveDisputeResponse, _abc.Awaitable[_directory_pb2.ResolveDisputeResponse]]:
+        """A node's decision on a dispute about one of its records; signed by the node."""
+
 def add_DirectoryServiceServicer_to_server(servicer: DirectoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class SubjectServiceStub:
@@ -144,6 +156,10 @@ class SubjectServiceStub:
     """Who asked for the subject's profile, when, why, and which nodes answered; signed by the
     subject.
     """
+    FileDispute: _grpc.UnaryUnaryMultiCallable[_directory_pb2.FileDisputeRequest, _directory_pb2.FileDisputeResponse]
+    """Contest a record a node holds; the directory hands it to that node. Signed by the subject."""
+    ListDisputes: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListDisputesRequest, _directory_pb2.ListDisputesResponse]
+    """The subject's disputes and their outcomes. Signed by the subject."""
 
 @_typing.type_check_only
 class SubjectServiceAsyncStub(SubjectServiceStub):
@@ -164,6 +180,10 @@ class SubjectServiceAsyncStub(SubjectServiceStub):
     """Who asked for the subject's profile, when, why, and which nodes answered; signed by the
     subject.
     """
+    FileDispute: _aio.UnaryUnaryMultiCallable[_directory_pb2.FileDisputeRequest, _directory_pb2.FileDisputeResponse]  # type: ignore[assignment]
+    """Contest a record a node holds; the directory hands it to that node. Signed by the subject."""
+    ListDisputes: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListDisputesRequest, _directory_pb2.ListDisputesResponse]  # type: ignore[assignment]
+    """The subject's disputes and their outcomes. Signed by the subject."""
 
 class SubjectServiceServicer(metaclass=_abc_1.ABCMeta):
     """What subjects use, on the directory's public TLS port: subjects hold no certificate, every
@@ -211,6 +231,22 @@ class SubjectServiceServicer(metaclass=_abc_1.ABCMeta):
         """Who asked for the subject's profile, when, why, and which nodes answered; signed by the
         subject.
         """
+
+    @_abc_1.abstractmethod
+    def FileDispute(
+        self,
+        request: _directory_pb2.FileDisputeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.FileDisputeResponse, _abc.Awaitable[_directory_pb2.FileDisputeResponse]]:
+        """Contest a record a node holds; the directory hands it to that node. Signed by the subject."""
+
+    @_abc_1.abstractmethod
+    def ListDisputes(
+        self,
+        request: _directory_pb2.ListDisputesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.ListDisputesResponse, _abc.Awaitable[_directory_pb2.ListDisputesResponse]]:
+        """The subject's disputes and their outcomes. Signed by the subject."""
 
 def add_SubjectServiceServicer_to_server(servicer: SubjectServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

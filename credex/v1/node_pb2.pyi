@@ -21,6 +21,80 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class DisputeNotice(_message.Message):
+    """A dispute as the node sees it: its own id for the subject, never the global one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISPUTE_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    LOCAL_SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    dispute_id: _builtins.str
+    node_id: _builtins.str
+    local_subject_id: _builtins.str
+    record_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dispute_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        local_subject_id: _builtins.str = ...,
+        record_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispute_id", b"dispute_id", "issued_at", b"issued_at", "local_subject_id", b"local_subject_id", "node_id", b"node_id", "reason", b"reason", "record_id", b"record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisputeNotice: _TypeAlias = DisputeNotice  # noqa: Y015
+
+@_typing.final
+class ReceiveDisputeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notice(self) -> _common_pb2.Signed:
+        """A directory-signed DisputeNotice."""
+
+    def __init__(
+        self,
+        *,
+        notice: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notice", b"notice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveDisputeRequest: _TypeAlias = ReceiveDisputeRequest  # noqa: Y015
+
+@_typing.final
+class ReceiveDisputeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveDisputeResponse: _TypeAlias = ReceiveDisputeResponse  # noqa: Y015
+
+@_typing.final
 class NotifyRevocationsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

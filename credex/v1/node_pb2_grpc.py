@@ -50,6 +50,11 @@ class NodeServiceStub:
                 request_serializer=credex_dot_v1_dot_node__pb2.NotifyRevocationsRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_node__pb2.NotifyRevocationsResponse.FromString,
                 _registered_method=True)
+        self.ReceiveDispute = channel.unary_unary(
+                '/credex.v1.NodeService/ReceiveDispute',
+                request_serializer=credex_dot_v1_dot_node__pb2.ReceiveDisputeRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_node__pb2.ReceiveDisputeResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -77,6 +82,13 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveDispute(self, request, context):
+        """The directory hands a subject's dispute about one of this node's records to the node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.NotifyRevocations,
                     request_deserializer=credex_dot_v1_dot_node__pb2.NotifyRevocationsRequest.FromString,
                     response_serializer=credex_dot_v1_dot_node__pb2.NotifyRevocationsResponse.SerializeToString,
+            ),
+            'ReceiveDispute': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveDispute,
+                    request_deserializer=credex_dot_v1_dot_node__pb2.ReceiveDisputeRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_node__pb2.ReceiveDisputeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class NodeService:
             '/credex.v1.NodeService/NotifyRevocations',
             credex_dot_v1_dot_node__pb2.NotifyRevocationsRequest.SerializeToString,
             credex_dot_v1_dot_node__pb2.NotifyRevocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveDispute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.NodeService/ReceiveDispute',
+            credex_dot_v1_dot_node__pb2.ReceiveDisputeRequest.SerializeToString,
+            credex_dot_v1_dot_node__pb2.ReceiveDisputeResponse.FromString,
             options,
             channel_credentials,
             insecure,

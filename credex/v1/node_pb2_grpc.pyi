@@ -39,6 +39,8 @@ class NodeServiceStub:
     """Answer one directory-signed, consented query with node-signed records."""
     NotifyRevocations: _grpc.UnaryUnaryMultiCallable[_node_pb2.NotifyRevocationsRequest, _node_pb2.NotifyRevocationsResponse]
     """The directory pushes consent revocations the moment they happen; nodes also pull them."""
+    ReceiveDispute: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReceiveDisputeRequest, _node_pb2.ReceiveDisputeResponse]
+    """The directory hands a subject's dispute about one of this node's records to the node."""
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -51,6 +53,8 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Answer one directory-signed, consented query with node-signed records."""
     NotifyRevocations: _aio.UnaryUnaryMultiCallable[_node_pb2.NotifyRevocationsRequest, _node_pb2.NotifyRevocationsResponse]  # type: ignore[assignment]
     """The directory pushes consent revocations the moment they happen; nodes also pull them."""
+    ReceiveDispute: _aio.UnaryUnaryMultiCallable[_node_pb2.ReceiveDisputeRequest, _node_pb2.ReceiveDisputeResponse]  # type: ignore[assignment]
+    """The directory hands a subject's dispute about one of this node's records to the node."""
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served by every agency node; called only by the directory."""
@@ -78,5 +82,13 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.NotifyRevocationsResponse, _abc.Awaitable[_node_pb2.NotifyRevocationsResponse]]:
         """The directory pushes consent revocations the moment they happen; nodes also pull them."""
+
+    @_abc_1.abstractmethod
+    def ReceiveDispute(
+        self,
+        request: _node_pb2.ReceiveDisputeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ReceiveDisputeResponse, _abc.Awaitable[_node_pb2.ReceiveDisputeResponse]]:
+        """The directory hands a subject's dispute about one of this node's records to the node."""
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

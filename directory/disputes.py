@@ -1,0 +1,188 @@
+"""Disputes at the directory: a subject contests a record, the directory hands the dispute to
+the node that holds it (under the node's own id for the subject) and records the outcome the
+node reports."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import grpc
+import sqlite_utils
+
+from credex.clock import Clock, to_timestamp
+from credex.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    Unavailable,
+)
+from credex.keys import SigningKey
+from credex.signing import seal
+from credex.transport import ChannelPool
+from credex.v1 import directory_pb2 as pb
+from credex.v1.node_pb2 import DisputeNotice, ReceiveDisputeRequest
+from credex.v1.node_pb2_grpc import NodeServiceStub
+from directory.locator import Locator
+from directory.registry import Registry
+
+D = pb.DisputeStatus
+STATUS_TEXT = {
+    D.DISPUTE_STATUS_OPEN: "open",
+    D.DISPUTE_STATUS_CORRECTED: "corrected",
+    D.DISPUTE_STATUS_DELETED: "deleted",
+    D.DISPUTE_STATUS_REJECTED: "rejected",
+}
+TEXT_STATUS = {v: k for k, v in STATUS_TEXT.items()}
+OUTCOMES = (D.DISPUTE_STATUS_CORRECTED, D.DISPUTE_STATUS_DELETED, D.DISPUTE_STATUS_REJECTED)
+DELIVERY_TIMEOUT_S = 5.0
+MAX_REASON_CHARS = 2000
+
+
+def new_dispute_id() -> str:
+    return f"d-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class StoredDispute:
+    subject_id: str
+    state: pb.DisputeState
+
+
+class DisputeDesk:
+    def __init__(
+        self,
+        *,
+        db: sqlite_utils.Database,
+        locator: Locator,
+        registry: Registry,
+        channels: ChannelPool,
+        key: SigningKey,
+        clock: Clock,
+    ) -> None:
+        self._conn = db.conn
+        self._locator = locator
+        self._registry = registry
+        self._channels = channels
+        self._key = key
+        self._clock = clock
+        self._conn.execute(
+            """CREATE TABLE IF NOT EXISTS disputes (
+                dispute_id TEXT PRIMARY KEY,
+                subject_id TEXT NOT NULL,
+                node_id TEXT NOT NULL,
+                record_id TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                status TEXT NOT NULL,
+                resolution TEXT NOT NULL DEFAULT '',
+                filed_at REAL NOT NULL,
+                resolved_at REAL
+            )"""
+        )
+        self._conn.execute("CREATE INDEX IF NOT EXISTS disputes_subject ON disputes (subject_id)")
+
+    async def file(self, dispute: pb.Dispute) -> pb.DisputeState:
+        """Hand the dispute to its node, then record it; a node that cannot be reached means
+        nothing was filed (the subject may try again)."""
+        if not 0 < len(dispute.dispute_id) <= 128 or not 0 < len(dispute.record_id) <= 256:
+            raise InvalidArgument(Reason.MALFORMED, "dispute needs an id and a record id")
+        if not dispute.reason.strip() or len(dispute.reason) > MAX_REASON_CHARS:
+            raise InvalidArgument(
+                Reason.MALFORMED, f"give a reason of at most {MAX_REASON_CHARS} characters"
+            )
+        if self.get(dispute.dispute_id) is not None:
+            raise AlreadyExists(Reason.MALFORMED, f"dispute {dispute.dispute_id} exists")
+        local_id = self._locator.locate(dispute.subject_id).get(dispute.node_id)
+        node = self._registry.get(dispute.node_id)
+        if local_id is None or node is None:
+            raise NotFound(Reason.NO_RECORDS, f"{dispute.node_id!r} holds nothing about you")
+        if not node.active or not node.endpoint:
+            raise Unavailable(Reason.UNAVAILABLE, f"{node.member_id} cannot take disputes now")
+        now = self._clock()
+        notice = DisputeNotice(
+            dispute_id=dispute.dispute_id,
+            node_id=node.member_id,
+            local_subject_id=local_id,
+            record_id=dispute.record_id,
+            reason=dispute.reason,
+            issued_at=to_timestamp(now),
+        )
+        stub = NodeServiceStub(self._channels.get(node.endpoint))
+        try:
+            await stub.ReceiveDispute(
+                ReceiveDisputeRequest(notice=seal(notice, self._key)), timeout=DELIVERY_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(
+                Reason.UNAVAILABLE, f"{node.member_id} did not take the dispute: {exc.code().name}"
+            ) from None
+        self._conn.execute(
+            "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason, status, "
+            "filed_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+            (dispute.dispute_id, dispute.subject_id, node.member_id, dispute.record_id,
+             dispute.reason, now),
+        )  # fmt: skip
+        stored = self.get(dispute.dispute_id)
+        assert stored is not None
+        return stored.state
+
+    def resolve(self, resolution: pb.DisputeResolution) -> pb.DisputeState:
+        """Record a node's decision about a dispute on one of its own records."""
+        stored = self.get(resolution.dispute_id)
+        if stored is None:
+            raise NotFound(Reason.MALFORMED, f"no dispute {resolution.dispute_id!r}")
+        if stored.state.node_id != resolution.node_id:
+            raise PermissionDenied(Reason.PEER_MISMATCH, "the dispute is about another node")
+        if stored.state.status != D.DISPUTE_STATUS_OPEN:
+            raise FailedPrecondition(Reason.MALFORMED, "the dispute was already resolved")
+        if resolution.status not in OUTCOMES:
+            raise InvalidArgument(Reason.MALFORMED, "outcome: corrected, deleted or rejected")
+        self._conn.execute(
+            "UPDATE disputes SET status = ?, resolution = ?, resolved_at = ? WHERE dispute_id = ?",
+            (
+                STATUS_TEXT[resolution.status],
+                resolution.note[:MAX_REASON_CHARS],
+                self._clock(),
+                resolution.dispute_id,
+            ),
+        )
+        updated = self.get(resolution.dispute_id)
+        assert updated is not None
+        return updated.state
+
+    def get(self, dispute_id: str) -> StoredDispute | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM disputes WHERE dispute_id = ?", (dispute_id,)
+        ).fetchone()
+        return _stored(row) if row else None
+
+    def for_subject(self, subject_id: str) -> list[pb.DisputeState]:
+        rows = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM disputes WHERE subject_id = ? ORDER BY filed_at",
+            (subject_id,),
+        ).fetchall()
+        return [_stored(row).state for row in rows]
+
+
+_COLUMNS = (
+    "dispute_id, subject_id, node_id, record_id, reason, status, resolution, filed_at, resolved_at"
+)
+
+
+def _stored(row: tuple[object, ...]) -> StoredDispute:
+    dispute_id, subject_id, node_id, record_id, reason, status, resolution, filed, resolved = row
+    state = pb.DisputeState(
+        dispute_id=str(dispute_id),
+        node_id=str(node_id),
+        record_id=str(record_id),
+        reason=str(reason),
+        status=TEXT_STATUS[str(status)],
+        resolution=str(resolution),
+        filed_at=to_timestamp(float(filed)),  # type: ignore[arg-type]
+    )
+    if resolved is not None:
+        state.resolved_at.CopyFrom(to_timestamp(float(resolved)))  # type: ignore[arg-type]
+    return StoredDispute(subject_id=str(subject_id), state=state)
