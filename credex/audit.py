@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,8 +29,10 @@ from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 
 GENESIS = hashlib.sha256(b"credex-audit-v1").digest()
+log_errors = logging.getLogger(__name__)
 TABLE = "audit_log"
 CHECKPOINTS = "audit_checkpoints"
+META = "audit_meta"
 # The chained fields, in the order they are hashed.
 FIELDS = (
     "seq",
@@ -100,6 +103,7 @@ def _create(conn: sqlite3.Connection) -> None:
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (seq INTEGER PRIMARY KEY, signed BLOB NOT NULL)"
     )
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
 class AuditLog:
@@ -119,6 +123,8 @@ class AuditLog:
         self._log_id = log_id
         self._key = key
         _create(self._conn)
+        if log_id:  # whose log this is, for tools that read it without knowing
+            self._conn.execute(f"INSERT OR REPLACE INTO {META} VALUES ('log_id', ?)", (log_id,))
         row = self._conn.execute(
             f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
         ).fetchone()
@@ -138,7 +144,7 @@ class AuditLog:
             k: bounded(v) if isinstance(v, str) else v for k, v in asdict(entry).items()
         }
         row["categories"] = json.dumps(sorted(bounded(c, 64) for c in entry.categories))
-        row["at"] = self._clock()
+        row["at"] = float(self._clock())
         if self._conn.in_transaction:
             return self._insert(row)
         with transaction(self._db):  # the head is read and extended atomically
@@ -185,6 +191,17 @@ class AuditLog:
         self._checkpointed = self._seq
         return True
 
+    def served(self, request_id: str) -> bool:
+        """Whether a profile was already assembled under this request id."""
+        return (
+            self._conn.execute(
+                f"SELECT 1 FROM {TABLE} WHERE request_id = ? AND action = 'profile' "
+                "AND outcome = 'assembled' LIMIT 1",
+                (request_id,),
+            ).fetchone()
+            is not None
+        )
+
     def entries(self, where: str = "1", params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
         """Entries in order, optionally filtered (`where` is SQL with ? placeholders)."""
         for row in self._db.query(f"SELECT * FROM {TABLE} WHERE {where} ORDER BY seq", params):
@@ -220,18 +237,28 @@ def _rows(conn: sqlite3.Connection) -> list[tuple[dict[str, Any], bytes]]:
     return [({f: row[f] for f in FIELDS}, bytes(row["hash"])) for row in rows]
 
 
+DIAGNOSIS_WINDOW = 32
+
+
 def _diagnose(rows: list[tuple[dict[str, Any], bytes]], i: int, prev: bytes) -> str:
-    """Why row i does not chain on from `prev`: inserted, changed or reordered."""
+    """Why row i does not chain on from `prev`: reordered, inserted or changed. Entry hashes
+    cover the sequence number, so each guess is tried with the numbers the entry may have had
+    (within DIAGNOSIS_WINDOW of where it stands now)."""
     content, stored = rows[i]
     seq = content["seq"]
+    low, high = max(0, i - DIAGNOSIS_WINDOW), min(len(rows), i + DIAGNOSIS_WINDOW + 1)
+    before = [GENESIS] + [h for _, h in rows[low:high]]
+    for s in range(low + 1, high + 1):
+        if s != seq and any(entry_hash(h, {**content, "seq": s}) == stored for h in before):
+            return f"entry {seq} was reordered: it was written as entry {s}"
     following = rows[i + 1] if i + 1 < len(rows) else None
-    if following is not None and entry_hash(prev, following[0]) == following[1]:
-        return f"entry {seq} was inserted: the entry after it chains from the one before"
-    if following is not None and entry_hash(stored, following[0]) == following[1]:
+    if following is None:
+        return f"entry {seq}, the last, was changed or replaced"
+    if entry_hash(prev, {**following[0], "seq": following[0]["seq"] - 1}) == following[1]:
+        return f"entry {seq} was inserted: the entries after it were renumbered"
+    if entry_hash(stored, following[0]) == following[1]:
         return f"entry {seq} was changed: its content no longer matches its hash"
-    if any(entry_hash(h, content) == stored for h in (GENESIS, *(h for _, h in rows))):
-        return f"entry {seq} was reordered: it is intact but chains from another place"
-    return f"entry {seq} does not match the chain (changed, inserted or reordered)"
+    return f"entry {seq} does not chain from the entry before it"
 
 
 def verify_log(path: Path, key: VerifyKey | None = None) -> VerifyReport:
@@ -285,6 +312,11 @@ def verify_log(path: Path, key: VerifyKey | None = None) -> VerifyReport:
             return report.fail(
                 seq, f"entries up to {seq} were rewritten: the signed checkpoint does not match"
             )
+    if rows and not checkpoints:
+        report.notes.append(
+            "WARNING: no signed checkpoint at all, so the log cannot be proved complete or "
+            "unaltered (new log, or checkpoints deleted)"
+        )
     if key is None and checkpoints:
         report.notes.append("checkpoint signatures not checked: give the owner's public key")
     if checkpoints and checkpoints[-1][0] < len(rows):
@@ -295,7 +327,11 @@ def verify_log(path: Path, key: VerifyKey | None = None) -> VerifyReport:
 
 
 async def checkpoint_every(log: AuditLog, interval_s: float) -> None:
-    """Sign the head every `interval_s` while entries keep coming (until cancelled)."""
+    """Sign the head every `interval_s` while entries keep coming (until cancelled); a failed
+    checkpoint is logged and tried again next time."""
     while True:
         await asyncio.sleep(interval_s)
-        log.checkpoint()
+        try:
+            log.checkpoint()
+        except Exception:
+            log_errors.exception("audit checkpoint failed; retrying in %ss", interval_s)

@@ -62,6 +62,21 @@ class Reason(StrEnum):
     INTERNAL = "INTERNAL"
 
 
+# Refusals decided before the sender was authenticated: whatever the request claims about
+# itself (who sent it, which subject) is unproven and must not be filed under that subject.
+UNAUTHENTICATED_REASONS = frozenset(
+    {
+        Reason.MALFORMED,
+        Reason.BAD_SIGNATURE,
+        Reason.UNKNOWN_SIGNER,
+        Reason.UNKNOWN_REQUESTER,
+        Reason.PEER_MISMATCH,
+        Reason.RATE_LIMITED,
+        Reason.MEMBER_SUSPENDED,
+    }
+)
+
+
 class CredexError(Exception):
     """A refusal or failure with a gRPC status code and a reason."""
 

@@ -7,7 +7,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from credex.audit import TABLE
+from credex.audit import META, TABLE
 
 # A query the directory marked so never reached the node, or never came back: the node may
 # rightly have no entry for it.
@@ -48,6 +48,14 @@ def _read(path: Path, sql: str) -> list[tuple[str, ...]]:
         raise ValueError(f"{path} is not an audit log: {exc}") from None
 
 
+def _owner(path: Path) -> str:
+    """Whose log this is, as its owner recorded it, when no entry names a node."""
+    rows = _read(path, f"SELECT value FROM {META} WHERE key = 'log_id'")
+    if rows and rows[0][0]:
+        return rows[0][0]
+    raise ValueError(f"cannot tell which node {path} belongs to: it names none")
+
+
 def reconcile(directory_log: Path, node_logs: list[Path]) -> ReconcileReport:
     """Every query the directory sent to one of these nodes against that node's log, and every
     query a node logged against the directory's."""
@@ -67,7 +75,7 @@ def reconcile(directory_log: Path, node_logs: list[Path]) -> ReconcileReport:
         node_ids = {node for _, node, _ in rows if node}
         if len(node_ids) > 1:
             raise ValueError(f"{path} holds entries of several nodes: {sorted(node_ids)}")
-        node_id = node_ids.pop() if node_ids else path.stem
+        node_id = node_ids.pop() if node_ids else _owner(path)
         report.node_entries[node_id] = len(rows)
         logged = {query_id: outcome for query_id, _, outcome in rows}
         for query_id, outcome in logged.items():

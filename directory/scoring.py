@@ -125,7 +125,7 @@ def score(policy: Policy, records: Iterable[ScoredRecord], as_of: float) -> Scor
     behind: dict[str, list[str]] = {}
     for record in sorted(records, key=lambda r: (r.node_id, r.record_id)):
         rule = policy.rules.get(record.kind)
-        if rule is None:
+        if rule is None or not math.isfinite(record.value):
             continue
         raw = rule.points + rule.per_unit * record.value
         if policy.half_life_days > 0:

@@ -115,6 +115,7 @@ def build_services(
         db=db,
         clock=clock,
         max_request_lifetime_s=settings.max_request_lifetime_s,
+        request_id_used=audit.served,
     )
     return DirectoryServices(
         members=DirectoryService(

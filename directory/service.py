@@ -12,6 +12,7 @@ from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.db import transaction
 from credex.errors import (
+    UNAUTHENTICATED_REASONS,
     AlreadyExists,
     CredexError,
     InvalidArgument,
@@ -244,7 +245,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
                 )
             authorized = self._verifier.profile_request(request.request, peer=peer)
         except CredexError as err:
-            self._audit_refusal(request, err)
+            self._audit_refusal(request, err, context)
             raise
         calls = self._plan(authorized)
         req = authorized.request
@@ -328,21 +329,33 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
                 calls.append(NodeCall(node=node, local_id=local_id, categories=categories))
         return calls
 
-    def _audit_refusal(self, request: pb.GetProfileRequest, err: CredexError) -> None:
+    def _audit_refusal(
+        self, request: pb.GetProfileRequest, err: CredexError, context: Context
+    ) -> None:
+        """Log a refused profile request under the caller its certificate proves; what the
+        request claims is filed under the subject only once its signature checked out."""
         try:
             claimed = parse(request.request.body, ProfileRequest, what="profile request")
         except CredexError:
             claimed = ProfileRequest()
+        try:
+            peer = peer_member_id(context)
+        except CredexError:
+            peer = "(no certificate)"
+        proven = err.reason not in UNAUTHENTICATED_REASONS
         self._audit.append(
             AuditEntry(
                 request_id=claimed.request_id[:128],
-                actor=claimed.requester_id[:128],
+                actor=peer,
                 action="profile",
                 outcome=f"refused:{err.reason}",
                 purpose=vocab.purpose_name(claimed.purpose) if claimed.purpose else "",
                 categories=vocab.category_names(claimed.categories[:16]),
                 consent_id=claimed.consent_id[:128],
-                subject_ref=claimed.subject_id[:128],
-                detail=err.message,
+                subject_ref=claimed.subject_id[:128] if proven else "",
+                detail=err.message
+                if proven
+                else f"{err.message} (claimed: requester {claimed.requester_id[:64]!r}, "
+                f"subject {claimed.subject_id[:64]!r})",
             )
         )

@@ -137,7 +137,9 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             self._audit.entries("subject_ref = ? AND action = 'profile'", (query.subject_id,))
         )
         nodes: dict[str, list[pb.NodeAccess]] = {}
-        ids = [r["request_id"] for r in requests]
+        # Node results belong to assembled profiles only (their request ids are unique); a
+        # refused request may carry any id its sender chose.
+        ids = [r["request_id"] for r in requests if r["outcome"] == "assembled"]
         for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
             marks = ", ".join("?" for _ in chunk)
             for entry in self._audit.entries(f"action = 'query' AND link IN ({marks})", chunk):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -72,7 +73,9 @@ class RequestVerifier:
         db: sqlite_utils.Database,
         clock: Clock,
         max_request_lifetime_s: float,
+        request_id_used: Callable[[str], bool],
     ) -> None:
+        self._request_id_used = request_id_used
         self._registry = registry
         self._quotas = quotas
         self._db = db
@@ -123,6 +126,8 @@ class RequestVerifier:
             from_timestamp(request.issued_at), expires_at, now, max_lifetime_s=self._max_lifetime
         )
         self._nonces.use(request.nonce, expires_at, now)
+        if self._request_id_used(request.request_id):
+            raise PermissionDenied(Reason.REPLAY, f"request id {request.request_id!r} was used")
         if self._locator.subject_key(request.subject_id) is None:
             raise NotFound(Reason.UNKNOWN_SUBJECT, f"no subject {request.subject_id!r}")
         stored = self._consents.get(request.consent_id, now)

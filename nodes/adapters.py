@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
@@ -103,6 +104,8 @@ def _to_record(category: vocab.Category, row: dict[str, object]) -> Record:
         value = float(row["value"]) if row["value"] is not None else 0.0  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise AdapterError(f"record {row['record_id']!r}: value is not a number") from None
+    if not math.isfinite(value):
+        raise AdapterError(f"record {row['record_id']!r}: value {value} is not finite")
     return Record(
         record_id=str(row["record_id"]),
         category=category,

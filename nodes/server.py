@@ -44,8 +44,8 @@ class RunningNode:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = None) -> None:
-        await self.stop_background()
         await self.server.stop(grace)
+        await self.stop_background()  # the last checkpoint covers the grace period too
 
     async def stop_background(self) -> None:
         for task in self.tasks:

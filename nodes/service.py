@@ -21,7 +21,7 @@ from credex.errors import (
 from credex.keys import SigningKey, VerifyKey
 from credex.ratelimit import RateLimiter
 from credex.signing import digest, open_signed, parse, seal
-from credex.transport import require_peer
+from credex.transport import peer_member_id, require_peer
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
 from nodes.adapters import AdapterError, RecordSource
@@ -119,15 +119,21 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             verified = self._verifier.verify(request)
         except CredexError as err:
             claimed = _claimed_query(request)
+            try:
+                peer = peer_member_id(context)
+            except CredexError:
+                peer = "(no certificate)"
             self.audit.append(
                 AuditEntry(
                     request_id=claimed.request_id[:128],
-                    actor=claimed.requester_id[:128],
+                    actor=peer,
                     action="query",
                     outcome=f"refused:{err.reason}",
+                    purpose=vocab.purpose_name(claimed.purpose) if claimed.purpose else "",
+                    categories=vocab.category_names(claimed.categories[:16]),
                     node_id=self._config.node_id,
                     subject_ref=claimed.local_subject_id[:128],
-                    detail=err.message,
+                    detail=f"{err.message} (claimed requester {claimed.requester_id[:64]!r})",
                 )
             )
             raise

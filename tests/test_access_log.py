@@ -8,6 +8,8 @@ import pytest
 
 from credex.client import SubjectClient
 from credex.errors import PermissionDenied, Reason, Unauthenticated
+from credex.signing import seal
+from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from tests.harness import Federation
 
@@ -69,3 +71,26 @@ def test_a_stale_access_query_is_refused(federation: Federation) -> None:
     with pytest.raises(PermissionDenied) as err:
         federation.loop.run(read_with_a_slow_clock())
     assert err.value.reason == Reason.REQUEST_EXPIRED
+
+
+def test_a_request_id_cannot_be_reused_to_borrow_another_profiles_results(
+    federation: Federation,
+) -> None:
+    """A requester reusing the id of a served request is refused, so a subject's access log
+    never shows node results of someone else's profile."""
+    s1 = federation.subject("S1")
+    consent_id = federation.loop.run(
+        s1.grant(requester_id="bank", purpose=LOAN, categories=[Category.CATEGORY_VOLUNTEERING],
+                 max_uses=3)
+    )  # fmt: skip
+    bank = federation.requester("bank")
+    served = federation.loop.run(
+        bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    )
+    again = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+    body = pb.ProfileRequest.FromString(again.request.body)
+    body.request_id = served.request_id
+    resigned = pb.GetProfileRequest(request=seal(body, federation.requester_keys["bank"]))
+    with pytest.raises(PermissionDenied) as err:
+        federation.loop.run(bank.send_profile_request(resigned))
+    assert err.value.reason == Reason.REPLAY

@@ -70,8 +70,8 @@ def test_an_untouched_log_verifies_with_the_owners_key(log: Path) -> None:
 
 
 CASES: dict[str, tuple[list[str], int, str]] = {
-    "changed": (["UPDATE audit_log SET outcome = 'refused' WHERE seq = 7"], 7, "changed"),
-    "changed-last": (["UPDATE audit_log SET detail = 'x' WHERE seq = 20"], 20, "does not match"),
+    "changed": (["UPDATE audit_log SET outcome = 'refused' WHERE seq = 7"], 7, "was changed"),
+    "changed-last": (["UPDATE audit_log SET detail = 'x' WHERE seq = 20"], 20, "changed or"),
     "deleted": (["DELETE FROM audit_log WHERE seq = 7"], 7, "missing (deleted)"),
     "deleted-at-end": (["DELETE FROM audit_log WHERE seq > 17"], 18, "deleted at the end"),
     "inserted": (
@@ -83,7 +83,7 @@ CASES: dict[str, tuple[list[str], int, str]] = {
             "hash FROM audit_log WHERE seq = 6",
         ],
         7,
-        "inserted",
+        "was inserted",
     ),
     "reordered": (
         [
@@ -92,7 +92,7 @@ CASES: dict[str, tuple[list[str], int, str]] = {
             "UPDATE audit_log SET seq = 8 WHERE seq = -1",
         ],
         7,
-        "reordered",
+        "was reordered",
     ),
 }
 
@@ -124,6 +124,12 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoints(log: Path) -> Non
     report = verify_log(log, OWNER.public)
     assert not report.ok and report.first_bad_seq == 10
     assert "rewritten" in report.problem
+
+
+def test_deleting_every_checkpoint_is_pointed_out(log: Path) -> None:
+    tamper(log, "DELETE FROM audit_checkpoints")
+    report = verify_log(log, OWNER.public)
+    assert any("no signed checkpoint" in note for note in report.notes)
 
 
 def test_a_forged_checkpoint_is_refused(log: Path) -> None:
@@ -178,3 +184,17 @@ def test_appends_from_two_connections_keep_one_chain(tmp_path: Path) -> None:
     first.checkpoint()
     report = verify_log(path, OWNER.public)
     assert report.ok and report.entries == 10
+
+
+def test_reconcile_finds_what_a_silent_node_never_logged(tmp_path: Path) -> None:
+    from credex.reconcile import reconcile
+
+    directory = AuditLog(open_database(tmp_path / "directory.db"), Clock(), log_id="directory")
+    for query_id, outcome in (("q-1", "OK"), ("q-2", "TIMEOUT")):
+        directory.append(AuditEntry(request_id=query_id, link="r-1", actor="bank",
+                                    action="query", outcome=outcome, node_id="pboc"))  # fmt: skip
+    AuditLog(open_database(tmp_path / "pboc.db"), Clock(), log_id="pboc")  # no entries at all
+    report = reconcile(tmp_path / "directory.db", [tmp_path / "pboc.db"])
+    assert not report.ok
+    assert [(m.query_id, m.kind) for m in report.unexplained] == [("q-1", "directory-only")]
+    assert [m.query_id for m in report.explained] == ["q-2"]  # a timeout may never arrive

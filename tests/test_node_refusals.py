@@ -381,7 +381,9 @@ def test_replayed_query_is_refused(node: Node) -> None:
     before = last_seq(node)
     assert_refused(node, request, PermissionDenied, Reason.REPLAY)
     (row,) = audit_rows(node, before)
-    assert (row["request_id"], row["actor"]) == (query.request_id, "bank")
+    # filed under the caller the certificate proves; what the query claims goes in the detail
+    assert (row["request_id"], row["actor"]) == (query.request_id, "directory")
+    assert "claimed requester 'bank'" in row["detail"]
 
 
 def test_nonce_reused_in_a_new_query_is_refused(node: Node) -> None:
