@@ -188,7 +188,11 @@ def rpc_errors(handler: Handler[T]) -> Handler[T]:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         try:
             if isinstance(request, MalformedRequest):
-                raise InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
+                err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
+                record = getattr(self, "record_malformed", None)
+                if record is not None:  # refusals before any handler ran are audited too
+                    record(handler.__name__, err, context)
+                raise err
             return await handler(self, request, context)
         except CredexError as err:
             await _abort(context, err)

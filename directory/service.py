@@ -8,7 +8,7 @@ import grpc
 import sqlite_utils
 
 from credex import vocab
-from credex.audit import AuditEntry, AuditLog
+from credex.audit import AuditEntry, AuditLog, malformed_entry
 from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.db import transaction
 from credex.errors import (
@@ -104,6 +104,14 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self._router = router
         self._audit = audit
         self._clock = clock
+
+    def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
+        """Audit a request refused before it could be read (called by `rpc_errors`)."""
+        try:
+            peer = peer_member_id(context)
+        except CredexError:
+            peer = "(no certificate)"
+        self._audit.append(malformed_entry(method, err, peer, ""))
 
     @rpc_errors
     async def Announce(self, request: pb.AnnounceRequest, context: Context) -> pb.AnnounceResponse:

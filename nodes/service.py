@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from credex import vocab
-from credex.audit import AuditEntry, AuditLog
+from credex.audit import AuditEntry, AuditLog, malformed_entry
 from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.errors import (
     CredexError,
@@ -57,6 +57,14 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self.audit = audit
         self._clock = clock
         self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
+
+    def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
+        """Audit a request refused before it could be read (called by `rpc_errors`)."""
+        try:
+            peer = peer_member_id(context)
+        except CredexError:
+            peer = "(no certificate)"
+        self.audit.append(malformed_entry(method, err, peer, self._config.node_id))
 
     @rpc_errors
     async def Describe(

@@ -660,3 +660,23 @@ def test_node_still_answers_after_refusals(node: Node) -> None:
     fed = node.fed
     answer = NodeAnswer.FromString(node.query(signed_request(fed, node_query(fed))).answer.body)
     assert {r.record_id for r in answer.records} == S9_RECORDS
+
+
+def test_undecodable_requests_are_audited_too(node: Node) -> None:
+    """Refused before any handler could read it, the request still leaves an audit entry."""
+    fed = node.fed
+    before = last_seq(node)
+
+    async def call() -> None:
+        async with open_channel(fed.nodes[NODE].address, fed.directory_tls) as channel:
+            raw = channel.unary_unary("/credex.v1.NodeService/QueryRecords")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await raw(UNDECODABLE, timeout=5)
+
+    fed.loop.run(call())
+    (row,) = audit_rows(node, before)
+    assert (row["action"], row["outcome"], row["actor"]) == (
+        "QueryRecords",
+        f"refused:{Reason.MALFORMED}",
+        "directory",
+    )
