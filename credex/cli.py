@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -78,6 +78,24 @@ def _read_ca(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read CA certificate {path}: {exc.strerror}") from None
+
+
+def _as_subject(
+    directory: str,
+    ca_cert: Path,
+    subject: str,
+    key: Path,
+    call: Callable[[SubjectClient], Coroutine[Any, Any, T]],
+) -> T:
+    """Run one call as the subject: its key signs, the directory's public port answers."""
+    signing_key = SigningKey.load(key)
+    ca_pem = _read_ca(ca_cert)
+
+    async def go() -> T:
+        async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
+            return await call(client)
+
+    return _run(go())
 
 
 def _requester(home: Path) -> RequesterClient:
@@ -216,22 +234,21 @@ def consent_grant(
 ) -> None:
     """Grant a requester a consent, signed with your key."""
     with cli_errors():
-        signing_key = SigningKey.load(key)
-        ca_pem = _read_ca(ca_cert)
         cats = _categories(category)
         purpose_value = vocab.parse_purpose(purpose)
-
-        async def go() -> str:
-            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
-                return await client.grant(
-                    requester_id=requester,
-                    purpose=purpose_value,
-                    categories=cats,
-                    valid_days=days,
-                    max_uses=max_uses,
-                )
-
-        consent_id = _run(go())
+        consent_id = _as_subject(
+            directory,
+            ca_cert,
+            subject,
+            key,
+            lambda client: client.grant(
+                requester_id=requester,
+                purpose=purpose_value,
+                categories=cats,
+                valid_days=days,
+                max_uses=max_uses,
+            ),
+        )
         if json_out:
             print_json({"consent_id": consent_id, "status": "active"})
         else:
@@ -261,14 +278,9 @@ def _subject_action(
     json_out: bool,
 ) -> None:
     with cli_errors():
-        signing_key = SigningKey.load(key)
-        ca_pem = _read_ca(ca_cert)
-
-        async def go() -> str:
-            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
-                return str(await getattr(client, action)(consent_id))
-
-        status = _run(go())
+        status = _as_subject(
+            directory, ca_cert, subject, key, lambda client: getattr(client, action)(consent_id)
+        )
         if json_out:
             print_json({"consent_id": consent_id, "status": status})
         else:
@@ -310,14 +322,7 @@ def consent_list(
 ) -> None:
     """List your consents with their status and uses."""
     with cli_errors():
-        signing_key = SigningKey.load(key)
-        ca_pem = _read_ca(ca_cert)
-
-        async def go() -> Any:
-            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
-                return await client.consents()
-
-        views = _run(go())
+        views = _as_subject(directory, ca_cert, subject, key, lambda client: client.consents())
         if json_out:
             print_json(views)
         else:
@@ -337,14 +342,13 @@ def disputes_file(
 ) -> None:
     """Contest a record; the node's operator corrects it, deletes it or says why it stands."""
     with cli_errors():
-        signing_key = SigningKey.load(key)
-        ca_pem = _read_ca(ca_cert)
-
-        async def go() -> Any:
-            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
-                return await client.file_dispute(node_id=node, record_id=record, reason=reason)
-
-        view = _run(go())
+        view = _as_subject(
+            directory,
+            ca_cert,
+            subject,
+            key,
+            lambda client: client.file_dispute(node_id=node, record_id=record, reason=reason),
+        )
         if json_out:
             print_json(view)
         else:
@@ -357,14 +361,7 @@ def disputes_list(
 ) -> None:
     """Your disputes and what the nodes decided."""
     with cli_errors():
-        signing_key = SigningKey.load(key)
-        ca_pem = _read_ca(ca_cert)
-
-        async def go() -> Any:
-            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
-                return await client.disputes()
-
-        views = _run(go())
+        views = _as_subject(directory, ca_cert, subject, key, lambda client: client.disputes())
         if json_out:
             print_json(views)
         else:
@@ -379,14 +376,7 @@ def access_log(
     """As a subject: every profile request about you (who, when, why, which nodes answered)
     and your consents with their status and remaining uses."""
     with cli_errors():
-        signing_key = SigningKey.load(key)
-        ca_pem = _read_ca(ca_cert)
-
-        async def go() -> Any:
-            async with SubjectClient(directory, subject, signing_key, ca_pem=ca_pem) as client:
-                return await client.access_log()
-
-        log = _run(go())
+        log = _as_subject(directory, ca_cert, subject, key, lambda client: client.access_log())
         if json_out:
             print_json(log)
         else:
