@@ -122,3 +122,20 @@ def test_the_profile_score_can_be_recomputed_from_its_records(federation: Federa
     assert [f.kind for f in again.factors] == [f.kind for f in profile.score.factors]
     judgment = next(f for f in profile.score.factors if f.kind == "judgment")
     assert judgment.records == ["courts/(2021)Su01-77"] and judgment.effect < 0
+
+
+def test_the_regional_policies_load_and_rate_the_same_person_differently() -> None:
+    policies = {
+        p.stem: load_policy(p) for p in sorted(POLICY.parent.glob("*.toml"))
+    }  # fmt: skip
+    assert set(policies) == {"national-baseline", "jiangsu-style", "guangdong-style"}
+    assert {p.name for p in policies.values()} == set(policies)
+    volunteer = [rec("volunteer_hours", 40, 100, f"h{i}") for i in range(4)]
+    late_payer = [rec("payment_late", 10, 50, f"p{i}") for i in range(8)]
+    scores = {
+        name: (score(p, volunteer, NOW).value, score(p, late_payer, NOW).value)
+        for name, p in policies.items()
+    }
+    # Jiangsu rewards volunteering most; Guangdong punishes late payments hardest.
+    assert max(scores, key=lambda n: scores[n][0]) == "jiangsu-style"
+    assert min(scores, key=lambda n: scores[n][1]) == "guangdong-style"
