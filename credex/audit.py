@@ -133,10 +133,6 @@ class AuditLog:
         last = self._conn.execute(f"SELECT max(seq) FROM {CHECKPOINTS}").fetchone()[0]
         self._checkpointed: int = int(last or 0)
 
-    @property
-    def seq(self) -> int:
-        return self._seq
-
     def append(self, entry: AuditEntry) -> int:
         """Chain and store one entry; committed (and, with synchronous=FULL, durable) when
         this returns, unless the caller holds a transaction open."""

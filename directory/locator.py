@@ -64,6 +64,3 @@ class Locator:
                 "SELECT node_id, local_id FROM locator WHERE subject_id = ?", (subject_id,)
             ).fetchall()
         )
-
-    def count_subjects(self) -> int:
-        return int(self._conn.execute("SELECT count(*) FROM subjects").fetchone()[0])
