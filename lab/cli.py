@@ -18,6 +18,7 @@ from credex.transport import open_channel, open_directory_channel
 from credex.v1 import directory_pb2, node_pb2
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
+from lab.compare import compare as compare_policies
 from lab.demo import run_demo
 from lab.federation import (
     FederationError,
@@ -29,6 +30,7 @@ from lab.federation import (
     stop_recorded,
 )
 from lab.synth import generate as generate_data
+from lab.synth import load_manifest
 
 app = typer.Typer(
     help="credex-lab: synthetic federations, local processes, the demo.",
@@ -58,6 +60,44 @@ def generate(
         f"wrote {manifest.subjects} subjects for {len(manifest.nodes)} nodes "
         f"({', '.join(n.id for n in manifest.nodes)}) to {out}"
     )
+
+
+@app.command()
+def compare(
+    policies: Annotated[list[Path], typer.Argument(help="Two or more scoring policy files.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the report.")],
+    subjects: Subjects = 1000,
+    seed: Seed = 7,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Use (or generate) the population here.")
+    ] = None,
+) -> None:
+    """Score one synthetic population under each policy: scores.csv (score and band per
+    subject and policy) and summary.json (distributions, band changes, rank correlation)."""
+    with cli_errors():
+        root = data or out / "population"
+        existing = load_manifest(root) if (root / "federation.toml").is_file() else None
+        manifest = (
+            existing
+            if existing is not None and (existing.subjects, existing.seed) == (subjects, seed)
+            else generate_data(root, subjects=subjects, seed=seed)
+        )
+        report = compare_policies(manifest, policies, out)
+        table = Table(
+            title=f"{report.subjects} subjects, as of {report.as_of}", title_justify="left"
+        )
+        for col in ("policy", "mean", "median", "stdev", "bands"):
+            table.add_column(col)
+        for p in report.policies:
+            table.add_row(p.name, f"{p.mean:g}", f"{p.median:g}", f"{p.stdev:g}",
+                          ", ".join(f"{k} {v}" for k, v in p.bands.items()))  # fmt: skip
+        terminal_console().print(table)
+        for pair in report.pairs:
+            typer.echo(
+                f"{pair.first} vs {pair.second}: {pair.band_changes} change band "
+                f"({pair.share_changed:.1%}), Spearman {pair.spearman:.3f}"
+            )
+        typer.echo(f"wrote {out / 'scores.csv'} and {out / 'summary.json'}")
 
 
 @app.command()
