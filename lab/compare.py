@@ -55,6 +55,10 @@ class Report:
     as_of: str
     policies: list[PolicySummary] = field(default_factory=list)
     pairs: list[PairSummary] = field(default_factory=list)
+    # What the plots show, so a reader (or a test) can check them against scores.csv.
+    histogram_edges: list[float] = field(default_factory=list)
+    histograms: dict[str, list[int]] = field(default_factory=dict)
+    band_moves: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -163,10 +167,63 @@ def compare(
                 spearman=round(spearman(scores[first], scores[second]), 4),
             )
         )
-    (out / "summary.json").write_text(json.dumps(_plain(report), indent=2, sort_keys=True) + "\n")
+    _plot(report, scores, bands, names, policies[0], out)
+    (out / "summary.json").write_text(json.dumps(asdict(report), indent=2, sort_keys=True) + "\n")
     return report
 
 
-def _plain(report: Report) -> dict[str, object]:
+def _plot(
+    report: Report,
+    scores: dict[str, list[float]],
+    bands: dict[str, list[str]],
+    names: list[str],
+    reference: Policy,
+    out: Path,
+) -> None:
+    """scores.png: the score distribution under each policy; band-changes.png: where the
+    people of each band under the first policy end up under each other policy."""
+    import matplotlib
 
-    return asdict(report)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    low = min(min(v) for v in scores.values())
+    high = max(max(v) for v in scores.values())
+    step = max(5.0, float(round((high - low) / 30)))
+    edges = [low + i * step for i in range(int((high - low) // step) + 2)]
+    report.histogram_edges = edges
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for name in names:
+        counts, _, _ = ax.hist(scores[name], bins=edges, histtype="step", linewidth=1.6, label=name)
+        report.histograms[name] = [int(c) for c in counts]
+    ax.set_xlabel("score")
+    ax.set_ylabel("people")
+    ax.set_title(f"Score distributions, {report.subjects} synthetic subjects")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=110)
+    plt.close(fig)
+
+    order = [b.name for b in sorted(reference.bands, key=lambda b: b.min)]
+    first = names[0]
+    fig, axes = plt.subplots(1, len(names) - 1, figsize=(5 * (len(names) - 1), 4.5), squeeze=False)
+    for ax, other in zip(axes[0], names[1:], strict=True):
+        moves = Counter(zip(bands[first], bands[other], strict=True))
+        report.band_moves[f"{first}->{other}"] = {
+            f"{a}->{b}": n for (a, b), n in sorted(moves.items())
+        }
+        matrix = [[moves.get((a, b), 0) for b in order] for a in order]
+        ax.imshow(matrix, cmap="Blues")
+        darkest = max(max(row) for row in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, n in enumerate(row):
+                color = "white" if n > darkest / 2 else "black"
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=9, color=color)
+        ax.set_xticks(range(len(order)), order, rotation=30)
+        ax.set_yticks(range(len(order)), order)
+        ax.set_xlabel(f"band under {other}")
+        ax.set_ylabel(f"band under {first}")
+    fig.suptitle("Who changes band between policies")
+    fig.tight_layout()
+    fig.savefig(out / "band-changes.png", dpi=110)
+    plt.close(fig)

@@ -53,6 +53,29 @@ def test_summary_follows_from_the_scores(population: Path, tmp_path: Path) -> No
     assert any(pair["band_changes"] > 0 for pair in summary["pairs"])
 
 
+def test_the_plots_show_the_data_in_the_csv(population: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from lab.synth import load_manifest
+
+    report = compare(load_manifest(population), POLICIES, tmp_path / "out")
+    rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
+    for name, counts in report.histograms.items():
+        values = [float(r[f"{name}_score"]) for r in rows]
+        expected, _ = np.histogram(values, bins=report.histogram_edges)
+        assert counts == expected.tolist()
+        assert sum(counts) == 300
+    first = report.policies[0].name
+    for key, moves in report.band_moves.items():
+        other = key.split("->")[1]
+        for move, n in moves.items():
+            a, b = move.split("->")
+            assert n == sum(r[f"{first}_band"] == a and r[f"{other}_band"] == b for r in rows)
+    for png in ("scores.png", "band-changes.png"):
+        data = (tmp_path / "out" / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+
+
 def test_the_same_inputs_give_the_same_report(population: Path, tmp_path: Path) -> None:
     from lab.synth import load_manifest
 
