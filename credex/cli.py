@@ -17,7 +17,7 @@ from credex.keys import SigningKey, load_public
 from credex.member_home import MemberHome, enroll_home
 from credex.reconcile import reconcile
 from credex.render import (
-    MemberRow,
+    member_row,
     moment,
     print_access_log,
     print_consents,
@@ -26,7 +26,6 @@ from credex.render import (
     terminal_console,
 )
 from credex.rotation import rotate_key
-from credex.v1.directory_pb2 import MemberRole
 
 T = TypeVar("T")
 
@@ -199,18 +198,7 @@ def members(home: Home, json_out: Json = False) -> None:
 
     with cli_errors():
         response = _run(go())
-        rows = [
-            MemberRow(
-                member_id=m.member_id,
-                role=MemberRole.Name(m.role).removeprefix("MEMBER_ROLE_").lower(),
-                name=m.name,
-                jurisdiction=m.jurisdiction,
-                categories=vocab.category_names(m.categories),
-                key_id=m.key_id,
-                endpoint=m.endpoint,
-            )
-            for m in response.members
-        ]
+        rows = [member_row(m) for m in response.members]
         if json_out:
             print_json(rows)
         else:

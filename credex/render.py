@@ -12,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from credex.client import AccessLog, ConsentView, ScoreView, VerifiedProfile
+from credex.v1.directory_pb2 import Member, MemberRole, MemberStatus
+from credex.vocab import category_names
 
 STATUS_STYLE = {"OK": "green", "NOT_FOUND": "yellow"}
 
@@ -151,6 +153,24 @@ class MemberRow:
     categories: list[str]
     key_id: str
     endpoint: str
+
+
+def member_row(member: Member) -> MemberRow:
+    role = MemberRole.Name(member.role).removeprefix("MEMBER_ROLE_").lower()
+    if member.status not in (
+        MemberStatus.MEMBER_STATUS_UNSPECIFIED,
+        MemberStatus.MEMBER_STATUS_ACTIVE,
+    ):
+        role += f" ({MemberStatus.Name(member.status).removeprefix('MEMBER_STATUS_').lower()})"
+    return MemberRow(
+        member_id=member.member_id,
+        role=role,
+        name=member.name,
+        jurisdiction=member.jurisdiction,
+        categories=category_names(member.categories),
+        key_id=member.key_id,
+        endpoint=member.endpoint,
+    )
 
 
 def print_members(console: Console, rows: Iterable[MemberRow]) -> None:

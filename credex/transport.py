@@ -127,6 +127,14 @@ def peer_member_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return bytes(names[0]).decode()
 
 
+def peer_or_unknown(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's member id for logs, or "(no certificate)" when it showed none."""
+    try:
+        return peer_member_id(context)
+    except Unauthenticated:
+        return "(no certificate)"
+
+
 def require_peer(context: grpc.aio.ServicerContext[Any, Any], member_id: str) -> None:
     """Refuse unless the caller's certificate is `member_id`'s: nobody signs as another."""
     peer = peer_member_id(context)

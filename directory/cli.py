@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from credex import vocab
 from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
 from credex.keys import load_public
-from credex.render import MemberRow, print_members, terminal_console
+from credex.render import member_row, print_members, terminal_console
 from directory import admin
 from directory.config import load_settings
 from directory.server import serve as serve_directory
@@ -149,18 +148,7 @@ def import_subjects(
 def members(home: Home, json_out: Json = False) -> None:
     """List registered members."""
     with cli_errors():
-        rows = [
-            MemberRow(
-                member_id=m.member_id,
-                role=m.role_name if m.active else f"{m.role_name} ({m.status_name})",
-                name=m.name,
-                jurisdiction=m.jurisdiction,
-                categories=vocab.category_names(m.categories),
-                key_id=m.key.key_id,
-                endpoint=m.endpoint,
-            )
-            for m in admin.list_members(load_settings(home))
-        ]
+        rows = [member_row(m.to_proto()) for m in admin.list_members(load_settings(home))]
         if json_out:
             print_json(rows)
         else:

@@ -27,7 +27,7 @@ from credex.keys import SigningKey, VerifyKey
 from credex.pki import DEFAULT_HOSTS, CertificateAuthority, PkiError, cert_pem
 from credex.ratelimit import RateLimiter
 from credex.signing import digest, open_signed, parse, verify
-from credex.transport import peer_member_id, require_peer
+from credex.transport import peer_member_id, peer_or_unknown, require_peer
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentStatus
@@ -107,10 +107,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
         """Audit a request refused before it could be read (called by `rpc_errors`)."""
-        try:
-            peer = peer_member_id(context)
-        except CredexError:
-            peer = "(no certificate)"
+        peer = peer_or_unknown(context)
         self._audit.append(malformed_entry(method, err, peer, ""))
 
     @rpc_errors
@@ -346,10 +343,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             claimed = parse(request.request.body, ProfileRequest, what="profile request")
         except CredexError:
             claimed = ProfileRequest()
-        try:
-            peer = peer_member_id(context)
-        except CredexError:
-            peer = "(no certificate)"
+        peer = peer_or_unknown(context)
         proven = err.reason not in UNAUTHENTICATED_REASONS
         self._audit.append(
             AuditEntry(

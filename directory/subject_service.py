@@ -10,7 +10,7 @@ from credex import vocab
 from credex.audit import AuditEntry, AuditLog, malformed_entry
 from credex.clock import Clock, to_timestamp
 from credex.errors import CredexError, FailedPrecondition, PermissionDenied, Reason, rpc_errors
-from credex.transport import peer_member_id
+from credex.transport import peer_or_unknown
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentPause, ConsentRevocation, ConsentStatus
@@ -51,10 +51,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
         """Audit a request refused before it could be read (called by `rpc_errors`)."""
-        try:
-            peer = peer_member_id(context)
-        except CredexError:
-            peer = "(no certificate)"
+        peer = peer_or_unknown(context)
         self._audit.append(malformed_entry(method, err, peer, ""))
 
     @rpc_errors

@@ -21,7 +21,7 @@ from credex.errors import (
 from credex.keys import SigningKey, VerifyKey
 from credex.ratelimit import RateLimiter
 from credex.signing import digest, open_signed, parse, seal
-from credex.transport import peer_member_id, require_peer
+from credex.transport import peer_or_unknown, require_peer
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
 from nodes.adapters import AdapterError, RecordSource
@@ -60,10 +60,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
         """Audit a request refused before it could be read (called by `rpc_errors`)."""
-        try:
-            peer = peer_member_id(context)
-        except CredexError:
-            peer = "(no certificate)"
+        peer = peer_or_unknown(context)
         self.audit.append(malformed_entry(method, err, peer, self._config.node_id))
 
     @rpc_errors
@@ -127,10 +124,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             verified = self._verifier.verify(request)
         except CredexError as err:
             claimed = _claimed_query(request)
-            try:
-                peer = peer_member_id(context)
-            except CredexError:
-                peer = "(no certificate)"
+            peer = peer_or_unknown(context)
             self.audit.append(
                 AuditEntry(
                     request_id=claimed.request_id[:128],
