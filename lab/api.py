@@ -32,9 +32,9 @@ class Lab:
         self.federation = federation
 
     @classmethod
-    def start(cls, root: str | Path, *, subjects: int = 1000, seed: int = 7) -> Lab:
-        """Generate (or reuse) data in `root` and start the federation."""
-        return cls(start(Path(root), subjects=subjects, seed=seed))
+    def start(cls, root: str | Path, *, subjects: int = 1000, seed: int = 7, nodes: int = 8) -> Lab:
+        """Generate (or reuse) data in `root` and start the federation of `nodes` nodes."""
+        return cls(start(Path(root), subjects=subjects, seed=seed, nodes=nodes))
 
     def stop(self) -> int:
         """Stop every process; returns how many."""

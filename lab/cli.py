@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import grpc
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -23,14 +25,16 @@ from lab.demo import run_demo
 from lab.federation import (
     FederationError,
     FederationState,
+    attach,
     exit_on_signals,
     is_running,
     operator_tls,
     start,
     stop_recorded,
 )
+from lab.scenario import ScenarioError, StepResult, load_scenario, run_scenario
+from lab.synth import DEFAULT_NODES, MAX_NODES, load_manifest
 from lab.synth import generate as generate_data
-from lab.synth import load_manifest
 
 app = typer.Typer(
     help="credex-lab: synthetic federations, local processes, the demo.",
@@ -42,6 +46,15 @@ app = typer.Typer(
 Dir = Annotated[Path, typer.Option("--dir", help="The federation's folder.")]
 Subjects = Annotated[int, typer.Option(min=1, help="How many synthetic subjects.")]
 Seed = Annotated[int, typer.Option(help="Random seed; same seed, same data.")]
+Nodes = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=MAX_NODES,
+        help="How many nodes: the 8 national and provincial ones, then city civic offices "
+        "and consumer lenders.",
+    ),
+]
 
 
 @app.command()
@@ -49,12 +62,17 @@ def generate(
     out: Annotated[Path, typer.Option("--out", help="Where to write the data set.")],
     subjects: Subjects = 1000,
     seed: Seed = 7,
+    nodes: Nodes = DEFAULT_NODES,
 ) -> None:
     """Write a synthetic federation: per-node operator databases and configs, subjects, locator."""
     with cli_errors(), Progress(transient=True) as progress:
         task = progress.add_task("generating subjects", total=subjects)
         manifest = generate_data(
-            out, subjects=subjects, seed=seed, progress=lambda n: progress.update(task, completed=n)
+            out,
+            subjects=subjects,
+            seed=seed,
+            nodes=nodes,
+            progress=lambda n: progress.update(task, completed=n),
         )
     typer.echo(
         f"wrote {manifest.subjects} subjects for {len(manifest.nodes)} nodes "
@@ -101,12 +119,12 @@ def compare(
 
 
 @app.command()
-def up(dir: Dir, subjects: Subjects = 1000, seed: Seed = 7) -> None:
+def up(dir: Dir, subjects: Subjects = 1000, seed: Seed = 7, nodes: Nodes = DEFAULT_NODES) -> None:
     """Start the directory and every node as background processes; wait until all serve."""
     exit_on_signals()
     with cli_errors():
         try:
-            fed = start(dir, subjects=subjects, seed=seed)
+            fed = start(dir, subjects=subjects, seed=seed, nodes=nodes)
         except FederationError as exc:
             raise fail(str(exc)) from None
         typer.echo(
@@ -175,6 +193,57 @@ def status(dir: Dir, json_out: Annotated[bool, typer.Option("--json")] = False) 
                 )
             terminal_console().print(table)
         if not all(r["healthy"] for r in rows):
+            raise typer.Exit(1)
+
+
+@app.command()
+def scenario(
+    file: Annotated[Path, typer.Argument(help="The scenario file (TOML).")],
+    dir: Dir,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Run a scenario's steps against the running federation in DIR and report each one;
+    exit 1 if any expectation fails."""
+    with cli_errors():
+        try:
+            plan = load_scenario(file)
+            fed = attach(dir)
+        except (ScenarioError, FederationError) as exc:
+            raise fail(str(exc)) from None
+        console = terminal_console()
+        if not json_out:
+            console.print(f"[bold]{escape(plan.name)}[/bold]  ({file})")
+            if plan.description:
+                console.print(escape(plan.description.strip()))
+
+        def show(result: StepResult) -> None:
+            if json_out:
+                return
+            mark = "[green]PASS[/green]" if result.passed else "[bold red]FAIL[/bold red]"
+            got = result.got if result.got == result.expected else f"[bold]{result.got}[/bold]"
+            console.print(
+                f"{mark} {result.number:>2}. {escape(result.name)} — expected "
+                f"{result.expected}, got {got}: {escape(result.detail)} "
+                f"[dim]({result.elapsed_ms:.0f} ms)[/dim]"
+            )
+            for failure in result.failures:
+                console.print(f"       [red]✗[/red] {escape(failure)}")
+
+        try:
+            report = asyncio.run(run_scenario(plan, fed, show))
+        except ScenarioError as exc:
+            raise fail(str(exc)) from None
+        if json_out:
+            print_json({**asdict(report), "passed": report.passed})
+        else:
+            subjects = ", ".join(f"{a} = {s}" for a, s in report.subjects.items())
+            console.print(f"subjects: {subjects or 'none'}")
+            total = len(report.steps)
+            colour = "green" if report.passed else "red"
+            console.print(
+                f"[{colour}]{total - report.failed} of {total} steps as expected[/{colour}]"
+            )
+        if not report.passed:
             raise typer.Exit(1)
 
 

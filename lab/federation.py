@@ -23,9 +23,10 @@ from pathlib import Path
 from credex.member_home import MemberHome, enroll_home
 from credex.serving import read_ready_file
 from credex.tls import TlsIdentity
+from credex.v1.directory_pb2 import MemberRole, MemberStatus
 from directory import admin as directory_admin
 from directory.config import DirectorySettings
-from lab.synth import Manifest, generate, load_manifest
+from lab.synth import DEFAULT_NODES, Manifest, RequesterEntry, generate, load_manifest
 from nodes import admin as node_admin
 from nodes.config import load_node_config
 
@@ -61,6 +62,7 @@ def _signals_deferred() -> Iterator[None]:
 
 
 READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_PER_PROCESS_S = 1.0  # Python start-up is CPU-bound: many at once take longer
 STOP_GRACE_S = 5.0
 
 
@@ -117,17 +119,19 @@ def requester_home(root: Path, requester_id: str) -> Path:
     return root / "requesters" / requester_id
 
 
-def prepare(root: Path, *, subjects: int = 1000, seed: int = 7) -> Manifest:
+def prepare(
+    root: Path, *, subjects: int = 1000, seed: int = 7, nodes: int = DEFAULT_NODES
+) -> Manifest:
     """Generate data unless the same generation is there; create the directory's home (its
     CA included) and load subjects and the record locator."""
     manifest: Manifest | None = None
     if (root / "federation.toml").is_file():
         existing = load_manifest(root)
-        if existing.subjects == subjects and existing.seed == seed:
+        if (existing.subjects, existing.seed, len(existing.nodes)) == (subjects, seed, nodes):
             manifest = existing
     regenerated = manifest is None
     if manifest is None:
-        manifest = generate(root, subjects=subjects, seed=seed)
+        manifest = generate(root, subjects=subjects, seed=seed, nodes=nodes)
     settings = directory_admin.init_home(directory_home(root))
     directory_admin.import_subjects(
         settings, root / "subjects.csv", root / "locator.csv", replace=regenerated
@@ -140,7 +144,6 @@ def enroll_members(manifest: Manifest, root: Path, public_address: str) -> None:
     the operator issues a token, the member makes its keys and redeems it."""
     settings = DirectorySettings(home=directory_home(root))
     members = {m.member_id for m in directory_admin.list_members(settings)}
-    ca_pem = settings.ca_cert_path.read_bytes()
     for node in manifest.nodes:
         if node.id in members:
             continue
@@ -161,24 +164,49 @@ def enroll_members(manifest: Manifest, root: Path, public_address: str) -> None:
             ),
         )
     for requester in manifest.requesters:
-        if requester.id in members:
+        if requester.id not in members:
+            asyncio.run(enroll_requester(root, requester, public_address))
+
+
+async def enroll_requester(
+    root: Path, requester: RequesterEntry, public_address: str, directory_address: str = ""
+) -> MemberHome:
+    """Enroll one requester through the enrollment service and keep its home under `root`."""
+    settings = DirectorySettings(home=directory_home(root))
+    token = directory_admin.create_enrollment_token(
+        settings,
+        member_id=requester.id,
+        role="requester",
+        name=requester.name,
+        jurisdiction=requester.jurisdiction,
+    )
+    home = MemberHome(
+        path=requester_home(root, requester.id),
+        member_id=requester.id,
+        directory=directory_address or "(set when the federation starts)",
+        directory_public=public_address,
+    )
+    if home.path.exists():
+        shutil.rmtree(home.path)
+    await enroll_home(
+        home, token=token, ca_pem=settings.ca_cert_path.read_bytes(), name=requester.name
+    )
+    return home
+
+
+def match_node_members(manifest: Manifest, root: Path) -> None:
+    """Suspend node members an earlier, larger generation enrolled and this one lacks, and
+    reinstate those it has again, so the registry lists exactly the nodes that will run."""
+    settings = DirectorySettings(home=directory_home(root))
+    wanted = {n.id for n in manifest.nodes}
+    for member in directory_admin.list_members(settings):
+        if member.role != MemberRole.MEMBER_ROLE_NODE:
             continue
-        token = directory_admin.create_enrollment_token(
-            settings,
-            member_id=requester.id,
-            role="requester",
-            name=requester.name,
-            jurisdiction=requester.jurisdiction,
-        )
-        home = MemberHome(
-            path=requester_home(root, requester.id),
-            member_id=requester.id,
-            directory="(set when the federation starts)",
-            directory_public=public_address,
-        )
-        if home.path.exists():
-            shutil.rmtree(home.path)
-        asyncio.run(enroll_home(home, token=token, ca_pem=ca_pem, name=requester.name))
+        status = member.status
+        if member.member_id in wanted and status == MemberStatus.MEMBER_STATUS_SUSPENDED:
+            directory_admin.set_member_status(settings, member.member_id, "active")
+        elif member.member_id not in wanted and status == MemberStatus.MEMBER_STATUS_ACTIVE:
+            directory_admin.set_member_status(settings, member.member_id, "suspended")
 
 
 def point_requesters(manifest: Manifest, root: Path, address: str, public_address: str) -> None:
@@ -276,7 +304,8 @@ class Launcher:
     def wait_ready(self, pending: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, str]]:
         """Block until every named process has written its ready file; fail fast on a death."""
         addresses: dict[str, dict[str, str]] = {}
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        timeout = READY_TIMEOUT_S + READY_TIMEOUT_PER_PROCESS_S * len(pending)
+        deadline = time.monotonic() + timeout
         while len(addresses) < len(pending):
             for name, (ready, log) in pending.items():
                 if name in addresses:
@@ -290,7 +319,7 @@ class Launcher:
                     )
             if time.monotonic() > deadline:
                 late = sorted(set(pending) - set(addresses))
-                raise FederationError(f"not ready after {READY_TIMEOUT_S:g}s: {', '.join(late)}")
+                raise FederationError(f"not ready after {timeout:g}s: {', '.join(late)}")
             time.sleep(0.05)
         for info in self.infos:
             if info.name in addresses:
@@ -316,17 +345,13 @@ class Launcher:
 
 
 @dataclass
-class RunningFederation:
-    """A started federation: where the directory is, and the processes behind it."""
+class Federation:
+    """A federation whose processes run: where its directory is, and its data and members."""
 
     root: Path
     manifest: Manifest
     directory_address: str
     public_address: str
-    launcher: Launcher
-
-    def stop(self) -> int:
-        return self.launcher.stop()
 
     @property
     def seed(self) -> int:
@@ -340,18 +365,48 @@ class RunningFederation:
         return MemberHome.load(requester_home(self.root, requester_id))
 
 
+@dataclass
+class RunningFederation(Federation):
+    """A federation this process started, and can stop."""
+
+    launcher: Launcher
+
+    def stop(self) -> int:
+        return self.launcher.stop()
+
+
+def attach(root: Path) -> Federation:
+    """The federation `credex-lab up` started in `root`; FederationError if none runs there."""
+    state = FederationState.load(root)
+    if state is None or not state.directory_address:
+        raise FederationError(f"no federation is running in {root}; start one with `credex-lab up`")
+    directory = next((p for p in state.processes if p.role == "directory"), None)
+    if directory is None or not is_running(directory):
+        raise FederationError(
+            f"the directory of the federation in {root} is not running; "
+            f"see `credex-lab status --dir {root}`"
+        )
+    try:
+        manifest = load_manifest(root)
+    except ValueError as exc:
+        raise FederationError(str(exc)) from None
+    return Federation(root, manifest, state.directory_address, state.public_address)
+
+
 def operator_tls(root: Path) -> TlsIdentity:
     """The directory's own TLS identity, which the lab uses for health checks."""
     settings = DirectorySettings(home=directory_home(root))
     return TlsIdentity.load(settings.ca_cert_path, settings.tls_cert_path, settings.tls_key_path)
 
 
-def start(root: Path, *, subjects: int = 1000, seed: int = 7) -> RunningFederation:
+def start(
+    root: Path, *, subjects: int = 1000, seed: int = 7, nodes: int = DEFAULT_NODES
+) -> RunningFederation:
     """Prepare, then start every node and the directory; stops them all if any fails."""
     state = FederationState.load(root)
     if state is not None and any(is_running(p) for p in state.processes):
         raise FederationError(f"a federation is already running in {root}; run `credex-lab down`")
-    manifest = prepare(root, subjects=subjects, seed=seed)
+    manifest = prepare(root, subjects=subjects, seed=seed, nodes=nodes)
     launcher = Launcher(root)
     try:
         home = str(directory_home(root))
@@ -365,6 +420,7 @@ def start(root: Path, *, subjects: int = 1000, seed: int = 7) -> RunningFederati
         ready = launcher.wait_ready(pending)["directory"]
         address, public_address = ready["address"], ready["public_address"]
         enroll_members(manifest, root, public_address)
+        match_node_members(manifest, root)
         point_requesters(manifest, root, address, public_address)
         pending = {
             node.id: launcher.spawn(

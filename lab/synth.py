@@ -138,6 +138,8 @@ class NodeSpec:
     tables: tuple[Table, ...]
     adapters: tuple[Adapter, ...]
     regions: tuple[str, ...] = ()  # only subjects of these regions; empty: national
+    cities: tuple[str, ...] = ()  # only subjects of these cities; empty: every city
+    kind: str = ""  # which writer fills its database; empty: the one named like the node
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -656,14 +658,178 @@ REQUESTER_SPECS: tuple[RequesterSpec, ...] = (
 )
 
 NODE_IDS: tuple[str, ...] = tuple(s.id for s in NODE_SPECS)
+DEFAULT_NODES = len(NODE_SPECS)
+
+# --------------------------------------------------------------------------- more nodes
+# Larger federations add city civic offices (one per pilot city, knowing only its residents)
+# and consumer lenders (national, each knowing a few per cent of adults), interleaved, after
+# the eight national and provincial nodes above. Their records use the same kinds as the
+# provincial pilot and the credit reference centre, so every scoring policy applies to them.
+
+CITY_CIVIC_TABLES = (
+    Table(
+        "residents",
+        (
+            "citizen_no TEXT PRIMARY KEY",
+            "district TEXT NOT NULL",
+            "registered_on TEXT NOT NULL",
+        ),
+    ),
+    Table(
+        "civic_entries",
+        (
+            "entry_no INTEGER PRIMARY KEY",
+            "citizen_no TEXT NOT NULL REFERENCES residents (citizen_no)",
+            "recorded_on TEXT NOT NULL",
+            "entry_kind TEXT NOT NULL",
+            "points INTEGER NOT NULL",
+            "detail TEXT NOT NULL",
+            "office TEXT NOT NULL",
+        ),
+        ("citizen_no",),
+    ),
+)
+CITY_CIVIC_ADAPTERS = (
+    Adapter(
+        "civic",
+        _sql("""
+SELECT 'entry-' || e.entry_no AS record_id, e.entry_kind AS kind, e.points AS value,
+       'points' AS unit, e.recorded_on AS occurred_at, e.detail AS detail, e.office AS office
+FROM civic_entries AS e
+WHERE e.citizen_no = :local_id
+"""),
+    ),
+)
+LENDER_TABLES = (
+    Table(
+        "customers",
+        (
+            "customer_ref TEXT PRIMARY KEY",
+            "onboarded_on TEXT NOT NULL",
+            "city TEXT NOT NULL",
+        ),
+    ),
+    Table(
+        "contracts",
+        (
+            "contract_no TEXT PRIMARY KEY",
+            "customer_ref TEXT NOT NULL REFERENCES customers (customer_ref)",
+            "product TEXT NOT NULL",
+            "principal REAL NOT NULL",
+            "signed_on TEXT NOT NULL",
+            "status TEXT NOT NULL",
+        ),
+        ("customer_ref",),
+    ),
+    Table(
+        "instalments",
+        (
+            "instalment_id INTEGER PRIMARY KEY",
+            "contract_no TEXT NOT NULL REFERENCES contracts (contract_no)",
+            "due_on TEXT NOT NULL",
+            "paid_days_late INTEGER NOT NULL",
+            "amount REAL NOT NULL",
+        ),
+        ("contract_no",),
+    ),
+)
+LENDER_ADAPTERS = (
+    Adapter(
+        "financial",
+        _sql("""
+SELECT 'contract-' || c.contract_no AS record_id,
+       CASE WHEN c.status = 'written_off' THEN 'loan_default' ELSE 'loan_opened' END AS kind,
+       c.principal AS value, 'CNY' AS unit, c.signed_on AS occurred_at, c.product AS product,
+       c.status AS status
+FROM contracts AS c
+WHERE c.customer_ref = :local_id
+"""),
+    ),
+    Adapter(
+        "financial",
+        _sql("""
+SELECT 'instalment-' || i.instalment_id AS record_id,
+       CASE WHEN i.paid_days_late > 0 THEN 'loan_repaid_late' ELSE 'loan_repaid_on_time' END
+           AS kind,
+       i.paid_days_late AS value, 'days_late' AS unit, i.due_on AS occurred_at,
+       i.amount AS amount, c.product AS product
+FROM instalments AS i JOIN contracts AS c ON c.contract_no = i.contract_no
+WHERE c.customer_ref = :local_id
+"""),
+    ),
+)
+_NAMED_LENDERS = (
+    ("mashang", "Mashang Consumer Finance", "CN-CQ"),
+    ("zhaolian", "Zhaolian Consumer Finance", "CN-GD"),
+    ("suning-finance", "Suning Consumer Finance", "CN-JS"),
+    ("hubei-finance", "Hubei Consumer Finance", "CN-HB"),
+    ("xiaomi-finance", "Chongqing Xiaomi Consumer Finance", "CN-CQ"),
+    ("haier-finance", "Haier Consumer Finance", "CN-SD"),
+    ("ningyin-finance", "Ningbo Bank Consumer Finance", "CN-ZJ"),
+    ("xingye-finance", "Xingye Consumer Finance", "CN-FJ"),
+)
+MAX_NODES = 200
+
+
+def _city_spec(region: Region, city: str) -> NodeSpec:
+    return NodeSpec(
+        id=f"civic-{city.lower()}",
+        name=f"{city} Civilisation Office",
+        jurisdiction=region.code,
+        description=f"city civic office of {city}: commendations and violations of its residents",
+        tables=CITY_CIVIC_TABLES,
+        adapters=CITY_CIVIC_ADAPTERS,
+        regions=(region.name,),
+        cities=(city,),
+        kind="city-civic",
+    )
+
+
+def _lender_spec(n: int) -> NodeSpec:
+    if n < len(_NAMED_LENDERS):
+        slug, name, jurisdiction = _NAMED_LENDERS[n]
+    else:
+        number = n - len(_NAMED_LENDERS) + 1
+        slug, name, jurisdiction = (
+            f"village-bank-{number:03d}",
+            f"Village and Township Bank No. {number}",
+            "CN",
+        )
+    return NodeSpec(
+        id=f"lender-{slug}",
+        name=name,
+        jurisdiction=jurisdiction,
+        description=f"consumer lender {name}: contracts and instalments of its own customers",
+        tables=LENDER_TABLES,
+        adapters=LENDER_ADAPTERS,
+        kind="lender",
+    )
+
+
+def node_specs(count: int = DEFAULT_NODES) -> tuple[NodeSpec, ...]:
+    """The first `count` synthetic nodes: the eight above, then city offices and lenders."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_NODES:
+        raise ValueError(f"nodes must be an integer from 1 to {MAX_NODES}, got {count!r}")
+    cities = [_city_spec(r, c) for r in REGIONS for c in r.cities]
+    extra: list[NodeSpec] = []
+    lenders = 0
+    while len(NODE_SPECS) + len(extra) < count:
+        if cities and len(extra) % 2 == 0:
+            extra.append(cities.pop(0))
+        else:
+            extra.append(_lender_spec(lenders))
+            lenders += 1
+    return (NODE_SPECS + tuple(extra))[:count]
 
 
 def node_spec(node_id: str) -> NodeSpec:
     """The spec of a synthetic node by id; KeyError names the known ids."""
-    for spec in NODE_SPECS:
+    for spec in node_specs(MAX_NODES):
         if spec.id == node_id:
             return spec
-    raise KeyError(f"unknown node {node_id!r} (known: {', '.join(NODE_IDS)})")
+    raise KeyError(
+        f"unknown node {node_id!r} (known: {', '.join(NODE_IDS)}, civic-<city>, lender-…)"
+    )
 
 
 # --------------------------------------------------------------------------- manifest
@@ -832,14 +998,14 @@ def node_toml(spec: NodeSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def federation_toml(seed: int, subjects: int) -> str:
+def federation_toml(seed: int, subjects: int, specs: Sequence[NodeSpec] = NODE_SPECS) -> str:
     """The federation manifest: seed, size, nodes with their config paths, requesters."""
     lines = [
         "# credex-lab synthetic federation written by lab.synth; paths are relative to this file",
         f"seed = {seed}",
         f"subjects = {subjects}",
     ]
-    for spec in NODE_SPECS:
+    for spec in specs:
         categories = ", ".join(_toml_str(c) for c in spec.categories)
         lines += [
             "",
@@ -1496,7 +1662,70 @@ class _Employment(_NodeWriter):
         return insurance_no
 
 
+class _CityCivic(_NodeWriter):
+    """A city office: knows about half its residents, with commendations and violations."""
+
+    def person(self, s: _Subject) -> str | None:
+        rng, r = self.rng, s.reliability
+        if rng.random() >= 0.5:
+            return None
+        registered = max(0, _jan1(s.birth_year + 14))
+        citizen_no = f"{s.city[:3].upper()}-{self.local_number(30):010d}"
+        district = f"{s.city} District {1 + int(rng.random() * 9)}"
+        self.rows["residents"].append((citizen_no, district, _DAYS[registered]))
+        office = f"{s.city} Civilisation Office"
+        for _ in range(1 + int(rng.random() * 4)):
+            day = _DAYS[_day(rng, registered, _END)]
+            if rng.random() < 0.3 + 0.6 * r:
+                award, points = _pick_pair(rng, _COMMENDATIONS)
+                row = (self.next_id("civic_entries"), citizen_no, day, "commendation", points,
+                       award, office)  # fmt: skip
+            else:
+                offence, points, _fine, _licence = _OFFENCES[int(rng.random() * 2)]
+                row = (self.next_id("civic_entries"), citizen_no, day, "traffic_violation",
+                       points, offence, office)  # fmt: skip
+            self.rows["civic_entries"].append(row)
+        return citizen_no
+
+
+class _Lender(_NodeWriter):
+    """A consumer lender: a few per cent of adults, each with contracts and instalments."""
+
+    def person(self, s: _Subject) -> str | None:
+        rng, r = self.rng, s.reliability
+        adult = max(0, _jan1(s.birth_year + 18))
+        if adult > _END - 60 or rng.random() >= 0.04:
+            return None
+        customer_ref = f"C{self.local_number(32):010d}"
+        onboarded = _day(rng, adult, _END - 60)
+        self.rows["customers"].append((customer_ref, _DAYS[onboarded], s.city))
+        p_late = 0.05 + 0.5 * (1 - r) ** 2
+        for _ in range(1 + int(rng.random() * 2)):
+            contract_no = f"{self.spec.id[7:10].upper()}-{self.next_id('contracts'):09d}"
+            signed = _day(rng, onboarded, _END - 60)
+            principal = float(round(2_000 + rng.random() * 48_000, -2))
+            written_off = rng.random() < 0.2 * (1 - r) ** 3
+            status = "written_off" if written_off else _pick(rng, ("active", "settled"))
+            self.rows["contracts"].append(
+                (contract_no, customer_ref, "consumer_loan", principal, _DAYS[signed], status)
+            )
+            for _ in range(1 + int(rng.random() * 3)):
+                due = _day(rng, signed + 30, _END)
+                late = min(180, 1 + int(rng.expovariate(1 / 20))) if rng.random() < p_late else 0
+                amount = round(principal * (0.05 + 0.1 * rng.random()), 2)
+                self.rows["instalments"].append(
+                    (self.next_id("instalments"), contract_no, _DAYS[due], late, amount)
+                )
+        return customer_ref
+
+
+def _pick_pair(rng: Random, items: Sequence[tuple[str, int]]) -> tuple[str, int]:
+    return items[int(rng.random() * len(items))]
+
+
 _WRITERS: dict[str, type[_NodeWriter]] = {
+    "city-civic": _CityCivic,
+    "lender": _Lender,
     "volunteer-registry": _Volunteers,
     "pboc-credit-reference": _CreditReference,
     "education-ministry": _Education,
@@ -1514,7 +1743,7 @@ _WRITERS: dict[str, type[_NodeWriter]] = {
 def _generated_paths() -> list[Path]:
     """Every path `generate` may create, relative to its output directory."""
     paths = [Path(FEDERATION_FILE), Path(SUBJECTS_FILE), Path(LOCATOR_FILE), Path(NODES_DIR)]
-    for spec in NODE_SPECS:
+    for spec in node_specs(MAX_NODES):
         node_dir = Path(NODES_DIR) / spec.id
         paths += [node_dir, node_dir / RECORDS_DB, node_dir / NODE_CONFIG]
     return paths
@@ -1552,6 +1781,7 @@ def generate(
     subjects: int = 1000,
     seed: int = 7,
     progress: Callable[[int], None] | None = None,
+    nodes: int = DEFAULT_NODES,
 ) -> Manifest:
     """Write a complete synthetic federation into `out` and return its manifest.
 
@@ -1566,18 +1796,19 @@ def generate(
         raise ValueError(f"at most {MAX_SUBJECTS} subjects, got {subjects}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
+    specs = node_specs(nodes)
     _check_output(out)
 
     final: list[Path] = []  # files written as <name>.partial, renamed into place at the end
     writers: list[_NodeWriter] = []
     try:
-        for spec in NODE_SPECS:
+        for spec in specs:
             node_dir = out / NODES_DIR / spec.id
             node_dir.mkdir(parents=True, exist_ok=True)
             db = node_dir / RECORDS_DB
             _partial(db).unlink(missing_ok=True)
             final.append(db)
-            writers.append(_WRITERS[spec.id](spec, _partial(db), seed))
+            writers.append(_WRITERS[spec.kind or spec.id](spec, _partial(db), seed))
             config = node_dir / NODE_CONFIG
             _partial(config).write_text(node_toml(spec), encoding="utf-8")
             final.append(config)
@@ -1600,7 +1831,7 @@ def generate(
                 path.with_name(path.name + suffix).unlink(missing_ok=True)
             os.replace(_partial(path), path)
         manifest_path = out / FEDERATION_FILE
-        _partial(manifest_path).write_text(federation_toml(seed, subjects), encoding="utf-8")
+        _partial(manifest_path).write_text(federation_toml(seed, subjects, specs), encoding="utf-8")
         os.replace(_partial(manifest_path), manifest_path)
     except BaseException:
         for writer in writers:
@@ -1632,18 +1863,22 @@ def _stream(
     """Generate subjects chunk by chunk; each node decides whom it knows and writes their rows."""
     chunk_subjects: list[tuple[str, str, int, str]] = []
     chunk_locator: list[tuple[str, str, str]] = []
-    done = 0
-    regional = [(w, frozenset(w.spec.regions)) for w in writers]
-    for s in _subjects(seed, count):
+    by_city: dict[str, list[_NodeWriter]] = {}  # city -> the nodes that may know its people
+    for region in REGIONS:
+        for city in region.cities:
+            by_city[city] = [
+                w
+                for w in writers
+                if (not w.spec.regions or region.name in w.spec.regions)
+                and (not w.spec.cities or city in w.spec.cities)
+            ]
+    for done, s in enumerate(_subjects(seed, count), 1):
         public_key = subject_key(seed, s.id).public.raw.hex()
         chunk_subjects.append((s.id, s.region, s.birth_year, public_key))
-        for writer, regions in regional:
-            if regions and s.region not in regions:
-                continue
+        for writer in by_city[s.city]:
             local_id = writer.person(s)
             if local_id is not None:
                 chunk_locator.append((s.id, writer.spec.id, local_id))
-        done += 1
         if len(chunk_subjects) >= CHUNK_SUBJECTS or done == count:
             subject_rows.writerows(chunk_subjects)
             locator_rows.writerows(chunk_locator)

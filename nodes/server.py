@@ -14,7 +14,7 @@ import grpc
 from credex.audit import AuditLog, checkpoint_every
 from credex.clock import Clock, system_clock, to_timestamp
 from credex.db import open_database, open_readonly
-from credex.errors import CredexError, from_rpc_error
+from credex.errors import CredexError, DeadlineExceeded, Unavailable, from_rpc_error
 from credex.freshness import NonceStore
 from credex.keys import SigningKey, load_public
 from credex.reloading import Reloading
@@ -34,6 +34,8 @@ from nodes.verify import QueryVerifier
 log = logging.getLogger(__name__)
 ANNOUNCE_RETRY_S = 1.0
 ANNOUNCE_EVERY_S = 60.0
+# At start-up a directory that is busy or not up yet is waited for this long; a refusal is not.
+FIRST_ANNOUNCE_WAIT_S = 30.0
 
 
 @dataclass
@@ -137,6 +139,30 @@ async def announce(
         await channel.close(None)
 
 
+async def _first_announce(
+    config: NodeConfig,
+    key: Callable[[], SigningKey],
+    tls: Callable[[], TlsIdentity],
+    endpoint: str,
+    clock: Clock,
+) -> None:
+    """Announce, retrying while the directory is unreachable or slow (as when many nodes start
+    at once), for up to FIRST_ANNOUNCE_WAIT_S; a refusal fails at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FIRST_ANNOUNCE_WAIT_S
+    delay = 0.25
+    while True:
+        try:
+            await announce(config, key, tls, endpoint, clock)
+            return
+        except (Unavailable, DeadlineExceeded) as err:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("directory not reachable yet, retrying in %.2g s: %s", delay, err)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 4.0)
+
+
 async def _keep_announcing(
     config: NodeConfig,
     key: Callable[[], SigningKey],
@@ -189,7 +215,7 @@ async def start_node(
     if announce_to_directory and config.directory_address:
         key = signing_key_source(config)
         try:
-            await announce(config, key, tls, node.address, clock)
+            await _first_announce(config, key, tls, node.address, clock)
         except BaseException:
             await server.stop(0)
             raise
