@@ -89,16 +89,19 @@ def compare(
     data: Annotated[
         Path | None, typer.Option("--data", help="Use (or generate) the population here.")
     ] = None,
+    nodes: Nodes = DEFAULT_NODES,
 ) -> None:
     """Score one synthetic population under each policy: scores.csv (score and band per
     subject and policy) and summary.json (distributions, band changes, rank correlation)."""
     with cli_errors():
         root = data or out / "population"
         existing = load_manifest(root) if (root / "federation.toml").is_file() else None
+        wanted = (subjects, seed, nodes)
         manifest = (
             existing
-            if existing is not None and (existing.subjects, existing.seed) == (subjects, seed)
-            else generate_data(root, subjects=subjects, seed=seed)
+            if existing is not None
+            and (existing.subjects, existing.seed, len(existing.nodes)) == wanted
+            else generate_data(root, subjects=subjects, seed=seed, nodes=nodes)
         )
         report = compare_policies(manifest, policies, out)
         table = Table(

@@ -3,6 +3,7 @@ every sync interval, and a node out of touch for its offline grace refuses every
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
@@ -12,10 +13,11 @@ from typing import Any
 import grpc
 import pytest
 
+import nodes.server
 from credex.config import ConfigError
 from credex.consents import create_consent
 from credex.db import open_database
-from credex.errors import REASON_KEY, FailedPrecondition, PermissionDenied, Reason
+from credex.errors import REASON_KEY, FailedPrecondition, PermissionDenied, Reason, Unavailable
 from credex.signing import seal
 from credex.tls import TlsIdentity
 from credex.transport import open_channel
@@ -390,3 +392,83 @@ def announce_as(fed: Federation, node_id: str) -> None:
     fed.loop.run(
         announce(config, signing_key_source(config), tls_source(config), "127.0.0.1:1", fed.clock)
     )
+
+
+async def _forward(reader: Any, writer: Any) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+def test_a_node_started_before_its_directory_waits_for_it(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """The directory's address answers only after a second (as when it starts late or is
+    busy): the node retries its first announcement instead of exiting, then serves."""
+    port = free_port()
+    host, target_port = federation.address.rsplit(":", 1)
+
+    async def relay(reader: Any, writer: Any) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, int(target_port))
+        await asyncio.gather(_forward(reader, up_writer), _forward(up_reader, writer))
+
+    async def scenario() -> tuple[float, RunningNode]:
+        config = dataclasses.replace(
+            load_node_config(federation.node_configs["pboc"]),
+            state_db=tmp_path / "state.db",
+            directory_address=f"127.0.0.1:{port}",
+        )
+        started = time.monotonic()
+        node_task = asyncio.create_task(
+            start_node(config, clock=federation.clock, service=build_service(config))
+        )
+        await asyncio.sleep(1.0)
+        assert not node_task.done()
+        proxy = await asyncio.start_server(relay, "127.0.0.1", port)
+        try:
+            node = await asyncio.wait_for(node_task, 20.0)
+        finally:
+            proxy.close()
+        return time.monotonic() - started, node
+
+    took, node = federation.loop.run(scenario())
+    try:
+        assert 1.0 <= took < 20.0
+        consent = granted_consent(federation)
+        assert ask(federation, node.address, consent) == "OK"
+    finally:
+        federation.loop.run(node.stop(0))
+        # The extra node announced itself as pboc: point the directory back at the real one.
+        config = load_node_config(federation.node_configs["pboc"])
+        federation.loop.run(
+            announce(
+                config,
+                signing_key_source(config),
+                tls_source(config),
+                federation.nodes["pboc"].address,
+                federation.clock,
+            )
+        )
+
+
+def test_a_node_whose_directory_never_answers_gives_up(
+    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    monkeypatch.setattr(nodes.server, "FIRST_ANNOUNCE_WAIT_S", 1.5)
+    config = dataclasses.replace(
+        load_node_config(federation.node_configs["pboc"]),
+        state_db=tmp_path / "state.db",
+        directory_address=f"127.0.0.1:{free_port()}",
+    )
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        federation.loop.run(
+            start_node(config, clock=federation.clock, service=build_service(config))
+        )
+    assert time.monotonic() - started < 10.0
