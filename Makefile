@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= var/demo
 
-.PHONY: setup run test lint typecheck unit protos clean
+.PHONY: setup run test bench bench-quick lint typecheck unit protos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ run: setup
 
 ## Lint, type-check and run the tests.
 test: setup lint typecheck unit
+
+## Benchmark: credex against the bare gRPC ceiling, scaling and memory -> bench-results.json.
+bench: setup
+	$(BIN)/credex-lab bench --dir var/bench --out bench-results.json
+
+bench-quick: setup
+	$(BIN)/credex-lab bench --quick --dir var/bench --out bench-results.json
 
 lint: setup
 	$(BIN)/ruff check .

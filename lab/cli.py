@@ -20,6 +20,7 @@ from credex.transport import open_channel, open_directory_channel
 from credex.v1 import directory_pb2, node_pb2
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
+from lab.bench import Plan, run_bench, verdicts, write_results
 from lab.compare import compare as compare_policies
 from lab.demo import run_demo
 from lab.federation import (
@@ -248,6 +249,50 @@ def scenario(
             )
         if not report.passed:
             raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option(help="Smaller sizes, shorter runs (under 2 minutes).")
+    ] = False,
+    dir: Annotated[Path, typer.Option("--dir", help="Where to keep data and logs.")] = Path(
+        "var/bench"
+    ),
+    out: Annotated[Path, typer.Option(help="Where to write the figures as JSON.")] = Path(
+        "bench-results.json"
+    ),
+) -> None:
+    """Measure GetProfile against the bare gRPC ceiling, scaling with nodes and subjects, and
+    peak memory; print a table and write the figures as JSON."""
+    exit_on_signals()
+    with cli_errors():
+        plan = Plan.quick() if quick else Plan.full()
+        console = terminal_console()
+        try:
+            results = run_bench(dir, plan, say=lambda text: console.print(escape(text)))
+        except FederationError as exc:
+            raise fail(str(exc)) from None
+        write_results(results, out)
+        table = Table(
+            title=f"credex benchmark ({'quick' if quick else 'full'})", title_justify="left"
+        )
+        for col in ("measure", "value", "target", ""):
+            table.add_column(col)
+        table.add_row("profiles/s at 32 concurrent", f"{results.profiles_per_s:g}", "", "")
+        table.add_row("ceiling/s at 32 concurrent", f"{results.ceiling_per_s:g}", "", "")
+        table.add_row(
+            "p50 / p99 at concurrency 1 (ms)", f"{results.p50_ms:g} / {results.p99_ms:g}", "", ""
+        )
+        table.add_row("ceiling p50 at concurrency 1 (ms)", f"{results.ceiling_p50_ms:g}", "", "")
+        for nodes, p50 in results.p50_ms_by_nodes.items():
+            table.add_row(f"p50 with {nodes} nodes (ms)", f"{p50:g}", "", "")
+        for subjects, p50 in results.p50_ms_by_subjects.items():
+            table.add_row(f"p50 with {subjects} subjects (ms)", f"{p50:g}", "", "")
+        for what, value, target, met in verdicts(results, plan):
+            table.add_row(what, value, target, "[green]met[/green]" if met else "[red]missed[/red]")
+        console.print(table)
+        typer.echo(f"wrote {out}")
 
 
 @app.command()

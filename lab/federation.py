@@ -120,18 +120,24 @@ def requester_home(root: Path, requester_id: str) -> Path:
 
 
 def prepare(
-    root: Path, *, subjects: int = 1000, seed: int = 7, nodes: int = DEFAULT_NODES
+    root: Path,
+    *,
+    subjects: int = 1000,
+    seed: int = 7,
+    nodes: int = DEFAULT_NODES,
+    everywhere: int = 0,
 ) -> Manifest:
     """Generate data unless the same generation is there; create the directory's home (its
     CA included) and load subjects and the record locator."""
     manifest: Manifest | None = None
     if (root / "federation.toml").is_file():
         existing = load_manifest(root)
-        if (existing.subjects, existing.seed, len(existing.nodes)) == (subjects, seed, nodes):
+        found = (existing.subjects, existing.seed, len(existing.nodes), len(existing.everywhere))
+        if found == (subjects, seed, nodes, everywhere):
             manifest = existing
     regenerated = manifest is None
     if manifest is None:
-        manifest = generate(root, subjects=subjects, seed=seed, nodes=nodes)
+        manifest = generate(root, subjects=subjects, seed=seed, nodes=nodes, everywhere=everywhere)
     settings = directory_admin.init_home(directory_home(root))
     directory_admin.import_subjects(
         settings, root / "subjects.csv", root / "locator.csv", replace=regenerated
@@ -400,13 +406,18 @@ def operator_tls(root: Path) -> TlsIdentity:
 
 
 def start(
-    root: Path, *, subjects: int = 1000, seed: int = 7, nodes: int = DEFAULT_NODES
+    root: Path,
+    *,
+    subjects: int = 1000,
+    seed: int = 7,
+    nodes: int = DEFAULT_NODES,
+    everywhere: int = 0,
 ) -> RunningFederation:
     """Prepare, then start every node and the directory; stops them all if any fails."""
     state = FederationState.load(root)
     if state is not None and any(is_running(p) for p in state.processes):
         raise FederationError(f"a federation is already running in {root}; run `credex-lab down`")
-    manifest = prepare(root, subjects=subjects, seed=seed, nodes=nodes)
+    manifest = prepare(root, subjects=subjects, seed=seed, nodes=nodes, everywhere=everywhere)
     launcher = Launcher(root)
     try:
         home = str(directory_home(root))

@@ -868,6 +868,8 @@ class Manifest:
     subjects: int
     nodes: tuple[NodeEntry, ...]
     requesters: tuple[RequesterEntry, ...]
+    # Subjects every node knows (`generate(everywhere=...)`), for full fan-out benchmarks.
+    everywhere: tuple[str, ...] = ()
 
     @property
     def federation_toml(self) -> Path:
@@ -942,7 +944,10 @@ def load_manifest(out: Path) -> Manifest:
                 jurisdiction=_get_str(raw, "jurisdiction", where),
             )
         )
-    return Manifest(Path(out), seed, subjects, tuple(nodes), tuple(requesters))
+    everywhere = data.get("everywhere", [])
+    if not isinstance(everywhere, list) or not all(isinstance(s, str) for s in everywhere):
+        raise ValueError(f"{path}: 'everywhere' must be a list of subject ids")
+    return Manifest(Path(out), seed, subjects, tuple(nodes), tuple(requesters), tuple(everywhere))
 
 
 def _get_int(table: dict[str, Any], key: str, where: str) -> int:
@@ -998,13 +1003,21 @@ def node_toml(spec: NodeSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def federation_toml(seed: int, subjects: int, specs: Sequence[NodeSpec] = NODE_SPECS) -> str:
+def federation_toml(
+    seed: int,
+    subjects: int,
+    specs: Sequence[NodeSpec] = NODE_SPECS,
+    everywhere: Sequence[str] = (),
+) -> str:
     """The federation manifest: seed, size, nodes with their config paths, requesters."""
     lines = [
         "# credex-lab synthetic federation written by lab.synth; paths are relative to this file",
         f"seed = {seed}",
         f"subjects = {subjects}",
     ]
+    if everywhere:
+        lines.append("# subjects every node knows, for full fan-out benchmarks")
+        lines.append(f"everywhere = [{', '.join(_toml_str(s) for s in everywhere)}]")
     for spec in specs:
         categories = ", ".join(_toml_str(c) for c in spec.categories)
         lines += [
@@ -1782,12 +1795,17 @@ def generate(
     seed: int = 7,
     progress: Callable[[int], None] | None = None,
     nodes: int = DEFAULT_NODES,
+    everywhere: int = 0,
 ) -> Manifest:
     """Write a complete synthetic federation into `out` and return its manifest.
 
     Rewrites an earlier generation in place (records.db, node.toml, the CSVs and federation.toml
     only; keys and credex state databases beside them are left alone). Memory stays bounded:
     subjects are streamed in chunks of CHUNK_SUBJECTS and each chunk is committed.
+
+    `everywhere`: the first that many subjects aged EVERYWHERE_MIN_AGE or more are known to
+    every node, whatever their region, with records in every category: benchmarks use them
+    to measure a fan-out to all nodes. Everyone else is covered as usual.
     """
     out = Path(out)
     if isinstance(subjects, bool) or not isinstance(subjects, int) or subjects < 1:
@@ -1797,6 +1815,8 @@ def generate(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     specs = node_specs(nodes)
+    if isinstance(everywhere, bool) or not isinstance(everywhere, int) or everywhere < 0:
+        raise ValueError(f"everywhere must be a non-negative integer, got {everywhere!r}")
     _check_output(out)
 
     final: list[Path] = []  # files written as <name>.partial, renamed into place at the end
@@ -1822,7 +1842,9 @@ def generate(
             locator_rows = csv.writer(locator_fh, lineterminator="\n")
             subject_rows.writerow(("subject_id", "region", "birth_year", "public_key"))
             locator_rows.writerow(("subject_id", "node_id", "local_id"))
-            _stream(seed, subjects, writers, subject_rows, locator_rows, progress)
+            known = _stream(
+                seed, subjects, writers, subject_rows, locator_rows, progress, everywhere
+            )
         for writer in writers:
             writer.finish()
         writers.clear()
@@ -1831,7 +1853,9 @@ def generate(
                 path.with_name(path.name + suffix).unlink(missing_ok=True)
             os.replace(_partial(path), path)
         manifest_path = out / FEDERATION_FILE
-        _partial(manifest_path).write_text(federation_toml(seed, subjects, specs), encoding="utf-8")
+        _partial(manifest_path).write_text(
+            federation_toml(seed, subjects, specs, known), encoding="utf-8"
+        )
         os.replace(_partial(manifest_path), manifest_path)
     except BaseException:
         for writer in writers:
@@ -1859,8 +1883,11 @@ def _stream(
     subject_rows: _RowWriter,
     locator_rows: _RowWriter,
     progress: Callable[[int], None] | None,
-) -> None:
-    """Generate subjects chunk by chunk; each node decides whom it knows and writes their rows."""
+    everywhere: int = 0,
+) -> list[str]:
+    """Generate subjects chunk by chunk; each node decides whom it knows and writes their rows.
+    Returns the ids of the subjects made known to every node."""
+    known_everywhere: list[str] = []
     chunk_subjects: list[tuple[str, str, int, str]] = []
     chunk_locator: list[tuple[str, str, str]] = []
     by_city: dict[str, list[_NodeWriter]] = {}  # city -> the nodes that may know its people
@@ -1875,10 +1902,15 @@ def _stream(
     for done, s in enumerate(_subjects(seed, count), 1):
         public_key = subject_key(seed, s.id).public.raw.hex()
         chunk_subjects.append((s.id, s.region, s.birth_year, public_key))
-        for writer in by_city[s.city]:
-            local_id = writer.person(s)
-            if local_id is not None:
-                chunk_locator.append((s.id, writer.spec.id, local_id))
+        if len(known_everywhere) < everywhere and REFERENCE_YEAR - s.birth_year >= 25:
+            known_everywhere.append(s.id)
+            for writer in writers:
+                chunk_locator.append((s.id, writer.spec.id, _insist(writer, s)))
+        else:
+            for writer in by_city[s.city]:
+                local_id = writer.person(s)
+                if local_id is not None:
+                    chunk_locator.append((s.id, writer.spec.id, local_id))
         if len(chunk_subjects) >= CHUNK_SUBJECTS or done == count:
             subject_rows.writerows(chunk_subjects)
             locator_rows.writerows(chunk_locator)
@@ -1888,3 +1920,13 @@ def _stream(
                 writer.flush()
             if progress is not None:
                 progress(done)
+    return known_everywhere
+
+
+def _insist(writer: _NodeWriter, s: _Subject) -> str:
+    """Ask the node about `s` until it knows them (each try draws anew from its stream)."""
+    for _ in range(1_000_000):
+        local_id = writer.person(s)
+        if local_id is not None:
+            return local_id
+    raise RuntimeError(f"{writer.spec.id} never took {s.id}")  # pragma: no cover

@@ -440,3 +440,24 @@ def test_city_offices_know_only_their_residents_and_lenders_a_few_adults(
         share = len(known.get(lender, ())) / SUBJECTS
         assert 0.005 <= share <= 0.08, (lender, share)
         assert all(2026 - int(subjects[s]["birth_year"]) >= 18 for s in known.get(lender, ()))
+
+
+def test_everywhere_subjects_are_known_to_every_node_with_records(tmp_path: Path) -> None:
+    manifest = synth.generate(tmp_path / "out", 200, seed=5, nodes=20, everywhere=3)
+    assert len(manifest.everywhere) == 3
+    assert synth.load_manifest(manifest.out).everywhere == manifest.everywhere
+    subjects = {r["subject_id"]: r for r in read_csv(manifest.subjects_csv)}
+    located = locals_by_node(manifest)
+    for subject_id in manifest.everywhere:
+        assert 2026 - int(subjects[subject_id]["birth_year"]) >= 25
+        for entry in manifest.nodes:
+            local_ids = [lid for lid, sid in located[entry.id].items() if sid == subject_id]
+            assert len(local_ids) == 1, (entry.id, subject_id)
+            per_category: Counter[str] = Counter()
+            with connect(records_db(entry)) as conn:
+                for adapter in adapters(entry):
+                    rows = conn.execute(adapter["sql"], {"local_id": local_ids[0]}).fetchall()
+                    per_category[adapter["category"]] += len(rows)
+            assert all(per_category[c] >= 1 for c in entry.categories), (entry.id, per_category)
+    with pytest.raises(ValueError, match="everywhere"):
+        synth.generate(tmp_path / "bad", 10, everywhere=-1)
