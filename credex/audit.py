@@ -133,6 +133,11 @@ class AuditLog:
         last = self._conn.execute(f"SELECT max(seq) FROM {CHECKPOINTS}").fetchone()[0]
         self._checkpointed: int = int(last or 0)
 
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The database the log lives in, for callers that commit other rows with an entry."""
+        return self._db
+
     def append(self, entry: AuditEntry) -> int:
         """Chain and store one entry; committed (and, with synchronous=FULL, durable) when
         this returns, unless the caller holds a transaction open."""

@@ -14,9 +14,12 @@ class ConfigError(Exception):
 
 
 def validate_member_id(value: str, where: str) -> str:
-    """Member ids appear in certificates, file names and logs: keep them plain."""
-    if not value or len(value) > 64 or not set(value) <= MEMBER_ID_CHARS:
-        raise ConfigError(f"{where}: id {value!r} must be 1-64 of a-z 0-9 - _ .")
+    """Member ids appear in certificates, file names and logs: keep them plain (and never a
+    path such as `.` or `..`)."""
+    if not value or len(value) > 64 or not set(value) <= MEMBER_ID_CHARS or value.startswith("."):
+        raise ConfigError(
+            f"{where}: id {value!r} must be 1-64 of a-z 0-9 - _ . and not start with a dot"
+        )
     return value
 
 

@@ -55,7 +55,7 @@ def open_consent(signed: Signed) -> Consent:
         subject_key = VerifyKey(unverified.subject_key)
     except ValueError as exc:
         raise InvalidArgument(Reason.MALFORMED, f"consent subject key: {exc}") from exc
-    consent = open_signed(signed, Consent, subject_key, what="consent")
+    consent = open_signed(signed, Consent, subject_key, what="consent", cache=True)
     validate_shape(consent)
     return consent
 

@@ -20,12 +20,20 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import grpc
+
+from credex.config import validate_member_id
+from credex.db import open_database
 from credex.member_home import MemberHome, enroll_home
 from credex.serving import read_ready_file
 from credex.tls import TlsIdentity
+from credex.transport import open_channel
+from credex.v1 import node_pb2
 from credex.v1.directory_pb2 import MemberRole, MemberStatus
+from credex.v1.node_pb2_grpc import NodeServiceStub
 from directory import admin as directory_admin
 from directory.config import DirectorySettings
+from directory.registry import Registry
 from lab.synth import DEFAULT_NODES, Manifest, RequesterEntry, generate, load_manifest
 from nodes import admin as node_admin
 from nodes.config import load_node_config
@@ -178,6 +186,7 @@ async def enroll_requester(
     root: Path, requester: RequesterEntry, public_address: str, directory_address: str = ""
 ) -> MemberHome:
     """Enroll one requester through the enrollment service and keep its home under `root`."""
+    validate_member_id(requester.id, "requester")
     settings = DirectorySettings(home=directory_home(root))
     token = directory_admin.create_enrollment_token(
         settings,
@@ -192,7 +201,9 @@ async def enroll_requester(
         directory=directory_address or "(set when the federation starts)",
         directory_public=public_address,
     )
-    if home.path.exists():
+    if home.path.exists():  # left from an earlier directory that no longer knows the member
+        if home.path.resolve().parent != (root / "requesters").resolve():
+            raise FederationError(f"refusing to replace {home.path}: not a requester home")
         shutil.rmtree(home.path)
     await enroll_home(
         home, token=token, ca_pem=settings.ca_cert_path.read_bytes(), name=requester.name
@@ -379,6 +390,48 @@ class RunningFederation(Federation):
 
     def stop(self) -> int:
         return self.launcher.stop()
+
+
+REGISTRY_WAIT_S = 30.0
+
+
+async def wait_for_registry(root: Path, timeout_s: float = REGISTRY_WAIT_S) -> float:
+    """Wait until every running node of the federation in `root` holds the directory's current
+    registry version (a member enrolled, suspended or reinstated has reached all of them);
+    returns the seconds waited. FederationError names the nodes still behind at the timeout."""
+    settings = DirectorySettings(home=directory_home(root))
+    db = open_database(settings.db_path)
+    try:
+        target = Registry(db).version
+    finally:
+        db.conn.close()
+    state = FederationState.load(root)
+    nodes = [p for p in (state.processes if state else []) if p.role == "node" and is_running(p)]
+    tls = operator_tls(root)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    behind = {p.name: p.address for p in nodes}
+    while behind:
+        for name, address in list(behind.items()):
+            channel = open_channel(address, tls)
+            try:
+                described = await NodeServiceStub(channel).Describe(
+                    node_pb2.DescribeRequest(), timeout=2.0
+                )
+                if described.registry_version >= target:
+                    del behind[name]
+            except grpc.aio.AioRpcError:
+                pass  # busy or restarting: asked again below
+            finally:
+                await channel.close(None)
+        if behind and loop.time() - started > timeout_s:
+            raise FederationError(
+                f"after {timeout_s:g} s these nodes still lack registry version {target}: "
+                + ", ".join(sorted(behind))
+            )
+        if behind:
+            await asyncio.sleep(0.2)
+    return loop.time() - started
 
 
 def attach(root: Path) -> Federation:

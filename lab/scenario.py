@@ -22,20 +22,30 @@ from typing import Any
 import grpc
 
 from credex import vocab
-from credex.client import AccessLog, ConsentView, RequesterClient, SubjectClient, VerifiedProfile
-from credex.config import ConfigError
+from credex.client import AccessView, ConsentView, RequesterClient, SubjectClient, VerifiedProfile
+from credex.config import ConfigError, validate_member_id
 from credex.errors import CredexError, Reason
 from directory import admin as directory_admin
 from directory.config import DirectorySettings
-from lab.federation import Federation, directory_home, enroll_requester
+from lab.federation import (
+    Federation,
+    FederationError,
+    directory_home,
+    enroll_requester,
+    wait_for_registry,
+)
 from lab.identities import subject_key
 from lab.synth import REGIONS, RequesterEntry
-from nodes.config import load_node_config
 
 OK = "ok"
 SKIPPED = "skipped"  # an earlier step this one depends on did not succeed
 ERROR = "error"  # the step could not be carried out (e.g. an unknown member)
-OUTCOMES = frozenset({OK} | {r.value for r in Reason} | {c.name for c in grpc.StatusCode})
+_NOT_REFUSALS = (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
+OUTCOMES = frozenset(
+    {OK} | {r.value for r in Reason} | {c.name for c in grpc.StatusCode if c not in _NOT_REFUSALS}
+)
+MAX_VALID_DAYS = 3650.0
+MAX_USES = 2**32 - 1  # the wire format's limit
 
 # action -> (required fields, optional fields, allowed checks)
 _ACTIONS: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
@@ -238,6 +248,8 @@ def _subjects(raw: Any, where: str) -> tuple[SubjectPick, ...]:
         categories = _categories(value.get("categories", []), "categories", at)
         known_to = _str_list(value.get("known_to", []), "known_to", at)
         region = value.get("region", "")
+        if not isinstance(region, str):
+            raise ScenarioError(f"{at}: 'region' must be a string")
         if region and region not in _REGION_NAMES:
             raise ScenarioError(
                 f"{at}: unknown region {region!r} (known: {', '.join(sorted(_REGION_NAMES))})"
@@ -252,11 +264,18 @@ def _requesters(raw: Any, where: str) -> tuple[RequesterEntry, ...]:
     entries = []
     for i, r in enumerate(raw, 1):
         at = f"{where}: [[requester]] #{i}"
+        unknown = set(r) - {"id", "name", "jurisdiction"}
+        if unknown:
+            raise ScenarioError(f"{at}: unknown keys {', '.join(sorted(unknown))}")
+        try:
+            requester_id = validate_member_id(_str(r, "id", at), at)
+        except ConfigError as exc:
+            raise ScenarioError(str(exc)) from None
         entries.append(
             RequesterEntry(
-                id=_str(r, "id", at),
+                id=requester_id,
                 name=_str(r, "name", at),
-                jurisdiction=str(r.get("jurisdiction", "CN")),
+                jurisdiction=_str(r, "jurisdiction", at) if "jurisdiction" in r else "CN",
             )
         )
     return tuple(entries)
@@ -264,7 +283,7 @@ def _requesters(raw: Any, where: str) -> tuple[RequesterEntry, ...]:
 
 def _step(number: int, raw: dict[str, Any], where: str) -> Step:
     action = raw.get("action")
-    if action not in _ACTIONS:
+    if not isinstance(action, str) or action not in _ACTIONS:
         raise ScenarioError(f"{where}: 'action' must be one of {', '.join(_ACTIONS)}")
     required, optional, allowed_checks = _ACTIONS[action]
     missing = required - set(raw)
@@ -290,17 +309,23 @@ def _step(number: int, raw: dict[str, Any], where: str) -> Step:
                 raise ScenarioError(f"{where}: {exc}") from None
             params[key] = value
         elif key == "max_uses":
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ScenarioError(f"{where}: 'max_uses' must be a positive integer")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_USES:
+                raise ScenarioError(f"{where}: 'max_uses' must be an integer from 1 to {MAX_USES}")
             params[key] = value
         elif key == "valid_days":
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ScenarioError(f"{where}: 'valid_days' must be a positive number")
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0 < value <= MAX_VALID_DAYS  # also refuses nan
+            ):
+                raise ScenarioError(
+                    f"{where}: 'valid_days' must be a number above 0 and at most {MAX_VALID_DAYS:g}"
+                )
             params[key] = float(value)
         else:
             params[key] = _str(raw, key, where)
     expect = raw.get("expect", OK)
-    if expect not in OUTCOMES:
+    if not isinstance(expect, str) or expect not in OUTCOMES:
         raise ScenarioError(
             f"{where}: 'expect' must be \"ok\", a refusal reason such as CONSENT_REVOKED, or a "
             f"gRPC status such as PERMISSION_DENIED; got {expect!r}"
@@ -342,6 +367,8 @@ def _check_types(checks: dict[str, Any], where: str) -> None:
             raise ScenarioError(f"{where}: check '{key}' has the wrong type")
         if isinstance(value, list):
             _str_list(value, key, where)
+        if key == "only_categories":
+            _categories(value, key, where)
         wanted_value = int if key == "uses" else str
         if isinstance(value, dict) and not all(
             isinstance(v, wanted_value) and not isinstance(v, bool) for v in value.values()
@@ -426,9 +453,36 @@ class _Run:
         self.subjects = subjects
         self.stack = stack
         self.consents: dict[str, tuple[str, str]] = {}  # name -> (consent id, purpose)
-        self.settle_s = registry_settle_s(fed)
+        self.suspended: set[str] = set()  # members this run suspended and has not reinstated
+        self.started_at = time.time()
         self._subject_clients: dict[str, SubjectClient] = {}
         self._requester_clients: dict[str, RequesterClient] = {}
+
+    async def set_status(self, member_id: str, status: str) -> str:
+        settings = DirectorySettings(home=directory_home(self.fed.root))
+        try:
+            member = directory_admin.set_member_status(settings, member_id, status)
+        except ConfigError as exc:
+            raise ScenarioError(str(exc)) from None
+        if status == "suspended":
+            self.suspended.add(member.member_id)
+        else:
+            self.suspended.discard(member.member_id)
+        return member.member_id
+
+    async def settled(self) -> float:
+        """Wait until every node has the registry change; returns the seconds waited."""
+        try:
+            return await wait_for_registry(self.fed.root)
+        except FederationError as exc:
+            raise ScenarioError(str(exc)) from None
+
+    async def restore(self) -> None:
+        """Reinstate whoever this run suspended and left suspended (failed or interrupted)."""
+        if self.suspended:
+            for member_id in sorted(self.suspended):
+                await self.set_status(member_id, "active")
+            await self.settled()
 
     async def subject(self, alias: str) -> SubjectClient:
         if alias not in self._subject_clients:
@@ -510,27 +564,14 @@ async def _execute(run: _Run, step: Step) -> tuple[str, list[str]]:
     if step.action == "access-log":
         client = await run.subject(p["subject"])
         log = await client.access_log()
-        refused = sum(entry.outcome.startswith("refused") for entry in log.records)
-        detail = f"{len(log.records)} requests recorded, {refused} refused"
-        return detail, _access_checks(log, checks)
-    settings = DirectorySettings(home=directory_home(run.fed.root))
+        entries = [e for e in log.records if e.at >= run.started_at]  # this run's requests
+        refused = sum(entry.outcome.startswith("refused") for entry in entries)
+        detail = f"{len(entries)} requests during this run, {refused} refused"
+        return detail, _access_checks(entries, checks)
     status = "suspended" if step.action == "suspend" else "active"
-    try:
-        member = directory_admin.set_member_status(settings, p["member"], status)
-    except ConfigError as exc:
-        raise ScenarioError(str(exc)) from None
-    await asyncio.sleep(run.settle_s)
-    return (
-        f"{member.member_id} is now {status}; waited {run.settle_s:g} s for the nodes to sync "
-        "the registry",
-        [],
-    )
-
-
-def registry_settle_s(fed: Federation) -> float:
-    """How long until every node has synced a registry change (new, suspended or reinstated
-    member): the longest sync interval, plus a second for the sync itself."""
-    return 1.0 + max(load_node_config(n.config).sync_interval_s for n in fed.manifest.nodes)
+    member_id = await run.set_status(p["member"], status)
+    waited = await run.settled()
+    return f"{member_id} is now {status}; every node had it after {waited:.1f} s", []
 
 
 def _describe_profile(profile: VerifiedProfile) -> str:
@@ -588,15 +629,15 @@ def _consent_checks(run: _Run, views: list[ConsentView], checks: dict[str, Any])
     return failures
 
 
-def _access_checks(log: AccessLog, checks: dict[str, Any]) -> list[str]:
+def _access_checks(entries: list[AccessView], checks: dict[str, Any]) -> list[str]:
     failures = []
-    entries = len(log.records)
-    if entries < checks.get("entries_at_least", 0):
-        failures.append(f"{entries} entries, expected at least {checks['entries_at_least']}")
-    refused = sum(entry.outcome.startswith("refused") for entry in log.records)
+    count = len(entries)
+    if count < checks.get("entries_at_least", 0):
+        failures.append(f"{count} entries, expected at least {checks['entries_at_least']}")
+    refused = sum(entry.outcome.startswith("refused") for entry in entries)
     if refused < checks.get("refused_at_least", 0):
         failures.append(f"{refused} refusals, expected at least {checks['refused_at_least']}")
-    seen = {entry.requester_id for entry in log.records}
+    seen = {entry.requester_id for entry in entries}
     missing = [r for r in checks.get("requesters_include", ()) if r not in seen]
     if missing:
         failures.append(f"no request from {', '.join(missing)} in the log")
@@ -625,11 +666,15 @@ async def run_scenario(
         await enroll_requester(
             fed.root, requester, fed.public_address, directory_address=fed.directory_address
         )
-    if enrolled:
-        await asyncio.sleep(registry_settle_s(fed))  # until every node knows the new members
+    if enrolled:  # until every node knows the new members
+        try:
+            await wait_for_registry(fed.root)
+        except FederationError as exc:
+            raise ScenarioError(str(exc)) from None
     report = ScenarioReport(scenario.name, str(scenario.path), subjects, [])
     async with AsyncExitStack() as stack:
         run = _Run(fed, subjects, stack)
+        stack.push_async_callback(run.restore)
         for step in scenario.steps:
             started = time.perf_counter()
             err: CredexError | None = None

@@ -768,7 +768,7 @@ _NAMED_LENDERS = (
     ("ningyin-finance", "Ningbo Bank Consumer Finance", "CN-ZJ"),
     ("xingye-finance", "Xingye Consumer Finance", "CN-FJ"),
 )
-MAX_NODES = 200
+MAX_NODES = 100
 
 
 def _city_spec(region: Region, city: str) -> NodeSpec:

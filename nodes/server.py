@@ -217,7 +217,7 @@ async def start_node(
         try:
             await _first_announce(config, key, tls, node.address, clock)
         except BaseException:
-            await server.stop(0)
+            await node.stop(0)  # the server, and the sync and checkpoint tasks begun above
             raise
         node.tasks.append(
             asyncio.create_task(_keep_announcing(config, key, tls, node.address, clock))

@@ -10,6 +10,7 @@ import grpc
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog, malformed_entry
 from credex.clock import Clock, from_timestamp, to_timestamp
+from credex.db import transaction
 from credex.errors import (
     CredexError,
     Internal,
@@ -74,6 +75,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             jurisdiction=self._config.jurisdiction,
             categories=sorted(self._source.categories),
             key_id=self._key().key_id,
+            registry_version=self.sync.version,
         )
 
     @rpc_errors
@@ -112,34 +114,41 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def QueryRecords(
         self, request: QueryRecordsRequest, context: Context
     ) -> QueryRecordsResponse:
-        try:
-            require_peer(context, self._config.directory_id)
-            wait = self._limiter.take(self._config.directory_id)
-            if wait:
-                raise ResourceExhausted(
-                    Reason.RATE_LIMITED,
-                    f"more than {self._limiter.rate_per_s:g} queries a second",
-                    retry_after_s=wait,
+        # One durable commit per query: its nonce and the audit entry of its answer or refusal.
+        refused: CredexError | None = None
+        with transaction(self.audit.db):
+            try:
+                require_peer(context, self._config.directory_id)
+                wait = self._limiter.take(self._config.directory_id)
+                if wait:
+                    raise ResourceExhausted(
+                        Reason.RATE_LIMITED,
+                        f"more than {self._limiter.rate_per_s:g} queries a second",
+                        retry_after_s=wait,
+                    )
+                verified = self._verifier.verify(request)
+            except CredexError as err:
+                refused = err
+                claimed = _claimed_query(request)
+                peer = peer_or_unknown(context)
+                self.audit.append(
+                    AuditEntry(
+                        request_id=claimed.request_id[:128],
+                        actor=peer,
+                        action="query",
+                        outcome=f"refused:{err.reason}",
+                        purpose=vocab.purpose_name(claimed.purpose) if claimed.purpose else "",
+                        categories=vocab.category_names(claimed.categories[:16]),
+                        node_id=self._config.node_id,
+                        subject_ref=claimed.local_subject_id[:128],
+                        detail=f"{err.message} (claimed requester {claimed.requester_id[:64]!r})",
+                    )
                 )
-            verified = self._verifier.verify(request)
-        except CredexError as err:
-            claimed = _claimed_query(request)
-            peer = peer_or_unknown(context)
-            self.audit.append(
-                AuditEntry(
-                    request_id=claimed.request_id[:128],
-                    actor=peer,
-                    action="query",
-                    outcome=f"refused:{err.reason}",
-                    purpose=vocab.purpose_name(claimed.purpose) if claimed.purpose else "",
-                    categories=vocab.category_names(claimed.categories[:16]),
-                    node_id=self._config.node_id,
-                    subject_ref=claimed.local_subject_id[:128],
-                    detail=f"{err.message} (claimed requester {claimed.requester_id[:64]!r})",
-                )
-            )
-            raise
-        return self._answer(verified)
+            else:
+                response = self._answer(verified)
+        if refused is not None:
+            raise refused
+        return response
 
     def _answer(self, verified: VerifiedQuery) -> QueryRecordsResponse:
         query, consent = verified.query, verified.consent

@@ -61,7 +61,11 @@ class QueryVerifier:
         self._nonces.use(query.nonce, expires_at, now)
 
         attestation = open_signed(
-            query.attestation, SubjectAttestation, self._directory_key, what="attestation"
+            query.attestation,
+            SubjectAttestation,
+            self._directory_key,
+            what="attestation",
+            cache=True,
         )
         if attestation.node_id != self._node_id or (
             attestation.local_subject_id != query.local_subject_id

@@ -370,7 +370,7 @@ subject = "a"
             'name = "x"\n[subjects]\na = "S1"\n[[step]]\naction = "grant"\nsubject = "a"\n'
             'requester = "bank"\npurpose = "research"\ncategories = ["financial"]\n'
             'consent = "c"\nmax_uses = 0\n',
-            "'max_uses' must be a positive integer",
+            "'max_uses' must be an integer from 1 to",
         ),
         (
             'name = "x"\n[subjects]\na = "S1"\n'
@@ -379,6 +379,50 @@ subject = "a"
             "step 2 (grant #2): consent name 'c' is already used",
         ),
         ('name = "x"\n[[requester]]\nid = "r"\n' + GOOD_STEP, "'name' must be a non-empty"),
+        (
+            'name = "x"\n[[requester]]\nid = ".."\nname = "Up"\n' + GOOD_STEP,
+            "must be 1-64 of a-z 0-9 - _ . and not start with a dot",
+        ),
+        (
+            'name = "x"\n[[requester]]\nid = "r"\nname = "R"\njurisdication = "CN"\n' + GOOD_STEP,
+            "unknown keys jurisdication",
+        ),
+        (
+            'name = "x"\n[[requester]]\nid = "r"\nname = "R"\njurisdiction = ["a"]\n' + GOOD_STEP,
+            "'jurisdiction' must be a non-empty string",
+        ),
+        ('name = "x"\n[[step]]\naction = ["grant"]\n', "'action' must be one of"),
+        (
+            'name = "x"\n[subjects]\na = "S1"\n' + GOOD_STEP + 'expect = ["ok"]\n',
+            "'expect' must be",
+        ),
+        ('name = "x"\n[subjects]\na = "S1"\n' + GOOD_STEP + 'expect = "OK"\n', "'expect' must be"),
+        ('name = "x"\n[subjects]\na = { region = ["Jiangsu"] }\n' + GOOD_STEP, "'region' must be"),
+        (
+            'name = "x"\n[subjects]\na = "S1"\n[[step]]\naction = "grant"\nsubject = "a"\n'
+            'requester = "bank"\npurpose = "research"\ncategories = ["financial"]\n'
+            'consent = "c"\nvalid_days = nan\n',
+            "'valid_days' must be a number above 0 and at most 3650",
+        ),
+        (
+            'name = "x"\n[subjects]\na = "S1"\n[[step]]\naction = "grant"\nsubject = "a"\n'
+            'requester = "bank"\npurpose = "research"\ncategories = ["financial"]\n'
+            'consent = "c"\nvalid_days = inf\n',
+            "'valid_days' must be a number above 0 and at most 3650",
+        ),
+        (
+            'name = "x"\n[subjects]\na = "S1"\n[[step]]\naction = "grant"\nsubject = "a"\n'
+            'requester = "bank"\npurpose = "research"\ncategories = ["financial"]\n'
+            'consent = "c"\nmax_uses = 1099511627776\n',
+            "'max_uses' must be an integer from 1 to 4294967295",
+        ),
+        (
+            'name = "x"\n[subjects]\na = "S1"\n[[step]]\naction = "grant"\nsubject = "a"\n'
+            'requester = "bank"\npurpose = "research"\ncategories = ["financial"]\n'
+            'consent = "c"\n[[step]]\naction = "profile"\nrequester = "bank"\nsubject = "a"\n'
+            'consent = "c"\ncheck.only_categories = ["gossip"]\n',
+            "gossip",
+        ),
     ],
 )
 def test_invalid_scenarios_are_refused_with_the_place_at_fault(
@@ -424,3 +468,77 @@ def test_down_stops_everything_and_a_smaller_up_suspends_the_extra_nodes(
     finally:
         cli("credex-lab", "down", "--dir", str(root), ok=False)
     assert processes_mentioning(str(root)) == []
+
+
+def test_access_log_checks_count_only_this_runs_requests(fed: Path, tmp_path: Path) -> None:
+    first = write(
+        tmp_path,
+        """
+name = "Makes a request"
+[subjects]
+p = "S0000010"
+[[step]]
+action = "grant"
+subject = "p"
+requester = "research"
+purpose = "research"
+categories = ["education"]
+consent = "c"
+[[step]]
+action = "profile"
+requester = "research"
+subject = "p"
+consent = "c"
+""",
+    )
+    assert run(fed, first)["passed"]
+    second = tmp_path / "second.toml"
+    second.write_text(
+        """
+name = "Only reads the log"
+[subjects]
+p = "S0000010"
+[[step]]
+action = "access-log"
+subject = "p"
+check.entries_at_least = 1
+"""
+    )
+    report = run(fed, second, ok=False)
+    (step,) = report["steps"]
+    assert not step["passed"]
+    assert step["failures"] == ["0 entries, expected at least 1"]
+
+
+def test_a_run_reinstates_whom_it_suspended_and_left_suspended(fed: Path, tmp_path: Path) -> None:
+    scenario = write(
+        tmp_path,
+        """
+name = "Suspends and forgets"
+[subjects]
+p = "S0000011"
+[[step]]
+action = "grant"
+subject = "p"
+requester = "research"
+purpose = "research"
+categories = ["education"]
+consent = "c"
+[[step]]
+action = "suspend"
+member = "research"
+[[step]]
+action = "profile"
+requester = "research"
+subject = "p"
+consent = "c"
+expect = "MEMBER_SUSPENDED"
+""",
+    )
+    report = run(fed, scenario)
+    assert report["passed"], report["steps"]
+    assert "every node had it after" in report["steps"][1]["detail"]
+    members = json.loads(
+        cli("credex-directory", "members", "--home", str(fed / "directory"), "--json").stdout
+    )
+    assert {m["member_id"]: m["role"] for m in members}["research"] == "requester"

@@ -178,3 +178,33 @@ def test_digest_is_over_the_body() -> None:
     changed.CopyFrom(CONSENT)
     changed.max_uses = 3
     assert digest(seal(changed, KEY)) != digest(SEALED)
+
+
+def test_cached_verification_still_refuses_every_forgery() -> None:
+    """A signature once verified is remembered; nothing else rides on that memory."""
+    owner, other = SigningKey.generate(), SigningKey.generate()
+    signed = seal(Consent(consent_id="c-cached", requester_id="bank"), owner)
+    assert verify(signed, Consent, owner.public, cache=True)
+    assert verify(signed, Consent, owner.public, cache=True)  # from the cache
+    # another key, another type, another body, another signature: each checked, each refused
+    impostor = Signed(body=signed.body, signature=signed.signature, key_id=other.key_id)
+    assert not verify(impostor, Consent, other.public, cache=True)
+    assert not verify(signed, SubjectAttestation, owner.public, cache=True)
+    altered = Signed(body=signed.body + b"\x00", signature=signed.signature, key_id=owner.key_id)
+    assert not verify(altered, Consent, owner.public, cache=True)
+    flipped = bytes([signed.signature[0] ^ 1]) + signed.signature[1:]
+    bad = Signed(body=signed.body, signature=flipped, key_id=owner.key_id)
+    assert not verify(bad, Consent, owner.public, cache=True)
+    assert not verify(bad, Consent, owner.public, cache=True)  # failures are never cached
+    with pytest.raises(Unauthenticated):
+        open_signed(bad, Consent, owner.public, what="consent", cache=True)
+
+
+def test_verified_cache_is_bounded() -> None:
+    from credex import signing
+
+    cache = signing._VerifiedCache(3)
+    for i in range(5):
+        cache.add(bytes([i]))
+    assert bytes([0]) not in cache and bytes([1]) not in cache
+    assert all(bytes([i]) in cache for i in (2, 3, 4))

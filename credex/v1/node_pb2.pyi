@@ -160,11 +160,16 @@ class DescribeResponse(_message.Message):
     JURISDICTION_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    REGISTRY_VERSION_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     name: _builtins.str
     jurisdiction: _builtins.str
     key_id: _builtins.str
     """Fingerprint of the node's signing key."""
+    registry_version: _builtins.int
+    """Version of the directory's registry snapshot the node holds (0: none yet), so an operator
+    or the lab can tell when a membership change has reached it.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]: ...
     def __init__(
@@ -175,10 +180,11 @@ class DescribeResponse(_message.Message):
         jurisdiction: _builtins.str = ...,
         categories: _abc.Iterable[_common_pb2.Category.ValueType] | None = ...,
         key_id: _builtins.str = ...,
+        registry_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "jurisdiction", b"jurisdiction", "key_id", b"key_id", "name", b"name", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "jurisdiction", b"jurisdiction", "key_id", b"key_id", "name", b"name", "node_id", b"node_id", "registry_version", b"registry_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
