@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import platform
+import sqlite3
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,11 +26,11 @@ from typing import Any
 from credex import vocab
 from credex.client import RequesterClient, SubjectClient
 from credex.tls import TlsIdentity
-from directory.config import SETTINGS_FILE, DirectorySettings
+from directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings
 from lab.ceiling import PROFILE, REQUEST_BYTES, ceiling_channel
 from lab.federation import Launcher, RunningFederation, directory_home, start
 from lab.identities import subject_key
-from lab.synth import generate
+from lab.synth import generate, load_manifest
 from nodes.config import load_node_config
 
 # Research may cover every category a node serves, so a profile asks every node.
@@ -137,8 +139,6 @@ async def drive(
 
 def _write_bench_settings(root: Path) -> None:
     """The directory's default settings with the limits raised (before its first start)."""
-    from directory.config import DEFAULT_SETTINGS
-
     home = directory_home(root)
     home.mkdir(parents=True, exist_ok=True)
     settings = DEFAULT_SETTINGS.split("# Profile requests a second")[0]
@@ -305,8 +305,6 @@ def federation_tls(fed: RunningFederation, nodes: int) -> list[tuple[Path, Path,
 
 
 def machine() -> dict[str, Any]:
-    import os
-
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -401,10 +399,6 @@ def run_bench(root: Path, plan: Plan, say: Callable[[str], None] = print) -> Res
 
 def largest_node_records(root: Path) -> dict[str, int]:
     """Rows in the biggest table of each node's database: what the node holds."""
-    import sqlite3
-
-    from lab.synth import load_manifest
-
     out = {}
     for node in load_manifest(root).nodes:
         conn = sqlite3.connect(f"file:{node.directory / 'records.db'}?mode=ro", uri=True)

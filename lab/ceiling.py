@@ -54,20 +54,27 @@ def _unary(handler: Any) -> grpc.RpcMethodHandler[bytes, bytes]:
     return grpc.unary_unary_rpc_method_handler(handler)  # bytes in, bytes out
 
 
+async def _serve(
+    method: str, handler: Any, listen: str, ready_file: Path | None, identity: TlsIdentity | None
+) -> None:
+    """Serve one bytes-in, bytes-out method until stopped."""
+    server = create_server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {method: _unary(handler)}),)
+    )
+    port = _bind(server, listen, identity)
+    await server.start()
+    address = f"{listen.rsplit(':', 1)[0]}:{port}"
+    await run_until_stopped([server], ready_file, {"address": address}, f"ceiling {method}")
+
+
 async def _serve_node(listen: str, ready_file: Path | None, identity: TlsIdentity | None) -> None:
     answer = os.urandom(ANSWER_BYTES)
 
     async def query(request: bytes, context: Any) -> bytes:
         return answer
 
-    server = create_server()
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Query": _unary(query)}),)
-    )
-    port = _bind(server, listen, identity)
-    await server.start()
-    address = f"{listen.rsplit(':', 1)[0]}:{port}"
-    await run_until_stopped([server], ready_file, {"address": address}, "ceiling node")
+    await _serve("Query", query, listen, ready_file, identity)
 
 
 async def _serve_directory(
@@ -84,14 +91,7 @@ async def _serve_directory(
         answers = await asyncio.gather(*(call(query, timeout=2.0) for call in calls))
         return b"".join(answers)
 
-    server = create_server()
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Profile": _unary(profile)}),)
-    )
-    port = _bind(server, listen, identity)
-    await server.start()
-    address = f"{listen.rsplit(':', 1)[0]}:{port}"
-    await run_until_stopped([server], ready_file, {"address": address}, "ceiling directory")
+    await _serve("Profile", profile, listen, ready_file, identity)
 
 
 @app.command()

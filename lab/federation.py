@@ -201,9 +201,7 @@ async def enroll_requester(
         directory=directory_address or "(set when the federation starts)",
         directory_public=public_address,
     )
-    if home.path.exists():  # left from an earlier directory that no longer knows the member
-        if home.path.resolve().parent != (root / "requesters").resolve():
-            raise FederationError(f"refusing to replace {home.path}: not a requester home")
+    if home.path.exists():  # left from an earlier directory; a valid id stays inside root
         shutil.rmtree(home.path)
     await enroll_home(
         home, token=token, ca_pem=settings.ca_cert_path.read_bytes(), name=requester.name
