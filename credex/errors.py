@@ -182,18 +182,24 @@ Handler = Callable[..., Awaitable[T]]
 
 def rpc_errors(handler: Handler[T]) -> Handler[T]:
     """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
-    anything else → INTERNAL without leaking internals."""
+    anything else → INTERNAL without leaking internals. A servicer with `commits` (a
+    GroupCommit) has its writes on disk before the answer leaves."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         try:
-            if isinstance(request, MalformedRequest):
-                err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
-                record = getattr(self, "record_malformed", None)
-                if record is not None:  # refusals before any handler ran are audited too
-                    record(handler.__name__, err, context)
-                raise err
-            return await handler(self, request, context)
+            try:
+                if isinstance(request, MalformedRequest):
+                    err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
+                    record = getattr(self, "record_malformed", None)
+                    if record is not None:  # refusals before any handler ran are audited too
+                        record(handler.__name__, err, context)
+                    raise err
+                return await handler(self, request, context)
+            finally:  # nothing a reply or refusal reports (audit entries too) is left volatile
+                commits = getattr(self, "commits", None)
+                if commits is not None:
+                    await commits.flush()
         except CredexError as err:
             await _abort(context, err)
         except DecodeError as exc:

@@ -16,6 +16,7 @@ from credex import vocab
 from credex.clock import Clock
 from credex.db import transaction
 from credex.errors import AlreadyExists, InvalidArgument, PermissionDenied, Reason, rpc_errors
+from credex.group_commit import GroupCommit
 from credex.keys import SigningKey, VerifyKey
 from credex.pki import CertificateAuthority, PkiError, cert_pem
 from credex.signing import open_signed, parse
@@ -115,7 +116,9 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         directory_id: str,
         db: sqlite_utils.Database,
         clock: Clock,
+        commits: GroupCommit,
     ) -> None:
+        self.commits = commits  # see rpc_errors: flushed before every reply
         self._tokens = tokens
         self._registry = registry
         self._ca = ca

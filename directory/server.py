@@ -13,6 +13,7 @@ from credex.audit import AuditLog, checkpoint_every
 from credex.clock import Clock, system_clock
 from credex.db import open_database
 from credex.freshness import NonceStore
+from credex.group_commit import GroupCommit
 from credex.keys import SigningKey
 from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
@@ -46,6 +47,7 @@ class RunningDirectory:
     router: Router
     publisher: Publisher
     audit: AuditLog
+    commits: GroupCommit
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -61,6 +63,7 @@ class RunningDirectory:
         await self.publisher.close()
         await self.router.close()
         self.audit.checkpoint()
+        await self.commits.flush()
 
 
 @dataclass
@@ -71,6 +74,7 @@ class DirectoryServices:
     router: Router
     publisher: Publisher
     audit: AuditLog
+    commits: GroupCommit
     tls: TlsIdentity
 
 
@@ -84,6 +88,7 @@ def build_services(
     key = SigningKey.load(settings.key_path)
     tls = tls_identity(settings)
     db = open_database(settings.db_path)
+    commits = GroupCommit(db)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
     audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
     channels = ChannelPool(tls)
@@ -119,6 +124,7 @@ def build_services(
     )
     return DirectoryServices(
         members=DirectoryService(
+            commits=commits,
             key=key,
             registry=registry,
             locator=locator,
@@ -135,6 +141,7 @@ def build_services(
             disputes=disputes,
         ),
         subjects=SubjectService(
+            commits=commits,
             consents=consents,
             verifier=verifier,
             audit=audit,
@@ -143,6 +150,7 @@ def build_services(
             disputes=disputes,
         ),
         enrollment=EnrollmentService(
+            commits=commits,
             tokens=TokenStore(db),
             registry=registry,
             ca=ca,
@@ -154,6 +162,7 @@ def build_services(
         router=router,
         publisher=publisher,
         audit=audit,
+        commits=commits,
         tls=tls,
     )
 
@@ -183,6 +192,7 @@ async def start_directory(
         router=services.router,
         publisher=services.publisher,
         audit=services.audit,
+        commits=services.commits,
         tasks=[
             asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s))
         ],

@@ -23,6 +23,7 @@ from credex.errors import (
     Unauthenticated,
     rpc_errors,
 )
+from credex.group_commit import GroupCommit
 from credex.keys import SigningKey, VerifyKey
 from credex.pki import DEFAULT_HOSTS, CertificateAuthority, PkiError, cert_pem
 from credex.ratelimit import RateLimiter
@@ -89,7 +90,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         directory_id: str,
         policy: Policy,
         disputes: DisputeDesk,
+        commits: GroupCommit,
     ) -> None:
+        self.commits = commits  # see rpc_errors: flushed before every reply
         self._disputes = disputes
         self._policy = policy
         self._ca = ca

@@ -10,6 +10,7 @@ from credex import vocab
 from credex.audit import AuditEntry, AuditLog, malformed_entry
 from credex.clock import Clock, to_timestamp
 from credex.errors import CredexError, FailedPrecondition, PermissionDenied, Reason, rpc_errors
+from credex.group_commit import GroupCommit
 from credex.transport import peer_or_unknown
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
@@ -41,7 +42,9 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         clock: Clock,
         publisher: Publisher,
         disputes: DisputeDesk,
+        commits: GroupCommit,
     ) -> None:
+        self.commits = commits  # see rpc_errors: flushed before every reply
         self._publisher = publisher
         self._disputes = disputes
         self._consents = consents

@@ -360,6 +360,9 @@ def run_bench(root: Path, plan: Plan, say: Callable[[str], None] = print) -> Res
     results.throughput_ratio = round(results.profiles_per_s / results.ceiling_per_s, 3)
     results.latency_ratio = round(results.p50_ms / results.ceiling_p50_ms, 3)
 
+    # For context: how the bare fan-out itself scales when every node shares these cores.
+    ceiling_by_nodes = {str(plan.base_nodes): results.ceiling_p50_ms}
+    results.detail["ceiling_p50_ms_by_nodes"] = ceiling_by_nodes
     for nodes in plan.node_counts:
         if nodes == plan.base_nodes:
             continue
@@ -371,6 +374,10 @@ def run_bench(root: Path, plan: Plan, say: Callable[[str], None] = print) -> Res
         results.p50_ms_by_nodes[str(nodes)] = single.p50_ms
         results.detail[f"fan_out_{nodes}"] = width
         say(f"  p50 {single.p50_ms} ms over {width} nodes")
+        with ceiling_processes(root / f"ceiling-{nodes}", nodes, None) as address:
+            (bare,) = asyncio.run(_measure_ceiling(address, None, plan, (1,)))
+        ceiling_by_nodes[str(nodes)] = bare.p50_ms
+        say(f"  ceiling over {nodes} bare nodes: p50 {bare.p50_ms} ms")
 
     results.p50_ms_by_subjects[str(plan.base_subjects)] = results.p50_ms
     node_rss, directory_rss = (

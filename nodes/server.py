@@ -16,6 +16,7 @@ from credex.clock import Clock, system_clock, to_timestamp
 from credex.db import open_database, open_readonly
 from credex.errors import CredexError, DeadlineExceeded, Unavailable, from_rpc_error
 from credex.freshness import NonceStore
+from credex.group_commit import GroupCommit
 from credex.keys import SigningKey, load_public
 from credex.reloading import Reloading
 from credex.serving import run_until_stopped
@@ -105,6 +106,7 @@ def build_service(
         clock=clock,
     )
     return NodeService(
+        commits=GroupCommit(state),
         config=config,
         key=keys,
         verifier=verifier,
@@ -212,6 +214,9 @@ async def start_node(
             log.warning("first directory sync failed (serving from cache if fresh): %s", err)
         node.tasks.append(asyncio.create_task(sync.run()))
         node.closers.append(sync.close)
+    commits: GroupCommit | None = getattr(service, "commits", None)
+    if commits is not None:
+        node.closers.append(commits.flush)  # the last checkpoint and snapshot, on disk
     if announce_to_directory and config.directory_address:
         key = signing_key_source(config)
         try:

@@ -19,6 +19,7 @@ from credex.errors import (
     ResourceExhausted,
     rpc_errors,
 )
+from credex.group_commit import GroupCommit
 from credex.keys import SigningKey, VerifyKey
 from credex.ratelimit import RateLimiter
 from credex.signing import digest, open_signed, parse, seal
@@ -47,7 +48,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         source: RecordSource,
         audit: AuditLog,
         clock: Clock,
+        commits: GroupCommit,
     ) -> None:
+        self.commits = commits  # see rpc_errors: flushed before every reply
         self._config = config
         self._key = key
         self._verifier = verifier

@@ -41,6 +41,8 @@ def test_every_figure_is_written(results: tuple[Results, Path], tmp_path: Path) 
     ):  # fmt: skip
         assert isinstance(data[key], float) and data[key] > 0, key
     assert set(data["p50_ms_by_nodes"]) == {"2", "3"}
+    assert set(data["detail"]["ceiling_p50_ms_by_nodes"]) == {"2", "3"}
+    assert data["detail"]["ceiling_p50_ms_by_nodes"]["2"] == data["ceiling_p50_ms"]
     assert set(data["p50_ms_by_subjects"]) == {"300", "600"}
     assert set(data["rss_mb"]) == {"node", "directory"}
     assert all(v > 10 for v in data["rss_mb"].values())

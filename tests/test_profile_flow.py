@@ -81,6 +81,20 @@ def test_category_outside_consent_is_refused(federation: Federation) -> None:
     assert err.value.reason == Reason.CATEGORY_NOT_CONSENTED
 
 
+def test_answers_and_refusals_leave_only_synced_writes(federation: Federation) -> None:
+    """The directory commits without a sync per statement; each reply waits for one."""
+    commits = federation.directory.commits
+    consent_id = grant(federation)
+    bank = federation.requester("bank")
+    before = commits.syncs
+    federation.loop.run(bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN))
+    assert not commits.pending and commits.syncs > before
+    before = commits.syncs
+    with pytest.raises(NotFound):
+        federation.loop.run(bank.get_profile(subject_id="nobody", consent_id="x", purpose=LOAN))
+    assert not commits.pending and commits.syncs > before  # the refusal's audit entry
+
+
 def test_revoked_consent_is_refused(federation: Federation) -> None:
     consent_id = grant(federation)
     bank = federation.requester("bank")

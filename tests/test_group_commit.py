@@ -1,0 +1,96 @@
+"""Group commit: commits made before flush() are synced, concurrent flushes share one sync."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from credex.db import open_database, transaction
+from credex.group_commit import GroupCommit
+
+
+def committer(tmp_path: Path) -> tuple[GroupCommit, object]:
+    db = open_database(tmp_path / "state.db")
+    db.conn.execute("CREATE TABLE t (x INTEGER)")
+    commits = GroupCommit(db)
+    return commits, db
+
+
+def test_runs_the_database_without_a_sync_per_commit(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "state.db")
+    assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL by default
+    GroupCommit(db)
+    assert db.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: flush() syncs
+
+
+def test_nothing_to_flush_costs_no_sync(tmp_path: Path) -> None:
+    commits, _ = committer(tmp_path)
+    assert not commits.pending
+    asyncio.run(commits.flush())
+    assert commits.syncs == 0
+
+
+def test_a_commit_is_pending_until_flushed(tmp_path: Path) -> None:
+    commits, db = committer(tmp_path)
+    with transaction(db):  # type: ignore[arg-type]
+        db.conn.execute("INSERT INTO t VALUES (1)")  # type: ignore[attr-defined]
+    assert commits.pending
+    asyncio.run(commits.flush())
+    assert not commits.pending and commits.syncs == 1
+    asyncio.run(commits.flush())
+    assert commits.syncs == 1
+
+
+def test_concurrent_requests_share_syncs(tmp_path: Path) -> None:
+    commits, db = committer(tmp_path)
+
+    async def request(i: int) -> None:
+        db.conn.execute("INSERT INTO t VALUES (?)", (i,))  # type: ignore[attr-defined]
+        await commits.flush()
+        assert commits.syncs >= 1
+
+    async def burst() -> None:
+        await asyncio.gather(*(request(i) for i in range(32)))
+
+    asyncio.run(burst())
+    # The first request's sync is under way while the other 31 commit; one more covers them.
+    assert commits.syncs == 2
+    assert not commits.pending
+
+
+def test_a_flush_waits_for_a_sync_begun_after_its_commit(tmp_path: Path) -> None:
+    commits, db = committer(tmp_path)
+    order: list[str] = []
+
+    async def first() -> None:
+        db.conn.execute("INSERT INTO t VALUES (1)")  # type: ignore[attr-defined]
+        await commits.flush()
+        order.append("first")
+
+    async def second() -> None:
+        await asyncio.sleep(0)  # commits while the first request's sync is in flight
+        db.conn.execute("INSERT INTO t VALUES (2)")  # type: ignore[attr-defined]
+        await commits.flush()
+        order.append("second")
+        assert not commits.pending
+
+    async def both() -> None:
+        await asyncio.gather(first(), second())
+
+    asyncio.run(both())
+    assert order == ["first", "second"] and commits.syncs == 2
+
+
+def test_a_failed_sync_fails_every_waiter_and_the_next_flush_retries(tmp_path: Path) -> None:
+    commits, db = committer(tmp_path)
+    db.conn.execute("INSERT INTO t VALUES (1)")  # type: ignore[attr-defined]
+    wal = tmp_path / "state.db-wal"
+    moved = wal.rename(tmp_path / "aside")  # the WAL cannot be opened for this sync
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(commits.flush())
+    assert commits.pending
+    moved.rename(wal)
+    asyncio.run(commits.flush())
+    assert not commits.pending and commits.syncs == 1
