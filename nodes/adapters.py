@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
@@ -11,7 +10,6 @@ import sqlite_utils
 
 from credex import vocab
 from credex.clock import from_timestamp, to_timestamp
-from credex.config import ConfigError
 from credex.v1.common_pb2 import Record
 from nodes.config import AdapterSpec
 
@@ -56,21 +54,6 @@ class RecordSource:
     @property
     def categories(self) -> frozenset[vocab.Category]:
         return frozenset(self._by_category)
-
-    def validate(self) -> None:
-        """Run every adapter once so a broken query fails at startup, not on a request."""
-        for category, specs in self._by_category.items():
-            for spec in specs:
-                where = f"adapter for {vocab.category_name(category)}"
-                try:
-                    cursor = self._conn.execute(spec.sql, {"local_id": ""})
-                    cursor.fetchall()
-                except (sqlite3.Error, sqlite3.Warning) as exc:
-                    raise ConfigError(f"{where}: {exc}") from None
-                columns = {d[0] for d in cursor.description or ()}
-                missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-                if missing:
-                    raise ConfigError(f"{where}: query lacks column(s) {', '.join(missing)}")
 
     def fetch(
         self,

@@ -10,7 +10,7 @@ import grpc
 
 from credex.clock import Clock, system_clock, to_timestamp
 from credex.config import ConfigError
-from credex.db import open_database, open_readonly
+from credex.db import open_database
 from credex.enrollment import EnrollmentFiles, enroll
 from credex.errors import from_rpc_error
 from credex.freshness import NonceStore
@@ -21,8 +21,8 @@ from credex.tls import TlsIdentity
 from credex.transport import open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
-from nodes.adapters import RecordSource
 from nodes.config import NodeConfig, load_node_config
+from nodes.config_check import check_config, require_serviceable
 from nodes.disputes import OUTCOME_NAMES, NodeDispute, NodeDisputes
 
 
@@ -35,20 +35,13 @@ class Enrollment:
     ca_cert: Path
 
 
-def check_node(config: NodeConfig) -> RecordSource:
-    """Open the operator database read-only and run every adapter once."""
-    source = RecordSource(open_readonly(config.records_db), config.adapters)
-    source.validate()
-    return source
-
-
 def init_node(
     config_path: Path, enrollment: Enrollment | None = None
 ) -> tuple[NodeConfig, SigningKey]:
     """Create the node's signing key (if missing) and state database, enroll with the directory
     if a token is given, and fail early on a broken adapter."""
     config = load_node_config(config_path)
-    check_node(config)
+    require_serviceable(check_config(config_path), config_path)
     if config.signing_key.exists():
         key = SigningKey.load(config.signing_key)
     else:

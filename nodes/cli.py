@@ -13,11 +13,14 @@ from rich.text import Text
 
 from credex import vocab
 from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
+from credex.config import validate_member_id
 from credex.keys import SigningKey
 from credex.render import moment, terminal_console
 from credex.rotation import KeyFiles, rotate_key
-from nodes.admin import Enrollment, check_node, init_node, list_disputes, resolve_dispute
+from nodes.admin import Enrollment, init_node, list_disputes, resolve_dispute
 from nodes.config import load_node_config
+from nodes.config_check import check_config
+from nodes.example_config import write_example
 from nodes.server import serve as serve_node
 from nodes.server import tls_identity
 
@@ -41,15 +44,34 @@ def init(
     ca_cert: Annotated[
         Path | None, typer.Option(help="The federation CA certificate (PEM) to trust.")
     ] = None,
+    node_id: Annotated[
+        str, typer.Option("--id", help="Member id for a new example config.")
+    ] = "my-agency",
+    records_db: Annotated[
+        str, typer.Option(help="Your database, for a new example config.")
+    ] = "records.db",
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Create the node's signing key and state database, check every adapter and, with
-    --enroll/--token/--ca-cert, enroll: the TLS key and CSR are made here, the directory
-    returns the certificate."""
+    """Without a config file: write a commented example to edit. With one: create the node's
+    signing key and state database, check every adapter and, with --enroll/--token/--ca-cert,
+    enroll: the TLS key and CSR are made here, the directory returns the certificate."""
     with cli_errors():
         given = [v is not None for v in (enroll, token, ca_cert)]
         if any(given) and not all(given):
             raise ValueError("--enroll, --token and --ca-cert go together")
+        if not config.exists():
+            if any(given):
+                raise ValueError(
+                    f"{config} does not exist: run `credex-node init {config}` without "
+                    "--enroll to write an example config, and edit it first"
+                )
+            validate_member_id(node_id, "--id")
+            write_example(config, node_id=node_id, records_db=records_db)
+            typer.echo(
+                f"wrote an example config to {config}: map your tables in its [[adapter]] "
+                f"entries, then run `credex-node check-config {config}`"
+            )
+            return
         enrollment = (
             Enrollment(public_address=enroll, token=token, ca_cert=ca_cert)
             if enroll is not None and token is not None and ca_cert is not None
@@ -72,26 +94,36 @@ def init(
             )
 
 
-@app.command()
-def check(config: Config, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Validate the config and run every adapter query once against the operator database."""
+@app.command("check-config")
+def check_config_command(
+    config: Config, json_out: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Check the config against the operator database (opened read-only): every adapter runs,
+    takes the subject only as :local_id, returns a record's columns and finds the subject
+    through an index. Each problem names its config line; exit 1 if there is any."""
     with cli_errors():
-        cfg = load_node_config(config)
-        check_node(cfg)
-        categories = vocab.category_names(cfg.categories)
-        result = {
-            "node_id": cfg.node_id,
-            "records_db": str(cfg.records_db),
-            "adapters": len(cfg.adapters),
-            "categories": categories,
-        }
+        problems = check_config(config)
         if json_out:
-            print_json(result)
-        else:
-            typer.echo(
-                f"{cfg.node_id}: {len(cfg.adapters)} adapters OK over {cfg.records_db} "
-                f"({', '.join(categories)})"
+            print_json(
+                {
+                    "config": str(config),
+                    "ok": not problems,
+                    "problems": [
+                        {"line": p.line, "message": p.message, "fatal": p.fatal} for p in problems
+                    ],
+                }
             )
+        else:
+            for problem in problems:
+                typer.echo(problem.render(config))
+            if not problems:
+                cfg = load_node_config(config)
+                typer.echo(
+                    f"{config}: {cfg.node_id}: {len(cfg.adapters)} adapters OK over "
+                    f"{cfg.records_db} ({', '.join(vocab.category_names(cfg.categories))})"
+                )
+        if problems:
+            raise typer.Exit(1)
 
 
 @app.command("rotate-key")

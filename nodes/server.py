@@ -13,7 +13,7 @@ import grpc
 
 from credex.audit import AuditLog, checkpoint_every
 from credex.clock import Clock, system_clock, to_timestamp
-from credex.db import open_database, open_readonly
+from credex.db import open_database
 from credex.errors import CredexError, DeadlineExceeded, Unavailable, from_rpc_error
 from credex.freshness import NonceStore
 from credex.group_commit import GroupCommit
@@ -25,8 +25,8 @@ from credex.tls import TlsIdentity
 from credex.transport import add_service, bind_reloading, create_server, open_directory_channel
 from credex.v1 import directory_pb2, node_pb2, node_pb2_grpc
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
-from nodes.adapters import RecordSource
 from nodes.config import NodeConfig
+from nodes.config_check import open_source
 from nodes.directory_sync import DirectorySync, SyncSettings
 from nodes.disputes import NodeDisputes
 from nodes.service import NodeService
@@ -82,8 +82,9 @@ def build_service(
     A fixed `key` replaces the key file (tests use it to make a node sign wrongly)."""
     keys = signing_key_source(config) if key is None else (lambda: key)
     directory_key = load_public(config.directory_key)
-    source = RecordSource(open_readonly(config.records_db), config.adapters)
-    source.validate()
+    source, slow = open_source(config)
+    for problem in slow:
+        log.warning("%s", problem.render(config.path))
     state = open_database(config.state_db)
     sync = DirectorySync(
         db=state,

@@ -12,6 +12,7 @@ from credex.db import DatabaseError, open_readonly
 from credex.v1.common_pb2 import Category as Cat
 from nodes.adapters import AdapterError, RecordSource, parse_time
 from nodes.config import AdapterSpec, load_node_config
+from nodes.config_check import adapter_problems
 
 FIN = Cat.CATEGORY_FINANCIAL
 VOL = Cat.CATEGORY_VOLUNTEERING
@@ -41,6 +42,8 @@ def operator_db(tmp_path: Path) -> Path:
         CREATE TABLE loans (loan_no INTEGER PRIMARY KEY, borrower TEXT, kind TEXT,
                             amount REAL, opened, branch TEXT, note TEXT);
         CREATE TABLE service (entry INTEGER PRIMARY KEY, vol_no TEXT, hours REAL, day TEXT);
+        CREATE INDEX loans_borrower ON loans (borrower);
+        CREATE INDEX service_vol_no ON service (vol_no);
         """
     )
     conn.executemany(
@@ -177,30 +180,35 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
     assert str(tmp_path) in str(err.value)
 
 
-# --- validate --------------------------------------------------------------------------------
+# --- adapter checks (the full check-config is in test_config_check) -------------------------
 
 
-def test_validate_accepts_working_adapters(operator_db: Path) -> None:
-    src = source(operator_db, AdapterSpec(FIN, LOANS_SQL), AdapterSpec(VOL, HOURS_SQL))
-    src.validate()
-    assert src.categories == frozenset({FIN, VOL})
+def problems(operator_db: Path, *specs: AdapterSpec) -> list[str]:
+    db = open_readonly(operator_db)
+    try:
+        return [p.message for p in adapter_problems(db.conn, specs)]
+    finally:
+        db.conn.close()
 
 
-def test_validate_refuses_sql_over_a_missing_table(operator_db: Path) -> None:
+def test_working_adapters_have_no_problem(operator_db: Path) -> None:
+    assert problems(operator_db, AdapterSpec(FIN, LOANS_SQL), AdapterSpec(VOL, HOURS_SQL)) == []
+
+
+def test_sql_over_a_missing_table_is_a_problem(operator_db: Path) -> None:
     spec = AdapterSpec(JUD, HOURS_SQL.replace("FROM service", "FROM judgments"))
-    src = source(operator_db, AdapterSpec(FIN, LOANS_SQL), spec)
-    with pytest.raises(ConfigError, match=r"adapter for judicial: no such table: judgments"):
-        src.validate()
+    assert problems(operator_db, AdapterSpec(FIN, LOANS_SQL), spec) == [
+        "adapter for judicial: query fails: no such table: judgments"
+    ]
 
 
-def test_validate_refuses_sql_with_a_syntax_error(operator_db: Path) -> None:
-    src = source(operator_db, AdapterSpec(FIN, "SELEC record_id FROM loans WHERE :local_id"))
-    with pytest.raises(ConfigError, match="adapter for financial"):
-        src.validate()
+def test_sql_with_a_syntax_error_is_a_problem(operator_db: Path) -> None:
+    found = problems(operator_db, AdapterSpec(FIN, "SELECT record_id FROM loans WHER :local_id"))
+    assert len(found) == 1 and found[0].startswith("adapter for financial: query fails: ")
 
 
 @pytest.mark.parametrize("column", ["record_id", "kind", "value", "unit", "occurred_at"])
-def test_validate_refuses_a_query_lacking_a_required_column(operator_db: Path, column: str) -> None:
+def test_a_query_lacking_a_required_column_is_a_problem(operator_db: Path, column: str) -> None:
     columns = {
         "record_id": "'svc-' || entry AS record_id",
         "kind": "'volunteer_hours' AS kind",
@@ -210,10 +218,9 @@ def test_validate_refuses_a_query_lacking_a_required_column(operator_db: Path, c
     }
     del columns[column]
     sql = f"SELECT {', '.join(columns.values())} FROM service WHERE vol_no = :local_id"
-    with pytest.raises(
-        ConfigError, match=rf"adapter for volunteering: .*lacks column\(s\) {column}"
-    ):
-        source(operator_db, AdapterSpec(VOL, sql)).validate()
+    assert problems(operator_db, AdapterSpec(VOL, sql)) == [
+        f"adapter for volunteering: query lacks column(s) {column}"
+    ]
 
 
 # --- fetch -----------------------------------------------------------------------------------
@@ -373,11 +380,11 @@ def test_adapter_cannot_write_to_the_operator_database(operator_db: Path) -> Non
         "DELETE FROM loans WHERE borrower = :local_id RETURNING 'loan-' || loan_no AS record_id,"
         " kind, amount AS value, 'CNY' AS unit, opened AS occurred_at"
     )
-    src = source(operator_db, AdapterSpec(FIN, deleting))
-    with pytest.raises(ConfigError, match="adapter for financial: attempt to write a readonly"):
-        src.validate()
+    assert problems(operator_db, AdapterSpec(FIN, deleting)) == [
+        "adapter for financial: only a SELECT may be mapped, not DELETE"
+    ]
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        src.fetch("P-1", [FIN])
+        source(operator_db, AdapterSpec(FIN, deleting)).fetch("P-1", [FIN])
     assert loan_count(operator_db) == 5
 
 

@@ -1,0 +1,67 @@
+"""The commented example config `credex-node init` writes for an operator to edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEMPLATE = '''\
+# credex node configuration. Relative paths are relative to this file.
+# Check it against your database with:   credex-node check-config {config}
+# Then create keys and enroll with:      credex-node init {config} --enroll HOST:PORT \\
+#                                            --token TOKEN --ca-cert ca.crt
+
+[node]
+# Your member id in the federation, as the directory operator registered it.
+id = "{node_id}"
+name = "{node_id}"
+jurisdiction = "CN"
+# Your own database. credex opens it read-only and never writes to it.
+records_db = "{records_db}"
+# credex's own state (nonces, audit log, registry snapshot): a separate file it may write.
+state_db = "credex-node.db"
+# Key files, created by `credex-node init` (the TLS ones when you enroll).
+signing_key = "node.key"
+tls_key = "tls.key"
+tls_cert = "tls.crt"
+ca_cert = "ca.crt"
+# The directory: its id, its members' address (host:port) and its public key.
+directory_id = "directory"
+directory_address = ""
+directory_key = "directory.pub"
+# How often to pull the registry and revocations (seconds), and how long to keep
+# answering when the directory cannot be reached.
+sync_interval_s = 5.0
+offline_grace_s = 120.0
+# How often to sign a checkpoint of the audit log (also always on stop).
+checkpoint_interval_s = 10.0
+
+[limits]
+# Queries a second the directory may send, and the burst above that rate.
+directory_rate_per_s = 1000.0
+directory_burst = 2000.0
+
+# One [[adapter]] per query. Each SELECT takes the subject only as the bound parameter
+# :local_id (your own identifier for the person) and returns the columns
+#   record_id, kind, value (a number), unit, occurred_at (ISO 8601 or epoch seconds);
+# any other column becomes an attribute of the record. Index the column compared with
+# :local_id: check-config refuses a lookup that reads every row.
+# Categories: identity, volunteering, financial, education, judicial, commercial, civic,
+# employment. A category may have several adapters.
+
+[[adapter]]
+category = "financial"
+sql = """
+SELECT 'loan-' || l.loan_id AS record_id, 'loan' AS kind, l.amount AS value,
+       'CNY' AS unit, l.opened_on AS occurred_at, l.status AS status
+FROM loans AS l
+WHERE l.customer_id = :local_id
+"""
+'''
+
+
+def write_example(path: Path, *, node_id: str, records_db: str) -> None:
+    """Write the example config; refuses to replace an existing file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = TEMPLATE.format(config=path.name, node_id=node_id, records_db=records_db)
+    with path.open("x") as out:
+        out.write(text)

@@ -1,0 +1,202 @@
+"""`credex-node check-config` and `init` without a config: problems name their config line, the
+operator's database is only read, and the example config is a working one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from credex.config import ConfigError
+from lab import synth
+from nodes.config import load_node_config
+from nodes.config_check import check_config, open_source, parameters
+from nodes.example_config import write_example
+from tests.commands import cli
+
+GOOD = """SELECT 'loan-' || loan_id AS record_id, 'loan' AS kind, amount AS value,
+       'CNY' AS unit, opened_on AS occurred_at
+FROM loans WHERE customer_id = :local_id"""
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Path:
+    """The table the example config maps, indexed on the subject column, and an unindexed one."""
+    path = tmp_path / "records.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE loans (loan_id INTEGER PRIMARY KEY, customer_id TEXT, amount REAL,
+                            opened_on TEXT, status TEXT);
+        CREATE INDEX loans_customer ON loans (customer_id);
+        CREATE TABLE fines (fine_id INTEGER PRIMARY KEY, person TEXT, amount REAL, day TEXT);
+        INSERT INTO loans VALUES (1, 'C-1', 5000, '2024-01-02', 'open');
+        INSERT INTO fines VALUES (1, 'C-1', 200, '2024-02-03');
+        """
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+def write_config(tmp_path: Path, *adapters: tuple[str, str], node: str = "") -> Path:
+    lines = ["[node]", 'id = "agency"', 'records_db = "records.db"', node, ""]
+    for category, sql in adapters:
+        lines += ["[[adapter]]", f'category = "{category}"', f'sql = """\n{sql}\n"""', ""]
+    path = tmp_path / "node.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def line_of(path: Path, text: str, occurrence: int = 1) -> int:
+    found = [n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line]
+    return found[occurrence - 1]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_parameters_outside_quotes_and_comments() -> None:
+    sql = "SELECT ':x', \"@y\", [$z] -- :c\n FROM t /* ?9 */ WHERE a = :local_id AND b = ?2"
+    assert parameters(sql) == [":local_id", "?2"]
+    assert parameters("SELECT 'it''s :no' FROM t WHERE a = @who") == ["@who"]
+
+
+def test_a_good_config_has_no_problem(tmp_path: Path, records: Path) -> None:
+    path = write_config(tmp_path, ("financial", GOOD))
+    assert check_config(path) == []
+    result = cli("credex-node", "check-config", str(path))
+    assert "agency: 1 adapters OK" in result.stdout
+
+
+def test_each_problem_names_the_line_of_its_adapter(tmp_path: Path, records: Path) -> None:
+    unindexed = (
+        "SELECT fine_id AS record_id, 'fine' AS kind, amount AS value, 'CNY' AS unit,"
+        " day AS occurred_at FROM fines WHERE person = :local_id"
+    )
+    extra = GOOD + " AND status = :status"
+    positional = GOOD.replace(":local_id", "? OR customer_id = :local_id")
+    quoted = GOOD.replace("= :local_id", "= ':local_id'")
+    path = write_config(
+        tmp_path,
+        ("financial", GOOD),
+        ("judicial", unindexed),
+        ("financial", extra),
+        ("financial", positional),
+        ("financial", quoted),
+        ("judicial", "DELETE FROM fines WHERE person = :local_id"),
+    )
+    problems = check_config(path)
+    sql_lines = [line_of(path, 'sql = """', i) for i in range(1, 7)]
+    assert [(p.line, p.fatal) for p in problems] == [
+        (sql_lines[1], False),
+        (sql_lines[2], True),
+        (sql_lines[3], True),
+        (sql_lines[4], True),
+        (sql_lines[5], True),
+    ]
+    messages = [p.message for p in problems]
+    assert "uses no index (reads every row of fines)" in messages[0]
+    assert messages[1].endswith("only as the bound parameter :local_id; remove :status")
+    assert messages[2].endswith("remove ?")
+    assert ":local_id must be a bound parameter" in messages[3]
+    assert messages[4] == "adapter for judicial: only a SELECT may be mapped, not DELETE"
+
+    result = cli("credex-node", "check-config", str(path), ok=False)
+    assert result.returncode == 1
+    printed = result.stdout.splitlines()
+    assert printed == [p.render(path) for p in problems]
+    assert printed[0].startswith(f"{path}:{sql_lines[1]}: adapter for judicial: ")
+    data = json.loads(cli("credex-node", "check-config", str(path), "--json", ok=False).stdout)
+    assert data["ok"] is False and len(data["problems"]) == 5
+
+
+def test_check_config_only_reads_the_operator_database(tmp_path: Path, records: Path) -> None:
+    path = write_config(tmp_path, ("financial", GOOD), ("judicial", "DELETE FROM fines"))
+    before, files = digest(records), sorted(p.name for p in tmp_path.iterdir())
+    check_config(path)
+    cli("credex-node", "check-config", str(path), ok=False)
+    assert digest(records) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == files  # no journal, no state file
+    with sqlite3.connect(records) as conn:
+        assert conn.execute("SELECT count(*) FROM fines").fetchone()[0] == 1
+
+
+def test_a_missing_database_names_the_records_db_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path, ("financial", GOOD))
+    (problem,) = check_config(path)
+    assert problem.line == line_of(path, "records_db")
+    assert "does not exist" in problem.message
+
+
+def test_state_db_may_not_be_the_operator_database(tmp_path: Path, records: Path) -> None:
+    path = write_config(tmp_path, ("financial", GOOD), node='state_db = "records.db"')
+    (problem,) = check_config(path)
+    assert problem.line == line_of(path, "state_db")
+    assert "must not be the operator's database" in problem.message
+
+
+def test_config_errors_name_their_line(tmp_path: Path, records: Path) -> None:
+    path = write_config(tmp_path, ("financial", GOOD), ("gossip", GOOD))
+    (problem,) = check_config(path)
+    assert problem.line == line_of(path, "[[adapter]]", 2)
+    assert "gossip" in problem.message
+    path.write_text(path.read_text().replace('id = "agency"', 'id = "agency'))
+    (problem,) = check_config(path)
+    assert problem.line == 2 and problem.message.startswith("invalid TOML")
+
+
+def test_a_node_refuses_to_start_on_a_fatal_problem_and_serves_a_slow_one(
+    tmp_path: Path, records: Path
+) -> None:
+    slow = GOOD.replace("FROM loans WHERE customer_id", "FROM loans WHERE status")
+    path = write_config(tmp_path, ("financial", slow))
+    source, problems = open_source(load_node_config(path))
+    assert [p.fatal for p in problems] == [False]
+    assert source.categories
+    path = write_config(tmp_path, ("financial", GOOD + " AND 1 = ?"))
+    with pytest.raises(ConfigError) as err:
+        open_source(load_node_config(path))
+    assert str(err.value).startswith(f"{path}:{line_of(path, 'sql = ')}: adapter for financial")
+
+
+def test_init_writes_an_example_config_that_works(tmp_path: Path, records: Path) -> None:
+    path = tmp_path / "node.toml"
+    result = cli("credex-node", "init", str(path), "--id", "agency")
+    assert "wrote an example config" in result.stdout
+    config = load_node_config(path)
+    assert config.node_id == "agency" and config.records_db == records
+    assert check_config(path) == []  # the example maps the fixture's loans table
+    assert not config.signing_key.exists()  # keys only once the operator has edited it
+    again = cli("credex-node", "init", str(path))  # now it sets the node up
+    assert "node agency ready" in again.stdout and config.signing_key.exists()
+
+
+def test_init_without_a_config_refuses_to_enroll(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    result = cli(
+        "credex-node", "init", str(path), "--enroll", "localhost:1", "--token", "t",
+        "--ca-cert", str(tmp_path / "ca.crt"), ok=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "does not exist" in result.stderr
+    assert not path.exists()
+    bad = cli("credex-node", "init", str(path), "--id", "../x", ok=False)
+    assert bad.returncode != 0 and "--id" in bad.stderr and not path.exists()
+
+
+def test_example_refuses_to_replace_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text("mine")
+    with pytest.raises(FileExistsError):
+        write_example(path, node_id="agency", records_db="records.db")
+    assert path.read_text() == "mine"
+
+
+def test_every_synthetic_node_passes(tmp_path: Path) -> None:
+    manifest = synth.generate(tmp_path / "data", subjects=200, nodes=12)
+    for node in manifest.nodes:
+        assert check_config(node.config) == [], node.id
