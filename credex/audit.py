@@ -138,9 +138,14 @@ class AuditLog:
         """The database the log lives in, for callers that commit other rows with an entry."""
         return self._db
 
+    @property
+    def size(self) -> int:
+        """Entries in the log (sequence numbers run 1…n without gaps)."""
+        return int(self._conn.execute(f"SELECT coalesce(max(seq), 0) FROM {TABLE}").fetchone()[0])
+
     def append(self, entry: AuditEntry) -> int:
-        """Chain and store one entry; committed (and, with synchronous=FULL, durable) when
-        this returns, unless the caller holds a transaction open."""
+        """Chain and store one entry; committed when this returns unless the caller holds a
+        transaction open (durable once the server's group commit has flushed)."""
         row: dict[str, Any] = {
             k: bounded(v) if isinstance(v, str) else v for k, v in asdict(entry).items()
         }

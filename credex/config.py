@@ -46,3 +46,25 @@ def resolve(base: Path, value: str) -> Path:
     """A path from a config file, relative to that file's folder."""
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
+
+
+def address(
+    table: dict[str, Any], key: str, default: str, where: str, *, optional: bool = False
+) -> str:
+    """A host:port to listen on (port 0 picks a free one); "" only where `optional`."""
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: '{key}' must be a string host:port")
+    if value == "" and optional:
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{where}: '{key}' must be host:port, not {value!r}")
+    return value
+
+
+def flag(table: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be true or false")
+    return value

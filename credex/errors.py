@@ -7,8 +7,10 @@ same typed exception with `from_rpc_error`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
@@ -183,10 +185,13 @@ Handler = Callable[..., Awaitable[T]]
 def rpc_errors(handler: Handler[T]) -> Handler[T]:
     """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
     anything else → INTERNAL without leaking internals. A servicer with `commits` (a
-    GroupCommit) has its writes on disk before the answer leaves."""
+    GroupCommit) has its writes on disk before the answer leaves; one with `metrics` counts
+    the answer by method, status code and refusal reason."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+        started = time.perf_counter()
+        code, reason = grpc.StatusCode.OK, ""
         try:
             try:
                 if isinstance(request, MalformedRequest):
@@ -201,14 +206,25 @@ def rpc_errors(handler: Handler[T]) -> Handler[T]:
                 if commits is not None:
                     await commits.flush()
         except CredexError as err:
+            code, reason = err.code, str(err.reason)
             await _abort(context, err)
         except DecodeError as exc:
+            code, reason = grpc.StatusCode.INVALID_ARGUMENT, str(Reason.MALFORMED)
             await _abort(context, InvalidArgument(Reason.MALFORMED, f"undecodable message: {exc}"))
         except grpc.aio.AbortError:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
             raise
         except Exception:
+            code, reason = grpc.StatusCode.INTERNAL, str(Reason.INTERNAL)
             log.exception("internal error in %s", handler.__name__)
             await _abort(context, Internal(Reason.INTERNAL, "internal error"))
+        finally:
+            metrics = getattr(self, "metrics", None)
+            if metrics is not None:
+                metrics.observe(handler.__name__, code, reason, time.perf_counter() - started)
         raise AssertionError("unreachable: abort raises")
 
     return wrapper

@@ -42,8 +42,10 @@ async def run_until_stopped(
     info: dict[str, str],
     name: str,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop with a short grace period."""
+    """Serve until SIGTERM or SIGINT; then `drain` (health turns NOT_SERVING), refuse new
+    calls, let those in flight finish within the grace period, and `on_stop`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,6 +59,8 @@ async def run_until_stopped(
     finally:
         if ready_file is not None:
             remove_ready_file(ready_file)
+        if drain is not None:
+            await drain()
         await asyncio.gather(*(server.stop(STOP_GRACE_S) for server in servers))
         if on_stop is not None:
             await on_stop()

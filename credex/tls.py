@@ -65,6 +65,14 @@ class TlsIdentity:
             raise PkiError("the certificate is not PEM") from exc
         return common_name_of(cert.subject)
 
+    @property
+    def expires_at(self) -> float:
+        """When this party's own certificate stops being valid (seconds since the epoch)."""
+        if self.cert_pem is None:
+            raise PkiError("this party has no certificate")
+        cert = x509.load_pem_x509_certificate(self.cert_pem)
+        return cert.not_valid_after_utc.timestamp()
+
     def server_credentials(self, *, require_client_auth: bool) -> grpc.ServerCredentials:
         if self.cert_pem is None or self.key_pem is None:
             raise PkiError("a server needs a certificate and its key")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
+from credex.cliutil import ReadyFile, cli_errors, print_json, setup_server_logging
+from credex.config import address
 from credex.keys import load_public
 from credex.render import member_row, print_members, terminal_console
 from directory import admin
@@ -158,17 +160,29 @@ def members(home: Home, json_out: Json = False) -> None:
 @app.command()
 def serve(
     home: Home,
-    listen: Listen = "127.0.0.1:7100",
+    listen: Annotated[
+        str | None,
+        typer.Option(help="host:port for members (overrides [server] listen; 0 picks a port)."),
+    ] = None,
     public_listen: Annotated[
-        str, typer.Option(help="host:port of the public port (subjects, enrollment).")
-    ] = "127.0.0.1:7099",
+        str | None,
+        typer.Option(help="host:port for subjects and enrollment (overrides [server])."),
+    ] = None,
     ready_file: ReadyFile = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C: members over mutual TLS on --listen, subjects and
     enrollment over TLS on --public-listen."""
     setup_server_logging()
     with cli_errors():
-        asyncio.run(serve_directory(load_settings(home), listen, public_listen, ready_file))
+        settings = load_settings(home)
+        if listen is not None:
+            settings = dataclasses.replace(
+                settings, listen=address({"listen": listen}, "listen", "", "--listen")
+            )
+        if public_listen is not None:
+            checked = address({"public_listen": public_listen}, "public_listen", "", "option")
+            settings = dataclasses.replace(settings, public_listen=checked)
+        asyncio.run(serve_directory(settings, ready_file))
 
 
 if __name__ == "__main__":

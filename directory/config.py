@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from credex import vocab
-from credex.config import ConfigError, load_toml, resolve
+from credex.config import ConfigError, address, flag, load_toml, resolve
 
 SETTINGS_FILE = "directory.toml"
 DEFAULT_SETTINGS = """\
@@ -29,6 +29,17 @@ checkpoint_interval_s = 10.0
 # Profile requests a second each requester may send, and the burst it may save up.
 requester_rate_per_s = 50.0
 requester_burst = 100
+
+[server]
+# Members (requesters and nodes) over mutual TLS; subjects and enrollment over TLS.
+listen = "127.0.0.1:7100"
+public_listen = "127.0.0.1:7099"
+# Prometheus metrics endpoint as host:port; "" serves none.
+metrics_listen = ""
+# gRPC server reflection, so generic clients (grpcurl, grpc_cli) can list and call services.
+reflection = false
+# How often the health status is re-checked, in seconds.
+health_interval_s = 2.0
 
 # Profiles a requester may obtain about one subject for one purpose per calendar month (UTC).
 [purpose_limits]
@@ -55,6 +66,11 @@ class DirectorySettings:
     checkpoint_interval_s: float = 10.0
     policy: str = ""
     purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
+    listen: str = "127.0.0.1:7100"
+    public_listen: str = "127.0.0.1:7099"
+    metrics_listen: str = ""
+    reflection: bool = False
+    health_interval_s: float = 2.0
 
     @property
     def key_path(self) -> Path:
@@ -111,6 +127,10 @@ def load_settings(home: Path) -> DirectorySettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [directory] must be a table")
     where = f"{path} [directory]"
+    server = data.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"{path}: [server] must be a table")
+    swhere = f"{path} [server]"
     hosts = table.get("hosts", ["localhost", "127.0.0.1"])
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise ConfigError(f"{where}: 'hosts' must be a list of host names or addresses")
@@ -126,6 +146,11 @@ def load_settings(home: Path) -> DirectorySettings:
         policy=str(table.get("policy", "")),
         requester_burst=max(1.0, _positive(table, "requester_burst", 100.0, where)),
         purpose_limits=_purpose_limits(data.get("purpose_limits", {}), f"{path} [purpose_limits]"),
+        listen=address(server, "listen", "127.0.0.1:7100", swhere),
+        public_listen=address(server, "public_listen", "127.0.0.1:7099", swhere),
+        metrics_listen=address(server, "metrics_listen", "", swhere, optional=True),
+        reflection=flag(server, "reflection", False, swhere),
+        health_interval_s=_positive(server, "health_interval_s", 2.0, swhere),
     )
 
 

@@ -18,6 +18,7 @@ from credex.db import transaction
 from credex.errors import AlreadyExists, InvalidArgument, PermissionDenied, Reason, rpc_errors
 from credex.group_commit import GroupCommit
 from credex.keys import SigningKey, VerifyKey
+from credex.metrics import Metrics
 from credex.pki import CertificateAuthority, PkiError, cert_pem
 from credex.signing import open_signed, parse
 from credex.v1 import directory_pb2 as pb
@@ -117,8 +118,10 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         db: sqlite_utils.Database,
         clock: Clock,
         commits: GroupCommit,
+        metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_errors: flushed before every reply
+        self.metrics = metrics  # see rpc_errors: every answer counted
         self._tokens = tokens
         self._registry = registry
         self._ca = ca

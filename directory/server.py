@@ -14,7 +14,9 @@ from credex.clock import Clock, system_clock
 from credex.db import open_database
 from credex.freshness import NonceStore
 from credex.group_commit import GroupCommit
+from credex.health import HealthMonitor, enable_reflection
 from credex.keys import SigningKey
+from credex.metrics import Metrics
 from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
 from credex.serving import run_until_stopped
@@ -48,9 +50,13 @@ class RunningDirectory:
     publisher: Publisher
     audit: AuditLog
     commits: GroupCommit
+    health: HealthMonitor
+    metrics: Metrics
+    metrics_address: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = None) -> None:
+        await self.health.drain()
         await self.members_server.stop(grace)
         await self.public_server.stop(grace)
         await self.close_background()
@@ -64,6 +70,7 @@ class RunningDirectory:
         await self.router.close()
         self.audit.checkpoint()
         await self.commits.flush()
+        self.metrics.close()
 
 
 @dataclass
@@ -75,6 +82,7 @@ class DirectoryServices:
     publisher: Publisher
     audit: AuditLog
     commits: GroupCommit
+    metrics: Metrics
     tls: TlsIdentity
 
 
@@ -89,6 +97,7 @@ def build_services(
     tls = tls_identity(settings)
     db = open_database(settings.db_path)
     commits = GroupCommit(db)
+    metrics = Metrics("directory", settings.directory_id)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
     audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
     channels = ChannelPool(tls)
@@ -125,6 +134,7 @@ def build_services(
     return DirectoryServices(
         members=DirectoryService(
             commits=commits,
+            metrics=metrics,
             key=key,
             registry=registry,
             locator=locator,
@@ -142,6 +152,7 @@ def build_services(
         ),
         subjects=SubjectService(
             commits=commits,
+            metrics=metrics,
             consents=consents,
             verifier=verifier,
             audit=audit,
@@ -151,6 +162,7 @@ def build_services(
         ),
         enrollment=EnrollmentService(
             commits=commits,
+            metrics=metrics,
             tokens=TokenStore(db),
             registry=registry,
             ca=ca,
@@ -163,6 +175,7 @@ def build_services(
         publisher=publisher,
         audit=audit,
         commits=commits,
+        metrics=metrics,
         tls=tls,
     )
 
@@ -175,6 +188,17 @@ async def start_directory(
     clock: Clock = system_clock,
 ) -> RunningDirectory:
     services = build_services(settings, clock=clock)
+    health = HealthMonitor(
+        [SERVICES[name].full_name for name in SERVICES],
+        services.members.health_problem,
+        interval_s=settings.health_interval_s,
+        metrics=services.metrics,
+        refresh=[
+            lambda: services.metrics.audit_entries.set(services.audit.size),
+            lambda: services.metrics.certificate_expiry.set(services.tls.expires_at),
+        ],
+    )
+    await health.check()
     members_server = create_server()
     add_service(members_server, services.members, SERVICES["DirectoryService"])
     port = bind(members_server, listen, services.tls, require_client_auth=True)
@@ -182,9 +206,16 @@ async def start_directory(
     add_service(public_server, services.subjects, SERVICES["SubjectService"])
     add_service(public_server, services.enrollment, SERVICES["EnrollmentService"])
     public_port = bind(public_server, public_listen, services.tls, require_client_auth=False)
+    for server, names in (
+        (members_server, ["DirectoryService"]),
+        (public_server, ["SubjectService", "EnrollmentService"]),
+    ):
+        health.add_to(server)
+        if settings.reflection:
+            enable_reflection(server, [SERVICES[name].full_name for name in names])
     await members_server.start()
     await public_server.start()
-    return RunningDirectory(
+    directory = RunningDirectory(
         members_server=members_server,
         public_server=public_server,
         address=f"{listen.rsplit(':', 1)[0]}:{port}",
@@ -193,20 +224,28 @@ async def start_directory(
         publisher=services.publisher,
         audit=services.audit,
         commits=services.commits,
+        health=health,
+        metrics=services.metrics,
         tasks=[
-            asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s))
+            asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s)),
+            asyncio.create_task(health.run()),
         ],
     )
+    if settings.metrics_listen:
+        directory.metrics_address = services.metrics.serve(settings.metrics_listen)
+    return directory
 
 
-async def serve(
-    settings: DirectorySettings, listen: str, public_listen: str, ready_file: Path | None
-) -> None:
-    directory = await start_directory(settings, listen, public_listen)
+async def serve(settings: DirectorySettings, ready_file: Path | None) -> None:
+    directory = await start_directory(settings, settings.listen, settings.public_listen)
+    info = {"address": directory.address, "public_address": directory.public_address}
+    if directory.metrics_address:
+        info["metrics_address"] = directory.metrics_address
     await run_until_stopped(
         [directory.members_server, directory.public_server],
         ready_file,
-        {"address": directory.address, "public_address": directory.public_address},
+        info,
         "directory",
         on_stop=directory.close_background,
+        drain=directory.health.drain,
     )

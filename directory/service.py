@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from credex.errors import (
 )
 from credex.group_commit import GroupCommit
 from credex.keys import SigningKey, VerifyKey
+from credex.metrics import Metrics
 from credex.pki import DEFAULT_HOSTS, CertificateAuthority, PkiError, cert_pem
 from credex.ratelimit import RateLimiter
 from credex.signing import digest, open_signed, parse, verify
@@ -91,8 +93,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         policy: Policy,
         disputes: DisputeDesk,
         commits: GroupCommit,
+        metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_errors: flushed before every reply
+        self.metrics = metrics  # see rpc_errors: every answer counted
         self._disputes = disputes
         self._policy = policy
         self._ca = ca
@@ -107,6 +111,14 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self._router = router
         self._audit = audit
         self._clock = clock
+
+    def health_problem(self) -> str | None:
+        """Why the directory should not be sent requests now: its database is unusable."""
+        try:
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            return f"directory database unusable: {exc}"
+        return None
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
         """Audit a request refused before it could be read (called by `rpc_errors`)."""
@@ -273,6 +285,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         replies = await self._router.fan_out(queries)
         now = self._clock()
         results = [node_result(reply, now) for reply in replies]
+        for result in results:
+            self.metrics.node_answers.labels(
+                result.node_id, pb.NodeStatus.Name(result.status).removeprefix("NODE_STATUS_")
+            ).inc()
         profile = assemble(authorized, results, self._key, self._clock(), self._policy)
         with transaction(self._db):  # every entry of this request in one durable commit
             for result in results:  # one entry per node query, linked to the profile request

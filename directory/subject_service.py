@@ -11,6 +11,7 @@ from credex.audit import AuditEntry, AuditLog, malformed_entry
 from credex.clock import Clock, to_timestamp
 from credex.errors import CredexError, FailedPrecondition, PermissionDenied, Reason, rpc_errors
 from credex.group_commit import GroupCommit
+from credex.metrics import Metrics
 from credex.transport import peer_or_unknown
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
@@ -43,8 +44,10 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         publisher: Publisher,
         disputes: DisputeDesk,
         commits: GroupCommit,
+        metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_errors: flushed before every reply
+        self.metrics = metrics  # see rpc_errors: every answer counted
         self._publisher = publisher
         self._disputes = disputes
         self._consents = consents

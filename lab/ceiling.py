@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import grpc
 import typer
 
+from credex.cliutil import Listen, ReadyFile
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
 from credex.transport import bind, create_server, open_channel, open_directory_channel
@@ -32,8 +33,6 @@ REQUEST_BYTES = 400  # about a signed profile request
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
-Listen = Annotated[str, typer.Option(help="host:port; port 0 picks a free one.")]
-ReadyFile = Annotated[Path | None, typer.Option(help="Written once serving.")]
 Tls = Annotated[
     tuple[Path, Path, Path] | None,
     typer.Option(help="CA certificate, certificate and key: serve and call over mutual TLS."),

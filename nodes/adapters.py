@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
@@ -54,6 +55,14 @@ class RecordSource:
     @property
     def categories(self) -> frozenset[vocab.Category]:
         return frozenset(self._by_category)
+
+    def unreadable(self) -> str | None:
+        """Why the operator's database cannot be read right now, if it cannot."""
+        try:
+            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            return f"records database unreadable: {exc}"
+        return None
 
     def fetch(
         self,

@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from credex import vocab
-from credex.cliutil import Listen, ReadyFile, cli_errors, print_json, setup_server_logging
-from credex.config import validate_member_id
+from credex.cliutil import ReadyFile, cli_errors, print_json, setup_server_logging
+from credex.config import address, validate_member_id
 from credex.keys import SigningKey
 from credex.render import moment, terminal_console
 from credex.rotation import KeyFiles, rotate_key
@@ -215,7 +215,10 @@ def disputes_resolve(
 @app.command()
 def serve(
     config: Config,
-    listen: Listen = "127.0.0.1:7101",
+    listen: Annotated[
+        str | None,
+        typer.Option(help="host:port to serve on (overrides [server] listen; port 0 picks one)."),
+    ] = None,
     ready_file: ReadyFile = None,
     directory: Annotated[
         str | None,
@@ -228,7 +231,11 @@ def serve(
         cfg = load_node_config(config)
         if directory is not None:
             cfg = dataclasses.replace(cfg, directory_address=directory)
-        asyncio.run(serve_node(cfg, listen, ready_file))
+        if listen is not None:
+            cfg = dataclasses.replace(
+                cfg, listen=address({"listen": listen}, "listen", "", "--listen")
+            )
+        asyncio.run(serve_node(cfg, ready_file))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from credex import vocab
-from credex.config import ConfigError, load_toml, require_str, resolve, validate_member_id
+from credex.config import (
+    ConfigError,
+    address,
+    flag,
+    load_toml,
+    require_str,
+    resolve,
+    validate_member_id,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,12 @@ class NodeConfig:
     offline_grace_s: float = 120.0
     # How often the node signs a checkpoint of its audit log (and always when it stops).
     checkpoint_interval_s: float = 10.0
+    # [server]: where to listen, the Prometheus endpoint ("" = none), gRPC reflection, how
+    # often the health status is re-checked.
+    listen: str = "127.0.0.1:7101"
+    metrics_listen: str = ""
+    reflection: bool = False
+    health_interval_s: float = 2.0
 
     @property
     def registry_cache(self) -> Path:
@@ -62,6 +76,10 @@ def load_node_config(path: Path) -> NodeConfig:
     limits = data.get("limits", {})
     if not isinstance(limits, dict):
         raise ConfigError(f"{path}: [limits] must be a table")
+    server = data.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"{path}: [server] must be a table")
+    swhere = f"{path} [server]"
     adapters_raw = data.get("adapter", [])
     if not isinstance(adapters_raw, list) or not adapters_raw:
         raise ConfigError(f"{path}: at least one [[adapter]] is required")
@@ -98,6 +116,10 @@ def load_node_config(path: Path) -> NodeConfig:
         sync_interval_s=_positive(node, "sync_interval_s", 5.0, where),
         offline_grace_s=_positive(node, "offline_grace_s", 120.0, where),
         checkpoint_interval_s=_positive(node, "checkpoint_interval_s", 10.0, where),
+        listen=address(server, "listen", "127.0.0.1:7101", swhere),
+        metrics_listen=address(server, "metrics_listen", "", swhere, optional=True),
+        reflection=flag(server, "reflection", False, swhere),
+        health_interval_s=_positive(server, "health_interval_s", 2.0, swhere),
     )
 
 

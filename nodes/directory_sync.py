@@ -73,17 +73,21 @@ class DirectorySync:
 
     # --- what the verifier asks --------------------------------------------------------------
 
-    def check(self, requester_id: str, consent_id: str) -> None:
-        """Refuse when out of touch with the directory, for a requester that is not an active
-        member, or for a consent the directory has revoked or paused."""
+    def stale(self) -> str | None:
+        """Why the registry snapshot is too old to answer on, if it is."""
         now = self._clock()
         if self.last_sync > now:  # the clock stepped back: count the grace from now, once
             self.last_sync = now
         if now - self.last_sync > self._settings.offline_grace_s:
-            raise Unavailable(
-                Reason.REGISTRY_STALE,
-                f"no word from the directory for over {self._settings.offline_grace_s:g}s",
-            )
+            return f"no word from the directory for over {self._settings.offline_grace_s:g}s"
+        return None
+
+    def check(self, requester_id: str, consent_id: str) -> None:
+        """Refuse when out of touch with the directory, for a requester that is not an active
+        member, or for a consent the directory has revoked or paused."""
+        stale = self.stale()
+        if stale is not None:
+            raise Unavailable(Reason.REGISTRY_STALE, stale)
         if requester_id not in self._requesters:
             raise PermissionDenied(
                 Reason.MEMBER_SUSPENDED, f"{requester_id!r} is not an active requester"

@@ -17,7 +17,9 @@ from credex.db import open_database
 from credex.errors import CredexError, DeadlineExceeded, Unavailable, from_rpc_error
 from credex.freshness import NonceStore
 from credex.group_commit import GroupCommit
+from credex.health import HealthMonitor, enable_reflection
 from credex.keys import SigningKey, load_public
+from credex.metrics import Metrics
 from credex.reloading import Reloading
 from credex.serving import run_until_stopped
 from credex.signing import seal
@@ -33,6 +35,7 @@ from nodes.service import NodeService
 from nodes.verify import QueryVerifier
 
 log = logging.getLogger(__name__)
+SERVICE = node_pb2.DESCRIPTOR.services_by_name["NodeService"]
 ANNOUNCE_RETRY_S = 1.0
 ANNOUNCE_EVERY_S = 60.0
 # At start-up a directory that is busy or not up yet is waited for this long; a refusal is not.
@@ -43,10 +46,14 @@ FIRST_ANNOUNCE_WAIT_S = 30.0
 class RunningNode:
     server: grpc.aio.Server
     address: str
+    health: HealthMonitor | None = None
+    metrics_address: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = None) -> None:
+        if self.health is not None:
+            await self.health.drain()
         await self.server.stop(grace)
         await self.stop_background()  # the last checkpoint covers the grace period too
 
@@ -108,6 +115,7 @@ def build_service(
     )
     return NodeService(
         commits=GroupCommit(state),
+        metrics=Metrics("node", config.node_id),
         config=config,
         key=keys,
         verifier=verifier,
@@ -197,10 +205,23 @@ async def start_node(
     tls = tls_source(config)
     service = service or build_service(config, clock=clock)
     server = create_server()
-    add_service(server, service, node_pb2.DESCRIPTOR.services_by_name["NodeService"])
+    add_service(server, service, SERVICE)
+    health = _health(config, service, tls)
+    if health is not None:
+        health.add_to(server)
+        await health.check()
+    if config.reflection:
+        enable_reflection(server, [SERVICE.full_name])
     port = bind_reloading(server, listen, tls)
     await server.start()
-    node = RunningNode(server=server, address=f"{listen.rsplit(':', 1)[0]}:{port}")
+    node = RunningNode(server=server, address=f"{listen.rsplit(':', 1)[0]}:{port}", health=health)
+    metrics: Metrics | None = getattr(service, "metrics", None)
+    if metrics is not None:
+        if config.metrics_listen:
+            node.metrics_address = metrics.serve(config.metrics_listen)
+        node.closers.append(_closing(metrics))
+    if health is not None:
+        node.tasks.append(asyncio.create_task(health.run()))
     audit: AuditLog | None = getattr(service, "audit", None)
     if audit is not None:
         node.tasks.append(
@@ -231,6 +252,37 @@ async def start_node(
     return node
 
 
+def _health(
+    config: NodeConfig, service: object, tls: Callable[[], TlsIdentity]
+) -> HealthMonitor | None:
+    """Health from the service's own probe; the tick also refreshes the gauges that read the
+    database or the certificate."""
+    problem: Callable[[], str | None] | None = getattr(service, "health_problem", None)
+    if problem is None:
+        return None
+    metrics: Metrics | None = getattr(service, "metrics", None)
+    audit: AuditLog | None = getattr(service, "audit", None)
+    refresh: list[Callable[[], None]] = []
+    if metrics is not None:
+        refresh.append(lambda: metrics.certificate_expiry.set(tls().expires_at))
+        if audit is not None:
+            refresh.append(lambda: metrics.audit_entries.set(audit.size))
+    return HealthMonitor(
+        [SERVICE.full_name],
+        problem,
+        interval_s=config.health_interval_s,
+        metrics=metrics,
+        refresh=refresh,
+    )
+
+
+def _closing(metrics: Metrics) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        metrics.close()
+
+    return close
+
+
 def _final_checkpoint(audit: AuditLog) -> Callable[[], Awaitable[None]]:
     async def close() -> None:
         audit.checkpoint()
@@ -238,13 +290,16 @@ def _final_checkpoint(audit: AuditLog) -> Callable[[], Awaitable[None]]:
     return close
 
 
-async def serve(config: NodeConfig, listen: str, ready_file: Path | None) -> None:
-    node = await start_node(config, listen)
-
+async def serve(config: NodeConfig, ready_file: Path | None) -> None:
+    node = await start_node(config, config.listen)
+    info = {"address": node.address}
+    if node.metrics_address:
+        info["metrics_address"] = node.metrics_address
     await run_until_stopped(
         [node.server],
         ready_file,
-        {"address": node.address},
+        info,
         f"node {config.node_id}",
         node.stop_background,
+        drain=node.health.drain if node.health is not None else None,
     )

@@ -21,6 +21,7 @@ from credex.errors import (
 )
 from credex.group_commit import GroupCommit
 from credex.keys import SigningKey, VerifyKey
+from credex.metrics import Metrics
 from credex.ratelimit import RateLimiter
 from credex.signing import digest, open_signed, parse, seal
 from credex.transport import peer_or_unknown, require_peer
@@ -49,8 +50,10 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         audit: AuditLog,
         clock: Clock,
         commits: GroupCommit,
+        metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_errors: flushed before every reply
+        self.metrics = metrics  # see rpc_errors: every answer counted
         self._config = config
         self._key = key
         self._verifier = verifier
@@ -61,6 +64,11 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self.audit = audit
         self._clock = clock
         self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
+
+    def health_problem(self) -> str | None:
+        """Why this node should not be sent queries now: its records are unreadable or its
+        registry snapshot is too old to check requesters and revocations against."""
+        return self._source.unreadable() or self.sync.stale()
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
         """Audit a request refused before it could be read (called by `rpc_errors`)."""

@@ -1,0 +1,88 @@
+"""The standard gRPC health service (grpc.health.v1), kept truthful by a periodic probe, and
+server reflection where the operator enables it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in grpc-stubs
+from grpc_reflection.v1alpha import reflection
+
+from credex.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+Probe = Callable[[], str | None]  # a reason not to serve, or None
+
+
+class HealthMonitor:
+    """Sets every service's health from `probe` each tick, and refreshes `metrics` gauges."""
+
+    def __init__(
+        self,
+        services: Sequence[str],
+        probe: Probe,
+        *,
+        interval_s: float,
+        metrics: Metrics | None = None,
+        refresh: Sequence[Callable[[], None]] = (),
+    ) -> None:
+        self.servicer = health_aio.HealthServicer()
+        self._services = ("", *services)
+        self._probe = probe
+        self._interval_s = interval_s
+        self._metrics = metrics
+        self._refresh = refresh
+        self.problem: str | None = None
+        self._draining = False
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
+
+    async def check(self) -> str | None:
+        """Probe now and publish the result; returns the reason not to serve, if any."""
+        try:
+            problem = self._probe()
+        except Exception as exc:  # a probe that breaks is itself a reason not to serve
+            problem = f"health probe failed: {exc}"
+        if self._draining:
+            problem = "draining"
+        if problem != self.problem:
+            if problem is None:
+                log.info("serving again")
+            else:
+                log.warning("not serving: %s", problem)
+        self.problem = problem
+        if not self._draining:
+            for service in self._services:
+                await self.servicer.set(service, SERVING if problem is None else NOT_SERVING)
+        for refresh in self._refresh:
+            refresh()
+        if self._metrics is not None:
+            self._metrics.serving.set(0 if problem else 1)
+        return problem
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self._interval_s)
+
+    async def drain(self) -> None:
+        """NOT_SERVING from now on, whatever the probe says: load balancers stop sending."""
+        self._draining = True
+        await self.servicer.enter_graceful_shutdown()
+        await self.check()
+
+
+def enable_reflection(server: grpc.aio.Server, services: Sequence[str]) -> None:
+    """Let generic gRPC clients (grpcurl, grpc_cli) list and call `services`."""
+    reflection.enable_server_reflection(
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
