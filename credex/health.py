@@ -56,7 +56,9 @@ class HealthMonitor:
             problem = "draining"
         if problem != self.problem:
             if problem is None:
-                log.info("serving again")
+                log.info("serving")
+            elif self._draining:
+                log.info("draining: health is NOT_SERVING from now on")
             else:
                 log.warning("not serving: %s", problem)
         self.problem = problem

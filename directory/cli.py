@@ -13,8 +13,9 @@ from credex.cliutil import ReadyFile, cli_errors, print_json, setup_server_loggi
 from credex.config import address
 from credex.keys import load_public
 from credex.render import member_row, print_members, terminal_console
+from credex.status import fetch_status, render_status, scrape_address
 from directory import admin
-from directory.config import load_settings
+from directory.config import SETTINGS_FILE, load_settings
 from directory.server import serve as serve_directory
 
 app = typer.Typer(
@@ -155,6 +156,27 @@ def members(home: Home, json_out: Json = False) -> None:
             print_json(rows)
         else:
             print_members(terminal_console(), rows)
+
+
+@app.command()
+def status(
+    home: Home,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="host:port of the metrics endpoint (default: [server] metrics_listen)."),
+    ] = None,
+    json_out: Json = False,
+) -> None:
+    """The running directory at a glance: health, requests, refusals, node answers, audit
+    size, certificate expiry (read from its Prometheus endpoint)."""
+    with cli_errors():
+        settings = load_settings(home)
+        where = f"{home / SETTINGS_FILE} [server]"
+        found = fetch_status(scrape_address(settings.metrics_listen, metrics, where))
+        if json_out:
+            print_json(found)
+        else:
+            render_status(terminal_console(), found)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from credex.config import address, validate_member_id
 from credex.keys import SigningKey
 from credex.render import moment, terminal_console
 from credex.rotation import KeyFiles, rotate_key
+from credex.status import fetch_status, render_status, scrape_address
 from nodes.admin import Enrollment, init_node, list_disputes, resolve_dispute
 from nodes.config import load_node_config
 from nodes.config_check import check_config
@@ -124,6 +125,26 @@ def check_config_command(
                 )
         if problems:
             raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    config: Config,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="host:port of the metrics endpoint (default: [server] metrics_listen)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A running node at a glance: health, requests, refusals, audit size, certificate expiry
+    (read from its Prometheus endpoint)."""
+    with cli_errors():
+        cfg = load_node_config(config)
+        found = fetch_status(scrape_address(cfg.metrics_listen, metrics, f"{config} [server]"))
+        if json_out:
+            print_json(found)
+        else:
+            render_status(terminal_console(), found)
 
 
 @app.command("rotate-key")

@@ -35,6 +35,15 @@ offline_grace_s = 120.0
 # How often to sign a checkpoint of the audit log (also always on stop).
 checkpoint_interval_s = 10.0
 
+[server]
+# Where the directory reaches this node (mutual TLS): the address it announces.
+listen = "127.0.0.1:7101"
+# Prometheus metrics (read by `credex-node status`); "" serves none.
+metrics_listen = "127.0.0.1:9464"
+# gRPC server reflection for generic clients (grpcurl); health checks are always served.
+reflection = false
+health_interval_s = 2.0
+
 [limits]
 # Queries a second the directory may send, and the burst above that rate.
 directory_rate_per_s = 1000.0

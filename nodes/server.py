@@ -47,6 +47,7 @@ class RunningNode:
     server: grpc.aio.Server
     address: str
     health: HealthMonitor | None = None
+    metrics: Metrics | None = None
     metrics_address: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -216,12 +217,11 @@ async def start_node(
     await server.start()
     node = RunningNode(server=server, address=f"{listen.rsplit(':', 1)[0]}:{port}", health=health)
     metrics: Metrics | None = getattr(service, "metrics", None)
+    node.metrics = metrics
     if metrics is not None:
         if config.metrics_listen:
             node.metrics_address = metrics.serve(config.metrics_listen)
         node.closers.append(_closing(metrics))
-    if health is not None:
-        node.tasks.append(asyncio.create_task(health.run()))
     audit: AuditLog | None = getattr(service, "audit", None)
     if audit is not None:
         node.tasks.append(
@@ -249,6 +249,8 @@ async def start_node(
         node.tasks.append(
             asyncio.create_task(_keep_announcing(config, key, tls, node.address, clock))
         )
+    if health is not None:  # its first tick sees the state after the first sync
+        node.tasks.append(asyncio.create_task(health.run()))
     return node
 
 

@@ -79,7 +79,7 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
     "pboc": {
         "category": "financial",
         "schema": "CREATE TABLE loans (loan_no INTEGER PRIMARY KEY, borrower INTEGER,"
-        " amount REAL, opened TEXT, state TEXT)",
+        " amount REAL, opened TEXT, state TEXT); CREATE INDEX loans_borrower ON loans (borrower)",
         "insert": "INSERT INTO loans (borrower, amount, opened, state) VALUES (?, ?, ?, ?)",
         "rows": [
             (1001, 20000, "2023-05-01", "repaid"),
@@ -93,7 +93,7 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
     "courts": {
         "category": "judicial",
         "schema": "CREATE TABLE judgments (case_no TEXT PRIMARY KEY, party TEXT, decided TEXT,"
-        " amount REAL)",
+        " amount REAL); CREATE INDEX judgments_party ON judgments (party)",
         "insert": "INSERT INTO judgments VALUES (?, ?, ?, ?)",
         "rows": [("(2021)Su01-77", "P-1", "2021-09-09", 3000.0)],
         "sql": "SELECT case_no AS record_id, 'judgment' AS kind, amount AS value, 'CNY' AS unit,"
@@ -101,7 +101,8 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
     },
     "education": {
         "category": "education",
-        "schema": "CREATE TABLE degrees (xj TEXT, degree TEXT, awarded TEXT)",
+        "schema": "CREATE TABLE degrees (xj TEXT, degree TEXT, awarded TEXT);"
+        " CREATE INDEX degrees_xj ON degrees (xj)",
         "insert": "INSERT INTO degrees VALUES (?, ?, ?)",
         "rows": [("XJ-1", "bachelor", "2022-07-01")],
         "sql": "SELECT xj || '-' || degree AS record_id, 'degree' AS kind, 1 AS value,"
@@ -123,8 +124,10 @@ def write_node(
     directory: str,
     sync_interval_s: float = 0.2,
     offline_grace_s: float = 60.0,
+    server: str = "",
 ) -> Path:
-    """The operator's database plus the node config (TOML) mapping it to records."""
+    """The operator's database plus the node config (TOML) mapping it to records; `server`
+    is the body of its [server] table."""
     home = root / node_id
     home.mkdir(parents=True)
     conn = sqlite3.connect(home / "records.db")
@@ -140,6 +143,7 @@ def write_node(
         f"sync_interval_s = {sync_interval_s}\noffline_grace_s = {offline_grace_s}\n"
         f'directory_address = "{directory}"\n\n'
         f'[[adapter]]\ncategory = "{fixture["category"]}"\nsql = """\n{fixture["sql"]}\n"""\n'
+        f"\n[server]\n{server}\n"
     )
     return config
 
@@ -300,7 +304,10 @@ def start_federation(
     requester_rate_per_s: float = 100_000.0,
     requester_burst: int = 100_000,
     purpose_limits: dict[str, int] | None = None,
+    server: str = "",
 ) -> Federation:
+    """A directory and its test nodes in this process; `server` is the body of every
+    server's [server] table (reflection, metrics)."""
     clock = MovableClock()
     directory_admin.init_home(root / "directory")
     limits = {"loan-application": 10_000, "school-enrollment": 10_000, "promotion": 2}
@@ -308,7 +315,9 @@ def start_federation(
     (root / "directory" / "directory.toml").write_text(
         f"[directory]\nnode_deadline_s = {deadline_s}\n"
         f"requester_rate_per_s = {requester_rate_per_s}\nrequester_burst = {requester_burst}\n"
-        "[purpose_limits]\n" + "".join(f"{k} = {v}\n" for k, v in limits.items())
+        "[purpose_limits]\n"
+        + "".join(f"{k} = {v}\n" for k, v in limits.items())
+        + f"[server]\n{server}\n"
     )
     settings = load_settings(root / "directory")
     directory_key = SigningKey.load(settings.key_path)
@@ -347,6 +356,7 @@ def start_federation(
             directory.address,
             sync_interval_s=86_400.0 if pull_never else 0.2,
             offline_grace_s=86_400.0 if pull_never else 60.0,
+            server=server,
         )
         enroll_node(settings, configs[node_id], directory.public_address, [fixture["category"]])
         if node_id == "down":  # enrolled, never started: its endpoint refuses connections
