@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,10 +22,6 @@ EXIT_REFUSED = 3
 
 Listen = Annotated[str, typer.Option(help="host:port to listen on; port 0 picks a free one.")]
 ReadyFile = Annotated[Path | None, typer.Option(help="Write the bound address here once serving.")]
-
-
-def setup_server_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

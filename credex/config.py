@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +71,93 @@ def flag(table: dict[str, Any], key: str, default: bool, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: '{key}' must be true or false")
     return value
+
+
+def choice(
+    table: dict[str, Any], key: str, default: str, allowed: tuple[str, ...], where: str
+) -> str:
+    value = table.get(key, default)
+    if value not in allowed:
+        raise ConfigError(f"{where}: '{key}' must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def environment_overrides(
+    data: dict[str, Any],
+    prefix: str,
+    schema: Mapping[str, Collection[str]],
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Apply `PREFIX_TABLE_KEY=value` variables (e.g. CREDEX_NODE_SERVER_LISTEN) onto the
+    config's tables, for keys `schema` knows; returns the variables applied. A value is read
+    as TOML (5, 2.5, true, "text") and otherwise taken as plain text."""
+    environ = os.environ if environ is None else environ
+    applied = []
+    tables = sorted(schema, key=len, reverse=True)  # purpose_limits before a shorter prefix
+    for name in sorted(environ):
+        if not name.startswith(f"{prefix}_"):
+            continue
+        rest = name.removeprefix(f"{prefix}_")
+        table = next((t for t in tables if rest.startswith(f"{t.upper()}_")), None)
+        key = rest.removeprefix(f"{table.upper()}_").lower() if table else ""
+        if table is not None and key not in schema[table]:
+            key = key.replace("_", "-")  # purpose names are written with hyphens
+        if table is None or key not in schema[table]:
+            known = ", ".join(f"{prefix}_{t.upper()}_…" for t in schema)
+            raise ConfigError(f"environment variable {name} names no setting (known: {known})")
+        section = data.setdefault(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{table}] must be a table to take {name}")
+        section[key] = _env_value(environ[name])
+        applied.append(name)
+    return applied
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def positive(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{where}: '{key}' must be a positive number")
+    return float(value)
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The [server] table every credex server reads (the directory adds public_listen)."""
+
+    listen: str
+    metrics_listen: str = ""  # Prometheus endpoint; "" serves none
+    reflection: bool = False
+    health_interval_s: float = 2.0
+    log_format: str = "text"
+    log_level: str = "info"
+    stop_grace_s: float = 10.0  # how long calls in flight may take to finish on SIGTERM
+
+
+SERVER_KEYS = frozenset(f.name for f in fields(ServerSettings))
+
+
+def load_server(data: dict[str, Any], path: Path, default_listen: str) -> ServerSettings:
+    table = data.get("server", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [server] must be a table")
+    where = f"{path} [server]"
+    return ServerSettings(
+        listen=address(table, "listen", default_listen, where),
+        metrics_listen=address(table, "metrics_listen", "", where, optional=True),
+        reflection=flag(table, "reflection", False, where),
+        health_interval_s=positive(table, "health_interval_s", 2.0, where),
+        log_format=choice(table, "log_format", "text", LOG_FORMATS, where),
+        log_level=choice(table, "log_level", "info", LOG_LEVELS, where),
+        stop_grace_s=positive(table, "stop_grace_s", 10.0, where),
+    )

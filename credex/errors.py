@@ -1,24 +1,16 @@
 """The one place where credex failures map to gRPC status codes, and back.
 
-Servers raise a `CredexError` subclass; `rpc_errors` turns it into a gRPC status whose
-message starts with a machine-readable reason. Clients turn an `AioRpcError` back into the
-same typed exception with `from_rpc_error`.
+Servers raise a `CredexError` subclass; `credex.handlers.rpc_handler` sends it as a gRPC
+status whose message starts with a machine-readable reason. Clients turn an `AioRpcError`
+back into the same typed exception with `from_rpc_error`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
-import time
-from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import grpc
-from google.protobuf.message import DecodeError
-
-log = logging.getLogger(__name__)
 
 REASON_KEY = "credex-reason"
 RETRY_KEY = "credex-retry-after-ms"
@@ -178,70 +170,9 @@ class MalformedRequest:
         self.error = error
 
 
-T = TypeVar("T")
-Handler = Callable[..., Awaitable[T]]
-
-
-def rpc_errors(handler: Handler[T]) -> Handler[T]:
-    """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
-    anything else → INTERNAL without leaking internals. A servicer with `commits` (a
-    GroupCommit) has its writes on disk before the answer leaves; one with `metrics` counts
-    the answer by method, status code and refusal reason."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
-        started = time.perf_counter()
-        code, reason = grpc.StatusCode.OK, ""
-        try:
-            try:
-                if isinstance(request, MalformedRequest):
-                    err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
-                    record = getattr(self, "record_malformed", None)
-                    if record is not None:  # refusals before any handler ran are audited too
-                        record(handler.__name__, err, context)
-                    raise err
-                return await handler(self, request, context)
-            finally:  # nothing a reply or refusal reports (audit entries too) is left volatile
-                commits = getattr(self, "commits", None)
-                if commits is not None:
-                    await commits.flush()
-        except CredexError as err:
-            code, reason = err.code, str(err.reason)
-            await _abort(context, err)
-        except DecodeError as exc:
-            code, reason = grpc.StatusCode.INVALID_ARGUMENT, str(Reason.MALFORMED)
-            await _abort(context, InvalidArgument(Reason.MALFORMED, f"undecodable message: {exc}"))
-        except grpc.aio.AbortError:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code, reason = grpc.StatusCode.INTERNAL, str(Reason.INTERNAL)
-            log.exception("internal error in %s", handler.__name__)
-            await _abort(context, Internal(Reason.INTERNAL, "internal error"))
-        finally:
-            metrics = getattr(self, "metrics", None)
-            if metrics is not None:
-                metrics.observe(handler.__name__, code, reason, time.perf_counter() - started)
-        raise AssertionError("unreachable: abort raises")
-
-    return wrapper
-
-
 MAX_DETAIL_CHARS = 512
 
 
 def bounded(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
     """Messages quote what callers sent; keep them short enough to travel as gRPC metadata."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: CredexError) -> None:
-    trailers: list[tuple[str, str]] = [(REASON_KEY, str(err.reason))]
-    if err.retry_after_s is not None:
-        trailers.append((RETRY_KEY, str(max(1, round(err.retry_after_s * 1000)))))
-    await context.abort(
-        err.code, f"{err.reason}: {bounded(err.message)}", trailing_metadata=tuple(trailers)
-    )

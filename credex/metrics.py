@@ -1,7 +1,7 @@
 """Prometheus metrics of one credex server, served over HTTP for scraping.
 
 Each server keeps its own registry, so several servers in one process (the tests) stay apart.
-Counters are updated as requests finish (`rpc_errors`); gauges that need the database are set
+Counters are updated as requests finish (`rpc_handler`); gauges that need the database are set
 on the event loop by the health monitor's tick, never from the HTTP thread.
 """
 

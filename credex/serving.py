@@ -12,8 +12,6 @@ from pathlib import Path
 
 import grpc
 
-STOP_GRACE_S = 2.0
-
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +41,7 @@ async def run_until_stopped(
     name: str,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     drain: Callable[[], Awaitable[None]] | None = None,
+    grace_s: float = 10.0,
 ) -> None:
     """Serve until SIGTERM or SIGINT; then `drain` (health turns NOT_SERVING), refuse new
     calls, let those in flight finish within the grace period, and `on_stop`."""
@@ -61,6 +60,6 @@ async def run_until_stopped(
             remove_ready_file(ready_file)
         if drain is not None:
             await drain()
-        await asyncio.gather(*(server.stop(STOP_GRACE_S) for server in servers))
+        await asyncio.gather(*(server.stop(grace_s) for server in servers))
         if on_stop is not None:
             await on_stop()

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
-from credex.cliutil import ReadyFile, cli_errors, print_json, setup_server_logging
+from credex.cliutil import ReadyFile, cli_errors, print_json
 from credex.config import address
 from credex.keys import load_public
+from credex.logs import setup_logging
 from credex.render import member_row, print_members, terminal_console
 from credex.status import fetch_status, render_status, scrape_address
 from directory import admin
@@ -172,7 +173,7 @@ def status(
     with cli_errors():
         settings = load_settings(home)
         where = f"{home / SETTINGS_FILE} [server]"
-        found = fetch_status(scrape_address(settings.metrics_listen, metrics, where))
+        found = fetch_status(scrape_address(settings.server.metrics_listen, metrics, where))
         if json_out:
             print_json(found)
         else:
@@ -194,16 +195,17 @@ def serve(
 ) -> None:
     """Serve until SIGTERM or Ctrl-C: members over mutual TLS on --listen, subjects and
     enrollment over TLS on --public-listen."""
-    setup_server_logging()
     with cli_errors():
         settings = load_settings(home)
         if listen is not None:
-            settings = dataclasses.replace(
-                settings, listen=address({"listen": listen}, "listen", "", "--listen")
+            server = dataclasses.replace(
+                settings.server, listen=address({"listen": listen}, "listen", "", "--listen")
             )
+            settings = dataclasses.replace(settings, server=server)
         if public_listen is not None:
             checked = address({"public_listen": public_listen}, "public_listen", "", "option")
             settings = dataclasses.replace(settings, public_listen=checked)
+        setup_logging(settings.server.log_format, settings.server.log_level)
         asyncio.run(serve_directory(settings, ready_file))
 
 

@@ -5,11 +5,43 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from credex import vocab
-from credex.config import ConfigError, address, flag, load_toml, resolve
+from credex.config import (
+    SERVER_KEYS,
+    ConfigError,
+    ServerSettings,
+    address,
+    environment_overrides,
+    load_server,
+    load_toml,
+    positive,
+    resolve,
+)
 
 SETTINGS_FILE = "directory.toml"
+ENV_PREFIX = "CREDEX_DIRECTORY"
+DEFAULT_LISTEN = "127.0.0.1:7100"
+DEFAULT_PUBLIC_LISTEN = "127.0.0.1:7099"
+# The settings directory.toml (and CREDEX_DIRECTORY_<TABLE>_<KEY> variables) may give.
+SCHEMA: dict[str, frozenset[str]] = {
+    "directory": frozenset(
+        {
+            "id",
+            "hosts",
+            "node_deadline_s",
+            "max_request_lifetime_s",
+            "attestation_ttl_s",
+            "policy",
+            "checkpoint_interval_s",
+            "requester_rate_per_s",
+            "requester_burst",
+        }
+    ),
+    "server": SERVER_KEYS | {"public_listen"},
+    "purpose_limits": frozenset(vocab.purpose_name(p) for p in vocab.ALL_PURPOSES),
+}
 DEFAULT_SETTINGS = """\
 # credex directory settings
 [directory]
@@ -40,6 +72,9 @@ metrics_listen = ""
 reflection = false
 # How often the health status is re-checked, in seconds.
 health_interval_s = 2.0
+# Logs on stderr: "text" or "json" (one event per line), and the least level written.
+log_format = "text"
+log_level = "info"
 
 # Profiles a requester may obtain about one subject for one purpose per calendar month (UTC).
 [purpose_limits]
@@ -66,11 +101,8 @@ class DirectorySettings:
     checkpoint_interval_s: float = 10.0
     policy: str = ""
     purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
-    listen: str = "127.0.0.1:7100"
-    public_listen: str = "127.0.0.1:7099"
-    metrics_listen: str = ""
-    reflection: bool = False
-    health_interval_s: float = 2.0
+    server: ServerSettings = field(default_factory=lambda: ServerSettings(DEFAULT_LISTEN))
+    public_listen: str = DEFAULT_PUBLIC_LISTEN
 
     @property
     def key_path(self) -> Path:
@@ -107,15 +139,9 @@ class DirectorySettings:
         return self.home / "tls.crt"
 
 
-def _positive(table: dict[str, object], key: str, default: float, where: str) -> float:
-    value = table.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{where}: '{key}' must be a positive number of seconds")
-    return float(value)
-
-
-def load_settings(home: Path) -> DirectorySettings:
-    """Read `home/directory.toml`; a missing home or file is a ConfigError telling what to run."""
+def load_settings(home: Path, environ: Mapping[str, str] | None = None) -> DirectorySettings:
+    """Read `home/directory.toml`, with CREDEX_DIRECTORY_<TABLE>_<KEY> environment variables
+    on top; a missing home or file is a ConfigError telling what to run."""
     path = home / SETTINGS_FILE
     if not path.is_file():
         raise ConfigError(
@@ -123,14 +149,20 @@ def load_settings(home: Path) -> DirectorySettings:
             f"run `credex-directory init --home {home}`"
         )
     data = load_toml(path)
+    applied = environment_overrides(data, ENV_PREFIX, SCHEMA, environ)
+    try:
+        return _settings(home, path, data)
+    except ConfigError as exc:
+        if not applied:
+            raise
+        raise ConfigError(f"{exc} (environment: {', '.join(applied)})") from None
+
+
+def _settings(home: Path, path: Path, data: dict[str, Any]) -> DirectorySettings:
     table = data.get("directory", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [directory] must be a table")
     where = f"{path} [directory]"
-    server = data.get("server", {})
-    if not isinstance(server, dict):
-        raise ConfigError(f"{path}: [server] must be a table")
-    swhere = f"{path} [server]"
     hosts = table.get("hosts", ["localhost", "127.0.0.1"])
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise ConfigError(f"{where}: 'hosts' must be a list of host names or addresses")
@@ -138,19 +170,18 @@ def load_settings(home: Path) -> DirectorySettings:
         home=home,
         directory_id=str(table.get("id", "directory")),
         hosts=tuple(hosts),
-        node_deadline_s=_positive(table, "node_deadline_s", 2.0, where),
-        max_request_lifetime_s=_positive(table, "max_request_lifetime_s", 300.0, where),
-        attestation_ttl_s=_positive(table, "attestation_ttl_s", 3600.0, where),
-        requester_rate_per_s=_positive(table, "requester_rate_per_s", 50.0, where),
-        checkpoint_interval_s=_positive(table, "checkpoint_interval_s", 10.0, where),
+        node_deadline_s=positive(table, "node_deadline_s", 2.0, where),
+        max_request_lifetime_s=positive(table, "max_request_lifetime_s", 300.0, where),
+        attestation_ttl_s=positive(table, "attestation_ttl_s", 3600.0, where),
+        requester_rate_per_s=positive(table, "requester_rate_per_s", 50.0, where),
+        checkpoint_interval_s=positive(table, "checkpoint_interval_s", 10.0, where),
         policy=str(table.get("policy", "")),
-        requester_burst=max(1.0, _positive(table, "requester_burst", 100.0, where)),
+        requester_burst=max(1.0, positive(table, "requester_burst", 100.0, where)),
         purpose_limits=_purpose_limits(data.get("purpose_limits", {}), f"{path} [purpose_limits]"),
-        listen=address(server, "listen", "127.0.0.1:7100", swhere),
-        public_listen=address(server, "public_listen", "127.0.0.1:7099", swhere),
-        metrics_listen=address(server, "metrics_listen", "", swhere, optional=True),
-        reflection=flag(server, "reflection", False, swhere),
-        health_interval_s=_positive(server, "health_interval_s", 2.0, swhere),
+        server=load_server(data, path, DEFAULT_LISTEN),
+        public_listen=address(
+            data.get("server", {}), "public_listen", DEFAULT_PUBLIC_LISTEN, f"{path} [server]"
+        ),
     )
 
 

@@ -15,8 +15,9 @@ import sqlite_utils
 from credex import vocab
 from credex.clock import Clock
 from credex.db import transaction
-from credex.errors import AlreadyExists, InvalidArgument, PermissionDenied, Reason, rpc_errors
+from credex.errors import AlreadyExists, InvalidArgument, PermissionDenied, Reason
 from credex.group_commit import GroupCommit
+from credex.handlers import rpc_handler
 from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.pki import CertificateAuthority, PkiError, cert_pem
@@ -120,8 +121,8 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         commits: GroupCommit,
         metrics: Metrics,
     ) -> None:
-        self.commits = commits  # see rpc_errors: flushed before every reply
-        self.metrics = metrics  # see rpc_errors: every answer counted
+        self.commits = commits  # see rpc_handler: flushed before every reply
+        self.metrics = metrics  # see rpc_handler: every answer counted
         self._tokens = tokens
         self._registry = registry
         self._ca = ca
@@ -130,7 +131,7 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         self._db = db
         self._clock = clock
 
-    @rpc_errors
+    @rpc_handler
     async def Enroll(self, request: pb.EnrollRequest, context: Context) -> pb.EnrollResponse:
         claimed = parse(request.enrollment.body, pb.Enrollment, what="enrollment")
         try:

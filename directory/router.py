@@ -14,6 +14,7 @@ import grpc
 from credex import vocab
 from credex.clock import Clock, to_timestamp
 from credex.keys import SigningKey
+from credex.logs import outgoing_metadata
 from credex.signing import seal
 from credex.transport import ChannelPool
 from credex.v1.common_pb2 import Signed
@@ -151,7 +152,9 @@ class Router:
         stub = NodeServiceStub(self._channels.get(call.node.endpoint))
         try:
             response = await stub.QueryRecords(
-                QueryRecordsRequest(query=query), timeout=self._deadline_s
+                QueryRecordsRequest(query=query),
+                timeout=self._deadline_s,
+                metadata=outgoing_metadata(),  # the node logs under this profile's request id
             )
         except grpc.aio.AioRpcError as exc:
             status = _STATUS_BY_CODE.get(exc.code(), NodeStatus.NODE_STATUS_UNAVAILABLE)

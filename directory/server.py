@@ -191,7 +191,7 @@ async def start_directory(
     health = HealthMonitor(
         [SERVICES[name].full_name for name in SERVICES],
         services.members.health_problem,
-        interval_s=settings.health_interval_s,
+        interval_s=settings.server.health_interval_s,
         metrics=services.metrics,
         refresh=[
             lambda: services.metrics.audit_entries.set(services.audit.size),
@@ -211,7 +211,7 @@ async def start_directory(
         (public_server, ["SubjectService", "EnrollmentService"]),
     ):
         health.add_to(server)
-        if settings.reflection:
+        if settings.server.reflection:
             enable_reflection(server, [SERVICES[name].full_name for name in names])
     await members_server.start()
     await public_server.start()
@@ -231,13 +231,13 @@ async def start_directory(
             asyncio.create_task(health.run()),
         ],
     )
-    if settings.metrics_listen:
-        directory.metrics_address = services.metrics.serve(settings.metrics_listen)
+    if settings.server.metrics_listen:
+        directory.metrics_address = services.metrics.serve(settings.server.metrics_listen)
     return directory
 
 
 async def serve(settings: DirectorySettings, ready_file: Path | None) -> None:
-    directory = await start_directory(settings, settings.listen, settings.public_listen)
+    directory = await start_directory(settings, settings.server.listen, settings.public_listen)
     info = {"address": directory.address, "public_address": directory.public_address}
     if directory.metrics_address:
         info["metrics_address"] = directory.metrics_address
@@ -248,4 +248,5 @@ async def serve(settings: DirectorySettings, ready_file: Path | None) -> None:
         "directory",
         on_stop=directory.close_background,
         drain=directory.health.drain,
+        grace_s=settings.server.stop_grace_s,
     )

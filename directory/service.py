@@ -22,9 +22,9 @@ from credex.errors import (
     Reason,
     ResourceExhausted,
     Unauthenticated,
-    rpc_errors,
 )
 from credex.group_commit import GroupCommit
+from credex.handlers import rpc_handler
 from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.pki import DEFAULT_HOSTS, CertificateAuthority, PkiError, cert_pem
@@ -95,8 +95,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         commits: GroupCommit,
         metrics: Metrics,
     ) -> None:
-        self.commits = commits  # see rpc_errors: flushed before every reply
-        self.metrics = metrics  # see rpc_errors: every answer counted
+        self.commits = commits  # see rpc_handler: flushed before every reply
+        self.metrics = metrics  # see rpc_handler: every answer counted
         self._disputes = disputes
         self._policy = policy
         self._ca = ca
@@ -121,11 +121,11 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         return None
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
-        """Audit a request refused before it could be read (called by `rpc_errors`)."""
+        """Audit a request refused before it could be read (called by `rpc_handler`)."""
         peer = peer_or_unknown(context)
         self._audit.append(malformed_entry(method, err, peer, ""))
 
-    @rpc_errors
+    @rpc_handler
     async def Announce(self, request: pb.AnnounceRequest, context: Context) -> pb.AnnounceResponse:
         """A node's new address, signed by the node and sent with its own certificate."""
         claimed = parse(request.announcement.body, pb.NodeAnnouncement, what="announcement")
@@ -149,7 +149,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self._registry.set_endpoint(node.member_id, announcement.endpoint)
         return pb.AnnounceResponse()
 
-    @rpc_errors
+    @rpc_handler
     async def RotateKey(
         self, request: pb.RotateKeyRequest, context: Context
     ) -> pb.RotateKeyResponse:
@@ -193,7 +193,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             certificate_pem=cert_pem(cert), old_key_valid_until=to_timestamp(valid_until)
         )
 
-    @rpc_errors
+    @rpc_handler
     async def ResolveDispute(
         self, request: pb.ResolveDisputeRequest, context: Context
     ) -> pb.ResolveDisputeResponse:
@@ -224,7 +224,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return pb.ResolveDisputeResponse(dispute=state)
 
-    @rpc_errors
+    @rpc_handler
     async def ListMembers(
         self, request: pb.ListMembersRequest, context: Context
     ) -> pb.ListMembersResponse:
@@ -234,14 +234,14 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             directory_public_key=self._key.public.raw,
         )
 
-    @rpc_errors
+    @rpc_handler
     async def GetRegistry(
         self, request: pb.GetRegistryRequest, context: Context
     ) -> pb.GetRegistryResponse:
         self._active_peer(context)
         return self._publisher.registry(request.known_version)
 
-    @rpc_errors
+    @rpc_handler
     async def GetRevocations(
         self, request: pb.GetRevocationsRequest, context: Context
     ) -> pb.GetRevocationsResponse:
@@ -250,7 +250,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             raise InvalidArgument(Reason.MALFORMED, "after_seq is beyond any sequence number")
         return pb.GetRevocationsResponse(feed=self._publisher.feed(request.after_seq))
 
-    @rpc_errors
+    @rpc_handler
     async def GetProfile(
         self, request: pb.GetProfileRequest, context: Context
     ) -> pb.GetProfileResponse:

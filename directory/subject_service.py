@@ -9,8 +9,9 @@ import grpc
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog, malformed_entry
 from credex.clock import Clock, to_timestamp
-from credex.errors import CredexError, FailedPrecondition, PermissionDenied, Reason, rpc_errors
+from credex.errors import CredexError, FailedPrecondition, PermissionDenied, Reason
 from credex.group_commit import GroupCommit
+from credex.handlers import rpc_handler
 from credex.metrics import Metrics
 from credex.transport import peer_or_unknown
 from credex.v1 import directory_pb2 as pb
@@ -46,8 +47,8 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         commits: GroupCommit,
         metrics: Metrics,
     ) -> None:
-        self.commits = commits  # see rpc_errors: flushed before every reply
-        self.metrics = metrics  # see rpc_errors: every answer counted
+        self.commits = commits  # see rpc_handler: flushed before every reply
+        self.metrics = metrics  # see rpc_handler: every answer counted
         self._publisher = publisher
         self._disputes = disputes
         self._consents = consents
@@ -56,11 +57,11 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         self._clock = clock
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
-        """Audit a request refused before it could be read (called by `rpc_errors`)."""
+        """Audit a request refused before it could be read (called by `rpc_handler`)."""
         peer = peer_or_unknown(context)
         self._audit.append(malformed_entry(method, err, peer, ""))
 
-    @rpc_errors
+    @rpc_handler
     async def GrantConsent(
         self, request: pb.GrantConsentRequest, context: Context
     ) -> pb.GrantConsentResponse:
@@ -83,7 +84,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             consent_id=consent.consent_id, status=S.CONSENT_STATUS_ACTIVE
         )
 
-    @rpc_errors
+    @rpc_handler
     async def RevokeConsent(
         self, request: pb.RevokeConsentRequest, context: Context
     ) -> pb.RevokeConsentResponse:
@@ -95,7 +96,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
         )
 
-    @rpc_errors
+    @rpc_handler
     async def PauseConsent(
         self, request: pb.PauseConsentRequest, context: Context
     ) -> pb.PauseConsentResponse:
@@ -132,14 +133,14 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             )
         )
 
-    @rpc_errors
+    @rpc_handler
     async def ListConsents(
         self, request: pb.ListConsentsRequest, context: Context
     ) -> pb.ListConsentsResponse:
         query = self._verifier.subject_request(request.query, pb.ConsentListQuery, "list query")
         return pb.ListConsentsResponse(consents=self._consent_states(query.subject_id))
 
-    @rpc_errors
+    @rpc_handler
     async def GetAccessLog(
         self, request: pb.GetAccessLogRequest, context: Context
     ) -> pb.GetAccessLogResponse:
@@ -179,7 +180,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             consents=self._consent_states(query.subject_id),
         )
 
-    @rpc_errors
+    @rpc_handler
     async def FileDispute(
         self, request: pb.FileDisputeRequest, context: Context
     ) -> pb.FileDisputeResponse:
@@ -198,7 +199,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         )
         return pb.FileDisputeResponse(dispute=state)
 
-    @rpc_errors
+    @rpc_handler
     async def ListDisputes(
         self, request: pb.ListDisputesRequest, context: Context
     ) -> pb.ListDisputesResponse:

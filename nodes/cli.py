@@ -12,9 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from credex import vocab
-from credex.cliutil import ReadyFile, cli_errors, print_json, setup_server_logging
+from credex.cliutil import ReadyFile, cli_errors, print_json
 from credex.config import address, validate_member_id
 from credex.keys import SigningKey
+from credex.logs import setup_logging
 from credex.render import moment, terminal_console
 from credex.rotation import KeyFiles, rotate_key
 from credex.status import fetch_status, render_status, scrape_address
@@ -140,7 +141,9 @@ def status(
     (read from its Prometheus endpoint)."""
     with cli_errors():
         cfg = load_node_config(config)
-        found = fetch_status(scrape_address(cfg.metrics_listen, metrics, f"{config} [server]"))
+        found = fetch_status(
+            scrape_address(cfg.server.metrics_listen, metrics, f"{config} [server]")
+        )
         if json_out:
             print_json(found)
         else:
@@ -247,15 +250,16 @@ def serve(
     ] = None,
 ) -> None:
     """Serve over mutual TLS until SIGTERM or Ctrl-C; announce this node's address."""
-    setup_server_logging()
     with cli_errors():
         cfg = load_node_config(config)
         if directory is not None:
             cfg = dataclasses.replace(cfg, directory_address=directory)
         if listen is not None:
-            cfg = dataclasses.replace(
-                cfg, listen=address({"listen": listen}, "listen", "", "--listen")
+            server = dataclasses.replace(
+                cfg.server, listen=address({"listen": listen}, "listen", "", "--listen")
             )
+            cfg = dataclasses.replace(cfg, server=server)
+        setup_logging(cfg.server.log_format, cfg.server.log_level)
         asyncio.run(serve_node(cfg, ready_file))
 
 

@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from credex import vocab
 from credex.config import (
+    SERVER_KEYS,
     ConfigError,
-    address,
-    flag,
+    ServerSettings,
+    environment_overrides,
+    load_server,
     load_toml,
+    positive,
     require_str,
     resolve,
     validate_member_id,
 )
+
+ENV_PREFIX = "CREDEX_NODE"
+DEFAULT_LISTEN = "127.0.0.1:7101"
+# The settings a config file (and CREDEX_NODE_<TABLE>_<KEY> variables) may give.
+SCHEMA: dict[str, frozenset[str]] = {
+    "node": frozenset(
+        {
+            "id",
+            "name",
+            "jurisdiction",
+            "records_db",
+            "state_db",
+            "signing_key",
+            "directory_key",
+            "tls_key",
+            "tls_cert",
+            "ca_cert",
+            "directory_id",
+            "directory_address",
+            "sync_interval_s",
+            "offline_grace_s",
+            "checkpoint_interval_s",
+        }
+    ),
+    "server": SERVER_KEYS,
+    "limits": frozenset({"directory_rate_per_s", "directory_burst"}),
+}
 
 
 @dataclass(frozen=True)
@@ -49,12 +81,7 @@ class NodeConfig:
     offline_grace_s: float = 120.0
     # How often the node signs a checkpoint of its audit log (and always when it stops).
     checkpoint_interval_s: float = 10.0
-    # [server]: where to listen, the Prometheus endpoint ("" = none), gRPC reflection, how
-    # often the health status is re-checked.
-    listen: str = "127.0.0.1:7101"
-    metrics_listen: str = ""
-    reflection: bool = False
-    health_interval_s: float = 2.0
+    server: ServerSettings = field(default_factory=lambda: ServerSettings(DEFAULT_LISTEN))
 
     @property
     def registry_cache(self) -> Path:
@@ -66,8 +93,19 @@ class NodeConfig:
         return tuple(sorted({a.category for a in self.adapters}))
 
 
-def load_node_config(path: Path) -> NodeConfig:
+def load_node_config(path: Path, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """The config at `path`, with CREDEX_NODE_<TABLE>_<KEY> environment variables on top."""
     data = load_toml(path)
+    applied = environment_overrides(data, ENV_PREFIX, SCHEMA, environ)
+    try:
+        return _node_config(path, data)
+    except ConfigError as exc:
+        if not applied:
+            raise
+        raise ConfigError(f"{exc} (environment: {', '.join(applied)})") from None
+
+
+def _node_config(path: Path, data: dict[str, Any]) -> NodeConfig:
     base = path.resolve().parent
     node = data.get("node")
     if not isinstance(node, dict):
@@ -76,10 +114,6 @@ def load_node_config(path: Path) -> NodeConfig:
     limits = data.get("limits", {})
     if not isinstance(limits, dict):
         raise ConfigError(f"{path}: [limits] must be a table")
-    server = data.get("server", {})
-    if not isinstance(server, dict):
-        raise ConfigError(f"{path}: [server] must be a table")
-    swhere = f"{path} [server]"
     adapters_raw = data.get("adapter", [])
     if not isinstance(adapters_raw, list) or not adapters_raw:
         raise ConfigError(f"{path}: at least one [[adapter]] is required")
@@ -111,20 +145,10 @@ def load_node_config(path: Path) -> NodeConfig:
         directory_id=str(node.get("directory_id", "directory")),
         directory_address=str(node.get("directory_address", "")),
         adapters=tuple(adapters),
-        rate_per_s=_positive(limits, "directory_rate_per_s", 1000.0, f"{path} [limits]"),
-        burst=max(1.0, _positive(limits, "directory_burst", 2000.0, f"{path} [limits]")),
-        sync_interval_s=_positive(node, "sync_interval_s", 5.0, where),
-        offline_grace_s=_positive(node, "offline_grace_s", 120.0, where),
-        checkpoint_interval_s=_positive(node, "checkpoint_interval_s", 10.0, where),
-        listen=address(server, "listen", "127.0.0.1:7101", swhere),
-        metrics_listen=address(server, "metrics_listen", "", swhere, optional=True),
-        reflection=flag(server, "reflection", False, swhere),
-        health_interval_s=_positive(server, "health_interval_s", 2.0, swhere),
+        rate_per_s=positive(limits, "directory_rate_per_s", 1000.0, f"{path} [limits]"),
+        burst=max(1.0, positive(limits, "directory_burst", 2000.0, f"{path} [limits]")),
+        sync_interval_s=positive(node, "sync_interval_s", 5.0, where),
+        offline_grace_s=positive(node, "offline_grace_s", 120.0, where),
+        checkpoint_interval_s=positive(node, "checkpoint_interval_s", 10.0, where),
+        server=load_server(data, path, DEFAULT_LISTEN),
     )
-
-
-def _positive(table: dict[str, object], key: str, default: float, where: str) -> float:
-    value = table.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{where}: '{key}' must be a positive number")
-    return float(value)

@@ -43,6 +43,9 @@ metrics_listen = "127.0.0.1:9464"
 # gRPC server reflection for generic clients (grpcurl); health checks are always served.
 reflection = false
 health_interval_s = 2.0
+# Logs on stderr: "text" or "json" (one event per line, with the request id), and the level.
+log_format = "text"
+log_level = "info"
 
 [limits]
 # Queries a second the directory may send, and the burst above that rate.

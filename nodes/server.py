@@ -211,7 +211,7 @@ async def start_node(
     if health is not None:
         health.add_to(server)
         await health.check()
-    if config.reflection:
+    if config.server.reflection:
         enable_reflection(server, [SERVICE.full_name])
     port = bind_reloading(server, listen, tls)
     await server.start()
@@ -219,8 +219,8 @@ async def start_node(
     metrics: Metrics | None = getattr(service, "metrics", None)
     node.metrics = metrics
     if metrics is not None:
-        if config.metrics_listen:
-            node.metrics_address = metrics.serve(config.metrics_listen)
+        if config.server.metrics_listen:
+            node.metrics_address = metrics.serve(config.server.metrics_listen)
         node.closers.append(_closing(metrics))
     audit: AuditLog | None = getattr(service, "audit", None)
     if audit is not None:
@@ -272,7 +272,7 @@ def _health(
     return HealthMonitor(
         [SERVICE.full_name],
         problem,
-        interval_s=config.health_interval_s,
+        interval_s=config.server.health_interval_s,
         metrics=metrics,
         refresh=refresh,
     )
@@ -293,7 +293,7 @@ def _final_checkpoint(audit: AuditLog) -> Callable[[], Awaitable[None]]:
 
 
 async def serve(config: NodeConfig, ready_file: Path | None) -> None:
-    node = await start_node(config, config.listen)
+    node = await start_node(config, config.server.listen)
     info = {"address": node.address}
     if node.metrics_address:
         info["metrics_address"] = node.metrics_address
@@ -304,4 +304,5 @@ async def serve(config: NodeConfig, ready_file: Path | None) -> None:
         f"node {config.node_id}",
         node.stop_background,
         drain=node.health.drain if node.health is not None else None,
+        grace_s=config.server.stop_grace_s,
     )

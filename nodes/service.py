@@ -17,9 +17,9 @@ from credex.errors import (
     PermissionDenied,
     Reason,
     ResourceExhausted,
-    rpc_errors,
 )
 from credex.group_commit import GroupCommit
+from credex.handlers import rpc_handler
 from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.ratelimit import RateLimiter
@@ -52,8 +52,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         commits: GroupCommit,
         metrics: Metrics,
     ) -> None:
-        self.commits = commits  # see rpc_errors: flushed before every reply
-        self.metrics = metrics  # see rpc_errors: every answer counted
+        self.commits = commits  # see rpc_handler: flushed before every reply
+        self.metrics = metrics  # see rpc_handler: every answer counted
         self._config = config
         self._key = key
         self._verifier = verifier
@@ -71,11 +71,11 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         return self._source.unreadable() or self.sync.stale()
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
-        """Audit a request refused before it could be read (called by `rpc_errors`)."""
+        """Audit a request refused before it could be read (called by `rpc_handler`)."""
         peer = peer_or_unknown(context)
         self.audit.append(malformed_entry(method, err, peer, self._config.node_id))
 
-    @rpc_errors
+    @rpc_handler
     async def Describe(
         self, request: node_pb2.DescribeRequest, context: Context
     ) -> node_pb2.DescribeResponse:
@@ -89,14 +89,14 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             registry_version=self.sync.version,
         )
 
-    @rpc_errors
+    @rpc_handler
     async def NotifyRevocations(
         self, request: node_pb2.NotifyRevocationsRequest, context: Context
     ) -> node_pb2.NotifyRevocationsResponse:
         require_peer(context, self._config.directory_id)
         return node_pb2.NotifyRevocationsResponse(synced_seq=self.sync.apply_feed(request.feed))
 
-    @rpc_errors
+    @rpc_handler
     async def ReceiveDispute(
         self, request: node_pb2.ReceiveDisputeRequest, context: Context
     ) -> node_pb2.ReceiveDisputeResponse:
@@ -121,7 +121,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         )
         return node_pb2.ReceiveDisputeResponse()
 
-    @rpc_errors
+    @rpc_handler
     async def QueryRecords(
         self, request: QueryRecordsRequest, context: Context
     ) -> QueryRecordsResponse:

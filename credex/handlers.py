@@ -1,0 +1,95 @@
+"""What every RPC handler gets: refusals mapped to their gRPC status (see credex.errors), a
+request id for its log lines, its writes on disk before the answer leaves, and one access line
+and metrics sample per call."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from credex.errors import (
+    REASON_KEY,
+    RETRY_KEY,
+    CredexError,
+    Internal,
+    InvalidArgument,
+    MalformedRequest,
+    Reason,
+    bounded,
+)
+from credex.logs import REQUEST_ID, incoming_request_id, log_access
+from credex.transport import peer_or_unknown
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Handler = Callable[..., Awaitable[T]]
+
+
+def rpc_handler(handler: Handler[T]) -> Handler[T]:
+    """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
+    anything else → INTERNAL without leaking internals. A servicer with `commits` (a
+    GroupCommit) has its writes on disk before the answer leaves; one with `metrics` counts
+    the answer by method, status code and refusal reason. Every call gets a request id (the
+    caller's x-request-id if it sent one) and one access log line."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+        started = time.perf_counter()
+        code, reason = grpc.StatusCode.OK, ""
+        token = REQUEST_ID.set(incoming_request_id(context))
+        try:
+            try:
+                if isinstance(request, MalformedRequest):
+                    err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
+                    record = getattr(self, "record_malformed", None)
+                    if record is not None:  # refusals before any handler ran are audited too
+                        record(handler.__name__, err, context)
+                    raise err
+                return await handler(self, request, context)
+            finally:  # nothing a reply or refusal reports (audit entries too) is left volatile
+                commits = getattr(self, "commits", None)
+                if commits is not None:
+                    await commits.flush()
+        except CredexError as err:
+            code, reason = err.code, str(err.reason)
+            await _abort(context, err)
+        except DecodeError as exc:
+            code, reason = grpc.StatusCode.INVALID_ARGUMENT, str(Reason.MALFORMED)
+            await _abort(context, InvalidArgument(Reason.MALFORMED, f"undecodable message: {exc}"))
+        except grpc.aio.AbortError:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code, reason = grpc.StatusCode.INTERNAL, str(Reason.INTERNAL)
+            log.exception("internal error in %s", handler.__name__)
+            await _abort(context, Internal(Reason.INTERNAL, "internal error"))
+        finally:
+            seconds = time.perf_counter() - started
+            metrics = getattr(self, "metrics", None)
+            if metrics is not None:
+                metrics.observe(handler.__name__, code, reason, seconds)
+            log_access(handler.__name__, code, reason, seconds, peer_or_unknown(context))
+            REQUEST_ID.reset(token)
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: CredexError) -> None:
+    trailers: list[tuple[str, str]] = [(REASON_KEY, str(err.reason))]
+    if err.retry_after_s is not None:
+        trailers.append((RETRY_KEY, str(max(1, round(err.retry_after_s * 1000)))))
+    await context.abort(
+        err.code, f"{err.reason}: {bounded(err.message)}", trailing_metadata=tuple(trailers)
+    )
