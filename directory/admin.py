@@ -8,6 +8,7 @@ from pathlib import Path
 
 from credex import pki, vocab
 from credex.audit import AuditLog
+from credex.backup import BackupManifest, write_backup
 from credex.clock import system_clock
 from credex.config import ConfigError, validate_member_id
 from credex.db import open_database
@@ -187,3 +188,15 @@ def import_subjects(
         return n_subjects, n_locations
     finally:
         db.conn.close()
+
+
+def backup_directory(settings: DirectorySettings, dest: Path) -> BackupManifest:
+    """Everything needed to run this directory elsewhere, taken while it serves: its home
+    with settings, keys, the CA, certificates and a consistent copy of its database."""
+    return write_backup(
+        settings.home,
+        dest,
+        databases=[settings.db_path],
+        needed=[settings.key_path, settings.ca_key_path, settings.tls_key_path],
+        owner=settings.directory_id,
+    )

@@ -160,6 +160,22 @@ def members(home: Home, json_out: Json = False) -> None:
 
 
 @app.command()
+def backup(
+    home: Home,
+    dest: Annotated[Path, typer.Argument(help="A new (or empty) folder for the backup.")],
+    json_out: Json = False,
+) -> None:
+    """Back up the directory while it serves: settings, keys, CA, certificates and a
+    consistent copy of its database. Restore with `credex-directory serve --home DEST`."""
+    with cli_errors():
+        manifest = admin.backup_directory(load_settings(home), dest)
+        if json_out:
+            print_json(manifest)
+        else:
+            typer.echo(f"backed up {len(manifest.files)} files to {dest}")
+
+
+@app.command()
 def status(
     home: Home,
     metrics: Annotated[

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 
+from credex.backup import BackupManifest, write_backup
 from credex.clock import Clock, system_clock, to_timestamp
 from credex.config import ConfigError
 from credex.db import open_database
@@ -132,3 +133,20 @@ async def resolve_dispute(
         return state
     finally:
         db.conn.close()
+
+
+def backup_node(
+    config: NodeConfig, dest: Path, *, include_records: bool = False
+) -> BackupManifest:
+    """Everything needed to run this node elsewhere, taken while it serves: its folder with
+    the config, keys, certificates, registry snapshot and a consistent copy of its state
+    database (the audit log among it). The operator's records database is theirs to back up
+    and is left out unless `include_records`."""
+    return write_backup(
+        config.path.parent,
+        dest,
+        databases=[config.state_db, *([config.records_db] if include_records else [])],
+        needed=[config.signing_key, config.tls_key, config.tls_cert, config.ca_cert],
+        exclude=[] if include_records else [config.records_db],
+        owner=config.node_id,
+    )

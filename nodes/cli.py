@@ -19,7 +19,7 @@ from credex.logs import setup_logging
 from credex.render import moment, terminal_console
 from credex.rotation import KeyFiles, rotate_key
 from credex.status import fetch_status, render_status, scrape_address
-from nodes.admin import Enrollment, init_node, list_disputes, resolve_dispute
+from nodes.admin import Enrollment, backup_node, init_node, list_disputes, resolve_dispute
 from nodes.config import load_node_config
 from nodes.config_check import check_config
 from nodes.example_config import write_example
@@ -148,6 +148,26 @@ def status(
             print_json(found)
         else:
             render_status(terminal_console(), found)
+
+
+@app.command()
+def backup(
+    config: Config,
+    dest: Annotated[Path, typer.Argument(help="A new (or empty) folder for the backup.")],
+    include_records: Annotated[
+        bool, typer.Option(help="Also copy the operator's records database.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Back up the node while it serves: config, keys, certificates, registry snapshot and a
+    consistent copy of its state database with the audit log. Restore by copying the folder
+    to the new host and running `credex-node serve DEST/<config>`."""
+    with cli_errors():
+        manifest = backup_node(load_node_config(config), dest, include_records=include_records)
+        if json_out:
+            print_json(manifest)
+        else:
+            typer.echo(f"backed up {len(manifest.files)} files to {dest}")
 
 
 @app.command("rotate-key")
