@@ -59,3 +59,12 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def unreadable(conn: sqlite3.Connection) -> str | None:
+    """Why the database behind `conn` cannot be read right now (gone, replaced, corrupt)."""
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        return str(exc)
+    return None

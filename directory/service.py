@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import grpc
@@ -11,7 +10,7 @@ import sqlite_utils
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog, malformed_entry
 from credex.clock import Clock, from_timestamp, to_timestamp
-from credex.db import transaction
+from credex.db import transaction, unreadable
 from credex.errors import (
     UNAUTHENTICATED_REASONS,
     AlreadyExists,
@@ -114,11 +113,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
 
     def health_problem(self) -> str | None:
         """Why the directory should not be sent requests now: its database is unusable."""
-        try:
-            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as exc:
-            return f"directory database unusable: {exc}"
-        return None
+        problem = unreadable(self._db.conn)
+        return f"directory database unusable: {problem}" if problem else None
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
         """Audit a request refused before it could be read (called by `rpc_handler`)."""

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -153,9 +153,15 @@ def prepare(
     return manifest
 
 
-def enroll_members(manifest: Manifest, root: Path, public_address: str) -> None:
+def enroll_members(
+    manifest: Manifest,
+    root: Path,
+    public_address: str,
+    node_hosts: Mapping[str, Sequence[str]] | None = None,
+) -> None:
     """Enroll every node and requester not yet a member, through the real enrollment service:
-    the operator issues a token, the member makes its keys and redeems it."""
+    the operator issues a token, the member makes its keys and redeems it. A node's
+    certificate names its `node_hosts` entry (default: localhost and 127.0.0.1)."""
     settings = DirectorySettings(home=directory_home(root))
     members = {m.member_id for m in directory_admin.list_members(settings)}
     for node in manifest.nodes:
@@ -170,6 +176,7 @@ def enroll_members(manifest: Manifest, root: Path, public_address: str) -> None:
             name=node.name,
             jurisdiction=node.jurisdiction,
             categories=node.categories,
+            hosts=(node_hosts or {}).get(node.id),
         )
         node_admin.init_node(
             node.config,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
@@ -11,6 +10,7 @@ import sqlite_utils
 
 from credex import vocab
 from credex.clock import from_timestamp, to_timestamp
+from credex.db import unreadable
 from credex.v1.common_pb2 import Record
 from nodes.config import AdapterSpec
 
@@ -58,11 +58,8 @@ class RecordSource:
 
     def unreadable(self) -> str | None:
         """Why the operator's database cannot be read right now, if it cannot."""
-        try:
-            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as exc:
-            return f"records database unreadable: {exc}"
-        return None
+        problem = unreadable(self._conn)
+        return f"records database unreadable: {problem}" if problem else None
 
     def fetch(
         self,

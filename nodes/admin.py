@@ -135,9 +135,7 @@ async def resolve_dispute(
         db.conn.close()
 
 
-def backup_node(
-    config: NodeConfig, dest: Path, *, include_records: bool = False
-) -> BackupManifest:
+def backup_node(config: NodeConfig, dest: Path, *, include_records: bool = False) -> BackupManifest:
     """Everything needed to run this node elsewhere, taken while it serves: its folder with
     the config, keys, certificates, registry snapshot and a consistent copy of its state
     database (the audit log among it). The operator's records database is theirs to back up

@@ -4,7 +4,7 @@ call the services: on real servers, over the same TLS as everything else."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,30 +33,27 @@ def fed(tmp_path_factory: pytest.TempPathFactory, loop: LoopThread) -> Iterator[
     federation.stop()
 
 
-def node_status(fed: Federation, node_id: str, service: str = "") -> Any:
+def health(fed: Federation, channel: Callable[[], grpc.aio.Channel], service: str) -> Any:
     async def check() -> Any:
-        channel = open_channel(fed.nodes[node_id].address, fed.directory_tls)
+        opened = channel()
         try:
-            stub = health_pb2_grpc.HealthStub(channel)
+            stub = health_pb2_grpc.HealthStub(opened)
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             return reply.status
         finally:
-            await channel.close(None)
+            await opened.close(None)
 
     return fed.loop.run(check())
+
+
+def node_status(fed: Federation, node_id: str, service: str = "") -> Any:
+    address = fed.nodes[node_id].address
+    return health(fed, lambda: open_channel(address, fed.directory_tls), service)
 
 
 def public_status(fed: Federation, service: str = "") -> Any:
-    async def check() -> Any:
-        channel = open_directory_channel(fed.public_address, TlsIdentity(fed.ca_pem))
-        try:
-            stub = health_pb2_grpc.HealthStub(channel)
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-            return reply.status
-        finally:
-            await channel.close(None)
-
-    return fed.loop.run(check())
+    anonymous = TlsIdentity(fed.ca_pem)
+    return health(fed, lambda: open_directory_channel(fed.public_address, anonymous), service)
 
 
 def recheck(fed: Federation, node_id: str) -> str | None:
