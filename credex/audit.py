@@ -21,7 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from credex.clock import Clock, to_timestamp
-from credex.db import transaction
+from credex.db import readonly_uri, transaction
 from credex.errors import CredexError, bounded
 from credex.keys import SigningKey, VerifyKey
 from credex.signing import parse, seal, verify
@@ -274,7 +274,7 @@ def verify_log(path: Path, key: VerifyKey | None = None) -> VerifyReport:
     if not path.is_file():
         return report.fail(None, f"{path} does not exist")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
         rows = _rows(conn)
         checkpoints = [
             (seq, bytes(blob))

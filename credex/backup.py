@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from credex.config import ConfigError
+from credex.db import readonly_uri
 
 MANIFEST = "backup.json"
 
@@ -28,7 +30,7 @@ class BackupManifest:
 def copy_database(source: Path, target: Path) -> None:
     """A consistent snapshot of the live database `source` written to `target`."""
     try:
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        src = sqlite3.connect(readonly_uri(source), uri=True)
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open {source}: {exc}") from None
     dst = sqlite3.connect(target)
@@ -52,36 +54,41 @@ def write_backup(
 ) -> BackupManifest:
     """Copy the server's folder `base` to `dest` (new or empty): `databases` through the
     backup API, every other file as it is (journals aside), `exclude` left out. Each file in
-    `needed` (keys, certificates) must lie inside `base`. Writes a manifest of SHA-256s."""
-    base = base.resolve()
-    dest = dest.resolve()
+    `needed` (keys, certificates) must lie inside `base`. Files are matched by what they
+    really are, so a link to an excluded or a database file is treated as that file; linked
+    folders are not followed. Writes a manifest of SHA-256s."""
+    base = Path(os.path.abspath(base))
+    dest = Path(os.path.abspath(dest))
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"{dest} is not empty: a backup goes to a new folder")
-    if dest.is_relative_to(base):
+    if dest.resolve().is_relative_to(base.resolve()):
         raise ConfigError(f"{dest} is inside {base}: put the backup somewhere else")
-    dbs = {path.resolve() for path in databases}
-    skipped = {path.resolve() for path in exclude}
-    for path in (*dbs, *(p.resolve() for p in needed)):
-        if not path.is_relative_to(base):
+    for path in (*databases, *needed):
+        if not Path(os.path.abspath(path)).is_relative_to(base):
             raise ConfigError(
                 f"{path} is outside {base}: keep the server's files in its folder to back it up"
             )
+    dbs = {path.resolve() for path in databases}
+    skipped = {path.resolve() for path in exclude}
     journals = {
-        f"{db}{suffix}" for db in (*dbs, *skipped) for suffix in ("-wal", "-shm", "-journal")
+        Path(f"{db}{suffix}") for db in (*dbs, *skipped) for suffix in ("-wal", "-shm", "-journal")
     }
     dest.mkdir(parents=True, exist_ok=True)
     copied: dict[str, str] = {}
+    found: set[Path] = set()
     for path in sorted(base.rglob("*")):
-        if not path.is_file() or path in skipped or str(path) in journals:
+        real = path.resolve()
+        if not path.is_file() or real in skipped or real in journals:
             continue
         target = dest / path.relative_to(base)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path in dbs:
-            copy_database(path, target)
+        if real in dbs:
+            copy_database(real, target)
+            found.add(real)
         else:
-            shutil.copy2(path, target)
+            shutil.copy2(real, target)
         copied[str(target.relative_to(dest))] = _sha256(target)
-    missing = [db for db in dbs if str(db.relative_to(base)) not in copied]
+    missing = sorted(dbs - found)
     if missing:
         raise ConfigError(f"database {missing[0]} does not exist")
     manifest = BackupManifest(owner, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), copied)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Collection, Mapping
@@ -87,15 +88,17 @@ def environment_overrides(
     prefix: str,
     schema: Mapping[str, Collection[str]],
     environ: Mapping[str, str] | None = None,
+    reserved: Collection[str] = (),
 ) -> list[str]:
     """Apply `PREFIX_TABLE_KEY=value` variables (e.g. CREDEX_NODE_SERVER_LISTEN) onto the
     config's tables, for keys `schema` knows; returns the variables applied. A value is read
-    as TOML (5, 2.5, true, "text") and otherwise taken as plain text."""
+    as TOML (5, 2.5, true, "text") and otherwise taken as plain text. `reserved` names
+    belong to the command line (e.g. CREDEX_DIRECTORY_HOME) and are left alone."""
     environ = os.environ if environ is None else environ
     applied = []
     tables = sorted(schema, key=len, reverse=True)  # purpose_limits before a shorter prefix
     for name in sorted(environ):
-        if not name.startswith(f"{prefix}_"):
+        if not name.startswith(f"{prefix}_") or name in reserved:
             continue
         rest = name.removeprefix(f"{prefix}_")
         table = next((t for t in tables if rest.startswith(f"{t.upper()}_")), None)
@@ -122,8 +125,13 @@ def _env_value(raw: str) -> Any:
 
 def positive(table: dict[str, Any], key: str, default: float, where: str) -> float:
     value = table.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{where}: '{key}' must be a positive number")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{where}: '{key}' must be a positive, finite number")
     return float(value)
 
 

@@ -30,18 +30,30 @@ def open_database(path: Path) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+READ_BUSY_TIMEOUT_MS = 250
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED: another writer holds it; it is readable
+
+
+def readonly_uri(path: Path) -> str:
+    """A SQLite URI opening `path` read-only, whatever characters its name holds."""
+    return f"file:{quote(str(path.resolve()))}?mode=ro"
+
+
 def open_readonly(path: Path) -> sqlite_utils.Database:
     """Open someone else's database so that credex cannot change it."""
     if not path.is_file():
         raise DatabaseError(f"database {path} does not exist")
     try:
         conn = sqlite3.connect(
-            f"file:{quote(str(path.resolve()))}?mode=ro",
+            readonly_uri(path),
             uri=True,
             isolation_level=None,
             check_same_thread=False,
         )
         conn.execute("PRAGMA query_only=ON")
+        # The operator's application may be writing: wait briefly for its lock, well within
+        # the directory's per-node deadline.
+        conn.execute(f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot open database {path} read-only: {exc}") from exc
@@ -66,5 +78,7 @@ def unreadable(conn: sqlite3.Connection) -> str | None:
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
+            return None
         return str(exc)
     return None

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from credex.db import DatabaseError
+
 
 class GroupCommit:
     """Tracks commits on one connection and makes them durable in shared fsyncs."""
@@ -24,7 +26,12 @@ class GroupCommit:
             row[2] for row in self._conn.execute("PRAGMA database_list") if row[1] == "main"
         )
         self._wal = Path(f"{main}-wal")
+        mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise DatabaseError(f"{main}: group commit needs WAL mode, not {mode}")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._wal_entry_synced = False  # the WAL's directory entry, synced once
+        self.failure: str | None = None  # a failed sync: nothing can be promised any more
         # sqlite's change counter is a C int that may wrap: only ever compare it for equality.
         self._durable_mark = self._conn.total_changes
         self._inflight: asyncio.Future[None] | None = None
@@ -44,7 +51,11 @@ class GroupCommit:
         return self._conn.total_changes != self._durable_mark
 
     async def flush(self) -> None:
-        """Return once every commit made before this call is on disk."""
+        """Return once every commit made before this call is on disk. After the disk has
+        failed a sync once, every flush fails: the kernel may have dropped the pages, so a
+        later sync that succeeds proves nothing (the database needs an operator)."""
+        if self.failure is not None:
+            raise OSError(self.failure)
         now = self._conn.total_changes
         if now == self._durable_mark:
             return
@@ -71,6 +82,21 @@ class GroupCommit:
     def _fsync(self) -> None:
         fd = os.open(self._wal, os.O_RDONLY)  # syncing covers the file, whichever descriptor
         try:
-            os.fdatasync(fd)
+            try:
+                os.fdatasync(fd)
+                if not self._wal_entry_synced:
+                    _sync_directory(self._wal.parent)
+                    self._wal_entry_synced = True
+            except OSError as exc:
+                self.failure = f"syncing {self._wal} failed: {exc}"
+                raise
         finally:
             os.close(fd)
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -65,15 +65,21 @@ class HealthMonitor:
         if not self._draining:
             for service in self._services:
                 await self.servicer.set(service, SERVING if problem is None else NOT_SERVING)
-        for refresh in self._refresh:
-            refresh()
         if self._metrics is not None:
             self._metrics.serving.set(0 if problem else 1)
+        for refresh in self._refresh:
+            try:
+                refresh()
+            except Exception:  # a gauge that cannot be read now must not stop the checks
+                log.exception("refreshing a metric failed")
         return problem
 
     async def run(self) -> None:
         while True:
-            await self.check()
+            try:
+                await self.check()
+            except Exception:
+                log.exception("health check failed")
             await asyncio.sleep(self._interval_s)
 
     async def drain(self) -> None:

@@ -13,6 +13,8 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from credex.config import ConfigError
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -67,8 +69,11 @@ class Metrics:
         try:
             number = int(port)
         except ValueError:
-            raise ValueError(f"metrics address {listen!r} is not host:port") from None
-        self._http = start_http_server(number, addr=host.strip("[]"), registry=self.registry)
+            raise ConfigError(f"metrics address {listen!r} is not host:port") from None
+        try:
+            self._http = start_http_server(number, addr=host.strip("[]"), registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"metrics_listen {listen}: {exc.strerror or exc}") from None
         return f"{host}:{self._http[0].server_port}"
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from credex.audit import META, TABLE
+from credex.db import readonly_uri
 
 # A query the directory marked so never reached the node, or never came back: the node may
 # rightly have no entry for it.
@@ -39,7 +40,7 @@ def _read(path: Path, sql: str) -> list[tuple[str, ...]]:
     if not path.is_file():
         raise ValueError(f"{path} does not exist")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
         try:
             return [tuple(str(v) for v in row) for row in conn.execute(sql)]
         finally:

@@ -59,7 +59,10 @@ async def run_until_stopped(
         if ready_file is not None:
             remove_ready_file(ready_file)
         if drain is not None:
-            await drain()
+            try:
+                await drain()
+            except Exception:  # stopping must go on whatever the health service does
+                log.exception("draining failed")
         await asyncio.gather(*(server.stop(grace_s) for server in servers))
         if on_stop is not None:
             await on_stop()

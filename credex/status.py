@@ -3,6 +3,7 @@ read from its Prometheus endpoint (so it shows exactly what monitoring sees)."""
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -57,10 +58,13 @@ def fetch_status(address: str, timeout_s: float = 5.0) -> ServerStatus:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
             text = response.read().decode()
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConfigError(f"cannot read metrics at {url}: {reason}") from None
-    return parse_status(address, text)
+        raise ConfigError(f"cannot read metrics at {url}: {reason!s}") from None
+    try:
+        return parse_status(address, text)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{url} does not serve credex metrics: {exc}") from None
 
 
 def parse_status(address: str, text: str) -> ServerStatus:

@@ -22,6 +22,7 @@ from credex.config import (
 
 SETTINGS_FILE = "directory.toml"
 ENV_PREFIX = "CREDEX_DIRECTORY"
+RESERVED_ENV = frozenset({"CREDEX_DIRECTORY_HOME"})  # the command line's --home
 DEFAULT_LISTEN = "127.0.0.1:7100"
 DEFAULT_PUBLIC_LISTEN = "127.0.0.1:7099"
 # The settings directory.toml (and CREDEX_DIRECTORY_<TABLE>_<KEY> variables) may give.
@@ -149,7 +150,7 @@ def load_settings(home: Path, environ: Mapping[str, str] | None = None) -> Direc
             f"run `credex-directory init --home {home}`"
         )
     data = load_toml(path)
-    applied = environment_overrides(data, ENV_PREFIX, SCHEMA, environ)
+    applied = environment_overrides(data, ENV_PREFIX, SCHEMA, environ, reserved=RESERVED_ENV)
     try:
         return _settings(home, path, data)
     except ConfigError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -34,7 +35,9 @@ class Publisher:
         consents: ConsentStore,
         channels: ChannelPool,
         clock: Clock,
+        durable: Callable[[], Awaitable[None]],
     ) -> None:
+        self._durable = durable  # a change is on disk before any node hears of it
         self._key = key
         self._directory_id = directory_id
         self._registry = registry
@@ -90,6 +93,9 @@ class Publisher:
     async def _push_one(self, node_id: str, endpoint: str, feed: NotifyRevocationsRequest) -> None:
         stub = NodeServiceStub(self._channels.get(endpoint))
         try:
+            await self._durable()
             await stub.NotifyRevocations(feed, timeout=PUSH_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             log.info("push to %s failed (%s); it will pull", node_id, exc.code().name)
+        except OSError as exc:  # the change could not be made durable: nothing is sent
+            log.error("not pushing to %s: %s", node_id, exc)

@@ -109,6 +109,7 @@ def build_services(
         consents=consents,
         channels=channels,
         clock=clock,
+        durable=commits.flush,
     )
     disputes = DisputeDesk(
         db=db, locator=locator, registry=registry, channels=channels, key=key, clock=clock
@@ -213,6 +214,9 @@ async def start_directory(
         health.add_to(server)
         if settings.server.reflection:
             enable_reflection(server, [SERVICES[name].full_name for name in names])
+    metrics_address = ""
+    if settings.server.metrics_listen:  # a busy port fails before anything serves
+        metrics_address = services.metrics.serve(settings.server.metrics_listen)
     await members_server.start()
     await public_server.start()
     directory = RunningDirectory(
@@ -226,13 +230,12 @@ async def start_directory(
         commits=services.commits,
         health=health,
         metrics=services.metrics,
+        metrics_address=metrics_address,
         tasks=[
             asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s)),
             asyncio.create_task(health.run()),
         ],
     )
-    if settings.server.metrics_listen:
-        directory.metrics_address = services.metrics.serve(settings.server.metrics_listen)
     return directory
 
 

@@ -112,7 +112,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self._clock = clock
 
     def health_problem(self) -> str | None:
-        """Why the directory should not be sent requests now: its database is unusable."""
+        """Why the directory should not be sent requests now: its database is unusable or
+        the disk failed to sync it."""
+        if self.commits.failure is not None:
+            return self.commits.failure
         problem = unreadable(self._db.conn)
         return f"directory database unusable: {problem}" if problem else None
 
@@ -263,6 +266,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         except CredexError as err:
             self._audit_refusal(request, err, context)
             raise
+        # The nonce, the quota and the consent's use are on disk before any node discloses.
+        await self.commits.flush()
         calls = self._plan(authorized)
         req = authorized.request
         queries = [

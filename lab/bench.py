@@ -25,6 +25,7 @@ from typing import Any
 
 from credex import vocab
 from credex.client import RequesterClient, SubjectClient
+from credex.db import readonly_uri
 from credex.tls import TlsIdentity
 from directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings
 from lab.ceiling import PROFILE, REQUEST_BYTES, ceiling_channel
@@ -408,7 +409,7 @@ def largest_node_records(root: Path) -> dict[str, int]:
     """Rows in the biggest table of each node's database: what the node holds."""
     out = {}
     for node in load_manifest(root).nodes:
-        conn = sqlite3.connect(f"file:{node.directory / 'records.db'}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(node.directory / "records.db"), uri=True)
         try:
             tables = [
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")

@@ -4,6 +4,7 @@ parameter :local_id, return the columns a record needs and find the subject thro
 
 from __future__ import annotations
 
+import difflib
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -11,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from credex import vocab
-from credex.config import ConfigError
+from credex.config import ConfigError, load_toml
 from credex.db import DatabaseError, open_readonly
 from nodes.adapters import REQUIRED_COLUMNS, RecordSource
-from nodes.config import AdapterSpec, NodeConfig, load_node_config
+from nodes.config import SCHEMA, AdapterSpec, NodeConfig, load_node_config
 
+ADAPTER_KEYS = frozenset({"category", "sql"})
 PARAMETER = ":local_id"
 
 
@@ -36,8 +38,13 @@ class Problem:
 class ConfigLines:
     """Line numbers (1-based) of the keys a problem can come from."""
 
-    node: dict[str, int] = field(default_factory=dict)
+    headers: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
     adapters: list[dict[str, int]] = field(default_factory=list)
+
+    @property
+    def node(self) -> dict[str, int]:
+        return self.tables.get("node", {})
 
     def adapter(self, index: int, key: str = "sql") -> int | None:
         if index >= len(self.adapters):
@@ -51,7 +58,8 @@ _KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
 
 
 def config_lines(text: str) -> ConfigLines:
-    """Where [node] keys and each [[adapter]]'s keys are (TOML parsers keep no positions)."""
+    """Where each table's keys and each [[adapter]]'s keys are (TOML parsers keep no
+    positions)."""
     lines = ConfigLines()
     table = ""
     for number, line in enumerate(text.splitlines(), 1):
@@ -59,12 +67,14 @@ def config_lines(text: str) -> ConfigLines:
             table = header.group(2)
             if header.group(1) == "[[" and table == "adapter":
                 lines.adapters.append({"header": number})
+            else:
+                lines.headers.setdefault(table, number)
             continue
         if key := _KEY.match(line):
-            if table == "node":
-                lines.node.setdefault(key.group(1), number)
-            elif table == "adapter" and lines.adapters:
+            if table == "adapter" and lines.adapters:
                 lines.adapters[-1].setdefault(key.group(1), number)
+            elif table != "adapter":
+                lines.tables.setdefault(table, {}).setdefault(key.group(1), number)
     return lines
 
 
@@ -99,7 +109,8 @@ def parameters(sql: str) -> list[str]:
     for position, ch in _code(sql):
         kept[position] = ch
     text = "".join(kept)
-    return re.findall(r"\?\d*|[:@$][A-Za-z0-9_]+", text)
+    # `$`, `:` and `@` start a parameter only where no name continues (amount$usd is a name).
+    return re.findall(r"\?\d*|(?<![A-Za-z0-9_$])[:@$][A-Za-z0-9_]+", text)
 
 
 def first_keyword(sql: str) -> str:
@@ -146,23 +157,56 @@ def check_adapter(conn: sqlite3.Connection, spec: AdapterSpec, line: int | None)
     return _plan_problems(conn, spec, line, what)
 
 
+_COMPARED = re.compile(
+    r"(?:[A-Za-z_][A-Za-z0-9_]*\.)?([A-Za-z_][A-Za-z0-9_]*)\s*(?:==?|\bIN\s*\()\s*:local_id\b"
+    r"|:local_id\s*==?\s*(?:[A-Za-z_][A-Za-z0-9_]*\.)?([A-Za-z_][A-Za-z0-9_]*)",
+    re.IGNORECASE,
+)
+
+
+def compared_columns(sql: str) -> set[str]:
+    """The columns `sql` compares with :local_id (outside strings and comments)."""
+    code = "".join(ch for _, ch in _code(sql))
+    return {(a or b).lower() for a, b in _COMPARED.findall(code)}
+
+
 def _plan_problems(
     conn: sqlite3.Connection, spec: AdapterSpec, line: int | None, what: str
 ) -> list[Problem]:
-    """The first table the query reads must be found through an index by :local_id."""
+    """Per EXPLAIN QUERY PLAN: no table is read in full, and an index finds the rows by the
+    column compared with :local_id."""
     steps = [
         str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {spec.sql}", {"local_id": ""})
     ]
-    reads = [s for s in steps if s.startswith(("SEARCH ", "SCAN ")) and s != "SCAN CONSTANT ROW"]
-    if reads and reads[0].startswith("SEARCH "):
+    subqueries = {s.split()[1] for s in steps if s.startswith(("MATERIALIZE ", "CO-ROUTINE "))}
+    scanned = [
+        name
+        for s in steps
+        if s.startswith("SCAN ") and s != "SCAN CONSTANT ROW"
+        for name in [s.split()[1]]
+        if name not in subqueries and not name.startswith("(")
+    ]
+    scanned += [s.split()[1] for s in steps if "AUTOMATIC" in s and s.startswith("SEARCH ")]
+    searches = [s.lower() for s in steps if s.startswith("SEARCH ")]
+    columns = compared_columns(spec.sql)
+    keyed = any(
+        f"({column}=?" in step or f" {column}=?" in step or "(rowid=?)" in step
+        for step in searches
+        for column in columns
+    )
+    if scanned:
+        detail = f"reads every row of {', '.join(dict.fromkeys(scanned))}"
+    elif not searches:
+        detail = "reads no table through an index"
+    elif columns and not keyed:
+        detail = f"no index on {', '.join(sorted(columns))}"
+    else:
         return []
-    scanned = [s.split()[1] for s in reads if s.startswith("SCAN ")]
-    detail = f"reads every row of {', '.join(scanned)}" if scanned else "reads no table"
     return [
         Problem(
             line,
             f"{what}: the lookup by {PARAMETER} uses no index ({detail}); "
-            "create an index on the column compared with :local_id",
+            "create an index on the column compared with :local_id (and on join columns)",
             fatal=False,
         )
     ]
@@ -190,7 +234,7 @@ def check_config(path: Path) -> list[Problem]:
         config = load_node_config(path)
     except ConfigError as exc:
         return [Problem(_line_of(str(exc), lines), str(exc).removeprefix(f"{path}").lstrip(": "))]
-    problems: list[Problem] = []
+    problems = unknown_settings(load_toml(path), lines)
     records_line = lines.node.get("records_db")
     if config.records_db.resolve() == config.state_db.resolve():
         problems.append(
@@ -207,6 +251,32 @@ def check_config(path: Path) -> list[Problem]:
         return problems + adapter_problems(db.conn, config.adapters, lines)
     finally:
         db.conn.close()
+
+
+def unknown_settings(data: dict[str, object], lines: ConfigLines) -> list[Problem]:
+    """Tables and keys the node does not know: a misspelt setting would silently keep its
+    default."""
+    problems = []
+    for table, value in data.items():
+        if table == "adapter":
+            for index, adapter in enumerate(value if isinstance(value, list) else []):
+                for key in sorted(set(adapter) - ADAPTER_KEYS) if isinstance(adapter, dict) else ():
+                    problems.append(
+                        Problem(
+                            lines.adapter(index, key), f"unknown setting {key!r} in [[adapter]]"
+                        )
+                    )
+            continue
+        if table not in SCHEMA:
+            problems.append(Problem(lines.headers.get(table), f"unknown table [{table}]"))
+            continue
+        for key in sorted(value) if isinstance(value, dict) else ():
+            if key not in SCHEMA[table]:
+                near = difflib.get_close_matches(key, SCHEMA[table], n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                line = lines.tables.get(table, {}).get(key)
+                problems.append(Problem(line, f"unknown setting {key!r} in [{table}]{hint}"))
+    return problems
 
 
 def _line_of(message: str, lines: ConfigLines) -> int | None:

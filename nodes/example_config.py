@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 TEMPLATE = '''\
 # credex node configuration. Relative paths are relative to this file.
-# Check it against your database with:   credex-node check-config {config}
-# Then create keys and enroll with:      credex-node init {config} --enroll HOST:PORT \\
-#                                            --token TOKEN --ca-cert ca.crt
+# Check it against your database with:
+#   credex-node check-config {config}
+# Then create keys and enroll with:
+#   credex-node init {config} --enroll HOST:PORT --token TOKEN --ca-cert ca.crt
 
 [node]
 # Your member id in the federation, as the directory operator registered it.
-id = "{node_id}"
-name = "{node_id}"
+id = {node_id}
+name = {node_id}
 jurisdiction = "CN"
 # Your own database. credex opens it read-only and never writes to it.
-records_db = "{records_db}"
+records_db = {records_db}
 # credex's own state (nonces, audit log, registry snapshot): a separate file it may write.
 state_db = "credex-node.db"
 # Key files, created by `credex-node init` (the TLS ones when you enroll).
@@ -74,6 +76,8 @@ WHERE l.customer_id = :local_id
 def write_example(path: Path, *, node_id: str, records_db: str) -> None:
     """Write the example config; refuses to replace an existing file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = TEMPLATE.format(config=path.name, node_id=node_id, records_db=records_db)
+    text = TEMPLATE.format(
+        config=path.resolve(), node_id=json.dumps(node_id), records_db=json.dumps(records_db)
+    )  # a JSON string is a valid TOML basic string, whatever the path holds
     with path.open("x") as out:
         out.write(text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -59,13 +58,17 @@ class RunningNode:
         await self.stop_background()  # the last checkpoint covers the grace period too
 
     async def stop_background(self) -> None:
+        """Cancel the background tasks and run every closer, even after one has failed."""
         for task in self.tasks:
             task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for result in await asyncio.gather(*self.tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("a background task had failed: %r", result)
         for close in self.closers:
-            await close()
+            try:
+                await close()
+            except Exception:
+                log.exception("closing failed")
 
 
 def tls_identity(config: NodeConfig) -> TlsIdentity:
@@ -214,13 +217,19 @@ async def start_node(
     if config.server.reflection:
         enable_reflection(server, [SERVICE.full_name])
     port = bind_reloading(server, listen, tls)
-    await server.start()
-    node = RunningNode(server=server, address=f"{listen.rsplit(':', 1)[0]}:{port}", health=health)
     metrics: Metrics | None = getattr(service, "metrics", None)
-    node.metrics = metrics
+    metrics_address = ""
+    if metrics is not None and config.server.metrics_listen:  # a busy port fails before serving
+        metrics_address = metrics.serve(config.server.metrics_listen)
+    await server.start()
+    node = RunningNode(
+        server=server,
+        address=f"{listen.rsplit(':', 1)[0]}:{port}",
+        health=health,
+        metrics=metrics,
+        metrics_address=metrics_address,
+    )
     if metrics is not None:
-        if config.server.metrics_listen:
-            node.metrics_address = metrics.serve(config.server.metrics_listen)
         node.closers.append(_closing(metrics))
     audit: AuditLog | None = getattr(service, "audit", None)
     if audit is not None:

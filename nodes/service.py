@@ -66,9 +66,10 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
 
     def health_problem(self) -> str | None:
-        """Why this node should not be sent queries now: its records are unreadable or its
-        registry snapshot is too old to check requesters and revocations against."""
-        return self._source.unreadable() or self.sync.stale()
+        """Why this node should not be sent queries now: the disk failed to sync its state,
+        its records are unreadable, or its registry snapshot is too old to check requesters
+        and revocations against."""
+        return self.commits.failure or self._source.unreadable() or self.sync.stale()
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
         """Audit a request refused before it could be read (called by `rpc_handler`)."""

@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+from credex.backup import write_backup
 from credex.client import RequesterClient, SubjectClient
+from credex.config import ConfigError
 from credex.member_home import MemberHome
 from credex.serving import read_ready_file
 from credex.v1.common_pb2 import Category, Purpose
@@ -132,3 +137,48 @@ def test_a_restored_backup_serves_the_same_answers(tmp_path: Path) -> None:
     ):
         verified = cli("credex", "audit", "verify", str(db), "--key", str(key), "--json")
         assert json.loads(verified.stdout)["ok"] is True
+
+
+def make_db(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("INSERT INTO t VALUES (?)", (value,))
+    conn.commit()
+    conn.close()
+
+
+def test_a_folder_name_with_uri_characters_is_backed_up_whole(tmp_path: Path) -> None:
+    base = tmp_path / "node #1 %20?x"
+    make_db(base / "state.db", "kept")
+    manifest = write_backup(base, tmp_path / "out", databases=[base / "state.db"], owner="n")
+    assert "state.db" in manifest.files
+    conn = sqlite3.connect(tmp_path / "out" / "state.db")
+    assert conn.execute("SELECT v FROM t").fetchall() == [("kept",)]
+    conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node #1 %20?x", "out"]
+
+
+def test_a_linked_records_database_is_still_left_out(tmp_path: Path) -> None:
+    make_db(tmp_path / "data" / "records.db", "SECRET-ROW")
+    base = tmp_path / "node"
+    make_db(base / "state.db", "state")
+    (base / "records.db").symlink_to(tmp_path / "data" / "records.db")
+    (base / "node.key").write_text("key")
+    manifest = write_backup(
+        base, tmp_path / "out", databases=[base / "state.db"],
+        exclude=[base / "records.db"], owner="n",
+    )  # fmt: skip
+    assert sorted(manifest.files) == ["node.key", "state.db"]
+    assert not (tmp_path / "out" / "records.db").exists()
+
+
+def test_a_backup_may_not_go_inside_what_it_copies(tmp_path: Path) -> None:
+    make_db(tmp_path / "node" / "state.db", "x")
+    with pytest.raises(ConfigError, match="inside"):
+        write_backup(tmp_path / "node", tmp_path / "node" / "b",
+                     databases=[tmp_path / "node" / "state.db"], owner="n")  # fmt: skip
+    with pytest.raises(ConfigError, match="outside"):
+        write_backup(tmp_path / "node", tmp_path / "out",
+                     databases=[tmp_path / "elsewhere.db"], owner="n")  # fmt: skip

@@ -75,9 +75,11 @@ def test_a_bad_value_names_the_variable(node_config: Path) -> None:
     [
         ("log_format", '"xml"', "'log_format' must be one of text, json"),
         ("log_level", '"loud"', "'log_level' must be one of"),
-        ("stop_grace_s", "0", "'stop_grace_s' must be a positive number"),
+        ("stop_grace_s", "0", "'stop_grace_s' must be a positive, finite number"),
         ("reflection", '"yes"', "'reflection' must be true or false"),
         ("metrics_listen", '"9464"', "'metrics_listen' must be host:port"),
+        ("health_interval_s", "nan", "'health_interval_s' must be a positive, finite number"),
+        ("stop_grace_s", "inf", "'stop_grace_s' must be a positive, finite number"),
     ],
 )
 def test_server_table_values_are_checked(
@@ -119,3 +121,15 @@ def test_serve_refuses_a_bad_override_with_a_message(node_config: Path) -> None:
     assert result.returncode == 2
     assert "log_level" in result.stderr and "CREDEX_NODE_SERVER_LOG_LEVEL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_home_variable_of_the_command_line_is_not_a_setting(tmp_path: Path) -> None:
+    home = tmp_path / "directory"
+    directory_admin.init_home(home)
+    assert load_settings(home, environ={"CREDEX_DIRECTORY_HOME": str(home)}).home == home
+    env = {**os.environ, "CREDEX_DIRECTORY_HOME": str(home)}
+    listed = subprocess.run(
+        [str(BIN / "credex-directory"), "members", "--json"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr

@@ -64,6 +64,26 @@ def test_parameters_outside_quotes_and_comments() -> None:
     sql = "SELECT ':x', \"@y\", [$z] -- :c\n FROM t /* ?9 */ WHERE a = :local_id AND b = ?2"
     assert parameters(sql) == [":local_id", "?2"]
     assert parameters("SELECT 'it''s :no' FROM t WHERE a = @who") == ["@who"]
+    assert parameters("SELECT amount$usd FROM t WHERE a = :local_id") == [":local_id"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "detail"),
+    [
+        (GOOD.replace("WHERE customer_id", "WHERE status = 'open' AND customer_id"),
+         "no index on customer_id"),
+        (GOOD.replace("FROM loans WHERE", "FROM loans JOIN notes ON cust = customer_id WHERE"),
+         "reads every row of notes"),
+    ],
+)  # fmt: skip
+def test_any_full_read_is_a_problem(tmp_path: Path, records: Path, sql: str, detail: str) -> None:
+    conn = sqlite3.connect(records)
+    conn.execute("CREATE INDEX loans_status ON loans (status)")
+    conn.execute("CREATE TABLE notes (note_id INTEGER PRIMARY KEY, cust TEXT)")
+    conn.commit()
+    conn.close()
+    (problem,) = check_config(write_config(tmp_path, ("financial", sql)))
+    assert f"uses no index ({detail})" in problem.message and not problem.fatal
 
 
 def test_a_good_config_has_no_problem(tmp_path: Path, records: Path) -> None:
@@ -124,6 +144,21 @@ def test_check_config_only_reads_the_operator_database(tmp_path: Path, records: 
     assert sorted(p.name for p in tmp_path.iterdir()) == files  # no journal, no state file
     with sqlite3.connect(records) as conn:
         assert conn.execute("SELECT count(*) FROM fines").fetchone()[0] == 1
+
+
+def test_unknown_settings_are_problems_with_a_hint(tmp_path: Path, records: Path) -> None:
+    path = write_config(tmp_path, ("financial", GOOD), node="sync_interval = 5")
+    text = path.read_text() + '\n[server]\nmetric_listen = "127.0.0.1:9464"\n\n[servr]\nx = 1\n'
+    path.write_text(text.replace('category = "financial"', 'category = "financial"\nlimit = 5'))
+    problems = check_config(path)
+    assert sorted((p.line or 0, p.message) for p in problems) == [
+        (line_of(path, "sync_interval"),
+         "unknown setting 'sync_interval' in [node] (did you mean 'sync_interval_s'?)"),
+        (line_of(path, "limit = 5"), "unknown setting 'limit' in [[adapter]]"),
+        (line_of(path, "metric_listen"),
+         "unknown setting 'metric_listen' in [server] (did you mean 'metrics_listen'?)"),
+        (line_of(path, "[servr]"), "unknown table [servr]"),
+    ]  # fmt: skip
 
 
 def test_a_missing_database_names_the_records_db_line(tmp_path: Path) -> None:

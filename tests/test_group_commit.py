@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 
 import pytest
 
-from credex.db import open_database, transaction
+from credex import group_commit
+from credex.db import DatabaseError, open_database, transaction
 from credex.group_commit import GroupCommit
 
 
@@ -94,3 +96,31 @@ def test_a_failed_sync_fails_every_waiter_and_the_next_flush_retries(tmp_path: P
     moved.rename(wal)
     asyncio.run(commits.flush())
     assert not commits.pending and commits.syncs == 1
+
+
+def test_a_failed_disk_sync_fails_every_later_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After fdatasync reports an error the kernel may have dropped the pages, so a later
+    sync that succeeds proves nothing. (The failing disk is simulated: none can be had here.)"""
+    commits, db = committer(tmp_path)
+    db.conn.execute("INSERT INTO t VALUES (1)")  # type: ignore[attr-defined]
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(group_commit.os, "fdatasync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        asyncio.run(commits.flush())
+    monkeypatch.undo()  # the disk "recovers"
+    assert commits.failure is not None and "Input/output error" in commits.failure
+    with pytest.raises(OSError, match=r"syncing .* failed"):
+        asyncio.run(commits.flush())
+    assert commits.syncs == 0
+
+
+def test_group_commit_needs_wal_mode(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "state.db")
+    db.conn.execute("PRAGMA journal_mode=DELETE")
+    with pytest.raises(DatabaseError, match="needs WAL mode"):
+        GroupCommit(db)

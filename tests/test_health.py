@@ -3,7 +3,9 @@ call the services: on real servers, over the same TLS as everything else."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from credex.db import open_readonly, unreadable
+from credex.health import HealthMonitor
+from credex.metrics import Metrics
 from credex.tls import TlsIdentity
 from credex.transport import DIRECTORY_NAME, open_channel, open_directory_channel
 from tests.harness import Federation, LoopThread, start_federation
@@ -162,3 +167,45 @@ def test_draining_turns_not_serving_and_stays_so(fed: Federation) -> None:
     assert node_status(fed, "volunteers") == NOT_SERVING
     assert recheck(fed, "volunteers") == "draining"
     assert node_status(fed, "volunteers") == NOT_SERVING
+
+
+def test_a_failing_gauge_does_not_stop_the_health_checks() -> None:
+    calls = {"probe": 0}
+
+    def probe() -> str | None:
+        calls["probe"] += 1
+        return None
+
+    def broken_gauge() -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    async def ticks() -> tuple[str | None, int]:
+        metrics = Metrics("node", "n")
+        monitor = HealthMonitor(
+            ["credex.v1.NodeService"], probe, interval_s=0.01, metrics=metrics,
+            refresh=[broken_gauge],
+        )  # fmt: skip
+        task = asyncio.create_task(monitor.run())
+        await asyncio.sleep(0.2)
+        assert not task.done()
+        task.cancel()
+        assert metrics.registry.get_sample_value("credex_serving") == 1.0
+        return monitor.problem, calls["probe"]
+
+    problem, probes = asyncio.run(ticks())
+    assert problem is None and probes > 3
+
+
+def test_a_writer_holding_the_records_lock_is_not_a_failure(tmp_path: Path) -> None:
+    path = tmp_path / "records.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    reader = open_readonly(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    assert unreadable(reader.conn) is None
+    writer.execute("COMMIT")
+    path.write_bytes(b"junk" * 1000)
+    assert unreadable(reader.conn) is not None

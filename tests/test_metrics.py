@@ -4,6 +4,10 @@ method and code, latency, refusals by reason, node answers, audit size, certific
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +22,8 @@ from credex.metrics import Metrics
 from credex.status import fetch_status, parse_status, scrape_address
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
-from tests.commands import cli
+from directory import admin as directory_admin
+from tests.commands import BIN, cli
 from tests.harness import Federation, LoopThread, start_federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -157,3 +162,40 @@ def test_parse_ignores_what_it_does_not_know() -> None:
     text = "# HELP other_total x\n# TYPE other_total counter\nother_total 3\n"
     status = parse_status("h:1", text)
     assert status.requests == {} and not status.serving
+
+
+def test_a_busy_metrics_port_is_a_clear_error_before_anything_serves(tmp_path: Path) -> None:
+    home = tmp_path / "directory"
+    directory_admin.init_home(home)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "CREDEX_DIRECTORY_SERVER_METRICS_LISTEN": f"127.0.0.1:{port}"}
+        result = subprocess.run(
+            [str(BIN / "credex-directory"), "serve", "--home", str(home),
+             "--listen", "127.0.0.1:0", "--public-listen", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"metrics_listen 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+def test_status_of_something_that_is_not_a_metrics_endpoint() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"\x00\x01garbage\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        with pytest.raises(ConfigError, match="cannot read metrics"):
+            fetch_status(address, timeout_s=5)
+        thread.join(5)
