@@ -135,6 +135,18 @@ def positive(table: dict[str, Any], key: str, default: float, where: str) -> flo
     return float(value)
 
 
+def non_negative(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(f"{where}: '{key}' must be a finite number, zero or more")
+    return float(value)
+
+
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -150,6 +162,9 @@ class ServerSettings:
     log_format: str = "text"
     log_level: str = "info"
     stop_grace_s: float = 10.0  # how long calls in flight may take to finish on SIGTERM
+    # On SIGTERM, how long to keep serving while health says NOT_SERVING, so that load
+    # balancers stop sending before calls are refused.
+    drain_delay_s: float = 0.0
 
 
 SERVER_KEYS = frozenset(f.name for f in fields(ServerSettings))
@@ -168,4 +183,5 @@ def load_server(data: dict[str, Any], path: Path, default_listen: str) -> Server
         log_format=choice(table, "log_format", "text", LOG_FORMATS, where),
         log_level=choice(table, "log_level", "info", LOG_LEVELS, where),
         stop_grace_s=positive(table, "stop_grace_s", 10.0, where),
+        drain_delay_s=non_negative(table, "drain_delay_s", 0.0, where),
     )

@@ -42,9 +42,11 @@ async def run_until_stopped(
     on_stop: Callable[[], Awaitable[None]] | None = None,
     drain: Callable[[], Awaitable[None]] | None = None,
     grace_s: float = 10.0,
+    drain_delay_s: float = 0.0,
 ) -> None:
-    """Serve until SIGTERM or SIGINT; then `drain` (health turns NOT_SERVING), refuse new
-    calls, let those in flight finish within the grace period, and `on_stop`."""
+    """Serve until SIGTERM or SIGINT; then `drain` (health turns NOT_SERVING), keep serving
+    `drain_delay_s` so load balancers notice, refuse new calls, let those in flight finish
+    within the grace period, and `on_stop`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,6 +65,9 @@ async def run_until_stopped(
                 await drain()
             except Exception:  # stopping must go on whatever the health service does
                 log.exception("draining failed")
+        if drain_delay_s > 0:
+            log.info("%s still serving for %gs while health is NOT_SERVING", name, drain_delay_s)
+            await asyncio.sleep(drain_delay_s)
         await asyncio.gather(*(server.stop(grace_s) for server in servers))
         if on_stop is not None:
             await on_stop()

@@ -76,6 +76,10 @@ health_interval_s = 2.0
 # Logs on stderr: "text" or "json" (one event per line), and the least level written.
 log_format = "text"
 log_level = "info"
+# On SIGTERM: keep answering this long while health says NOT_SERVING (for load balancers),
+# then give calls in flight this long to finish.
+drain_delay_s = 0.0
+stop_grace_s = 10.0
 
 # Profiles a requester may obtain about one subject for one purpose per calendar month (UTC).
 [purpose_limits]

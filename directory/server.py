@@ -252,4 +252,5 @@ async def serve(settings: DirectorySettings, ready_file: Path | None) -> None:
         on_stop=directory.close_background,
         drain=directory.health.drain,
         grace_s=settings.server.stop_grace_s,
+        drain_delay_s=settings.server.drain_delay_s,
     )

@@ -48,6 +48,10 @@ health_interval_s = 2.0
 # Logs on stderr: "text" or "json" (one event per line, with the request id), and the level.
 log_format = "text"
 log_level = "info"
+# On SIGTERM: keep answering this long while health says NOT_SERVING (for load balancers),
+# then give calls in flight this long to finish.
+drain_delay_s = 0.0
+stop_grace_s = 10.0
 
 [limits]
 # Queries a second the directory may send, and the burst above that rate.

@@ -314,4 +314,5 @@ async def serve(config: NodeConfig, ready_file: Path | None) -> None:
         node.stop_background,
         drain=node.health.drain if node.health is not None else None,
         grace_s=config.server.stop_grace_s,
+        drain_delay_s=config.server.drain_delay_s,
     )

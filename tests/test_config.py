@@ -80,6 +80,7 @@ def test_a_bad_value_names_the_variable(node_config: Path) -> None:
         ("metrics_listen", '"9464"', "'metrics_listen' must be host:port"),
         ("health_interval_s", "nan", "'health_interval_s' must be a positive, finite number"),
         ("stop_grace_s", "inf", "'stop_grace_s' must be a positive, finite number"),
+        ("drain_delay_s", "-1", "'drain_delay_s' must be a finite number, zero or more"),
     ],
 )
 def test_server_table_values_are_checked(

@@ -44,7 +44,8 @@ def test_unit_runs_a_real_command(name: str) -> None:
     command = typer.main.get_command(app)
     assert argv[1] in command.commands  # type: ignore[attr-defined]
     assert unit["Service"]["KillSignal"] == "SIGTERM"
-    assert int(unit["Service"]["TimeoutStopSec"]) > ServerSettings("x:1").stop_grace_s
+    defaults = ServerSettings("x:1")
+    assert int(unit["Service"]["TimeoutStopSec"]) > defaults.stop_grace_s + defaults.drain_delay_s
 
 
 @pytest.mark.parametrize("name", sorted(UNITS))

@@ -1,5 +1,6 @@
-"""SIGTERM drains a real server process: no new calls, the call in flight finishes, a last audit
-checkpoint is signed, and the process exits 0."""
+"""SIGTERM drains a real server process: health turns NOT_SERVING while it still answers for
+the drain delay, then no new calls, the call in flight finishes, a last audit checkpoint is
+signed, and the process exits 0."""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from credex.audit import verify_log
 from credex.client import RequesterClient, SubjectClient
 from credex.errors import CredexError
 from credex.keys import load_public
 from credex.member_home import MemberHome
+from credex.tls import TlsIdentity
+from credex.transport import open_directory_channel
 from credex.v1.common_pb2 import Category, Purpose
 from lab.demo import pick_subject
 from lab.identities import subject_key
@@ -28,6 +33,7 @@ from tests.commands import BIN, alive, cli
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 SEED = 5
 NODE = "pboc-credit-reference"
+DRAIN_DELAY_S = 1.5
 
 
 def wait_for(predicate: object, seconds: float, what: str) -> None:
@@ -57,13 +63,23 @@ def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path: Path) -> N
              "--ready-file", str(ready)],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "CREDEX_DIRECTORY_DIRECTORY_NODE_DEADLINE_S": "8",
-                 "CREDEX_DIRECTORY_SERVER_LOG_FORMAT": "json"},
+                 "CREDEX_DIRECTORY_SERVER_LOG_FORMAT": "json",
+                 "CREDEX_DIRECTORY_SERVER_DRAIN_DELAY_S": str(DRAIN_DELAY_S)},
         )  # fmt: skip
         wait_for(ready.exists, 30, "the directory to serve")
         subject = pick_subject(root, {NODE})
         bank = MemberHome.load(root / "requesters" / "bank")
         ca = (root / "directory" / "ca.crt").read_bytes()
         process = directory
+
+        async def public_health() -> Any:
+            channel = open_directory_channel(state["public_address"], TlsIdentity(ca))
+            try:
+                stub = health_pb2_grpc.HealthStub(channel)
+                return (await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)).status
+
+            finally:
+                await channel.close(None)
 
         async def scenario() -> tuple[dict[str, str], CredexError]:
             async with (
@@ -88,8 +104,11 @@ def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(tmp_path: Path) -> N
                     await asyncio.sleep(1.0)  # the directory is waiting on the stopped node
                     assert not in_flight.done()
                     process.send_signal(signal.SIGTERM)
-                    await asyncio.sleep(0.5)
-                    with pytest.raises(CredexError) as refused:  # no new calls
+                    await asyncio.sleep(0.4)
+                    # Still answering during the drain delay, but telling load balancers to go.
+                    assert await public_health() == health_pb2.HealthCheckResponse.NOT_SERVING
+                    await asyncio.sleep(DRAIN_DELAY_S)
+                    with pytest.raises(CredexError) as refused:  # then no new calls
                         await requester.get_profile(
                             subject_id=subject, consent_id=consent_id, purpose=LOAN
                         )
