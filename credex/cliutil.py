@@ -21,6 +21,12 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 
 Listen = Annotated[str, typer.Option(help="host:port to listen on; port 0 picks a free one.")]
+MetricsAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics", help="host:port of the metrics endpoint (default: [server] metrics_listen)."
+    ),
+]
 ReadyFile = Annotated[Path | None, typer.Option(help="Write the bound address here once serving.")]
 
 

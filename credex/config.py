@@ -6,7 +6,7 @@ import math
 import os
 import tomllib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,10 @@ class ServerSettings:
     # On SIGTERM, how long to keep serving while health says NOT_SERVING, so that load
     # balancers stop sending before calls are refused.
     drain_delay_s: float = 0.0
+
+    def with_listen(self, listen: str, where: str) -> ServerSettings:
+        """These settings listening on `listen` instead (a command-line override)."""
+        return replace(self, listen=address({"listen": listen}, "listen", "", where))
 
 
 SERVER_KEYS = frozenset(f.name for f in fields(ServerSettings))

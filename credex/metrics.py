@@ -8,6 +8,7 @@ on the event loop by the health monitor's tick, never from the HTTP thread.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -55,6 +56,16 @@ class Metrics:
             "credex_serving", "1 while the health service reports SERVING", registry=r
         )
         self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    def gauges(
+        self, *, audit_entries: Callable[[], int] | None, expires_at: Callable[[], float]
+    ) -> list[Callable[[], None]]:
+        """Refreshers for the gauges read from the database or the certificate, one each, to
+        run on the event loop (the health tick)."""
+        refresh = [lambda: self.certificate_expiry.set(expires_at())]
+        if audit_entries is not None:
+            refresh.append(lambda: self.audit_entries.set(audit_entries()))
+        return refresh
 
     def observe(self, method: str, code: grpc.StatusCode, reason: str, seconds: float) -> None:
         """One finished RPC; `reason` is the credex reason of a refusal, else empty."""

@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from credex.cliutil import print_json
 from credex.config import ConfigError
+from credex.render import terminal_console
 
 
 @dataclass
@@ -134,3 +136,12 @@ def render_status(console: Console, status: ServerStatus, now: float | None = No
         for node, answers in sorted(status.node_answers.items()):
             nodes.add_row(node, *(str(answers.get(o, 0)) for o in outcomes))
         console.print(nodes)
+
+
+def show_status(configured: str, given: str | None, where: str, *, json_out: bool) -> None:
+    """The body of both status commands: scrape once, then JSON or a rendering."""
+    found = fetch_status(scrape_address(configured, given, where))
+    if json_out:
+        print_json(found)
+    else:
+        render_status(terminal_console(), found)

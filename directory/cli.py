@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 
-from credex.cliutil import ReadyFile, cli_errors, print_json
+from credex.cliutil import MetricsAddress, ReadyFile, cli_errors, print_json
 from credex.config import address
 from credex.keys import load_public
 from credex.logs import setup_logging
 from credex.render import member_row, print_members, terminal_console
-from credex.status import fetch_status, render_status, scrape_address
+from credex.status import show_status
 from directory import admin
 from directory.config import SETTINGS_FILE, load_settings
 from directory.server import serve as serve_directory
@@ -176,24 +176,13 @@ def backup(
 
 
 @app.command()
-def status(
-    home: Home,
-    metrics: Annotated[
-        str | None,
-        typer.Option(help="host:port of the metrics endpoint (default: [server] metrics_listen)."),
-    ] = None,
-    json_out: Json = False,
-) -> None:
+def status(home: Home, metrics: MetricsAddress = None, json_out: Json = False) -> None:
     """The running directory at a glance: health, requests, refusals, node answers, audit
     size, certificate expiry (read from its Prometheus endpoint)."""
     with cli_errors():
         settings = load_settings(home)
         where = f"{home / SETTINGS_FILE} [server]"
-        found = fetch_status(scrape_address(settings.server.metrics_listen, metrics, where))
-        if json_out:
-            print_json(found)
-        else:
-            render_status(terminal_console(), found)
+        show_status(settings.server.metrics_listen, metrics, where, json_out=json_out)
 
 
 @app.command()
@@ -214,9 +203,7 @@ def serve(
     with cli_errors():
         settings = load_settings(home)
         if listen is not None:
-            server = dataclasses.replace(
-                settings.server, listen=address({"listen": listen}, "listen", "", "--listen")
-            )
+            server = settings.server.with_listen(listen, "--listen")
             settings = dataclasses.replace(settings, server=server)
         if public_listen is not None:
             checked = address({"public_listen": public_listen}, "public_listen", "", "option")

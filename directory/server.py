@@ -194,10 +194,10 @@ async def start_directory(
         services.members.health_problem,
         interval_s=settings.server.health_interval_s,
         metrics=services.metrics,
-        refresh=[
-            lambda: services.metrics.audit_entries.set(services.audit.size),
-            lambda: services.metrics.certificate_expiry.set(services.tls.expires_at),
-        ],
+        refresh=services.metrics.gauges(
+            audit_entries=lambda: services.audit.size,
+            expires_at=lambda: services.tls.expires_at,
+        ),
     )
     await health.check()
     members_server = create_server()
@@ -219,7 +219,7 @@ async def start_directory(
         metrics_address = services.metrics.serve(settings.server.metrics_listen)
     await members_server.start()
     await public_server.start()
-    directory = RunningDirectory(
+    return RunningDirectory(
         members_server=members_server,
         public_server=public_server,
         address=f"{listen.rsplit(':', 1)[0]}:{port}",
@@ -236,7 +236,6 @@ async def start_directory(
             asyncio.create_task(health.run()),
         ],
     )
-    return directory
 
 
 async def serve(settings: DirectorySettings, ready_file: Path | None) -> None:

@@ -12,13 +12,13 @@ from rich.table import Table
 from rich.text import Text
 
 from credex import vocab
-from credex.cliutil import ReadyFile, cli_errors, print_json
-from credex.config import address, validate_member_id
+from credex.cliutil import MetricsAddress, ReadyFile, cli_errors, print_json
+from credex.config import validate_member_id
 from credex.keys import SigningKey
 from credex.logs import setup_logging
 from credex.render import moment, terminal_console
 from credex.rotation import KeyFiles, rotate_key
-from credex.status import fetch_status, render_status, scrape_address
+from credex.status import show_status
 from nodes.admin import Enrollment, backup_node, init_node, list_disputes, resolve_dispute
 from nodes.config import load_node_config
 from nodes.config_check import check_config
@@ -131,23 +131,14 @@ def check_config_command(
 @app.command()
 def status(
     config: Config,
-    metrics: Annotated[
-        str | None,
-        typer.Option(help="host:port of the metrics endpoint (default: [server] metrics_listen)."),
-    ] = None,
+    metrics: MetricsAddress = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A running node at a glance: health, requests, refusals, audit size, certificate expiry
     (read from its Prometheus endpoint)."""
     with cli_errors():
         cfg = load_node_config(config)
-        found = fetch_status(
-            scrape_address(cfg.server.metrics_listen, metrics, f"{config} [server]")
-        )
-        if json_out:
-            print_json(found)
-        else:
-            render_status(terminal_console(), found)
+        show_status(cfg.server.metrics_listen, metrics, f"{config} [server]", json_out=json_out)
 
 
 @app.command()
@@ -275,10 +266,7 @@ def serve(
         if directory is not None:
             cfg = dataclasses.replace(cfg, directory_address=directory)
         if listen is not None:
-            server = dataclasses.replace(
-                cfg.server, listen=address({"listen": listen}, "listen", "", "--listen")
-            )
-            cfg = dataclasses.replace(cfg, server=server)
+            cfg = dataclasses.replace(cfg, server=cfg.server.with_listen(listen, "--listen"))
         setup_logging(cfg.server.log_format, cfg.server.log_level)
         asyncio.run(serve_node(cfg, ready_file))
 

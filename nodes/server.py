@@ -230,13 +230,13 @@ async def start_node(
         metrics_address=metrics_address,
     )
     if metrics is not None:
-        node.closers.append(_closing(metrics))
+        node.closers.append(_closer(metrics.close))
     audit: AuditLog | None = getattr(service, "audit", None)
     if audit is not None:
         node.tasks.append(
             asyncio.create_task(checkpoint_every(audit, config.checkpoint_interval_s))
         )
-        node.closers.append(_final_checkpoint(audit))
+        node.closers.append(_closer(audit.checkpoint))
     sync: DirectorySync | None = getattr(service, "sync", None)
     if sync is not None and config.directory_address:
         try:
@@ -273,11 +273,14 @@ def _health(
         return None
     metrics: Metrics | None = getattr(service, "metrics", None)
     audit: AuditLog | None = getattr(service, "audit", None)
-    refresh: list[Callable[[], None]] = []
-    if metrics is not None:
-        refresh.append(lambda: metrics.certificate_expiry.set(tls().expires_at))
-        if audit is not None:
-            refresh.append(lambda: metrics.audit_entries.set(audit.size))
+    refresh = (
+        metrics.gauges(
+            audit_entries=(lambda: audit.size) if audit is not None else None,
+            expires_at=lambda: tls().expires_at,
+        )
+        if metrics is not None
+        else []
+    )
     return HealthMonitor(
         [SERVICE.full_name],
         problem,
@@ -287,18 +290,13 @@ def _health(
     )
 
 
-def _closing(metrics: Metrics) -> Callable[[], Awaitable[None]]:
-    async def close() -> None:
-        metrics.close()
+def _closer(close: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    """A synchronous close step (metrics server, last checkpoint) as a node closer."""
 
-    return close
+    async def run() -> None:
+        close()
 
-
-def _final_checkpoint(audit: AuditLog) -> Callable[[], Awaitable[None]]:
-    async def close() -> None:
-        audit.checkpoint()
-
-    return close
+    return run
 
 
 async def serve(config: NodeConfig, ready_file: Path | None) -> None:
