@@ -13,6 +13,10 @@ from pathlib import Path
 import grpc
 
 log = logging.getLogger(__name__)
+# The pid of a process (a test run, a launcher) that this server must not outlive, however
+# that process ends; inherited by every server it starts, directly or through other commands.
+STOP_WITH_ENV = "CREDEX_STOP_WITH_PID"
+STOP_WITH_CHECK_S = 0.5
 
 
 def write_ready_file(path: Path, info: dict[str, str]) -> None:
@@ -51,6 +55,7 @@ async def run_until_stopped(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(_stop_with(stop, os.environ.get(STOP_WITH_ENV, "")))
     if ready_file is not None:
         write_ready_file(ready_file, info)
     log.info("%s serving on %s", name, ", ".join(f"{k}={v}" for k, v in info.items()))
@@ -58,6 +63,7 @@ async def run_until_stopped(
         await stop.wait()
         log.info("%s stopping", name)
     finally:
+        watch.cancel()
         if ready_file is not None:
             remove_ready_file(ready_file)
         if drain is not None:
@@ -71,3 +77,27 @@ async def run_until_stopped(
         await asyncio.gather(*(server.stop(grace_s) for server in servers))
         if on_stop is not None:
             await on_stop()
+
+
+def _started(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot, None once it is gone or a zombie:
+    with the pid it names one process, so a recycled pid is never mistaken for it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+async def _stop_with(stop: asyncio.Event, pid_text: str) -> None:
+    """With CREDEX_STOP_WITH_PID set, stop once that process has ended (even by SIGKILL)."""
+    if not pid_text.isdigit() or _started(os.getpid()) is None:
+        return  # nothing to watch, or no /proc to watch it through (not Linux)
+    pid = int(pid_text)
+    started = _started(pid)
+    while started is not None:
+        await asyncio.sleep(STOP_WITH_CHECK_S)
+        if _started(pid) != started:
+            break
+    log.warning("process %d, which this server must not outlive, has ended; stopping", pid)
+    stop.set()

@@ -25,7 +25,7 @@ import grpc
 from credex.config import validate_member_id
 from credex.db import open_database
 from credex.member_home import MemberHome, enroll_home
-from credex.serving import read_ready_file
+from credex.serving import STOP_WITH_ENV, read_ready_file
 from credex.tls import TlsIdentity
 from credex.transport import open_channel
 from credex.v1 import node_pb2
@@ -270,8 +270,10 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 class Launcher:
     """Starts credex servers as child processes and stops them again."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, tied: bool = False) -> None:
+        """`tied`: the servers stop when this process ends, however it ends (for tests)."""
         self.root = root
+        self.tied = tied
         self.run_dir = root / "run"
         self.log_dir = root / "logs"
         self.children: dict[str, subprocess.Popen[bytes]] = {}
@@ -300,6 +302,7 @@ class Launcher:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    env=self._environment(),
                 )
             self.children[name] = proc
             self.infos.append(
@@ -314,6 +317,13 @@ class Launcher:
             )
             self.save_state()  # recorded at once, so `down` finds it even if we are killed now
         return ready, log
+
+    def _environment(self) -> dict[str, str]:
+        """Tied: the servers stop when this process ends. Otherwise they inherit whatever
+        process the caller is itself tied to (a test run sets one for everything it starts)."""
+        if self.tied:
+            return {**os.environ, STOP_WITH_ENV: str(os.getpid())}
+        return dict(os.environ)
 
     def save_state(self, address: str = "", public_address: str = "") -> None:
         FederationState(
@@ -470,13 +480,15 @@ def start(
     seed: int = 7,
     nodes: int = DEFAULT_NODES,
     everywhere: int = 0,
+    tied: bool = False,
 ) -> RunningFederation:
-    """Prepare, then start every node and the directory; stops them all if any fails."""
+    """Prepare, then start every node and the directory; stops them all if any fails.
+    `tied`: the servers end when this process does (see `Launcher`)."""
     state = FederationState.load(root)
     if state is not None and any(is_running(p) for p in state.processes):
         raise FederationError(f"a federation is already running in {root}; run `credex-lab down`")
     manifest = prepare(root, subjects=subjects, seed=seed, nodes=nodes, everywhere=everywhere)
-    launcher = Launcher(root)
+    launcher = Launcher(root, tied=tied)
     try:
         home = str(directory_home(root))
         pending = {

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from credex.serving import STOP_WITH_ENV
 from tests.harness import Federation, LoopThread, start_federation
+
+# Every server a test starts, however it starts it, stops when this test run ends, even by
+# SIGKILL.
+os.environ[STOP_WITH_ENV] = str(os.getpid())
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ subjects use them: enrollment, consents, profiles, refusals, start and stop."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -16,12 +17,14 @@ import pytest
 from credex import pki
 from credex.audit import AuditEntry, AuditLog
 from credex.db import open_database
+from credex.serving import STOP_WITH_ENV
 from lab.demo import pick_subject
 from lab.identities import subject_key
 from tests.commands import BIN, alive, cli, processes_mentioning
 from tests.harness import free_port
 
 SEED = 3
+STATE = Path("run") / "federation.json"
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +184,33 @@ def test_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert not any(alive(pid) for pid in pids)
     assert processes_mentioning(str(root)) == []
     assert cli("credex-lab", "status", "--dir", str(root), ok=False).returncode == 1
+
+
+def test_servers_stop_when_the_process_they_are_tied_to_is_killed(tmp_path: Path) -> None:
+    """A server started under CREDEX_STOP_WITH_PID does not outlive that process, even when it
+    is killed with SIGKILL and nobody runs `down`."""
+    root = tmp_path / "fed"
+    owner = subprocess.Popen(["sleep", "600"])
+    try:
+        env = {**os.environ, STOP_WITH_ENV: str(owner.pid)}
+        up = subprocess.run(
+            [str(BIN / "credex-lab"), "up", "--dir", str(root), "--subjects", "50",
+             "--nodes", "1"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert up.returncode == 0, up.stderr
+        pids = [p["pid"] for p in json.loads((root / STATE).read_text())["processes"]]
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        owner.kill()
+        owner.wait()
+        cli("credex-lab", "down", "--dir", str(root), ok=False)
 
 
 def test_demo_runs_and_stops_everything(tmp_path: Path) -> None:
