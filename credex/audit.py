@@ -1,9 +1,11 @@
 """Tamper-evident audit logs: an append-only hash chain of every request, answer and refusal,
 with checkpoints of the chain head signed by the log's owner.
 
-Entry n's hash is SHA-256(hash of entry n-1 || canonical JSON of entry n). Verification walks
-the chain and reports the first entry that was changed, deleted, inserted or reordered; the
-signed checkpoints also expose a chain rewritten from some point on, or cut short.
+Entry n's hash is SHA-256(hash of entry n-1 || canonical JSON of entry n): the values of
+FIELDS in order, then `count` only where an entry stands for more than one event (so entries
+written before counts existed hash as they did). Verification walks the chain and reports the
+first entry that was changed, deleted, inserted or reordered; the signed checkpoints also
+expose a chain rewritten from some point on, or cut short.
 """
 
 from __future__ import annotations
@@ -67,10 +69,16 @@ class AuditEntry:
     disclosed_digest: str = ""
     # Another entry's request id this one belongs to (a node query's profile request).
     link: str = ""
+    # How many like events this entry stands for (repeated refusals are written as one).
+    count: int = 1
 
 
 def entry_hash(prev: bytes, row: dict[str, Any]) -> bytes:
-    canonical = json.dumps([row[f] for f in FIELDS], ensure_ascii=False, separators=(",", ":"))
+    values = [row[f] for f in FIELDS]
+    count = row.get("count", 1)
+    if count != 1:
+        values.append(count)
+    canonical = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(prev + canonical.encode()).digest()
 
 
@@ -94,9 +102,12 @@ def _create(conn: sqlite3.Connection) -> None:
             node_id TEXT NOT NULL,
             detail TEXT NOT NULL,
             disclosed_digest TEXT NOT NULL,
-            hash BLOB NOT NULL
+            hash BLOB NOT NULL,
+            count INTEGER NOT NULL DEFAULT 1
         )"""
     )
+    if "count" not in {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}:
+        conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} (request_id)")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_subject ON {TABLE} (subject_ref, action)")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_link ON {TABLE} (link)")
@@ -162,11 +173,11 @@ class AuditLog:
         seq, prev = (int(last[0]), bytes(last[1])) if last else (0, GENESIS)
         row["seq"] = seq + 1
         digest = entry_hash(prev, row)
-        columns = ", ".join((*FIELDS, "hash"))
-        marks = ", ".join("?" for _ in range(len(FIELDS) + 1))
+        columns = ", ".join((*FIELDS, "count", "hash"))
+        marks = ", ".join("?" for _ in range(len(FIELDS) + 2))
         self._conn.execute(
             f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})",
-            (*(row[f] for f in FIELDS), digest),
+            (*(row[f] for f in FIELDS), row["count"], digest),
         )
         self._seq, self._head = seq + 1, digest
         return self._seq
@@ -235,12 +246,15 @@ class VerifyReport:
 
 
 def _rows(conn: sqlite3.Connection) -> list[tuple[dict[str, Any], bytes]]:
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute(f"SELECT * FROM {TABLE} ORDER BY seq").fetchall()
-    finally:
-        conn.row_factory = None
-    return [({f: row[f] for f in FIELDS}, bytes(row["hash"])) for row in rows]
+    cursor = conn.execute(f"SELECT * FROM {TABLE} ORDER BY seq")
+    names = [d[0] for d in cursor.description]
+    rows = []
+    for values in cursor:
+        row = dict(zip(names, values, strict=True))
+        content = {f: row[f] for f in FIELDS}
+        content["count"] = row.get("count", 1)  # a log from before counts existed
+        rows.append((content, bytes(row["hash"])))
+    return rows
 
 
 DIAGNOSIS_WINDOW = 32

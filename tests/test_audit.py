@@ -41,6 +41,7 @@ def make_log(path: Path, entries: int = 20, checkpoint_every: int = 5) -> None:
                     request_id=f"q-{i}", actor="bank", action="query", outcome="disclosed",
                     purpose="loan-application", consent_id="c-1", subject_ref=f"L{i % 7}",
                     categories=["financial"], node_id="pboc", detail=f"{i % 3} records",
+                    count=3 if i == 9 else 1,
                 )
             )  # fmt: skip
             if i % checkpoint_every == 0:
@@ -73,6 +74,7 @@ CASES: dict[str, tuple[list[str], int, str]] = {
     "changed": (["UPDATE audit_log SET outcome = 'refused' WHERE seq = 7"], 7, "was changed"),
     "changed-last": (["UPDATE audit_log SET detail = 'x' WHERE seq = 20"], 20, "changed or"),
     "deleted": (["DELETE FROM audit_log WHERE seq = 7"], 7, "missing (deleted)"),
+    "count-lowered": (["UPDATE audit_log SET count = 1 WHERE seq = 9"], 9, "was changed"),
     "deleted-at-end": (["DELETE FROM audit_log WHERE seq > 17"], 18, "deleted at the end"),
     "inserted": (
         [
@@ -80,7 +82,7 @@ CASES: dict[str, tuple[list[str], int, str]] = {
             "UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1007",
             "INSERT INTO audit_log SELECT 7, at, 'q-forged', link, actor, action, outcome, "
             "purpose, consent_id, subject_ref, categories, node_id, detail, disclosed_digest, "
-            "hash FROM audit_log WHERE seq = 6",
+            "hash, count FROM audit_log WHERE seq = 6",
         ],
         7,
         "was inserted",
