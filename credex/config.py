@@ -147,6 +147,16 @@ def non_negative(table: dict[str, Any], key: str, default: float, where: str) ->
     return float(value)
 
 
+def whole(table: dict[str, Any], key: str, default: int, where: str, *, minimum: int = 0) -> int:
+    """A whole number of at least `minimum` (counts and sizes)."""
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{where}: '{key}' must be a whole number, at least {minimum}")
+    return value
+
+
+# The largest message any credex service accepts, unless [server] max_message_bytes says.
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -165,6 +175,21 @@ class ServerSettings:
     # On SIGTERM, how long to keep serving while health says NOT_SERVING, so that load
     # balancers stop sending before calls are refused.
     drain_delay_s: float = 0.0
+    # Limits on every port (docs/security.md): a connection must finish its TLS and HTTP/2
+    # handshake within handshake_timeout_s; one without calls for idle_timeout_s is closed.
+    handshake_timeout_s: float = 5.0
+    idle_timeout_s: float = 300.0
+    # Connections per port (0: sized from the descriptor limit) and from one address (an
+    # IPv6 /64); 0 per peer turns the per-address cap off, for servers behind a proxy that
+    # hides the callers' addresses.
+    max_connections: int = 0
+    max_connections_per_peer: int = 64
+    # The largest message any service accepts, calls in progress at once (each may hold up
+    # to one message), streams on one connection, and health Watch streams open at once.
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_concurrent_calls: int = 256
+    max_streams_per_connection: int = 100
+    max_health_watches: int = 16
 
     def with_listen(self, listen: str, where: str) -> ServerSettings:
         """These settings listening on `listen` instead (a command-line override)."""
@@ -188,4 +213,16 @@ def load_server(data: dict[str, Any], path: Path, default_listen: str) -> Server
         log_level=choice(table, "log_level", "info", LOG_LEVELS, where),
         stop_grace_s=positive(table, "stop_grace_s", 10.0, where),
         drain_delay_s=non_negative(table, "drain_delay_s", 0.0, where),
+        handshake_timeout_s=positive(table, "handshake_timeout_s", 5.0, where),
+        idle_timeout_s=positive(table, "idle_timeout_s", 300.0, where),
+        max_connections=whole(table, "max_connections", 0, where),
+        max_connections_per_peer=whole(table, "max_connections_per_peer", 64, where),
+        max_message_bytes=whole(
+            table, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, where, minimum=4096
+        ),
+        max_concurrent_calls=whole(table, "max_concurrent_calls", 256, where, minimum=1),
+        max_streams_per_connection=whole(
+            table, "max_streams_per_connection", 100, where, minimum=1
+        ),
+        max_health_watches=whole(table, "max_health_watches", 16, where),
     )

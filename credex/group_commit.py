@@ -4,6 +4,9 @@ A server's database runs in WAL mode at synchronous=NORMAL, so COMMIT writes the
 waiting for the disk. Before a response leaves, `flush()` makes every commit so far durable
 with one fsync of the WAL in a worker thread; concurrent requests share it. SQLite syncs the
 WAL itself before each checkpoint, so frames it moves into the database file stay durable.
+
+The WAL stays open on a descriptor of our own from the start: a flush never needs a new
+descriptor, so a server whose descriptors are taken by a flood of connections still commits.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ class GroupCommit:
         if str(mode).lower() != "wal":
             raise DatabaseError(f"{main}: group commit needs WAL mode, not {mode}")
         self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._wal_entry_synced = False  # the WAL's directory entry, synced once
+        self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # SQLite opens the WAL
+        self._fd: int | None = None
+        self._open_wal()
         self.failure: str | None = None  # a failed sync: nothing can be promised any more
         # sqlite's change counter is a C int that may wrap: only ever compare it for equality.
         self._durable_mark = self._conn.total_changes
@@ -79,19 +84,31 @@ class GroupCommit:
         finally:
             self._inflight = None
 
-    def _fsync(self) -> None:
-        fd = os.open(self._wal, os.O_RDONLY)  # syncing covers the file, whichever descriptor
+    def _open_wal(self) -> None:
+        """Hold the WAL SQLite has open on a descriptor of our own: syncing covers the file,
+        whichever descriptor, and SQLite keeps that file while our connection is open."""
+        fd = os.open(self._wal, os.O_RDONLY)
         try:
-            try:
-                os.fdatasync(fd)
-                if not self._wal_entry_synced:
-                    _sync_directory(self._wal.parent)
-                    self._wal_entry_synced = True
-            except OSError as exc:
-                self.failure = f"syncing {self._wal} failed: {exc}"
-                raise
-        finally:
+            _sync_directory(self._wal.parent)  # the WAL's directory entry, once
+        except OSError:
             os.close(fd)
+            raise
+        self._fd = fd
+
+    def _fsync(self) -> None:
+        if self._fd is None:
+            raise OSError(f"{self._wal} is closed: the server has stopped")
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self.failure = f"syncing {self._wal} failed: {exc}"
+            raise
+
+    def close(self) -> None:
+        """Give the WAL's descriptor back (when the server stops)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _sync_directory(path: Path) -> None:

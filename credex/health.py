@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,6 +14,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from credex.metrics import Metrics
+from credex.runtime.gate import caller_key
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,37 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 Probe = Callable[[], str | None]  # a reason not to serve, or None
+
+
+class _CappedHealthServicer(health_aio.HealthServicer):  # type: ignore[misc]
+    """The standard health service with a cap on Watch streams (each holds a call, a
+    connection and memory for as long as the caller likes): at most `max_watches` at once,
+    and a quarter of them (at least one) from one caller address."""
+
+    def __init__(self, max_watches: int) -> None:
+        super().__init__()
+        self._max = max_watches
+        self._per_caller = max(1, max_watches // 4)
+        self._watching: dict[str, int] = {}
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        caller = caller_key(context.peer())
+        if sum(self._watching.values()) >= self._max or (
+            self._watching.get(caller, 0) >= self._per_caller
+        ):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"at most {self._max} health watches at once ({self._per_caller} per address)",
+            )
+        self._watching[caller] = self._watching.get(caller, 0) + 1
+        try:
+            await super().Watch(request, context)
+        finally:
+            left = self._watching[caller] - 1
+            if left:
+                self._watching[caller] = left
+            else:
+                del self._watching[caller]
 
 
 class HealthMonitor:
@@ -33,8 +66,9 @@ class HealthMonitor:
         interval_s: float,
         metrics: Metrics | None = None,
         refresh: Sequence[Callable[[], None]] = (),
+        max_watches: int = 16,
     ) -> None:
-        self.servicer = health_aio.HealthServicer()
+        self.servicer = _CappedHealthServicer(max_watches)
         self._services = ("", *services)
         self._probe = probe
         self._interval_s = interval_s

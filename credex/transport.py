@@ -1,5 +1,5 @@
-"""How credex parties connect: TLS on every port, message size bounds, pooled channels, and the
-peer's member id as its certificate states it.
+"""How credex parties connect: TLS on every port, the limits every port enforces, pooled
+channels, and the peer's member id as its certificate states it.
 
 Every server and client gets its options and credentials here.
 """
@@ -14,14 +14,15 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
+from credex.config import ServerSettings
 from credex.errors import MalformedRequest, PermissionDenied, Reason, Unauthenticated
 from credex.pki import DIRECTORY_NAME, PkiError
+from credex.runtime.gate import Gate, GateLimits, connection_budget
 from credex.tls import TlsIdentity
 
-# What the transport accepts at all; anything larger is cut off by gRPC itself.
+# The largest message a client accepts (a profile, a registry snapshot); what servers accept
+# is ServerSettings.max_message_bytes.
 MAX_TRANSPORT_BYTES = 16 * 1024 * 1024
-# The largest request credex decodes; a larger one gets INVALID_ARGUMENT.
-MAX_REQUEST_BYTES = 1024 * 1024
 
 _OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_TRANSPORT_BYTES),
@@ -33,14 +34,32 @@ _OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def create_server() -> grpc.aio.Server:
-    return grpc.aio.server(options=[*_OPTIONS, ("grpc.so_reuseport", 0)])
+def create_server(
+    limits: ServerSettings, *, ports: int = 1, idle_timeout_s: float | None = None
+) -> grpc.aio.Server:
+    """A gRPC server that enforces `limits` on every service it carries (health and
+    reflection included); `ports` is how many ports this process serves (for sizing the
+    connection cap), `idle_timeout_s` overrides the idle timeout (the public port's)."""
+    idle = idle_timeout_s if idle_timeout_s is not None else limits.idle_timeout_s
+    options: list[tuple[str, int]] = [
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", MAX_TRANSPORT_BYTES),
+        ("grpc.server_handshake_timeout_ms", round(limits.handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", round(idle * 1000)),
+        ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", max_connections(limits, ports)),
+    ]
+    return grpc.aio.server(options=options, maximum_concurrent_rpcs=limits.max_concurrent_calls)
+
+
+def max_connections(limits: ServerSettings, ports: int) -> int:
+    """Connections one port may hold: as configured, or what the descriptor limit allows."""
+    return limits.max_connections or connection_budget(ports)
 
 
 def _lenient(message_class: type[Message]) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
-        if len(data) > MAX_REQUEST_BYTES:
-            return MalformedRequest(f"{len(data)} bytes is more than {MAX_REQUEST_BYTES}")
         try:
             return message_class.FromString(data)
         except DecodeError as exc:
@@ -66,20 +85,84 @@ def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescr
     )
 
 
-def bind(
-    server: grpc.aio.Server, address: str, tls: TlsIdentity, *, require_client_auth: bool = True
-) -> int:
-    """Listen with TLS on `address` (port 0 picks a free one); returns the bound port.
-    With `require_client_auth` only holders of a federation certificate get past the handshake."""
-    port = server.add_secure_port(
-        address, tls.server_credentials(require_client_auth=require_client_auth)
-    )
+class Binding:
+    """One listening port of a gRPC server: gRPC's own, or a gate in front of it that caps
+    connections per caller address (`ServerSettings.max_connections_per_peer`)."""
+
+    def __init__(self, server: grpc.aio.Server, address: str, port: int, gate: Gate | None) -> None:
+        self._server = server
+        self._host = address.rpartition(":")[0]
+        self._address = address
+        self._port = port
+        self._gate = gate
+
+    @property
+    def gate(self) -> Gate | None:
+        return self._gate
+
+    async def open(self) -> str:
+        """Start taking callers (after the gRPC server started); returns host:port."""
+        if self._gate is None:
+            return f"{self._host}:{self._port}"
+        port = await self._gate.start(self._address, self._port)
+        return f"{self._host}:{port}"
+
+    async def close(self) -> None:
+        if self._gate is not None:
+            await self._gate.close()
+
+
+def _listen(
+    server: grpc.aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials,
+    limits: ServerSettings,
+    ports: int,
+    name: str,
+) -> Binding:
+    gated = limits.max_connections_per_peer > 0
+    port = server.add_secure_port("127.0.0.1:0" if gated else address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
-    return port
+    gate = (
+        Gate(
+            name,
+            GateLimits(
+                max_connections=max_connections(limits, ports),
+                max_per_peer=limits.max_connections_per_peer,
+            ),
+        )
+        if gated
+        else None
+    )
+    return Binding(server, address, port, gate)
 
 
-def bind_reloading(server: grpc.aio.Server, address: str, tls: Callable[[], TlsIdentity]) -> int:
+def bind(
+    server: grpc.aio.Server,
+    address: str,
+    tls: TlsIdentity,
+    limits: ServerSettings,
+    *,
+    require_client_auth: bool = True,
+    ports: int = 1,
+    name: str = "server",
+) -> Binding:
+    """Listen with TLS on `address` (port 0 picks a free one), within `limits`. With
+    `require_client_auth` only holders of a federation certificate get past the handshake."""
+    credentials = tls.server_credentials(require_client_auth=require_client_auth)
+    return _listen(server, address, credentials, limits, ports, name)
+
+
+def bind_reloading(
+    server: grpc.aio.Server,
+    address: str,
+    tls: Callable[[], TlsIdentity],
+    limits: ServerSettings,
+    *,
+    ports: int = 1,
+    name: str = "server",
+) -> Binding:
     """Like `bind` with client certificates required, but each new connection gets the
     certificate `tls()` returns now: a rotated certificate is served without a restart."""
     first = tls()
@@ -102,10 +185,7 @@ def bind_reloading(server: grpc.aio.Server, address: str, tls: Callable[[], TlsI
     credentials = grpc.dynamic_ssl_server_credentials(
         configuration(first), fetch, require_client_authentication=True
     )
-    port = server.add_secure_port(address, credentials)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    return port
+    return _listen(server, address, credentials, limits, ports, name)
 
 
 def open_channel(target: str, tls: TlsIdentity) -> grpc.aio.Channel:

@@ -40,7 +40,7 @@ SCHEMA: dict[str, frozenset[str]] = {
             "requester_burst",
         }
     ),
-    "server": SERVER_KEYS | {"public_listen"},
+    "server": SERVER_KEYS | {"public_listen", "public_idle_timeout_s"},
     "purpose_limits": frozenset(vocab.purpose_name(p) for p in vocab.ALL_PURPOSES),
 }
 DEFAULT_SETTINGS = """\
@@ -108,6 +108,9 @@ class DirectorySettings:
     purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
     server: ServerSettings = field(default_factory=lambda: ServerSettings(DEFAULT_LISTEN))
     public_listen: str = DEFAULT_PUBLIC_LISTEN
+    # Subjects and enrollment hold no certificate: an idle connection on the public port is
+    # closed after this long (the member port uses [server] idle_timeout_s).
+    public_idle_timeout_s: float = 15.0
 
     @property
     def key_path(self) -> Path:
@@ -186,6 +189,9 @@ def _settings(home: Path, path: Path, data: dict[str, Any]) -> DirectorySettings
         server=load_server(data, path, DEFAULT_LISTEN),
         public_listen=address(
             data.get("server", {}), "public_listen", DEFAULT_PUBLIC_LISTEN, f"{path} [server]"
+        ),
+        public_idle_timeout_s=positive(
+            data.get("server", {}), "public_idle_timeout_s", 15.0, f"{path} [server]"
         ),
     )
 

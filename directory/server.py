@@ -19,9 +19,10 @@ from credex.keys import SigningKey
 from credex.metrics import Metrics
 from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
+from credex.runtime.gate import raise_descriptor_limit
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
-from credex.transport import ChannelPool, add_service, bind, create_server
+from credex.transport import Binding, ChannelPool, add_service, bind, create_server
 from credex.v1 import directory_pb2
 from directory.config import DirectorySettings
 from directory.consent_store import ConsentStore
@@ -54,6 +55,7 @@ class RunningDirectory:
     metrics: Metrics
     metrics_address: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    bindings: list[Binding] = field(default_factory=list)
 
     async def stop(self, grace: float | None = None) -> None:
         await self.health.drain()
@@ -62,7 +64,10 @@ class RunningDirectory:
         await self.close_background()
 
     async def close_background(self) -> None:
-        """End pushes under way, close the channels to nodes, sign a last audit checkpoint."""
+        """Stop taking connections, end pushes under way, close the channels to nodes, sign a
+        last audit checkpoint."""
+        for binding in self.bindings:
+            await binding.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -70,6 +75,7 @@ class RunningDirectory:
         await self.router.close()
         self.audit.checkpoint()
         await self.commits.flush()
+        self.commits.close()
         self.metrics.close()
 
 
@@ -193,6 +199,7 @@ async def start_directory(
         [SERVICES[name].full_name for name in SERVICES],
         services.members.health_problem,
         interval_s=settings.server.health_interval_s,
+        max_watches=settings.server.max_health_watches,
         metrics=services.metrics,
         refresh=services.metrics.gauges(
             audit_entries=lambda: services.audit.size,
@@ -200,13 +207,27 @@ async def start_directory(
         ),
     )
     await health.check()
-    members_server = create_server()
+    limits = settings.server
+    raise_descriptor_limit()
+    members_server = create_server(limits, ports=2)
     add_service(members_server, services.members, SERVICES["DirectoryService"])
-    port = bind(members_server, listen, services.tls, require_client_auth=True)
-    public_server = create_server()
+    members = bind(
+        members_server, listen, services.tls, limits, ports=2, name="directory member port"
+    )
+    public_server = create_server(
+        limits, ports=2, idle_timeout_s=min(limits.idle_timeout_s, settings.public_idle_timeout_s)
+    )
     add_service(public_server, services.subjects, SERVICES["SubjectService"])
     add_service(public_server, services.enrollment, SERVICES["EnrollmentService"])
-    public_port = bind(public_server, public_listen, services.tls, require_client_auth=False)
+    public = bind(
+        public_server,
+        public_listen,
+        services.tls,
+        limits,
+        require_client_auth=False,
+        ports=2,
+        name="directory public port",
+    )
     for server, names in (
         (members_server, ["DirectoryService"]),
         (public_server, ["SubjectService", "EnrollmentService"]),
@@ -222,8 +243,9 @@ async def start_directory(
     return RunningDirectory(
         members_server=members_server,
         public_server=public_server,
-        address=f"{listen.rsplit(':', 1)[0]}:{port}",
-        public_address=f"{public_listen.rsplit(':', 1)[0]}:{public_port}",
+        address=await members.open(),
+        public_address=await public.open(),
+        bindings=[members, public],
         router=services.router,
         publisher=services.publisher,
         audit=services.audit,

@@ -22,7 +22,7 @@ import typer
 from credex.cliutil import Listen, ReadyFile
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
-from credex.transport import bind, create_server, open_channel, open_directory_channel
+from credex.transport import open_channel, open_directory_channel
 
 SERVICE = "credex.bench.Bare"
 QUERY = f"/{SERVICE}/Query"
@@ -46,7 +46,7 @@ def _identity(tls: tuple[Path, Path, Path] | None) -> TlsIdentity | None:
 def _bind(server: grpc.aio.Server, listen: str, identity: TlsIdentity | None) -> int:
     if identity is None:
         return server.add_insecure_port(listen)
-    return bind(server, listen, identity)
+    return server.add_secure_port(listen, identity.server_credentials(require_client_auth=True))
 
 
 def _unary(handler: Any) -> grpc.RpcMethodHandler[bytes, bytes]:
@@ -57,7 +57,7 @@ async def _serve(
     method: str, handler: Any, listen: str, ready_file: Path | None, identity: TlsIdentity | None
 ) -> None:
     """Serve one bytes-in, bytes-out method until stopped."""
-    server = create_server()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # bare: no credex limits
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, {method: _unary(handler)}),)
     )

@@ -270,10 +270,15 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 class Launcher:
     """Starts credex servers as child processes and stops them again."""
 
-    def __init__(self, root: Path, *, tied: bool = False) -> None:
-        """`tied`: the servers stop when this process ends, however it ends (for tests)."""
+    def __init__(
+        self, root: Path, *, tied: bool = False, descriptor_limit: int | None = None
+    ) -> None:
+        """`tied`: the servers stop when this process ends, however it ends (for tests).
+        `descriptor_limit`: run them with at most this many open files, as a service manager's
+        LimitNOFILE would (needs util-linux's prlimit)."""
         self.root = root
         self.tied = tied
+        self.descriptor_limit = descriptor_limit
         self.run_dir = root / "run"
         self.log_dir = root / "logs"
         self.children: dict[str, subprocess.Popen[bytes]] = {}
@@ -290,6 +295,7 @@ class Launcher:
             with log.open("ab") as fh:
                 proc = subprocess.Popen(
                     [
+                        *self._limited(),
                         sys.executable,
                         "-m",
                         *args,
@@ -317,6 +323,15 @@ class Launcher:
             )
             self.save_state()  # recorded at once, so `down` finds it even if we are killed now
         return ready, log
+
+    def _limited(self) -> list[str]:
+        if self.descriptor_limit is None:
+            return []
+        prlimit = shutil.which("prlimit")
+        if prlimit is None:
+            raise FederationError("a descriptor limit needs prlimit (Debian package util-linux)")
+        n = self.descriptor_limit
+        return [prlimit, f"--nofile={n}:{n}", "--"]
 
     def _environment(self) -> dict[str, str]:
         """Tied: the servers stop when this process ends. Otherwise they inherit whatever
@@ -481,14 +496,15 @@ def start(
     nodes: int = DEFAULT_NODES,
     everywhere: int = 0,
     tied: bool = False,
+    descriptor_limit: int | None = None,
 ) -> RunningFederation:
     """Prepare, then start every node and the directory; stops them all if any fails.
-    `tied`: the servers end when this process does (see `Launcher`)."""
+    `tied` and `descriptor_limit`: see `Launcher`."""
     state = FederationState.load(root)
     if state is not None and any(is_running(p) for p in state.processes):
         raise FederationError(f"a federation is already running in {root}; run `credex-lab down`")
     manifest = prepare(root, subjects=subjects, seed=seed, nodes=nodes, everywhere=everywhere)
-    launcher = Launcher(root, tied=tied)
+    launcher = Launcher(root, tied=tied, descriptor_limit=descriptor_limit)
     try:
         home = str(directory_home(root))
         pending = {

@@ -20,10 +20,17 @@ from credex.health import HealthMonitor, enable_reflection
 from credex.keys import SigningKey, load_public
 from credex.metrics import Metrics
 from credex.reloading import Reloading
+from credex.runtime.gate import raise_descriptor_limit
 from credex.serving import run_until_stopped
 from credex.signing import seal
 from credex.tls import TlsIdentity
-from credex.transport import add_service, bind_reloading, create_server, open_directory_channel
+from credex.transport import (
+    Binding,
+    add_service,
+    bind_reloading,
+    create_server,
+    open_directory_channel,
+)
 from credex.v1 import directory_pb2, node_pb2, node_pb2_grpc
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from nodes.config import NodeConfig
@@ -50,6 +57,7 @@ class RunningNode:
     metrics_address: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    binding: Binding | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         if self.health is not None:
@@ -58,7 +66,10 @@ class RunningNode:
         await self.stop_background()  # the last checkpoint covers the grace period too
 
     async def stop_background(self) -> None:
-        """Cancel the background tasks and run every closer, even after one has failed."""
+        """Stop taking connections, cancel the background tasks and run every closer, even
+        after one has failed."""
+        if self.binding is not None:
+            await self.binding.close()
         for task in self.tasks:
             task.cancel()
         for result in await asyncio.gather(*self.tasks, return_exceptions=True):
@@ -208,7 +219,8 @@ async def start_node(
     (failing if the directory refuses) and keep re-announcing in the background."""
     tls = tls_source(config)
     service = service or build_service(config, clock=clock)
-    server = create_server()
+    raise_descriptor_limit()
+    server = create_server(config.server)
     add_service(server, service, SERVICE)
     health = _health(config, service, tls)
     if health is not None:
@@ -216,7 +228,7 @@ async def start_node(
         await health.check()
     if config.server.reflection:
         enable_reflection(server, [SERVICE.full_name])
-    port = bind_reloading(server, listen, tls)
+    binding = bind_reloading(server, listen, tls, config.server, name=f"node {config.node_id}")
     metrics: Metrics | None = getattr(service, "metrics", None)
     metrics_address = ""
     if metrics is not None and config.server.metrics_listen:  # a busy port fails before serving
@@ -224,7 +236,8 @@ async def start_node(
     await server.start()
     node = RunningNode(
         server=server,
-        address=f"{listen.rsplit(':', 1)[0]}:{port}",
+        address=await binding.open(),
+        binding=binding,
         health=health,
         metrics=metrics,
         metrics_address=metrics_address,
@@ -248,6 +261,7 @@ async def start_node(
     commits: GroupCommit | None = getattr(service, "commits", None)
     if commits is not None:
         node.closers.append(commits.flush)  # the last checkpoint and snapshot, on disk
+        node.closers.append(_closer(commits.close))
     if announce_to_directory and config.directory_address:
         key = signing_key_source(config)
         try:
@@ -285,6 +299,7 @@ def _health(
         [SERVICE.full_name],
         problem,
         interval_s=config.server.health_interval_s,
+        max_watches=config.server.max_health_watches,
         metrics=metrics,
         refresh=refresh,
     )

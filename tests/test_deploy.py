@@ -46,6 +46,8 @@ def test_unit_runs_a_real_command(name: str) -> None:
     assert unit["Service"]["KillSignal"] == "SIGTERM"
     defaults = ServerSettings("x:1")
     assert int(unit["Service"]["TimeoutStopSec"]) > defaults.stop_grace_s + defaults.drain_delay_s
+    # Enough descriptors for the connection caps sized from it, with room to spare.
+    assert int(unit["Service"]["LimitNOFILE"]) >= 65536
 
 
 @pytest.mark.parametrize("name", sorted(UNITS))

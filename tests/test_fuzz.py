@@ -34,13 +34,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from credex.clock import to_timestamp
+from credex.config import DEFAULT_MAX_MESSAGE_BYTES as MAX_REQUEST_BYTES
 from credex.consents import create_consent
 from credex.errors import REASON_KEY, Reason
 from credex.keys import SigningKey
 from credex.pki import create_csr, new_tls_key
 from credex.signing import seal
 from credex.tls import TlsIdentity
-from credex.transport import MAX_REQUEST_BYTES, MAX_TRANSPORT_BYTES, open_channel
+from credex.transport import MAX_TRANSPORT_BYTES, open_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import node_pb2
 from credex.v1.common_pb2 import Category as Cat
@@ -909,7 +910,7 @@ def _unknown_field(size: int) -> bytes:
 
 @st.composite
 def huge(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
-    """A large request within the 1 MiB limit — thousands of repeated fields or a long
+    """A large request within the message limit — thousands of repeated fields or a long
     string — built from a drawn size (not drawn bytes)."""
     fed = fz.fed
     size = draw(st.integers(20_000, MAX_REQUEST_BYTES - 4096))
@@ -1053,20 +1054,19 @@ def test_directory_refuses_thousands_of_malformed_requests_cleanly(fuzz: Fuzz) -
 
 @pytest.mark.parametrize("method", list(REQUEST_TYPES))
 @pytest.mark.parametrize("size", [MAX_REQUEST_BYTES + 1, MAX_TRANSPORT_BYTES - 4096])
-def test_oversized_request_is_malformed(fuzz: Fuzz, method: str, size: int) -> None:
-    """Over the 1 MiB application limit (and under gRPC's own 16 MiB one): INVALID_ARGUMENT
-    MALFORMED, though the bytes are a well-formed message (one long unknown field)."""
+def test_oversized_request_is_refused_before_it_is_read(fuzz: Fuzz, method: str, size: int) -> None:
+    """Over the message limit, a well-formed message (one long unknown field) is refused by
+    the transport with RESOURCE_EXHAUSTED as soon as its length is known, before any
+    handler (or disk write) sees it."""
     err = _call_raw(fuzz, method, _unknown_field(size))
     assert isinstance(err, grpc.aio.AioRpcError), "an oversized request was served"
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
-    assert (err.details() or "").startswith(f"{Reason.MALFORMED}: "), err.details()
-    assert f"{size} bytes" in (err.details() or "")
-    assert (REASON_KEY, str(Reason.MALFORMED)) in _trailers(err)
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (err.code(), err.details())
+    assert "larger than max" in (err.details() or ""), err.details()
 
 
 def test_request_of_exactly_the_limit_is_decoded_and_served(fuzz: Fuzz) -> None:
-    """The bound is inclusive: a valid request padded with an unknown field to exactly 1 MiB
-    is answered as usual."""
+    """The bound is inclusive: a valid request padded with an unknown field to exactly the
+    message limit is answered as usual."""
     base = valid_request(fuzz, LIST)
     data = base + _unknown_field(MAX_REQUEST_BYTES - len(base))
     assert len(data) == MAX_REQUEST_BYTES

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -85,17 +87,28 @@ def test_a_flush_waits_for_a_sync_begun_after_its_commit(tmp_path: Path) -> None
     assert order == ["first", "second"] and commits.syncs == 2
 
 
-def test_a_failed_sync_fails_every_waiter_and_the_next_flush_retries(tmp_path: Path) -> None:
+def test_a_flush_needs_no_new_descriptor(tmp_path: Path) -> None:
+    """With every descriptor taken (as by a flood of idle connections), commits still become
+    durable: the WAL is synced through the descriptor opened at start."""
     commits, db = committer(tmp_path)
     db.conn.execute("INSERT INTO t VALUES (1)")  # type: ignore[attr-defined]
-    wal = tmp_path / "state.db-wal"
-    moved = wal.rename(tmp_path / "aside")  # the WAL cannot be opened for this sync
-    with pytest.raises(FileNotFoundError):
-        asyncio.run(commits.flush())
-    assert commits.pending
-    moved.rename(wal)
-    asyncio.run(commits.flush())
-    assert not commits.pending and commits.syncs == 1
+    loop = asyncio.new_event_loop()  # the server's loop and worker threads exist before it
+    loop.run_until_complete(asyncio.to_thread(int))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    taken: list[int] = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 64, hard))
+    try:
+        with pytest.raises(OSError) as full:
+            while True:
+                taken.append(os.open(os.devnull, os.O_RDONLY))
+        assert full.value.errno == errno.EMFILE
+        loop.run_until_complete(commits.flush())
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        loop.close()
+    assert not commits.pending and commits.syncs == 1 and commits.failure is None
 
 
 def test_a_failed_disk_sync_fails_every_later_flush(

@@ -237,6 +237,7 @@ def test_existing_member_cannot_enroll_again(federation: Federation, tmp_path: P
 def test_a_member_certificate_cannot_pose_as_the_directory(federation: Federation) -> None:
     """A server with a node's perfectly valid certificate (for 127.0.0.1) is not the directory:
     clients of the directory check for the name only the directory's certificate has."""
+    from credex.config import ServerSettings
     from credex.transport import bind, create_server
     from nodes.config import load_node_config
     from nodes.server import tls_identity
@@ -244,12 +245,14 @@ def test_a_member_certificate_cannot_pose_as_the_directory(federation: Federatio
     node_tls = tls_identity(load_node_config(federation.node_configs["pboc"]))
 
     async def impostor_and_call() -> grpc.StatusCode:
-        server = create_server()
-        port = bind(server, "127.0.0.1:0", node_tls, require_client_auth=False)
+        limits = ServerSettings("127.0.0.1:0")
+        server = create_server(limits)
+        binding = bind(server, "127.0.0.1:0", node_tls, limits, require_client_auth=False)
         await server.start()
+        address = await binding.open()
         try:
             bank_tls = federation.requester_homes["bank"].tls()
-            async with open_directory_channel(f"127.0.0.1:{port}", bank_tls) as channel:
+            async with open_directory_channel(address, bank_tls) as channel:
                 try:
                     await DirectoryServiceStub(channel).ListMembers(
                         pb.ListMembersRequest(), timeout=5
@@ -259,6 +262,7 @@ def test_a_member_certificate_cannot_pose_as_the_directory(federation: Federatio
             return grpc.StatusCode.OK
         finally:
             await server.stop(0)
+            await binding.close()
 
     assert federation.loop.run(impostor_and_call()) == grpc.StatusCode.UNAVAILABLE
 

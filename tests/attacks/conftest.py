@@ -77,7 +77,7 @@ class Target:
     def subject(self, node_ids: set[str] | None = None) -> tuple[str, SigningKey]:
         """The subject known to the most of `node_ids` (default: every node), with its key."""
         subject_id = pick_subject(self.root, node_ids or set(self.node_ids))
-        return subject_id, subject_key(SEED, subject_id)
+        return subject_id, subject_key(self.fed.seed, subject_id)
 
     def requester_home(self, requester_id: str = "bank") -> MemberHome:
         return self.fed.requester(requester_id)
