@@ -190,6 +190,10 @@ class ServerSettings:
     max_concurrent_calls: int = 256
     max_streams_per_connection: int = 100
     max_health_watches: int = 16
+    # Refusals one caller (a member, or an address without a certificate) may cause a
+    # second, and in a burst; past that its calls are refused unread, with no disk write.
+    refusals_per_s: float = 1.0
+    refusal_burst: int = 30
 
     def with_listen(self, listen: str, where: str) -> ServerSettings:
         """These settings listening on `listen` instead (a command-line override)."""
@@ -225,4 +229,6 @@ def load_server(data: dict[str, Any], path: Path, default_listen: str) -> Server
             table, "max_streams_per_connection", 100, where, minimum=1
         ),
         max_health_watches=whole(table, "max_health_watches", 16, where),
+        refusals_per_s=positive(table, "refusals_per_s", 1.0, where),
+        refusal_burst=whole(table, "refusal_burst", 30, where, minimum=1),
     )

@@ -163,13 +163,6 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> CredexError:
     return cls(reason, details or code.name, retry_after_s=retry_after_s)
 
 
-class MalformedRequest:
-    """Stands in for a request whose bytes did not decode, so the handler can refuse it cleanly."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
 MAX_DETAIL_CHARS = 512
 
 

@@ -20,12 +20,13 @@ from credex.errors import (
     CredexError,
     Internal,
     InvalidArgument,
-    MalformedRequest,
     Reason,
+    ResourceExhausted,
     bounded,
 )
 from credex.logs import REQUEST_ID, incoming_request_id, log_access
-from credex.transport import peer_or_unknown
+from credex.ratelimit import RateLimiter
+from credex.transport import UnreadRequest, caller_id, peer_or_unknown
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +36,33 @@ Handler = Callable[..., Awaitable[T]]
 
 def rpc_handler(handler: Handler[T]) -> Handler[T]:
     """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
-    anything else → INTERNAL without leaking internals. A servicer with `commits` (a
-    GroupCommit) has its writes on disk before the answer leaves; one with `metrics` counts
-    the answer by method, status code and refusal reason. Every call gets a request id (the
-    caller's x-request-id if it sent one) and one access log line."""
+    anything else → INTERNAL without leaking internals. A servicer with `refusals` (a
+    RateLimiter of refusals per caller) turns away a caller refused too often before its
+    request is even parsed, with no disk write. One with `commits` (a GroupCommit) has its
+    writes on disk before the answer leaves; one with `metrics` counts the answer by method,
+    status code and refusal reason. Every call gets a request id (the caller's x-request-id
+    if it sent one) and one access log line."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         started = time.perf_counter()
         code, reason = grpc.StatusCode.OK, ""
         token = REQUEST_ID.set(incoming_request_id(context))
+        refusals: RateLimiter | None = getattr(self, "refusals", None)
+        caller = caller_id(context) if refusals is not None else ""
         try:
             try:
-                if isinstance(request, MalformedRequest):
-                    err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
-                    record = getattr(self, "record_malformed", None)
-                    if record is not None:  # refusals before any handler ran are audited too
-                        record(handler.__name__, err, context)
-                    raise err
+                if refusals is not None:
+                    wait = refusals.wait(caller)
+                    if wait:
+                        refusals.charge(caller)
+                        raise _TurnedAway(
+                            Reason.RATE_LIMITED,
+                            "too many of this caller's requests were refused; slow down",
+                            retry_after_s=wait,
+                        )
+                if isinstance(request, UnreadRequest):
+                    request = _read(self, handler.__name__, request, context)
                 return await handler(self, request, context)
             finally:  # nothing a reply or refusal reports (audit entries too) is left volatile
                 commits = getattr(self, "commits", None)
@@ -60,6 +70,8 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
                     await commits.flush()
         except CredexError as err:
             code, reason = err.code, str(err.reason)
+            if refusals is not None and not isinstance(err, _TurnedAway):
+                refusals.charge(caller)
             await _abort(context, err)
         except DecodeError as exc:
             code, reason = grpc.StatusCode.INVALID_ARGUMENT, str(Reason.MALFORMED)
@@ -84,6 +96,23 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+class _TurnedAway(ResourceExhausted):
+    """A caller over its refusal budget, sent away unread."""
+
+
+def _read(
+    servicer: Any, method: str, request: UnreadRequest, context: grpc.aio.ServicerContext[Any, Any]
+) -> Any:
+    try:
+        return request.read()
+    except DecodeError as exc:
+        err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {exc}")
+        record = getattr(servicer, "record_malformed", None)
+        if record is not None:  # refusals before any handler ran are audited too
+            record(method, err, context)
+        raise err from None
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: CredexError) -> None:

@@ -28,6 +28,25 @@ class RateLimiter:
 
     def take(self, key: str) -> float:
         """0.0 if the call may proceed (and counts it), else seconds until it could."""
+        bucket = self._refill(key)
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / self.rate_per_s
+
+    def wait(self, key: str) -> float:
+        """Like `take`, without counting anything: 0.0 while `key` has a token left."""
+        if key not in self._buckets:
+            return 0.0
+        bucket = self._refill(key)
+        return 0.0 if bucket.tokens >= 1 else (1 - bucket.tokens) / self.rate_per_s
+
+    def charge(self, key: str) -> None:
+        """Count one, even past empty (a debt paid back at the steady rate)."""
+        bucket = self._refill(key)
+        bucket.tokens = max(bucket.tokens - 1, -self.burst)
+
+    def _refill(self, key: str) -> _Bucket:
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -37,7 +56,4 @@ class RateLimiter:
         elapsed = max(0.0, now - bucket.updated)  # a clock stepped back earns nothing
         bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate_per_s)
         bucket.updated = max(bucket.updated, now)
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return 0.0
-        return (1 - bucket.tokens) / self.rate_per_s
+        return bucket

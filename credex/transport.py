@@ -7,17 +7,18 @@ Every server and client gets its options and credentials here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from credex.config import ServerSettings
-from credex.errors import MalformedRequest, PermissionDenied, Reason, Unauthenticated
+from credex.errors import PermissionDenied, Reason, Unauthenticated
 from credex.pki import DIRECTORY_NAME, PkiError
-from credex.runtime.gate import Gate, GateLimits, connection_budget
+from credex.runtime.gate import Gate, GateLimits, caller_key, connection_budget
 from credex.tls import TlsIdentity
 
 # The largest message a client accepts (a profile, a registry snapshot); what servers accept
@@ -53,29 +54,36 @@ def create_server(
     return grpc.aio.server(options=options, maximum_concurrent_rpcs=limits.max_concurrent_calls)
 
 
+def _unread(message_class: type[Message]) -> Callable[[bytes], UnreadRequest]:
+    return lambda data: UnreadRequest(data, message_class)
+
+
 def max_connections(limits: ServerSettings, ports: int) -> int:
     """Connections one port may hold: as configured, or what the descriptor limit allows."""
     return limits.max_connections or connection_budget(ports)
 
 
-def _lenient(message_class: type[Message]) -> Callable[[bytes], Any]:
-    def deserialize(data: bytes) -> Any:
-        try:
-            return message_class.FromString(data)
-        except DecodeError as exc:
-            return MalformedRequest(str(exc))
+@dataclass(frozen=True)
+class UnreadRequest:
+    """A request's bytes, not yet parsed: `rpc_handler` first checks that the caller may still
+    be answered at all (a caller refused too often is turned away before any parsing), then
+    reads it; bytes that do not decode get INVALID_ARGUMENT, not gRPC's generic failure."""
 
-    return deserialize
+    data: bytes
+    message_class: type[Message]
+
+    def read(self) -> Message:
+        """The parsed request; DecodeError if the bytes are not one."""
+        return self.message_class.FromString(self.data)
 
 
 def add_service(server: grpc.aio.Server, servicer: object, service: ServiceDescriptor) -> None:
-    """Register `servicer`'s unary methods for `service`. Unlike the generated helper, a request
-    that is too large or does not decode reaches the handler as MalformedRequest and gets
-    INVALID_ARGUMENT instead of grpc's generic failure."""
+    """Register `servicer`'s unary methods for `service`; each gets its request as an
+    UnreadRequest (see there)."""
     handlers = {
         method.name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
-            request_deserializer=_lenient(GetMessageClass(method.input_type)),
+            request_deserializer=_unread(GetMessageClass(method.input_type)),
             response_serializer=GetMessageClass(method.output_type).SerializeToString,
         )
         for method in service.methods
@@ -205,6 +213,15 @@ def peer_member_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     if len(names) != 1:
         raise Unauthenticated(Reason.UNKNOWN_SIGNER, "caller presented no member certificate")
     return bytes(names[0]).decode()
+
+
+def caller_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Who per-caller limits count a call against: the member its certificate names, or, for a
+    caller without one, its address (an IPv6 caller by its /64)."""
+    try:
+        return peer_member_id(context)
+    except Unauthenticated:
+        return f"address {caller_key(context.peer())}"
 
 
 def peer_or_unknown(context: grpc.aio.ServicerContext[Any, Any]) -> str:

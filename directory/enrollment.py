@@ -21,6 +21,7 @@ from credex.handlers import rpc_handler
 from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.pki import CertificateAuthority, PkiError, cert_pem
+from credex.ratelimit import RateLimiter
 from credex.signing import open_signed, parse
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
@@ -119,9 +120,11 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         db: sqlite_utils.Database,
         clock: Clock,
         commits: GroupCommit,
+        refusals: RateLimiter,
         metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
+        self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._tokens = tokens
         self._registry = registry

@@ -104,6 +104,7 @@ def build_services(
     db = open_database(settings.db_path)
     commits = GroupCommit(db)
     metrics = Metrics("directory", settings.directory_id)
+    refusals = RateLimiter(settings.server.refusals_per_s, settings.server.refusal_burst, clock)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
     audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
     channels = ChannelPool(tls)
@@ -141,6 +142,7 @@ def build_services(
     return DirectoryServices(
         members=DirectoryService(
             commits=commits,
+            refusals=refusals,
             metrics=metrics,
             key=key,
             registry=registry,
@@ -159,6 +161,7 @@ def build_services(
         ),
         subjects=SubjectService(
             commits=commits,
+            refusals=refusals,
             metrics=metrics,
             consents=consents,
             verifier=verifier,
@@ -169,6 +172,7 @@ def build_services(
         ),
         enrollment=EnrollmentService(
             commits=commits,
+            refusals=refusals,
             metrics=metrics,
             tokens=TokenStore(db),
             registry=registry,

@@ -92,9 +92,11 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         policy: Policy,
         disputes: DisputeDesk,
         commits: GroupCommit,
+        refusals: RateLimiter,
         metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
+        self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._disputes = disputes
         self._policy = policy

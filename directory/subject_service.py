@@ -13,6 +13,7 @@ from credex.errors import CredexError, FailedPrecondition, PermissionDenied, Rea
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
 from credex.metrics import Metrics
+from credex.ratelimit import RateLimiter
 from credex.transport import peer_or_unknown
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
@@ -45,9 +46,11 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         publisher: Publisher,
         disputes: DisputeDesk,
         commits: GroupCommit,
+        refusals: RateLimiter,
         metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
+        self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._publisher = publisher
         self._disputes = disputes

@@ -19,6 +19,7 @@ from credex.group_commit import GroupCommit
 from credex.health import HealthMonitor, enable_reflection
 from credex.keys import SigningKey, load_public
 from credex.metrics import Metrics
+from credex.ratelimit import RateLimiter
 from credex.reloading import Reloading
 from credex.runtime.gate import raise_descriptor_limit
 from credex.serving import run_until_stopped
@@ -130,6 +131,7 @@ def build_service(
     )
     return NodeService(
         commits=GroupCommit(state),
+        refusals=RateLimiter(config.server.refusals_per_s, config.server.refusal_burst, clock),
         metrics=Metrics("node", config.node_id),
         config=config,
         key=keys,

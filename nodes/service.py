@@ -50,9 +50,11 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         audit: AuditLog,
         clock: Clock,
         commits: GroupCommit,
+        refusals: RateLimiter,
         metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
+        self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._config = config
         self._key = key

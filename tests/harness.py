@@ -17,6 +17,7 @@ from credex.client import RequesterClient, SubjectClient
 from credex.keys import SigningKey
 from credex.member_home import MemberHome, enroll_home
 from credex.tls import TlsIdentity
+from credex.transport import UnreadRequest
 from directory import admin as directory_admin
 from directory.config import DirectorySettings, load_settings
 from directory.server import RunningDirectory, start_directory, tls_identity
@@ -59,6 +60,10 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
+
+UNLIMITED_CALLERS = (
+    "refusals_per_s = 1000000.0\nrefusal_burst = 1000000\nmax_connections_per_peer = 100000\n"
+)
 
 # Each test node: its operator's own schema, and an adapter config mapping it to records.
 NODE_FIXTURES: dict[str, dict[str, Any]] = {
@@ -174,12 +179,18 @@ class RecordingNode:
         return getattr(self._inner, name)
 
     async def NotifyRevocations(self, request: Any, context: Any) -> Any:
-        self.pushed.append(request)
+        self.pushed.append(_parsed(request))
         return await self._inner.NotifyRevocations(request, context)
 
     async def QueryRecords(self, request: Any, context: Any) -> Any:
-        self.received.append(request)
+        self.received.append(_parsed(request))
         return await self._inner.QueryRecords(request, context)  # type: ignore[misc]
+
+
+def _parsed(request: Any) -> Any:
+    """What a servicer method was sent, parsed (the service gets it unread: see
+    credex.transport.UnreadRequest)."""
+    return request.read() if isinstance(request, UnreadRequest) else request
 
 
 @dataclass
@@ -308,6 +319,9 @@ def start_federation(
 ) -> Federation:
     """A directory and its test nodes in this process; `server` is the body of every
     server's [server] table (reflection, metrics)."""
+    # These tests send thousands of refused requests on purpose, from one address: the
+    # per-caller refusal budget and connection cap are proven by tests/attacks instead.
+    server = f"{UNLIMITED_CALLERS}{server}"
     clock = MovableClock()
     directory_admin.init_home(root / "directory")
     limits = {"loan-application": 10_000, "school-enrollment": 10_000, "promotion": 2}
