@@ -14,8 +14,11 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import sqlite3
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +29,7 @@ from typing import Any
 from credex import vocab
 from credex.client import RequesterClient, SubjectClient
 from credex.db import readonly_uri
+from credex.errors import CredexError
 from credex.tls import TlsIdentity
 from directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings
 from lab.ceiling import PROFILE, REQUEST_BYTES, ceiling_channel
@@ -147,11 +151,20 @@ def _write_bench_settings(root: Path) -> None:
 
 
 @contextmanager
-def credex_federation(root: Path, nodes: int, subjects: int) -> Iterator[RunningFederation]:
+def credex_federation(
+    root: Path, nodes: int, subjects: int, descriptor_limit: int | None = None
+) -> Iterator[RunningFederation]:
     if not (root / "federation.toml").exists():
         generate(root, subjects=subjects, seed=7, nodes=nodes, everywhere=EVERYWHERE)
     _write_bench_settings(root)
-    fed = start(root, subjects=subjects, seed=7, nodes=nodes, everywhere=EVERYWHERE)
+    fed = start(
+        root,
+        subjects=subjects,
+        seed=7,
+        nodes=nodes,
+        everywhere=EVERYWHERE,
+        descriptor_limit=descriptor_limit,
+    )
     try:
         yield fed
     finally:
@@ -168,6 +181,8 @@ class CredexLoad:
             raise RuntimeError("the bench population has no subject known to every node")
         self.consents: dict[str, str] = {}
         self.failed_nodes = 0
+        self.served = 0
+        self.refused: dict[str, int] = {}
         self._next = 0
         home = fed.requester(REQUESTER)
         self.client = RequesterClient(
@@ -202,6 +217,29 @@ class CredexLoad:
             subject_id=subject_id, consent_id=self.consents[subject_id], purpose=PURPOSE
         )
         self.failed_nodes += sum(n.status != "OK" for n in profile.nodes)
+        self.served += 1
+
+    async def call_counting_refusals(self) -> None:
+        """`call`, but a refused or failed profile is counted instead of raised."""
+        try:
+            await self.call()
+        except CredexError as err:
+            key = f"{err.code.name}:{err.reason}"
+            self.refused[key] = self.refused.get(key, 0) + 1
+
+    def uses(self) -> int:
+        """Consent uses the directory has counted for this load's consents."""
+        settings = DirectorySettings(home=directory_home(self.fed.root))
+        conn = sqlite3.connect(readonly_uri(settings.db_path), uri=True)
+        try:
+            marks = ", ".join("?" for _ in self.consents)
+            row = conn.execute(
+                f"SELECT coalesce(sum(uses), 0) FROM consents WHERE consent_id IN ({marks})",
+                list(self.consents.values()),
+            ).fetchone()
+        finally:
+            conn.close()
+        return int(row[0])
 
     async def fan_out(self) -> int:
         """How many nodes one profile asks (every node, for these subjects)."""
@@ -222,6 +260,88 @@ def peak_rss_mb(pid: int) -> float:
 
 def federation_rss(fed: RunningFederation) -> dict[str, float]:
     return {p.name: peak_rss_mb(p.pid) for p in fed.launcher.infos}
+
+
+def rss_mb(pid: int) -> float:
+    """A live process's resident set size now (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+# --------------------------------------------------------------------------- under attack
+
+# The base federation runs with this many descriptors per server, and the flood holds more
+# idle connections than that on each port it attacks.
+FLOOD_DESCRIPTOR_LIMIT = 4096
+FLOOD_RAMP_S = 3.0
+
+
+@contextmanager
+def flooding(fed: RunningFederation, out: Path) -> Iterator[Path]:
+    """An attacker process (lab.flood) against `fed` from 127.0.0.2 until the block ends."""
+    node = next(p for p in fed.launcher.infos if p.role == "node")
+    settings = DirectorySettings(home=directory_home(fed.root))
+    args = [
+        sys.executable, "-m", "lab.flood",
+        "--public", fed.public_address, "--ca", str(settings.ca_cert_path), "--out", str(out),
+        "--idle-count", str(FLOOD_DESCRIPTOR_LIMIT + 256),
+        *(a for address in (fed.public_address, fed.directory_address, node.address)
+          for a in ("--idle", address)),
+    ]  # fmt: skip
+    out.unlink(missing_ok=True)
+    attacker = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield out
+    finally:
+        attacker.send_signal(signal.SIGTERM)
+        try:
+            _, err = attacker.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            attacker.kill()
+            _, err = attacker.communicate()
+        if attacker.returncode != 0 or not out.exists():
+            raise RuntimeError(f"the flood failed: {err.decode(errors='replace')[-2000:]}")
+
+
+async def _measure_under_flood(fed: RunningFederation, plan: Plan, report: Path) -> dict[str, Any]:
+    """p50 at concurrency 1 with no attack and then under the flood, the directory's memory
+    meanwhile, and whether any consent use was spent on a profile that failed."""
+    directory = next(p.pid for p in fed.launcher.infos if p.role == "directory")
+    load = CredexLoad(fed)
+    try:
+        await load.grant()
+        calm = await drive(load.call_counting_refusals, 1, plan.warmup_s, plan.duration_s)
+        rss_before = rss_mb(directory)
+        samples: list[float] = []
+        with flooding(fed, report):
+            await asyncio.sleep(FLOOD_RAMP_S)
+            uses_before, served_before = load.uses(), load.served
+
+            async def sample() -> None:
+                while True:
+                    samples.append(rss_mb(directory))
+                    await asyncio.sleep(0.25)
+
+            sampler = asyncio.create_task(sample())
+            try:
+                under = await drive(load.call_counting_refusals, 1, plan.warmup_s, plan.duration_s)
+            finally:
+                sampler.cancel()
+            uses_spent = load.uses() - uses_before
+            served = load.served - served_before
+    finally:
+        await load.client.close()
+    return {
+        "calm": asdict(calm),
+        "under_flood": asdict(under),
+        "p50_ratio": round(under.p50_ms / calm.p50_ms, 3),
+        "profiles_served": served,
+        "profiles_refused": dict(load.refused),
+        "uses_spent_on_failures": uses_spent - served,
+        "directory_rss_mb": {"before": rss_before, "max_under_flood": max(samples or [0.0])},
+    }
 
 
 async def _measure_credex(
@@ -330,10 +450,20 @@ def run_bench(root: Path, plan: Plan, say: Callable[[str], None] = print) -> Res
     base = root / f"n{plan.base_nodes}-s{plan.base_subjects}"
 
     say(f"credex: {plan.base_nodes} nodes, {plan.base_subjects} subjects")
-    with credex_federation(base, plan.base_nodes, plan.base_subjects) as fed:
+    with credex_federation(
+        base, plan.base_nodes, plan.base_subjects, descriptor_limit=FLOOD_DESCRIPTOR_LIMIT
+    ) as fed:
         (single, many), width, failed = asyncio.run(_measure_credex(fed, plan, levels))
         base_rss = federation_rss(fed)
         tls = federation_tls(fed, plan.base_nodes)
+        say("credex under an unauthenticated flood (idle connections, garbage, health watches)")
+        attack = asyncio.run(_measure_under_flood(fed, plan, root / "flood.json"))
+        attack["flood"] = json.loads((root / "flood.json").read_text())
+    results.detail["under_attack"] = attack
+    say(
+        f"  c=1 p50 {attack['calm']['p50_ms']} ms calm, {attack['under_flood']['p50_ms']} ms "
+        f"under the flood; {attack['uses_spent_on_failures']} uses spent on failures"
+    )
     results.detail["credex"] = {"c1": asdict(single), f"c{plan.concurrency}": asdict(many)}
     results.detail["fan_out"] = width
     results.detail["failed_node_answers"] = failed
@@ -447,6 +577,13 @@ def verdicts(results: Results, plan: Plan) -> list[tuple[str, str, str, bool]]:
     if lo in by_subjects and hi in by_subjects:
         ratio = by_subjects[hi] / by_subjects[lo]
         rows.append((f"p50 at {hi} subjects / at {lo}", f"{ratio:.2f}", "<= 1.2", ratio <= 1.2))
+    attack = results.detail.get("under_attack")
+    if attack:
+        ratio, wasted = attack["p50_ratio"], attack["uses_spent_on_failures"]
+        grown = attack["directory_rss_mb"]["max_under_flood"] - attack["directory_rss_mb"]["before"]
+        rows.append(("p50 under a flood / calm", f"{ratio:g}", "<= 2", ratio <= 2))
+        rows.append(("directory RSS growth under a flood (MB)", f"{grown:g}", "< 64", grown < 64))
+        rows.append(("consent uses spent on failed profiles", str(wasted), "0", wasted == 0))
     rows.append(
         (
             "node peak RSS (MB)",

@@ -71,8 +71,21 @@ def test_profiles_ask_every_node_and_every_answer_is_ok(results: tuple[Results, 
 def test_verdicts_cover_every_target(results: tuple[Results, Path]) -> None:
     r, _ = results
     rows = verdicts(r, TINY)
-    assert len(rows) == 6
+    assert len(rows) == 9
     assert all(isinstance(met, bool) for *_, met in rows)
+
+
+def test_the_flood_is_measured(results: tuple[Results, Path]) -> None:
+    """The attack really ran (its connections were cut, its garbage refused, its watches
+    capped) while the profiles were measured; no figure is asserted, only recorded."""
+    attack = results[0].detail["under_attack"]
+    flood = attack["flood"]
+    assert flood["idle_opened"] > 0 and flood["idle_closed_by_server"] > 0
+    assert flood["malformed_sent"] > 0 and "OK" not in flood["malformed_answers"]
+    assert flood["watches_refused"] > 0
+    assert attack["profiles_served"] >= attack["under_flood"]["completed"] >= 1
+    assert attack["under_flood"]["p50_ms"] > 0 and attack["calm"]["p50_ms"] > 0
+    assert isinstance(attack["uses_spent_on_failures"], int)
 
 
 def test_nothing_is_left_running(results: tuple[Results, Path]) -> None:
