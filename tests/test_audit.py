@@ -82,7 +82,7 @@ CASES: dict[str, tuple[list[str], int, str]] = {
             "UPDATE audit_log SET seq = seq - 999 WHERE seq >= 1007",
             "INSERT INTO audit_log SELECT 7, at, 'q-forged', link, actor, action, outcome, "
             "purpose, consent_id, subject_ref, categories, node_id, detail, disclosed_digest, "
-            "hash, count FROM audit_log WHERE seq = 6",
+            "hash, count, query_digest FROM audit_log WHERE seq = 6",
         ],
         7,
         "was inserted",
