@@ -4,6 +4,8 @@ the directory hands every node its own, and nobody else may hand over either."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.audit import WITNESSED, AuditEntry
+from credex.audit import WITNESSED, AuditEntry, AuditLog
 from credex.clock import to_timestamp
 from credex.db import open_database, readonly_uri
 from credex.errors import (
@@ -26,7 +28,7 @@ from credex.errors import (
     from_rpc_error,
 )
 from credex.keys import SigningKey
-from credex.runtime.witness import MAX_BODY_BYTES, WitnessStore
+from credex.runtime.witness import MAX_BODY_BYTES, CheckpointPublisher, WitnessStore
 from credex.signing import domain_tag, seal
 from credex.tls import TlsIdentity
 from credex.transport import open_channel, open_directory_channel
@@ -337,3 +339,44 @@ def test_nobody_but_the_directory_may_hand_a_node_a_checkpoint(federation: Feder
         with pytest.raises(CredexError) as err:
             call(federation, identity, "WitnessDirectoryCheckpoint", to_node(signed), node="courts")
         assert err.value.reason == reason, (reason, err.value)
+
+
+# --- the owner's side: handing over checkpoints --------------------------------------------------
+
+
+def test_the_owner_hands_over_each_new_checkpoint_once_and_says_when_its_log_went_back(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A publisher whose witness is a real store in another database (called directly, as the
+    RPC handler would): a new checkpoint goes over once; a log restored from an older backup
+    is refused by the witness, and the owner's operator is told once per checkpoint."""
+    witness = WitnessStore(open_database(tmp_path / "witness.db"), clock)
+    calls: list[int] = []
+
+    async def send(signed: Signed, deadline_s: float) -> int:
+        calls.append(1)
+        return witness.keep(signed, "pboc", [OWNER.public])
+
+    async def durable() -> None:
+        return None
+
+    def publisher_for(db: Path) -> tuple[AuditLog, CheckpointPublisher]:
+        log = AuditLog(open_database(db), clock, log_id="pboc", key=lambda: OWNER)
+        return log, CheckpointPublisher(log, lambda: {"directory": send}, durable)
+
+    log, publisher = publisher_for(tmp_path / "pboc.db")
+    for i in range(3):
+        log.append(AuditEntry(request_id=f"q-{i}", actor="d", action="query", outcome="ok"))
+    log.checkpoint()
+    assert asyncio.run(publisher.publish()) == 1 and witness.held("pboc") == 3
+    assert asyncio.run(publisher.publish()) == 0 and len(calls) == 1  # nothing new to hand over
+
+    restored, publisher = publisher_for(tmp_path / "restored.db")  # a backup of 2 entries
+    for i in range(2):
+        restored.append(AuditEntry(request_id=f"q-{i}", actor="d", action="query", outcome="ok"))
+    restored.checkpoint()
+    with caplog.at_level(logging.ERROR, logger="credex.runtime.witness"):
+        assert asyncio.run(publisher.publish()) == 0
+        assert asyncio.run(publisher.publish()) == 0
+    complaints = [r for r in caplog.records if "entries it saw are gone" in r.getMessage()]
+    assert len(complaints) == 1 and witness.held("pboc") == 3

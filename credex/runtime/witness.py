@@ -196,16 +196,17 @@ class CheckpointPublisher:
         try:
             held = await send(signed, deadline_s)
         except CredexError as err:
+            if self._complained.get(name) == seq:  # once per checkpoint, not every round
+                return False
+            self._complained[name] = seq
             if err.reason == Reason.CHECKPOINT_STALE:
-                if self._complained.get(name) != seq:  # once per checkpoint, not every round
-                    self._complained[name] = seq
-                    log.error(
-                        "witness %s holds a newer checkpoint of this log than its newest "
-                        "(entry %d): entries it saw are gone from this database: %s",
-                        name,
-                        seq,
-                        err.message,
-                    )
+                log.error(
+                    "witness %s holds a newer checkpoint of this log than its newest (entry %d): "
+                    "entries it saw are gone from this database: %s",
+                    name,
+                    seq,
+                    err.message,
+                )
             else:
                 log.warning("handing checkpoint %d to witness %s failed: %s", seq, name, err)
             return False
