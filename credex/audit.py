@@ -2,10 +2,12 @@
 with checkpoints of the chain head signed by the log's owner.
 
 Entry n's hash is SHA-256(hash of entry n-1 || canonical JSON of entry n): the values of
-FIELDS in order, then `count` only where an entry stands for more than one event (so entries
-written before counts existed hash as they did). Verification walks the chain and reports the
-first entry that was changed, deleted, inserted or reordered; the signed checkpoints also
-expose a chain rewritten from some point on, or cut short.
+FIELDS in order, then `count` only where an entry stands for more than one event, then the
+OPTIONAL_FIELDS that are set, as one object (so entries written before either existed hash as
+they did). Verification walks the chain and reports the first entry that was changed, deleted,
+inserted or reordered; the signed checkpoints also expose a chain rewritten from some point
+on, or cut short, and the copies of them that a witness keeps outside the log's database
+(credex.runtime.witness) expose a chain rewritten together with its own checkpoints.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from typing import Any
 
 import sqlite_utils
 
-from credex.clock import Clock, to_timestamp
+from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.db import readonly_uri, transaction
 from credex.errors import CredexError, bounded
 from credex.keys import SigningKey, VerifyKey
-from credex.signing import parse, seal, verify
+from credex.protocol.key_history import KeyHistory
+from credex.signing import parse, seal
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 
@@ -35,6 +38,8 @@ log_errors = logging.getLogger(__name__)
 TABLE = "audit_log"
 CHECKPOINTS = "audit_checkpoints"
 META = "audit_meta"
+# Other logs' checkpoints this database keeps as their witness (see credex.runtime.witness).
+WITNESSED = "witnessed_checkpoints"
 # The chained fields, in the order they are hashed.
 FIELDS = (
     "seq",
@@ -52,6 +57,10 @@ FIELDS = (
     "detail",
     "disclosed_digest",
 )
+# Fields hashed only when set (as one JSON object after `count`), so that entries written
+# before they existed keep their hashes. query_digest: SHA-256 (hex) of the signed query body
+# an entry is about (a node query, at the directory and at the node).
+OPTIONAL_FIELDS = ("query_digest",)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class AuditEntry:
     link: str = ""
     # How many like events this entry stands for (repeated refusals are written as one).
     count: int = 1
+    # SHA-256 (hex) of the signed node query this entry is about, as sent or as received.
+    query_digest: str = ""
 
 
 def entry_hash(prev: bytes, row: dict[str, Any]) -> bytes:
@@ -78,6 +89,9 @@ def entry_hash(prev: bytes, row: dict[str, Any]) -> bytes:
     count = row.get("count", 1)
     if count != 1:
         values.append(count)
+    extra = {f: row[f] for f in sorted(OPTIONAL_FIELDS) if row.get(f)}
+    if extra:
+        values.append(extra)
     canonical = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(prev + canonical.encode()).digest()
 
@@ -103,11 +117,15 @@ def _create(conn: sqlite3.Connection) -> None:
             detail TEXT NOT NULL,
             disclosed_digest TEXT NOT NULL,
             hash BLOB NOT NULL,
-            count INTEGER NOT NULL DEFAULT 1
+            count INTEGER NOT NULL DEFAULT 1,
+            query_digest TEXT NOT NULL DEFAULT ''
         )"""
     )
-    if "count" not in {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}:
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+    if "count" not in columns:
         conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+    if "query_digest" not in columns:
+        conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN query_digest TEXT NOT NULL DEFAULT ''")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} (request_id)")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_subject ON {TABLE} (subject_ref, action)")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_link ON {TABLE} (link)")
@@ -173,11 +191,11 @@ class AuditLog:
         seq, prev = (int(last[0]), bytes(last[1])) if last else (0, GENESIS)
         row["seq"] = seq + 1
         digest = entry_hash(prev, row)
-        columns = ", ".join((*FIELDS, "count", "hash"))
-        marks = ", ".join("?" for _ in range(len(FIELDS) + 2))
+        columns = ", ".join((*FIELDS, "count", *OPTIONAL_FIELDS, "hash"))
+        marks = ", ".join("?" for _ in range(len(FIELDS) + len(OPTIONAL_FIELDS) + 2))
         self._conn.execute(
             f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})",
-            (*(row[f] for f in FIELDS), row["count"], digest),
+            (*(row[f] for f in FIELDS), row["count"], *(row[f] for f in OPTIONAL_FIELDS), digest),
         )
         self._seq, self._head = seq + 1, digest
         return self._seq
@@ -208,6 +226,15 @@ class AuditLog:
         self._checkpointed = self._seq
         return True
 
+    def latest_checkpoint(self) -> tuple[int, Signed] | None:
+        """The newest signed checkpoint and the number of entries it covers, if any."""
+        row = self._conn.execute(
+            f"SELECT seq, signed FROM {CHECKPOINTS} ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), parse(bytes(row[1]), Signed, what="checkpoint")
+
     def served(self, request_id: str) -> bool:
         """Whether a profile was already assembled under this request id."""
         return (
@@ -228,20 +255,28 @@ class AuditLog:
 
 # --- verification ---------------------------------------------------------------------------
 
+OK = "OK"
+TAMPERED = "TAMPERED"  # the log was changed: an entry, or the chain against a checkpoint
+UNVERIFIED = "UNVERIFIED"  # it could not be checked as asked (no such file, key not given, …)
+
 
 @dataclass
 class VerifyReport:
     path: str
+    log_id: str = ""
     entries: int = 0
     checkpoints: int = 0
     checkpoints_verified: int = 0
+    # Checkpoints of this log that witnesses hold and that the log still matches.
+    witnessed: int = 0
     ok: bool = True
+    verdict: str = OK
     first_bad_seq: int | None = None
     problem: str = ""
     notes: list[str] = field(default_factory=list)
 
-    def fail(self, seq: int | None, problem: str) -> VerifyReport:
-        self.ok, self.first_bad_seq, self.problem = False, seq, problem
+    def fail(self, seq: int | None, problem: str, verdict: str = TAMPERED) -> VerifyReport:
+        self.ok, self.first_bad_seq, self.problem, self.verdict = False, seq, problem, verdict
         return self
 
 
@@ -253,8 +288,31 @@ def _rows(conn: sqlite3.Connection) -> list[tuple[dict[str, Any], bytes]]:
         row = dict(zip(names, values, strict=True))
         content = {f: row[f] for f in FIELDS}
         content["count"] = row.get("count", 1)  # a log from before counts existed
+        for name in OPTIONAL_FIELDS:
+            content[name] = row.get(name) or ""
         rows.append((content, bytes(row["hash"])))
     return rows
+
+
+def log_owner(path: Path) -> str:
+    """Whose log the database at `path` holds, as its owner recorded it ("" if unknown)."""
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
+    except sqlite3.Error:
+        return ""
+    try:
+        return _log_id(conn)
+    finally:
+        conn.close()
+
+
+def _log_id(conn: sqlite3.Connection) -> str:
+    """Whose log the database holds, as its owner recorded it ("" if it does not say)."""
+    try:
+        row = conn.execute(f"SELECT value FROM {META} WHERE key = 'log_id'").fetchone()
+    except sqlite3.Error:
+        return ""
+    return str(row[0]) if row else ""
 
 
 DIAGNOSIS_WINDOW = 32
@@ -281,23 +339,77 @@ def _diagnose(rows: list[tuple[dict[str, Any], bytes]], i: int, prev: bytes) -> 
     return f"entry {seq} does not chain from the entry before it"
 
 
-def verify_log(path: Path, key: VerifyKey | None = None) -> VerifyReport:
-    """Walk the chain of the log in `path` and check every checkpoint against it (and, given
-    the owner's key, its signature)."""
+@dataclass(frozen=True)
+class _Copy:
+    """One checkpoint of the log: the owner's own (witness "") or a witness's copy."""
+
+    seq: int
+    blob: bytes
+    witness: str = ""
+
+    def name(self) -> str:
+        if not self.witness:
+            return f"the checkpoint at entry {self.seq}"
+        return f"witness {self.witness}'s copy of the checkpoint at entry {self.seq}"
+
+
+def _witness_copies(witness: Path, log_id: str, log_path: Path) -> list[_Copy] | str:
+    """The checkpoints of `log_id` that the witness database keeps, or why there are none."""
+    if not log_id:
+        return f"{log_path} does not say whose log it is, so no witness copy can be matched"
+    if not witness.is_file():
+        return f"witness {witness} does not exist"
+    if witness.resolve() == log_path.resolve():
+        return f"{witness} is the log itself, not a witness"
+    try:
+        conn = sqlite3.connect(readonly_uri(witness), uri=True)
+        try:
+            owner = _log_id(conn)
+            found = conn.execute(
+                f"SELECT seq, signed FROM {WITNESSED} WHERE log_id = ? ORDER BY seq", (log_id,)
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"{witness} keeps no witnessed checkpoints: {exc}"
+    if owner == log_id:
+        return f"{witness} is another copy of {log_id!r}'s own log, not a witness"
+    if not found:
+        return f"witness {witness} holds no checkpoint of {log_id!r}'s log"
+    return [_Copy(int(seq), bytes(blob), str(witness)) for seq, blob in found]
+
+
+def verify_log(
+    path: Path,
+    key: VerifyKey | None = None,
+    *,
+    keys: KeyHistory | None = None,
+    witnesses: Sequence[Path] = (),
+) -> VerifyReport:
+    """Walk the chain of the log in `path` and check every checkpoint against it: the owner's
+    own and the copies each witness database holds. Given the owner's key (`key`) or keys
+    (`keys`, each for its own period), every checkpoint's signature is checked too."""
     report = VerifyReport(path=str(path))
+    history = keys
+    if key is not None:
+        single = KeyHistory.single(key)
+        history = single if history is None else history.merged(single)
     if not path.is_file():
-        return report.fail(None, f"{path} does not exist")
+        return report.fail(None, f"{path} does not exist", UNVERIFIED)
     try:
         conn = sqlite3.connect(readonly_uri(path), uri=True)
-        rows = _rows(conn)
-        checkpoints = [
-            (seq, bytes(blob))
-            for seq, blob in conn.execute(f"SELECT seq, signed FROM {CHECKPOINTS} ORDER BY seq")
-        ]
-        conn.close()
+        try:
+            rows = _rows(conn)
+            own = [
+                _Copy(int(seq), bytes(blob))
+                for seq, blob in conn.execute(f"SELECT seq, signed FROM {CHECKPOINTS} ORDER BY seq")
+            ]
+            report.log_id = _log_id(conn)
+        finally:
+            conn.close()
     except sqlite3.Error as exc:
-        return report.fail(None, f"not an audit log: {exc}")
-    report.entries, report.checkpoints = len(rows), len(checkpoints)
+        return report.fail(None, f"not an audit log: {exc}", UNVERIFIED)
+    report.entries, report.checkpoints = len(rows), len(own)
     hashes: dict[int, bytes] = {}
     prev = GENESIS
     for i, (content, stored) in enumerate(rows):
@@ -310,40 +422,104 @@ def verify_log(path: Path, key: VerifyKey | None = None) -> VerifyReport:
             return report.fail(content["seq"], _diagnose(rows, i, prev))
         hashes[content["seq"]] = stored
         prev = stored
-    for seq, blob in checkpoints:
-        try:
-            signed = parse(blob, Signed, what="checkpoint")
-            checkpoint = parse(signed.body, AuditCheckpoint, what="checkpoint")
-        except CredexError:
-            return report.fail(seq, f"checkpoint at entry {seq} is unreadable")
-        if key is not None:
-            if not verify(signed, AuditCheckpoint, key):
-                return report.fail(seq, f"checkpoint at entry {seq} is not signed by the owner")
-            report.checkpoints_verified += 1
-        if checkpoint.seq != seq:
-            return report.fail(seq, f"checkpoint filed under {seq} is for entry {checkpoint.seq}")
-        if seq not in hashes:
-            return report.fail(
-                len(rows) + 1,
-                f"the owner signed {seq} entries but only {len(rows)} are left "
-                "(deleted at the end)",
-            )
-        if hashes[seq] != checkpoint.head_hash:
-            return report.fail(
-                seq, f"entries up to {seq} were rewritten: the signed checkpoint does not match"
-            )
-    if rows and not checkpoints:
+    copies = list(own)
+    for witness in witnesses:
+        found = _witness_copies(witness, report.log_id, path)
+        if isinstance(found, str):
+            return report.fail(None, found, UNVERIFIED)
+        copies.extend(found)
+    copies.sort(key=lambda c: (c.seq, c.witness))
+    if not _check_copies(report, copies, hashes, history):
+        return report
+    if rows and not own:
         report.notes.append(
-            "WARNING: no signed checkpoint at all, so the log cannot be proved complete or "
-            "unaltered (new log, or checkpoints deleted)"
+            "WARNING: no signed checkpoint of the owner's own at all, so without a witness the "
+            "log cannot be proved complete or unaltered (new log, or checkpoints deleted)"
         )
-    if key is None and checkpoints:
-        report.notes.append("checkpoint signatures not checked: give the owner's public key")
-    if checkpoints and checkpoints[-1][0] < len(rows):
+    if history is None and copies:
         report.notes.append(
-            f"entries {checkpoints[-1][0] + 1}-{len(rows)} are after the last checkpoint"
+            "checkpoint signatures not checked: give the owner's public key (--key) or its key "
+            "history (--registry)"
+        )
+    if copies and copies[-1].seq < len(rows):
+        report.notes.append(
+            f"entries {copies[-1].seq + 1}-{len(rows)} are after the last checkpoint"
+        )
+    if not witnesses and rows:
+        report.notes.append(
+            "not compared with a witness (--witness): a chain rewritten together with its "
+            "own checkpoints is caught only against a witness's copies"
         )
     return report
+
+
+def _check_copies(
+    report: VerifyReport,
+    copies: list[_Copy],
+    hashes: dict[int, bytes],
+    history: KeyHistory | None,
+) -> bool:
+    """Check every checkpoint copy, in sequence order, against the chain; False (and the
+    report failed) at the first that does not hold. A witness's copy that is unreadable or
+    not the owner's is a witness problem, not proof the log was changed."""
+    matched = 0  # the last entry a checkpoint proved unchanged
+    newest_key, newest_key_seq = -1, 0
+    for copy in copies:
+        what = copy.name()
+        unproven = UNVERIFIED if copy.witness else TAMPERED
+        try:
+            signed = parse(copy.blob, Signed, what="checkpoint")
+            checkpoint = parse(signed.body, AuditCheckpoint, what="checkpoint")
+        except CredexError:
+            report.fail(None if copy.witness else copy.seq, f"{what} is unreadable", unproven)
+            return False
+        if checkpoint.seq != copy.seq or (report.log_id and checkpoint.log_id != report.log_id):
+            report.fail(
+                None if copy.witness else copy.seq,
+                f"{what} is filed wrongly: it is log {checkpoint.log_id!r}'s checkpoint of "
+                f"entry {checkpoint.seq}",
+                unproven,
+            )
+            return False
+        if history is not None:
+            check = history.check(signed, AuditCheckpoint, from_timestamp(checkpoint.at))
+            if check.problem:
+                verdict = UNVERIFIED if check.unknown else unproven
+                report.fail(
+                    None if copy.witness else copy.seq, f"{what} is {check.problem}", verdict
+                )
+                return False
+            if check.index < newest_key:
+                report.fail(
+                    copy.seq,
+                    f"{what} is signed by key {signed.key_id}, which had been replaced by the "
+                    f"key that signed the checkpoint at entry {newest_key_seq}",
+                    unproven,
+                )
+                return False
+            if check.index > newest_key:
+                newest_key, newest_key_seq = check.index, copy.seq
+        by = "the owner" if not copy.witness else f"witness {copy.witness} holds that the owner"
+        if copy.seq not in hashes:
+            report.fail(
+                len(hashes) + 1,
+                f"{by} signed {copy.seq} entries but only {len(hashes)} are left "
+                "(deleted at the end)",
+            )
+            return False
+        if hashes[copy.seq] != checkpoint.head_hash:
+            report.fail(
+                copy.seq,
+                f"entries up to {copy.seq} were rewritten (somewhere in {matched + 1}-{copy.seq}): "
+                f"{what} does not match",
+            )
+            return False
+        matched = copy.seq
+        if copy.witness:
+            report.witnessed += 1
+        elif history is not None:
+            report.checkpoints_verified += 1
+    return True
 
 
 def malformed_entry(method: str, err: Any, peer: str, node_id: str = "") -> AuditEntry:

@@ -10,11 +10,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from credex import vocab
-from credex.audit import verify_log
+from credex.audit import log_owner, verify_log
 from credex.client import RequesterClient, SubjectClient
 from credex.cliutil import cli_errors, print_json
+from credex.errors import CredexError
 from credex.keys import SigningKey, load_public
 from credex.member_home import MemberHome, enroll_home
+from credex.protocol.key_history import KeyHistory
 from credex.reconcile import reconcile
 from credex.render import (
     member_row,
@@ -26,6 +28,8 @@ from credex.render import (
     terminal_console,
 )
 from credex.rotation import rotate_key
+from credex.signing import parse
+from credex.v1.common_pb2 import Signed
 
 T = TypeVar("T")
 
@@ -407,25 +411,74 @@ def audit_verify(
     key: Annotated[
         Path | None, typer.Option(help="The owner's public key (PEM), to check checkpoints.")
     ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            help="A directory-signed registry snapshot (a node keeps one beside its database, "
+            "e.g. credex-node.registry): the owner's every key, each for its own period, so "
+            "checkpoints signed before a key rotation verify. Needs --directory-key."
+        ),
+    ] = None,
+    directory_key: Annotated[
+        Path | None,
+        typer.Option(help="The directory's public key (PEM), to check --registry with."),
+    ] = None,
+    witness: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A witness's database (the directory's for a node's log, a node's for the "
+            "directory's): the log must match every checkpoint of it the witness keeps. Repeat."
+        ),
+    ] = None,
     json_out: Json = False,
 ) -> None:
-    """Walk the hash chain and the signed checkpoints; report the first entry that was changed,
-    deleted, inserted or reordered (exit 1)."""
+    """Walk the hash chain and check the signed checkpoints, the owner's own and the copies its
+    witnesses keep; report the first entry that was changed, deleted, inserted or reordered
+    (exit 1: TAMPERED, or UNVERIFIED when it could not be checked as asked)."""
     with cli_errors():
-        report = verify_log(path, load_public(key) if key is not None else None)
+        keys = _key_history(path, registry, directory_key)
+        report = verify_log(
+            path,
+            load_public(key) if key is not None else None,
+            keys=keys,
+            witnesses=witness or [],
+        )
         if json_out:
             print_json(report)
         elif report.ok:
+            witnessed = f", {report.witnessed} witnessed copies match" if witness else ""
             typer.echo(
                 f"{path}: OK, {report.entries} entries chain, {report.checkpoints} checkpoints "
-                f"({report.checkpoints_verified} signatures verified)"
+                f"({report.checkpoints_verified} signatures verified){witnessed}"
             )
             for note in report.notes:
                 typer.echo(f"note: {note}")
         else:
-            typer.echo(f"{path}: TAMPERED: {report.problem}", err=True)
+            typer.echo(f"{path}: {report.verdict}: {report.problem}", err=True)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _key_history(log: Path, registry: Path | None, directory_key: Path | None) -> KeyHistory | None:
+    """The log owner's keys from a directory-signed registry snapshot, if one is given."""
+    if registry is None:
+        if directory_key is not None:
+            raise ValueError("--directory-key checks a --registry snapshot; give one")
+        return None
+    if directory_key is None:
+        raise ValueError("--registry needs --directory-key to check the snapshot's signature")
+    owner = log_owner(log)
+    if not owner:
+        raise ValueError(f"{log} does not say whose log it is, so its keys cannot be looked up")
+    try:
+        blob = registry.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read registry snapshot {registry}: {exc.strerror}") from None
+    try:
+        signed = parse(blob, Signed, what="registry snapshot")
+    except CredexError as err:
+        raise ValueError(f"{registry}: {err.message}") from None
+    return KeyHistory.from_registry(signed, load_public(directory_key), owner)
 
 
 @audit_app.command("reconcile")

@@ -50,6 +50,8 @@ class Reason(StrEnum):
     CONSENT_EXCEEDS_PURPOSE = "CONSENT_EXCEEDS_PURPOSE"
     NO_RECORDS = "NO_RECORDS"
     RATE_LIMITED = "RATE_LIMITED"
+    # A witness already holds a checkpoint of the log at this sequence number or later.
+    CHECKPOINT_STALE = "CHECKPOINT_STALE"
     PURPOSE_LIMIT = "PURPOSE_LIMIT"
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE = "DEADLINE"

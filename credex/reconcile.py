@@ -1,5 +1,13 @@
 """Matching what the directory asked with what each node says it did: every node query has the
-directory's random query id in both logs."""
+directory's random query id in both logs, and both sides record digests of what was asked
+and what was answered, which must agree.
+
+The directory records, for each node query, the digest of the signed query it sent and of the
+node-signed answer it verified; the node records the digest of the signed query it verified
+(or refused) and of the answer it signed. So an answered query whose entry a node deleted and
+replaced with a refusal under the same id, or whose answer it logged differently, does not
+match, however whole the node's chain is.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,10 @@ from credex.audit import META, TABLE
 from credex.db import readonly_uri
 
 # A query the directory marked so never reached the node, or never came back: the node may
-# rightly have no entry for it.
+# rightly have no entry for it, or any.
 NOT_DELIVERED = {"TIMEOUT", "UNAVAILABLE"}
+# Node outcomes of a query it answered with a signed answer.
+ANSWERED = {"disclosed", "no_records"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,30 @@ class ReconcileReport:
         return not self.unexplained
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """A node query as the directory logged it."""
+
+    node_id: str
+    outcome: str
+    link: str
+    query_digest: str
+    answer_digest: str
+
+
+@dataclass(frozen=True)
+class _Logged:
+    """A node's entry about a query."""
+
+    outcome: str
+    query_digest: str
+    answer_digest: str
+
+    @property
+    def answered(self) -> bool:
+        return self.outcome in ANSWERED
+
+
 def _read(path: Path, sql: str) -> list[tuple[str, ...]]:
     if not path.is_file():
         raise ValueError(f"{path} does not exist")
@@ -47,6 +81,12 @@ def _read(path: Path, sql: str) -> list[tuple[str, ...]]:
             conn.close()
     except sqlite3.Error as exc:
         raise ValueError(f"{path} is not an audit log: {exc}") from None
+
+
+def _digest_column(path: Path) -> str:
+    """The query digest column, or '' for a log written before it existed."""
+    columns = {row[1] for row in _read(path, f"PRAGMA table_info({TABLE})")}
+    return "query_digest" if "query_digest" in columns else "''"
 
 
 def _owner(path: Path) -> str:
@@ -62,37 +102,92 @@ def reconcile(directory_log: Path, node_logs: list[Path]) -> ReconcileReport:
     query a node logged against the directory's."""
     report = ReconcileReport()
     sent = {
-        query_id: (node_id, outcome, link)
-        for query_id, node_id, outcome, link in _read(
+        query_id: _Sent(node_id, outcome, link, query_digest, answer_digest)
+        for query_id, node_id, outcome, link, query_digest, answer_digest in _read(
             directory_log,
-            f"SELECT request_id, node_id, outcome, link FROM {TABLE} WHERE action = 'query'",
+            f"SELECT request_id, node_id, outcome, link, {_digest_column(directory_log)}, "
+            f"disclosed_digest FROM {TABLE} WHERE action = 'query'",
         )
     }
     report.directory_queries = len(sent)
     for path in node_logs:
         rows = _read(
-            path, f"SELECT request_id, node_id, outcome FROM {TABLE} WHERE action = 'query'"
+            path,
+            f"SELECT request_id, node_id, outcome, {_digest_column(path)}, disclosed_digest "
+            f"FROM {TABLE} WHERE action = 'query' ORDER BY seq",
         )
-        node_ids = {node for _, node, _ in rows if node}
+        node_ids = {row[1] for row in rows if row[1]}
         if len(node_ids) > 1:
             raise ValueError(f"{path} holds entries of several nodes: {sorted(node_ids)}")
         node_id = node_ids.pop() if node_ids else _owner(path)
         report.node_entries[node_id] = len(rows)
-        logged = {query_id: outcome for query_id, _, outcome in rows}
-        for query_id, outcome in logged.items():
+        logged: dict[str, list[_Logged]] = {}
+        for query_id, _, outcome, query_digest, answer_digest in rows:
+            logged.setdefault(query_id, []).append(_Logged(outcome, query_digest, answer_digest))
+        for query_id, entries in logged.items():
             if query_id in sent:
-                report.matched += 1
-            else:
-                report.unexplained.append(
-                    Mismatch(query_id, node_id, "node-only",
-                             f"the node logged {outcome} but the directory has no such query")
-                )  # fmt: skip
-        for query_id, (target, outcome, link) in sent.items():
-            if target != node_id or query_id in logged:
                 continue
             mismatch = Mismatch(
-                query_id, node_id, "directory-only",
-                f"the directory recorded {outcome} for request {link}; the node has no entry",
+                query_id, node_id, "node-only",
+                f"the node logged {entries[0].outcome} but the directory has no such query",
             )  # fmt: skip
-            (report.explained if outcome in NOT_DELIVERED else report.unexplained).append(mismatch)
+            # Refusing a query the directory never sent (someone else's, or garbage) is what a
+            # node should do; having answered one is not.
+            unexplained = any(e.answered for e in entries)
+            (report.unexplained if unexplained else report.explained).append(mismatch)
+        for query_id, query in sent.items():
+            if query.node_id != node_id:
+                continue
+            problem = _compare(query, logged.get(query_id, []))
+            if problem is None:
+                report.matched += 1
+                continue
+            kind, detail = problem
+            mismatch = Mismatch(query_id, node_id, kind, detail)
+            explained = kind == "directory-only" and query.outcome in NOT_DELIVERED
+            (report.explained if explained else report.unexplained).append(mismatch)
     return report
+
+
+def _compare(query: _Sent, entries: list[_Logged]) -> tuple[str, str] | None:
+    """Why the node's entries about one query disagree with the directory's, or None."""
+    if not entries:
+        return (
+            "directory-only",
+            f"the directory recorded {query.outcome} for request {query.link}; "
+            "the node has no entry",
+        )
+    if query.outcome in NOT_DELIVERED:
+        return None  # the node may have answered after the directory gave up, or refused
+    answers = [e for e in entries if e.answered]
+    if query.query_digest:  # a node answers only the very query the directory signed
+        for entry in answers:
+            if entry.query_digest and entry.query_digest != query.query_digest:
+                return (
+                    "query-mismatch",
+                    f"the node logged answering query {entry.query_digest[:16]}…, "
+                    f"the directory sent {query.query_digest[:16]}…",
+                )
+    if len(answers) > 1:
+        return "answered-twice", f"the node logged {len(answers)} answers to one query"
+    if query.answer_digest:  # the directory verified a node-signed answer
+        if not answers:
+            outcomes = ", ".join(sorted({e.outcome for e in entries}))
+            return (
+                "answer-missing",
+                f"the directory holds the node's signed answer ({query.outcome}), "
+                f"but the node logged only {outcomes}",
+            )
+        if answers[0].answer_digest != query.answer_digest:
+            return (
+                "answer-mismatch",
+                f"the node logged answer {answers[0].answer_digest[:16]}…, the directory "
+                f"received {query.answer_digest[:16]}…",
+            )
+        return None
+    if query.outcome == "DENIED" and answers:
+        return (
+            "answer-unrecorded",
+            "the node logged that it answered, the directory recorded a refusal (DENIED)",
+        )
+    return None

@@ -20,6 +20,7 @@ from credex.metrics import Metrics
 from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
 from credex.runtime.gate import raise_descriptor_limit
+from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
 from credex.transport import Binding, ChannelPool, add_service, bind, create_server
@@ -37,6 +38,7 @@ from directory.scoring import load_policy
 from directory.service import DirectoryService
 from directory.subject_service import SubjectService
 from directory.verify import RequestVerifier
+from directory.witness import NodeCheckpoints, node_witnesses
 
 SERVICES = directory_pb2.DESCRIPTOR.services_by_name
 
@@ -56,6 +58,7 @@ class RunningDirectory:
     metrics_address: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     bindings: list[Binding] = field(default_factory=list)
+    checkpoints: CheckpointPublisher | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         await self.health.drain()
@@ -71,6 +74,8 @@ class RunningDirectory:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.checkpoints is not None:  # the last checkpoint, to the nodes that witness it
+            await self.checkpoints.publish_final()
         await self.publisher.close()
         await self.router.close()
         self.audit.checkpoint()
@@ -90,6 +95,7 @@ class DirectoryServices:
     commits: GroupCommit
     metrics: Metrics
     tls: TlsIdentity
+    checkpoints: CheckpointPublisher
 
 
 def tls_identity(settings: DirectorySettings) -> TlsIdentity:
@@ -158,6 +164,7 @@ def build_services(
             directory_id=settings.directory_id,
             policy=load_policy(settings.policy_path),
             disputes=disputes,
+            witness=NodeCheckpoints(WitnessStore(db, clock), registry, clock),
         ),
         subjects=SubjectService(
             commits=commits,
@@ -188,6 +195,7 @@ def build_services(
         commits=commits,
         metrics=metrics,
         tls=tls,
+        checkpoints=CheckpointPublisher(audit, node_witnesses(registry, channels), commits.flush),
     )
 
 
@@ -260,7 +268,9 @@ async def start_directory(
         tasks=[
             asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s)),
             asyncio.create_task(health.run()),
+            asyncio.create_task(services.checkpoints.run(settings.checkpoint_interval_s)),
         ],
+        checkpoints=services.checkpoints,
     )
 
 

@@ -42,6 +42,7 @@ from directory.registry import Registry
 from directory.router import NodeCall, Router
 from directory.scoring import Policy
 from directory.verify import AuthorizedProfileRequest, RequestVerifier, signer_key
+from directory.witness import NodeCheckpoints
 
 Context = grpc.aio.ServicerContext[Any, Any]
 S = ConsentStatus
@@ -94,10 +95,12 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         commits: GroupCommit,
         refusals: RateLimiter,
         metrics: Metrics,
+        witness: NodeCheckpoints,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
         self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
+        self._witness = witness  # nodes' audit checkpoints, kept here
         self._disputes = disputes
         self._policy = policy
         self._ca = ca
@@ -226,6 +229,13 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         return pb.ResolveDisputeResponse(dispute=state)
 
     @rpc_handler
+    async def WitnessNodeCheckpoint(
+        self, request: pb.WitnessNodeCheckpointRequest, context: Context
+    ) -> pb.WitnessNodeCheckpointResponse:
+        """Keep the calling node's newest audit checkpoint as a witness copy."""
+        return self._witness.accept(request, context)
+
+    @rpc_handler
     async def ListMembers(
         self, request: pb.ListMembersRequest, context: Context
     ) -> pb.ListMembersResponse:
@@ -294,7 +304,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             ).inc()
         profile = assemble(authorized, results, self._key, self._clock(), self._policy)
         with transaction(self._db):  # every entry of this request in one durable commit
-            for result in results:  # one entry per node query, linked to the profile request
+            # One entry per node query, linked to the profile request, with the digests of the
+            # query sent and of the node's verified answer (reconcile compares both).
+            for reply, result in zip(replies, results, strict=True):
                 self._audit.append(
                     AuditEntry(
                         request_id=result.query_id,
@@ -308,6 +320,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
                         node_id=result.node_id,
                         detail=result.detail,
                         disclosed_digest=digest(result.answer).hex() if result.answer.body else "",
+                        query_digest=digest(reply.query).hex(),
                     )
                 )
             self._audit.append(

@@ -22,6 +22,7 @@ from credex.metrics import Metrics
 from credex.ratelimit import RateLimiter
 from credex.reloading import Reloading
 from credex.runtime.gate import raise_descriptor_limit
+from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.serving import run_until_stopped
 from credex.signing import seal
 from credex.tls import TlsIdentity
@@ -40,6 +41,7 @@ from nodes.directory_sync import DirectorySync, SyncSettings
 from nodes.disputes import NodeDisputes
 from nodes.service import NodeService
 from nodes.verify import QueryVerifier
+from nodes.witness import DirectoryCheckpoints, directory_witness
 
 log = logging.getLogger(__name__)
 SERVICE = node_pb2.DESCRIPTOR.services_by_name["NodeService"]
@@ -109,11 +111,12 @@ def build_service(
     for problem in slow:
         log.warning("%s", problem.render(config.path))
     state = open_database(config.state_db)
+    tls = tls_source(config)
     sync = DirectorySync(
         db=state,
         cache_path=config.registry_cache,
         directory_key=directory_key,
-        tls=tls_source(config),
+        tls=tls,
         settings=SyncSettings(
             directory_address=config.directory_address,
             sync_interval_s=config.sync_interval_s,
@@ -129,8 +132,10 @@ def build_service(
         sync=sync,
         clock=clock,
     )
+    audit = AuditLog(state, clock, log_id=config.node_id, key=keys)
+    commits = GroupCommit(state)
     return NodeService(
-        commits=GroupCommit(state),
+        commits=commits,
         refusals=RateLimiter(config.server.refusals_per_s, config.server.refusal_burst, clock),
         metrics=Metrics("node", config.node_id),
         config=config,
@@ -140,8 +145,14 @@ def build_service(
         disputes=NodeDisputes(state, clock),
         directory_key=directory_key,
         source=source,
-        audit=AuditLog(state, clock, log_id=config.node_id, key=keys),
+        audit=audit,
         clock=clock,
+        witness=DirectoryCheckpoints(
+            WitnessStore(state, clock), config.directory_id, directory_key
+        ),
+        checkpoints=CheckpointPublisher(
+            audit, directory_witness(config.directory_address, tls), commits.flush
+        ),
     )
 
 
@@ -252,6 +263,10 @@ async def start_node(
             asyncio.create_task(checkpoint_every(audit, config.checkpoint_interval_s))
         )
         node.closers.append(_closer(audit.checkpoint))
+    publisher: CheckpointPublisher | None = getattr(service, "checkpoints", None)
+    if publisher is not None and config.directory_address:  # the directory witnesses our log
+        node.tasks.append(asyncio.create_task(publisher.run(config.checkpoint_interval_s)))
+        node.closers.append(publisher.publish_final)
     sync: DirectorySync | None = getattr(service, "sync", None)
     if sync is not None and config.directory_address:
         try:

@@ -23,6 +23,7 @@ from credex.handlers import rpc_handler
 from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.ratelimit import RateLimiter
+from credex.runtime.witness import CheckpointPublisher
 from credex.signing import digest, open_signed, parse, seal
 from credex.transport import peer_or_unknown, require_peer
 from credex.v1 import node_pb2, node_pb2_grpc
@@ -32,6 +33,7 @@ from nodes.config import NodeConfig
 from nodes.directory_sync import DirectorySync
 from nodes.disputes import NodeDisputes
 from nodes.verify import QueryVerifier, VerifiedQuery
+from nodes.witness import DirectoryCheckpoints
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -52,6 +54,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         commits: GroupCommit,
         refusals: RateLimiter,
         metrics: Metrics,
+        witness: DirectoryCheckpoints,
+        checkpoints: CheckpointPublisher,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
         self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
@@ -66,6 +70,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self.audit = audit
         self._clock = clock
         self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
+        self._witness = witness  # the directory's checkpoints, kept here
+        self.checkpoints = checkpoints  # ours, handed to the directory (see start_node)
 
     def health_problem(self) -> str | None:
         """Why this node should not be sent queries now: the disk failed to sync its state,
@@ -125,6 +131,13 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.ReceiveDisputeResponse()
 
     @rpc_handler
+    async def WitnessDirectoryCheckpoint(
+        self, request: node_pb2.WitnessDirectoryCheckpointRequest, context: Context
+    ) -> node_pb2.WitnessDirectoryCheckpointResponse:
+        """Keep the directory's newest audit checkpoint as a witness copy."""
+        return self._witness.accept(request, context)
+
+    @rpc_handler
     async def QueryRecords(
         self, request: QueryRecordsRequest, context: Context
     ) -> QueryRecordsResponse:
@@ -156,6 +169,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                         node_id=self._config.node_id,
                         subject_ref=claimed.local_subject_id[:128],
                         detail=f"{err.message} (claimed requester {claimed.requester_id[:64]!r})",
+                        query_digest=digest(request.query).hex() if request.query.body else "",
                     )
                 )
             else:
@@ -199,6 +213,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 node_id=self._config.node_id,
                 detail=f"{len(records)} records",
                 disclosed_digest=digest(signed).hex(),
+                query_digest=verified.digest.hex(),
             )
         )
         return QueryRecordsResponse(answer=signed)

@@ -22,6 +22,22 @@ class AuditCheckpoint(_message.Message):
     """The owner's signed statement of its audit log's head: entries 1..seq hash to head_hash.
     Anyone holding the owner's public key can then detect any later change, deletion,
     insertion, reordering or truncation of those entries.
+
+    Signed as a credex.v1.Signed: `body` is this message serialized deterministically (fields
+    in number order, no unknown fields), `signature` is the log owner's Ed25519 signature over
+    "credex-signed-v1" 0x00 "credex.v1.AuditCheckpoint" 0x00 followed by `body`, and `key_id`
+    names the owner's key that signed (the first 32 hex digits of SHA-256 of the raw key).
+    The owner keeps its checkpoints beside its log, and hands the newest to a witness outside
+    its own database every checkpoint interval (a node to the directory with
+    DirectoryService.WitnessNodeCheckpoint, the directory to every node with
+    NodeService.WitnessDirectoryCheckpoint), so that a log rewritten together with its own
+    checkpoints still disagrees with the witness's copies.
+
+    The chain: entry n's hash is SHA-256(hash of entry n-1 || UTF-8 canonical JSON array of
+    entry n's fields), the hash before entry 1 being SHA-256("credex-audit-v1"); the array holds
+    seq, at, request_id, link, actor, action, outcome, purpose, consent_id, subject_ref,
+    categories (a JSON-encoded sorted list), node_id, detail, disclosed_digest, then `count`
+    only when it is not 1, then {"query_digest": ...} only when the entry has a query digest.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -33,9 +49,15 @@ class AuditCheckpoint(_message.Message):
     log_id: _builtins.str
     """Who keeps the log: the directory's or a node's member id."""
     seq: _builtins.int
+    """The number of entries covered (entries are numbered 1..seq without gaps)."""
     head_hash: _builtins.bytes
+    """The hash of entry `seq` (32 bytes)."""
     @_builtins.property
-    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the owner signed it; a checkpoint signed by a retired key is valid only if this is
+        before the key's valid_until.
+        """
+
     def __init__(
         self,
         *,

@@ -1575,3 +1575,50 @@ class ListMembersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMembersResponse: _TypeAlias = ListMembersResponse  # noqa: Y015
+
+@_typing.final
+class WitnessNodeCheckpointRequest(_message.Message):
+    """--- audit witnesses --------------------------------------------------------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> _common_pb2.Signed:
+        """The calling node's Signed AuditCheckpoint (see audit.proto for exactly what is signed);
+        its log_id must be the caller's member id, and it must be signed by the node's registered
+        key (or a retired one still in its overlap).
+        """
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessNodeCheckpointRequest: _TypeAlias = WitnessNodeCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class WitnessNodeCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITNESSED_SEQ_FIELD_NUMBER: _builtins.int
+    witnessed_seq: _builtins.int
+    """The highest sequence number of the caller's log the directory now holds a checkpoint of."""
+    def __init__(
+        self,
+        *,
+        witnessed_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["witnessed_seq", b"witnessed_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessNodeCheckpointResponse: _TypeAlias = WitnessNodeCheckpointResponse  # noqa: Y015

@@ -71,6 +71,11 @@ class DirectoryServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.ResolveDisputeRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.ResolveDisputeResponse.FromString,
                 _registered_method=True)
+        self.WitnessNodeCheckpoint = channel.unary_unary(
+                '/credex.v1.DirectoryService/WitnessNodeCheckpoint',
+                request_serializer=credex_dot_v1_dot_directory__pb2.WitnessNodeCheckpointRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.WitnessNodeCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryServiceServicer:
@@ -127,6 +132,16 @@ class DirectoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WitnessNodeCheckpoint(self, request, context):
+        """A node hands over its newest signed audit checkpoint; the directory keeps it as a witness
+        copy outside the node's own database. Only the log's owner may call, with its own
+        certificate; sequence numbers must increase (the same checkpoint again is answered as
+        before, so a lost reply is safe to retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +179,11 @@ def add_DirectoryServiceServicer_to_server(servicer, server):
                     servicer.ResolveDispute,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.ResolveDisputeRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.ResolveDisputeResponse.SerializeToString,
+            ),
+            'WitnessNodeCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.WitnessNodeCheckpoint,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.WitnessNodeCheckpointRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.WitnessNodeCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +377,33 @@ class DirectoryService:
             '/credex.v1.DirectoryService/ResolveDispute',
             credex_dot_v1_dot_directory__pb2.ResolveDisputeRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.ResolveDisputeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WitnessNodeCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.DirectoryService/WitnessNodeCheckpoint',
+            credex_dot_v1_dot_directory__pb2.WitnessNodeCheckpointRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.WitnessNodeCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,12 @@ class DirectoryServiceStub:
     """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
     ResolveDispute: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ResolveDisputeRequest, _directory_pb2.ResolveDisputeResponse]
     """A node's decision on a dispute about one of its records; signed by the node."""
+    WitnessNodeCheckpoint: _grpc.UnaryUnaryMultiCallable[_directory_pb2.WitnessNodeCheckpointRequest, _directory_pb2.WitnessNodeCheckpointResponse]
+    """A node hands over its newest signed audit checkpoint; the directory keeps it as a witness
+    copy outside the node's own database. Only the log's owner may call, with its own
+    certificate; sequence numbers must increase (the same checkpoint again is answered as
+    before, so a lost reply is safe to retry).
+    """
 
 @_typing.type_check_only
 class DirectoryServiceAsyncStub(DirectoryServiceStub):
@@ -71,6 +77,12 @@ class DirectoryServiceAsyncStub(DirectoryServiceStub):
     """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
     ResolveDispute: _aio.UnaryUnaryMultiCallable[_directory_pb2.ResolveDisputeRequest, _directory_pb2.ResolveDisputeResponse]  # type: ignore[assignment]
     """A node's decision on a dispute about one of its records; signed by the node."""
+    WitnessNodeCheckpoint: _aio.UnaryUnaryMultiCallable[_directory_pb2.WitnessNodeCheckpointRequest, _directory_pb2.WitnessNodeCheckpointResponse]  # type: ignore[assignment]
+    """A node hands over its newest signed audit checkpoint; the directory keeps it as a witness
+    copy outside the node's own database. Only the log's owner may call, with its own
+    certificate; sequence numbers must increase (the same checkpoint again is answered as
+    before, so a lost reply is safe to retry).
+    """
 
 class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The exchange's directory as members see it, over mutual TLS: the peer certificate's member
@@ -132,6 +144,18 @@ class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.ResolveDisputeResponse, _abc.Awaitable[_directory_pb2.ResolveDisputeResponse]]:
         """A node's decision on a dispute about one of its records; signed by the node."""
+
+    @_abc_1.abstractmethod
+    def WitnessNodeCheckpoint(
+        self,
+        request: _directory_pb2.WitnessNodeCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.WitnessNodeCheckpointResponse, _abc.Awaitable[_directory_pb2.WitnessNodeCheckpointResponse]]:
+        """A node hands over its newest signed audit checkpoint; the directory keeps it as a witness
+        copy outside the node's own database. Only the log's owner may call, with its own
+        certificate; sequence numbers must increase (the same checkpoint again is answered as
+        before, so a lost reply is safe to retry).
+        """
 
 def add_DirectoryServiceServicer_to_server(servicer: DirectoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

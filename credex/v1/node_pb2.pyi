@@ -335,3 +335,47 @@ class QueryRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryRecordsResponse: _TypeAlias = QueryRecordsResponse  # noqa: Y015
+
+@_typing.final
+class WitnessDirectoryCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> _common_pb2.Signed:
+        """The directory's Signed AuditCheckpoint (see audit.proto for exactly what is signed); its
+        log_id must be the directory's id and it must verify with the directory's key.
+        """
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessDirectoryCheckpointRequest: _TypeAlias = WitnessDirectoryCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class WitnessDirectoryCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITNESSED_SEQ_FIELD_NUMBER: _builtins.int
+    witnessed_seq: _builtins.int
+    """The highest sequence number of the directory's log this node now holds a checkpoint of."""
+    def __init__(
+        self,
+        *,
+        witnessed_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["witnessed_seq", b"witnessed_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessDirectoryCheckpointResponse: _TypeAlias = WitnessDirectoryCheckpointResponse  # noqa: Y015

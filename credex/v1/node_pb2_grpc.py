@@ -55,6 +55,11 @@ class NodeServiceStub:
                 request_serializer=credex_dot_v1_dot_node__pb2.ReceiveDisputeRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_node__pb2.ReceiveDisputeResponse.FromString,
                 _registered_method=True)
+        self.WitnessDirectoryCheckpoint = channel.unary_unary(
+                '/credex.v1.NodeService/WitnessDirectoryCheckpoint',
+                request_serializer=credex_dot_v1_dot_node__pb2.WitnessDirectoryCheckpointRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_node__pb2.WitnessDirectoryCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -89,6 +94,15 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WitnessDirectoryCheckpoint(self, request, context):
+        """The directory hands over its newest signed audit checkpoint; the node keeps it as a
+        witness copy outside the directory's database. Sequence numbers must increase (the same
+        checkpoint again is answered as before).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +125,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ReceiveDispute,
                     request_deserializer=credex_dot_v1_dot_node__pb2.ReceiveDisputeRequest.FromString,
                     response_serializer=credex_dot_v1_dot_node__pb2.ReceiveDisputeResponse.SerializeToString,
+            ),
+            'WitnessDirectoryCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.WitnessDirectoryCheckpoint,
+                    request_deserializer=credex_dot_v1_dot_node__pb2.WitnessDirectoryCheckpointRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_node__pb2.WitnessDirectoryCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +241,33 @@ class NodeService:
             '/credex.v1.NodeService/ReceiveDispute',
             credex_dot_v1_dot_node__pb2.ReceiveDisputeRequest.SerializeToString,
             credex_dot_v1_dot_node__pb2.ReceiveDisputeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WitnessDirectoryCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.NodeService/WitnessDirectoryCheckpoint',
+            credex_dot_v1_dot_node__pb2.WitnessDirectoryCheckpointRequest.SerializeToString,
+            credex_dot_v1_dot_node__pb2.WitnessDirectoryCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

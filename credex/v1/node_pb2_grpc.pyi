@@ -41,6 +41,11 @@ class NodeServiceStub:
     """The directory pushes consent revocations the moment they happen; nodes also pull them."""
     ReceiveDispute: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReceiveDisputeRequest, _node_pb2.ReceiveDisputeResponse]
     """The directory hands a subject's dispute about one of this node's records to the node."""
+    WitnessDirectoryCheckpoint: _grpc.UnaryUnaryMultiCallable[_node_pb2.WitnessDirectoryCheckpointRequest, _node_pb2.WitnessDirectoryCheckpointResponse]
+    """The directory hands over its newest signed audit checkpoint; the node keeps it as a
+    witness copy outside the directory's database. Sequence numbers must increase (the same
+    checkpoint again is answered as before).
+    """
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -55,6 +60,11 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """The directory pushes consent revocations the moment they happen; nodes also pull them."""
     ReceiveDispute: _aio.UnaryUnaryMultiCallable[_node_pb2.ReceiveDisputeRequest, _node_pb2.ReceiveDisputeResponse]  # type: ignore[assignment]
     """The directory hands a subject's dispute about one of this node's records to the node."""
+    WitnessDirectoryCheckpoint: _aio.UnaryUnaryMultiCallable[_node_pb2.WitnessDirectoryCheckpointRequest, _node_pb2.WitnessDirectoryCheckpointResponse]  # type: ignore[assignment]
+    """The directory hands over its newest signed audit checkpoint; the node keeps it as a
+    witness copy outside the directory's database. Sequence numbers must increase (the same
+    checkpoint again is answered as before).
+    """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Served by every agency node; called only by the directory."""
@@ -90,5 +100,16 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ReceiveDisputeResponse, _abc.Awaitable[_node_pb2.ReceiveDisputeResponse]]:
         """The directory hands a subject's dispute about one of this node's records to the node."""
+
+    @_abc_1.abstractmethod
+    def WitnessDirectoryCheckpoint(
+        self,
+        request: _node_pb2.WitnessDirectoryCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.WitnessDirectoryCheckpointResponse, _abc.Awaitable[_node_pb2.WitnessDirectoryCheckpointResponse]]:
+        """The directory hands over its newest signed audit checkpoint; the node keeps it as a
+        witness copy outside the directory's database. Sequence numbers must increase (the same
+        checkpoint again is answered as before).
+        """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,105 @@
+"""Every signing key a member has held, each with the time until which its signatures count,
+so that what a member signed before a key rotation still verifies afterwards (and what a
+retired key signed after its period does not)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf.message import Message
+
+from credex.clock import from_timestamp
+from credex.errors import CredexError
+from credex.keys import VerifyKey
+from credex.signing import open_signed, verify
+from credex.v1.common_pb2 import Signed
+from credex.v1.directory_pb2 import RegistrySnapshot
+
+
+@dataclass(frozen=True)
+class KeyPeriod:
+    key: VerifyKey
+    # Signatures made at or after this time do not count (None: the current key).
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """What checking one signature against a history found: which key (its place in the
+    history, oldest first) and, if it fails, why; `unknown`: no key of the history signed."""
+
+    index: int = -1
+    problem: str = ""
+    unknown: bool = False
+
+
+class KeyHistory:
+    """A member's keys, oldest first (retired keys by the end of their period, then current)."""
+
+    def __init__(self, periods: Sequence[KeyPeriod]) -> None:
+        self.periods = tuple(
+            sorted(periods, key=lambda p: (p.until is None, p.until if p.until else 0.0))
+        )
+
+    @classmethod
+    def single(cls, key: VerifyKey) -> KeyHistory:
+        return cls([KeyPeriod(key)])
+
+    def merged(self, other: KeyHistory) -> KeyHistory:
+        known = {p.key.key_id for p in self.periods}
+        return KeyHistory([*self.periods, *(p for p in other.periods if p.key.key_id not in known)])
+
+    @classmethod
+    def from_registry(cls, signed: Signed, directory_key: VerifyKey, member_id: str) -> KeyHistory:
+        """The member's keys from a directory-signed registry snapshot (nodes keep the latest
+        beside their database). ValueError if it does not verify or names no such member."""
+        try:
+            snapshot = open_signed(
+                signed, RegistrySnapshot, directory_key, what="registry snapshot"
+            )
+        except CredexError as err:
+            raise ValueError(f"registry snapshot: {err.message}") from None
+        for member in snapshot.members:
+            if member.member_id == member_id:
+                try:
+                    return cls(
+                        [
+                            KeyPeriod(VerifyKey(member.public_key)),
+                            *(
+                                KeyPeriod(VerifyKey(r.public_key), from_timestamp(r.valid_until))
+                                for r in member.retired_keys
+                            ),
+                        ]
+                    )
+                except ValueError as exc:
+                    raise ValueError(f"registry snapshot: a key of {member_id}: {exc}") from None
+        raise ValueError(f"the registry snapshot names no member {member_id!r}")
+
+    def check(self, signed: Signed, message_type: type[Message], at: float) -> KeyCheck:
+        """Whether `signed` is a signature by one of these keys made within its period (`at`
+        is the signing time the message itself states)."""
+        for index, period in enumerate(self.periods):
+            if period.key.key_id != signed.key_id:
+                continue
+            if period.until is not None and at >= period.until:
+                return KeyCheck(
+                    index,
+                    f"signed by key {signed.key_id} at {_iso(at)}, after that key was retired "
+                    f"(it counted until {_iso(period.until)})",
+                )
+            if not verify(signed, message_type, period.key):
+                return KeyCheck(
+                    index, f"not signed by the owner: the signature by key {signed.key_id} fails"
+                )
+            return KeyCheck(index)
+        return KeyCheck(
+            problem=f"not signed by the owner: key {signed.key_id[:32]!r} is not one of the "
+            "owner's keys given (after a key rotation, give its key history with --registry)",
+            unknown=True,
+        )
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
