@@ -42,6 +42,7 @@ SCHEMA: dict[str, frozenset[str]] = {
     ),
     "server": SERVER_KEYS | {"public_listen"},
     "purpose_limits": frozenset(vocab.purpose_name(p) for p in vocab.ALL_PURPOSES),
+    "disputes": frozenset({"per_subject_per_hour", "max_open_per_subject"}),
 }
 DEFAULT_SETTINGS = """\
 # credex directory settings
@@ -81,6 +82,12 @@ log_level = "info"
 drain_delay_s = 0.0
 stop_grace_s = 10.0
 
+# Disputes one subject may file in any hour (refused ones count: each makes a node read its
+# records), and how many of a subject's disputes may wait for a node's decision at once.
+[disputes]
+per_subject_per_hour = 5
+max_open_per_subject = 10
+
 # Profiles a requester may obtain about one subject for one purpose per calendar month (UTC).
 [purpose_limits]
 loan-application = 30
@@ -91,6 +98,14 @@ public-service = 60
 research = 1000
 subject-access = 1000
 """
+
+
+@dataclass(frozen=True)
+class DisputeLimits:
+    """How many disputes one subject may file ([disputes] in directory.toml)."""
+
+    per_hour: int = 5
+    max_open: int = 10
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,7 @@ class DirectorySettings:
     purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
     server: ServerSettings = field(default_factory=lambda: ServerSettings(DEFAULT_LISTEN))
     public_listen: str = DEFAULT_PUBLIC_LISTEN
+    disputes: DisputeLimits = field(default_factory=lambda: DisputeLimits())
 
     @property
     def key_path(self) -> Path:
@@ -187,6 +203,21 @@ def _settings(home: Path, path: Path, data: dict[str, Any]) -> DirectorySettings
         public_listen=address(
             data.get("server", {}), "public_listen", DEFAULT_PUBLIC_LISTEN, f"{path} [server]"
         ),
+        disputes=_dispute_limits(data.get("disputes", {}), f"{path} [disputes]"),
+    )
+
+
+def _dispute_limits(table: object, where: str) -> DisputeLimits:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    values = {}
+    for key, default in (("per_subject_per_hour", 5), ("max_open_per_subject", 10)):
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
+            raise ConfigError(f"{where}: '{key}' must be a whole number from 1 to 10000")
+        values[key] = value
+    return DisputeLimits(
+        per_hour=values["per_subject_per_hour"], max_open=values["max_open_per_subject"]
     )
 
 
