@@ -116,6 +116,15 @@ _COLUMNS = (
 
 
 def _dispute(row: tuple[object, ...]) -> NodeDispute:
-    *fields, category = row
-    name = vocab.category_name(int(category)) if category else ""  # type: ignore[call-overload]
-    return NodeDispute(*fields, category=name)  # type: ignore[arg-type]
+    dispute_id, local_id, record_id, reason, status, note, filed, resolved, category = row
+    return NodeDispute(
+        dispute_id=str(dispute_id),
+        local_subject_id=str(local_id),
+        record_id=str(record_id),
+        reason=str(reason),
+        status=str(status),
+        note=str(note),
+        filed_at=float(filed),  # type: ignore[arg-type]
+        resolved_at=None if resolved is None else float(resolved),  # type: ignore[arg-type]
+        category=vocab.category_name(int(category)) if category else "",  # type: ignore[call-overload]
+    )
