@@ -195,6 +195,10 @@ def test_rows_of_other_subjects_are_withheld_counted_and_stop_the_node(
         log = node.log_text()
         assert "withheld" in log and "other subjects" in log
         assert "R-17" not in log and "neighbour R-" not in log
+        status = cli(
+            "credex-node", "status", str(node.config), "--metrics", node.metrics_address
+        ).stdout  # fmt: skip
+        assert "NOT_SERVING" in status and "rows of other subjects withheld" in status
 
     result = cli("credex-node", "check-config", str(node.config), "--sample-id", "R-0", ok=False)
     assert result.returncode == 1
