@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from credex.config import ConfigError
-from credex.db import readonly_uri
+from credex.db import PRIVATE_FILE, PRIVATE_FOLDER, create_private, readonly_uri
 
 MANIFEST = "backup.json"
 
@@ -33,6 +33,7 @@ def copy_database(source: Path, target: Path) -> None:
         src = sqlite3.connect(readonly_uri(source), uri=True)
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open {source}: {exc}") from None
+    create_private(target)
     dst = sqlite3.connect(target)
     try:
         src.backup(dst)
@@ -56,7 +57,8 @@ def write_backup(
     backup API, every other file as it is (journals aside), `exclude` left out. Each file in
     `needed` (keys, certificates) must lie inside `base`. Files are matched by what they
     really are, so a link to an excluded or a database file is treated as that file; linked
-    folders are not followed. Writes a manifest of SHA-256s."""
+    folders are not followed. Writes a manifest of SHA-256s. A backup holds keys and personal
+    data: its folders are 0700 and its files 0600, whatever the originals were."""
     base = Path(os.path.abspath(base))
     dest = Path(os.path.abspath(dest))
     if dest.exists() and any(dest.iterdir()):
@@ -74,6 +76,7 @@ def write_backup(
         Path(f"{db}{suffix}") for db in (*dbs, *skipped) for suffix in ("-wal", "-shm", "-journal")
     }
     dest.mkdir(parents=True, exist_ok=True)
+    os.chmod(dest, PRIVATE_FOLDER)
     copied: dict[str, str] = {}
     found: set[Path] = set()
     for path in sorted(base.rglob("*")):
@@ -81,19 +84,29 @@ def write_backup(
         if not path.is_file() or real in skipped or real in journals:
             continue
         target = dest / path.relative_to(base)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _private_folders(dest, target.parent)
         if real in dbs:
             copy_database(real, target)
             found.add(real)
         else:
             shutil.copy2(real, target)
+            os.chmod(target, PRIVATE_FILE)
         copied[str(target.relative_to(dest))] = _sha256(target)
     missing = sorted(dbs - found)
     if missing:
         raise ConfigError(f"database {missing[0]} does not exist")
     manifest = BackupManifest(owner, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), copied)
+    create_private(dest / MANIFEST)
     (dest / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _private_folders(dest: Path, folder: Path) -> None:
+    """Create `folder` and every folder between it and `dest`, each 0700."""
+    for part in reversed([folder, *folder.parents]):
+        if part.is_relative_to(dest) and part != dest and not part.is_dir():
+            part.mkdir(mode=PRIVATE_FOLDER)
+            os.chmod(part, PRIVATE_FOLDER)
 
 
 def _sha256(path: Path) -> str:

@@ -25,6 +25,7 @@ from credex.render import (
     print_consents,
     print_members,
     print_profile,
+    printable,
     terminal_console,
 )
 from credex.rotation import rotate_key
@@ -244,7 +245,7 @@ def consent_grant(
         if json_out:
             print_json({"consent_id": consent_id, "status": "active"})
         else:
-            typer.echo(consent_id)
+            typer.echo(printable(consent_id))
 
 
 @consent_app.command("revoke")
@@ -276,7 +277,7 @@ def _subject_action(
         if json_out:
             print_json({"consent_id": consent_id, "status": status})
         else:
-            typer.echo(f"{consent_id} {status}")
+            typer.echo(printable(f"{consent_id} {status}"))
 
 
 ConsentArg = Annotated[str, typer.Argument(help="The consent's id.")]
@@ -328,23 +329,28 @@ def disputes_file(
     subject: Subject,
     key: KeyPath,
     node: Annotated[str, typer.Option(help="The node that holds the record.")],
+    category: Annotated[str, typer.Option(help="The record's category, as your profile shows it.")],
     record: Annotated[str, typer.Option(help="The record's id, as your profile shows it.")],
     reason: Annotated[str, typer.Option(help="What is wrong with it.")],
     json_out: Json = False,
 ) -> None:
-    """Contest a record; the node's operator corrects it, deletes it or says why it stands."""
+    """Contest a record; the node's operator corrects it, deletes it or says why it stands.
+    The node must hold that record about you."""
     with cli_errors():
+        category_value = vocab.parse_category(category)
         view = _as_subject(
             directory,
             ca_cert,
             subject,
             key,
-            lambda client: client.file_dispute(node_id=node, record_id=record, reason=reason),
+            lambda client: client.file_dispute(
+                node_id=node, category=category_value, record_id=record, reason=reason
+            ),
         )
         if json_out:
             print_json(view)
         else:
-            typer.echo(f"{view.dispute_id} {view.status}")
+            typer.echo(printable(f"{view.dispute_id} {view.status}"))
 
 
 @disputes_app.command("list")
@@ -357,8 +363,9 @@ def disputes_list(
         if json_out:
             print_json(views)
         else:
-            for v in views:
-                typer.echo(f"{v.dispute_id} {v.node_id}/{v.record_id}: {v.status} {v.resolution}")
+            for v in views:  # the node's note and the ids are shown with controls escaped
+                where = "/".join(p for p in (v.node_id, v.category, v.record_id) if p)
+                typer.echo(printable(f"{v.dispute_id} {where}: {v.status} {v.resolution}"))
 
 
 @app.command("access-log")
@@ -452,9 +459,9 @@ def audit_verify(
                 f"({report.checkpoints_verified} signatures verified){witnessed}"
             )
             for note in report.notes:
-                typer.echo(f"note: {note}")
+                typer.echo(printable(f"note: {note}"))
         else:
-            typer.echo(f"{path}: {report.verdict}: {report.problem}", err=True)
+            typer.echo(printable(f"{path}: {report.verdict}: {report.problem}"), err=True)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -499,7 +506,7 @@ def audit_reconcile(
                 f"(timeout or unavailable); {len(report.unexplained)} unexplained"
             )
             for m in report.unexplained:
-                typer.echo(f"  {m.kind} {m.node_id} {m.query_id}: {m.detail}")
+                typer.echo(printable(f"  {m.kind} {m.node_id} {m.query_id}: {m.detail}"))
     if not report.ok:
         raise typer.Exit(1)
 

@@ -139,6 +139,8 @@ class DisputeView:
     resolution: str
     filed_at: float
     resolved_at: float | None
+    # The category the record was disclosed under ("" for disputes filed before they had one).
+    category: str = ""
 
 
 @dataclass(frozen=True)
@@ -267,8 +269,17 @@ class SubjectClient(_Client):
         )
         return [consent_view(state) for state in response.consents]
 
-    async def file_dispute(self, *, node_id: str, record_id: str, reason: str) -> DisputeView:
-        """Contest one record a node disclosed; the node's operator decides."""
+    async def file_dispute(
+        self,
+        *,
+        node_id: str,
+        category: vocab.Category | str,
+        record_id: str,
+        reason: str,
+    ) -> DisputeView:
+        """Contest one record a node disclosed, named by its category and record id as the
+        profile shows them; the node's operator decides. NotFound if the node holds no such
+        record about me."""
         dispute = pb.Dispute(
             dispute_id=f"d-{uuid.uuid4().hex}",
             subject_id=self.subject_id,
@@ -276,6 +287,7 @@ class SubjectClient(_Client):
             record_id=record_id,
             reason=reason,
             issued_at=to_timestamp(self._clock()),
+            category=vocab.parse_category(category) if isinstance(category, str) else category,
         )
         response = await self._call(
             self._stub.FileDispute, pb.FileDisputeRequest(dispute=seal(dispute, self._key))
@@ -338,6 +350,7 @@ def dispute_view(state: pb.DisputeState) -> DisputeView:
         resolution=state.resolution,
         filed_at=from_timestamp(state.filed_at),
         resolved_at=from_timestamp(state.resolved_at) if state.HasField("resolved_at") else None,
+        category=vocab.category_name(state.category) if state.category else "",
     )
 
 

@@ -31,8 +31,11 @@ ReadyFile = Annotated[Path | None, typer.Option(help="Write the bound address he
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print `error: message` to stderr; return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    """Print `error: message` to stderr (a refusal quotes what a server or a file said: its
+    control characters are shown escaped); return the Exit to raise."""
+    from credex.render import printable  # rich and the SDK load only when an error is shown
+
+    typer.echo(f"error: {printable(message)}", err=True)
     return typer.Exit(code)
 
 

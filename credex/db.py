@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,14 +13,55 @@ from urllib.parse import quote
 
 import sqlite_utils
 
+log = logging.getLogger(__name__)
+
+# credex's own state (audit log, nonces, consents, disputes) is readable by its owner only.
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
+# The files SQLite keeps beside a database; the WAL holds recent writes in clear.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
 
 class DatabaseError(Exception):
     """A database file is missing or unusable."""
 
 
+def tighten(path: Path) -> bool:
+    """Make an existing file readable and writable by its owner only; says whether it was open
+    to others, with a log line when it was."""
+    try:
+        current = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return False
+    if not current & 0o077:
+        return False
+    os.chmod(path, PRIVATE_FILE)
+    log.warning("tightened %s from %04o to 0600: only its owner may read it", path, current)
+    return True
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty with mode 0600 unless it exists (then tighten it): SQLite gives the
+    -wal and -shm files it creates later the database file's own mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        tighten(path)
+    else:
+        os.close(fd)
+
+
 def open_database(path: Path) -> sqlite_utils.Database:
-    """Open (creating) a credex-owned database in WAL mode with autocommit off-by-default."""
+    """Open (creating) a credex-owned database in WAL mode with autocommit off-by-default.
+    The database and its side files are private to the owner (0600), tightened if an older
+    version left them readable to others."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        create_private(path)
+        for suffix in SIDE_FILES:
+            tighten(Path(f"{path}{suffix}"))
+    except OSError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc.strerror or exc}") from exc
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

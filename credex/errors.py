@@ -56,6 +56,10 @@ class Reason(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
     DEADLINE = "DEADLINE"
     INTERNAL = "INTERNAL"
+    # A node could not read its records for a query (the operator's log says why).
+    ADAPTER_FAILED = "ADAPTER_FAILED"
+    # A subject filed more disputes than the directory takes (per hour, or open at once).
+    DISPUTE_LIMIT = "DISPUTE_LIMIT"
 
 
 # Refusals decided before the sender was authenticated: whatever the request claims about

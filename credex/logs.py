@@ -2,7 +2,10 @@
 request is handled carries its request id (the directory passes its own to the nodes it asks,
 so one profile can be followed across servers).
 
-Nothing secret is ever handed to a logger: no key, no consent signature, no record value.
+Nothing secret is ever handed to a logger: no key, no consent signature, no record value
+disclosed to anyone. (A node's own log names what broke in its operator's adapter, quoting
+the offending value of the operator's own row with its control characters escaped; rows of
+subjects other than the one asked about are counted there, never quoted.)
 The access line of a request names its method, status code, reason, duration and the caller.
 """
 

@@ -1,7 +1,9 @@
-"""Human-readable tables (rich) for profiles, consents and members."""
+"""Human-readable tables (rich) for profiles, consents and members, and the one escape every
+command line applies to text from other parties before it reaches a terminal."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,10 +19,32 @@ from credex.vocab import category_names
 
 STATUS_STYLE = {"OK": "green", "NOT_FOUND": "yellow"}
 
+# C0 controls (newline and tab too: a value never spans or fakes lines), DEL, C1 controls, line
+# and paragraph separators, and the marks and overrides that reorder bidirectional text.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every character that could steer a terminal shown escaped (`\\x1b`,
+    `\\u202e`): a dispute reason, a record's attribute, a member's name or an error from the
+    wire cannot move the cursor, recolour, retitle, clear or reorder what the reader sees."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
 
 def _add(table: Table, *cells: str | Text) -> None:
-    """Add a row whose text is shown literally: values from other parties are never markup."""
-    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
+    """Add a row whose text is shown literally: values from other parties are never markup,
+    and their control characters are shown escaped (a Text cell is the caller's own)."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(printable(cell)) for cell in cells))
+
+
+def markup_safe(text: str) -> str:
+    """Text from other parties inside rich markup: escaped both as markup and as controls."""
+    return escape(printable(text))
 
 
 def day(seconds: float) -> str:
@@ -34,9 +58,9 @@ def moment(seconds: float) -> str:
 def print_profile(console: Console, profile: VerifiedProfile, *, max_records: int = 8) -> None:
     """Per-node status, then records grouped by category with their source node."""
     console.print(
-        f"[bold]Profile[/bold] of subject [cyan]{escape(profile.subject_id)}[/cyan] for "
-        f"[cyan]{escape(profile.requester_id)}[/cyan] ({escape(profile.purpose)}), "
-        f"consent {escape(profile.consent_id)}, request {escape(profile.request_id)}"
+        f"[bold]Profile[/bold] of subject [cyan]{markup_safe(profile.subject_id)}[/cyan] for "
+        f"[cyan]{markup_safe(profile.requester_id)}[/cyan] ({markup_safe(profile.purpose)}), "
+        f"consent {markup_safe(profile.consent_id)}, request {markup_safe(profile.request_id)}"
     )
     nodes = Table(title="Sources", title_justify="left")
     for col in ("node", "categories", "status", "records", "ms", "detail"):
@@ -82,14 +106,14 @@ def print_profile(console: Console, profile: VerifiedProfile, *, max_records: in
 def print_score(console: Console, score: ScoreView) -> None:
     """The score, its band and policy, and the factors that moved it most."""
     console.print(
-        f"[bold]Score {score.value:g}[/bold] ({escape(score.band)}) under policy "
-        f"{escape(score.policy)} v{escape(score.policy_version)}"
+        f"[bold]Score {score.value:g}[/bold] ({markup_safe(score.band)}) under policy "
+        f"{markup_safe(score.policy)} v{markup_safe(score.policy_version)}"
     )
     for factor in score.factors:
         shown = ", ".join(factor.records[:3]) + (
             f" and {len(factor.records) - 3} more" if len(factor.records) > 3 else ""
         )
-        console.print(Text(f"  {factor.effect:+g}  {factor.label}  ({shown})"))
+        console.print(Text(printable(f"  {factor.effect:+g}  {factor.label}  ({shown})")))
 
 
 def _details(attributes: dict[str, str], limit: int = 3, width: int = 28) -> str:
@@ -120,7 +144,7 @@ def print_access_log(console: Console, log: AccessLog) -> None:
             r.purpose,
             r.consent_id,
             r.outcome,
-            "\n".join(f"{node} {status}" for node, status in sorted(r.nodes.items())),
+            Text("\n".join(printable(f"{n} {status}") for n, status in sorted(r.nodes.items()))),
         )
     console.print(table)
     print_consents(console, log.consents)

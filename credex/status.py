@@ -16,7 +16,7 @@ from rich.table import Table
 
 from credex.cliutil import print_json
 from credex.config import ConfigError
-from credex.render import terminal_console
+from credex.render import markup_safe, terminal_console
 
 
 @dataclass
@@ -31,6 +31,8 @@ class ServerStatus:
     latency_ms: dict[str, float] = field(default_factory=dict)  # method → mean
     refusals: dict[str, int] = field(default_factory=dict)  # reason → n
     node_answers: dict[str, dict[str, int]] = field(default_factory=dict)  # node → status → n
+    # A node's adapters returned rows of other subjects (withheld; the node stops serving).
+    rows_withheld: int = 0
 
 
 def metrics_url(address: str) -> str:
@@ -91,6 +93,8 @@ def parse_status(address: str, text: str) -> ServerStatus:
             elif name == "credex_refusals_total":
                 reason = labels["reason"]
                 status.refusals[reason] = status.refusals.get(reason, 0) + int(value)
+            elif name == "credex_adapter_rows_withheld_total":
+                status.rows_withheld += int(value)
             elif name == "credex_node_answers_total":
                 answers[labels["node"]][labels["status"]] = int(value)
             elif name == "credex_request_duration_seconds_sum":
@@ -107,7 +111,16 @@ def render_status(console: Console, status: ServerStatus, now: float | None = No
     now = time.time() if now is None else now
     days = (status.certificate_expires_at - now) / 86400
     health = "[green]SERVING[/]" if status.serving else "[red]NOT_SERVING[/]"
-    console.print(f"{status.role} {status.member} at {status.address}: {health}")
+    console.print(
+        f"{markup_safe(status.role)} {markup_safe(status.member)} at "
+        f"{markup_safe(status.address)}: {health}"
+    )
+    if status.rows_withheld:
+        console.print(
+            f"[red]{status.rows_withheld} rows of other subjects withheld[/]: an adapter selects "
+            "more than the subject's rows; the node refuses every query until it is fixed "
+            "(`credex-node check-config CONFIG --sample-id ID`) and restarted"
+        )
     expiry = time.strftime("%Y-%m-%d", time.gmtime(status.certificate_expires_at))
     colour = "red" if days < 30 else "default"
     console.print(f"certificate expires {expiry} ([{colour}]{days:.0f} days[/])")

@@ -85,8 +85,10 @@ def assemble(
     now: float,
     policy: Policy,
 ) -> Signed:
-    """The directory-signed profile, scored under `policy` as of `now`."""
+    """The directory-signed profile, scored under `policy` as of `now`; a profile that
+    disclosed no record carries no score (a default score would rate the person on nothing)."""
     request = authorized.request
+    records = scored_records(results)
     profile = Profile(
         request_id=request.request_id,
         subject_id=request.subject_id,
@@ -96,6 +98,7 @@ def assemble(
         categories=authorized.categories,
         assembled_at=to_timestamp(now),
         nodes=sorted(results, key=lambda r: r.node_id),
-        score=score(policy, scored_records(results), now),
     )
+    if records:
+        profile.score.CopyFrom(score(policy, records, now))
     return seal(profile, key)

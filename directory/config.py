@@ -42,6 +42,7 @@ SCHEMA: dict[str, frozenset[str]] = {
     ),
     "server": SERVER_KEYS | {"public_listen", "public_idle_timeout_s"},
     "purpose_limits": frozenset(vocab.purpose_name(p) for p in vocab.ALL_PURPOSES),
+    "disputes": frozenset({"per_subject_per_hour", "max_open_per_subject"}),
 }
 DEFAULT_SETTINGS = """\
 # credex directory settings
@@ -102,6 +103,12 @@ refusal_burst = 30
 # closed after this long.
 public_idle_timeout_s = 15.0
 
+# Disputes one subject may file in any hour (refused ones count: each makes a node read its
+# records), and how many of a subject's disputes may wait for a node's decision at once.
+[disputes]
+per_subject_per_hour = 5
+max_open_per_subject = 10
+
 # Profiles a requester may obtain about one subject for one purpose per calendar month (UTC).
 [purpose_limits]
 loan-application = 30
@@ -112,6 +119,14 @@ public-service = 60
 research = 1000
 subject-access = 1000
 """
+
+
+@dataclass(frozen=True)
+class DisputeLimits:
+    """How many disputes one subject may file ([disputes] in directory.toml)."""
+
+    per_hour: int = 5
+    max_open: int = 10
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,7 @@ class DirectorySettings:
     # Subjects and enrollment hold no certificate: an idle connection on the public port is
     # closed after this long (the member port uses [server] idle_timeout_s).
     public_idle_timeout_s: float = 15.0
+    disputes: DisputeLimits = field(default_factory=lambda: DisputeLimits())
 
     @property
     def key_path(self) -> Path:
@@ -214,6 +230,21 @@ def _settings(home: Path, path: Path, data: dict[str, Any]) -> DirectorySettings
         public_idle_timeout_s=positive(
             data.get("server", {}), "public_idle_timeout_s", 15.0, f"{path} [server]"
         ),
+        disputes=_dispute_limits(data.get("disputes", {}), f"{path} [disputes]"),
+    )
+
+
+def _dispute_limits(table: object, where: str) -> DisputeLimits:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    values = {}
+    for key, default in (("per_subject_per_hour", 5), ("max_open_per_subject", 10)):
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
+            raise ConfigError(f"{where}: '{key}' must be a whole number from 1 to 10000")
+        values[key] = value
+    return DisputeLimits(
+        per_hour=values["per_subject_per_hour"], max_open=values["max_open_per_subject"]
     )
 
 

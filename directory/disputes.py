@@ -1,6 +1,8 @@
 """Disputes at the directory: a subject contests a record, the directory hands the dispute to
 the node that holds it (under the node's own id for the subject) and records the outcome the
-node reports."""
+node reports. The node takes it only for a record it holds about that subject; nothing is
+filed otherwise. Each subject may try a few times an hour (every attempt makes a node read
+its records) and have a bounded number of disputes open."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 import sqlite_utils
 
+from credex import vocab
 from credex.clock import Clock, to_timestamp
 from credex.errors import (
     AlreadyExists,
@@ -18,6 +21,7 @@ from credex.errors import (
     NotFound,
     PermissionDenied,
     Reason,
+    ResourceExhausted,
     Unavailable,
 )
 from credex.keys import SigningKey
@@ -26,6 +30,7 @@ from credex.transport import ChannelPool
 from credex.v1 import directory_pb2 as pb
 from credex.v1.node_pb2 import DisputeNotice, ReceiveDisputeRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
+from directory.config import DisputeLimits
 from directory.locator import Locator
 from directory.registry import Registry
 
@@ -40,6 +45,7 @@ TEXT_STATUS = {v: k for k, v in STATUS_TEXT.items()}
 OUTCOMES = (D.DISPUTE_STATUS_CORRECTED, D.DISPUTE_STATUS_DELETED, D.DISPUTE_STATUS_REJECTED)
 DELIVERY_TIMEOUT_S = 5.0
 MAX_REASON_CHARS = 2000
+WINDOW_S = 3600.0  # disputes per subject are counted over the last hour
 
 
 def new_dispute_id() -> str:
@@ -62,8 +68,10 @@ class DisputeDesk:
         channels: ChannelPool,
         key: SigningKey,
         clock: Clock,
+        limits: DisputeLimits | None = None,
     ) -> None:
         self._conn = db.conn
+        self._limits = limits or DisputeLimits()
         self._locator = locator
         self._registry = registry
         self._channels = channels
@@ -82,7 +90,23 @@ class DisputeDesk:
                 resolved_at REAL
             )"""
         )
+        if "category" not in {row[1] for row in self._conn.execute("PRAGMA table_info(disputes)")}:
+            self._conn.execute(
+                "ALTER TABLE disputes ADD COLUMN category INTEGER NOT NULL DEFAULT 0"
+            )
         self._conn.execute("CREATE INDEX IF NOT EXISTS disputes_subject ON disputes (subject_id)")
+        # Every attempt to file, of the last hour: what the per-subject rate counts.
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS dispute_attempts "
+            "(subject_id TEXT NOT NULL, at REAL NOT NULL)"
+        )
+        self._conn.execute(
+            "CREATE INDEX IF NOT EXISTS dispute_attempts_subject ON dispute_attempts "
+            "(subject_id, at)"
+        )
+        self._conn.execute(
+            "CREATE INDEX IF NOT EXISTS dispute_attempts_at ON dispute_attempts (at)"
+        )
 
     async def file(self, dispute: pb.Dispute) -> pb.DisputeState:
         """Hand the dispute to its node, then record it; a node that cannot be reached means
@@ -93,8 +117,13 @@ class DisputeDesk:
             raise InvalidArgument(
                 Reason.MALFORMED, f"give a reason of at most {MAX_REASON_CHARS} characters"
             )
+        if dispute.category not in vocab.ALL_CATEGORIES:
+            raise InvalidArgument(
+                Reason.MALFORMED, "say which category the record was disclosed under"
+            )
         if self.get(dispute.dispute_id) is not None:
             raise AlreadyExists(Reason.MALFORMED, f"dispute {dispute.dispute_id} exists")
+        self._attempt(dispute.subject_id)
         local_id = self._locator.locate(dispute.subject_id).get(dispute.node_id)
         node = self._registry.get(dispute.node_id)
         if local_id is None or node is None:
@@ -109,6 +138,7 @@ class DisputeDesk:
             record_id=dispute.record_id,
             reason=dispute.reason,
             issued_at=to_timestamp(now),
+            category=dispute.category,
         )
         stub = NodeServiceStub(self._channels.get(node.endpoint))
         try:
@@ -116,18 +146,55 @@ class DisputeDesk:
                 ReceiveDisputeRequest(notice=seal(notice, self._key)), timeout=DELIVERY_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(
+                    Reason.NO_RECORDS,
+                    f"{node.member_id} holds no record {dispute.record_id!r} in "
+                    f"{vocab.category_name(dispute.category)} about you",
+                ) from None
             raise Unavailable(
                 Reason.UNAVAILABLE, f"{node.member_id} did not take the dispute: {exc.code().name}"
             ) from None
         self._conn.execute(
             "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason, status, "
-            "filed_at) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+            "filed_at, category) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
             (dispute.dispute_id, dispute.subject_id, node.member_id, dispute.record_id,
-             dispute.reason, now),
+             dispute.reason, now, dispute.category),
         )  # fmt: skip
         stored = self.get(dispute.dispute_id)
         assert stored is not None
         return stored.state
+
+    def _attempt(self, subject_id: str) -> None:
+        """Count one attempt of `subject_id` to file a dispute; RESOURCE_EXHAUSTED (with when
+        to try again) past the hourly limit or with too many disputes open."""
+        now = self._clock()
+        since = now - WINDOW_S
+        self._conn.execute("DELETE FROM dispute_attempts WHERE at <= ?", (since,))
+        count, oldest = self._conn.execute(
+            "SELECT count(*), min(at) FROM dispute_attempts WHERE subject_id = ? AND at > ?",
+            (subject_id, since),
+        ).fetchone()
+        if count >= self._limits.per_hour:
+            raise ResourceExhausted(
+                Reason.DISPUTE_LIMIT,
+                f"at most {self._limits.per_hour} disputes an hour",
+                retry_after_s=max(1.0, float(oldest) + WINDOW_S - now),
+            )
+        (open_now,) = self._conn.execute(
+            "SELECT count(*) FROM disputes WHERE subject_id = ? AND status = 'open'",
+            (subject_id,),
+        ).fetchone()
+        if open_now >= self._limits.max_open:
+            raise ResourceExhausted(
+                Reason.DISPUTE_LIMIT,
+                f"{open_now} of your disputes wait for a decision; at most "
+                f"{self._limits.max_open} may be open at once",
+                retry_after_s=WINDOW_S,
+            )
+        self._conn.execute(
+            "INSERT INTO dispute_attempts (subject_id, at) VALUES (?, ?)", (subject_id, now)
+        )
 
     def resolve(self, resolution: pb.DisputeResolution) -> pb.DisputeState:
         """Record a node's decision about a dispute on one of its own records."""
@@ -168,12 +235,14 @@ class DisputeDesk:
 
 
 _COLUMNS = (
-    "dispute_id, subject_id, node_id, record_id, reason, status, resolution, filed_at, resolved_at"
+    "dispute_id, subject_id, node_id, record_id, reason, status, resolution, filed_at, "
+    "resolved_at, category"
 )
 
 
 def _stored(row: tuple[object, ...]) -> StoredDispute:
-    dispute_id, subject_id, node_id, record_id, reason, status, resolution, filed, resolved = row
+    (dispute_id, subject_id, node_id, record_id, reason, status, resolution, filed, resolved,
+     category) = row  # fmt: skip
     state = pb.DisputeState(
         dispute_id=str(dispute_id),
         node_id=str(node_id),
@@ -182,6 +251,7 @@ def _stored(row: tuple[object, ...]) -> StoredDispute:
         status=TEXT_STATUS[str(status)],
         resolution=str(resolution),
         filed_at=to_timestamp(float(filed)),  # type: ignore[arg-type]
+        category=int(category),  # type: ignore[call-overload]
     )
     if resolved is not None:
         state.resolved_at.CopyFrom(to_timestamp(float(resolved)))  # type: ignore[arg-type]

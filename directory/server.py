@@ -125,8 +125,9 @@ def build_services(
         durable=commits.flush,
     )
     disputes = DisputeDesk(
-        db=db, locator=locator, registry=registry, channels=channels, key=key, clock=clock
-    )
+        db=db, locator=locator, registry=registry, channels=channels, key=key, clock=clock,
+        limits=settings.disputes,
+    )  # fmt: skip
     router = Router(
         key=key,
         channels=channels,

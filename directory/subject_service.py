@@ -197,6 +197,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 outcome="filed",
                 subject_ref=dispute.subject_id,
                 node_id=dispute.node_id,
+                categories=[vocab.category_name(dispute.category)],
                 detail=f"record {dispute.record_id}",
             )
         )

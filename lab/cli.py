@@ -14,7 +14,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from credex.cliutil import cli_errors, fail, print_json
-from credex.render import terminal_console
+from credex.render import markup_safe, terminal_console
 from credex.tls import TlsIdentity
 from credex.transport import open_channel, open_directory_channel
 from credex.v1 import directory_pb2, node_pb2
@@ -227,11 +227,11 @@ def scenario(
             got = result.got if result.got == result.expected else f"[bold]{result.got}[/bold]"
             console.print(
                 f"{mark} {result.number:>2}. {escape(result.name)} — expected "
-                f"{result.expected}, got {got}: {escape(result.detail)} "
+                f"{result.expected}, got {got}: {markup_safe(result.detail)} "
                 f"[dim]({result.elapsed_ms:.0f} ms)[/dim]"
             )
             for failure in result.failures:
-                console.print(f"       [red]✗[/red] {escape(failure)}")
+                console.print(f"       [red]✗[/red] {markup_safe(failure)}")
 
         try:
             report = asyncio.run(run_scenario(plan, fed, show))

@@ -14,7 +14,13 @@ from rich.panel import Panel
 from credex import vocab
 from credex.client import RequesterClient, SubjectClient
 from credex.errors import CredexError
-from credex.render import print_access_log, print_consents, print_profile, terminal_console
+from credex.render import (
+    markup_safe,
+    print_access_log,
+    print_consents,
+    print_profile,
+    terminal_console,
+)
 from credex.v1.common_pb2 import Category, Purpose
 from lab.federation import RunningFederation, start, stop_recorded
 from lab.identities import subject_key
@@ -44,7 +50,8 @@ def pick_subject(root: Path, node_ids: set[str]) -> str:
 
 def _refused(console: Console, what: str, err: CredexError) -> None:
     console.print(
-        f"  [bold red]refused[/bold red] {what}: {err.code.name} {err.reason} — {err.message}"
+        f"  [bold red]refused[/bold red] {what}: {err.code.name} {err.reason} — "
+        f"{markup_safe(err.message)}"
     )
 
 

@@ -207,7 +207,8 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
                 _sql("""
 SELECT 'hours-' || h.entry_id AS record_id, 'volunteer_hours' AS kind, h.hours AS value,
        'hours' AS unit, h.served_on AS occurred_at, h.organisation AS organisation,
-       h.activity AS activity
+       h.activity AS activity,
+       v.volunteer_no AS local_id
 FROM service_hours AS h JOIN volunteers AS v ON v.volunteer_no = h.volunteer_no
 WHERE v.volunteer_no = :local_id
 """),
@@ -216,7 +217,8 @@ WHERE v.volunteer_no = :local_id
                 "volunteering",
                 _sql("""
 SELECT 'award-' || a.award_id AS record_id, 'volunteer_award' AS kind, a.star_level AS value,
-       'stars' AS unit, a.awarded_on AS occurred_at, a.title AS title
+       'stars' AS unit, a.awarded_on AS occurred_at, a.title AS title,
+       a.volunteer_no AS local_id
 FROM awards AS a
 WHERE a.volunteer_no = :local_id
 """),
@@ -279,7 +281,8 @@ WHERE a.volunteer_no = :local_id
                 _sql("""
 SELECT 'loan-' || l.loan_id AS record_id, 'loan_opened' AS kind, l.principal AS value,
        l.currency AS unit, l.opened_on AS occurred_at, l.lender AS lender, l.product AS product,
-       l.status AS status
+       l.status AS status,
+       l.borrower_id AS local_id
 FROM loans AS l
 WHERE l.borrower_id = :local_id
 """),
@@ -290,7 +293,8 @@ WHERE l.borrower_id = :local_id
 SELECT 'repayment-' || r.repayment_id AS record_id,
        CASE WHEN r.days_late > 0 THEN 'loan_repaid_late' ELSE 'loan_repaid_on_time' END AS kind,
        r.days_late AS value, 'days_late' AS unit, r.due_on AS occurred_at,
-       r.amount AS amount, l.lender AS lender, l.product AS product
+       r.amount AS amount, l.lender AS lender, l.product AS product,
+       l.borrower_id AS local_id
 FROM repayments AS r JOIN loans AS l ON l.loan_id = r.loan_id
 WHERE l.borrower_id = :local_id
 """),
@@ -299,7 +303,8 @@ WHERE l.borrower_id = :local_id
                 "financial",
                 _sql("""
 SELECT 'default-' || d.default_id AS record_id, 'loan_default' AS kind, d.outstanding AS value,
-       l.currency AS unit, d.declared_on AS occurred_at, l.lender AS lender, l.product AS product
+       l.currency AS unit, d.declared_on AS occurred_at, l.lender AS lender, l.product AS product,
+       l.borrower_id AS local_id
 FROM defaults AS d JOIN loans AS l ON l.loan_id = d.loan_id
 WHERE l.borrower_id = :local_id
 """),
@@ -353,7 +358,8 @@ WHERE l.borrower_id = :local_id
                 _sql("""
 SELECT 'enrollment-' || e.enrollment_id AS record_id, 'enrollment' AS kind,
        e.isced_level AS value, 'isced_level' AS unit, e.enrolled_on AS occurred_at,
-       e.institution AS institution, e.level AS level, e.status AS status
+       e.institution AS institution, e.level AS level, e.status AS status,
+       e.student_no AS local_id
 FROM enrollments AS e
 WHERE e.student_no = :local_id
 """),
@@ -363,7 +369,8 @@ WHERE e.student_no = :local_id
                 _sql("""
 SELECT 'degree-' || d.degree_id AS record_id, 'degree' AS kind, d.final_score AS value,
        'percent' AS unit, d.awarded_on AS occurred_at, d.institution AS institution,
-       d.qualification AS qualification
+       d.qualification AS qualification,
+       d.student_no AS local_id
 FROM degrees AS d
 WHERE d.student_no = :local_id
 """),
@@ -419,7 +426,8 @@ WHERE d.student_no = :local_id
                 _sql("""
 SELECT 'judgment-' || j.judgment_id AS record_id, 'judgment' AS kind, j.amount AS value,
        'CNY' AS unit, j.decided_on AS occurred_at, j.case_no AS case_no, j.court AS court,
-       j.cause AS cause
+       j.cause AS cause,
+       j.party_id AS local_id
 FROM judgments AS j
 WHERE j.party_id = :local_id
 """),
@@ -431,7 +439,8 @@ SELECT 'listing-' || d.listing_id AS record_id, 'dishonest_debtor' AS kind,
        d.amount_unpaid AS value, 'CNY' AS unit, d.listed_on AS occurred_at,
        d.case_no AS case_no, d.court AS court, d.obligation AS obligation,
        CASE WHEN d.delisted_on IS NULL THEN 'listed' ELSE 'delisted' END AS status,
-       COALESCE(d.delisted_on, '') AS delisted_on
+       COALESCE(d.delisted_on, '') AS delisted_on,
+       d.party_id AS local_id
 FROM dishonest_debtors AS d
 WHERE d.party_id = :local_id
 """),
@@ -473,7 +482,8 @@ WHERE d.party_id = :local_id
                 _sql("""
 SELECT 'payment-' || p.event_id AS record_id, 'payment_on_time' AS kind, p.amount AS value,
        'CNY' AS unit, p.due_on AS occurred_at, p.merchant AS merchant,
-       p.merchant_category AS merchant_category
+       p.merchant_category AS merchant_category,
+       p.uid AS local_id
 FROM payment_events AS p
 WHERE p.uid = :local_id AND p.days_late = 0
 """),
@@ -483,7 +493,8 @@ WHERE p.uid = :local_id AND p.days_late = 0
                 _sql("""
 SELECT 'payment-' || p.event_id AS record_id, 'payment_late' AS kind, p.days_late AS value,
        'days_late' AS unit, p.due_on AS occurred_at, p.merchant AS merchant,
-       p.merchant_category AS merchant_category, p.amount AS amount
+       p.merchant_category AS merchant_category, p.amount AS amount,
+       p.uid AS local_id
 FROM payment_events AS p
 WHERE p.uid = :local_id AND p.days_late > 0
 """),
@@ -535,7 +546,8 @@ WHERE p.uid = :local_id AND p.days_late > 0
                 _sql("""
 SELECT 'commendation-' || c.commendation_id AS record_id, 'commendation' AS kind,
        c.points AS value, 'points' AS unit, c.awarded_on AS occurred_at, c.award AS award,
-       c.issuer AS issuer
+       c.issuer AS issuer,
+       c.resident_code AS local_id
 FROM commendations AS c
 WHERE c.resident_code = :local_id
 """),
@@ -545,7 +557,8 @@ WHERE c.resident_code = :local_id
                 _sql("""
 SELECT 'violation-' || t.violation_id AS record_id, 'traffic_violation' AS kind,
        t.penalty_points AS value, 'penalty_points' AS unit, t.occurred_on AS occurred_at,
-       t.offence AS offence, t.fine AS fine_cny
+       t.offence AS offence, t.fine AS fine_cny,
+       t.resident_code AS local_id
 FROM traffic_violations AS t
 WHERE t.resident_code = :local_id
 """),
@@ -587,7 +600,8 @@ WHERE t.resident_code = :local_id
 SELECT 'event-' || e.event_id AS record_id,
        CASE WHEN e.score_delta >= 0 THEN 'civic_merit' ELSE 'civic_demerit' END AS kind,
        e.score_delta AS value, 'points' AS unit, e.event_date AS occurred_at,
-       e.event_type AS event_type, e.department AS department
+       e.event_type AS event_type, e.department AS department,
+       e.citizen_ref AS local_id
 FROM credit_events AS e
 WHERE e.citizen_ref = :local_id
 """),
@@ -630,7 +644,8 @@ WHERE e.citizen_ref = :local_id
                 _sql("""
 SELECT 'start-' || s.spell_id AS record_id, 'employment_started' AS kind,
        s.monthly_wage AS value, 'CNY/month' AS unit, s.started_on AS occurred_at,
-       s.employer AS employer, s.industry AS industry
+       s.employer AS employer, s.industry AS industry,
+       s.insurance_no AS local_id
 FROM employment_spells AS s
 WHERE s.insurance_no = :local_id
 """),
@@ -641,7 +656,8 @@ WHERE s.insurance_no = :local_id
 SELECT 'end-' || s.spell_id AS record_id, 'employment_ended' AS kind,
        ROUND((julianday(s.ended_on) - julianday(s.started_on)) / 30.44, 1) AS value,
        'months' AS unit, s.ended_on AS occurred_at, s.employer AS employer,
-       s.end_reason AS end_reason
+       s.end_reason AS end_reason,
+       s.insurance_no AS local_id
 FROM employment_spells AS s
 WHERE s.insurance_no = :local_id AND s.ended_on IS NOT NULL
 """),
@@ -694,7 +710,8 @@ CITY_CIVIC_ADAPTERS = (
         "civic",
         _sql("""
 SELECT 'entry-' || e.entry_no AS record_id, e.entry_kind AS kind, e.points AS value,
-       'points' AS unit, e.recorded_on AS occurred_at, e.detail AS detail, e.office AS office
+       'points' AS unit, e.recorded_on AS occurred_at, e.detail AS detail, e.office AS office,
+       e.citizen_no AS local_id
 FROM civic_entries AS e
 WHERE e.citizen_no = :local_id
 """),
@@ -740,7 +757,8 @@ LENDER_ADAPTERS = (
 SELECT 'contract-' || c.contract_no AS record_id,
        CASE WHEN c.status = 'written_off' THEN 'loan_default' ELSE 'loan_opened' END AS kind,
        c.principal AS value, 'CNY' AS unit, c.signed_on AS occurred_at, c.product AS product,
-       c.status AS status
+       c.status AS status,
+       c.customer_ref AS local_id
 FROM contracts AS c
 WHERE c.customer_ref = :local_id
 """),
@@ -752,7 +770,8 @@ SELECT 'instalment-' || i.instalment_id AS record_id,
        CASE WHEN i.paid_days_late > 0 THEN 'loan_repaid_late' ELSE 'loan_repaid_on_time' END
            AS kind,
        i.paid_days_late AS value, 'days_late' AS unit, i.due_on AS occurred_at,
-       i.amount AS amount, c.product AS product
+       i.amount AS amount, c.product AS product,
+       c.customer_ref AS local_id
 FROM instalments AS i JOIN contracts AS c ON c.contract_no = i.contract_no
 WHERE c.customer_ref = :local_id
 """),

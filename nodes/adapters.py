@@ -1,9 +1,16 @@
-"""Adapters: read an operator's own tables as credex Records through configured SQL."""
+"""Adapters: read an operator's own tables as credex Records through configured SQL.
+
+Every row an adapter returns says whose it is (its `local_id` column). A row of anyone but the
+subject asked about is never disclosed: the node withholds it, and because an adapter that
+returns one is wrong in a way no one can bound (its other columns may be as wrong as its
+WHERE clause), the source stops answering altogether until the operator fixes the adapter and
+restarts (`leak` says why; the node reports it on its health)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import sqlite_utils
@@ -14,12 +21,34 @@ from credex.db import unreadable
 from credex.v1.common_pb2 import Record
 from nodes.config import AdapterSpec
 
-REQUIRED_COLUMNS = ("record_id", "kind", "value", "unit", "occurred_at")
+LOCAL_ID = "local_id"
+REQUIRED_COLUMNS = (LOCAL_ID, "record_id", "kind", "value", "unit", "occurred_at")
 MAX_RECORDS_PER_QUERY = 10_000
 
 
 class AdapterError(Exception):
-    """An adapter produced a row credex cannot turn into a record."""
+    """An adapter produced a row credex cannot turn into a record. The message may quote the
+    row: it is for the operator's log, never for the requester."""
+
+
+@dataclass(frozen=True)
+class ForeignRows:
+    """Rows one adapter returned for subjects other than the one asked about (withheld)."""
+
+    adapter: int  # its position among the config's [[adapter]] entries, from 1
+    category: vocab.Category
+    rows: int
+
+
+class AdapterLeak(AdapterError):
+    """Adapters returned rows of other subjects; none of them left the node."""
+
+    def __init__(self, found: list[ForeignRows]) -> None:
+        self.found = found
+        where = ", ".join(
+            f"{f.rows} from adapter #{f.adapter} ({vocab.category_name(f.category)})" for f in found
+        )
+        super().__init__(f"rows of other subjects withheld: {where}")
 
 
 def parse_time(value: object) -> float:
@@ -43,14 +72,27 @@ def parse_time(value: object) -> float:
     raise AdapterError(f"occurred_at {value!r} is neither ISO 8601 text nor epoch seconds")
 
 
+def same_subject(value: object, local_id: str) -> bool:
+    """Whether a row's `local_id` column names the subject asked about: the same text, or the
+    same integer written in decimal (an INTEGER column). Anything else, NULL included, is
+    somebody else."""
+    if isinstance(value, str):
+        return value == local_id
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) == local_id
+    return False
+
+
 class RecordSource:
     """The operator's database seen through the node's adapters; read-only."""
 
     def __init__(self, db: sqlite_utils.Database, adapters: Iterable[AdapterSpec]) -> None:
         self._conn = db.conn
-        self._by_category: dict[vocab.Category, list[AdapterSpec]] = {}
-        for spec in adapters:
-            self._by_category.setdefault(spec.category, []).append(spec)
+        self._by_category: dict[vocab.Category, list[tuple[int, AdapterSpec]]] = {}
+        for position, spec in enumerate(adapters, 1):
+            self._by_category.setdefault(spec.category, []).append((position, spec))
+        # Why this source no longer answers (an adapter returned other subjects' rows).
+        self.leak: str | None = None
 
     @property
     def categories(self) -> frozenset[vocab.Category]:
@@ -69,39 +111,83 @@ class RecordSource:
         data_from: float | None = None,
         data_to: float | None = None,
     ) -> list[Record]:
-        """Records about `local_id` in `categories`, occurring within [data_from, data_to)."""
+        """Records about `local_id` in `categories`, occurring within [data_from, data_to).
+        AdapterLeak if any row was someone else's (then nothing is returned, now or later);
+        AdapterError if a row cannot be read as a record."""
+        if self.leak is not None:
+            raise AdapterError(self.leak)
         records: list[Record] = []
+        foreign: list[ForeignRows] = []
+        read = 0
         for category in categories:
-            for spec in self._by_category.get(category, ()):
+            seen: set[str] = set()
+            for position, spec in self._by_category.get(category, ()):
+                others = 0
                 cursor = self._conn.execute(spec.sql, {"local_id": local_id})
                 names = [d[0] for d in cursor.description or ()]
-                for row in cursor:
-                    record = _to_record(category, dict(zip(names, row, strict=True)))
+                for values in cursor:
+                    read += 1
+                    if read > MAX_RECORDS_PER_QUERY:
+                        break
+                    row = dict(zip(names, values, strict=True))
+                    if not same_subject(row.get(LOCAL_ID), local_id):
+                        others += 1
+                        continue
+                    record = to_record(category, row)
+                    if record.record_id in seen:
+                        raise AdapterError(
+                            f"adapter #{position}: record id {record.record_id!r} is returned "
+                            f"twice in {vocab.category_name(category)}"
+                        )
+                    seen.add(record.record_id)
                     when = from_timestamp(record.occurred_at)
                     if data_from is not None and when < data_from:
                         continue
                     if data_to is not None and when >= data_to:
                         continue
                     records.append(record)
-                    if len(records) > MAX_RECORDS_PER_QUERY:
-                        raise AdapterError(f"more than {MAX_RECORDS_PER_QUERY} records")
+                cursor.close()
+                if others:
+                    foreign.append(ForeignRows(position, category, others))
+        if foreign:
+            leak = AdapterLeak(foreign)
+            self.leak = (
+                f"{leak}; the node answers no query until the adapter is fixed (check it with "
+                "`credex-node check-config CONFIG --sample-id ID`) and the node restarted"
+            )
+            raise leak
+        if read > MAX_RECORDS_PER_QUERY:
+            raise AdapterError(f"more than {MAX_RECORDS_PER_QUERY} records")
         return records
 
 
-def _to_record(category: vocab.Category, row: dict[str, object]) -> Record:
+def to_record(category: vocab.Category, row: dict[str, object]) -> Record:
+    """The record a row stands for; AdapterError naming what is wrong with it."""
+    record_id = row["record_id"]
+    if not isinstance(record_id, str | int) or isinstance(record_id, bool) or record_id == "":
+        raise AdapterError(f"record_id {record_id!r} is not a text or an integer")
     try:
         value = float(row["value"]) if row["value"] is not None else 0.0  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise AdapterError(f"record {row['record_id']!r}: value is not a number") from None
+        raise AdapterError(f"record {record_id!r}: value is not a number") from None
     if not math.isfinite(value):
-        raise AdapterError(f"record {row['record_id']!r}: value {value} is not finite")
+        raise AdapterError(f"record {record_id!r}: value {value} is not finite")
+    kind = row["kind"]
+    if not isinstance(kind, str) or not kind:
+        raise AdapterError(f"record {record_id!r}: kind {kind!r} is not a text")
+    try:
+        occurred_at = to_timestamp(parse_time(row["occurred_at"]))
+    except (ValueError, OverflowError):  # seconds beyond what a timestamp can hold
+        raise AdapterError(
+            f"record {record_id!r}: occurred_at {row['occurred_at']!r} is out of range"
+        ) from None
     return Record(
-        record_id=str(row["record_id"]),
+        record_id=str(record_id),
         category=category,
-        kind=str(row["kind"]),
+        kind=kind,
         value=value,
         unit=str(row["unit"] or ""),
-        occurred_at=to_timestamp(parse_time(row["occurred_at"])),
+        occurred_at=occurred_at,
         attributes={
             k: str(v) for k, v in row.items() if k not in REQUIRED_COLUMNS and v is not None
         },

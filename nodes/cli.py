@@ -16,7 +16,7 @@ from credex.cliutil import MetricsAddress, ReadyFile, cli_errors, print_json
 from credex.config import validate_member_id
 from credex.keys import SigningKey
 from credex.logs import setup_logging
-from credex.render import moment, terminal_console
+from credex.render import moment, printable, terminal_console
 from credex.rotation import KeyFiles, rotate_key
 from credex.status import show_status
 from nodes.admin import Enrollment, backup_node, init_node, list_disputes, resolve_dispute
@@ -98,13 +98,24 @@ def init(
 
 @app.command("check-config")
 def check_config_command(
-    config: Config, json_out: Annotated[bool, typer.Option("--json")] = False
+    config: Config,
+    sample_id: Annotated[
+        str | None,
+        typer.Option(
+            "--sample-id",
+            help="A real subject's local id: run every adapter for it and check each row.",
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check the config against the operator database (opened read-only): every adapter runs,
-    takes the subject only as :local_id, returns a record's columns and finds the subject
-    through an index. Each problem names its config line; exit 1 if there is any."""
+    takes the subject only as :local_id in a condition every row must meet, returns a
+    record's columns with the subject's own id as local_id, and finds the subject through an
+    index. With --sample-id, every row each adapter returns for that id is checked as the node
+    would serve it (whose it is, types, dates, values, record ids unique per category). Each
+    problem names its config line; exit 1 if there is any."""
     with cli_errors():
-        problems = check_config(config)
+        problems = check_config(config, sample_id)
         if json_out:
             print_json(
                 {
@@ -117,7 +128,7 @@ def check_config_command(
             )
         else:
             for problem in problems:
-                typer.echo(problem.render(config))
+                typer.echo(printable(problem.render(config)))
             if not problems:
                 cfg = load_node_config(config)
                 typer.echo(
@@ -221,11 +232,21 @@ def disputes_list(
             print_json(rows)
             return
         table = Table(title="Disputes", title_justify="left")
-        for col in ("dispute", "subject (local id)", "record", "reason", "status", "note"):
-            table.add_column(col, overflow="fold")
-        for d in rows:
-            table.add_row(*(Text(v) for v in (d.dispute_id, d.local_subject_id, d.record_id,
-                                               d.reason, d.status, d.note)))  # fmt: skip
+        columns = (
+            "dispute",
+            "subject (local id)",
+            "category",
+            "record",
+            "reason",
+            "status",
+            "note",
+        )
+        for col in columns:  # the id stays whole: it is what `resolve` takes
+            table.add_column(col, overflow="fold", no_wrap=col == "dispute")
+        for d in rows:  # what subjects wrote is shown with its control characters escaped
+            table.add_row(*(Text(printable(v)) for v in (d.dispute_id, d.local_subject_id,
+                                                         d.category, d.record_id, d.reason,
+                                                         d.status, d.note)))  # fmt: skip
         terminal_console().print(table)
 
 

@@ -1,6 +1,8 @@
 """What a node needs of its config and the operator's database, each problem tied to the line of
 the config it comes from: the adapters run read-only, take the subject only as the bound
-parameter :local_id, return the columns a record needs and find the subject through an index."""
+parameter :local_id in a condition every row must meet, return the columns a record needs
+(the subject's own id among them) and find the subject through an index. With a sample id,
+every adapter also runs on real rows and each row is checked as the node would serve it."""
 
 from __future__ import annotations
 
@@ -9,12 +11,21 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from credex import vocab
 from credex.config import ConfigError, load_toml
 from credex.db import DatabaseError, open_readonly
-from nodes.adapters import REQUIRED_COLUMNS, RecordSource
+from nodes.adapters import (
+    LOCAL_ID,
+    MAX_RECORDS_PER_QUERY,
+    REQUIRED_COLUMNS,
+    AdapterError,
+    RecordSource,
+    same_subject,
+    to_record,
+)
 from nodes.config import SCHEMA, AdapterSpec, NodeConfig, load_node_config
 
 ADAPTER_KEYS = frozenset({"category", "sql"})
@@ -23,8 +34,8 @@ PARAMETER = ":local_id"
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong, where the config says it. A problem that is not `fatal` lets the node
-    serve, badly (a lookup that reads every row)."""
+    """One thing wrong, where the config says it. A problem that is not `fatal` does not stop
+    the node serving (a sample id without rows to check)."""
 
     line: int | None
     message: str
@@ -119,6 +130,211 @@ def first_keyword(sql: str) -> str:
     return match.group(0).upper() if match else ""
 
 
+# --------------------------------------------------------------------------- the subject
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # "word", "name" (quoted identifier), "string", "param", "number", "op"
+    text: str
+
+    @property
+    def word(self) -> str:
+        return self.text.upper() if self.kind == "word" else ""
+
+
+_LEXEME = re.compile(
+    r"(?P<param>\?\d*|(?<![A-Za-z0-9_$])[:@$][A-Za-z0-9_]+)"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)"
+    r"|(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)"
+    r"|(?P<op>==|!=|<>|<=|>=|\|\||<<|>>|\S)"
+)
+
+
+def tokens(sql: str) -> list[Token]:
+    """The SQL's tokens, comments left out; string literals and quoted names as one token."""
+    found: list[Token] = []
+    i, n = 0, len(sql)
+    closers = {"'": "'", '"': '"', "`": "`", "[": "]"}
+    while i < n:
+        ch = sql[i]
+        if ch.isspace():
+            i += 1
+        elif ch in closers:
+            end = sql.find(closers[ch], i + 1)
+            while end != -1 and ch != "[" and sql.startswith(closers[ch] * 2, end):
+                end = sql.find(closers[ch], end + 2)
+            end = n if end == -1 else end
+            found.append(Token("string" if ch == "'" else "name", sql[i + 1 : end]))
+            i = end + 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end == -1 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+        else:
+            match = _LEXEME.match(sql, i)
+            assert match is not None and match.lastgroup is not None  # \S matches anything
+            found.append(Token(match.lastgroup, match.group(0)))
+            i = match.end()
+    return found
+
+
+def _depths(toks: Sequence[Token]) -> list[int]:
+    """Each token's nesting level: inside parentheses or CASE … END it is one deeper (the
+    brackets and the CASE and END keywords themselves are at the outer level)."""
+    depths, depth = [], 0
+    for tok in toks:
+        if tok.text == ")" or tok.word == "END":
+            depth = max(0, depth - 1)
+        depths.append(depth)
+        if tok.text == "(" or tok.word == "CASE":
+            depth += 1
+    return depths
+
+
+# What ends a WHERE clause at its own level.
+_CLAUSE_END = frozenset(
+    {"GROUP", "ORDER", "LIMIT", "HAVING", "WINDOW", "UNION", "INTERSECT", "EXCEPT", "RETURNING"}
+)
+COMPOUND = frozenset({"UNION", "INTERSECT", "EXCEPT"})
+
+
+@dataclass(frozen=True)
+class WhereClause:
+    start: int  # the WHERE token
+    end: int  # one past its last token
+    depth: int
+
+
+def _where_clauses(toks: Sequence[Token], depths: Sequence[int]) -> list[WhereClause]:
+    clauses = []
+    for w, tok in enumerate(toks):
+        if tok.word != "WHERE":
+            continue
+        d, j = depths[w], w + 1
+        while j < len(toks) and depths[j] >= d:
+            if depths[j] == d and (toks[j].word in _CLAUSE_END or toks[j].text == ";"):
+                break
+            j += 1
+        clauses.append(WhereClause(w, j, d))
+    return clauses
+
+
+def _top_level_or(toks: Sequence[Token], depths: Sequence[int], clause: WhereClause) -> bool:
+    return any(
+        toks[j].word == "OR" and depths[j] == clause.depth for j in range(clause.start, clause.end)
+    )
+
+
+def _column_before(toks: Sequence[Token], i: int) -> tuple[str, int] | None:
+    """The column name written just before token `i` (`col` or `table.col`), and where it
+    starts."""
+    if i < 1 or toks[i - 1].kind not in ("word", "name"):
+        return None
+    start = i - 1
+    if start >= 2 and toks[start - 1].text == "." and toks[start - 2].kind in ("word", "name"):
+        start -= 2
+    return toks[i - 1].text.lower(), start
+
+
+def _anchor(
+    toks: Sequence[Token], depths: Sequence[int], i: int, clause: WhereClause
+) -> str | None:
+    """The column the subject's id at token `i` is compared with, if the comparison is a
+    condition every row of `clause` must meet: `col = :local_id`, `:local_id = col` or
+    `col IN (:local_id)`, standing between WHERE/AND and AND/the clause's end."""
+    d = clause.depth
+
+    def equals(j: int) -> bool:
+        return 0 <= j < len(toks) and (toks[j].text in ("=", "==") or toks[j].word == "IS")
+
+    def bounded(first: int, after: int) -> bool:
+        before = toks[first - 1].word in ("WHERE", "AND") and depths[first - 1] == d
+        return before and (
+            after >= clause.end or (toks[after].word == "AND" and depths[after] == d)
+        )
+
+    if depths[i] == d and equals(i - 1):
+        left = _column_before(toks, i - 1)
+        if left is not None and bounded(left[1], i + 1):
+            return left[0]
+    if depths[i] == d and equals(i + 1):
+        right = _column_after(toks, i + 2)
+        if right is not None and bounded(i, right[1]):
+            return right[0]
+    in_list = i >= 3 and i + 1 < len(toks) and toks[i - 1].text == "(" and toks[i + 1].text == ")"
+    if depths[i] == d + 1 and in_list and toks[i - 2].word == "IN":
+        left = _column_before(toks, i - 2)
+        if left is not None and bounded(left[1], i + 2):
+            return left[0]
+    return None
+
+
+def _column_after(toks: Sequence[Token], j: int) -> tuple[str, int] | None:
+    """The column name written from token `j` on (`col` or `table.col`), and where it ends."""
+    if j >= len(toks) or toks[j].kind not in ("word", "name"):
+        return None
+    if j + 2 < len(toks) and toks[j + 1].text == "." and toks[j + 2].kind in ("word", "name"):
+        return toks[j + 2].text.lower(), j + 3
+    return toks[j].text.lower(), j + 1
+
+
+def subject_problem(sql: str) -> str | None:
+    """Why the SQL can return rows of subjects other than :local_id, as far as its text shows:
+    a compound SELECT, or a :local_id that is not a condition every row must meet."""
+    toks = tokens(sql)
+    compound = sorted({t.word for t in toks} & COMPOUND)
+    if compound:
+        return (
+            f"a compound SELECT ({', '.join(compound)}) can return rows of other subjects; "
+            "map each SELECT as an [[adapter]] of its own"
+        )
+    depths = _depths(toks)
+    clauses = _where_clauses(toks, depths)
+    for i, tok in enumerate(toks):
+        if tok.kind != "param":
+            continue
+        around = [c for c in clauses if c.start < i < c.end]
+        if not around:
+            return (
+                f"{PARAMETER} appears outside a WHERE clause (a result column or a JOIN's ON "
+                "taken from it would let rows of other subjects through); compare it in the "
+                f"WHERE clause only, as `column = {PARAMETER}`"
+            )
+        if any(_top_level_or(toks, depths, c) for c in around):
+            return (
+                f"its WHERE clause joins the condition on {PARAMETER} with OR, so it can "
+                f"return rows of other subjects; make `column = {PARAMETER}` a condition "
+                "every row must meet (joined with AND)"
+            )
+        innermost = max(around, key=lambda c: c.start)
+        if _anchor(toks, depths, i, innermost) is None:
+            return (
+                f"{PARAMETER} must be compared with a column (`column = {PARAMETER}`) as a "
+                "condition every row must meet (joined with AND), or the query can return "
+                "rows of other subjects"
+            )
+    return None
+
+
+def compared_columns(sql: str) -> set[str]:
+    """The columns `sql` compares with :local_id as a condition every row must meet."""
+    toks = tokens(sql)
+    depths = _depths(toks)
+    clauses = _where_clauses(toks, depths)
+    found = set()
+    for i, tok in enumerate(toks):
+        if tok.kind == "param":
+            around = [c for c in clauses if c.start < i < c.end]
+            if around:
+                column = _anchor(toks, depths, i, max(around, key=lambda c: c.start))
+                if column is not None:
+                    found.add(column)
+    return found
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -150,66 +366,111 @@ def check_adapter(conn: sqlite3.Connection, spec: AdapterSpec, line: int | None)
         cursor.fetchall()
     except (sqlite3.Error, sqlite3.Warning) as exc:
         return [Problem(line, f"{what}: query fails: {exc}")]
+    broad = subject_problem(spec.sql)
+    if broad:
+        return [Problem(line, f"{what}: {broad}")]
     columns = {d[0] for d in cursor.description or ()}
+    if LOCAL_ID not in columns:
+        return [
+            Problem(
+                line,
+                f"{what}: every row must say whose it is: add the column compared with "
+                f"{PARAMETER} as {LOCAL_ID} (e.g. `SELECT t.customer_id AS {LOCAL_ID}, …`)",
+            )
+        ]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         return [Problem(line, f"{what}: query lacks column(s) {', '.join(missing)}")]
     return _plan_problems(conn, spec, line, what)
 
 
-_COMPARED = re.compile(
-    r"(?:[A-Za-z_][A-Za-z0-9_]*\.)?([A-Za-z_][A-Za-z0-9_]*)\s*(?:==?|\bIN\s*\()\s*:local_id\b"
-    r"|:local_id\s*==?\s*(?:[A-Za-z_][A-Za-z0-9_]*\.)?([A-Za-z_][A-Za-z0-9_]*)",
-    re.IGNORECASE,
+_SUBQUERY = (
+    "SCALAR SUBQUERY",
+    "CORRELATED SCALAR SUBQUERY",
+    "LIST SUBQUERY",
+    "CORRELATED LIST SUBQUERY",
+    "MATERIALIZE",
+    "CO-ROUTINE",
+    "SUBQUERY",
 )
-
-
-def compared_columns(sql: str) -> set[str]:
-    """The columns `sql` compares with :local_id (outside strings and comments)."""
-    code = "".join(ch for _, ch in _code(sql))
-    return {(a or b).lower() for a, b in _COMPARED.findall(code)}
 
 
 def _plan_problems(
     conn: sqlite3.Connection, spec: AdapterSpec, line: int | None, what: str
 ) -> list[Problem]:
-    """Per EXPLAIN QUERY PLAN: no table is read in full, and an index finds the rows by the
-    column compared with :local_id."""
-    steps = [
-        str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {spec.sql}", {"local_id": ""})
-    ]
-    subqueries = {s.split()[1] for s in steps if s.startswith(("MATERIALIZE ", "CO-ROUTINE "))}
-    scanned = [
-        name
-        for s in steps
-        if s.startswith("SCAN ") and s != "SCAN CONSTANT ROW"
-        for name in [s.split()[1]]
-        if name not in subqueries and not name.startswith("(")
-    ]
-    scanned += [s.split()[1] for s in steps if "AUTOMATIC" in s and s.startswith("SEARCH ")]
-    searches = [s.lower() for s in steps if s.startswith("SEARCH ")]
+    """Per EXPLAIN QUERY PLAN: no table is read in full, no lookup combines indexes with OR,
+    and the query and each of its subqueries find their rows through an index on the column
+    compared with :local_id. Otherwise the lookup is slow, or (a subquery over other
+    people's rows) can carry other subjects' data in a row's columns."""
+    steps = conn.execute(f"EXPLAIN QUERY PLAN {spec.sql}", {"local_id": ""}).fetchall()
+    parent = {int(row[0]): int(row[1]) for row in steps}
+    detail = {int(row[0]): str(row[3]) for row in steps}
+    scopes = {i for i, text in detail.items() if text.startswith(_SUBQUERY)}
+    subqueries = {detail[i].split()[-1] for i in scopes}
+
+    def scope(i: int) -> int:
+        i = parent.get(i, 0)
+        while i and i not in scopes:
+            i = parent.get(i, 0)
+        return i
+
     columns = compared_columns(spec.sql)
-    keyed = any(
-        f"({column}=?" in step or f" {column}=?" in step or "(rowid=?)" in step
-        for step in searches
-        for column in columns
-    )
+    scanned: list[str] = []
+    searched: dict[int, list[str]] = {}
+    for i, text in detail.items():
+        words = text.replace("SCAN TABLE ", "SCAN ").replace("SEARCH TABLE ", "SEARCH ").split()
+        if text.startswith("MULTI-INDEX OR"):
+            scanned.append("rows found by OR")
+        elif words[0] == "SCAN" and text != "SCAN CONSTANT ROW":
+            if words[1] not in subqueries and not words[1].startswith("("):
+                scanned.append(words[1])
+        elif words[0] == "SEARCH":
+            if "AUTOMATIC" in text:
+                scanned.append(words[1])
+            searched.setdefault(scope(i), []).append(text.lower())
+
+    # The rowid stands for a compared column only when that column is an INTEGER PRIMARY KEY.
+    by_rowid = bool(columns & _rowid_aliases(conn))
+
+    def keyed(step: str) -> bool:
+        return (by_rowid and "(rowid=?" in step) or any(
+            f"({column}=?" in step or f" {column}=?" in step for column in columns
+        )
+
+    unkeyed = [s for s, found in searched.items() if not any(keyed(step) for step in found)]
     if scanned:
-        detail = f"reads every row of {', '.join(dict.fromkeys(scanned))}"
-    elif not searches:
-        detail = "reads no table through an index"
-    elif columns and not keyed:
-        detail = f"no index on {', '.join(sorted(columns))}"
+        problem = f"reads every row of {', '.join(dict.fromkeys(scanned))}"
+    elif not searched:
+        problem = "reads no table through an index"
+    elif unkeyed:
+        tables = sorted({step.split()[1] for s in unkeyed for step in searched[s]})
+        problem = (
+            f"finds rows of {', '.join(tables)} by other columns than "
+            f"{', '.join(sorted(columns)) or 'the one compared with ' + PARAMETER}"
+        )
     else:
         return []
     return [
         Problem(
             line,
-            f"{what}: the lookup by {PARAMETER} uses no index ({detail}); "
-            "create an index on the column compared with :local_id (and on join columns)",
-            fatal=False,
+            f"{what}: the lookup by {PARAMETER} uses no index ({problem}); it would be slow and "
+            "may carry other subjects' data: create an index on the column compared with "
+            f"{PARAMETER} (and on join columns), and use JOINs rather than subqueries",
         )
     ]
+
+
+def _rowid_aliases(conn: sqlite3.Connection) -> set[str]:
+    """The (lower-case) names of the columns that are their table's INTEGER PRIMARY KEY."""
+    aliases = set()
+    tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    for (table,) in tables:
+        keys = [
+            row for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,)) if row[5]
+        ]
+        if len(keys) == 1 and str(keys[0][2]).upper() == "INTEGER":
+            aliases.add(str(keys[0][1]).lower())
+    return aliases
 
 
 def adapter_problems(
@@ -223,8 +484,97 @@ def adapter_problems(
     ]
 
 
-def check_config(path: Path) -> list[Problem]:
-    """Every problem of the config at `path` and of the database it maps."""
+# Occurrence times a record may plausibly carry (a year of 19 or 22 is a typo, not a fact).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC).timestamp()
+LATEST = datetime(2200, 1, 1, tzinfo=UTC).timestamp()
+MAX_PROBLEMS_PER_ADAPTER = 5
+
+
+def row_problems(category: vocab.Category, row: dict[str, object]) -> list[str]:
+    """What is wrong with one of the subject's rows, as the node would serve it."""
+    found = [f"column {name} is a blob" for name, v in row.items() if isinstance(v, bytes)]
+    value = row.get("value")
+    if value is not None and not isinstance(value, int | float):
+        found.append(f"record {row.get('record_id')!r}: value {value!r} is not a number")
+    if row.get("unit") is not None and not isinstance(row.get("unit"), str):
+        found.append(f"record {row.get('record_id')!r}: unit {row.get('unit')!r} is not text")
+    try:
+        record = to_record(category, row)
+    except AdapterError as exc:
+        return [*found, str(exc)]
+    when = record.occurred_at.seconds
+    if not EARLIEST <= when < LATEST:
+        found.append(
+            f"record {record.record_id!r}: occurred_at {row.get('occurred_at')!r} is not "
+            "between 1900 and 2200"
+        )
+    return found
+
+
+def sample_problems(
+    conn: sqlite3.Connection,
+    adapters: Sequence[AdapterSpec],
+    sample_id: str,
+    lines: ConfigLines | None = None,
+) -> list[Problem]:
+    """Run every adapter for a real subject's id and check each row it returns (whose it is,
+    types, dates, finite values) and that no record id repeats within a category."""
+    lines = lines or ConfigLines()
+    problems: list[Problem] = []
+    seen: dict[vocab.Category, set[str]] = {}
+    total = 0
+    for index, spec in enumerate(adapters):
+        what = f"adapter for {vocab.category_name(spec.category)} with {PARAMETER} = {sample_id!r}"
+        try:
+            cursor = conn.execute(spec.sql, {"local_id": sample_id})
+            names = [d[0] for d in cursor.description or ()]
+            rows = cursor.fetchmany(MAX_RECORDS_PER_QUERY + 1)
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            problems.append(Problem(lines.adapter(index), f"{what}: query fails: {exc}"))
+            continue
+        found: list[str] = []
+        if len(rows) > MAX_RECORDS_PER_QUERY:
+            found.append(f"returns more than {MAX_RECORDS_PER_QUERY} rows")
+        ids = seen.setdefault(spec.category, set())
+        foreign: list[dict[str, object]] = []
+        for values in rows[:MAX_RECORDS_PER_QUERY]:
+            row = dict(zip(names, values, strict=True))
+            if not same_subject(row.get(LOCAL_ID), sample_id):
+                foreign.append(row)
+                continue
+            found += row_problems(spec.category, row)
+            record_id = str(row.get("record_id"))
+            if record_id in ids:
+                found.append(f"record id {record_id!r} is returned twice in the category")
+            ids.add(record_id)
+        total += len(rows)
+        if foreign:
+            found.insert(
+                0,
+                f"returns {len(foreign)} row(s) of another subject (the first: {LOCAL_ID} "
+                f"{foreign[0].get(LOCAL_ID)!r}, record {foreign[0].get('record_id')!r}): the "
+                "query selects more than the subject's rows",
+            )
+        unique = list(dict.fromkeys(found))
+        if len(unique) > MAX_PROBLEMS_PER_ADAPTER:
+            more = len(unique) - MAX_PROBLEMS_PER_ADAPTER
+            unique = [*unique[:MAX_PROBLEMS_PER_ADAPTER], f"and {more} more problems"]
+        problems += [Problem(lines.adapter(index), f"{what}: {message}") for message in unique]
+    if not total:
+        problems.append(
+            Problem(
+                None,
+                f"no adapter returned a row for {sample_id!r}: give the id of a subject who "
+                "has records, so that real rows are checked",
+                fatal=False,
+            )
+        )
+    return problems
+
+
+def check_config(path: Path, sample_id: str | None = None) -> list[Problem]:
+    """Every problem of the config at `path` and of the database it maps; with `sample_id`,
+    also of the rows every adapter returns for that subject."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -248,7 +598,10 @@ def check_config(path: Path) -> list[Problem]:
     except DatabaseError as exc:
         return [*problems, Problem(records_line, str(exc))]
     try:
-        return problems + adapter_problems(db.conn, config.adapters, lines)
+        problems += adapter_problems(db.conn, config.adapters, lines)
+        if sample_id is not None and not any(p.fatal for p in problems):
+            problems += sample_problems(db.conn, config.adapters, sample_id, lines)
+        return problems
     finally:
         db.conn.close()
 
@@ -301,7 +654,7 @@ def require_serviceable(problems: Sequence[Problem], path: Path) -> None:
 
 def open_source(config: NodeConfig) -> tuple[RecordSource, list[Problem]]:
     """The operator's database through the adapters, read-only; raises ConfigError on any
-    problem that stops the node serving and returns the others (slow lookups)."""
+    problem that stops the node serving and returns the others."""
     lines = config_lines(config.path.read_text()) if config.path.is_file() else ConfigLines()
     db = open_readonly(config.records_db)
     problems = adapter_problems(db.conn, config.adapters, lines)

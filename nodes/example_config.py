@@ -77,10 +77,14 @@ directory_rate_per_s = 1000.0
 directory_burst = 2000.0
 
 # One [[adapter]] per query. Each SELECT takes the subject only as the bound parameter
-# :local_id (your own identifier for the person) and returns the columns
-#   record_id, kind, value (a number), unit, occurred_at (ISO 8601 or epoch seconds);
-# any other column becomes an attribute of the record. Index the column compared with
-# :local_id: check-config refuses a lookup that reads every row.
+# :local_id (your own identifier for the person), compared with a column as a condition every
+# row must meet (`WHERE t.customer_id = :local_id AND ...`: no OR, no UNION), and returns
+#   local_id (that column: whose row it is), record_id (unique within the category), kind,
+#   value (a number), unit, occurred_at (ISO 8601 or epoch seconds);
+# any other column becomes an attribute of the record. A row whose local_id is not the one
+# asked for is never disclosed, and the node stops answering until you fix the adapter.
+# Index the column compared with :local_id: check-config refuses a lookup that reads every
+# row. Check real rows with `credex-node check-config {config} --sample-id SOME_ID`.
 # Categories: identity, volunteering, financial, education, judicial, commercial, civic,
 # employment. A category may have several adapters.
 
@@ -88,7 +92,8 @@ directory_burst = 2000.0
 category = "financial"
 sql = """
 SELECT 'loan-' || l.loan_id AS record_id, 'loan' AS kind, l.amount AS value,
-       'CNY' AS unit, l.opened_on AS occurred_at, l.status AS status
+       'CNY' AS unit, l.opened_on AS occurred_at, l.status AS status,
+       l.customer_id AS local_id
 FROM loans AS l
 WHERE l.customer_id = :local_id
 """

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+from prometheus_client import Counter
 
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog, malformed_entry
@@ -14,6 +17,7 @@ from credex.db import transaction
 from credex.errors import (
     CredexError,
     Internal,
+    NotFound,
     PermissionDenied,
     Reason,
     ResourceExhausted,
@@ -27,8 +31,9 @@ from credex.runtime.witness import CheckpointPublisher
 from credex.signing import digest, open_signed, parse, seal
 from credex.transport import peer_or_unknown, require_peer
 from credex.v1 import node_pb2, node_pb2_grpc
+from credex.v1.common_pb2 import Record
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
-from nodes.adapters import AdapterError, RecordSource
+from nodes.adapters import AdapterError, AdapterLeak, RecordSource
 from nodes.config import NodeConfig
 from nodes.directory_sync import DirectorySync
 from nodes.disputes import NodeDisputes
@@ -36,6 +41,9 @@ from nodes.verify import QueryVerifier, VerifiedQuery
 from nodes.witness import DirectoryCheckpoints
 
 Context = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger(__name__)
+# What the requester learns when the node cannot read its records: nothing of the records.
+ADAPTER_FAILED = "the node could not read its records for this query"
 
 
 class NodeService(node_pb2_grpc.NodeServiceServicer):
@@ -72,12 +80,24 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self._limiter = RateLimiter(config.rate_per_s, config.burst, clock)
         self._witness = witness  # the directory's checkpoints, kept here
         self.checkpoints = checkpoints  # ours, handed to the directory (see start_node)
+        self._withheld = Counter(
+            "credex_adapter_rows_withheld",
+            "Rows an adapter returned for another subject than the one asked about: never "
+            "disclosed; any makes the node stop answering until the adapter is fixed",
+            ["category"],
+            registry=metrics.registry,
+        )
 
     def health_problem(self) -> str | None:
         """Why this node should not be sent queries now: the disk failed to sync its state,
-        its records are unreadable, or its registry snapshot is too old to check requesters
-        and revocations against."""
-        return self.commits.failure or self._source.unreadable() or self.sync.stale()
+        its records are unreadable, an adapter returned other subjects' rows, or its registry
+        snapshot is too old to check requesters and revocations against."""
+        return (
+            self.commits.failure
+            or self._source.unreadable()
+            or self._source.leak
+            or self.sync.stale()
+        )
 
     def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
         """Audit a request refused before it could be read (called by `rpc_handler`)."""
@@ -116,6 +136,12 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         )
         if notice.node_id != self._config.node_id:
             raise PermissionDenied(Reason.WRONG_NODE, "dispute is for another node")
+        if not self._holds(notice):
+            raise NotFound(
+                Reason.NO_RECORDS,
+                f"this node holds no record {notice.record_id[:256]!r} in "
+                f"{vocab.category_name(notice.category)} about the subject",
+            )
         self.disputes.receive(notice)
         self.audit.append(
             AuditEntry(
@@ -125,10 +151,21 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 outcome="received",
                 subject_ref=notice.local_subject_id,
                 node_id=self._config.node_id,
+                categories=[vocab.category_name(notice.category)],
                 detail=f"record {notice.record_id}",
             )
         )
         return node_pb2.ReceiveDisputeResponse()
+
+    def _holds(self, notice: node_pb2.DisputeNotice) -> bool:
+        """Whether the adapters return the disputed record (category, record id) about the
+        subject now, and the operator has not deleted it: a subject disputes only their own."""
+        if notice.category not in self._source.categories:
+            return False
+        records = self._fetch(notice.dispute_id, notice.local_subject_id, [notice.category])
+        _, deleted = self.disputes.for_subject(notice.local_subject_id)
+        key = (notice.category, notice.record_id)
+        return key not in deleted and any((r.category, r.record_id) == key for r in records)
 
     @rpc_handler
     async def WitnessDirectoryCheckpoint(
@@ -173,25 +210,66 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                     )
                 )
             else:
-                response = self._answer(verified)
+                try:
+                    response = self._answer(verified)
+                except CredexError as err:  # the nonce stays used; the failure is audited
+                    refused = err
+                    self.audit.append(
+                        AuditEntry(
+                            request_id=verified.query.request_id,
+                            actor=verified.query.requester_id,
+                            action="query",
+                            outcome=f"failed:{err.reason}",
+                            purpose=vocab.purpose_name(verified.query.purpose),
+                            consent_id=verified.consent.consent_id,
+                            subject_ref=verified.query.local_subject_id,
+                            categories=vocab.category_names(verified.query.categories),
+                            node_id=self._config.node_id,
+                            detail=err.message,
+                        )
+                    )
         if refused is not None:
             raise refused
         return response
+
+    def _fetch(
+        self,
+        request_id: str,
+        local_id: str,
+        categories: Iterable[vocab.Category],
+        data_from: float | None = None,
+        data_to: float | None = None,
+    ) -> list[Record]:
+        """The subject's records; a failure is logged in full for the operator (under the
+        query's or dispute's id) and reaches the caller only as ADAPTER_FAILED."""
+        try:
+            return self._source.fetch(local_id, categories, data_from=data_from, data_to=data_to)
+        except AdapterLeak as leak:
+            for found in leak.found:
+                self._withheld.labels(vocab.category_name(found.category)).inc(found.rows)
+            log.error(
+                "%s: %s; the node answers no query until the adapter is fixed and the node "
+                "restarted",
+                request_id,
+                leak,
+            )
+        except AdapterError as exc:
+            log.error("%s: adapter failed: %s", request_id, exc)
+        except sqlite3.Error as exc:
+            log.error("%s: reading the records database failed: %s", request_id, exc)
+        raise Internal(Reason.ADAPTER_FAILED, ADAPTER_FAILED)
 
     def _answer(self, verified: VerifiedQuery) -> QueryRecordsResponse:
         query, consent = verified.query, verified.consent
         data_from = from_timestamp(consent.data_from) if consent.HasField("data_from") else None
         data_to = from_timestamp(consent.data_to) if consent.HasField("data_to") else None
-        try:
-            records = self._source.fetch(
-                query.local_subject_id, query.categories, data_from=data_from, data_to=data_to
-            )
-        except AdapterError as exc:
-            raise Internal(Reason.INTERNAL, f"adapter failed: {exc}") from exc
+        records = self._fetch(
+            query.request_id, query.local_subject_id, query.categories, data_from, data_to
+        )
         disputed, deleted = self.disputes.for_subject(query.local_subject_id)
-        records = [r for r in records if r.record_id not in deleted]
+        records = [r for r in records if (r.category, r.record_id) not in deleted]
         for record in records:
-            record.disputed_by = disputed.get(record.record_id, "")
+            record.disputed_by = disputed.get((record.category, record.record_id), "")
         answer = NodeAnswer(
             request_id=query.request_id,
             node_id=self._config.node_id,

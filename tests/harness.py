@@ -78,7 +78,7 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
             ("V-9", 2, "Library", "2025-01-10"),
         ],
         "sql": "SELECT 'svc-' || entry AS record_id, 'volunteer_hours' AS kind, hours AS value,"
-        " 'hours' AS unit, day AS occurred_at, org AS organisation FROM service"
+        " 'hours' AS unit, day AS occurred_at, org AS organisation, vol_no AS local_id FROM service"
         " WHERE vol_no = :local_id",
     },
     "pboc": {
@@ -93,7 +93,7 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
         ],
         "sql": "SELECT 'loan-' || loan_no AS record_id, CASE state WHEN 'default' THEN"
         " 'loan_default' ELSE 'loan_opened' END AS kind, amount AS value, 'CNY' AS unit,"
-        " opened AS occurred_at, state FROM loans WHERE borrower = :local_id",
+        " opened AS occurred_at, state, borrower AS local_id FROM loans WHERE borrower = :local_id",
     },
     "courts": {
         "category": "judicial",
@@ -102,7 +102,7 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
         "insert": "INSERT INTO judgments VALUES (?, ?, ?, ?)",
         "rows": [("(2021)Su01-77", "P-1", "2021-09-09", 3000.0)],
         "sql": "SELECT case_no AS record_id, 'judgment' AS kind, amount AS value, 'CNY' AS unit,"
-        " decided AS occurred_at FROM judgments WHERE party = :local_id",
+        " decided AS occurred_at, party AS local_id FROM judgments WHERE party = :local_id",
     },
     "education": {
         "category": "education",
@@ -111,7 +111,8 @@ NODE_FIXTURES: dict[str, dict[str, Any]] = {
         "insert": "INSERT INTO degrees VALUES (?, ?, ?)",
         "rows": [("XJ-1", "bachelor", "2022-07-01")],
         "sql": "SELECT xj || '-' || degree AS record_id, 'degree' AS kind, 1 AS value,"
-        " '' AS unit, awarded AS occurred_at, degree FROM degrees WHERE xj = :local_id",
+        " '' AS unit, awarded AS occurred_at, degree, xj AS local_id FROM degrees"
+        " WHERE xj = :local_id",
     },
 }
 # Subject S1 is known to every well-behaved node; S9 also to the misbehaving ones.

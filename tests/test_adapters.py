@@ -10,7 +10,7 @@ import pytest
 from credex.config import ConfigError
 from credex.db import DatabaseError, open_readonly
 from credex.v1.common_pb2 import Category as Cat
-from nodes.adapters import AdapterError, RecordSource, parse_time
+from nodes.adapters import AdapterError, AdapterLeak, RecordSource, parse_time, same_subject
 from nodes.config import AdapterSpec, load_node_config
 from nodes.config_check import adapter_problems
 
@@ -23,11 +23,13 @@ NOV_14_2023 = 1_700_000_000  # 2023-11-14T22:13:20Z
 
 LOANS_SQL = (
     "SELECT 'loan-' || loan_no AS record_id, kind, amount AS value, 'CNY' AS unit,"
-    " opened AS occurred_at, branch, note FROM loans WHERE borrower = :local_id"
+    " opened AS occurred_at, branch, note, borrower AS local_id FROM loans"
+    " WHERE borrower = :local_id"
 )
 HOURS_SQL = (
     "SELECT 'svc-' || entry AS record_id, 'volunteer_hours' AS kind, hours AS value,"
-    " 'hours' AS unit, day AS occurred_at FROM service WHERE vol_no = :local_id"
+    " 'hours' AS unit, day AS occurred_at, vol_no AS local_id FROM service"
+    " WHERE vol_no = :local_id"
 )
 
 
@@ -210,6 +212,7 @@ def test_sql_with_a_syntax_error_is_a_problem(operator_db: Path) -> None:
 @pytest.mark.parametrize("column", ["record_id", "kind", "value", "unit", "occurred_at"])
 def test_a_query_lacking_a_required_column_is_a_problem(operator_db: Path, column: str) -> None:
     columns = {
+        "local_id": "vol_no AS local_id",
         "record_id": "'svc-' || entry AS record_id",
         "kind": "'volunteer_hours' AS kind",
         "value": "hours AS value",
@@ -254,7 +257,7 @@ def test_extra_columns_become_string_attributes(operator_db: Path) -> None:
     sql = (
         "SELECT 'svc-' || entry AS record_id, 'volunteer_hours' AS kind, hours AS value,"
         " 'hours' AS unit, day AS occurred_at, entry AS entry_no, hours * 2 AS doubled,"
-        " NULL AS empty FROM service WHERE vol_no = :local_id"
+        " NULL AS empty, vol_no AS local_id FROM service WHERE vol_no = :local_id"
     )
     (record,) = source(operator_db, AdapterSpec(VOL, sql)).fetch("P-1", [VOL])
     assert dict(record.attributes) == {"entry_no": "1", "doubled": "7.0"}
@@ -277,7 +280,7 @@ def test_local_id_is_a_bound_parameter(operator_db: Path) -> None:
 def test_two_adapters_for_one_category_are_combined(operator_db: Path) -> None:
     extra = (
         "SELECT 'svc-as-fin-' || entry AS record_id, 'k' AS kind, 1 AS value, '' AS unit,"
-        " day AS occurred_at FROM service WHERE vol_no = :local_id"
+        " day AS occurred_at, vol_no AS local_id FROM service WHERE vol_no = :local_id"
     )
     src = source(operator_db, AdapterSpec(FIN, LOANS_SQL), AdapterSpec(FIN, extra))
     ids = {r.record_id for r in src.fetch("P-2", [FIN])}
@@ -309,8 +312,8 @@ def subsecond_source(tmp_path: Path) -> RecordSource:
     conn.commit()
     conn.close()
     sql = (
-        "SELECT 'ev' AS record_id, 'k' AS kind, 1 AS value, '' AS unit, at AS occurred_at"
-        " FROM ev WHERE who = :local_id"
+        "SELECT 'ev' AS record_id, 'k' AS kind, 1 AS value, '' AS unit, at AS occurred_at,"
+        " who AS local_id FROM ev WHERE who = :local_id"
     )
     src = source(path, AdapterSpec(FIN, sql))
     (record,) = src.fetch("P-1", [FIN])
@@ -439,3 +442,52 @@ def test_open_readonly_handles_odd_file_names(tmp_path: Path, operator_db: Path)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         db.conn.execute("DELETE FROM loans")
     db.conn.close()
+
+
+# --- rows of other subjects --------------------------------------------------------------------
+
+
+def test_rows_of_other_subjects_are_withheld_and_stop_the_source(operator_db: Path) -> None:
+    """An adapter that also returns P-2's loan: nothing is returned, the rows are counted
+    per adapter, and the source refuses every later fetch, for any subject."""
+    broad = LOANS_SQL.replace("WHERE borrower = :local_id", "WHERE borrower >= :local_id")
+    src = source(operator_db, AdapterSpec(VOL, HOURS_SQL), AdapterSpec(FIN, broad))
+    assert len(src.fetch("P-2", [FIN])) == 1  # the last borrower: only their own rows
+    assert src.leak is None
+    with pytest.raises(AdapterLeak) as err:
+        src.fetch("P-1", [FIN, VOL])
+    assert [(f.adapter, f.category, f.rows) for f in err.value.found] == [(2, FIN, 1)]
+    assert "P-2" not in str(err.value) and "999" not in str(err.value)
+    assert src.leak is not None
+    with pytest.raises(AdapterError, match="other subjects"):
+        src.fetch("P-2", [VOL])
+
+
+@pytest.mark.parametrize(
+    ("column", "local_id", "own"),
+    [
+        ("borrower", "P-1", True),
+        ("'P-1 '", "P-1", False),
+        ("NULL", "P-1", False),
+        ("loan_no", "1", True),  # an INTEGER column and its decimal text
+        ("loan_no * 1.0", "1", False),
+        ("CAST(borrower AS BLOB)", "P-1", False),
+    ],
+)
+def test_whose_row_it_is_is_compared_exactly(column: str, local_id: str, own: bool) -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE loans (loan_no INTEGER PRIMARY KEY, borrower TEXT)")
+    conn.execute("INSERT INTO loans VALUES (1, 'P-1')")
+    (value,) = conn.execute(f"SELECT {column} FROM loans").fetchone()
+    assert same_subject(value, local_id) is own
+
+
+def test_a_record_id_returned_twice_in_a_category_is_an_adapter_error(operator_db: Path) -> None:
+    twice = LOANS_SQL.replace("'loan-' || loan_no", "'loan'")
+    with pytest.raises(AdapterError, match="'loan' is returned twice in financial"):
+        source(operator_db, AdapterSpec(FIN, twice)).fetch("P-1", [FIN])
+    # The same id in two categories is two records: disputes name (category, record id).
+    same = HOURS_SQL.replace("'svc-' || entry", "'loan-' || entry")
+    records = source(operator_db, AdapterSpec(FIN, LOANS_SQL), AdapterSpec(VOL, same))
+    ids = [(r.category, r.record_id) for r in records.fetch("P-1", [FIN, VOL])]
+    assert (FIN, "loan-1") in ids and (VOL, "loan-1") in ids

@@ -24,8 +24,8 @@ def node_config(tmp_path: Path) -> Path:
         '[node]\nid = "agency"\nrecords_db = "records.db"\n\n'
         '[server]\nlisten = "127.0.0.1:7101"\n\n'
         '[[adapter]]\ncategory = "financial"\n'
-        "sql = \"SELECT 1 AS record_id, 'k' AS kind, 1 AS value, '' AS unit, 0 AS occurred_at "
-        'WHERE :local_id = 1"\n'
+        "sql = \"SELECT 1 AS record_id, 'k' AS kind, 1 AS value, '' AS unit, 0 AS occurred_at, "
+        '1 AS local_id WHERE :local_id = 1"\n'
     )
     return path
 

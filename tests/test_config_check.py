@@ -13,12 +13,12 @@ import pytest
 from credex.config import ConfigError
 from lab import synth
 from nodes.config import load_node_config
-from nodes.config_check import check_config, open_source, parameters
+from nodes.config_check import check_config, open_source, parameters, subject_problem
 from nodes.example_config import write_example
 from tests.commands import cli
 
 GOOD = """SELECT 'loan-' || loan_id AS record_id, 'loan' AS kind, amount AS value,
-       'CNY' AS unit, opened_on AS occurred_at
+       'CNY' AS unit, opened_on AS occurred_at, customer_id AS local_id
 FROM loans WHERE customer_id = :local_id"""
 
 
@@ -68,22 +68,33 @@ def test_parameters_outside_quotes_and_comments() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sql", "detail"),
+    ("sql", "indexed", "detail"),
     [
-        (GOOD.replace("WHERE customer_id", "WHERE status = 'open' AND customer_id"),
-         "no index on customer_id"),
+        (GOOD.replace("WHERE customer_id", "WHERE status = 'open' AND customer_id"), False,
+         "finds rows of loans by other columns than customer_id"),
         (GOOD.replace("FROM loans WHERE", "FROM loans JOIN notes ON cust = customer_id WHERE"),
-         "reads every row of notes"),
+         True, "reads every row of notes"),
+        (GOOD.replace("customer_id = :local_id",
+                      "customer_id = :local_id AND loan_id IN (SELECT loan_id FROM loans)"),
+         False, "finds rows of loans by other columns than customer_id"),
+        (GOOD.replace("amount AS value", "(SELECT sum(amount) FROM loans) AS value"), True,
+         "reads every row of loans"),
     ],
 )  # fmt: skip
-def test_any_full_read_is_a_problem(tmp_path: Path, records: Path, sql: str, detail: str) -> None:
+def test_a_lookup_not_through_the_subjects_index_is_fatal(
+    tmp_path: Path, records: Path, sql: str, indexed: bool, detail: str
+) -> None:
+    """A full read is slow and a subquery over other rows may carry other people's data:
+    neither serves."""
     conn = sqlite3.connect(records)
+    if not indexed:
+        conn.execute("DROP INDEX loans_customer")
     conn.execute("CREATE INDEX loans_status ON loans (status)")
     conn.execute("CREATE TABLE notes (note_id INTEGER PRIMARY KEY, cust TEXT)")
     conn.commit()
     conn.close()
     (problem,) = check_config(write_config(tmp_path, ("financial", sql)))
-    assert f"uses no index ({detail})" in problem.message and not problem.fatal
+    assert f"uses no index ({detail})" in problem.message and problem.fatal
 
 
 def test_a_good_config_has_no_problem(tmp_path: Path, records: Path) -> None:
@@ -96,7 +107,7 @@ def test_a_good_config_has_no_problem(tmp_path: Path, records: Path) -> None:
 def test_each_problem_names_the_line_of_its_adapter(tmp_path: Path, records: Path) -> None:
     unindexed = (
         "SELECT fine_id AS record_id, 'fine' AS kind, amount AS value, 'CNY' AS unit,"
-        " day AS occurred_at FROM fines WHERE person = :local_id"
+        " day AS occurred_at, person AS local_id FROM fines WHERE person = :local_id"
     )
     extra = GOOD + " AND status = :status"
     positional = GOOD.replace(":local_id", "? OR customer_id = :local_id")
@@ -113,7 +124,7 @@ def test_each_problem_names_the_line_of_its_adapter(tmp_path: Path, records: Pat
     problems = check_config(path)
     sql_lines = [line_of(path, 'sql = """', i) for i in range(1, 7)]
     assert [(p.line, p.fatal) for p in problems] == [
-        (sql_lines[1], False),
+        (sql_lines[1], True),
         (sql_lines[2], True),
         (sql_lines[3], True),
         (sql_lines[4], True),
@@ -185,18 +196,125 @@ def test_config_errors_name_their_line(tmp_path: Path, records: Path) -> None:
     assert problem.line == 2 and problem.message.startswith("invalid TOML")
 
 
-def test_a_node_refuses_to_start_on_a_fatal_problem_and_serves_a_slow_one(
+def test_a_node_refuses_to_start_on_a_fatal_problem(tmp_path: Path, records: Path) -> None:
+    source, problems = open_source(load_node_config(write_config(tmp_path, ("financial", GOOD))))
+    assert problems == [] and source.categories
+    slow = GOOD.replace("FROM loans WHERE customer_id", "FROM loans WHERE status")
+    for sql in (slow, GOOD + " AND 1 = ?"):
+        path = write_config(tmp_path, ("financial", sql))
+        with pytest.raises(ConfigError) as err:
+            open_source(load_node_config(path))
+        assert str(err.value).startswith(f"{path}:{line_of(path, 'sql = ')}: adapter for financial")
+
+
+def test_an_adapter_without_the_subjects_id_column_is_one_clear_error(
     tmp_path: Path, records: Path
 ) -> None:
-    slow = GOOD.replace("FROM loans WHERE customer_id", "FROM loans WHERE status")
-    path = write_config(tmp_path, ("financial", slow))
-    source, problems = open_source(load_node_config(path))
-    assert [p.fatal for p in problems] == [False]
-    assert source.categories
-    path = write_config(tmp_path, ("financial", GOOD + " AND 1 = ?"))
+    """A config written before rows had to say whose they are: one line, naming the file and
+    the line of the adapter, saying what to add."""
+    path = write_config(tmp_path, ("financial", GOOD.replace(", customer_id AS local_id", "")))
     with pytest.raises(ConfigError) as err:
         open_source(load_node_config(path))
-    assert str(err.value).startswith(f"{path}:{line_of(path, 'sql = ')}: adapter for financial")
+    (line,) = str(err.value).splitlines()
+    assert line.startswith(f"{path}:{line_of(path, 'sql = ')}: adapter for financial: ")
+    assert "AS local_id" in line
+    result = cli("credex-node", "check-config", str(path), ok=False)
+    assert result.stdout.splitlines() == [line]
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("WHERE l.customer_id = :local_id", None),
+        ("WHERE :local_id = l.customer_id AND l.status = 'open'", None),
+        ("WHERE l.customer_id IN (:local_id)", None),
+        ("WHERE l.customer_id == :local_id AND (l.status = 'a' OR l.status = 'b')", None),
+        ("WHERE l.customer_id = :local_id AND CASE WHEN l.amount > 1 OR l.amount < 0 THEN 1 END",
+         None),
+        ("WHERE l.customer_id = :local_id AND l.opened_on BETWEEN '2020' AND '2030'", None),
+        ("WHERE l.loan_id IN (SELECT loan_id FROM loans WHERE customer_id = :local_id)", None),
+        ("WHERE l.customer_id = :local_id OR l.amount > 100", "with OR"),
+        ("WHERE l.amount > 100 OR l.customer_id = :local_id", "with OR"),
+        ("WHERE l.customer_id = :local_id OR 1=1", "with OR"),
+        ("WHERE (l.customer_id = :local_id OR 1)", "must be compared"),
+        ("WHERE NOT l.customer_id = :local_id", "must be compared"),
+        ("WHERE l.customer_id IN ('C-9', :local_id)", "must be compared"),
+        ("WHERE l.customer_id > :local_id", "must be compared"),
+        ("WHERE l.amount > 0 OR l.loan_id IN (SELECT loan_id FROM loans WHERE customer_id ="
+         " :local_id)", "with OR"),
+        ("JOIN loans AS o ON o.customer_id = :local_id", "outside a WHERE"),
+        ("WHERE l.customer_id = :local_id UNION SELECT * FROM loans", "compound SELECT (UNION)"),
+    ],
+)  # fmt: skip
+def test_the_subject_must_be_a_condition_every_row_meets(where: str, problem: str | None) -> None:
+    found = subject_problem(f"SELECT * FROM loans AS l {where}")
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_a_result_column_taken_from_the_parameter_is_refused() -> None:
+    found = subject_problem("SELECT :local_id AS local_id FROM loans WHERE customer_id = :local_id")
+    assert found is not None and "outside a WHERE" in found
+
+
+def test_sample_id_checks_every_row(tmp_path: Path, records: Path) -> None:
+    """--sample-id runs each adapter for a real id: another subject's row, a date out of range,
+    a value that is no number, a blob and a repeated record id are each a problem on the
+    adapter's line; a subject without rows checks nothing and says so."""
+    conn = sqlite3.connect(records)
+    conn.executescript(
+        """
+        INSERT INTO loans VALUES (2, 'C-2', 100, '1850-01-01', 'open');
+        INSERT INTO loans VALUES (3, 'C-2', 'lots', '2024-01-01', 'open');
+        INSERT INTO loans VALUES (4, 'C-2', 5, '2024-01-01', X'00ff');
+        CREATE TABLE branches (name TEXT PRIMARY KEY, region TEXT);
+        CREATE INDEX branches_region ON branches (region);
+        """
+    )
+    conn.commit()
+    conn.close()
+    with_status = GOOD.replace("local_id\n", "local_id, status\n")
+    same_ids = GOOD.replace("'loan-' || loan_id", "'loan-' || (loan_id / 10)")
+    path = write_config(tmp_path, ("financial", with_status), ("judicial", same_ids))
+    assert check_config(path) == []
+    problems = check_config(path, "C-2")
+    assert {p.line for p in problems} == {line_of(path, 'sql = """', 1), line_of(path, "sql", 2)}
+    text = "\n".join(p.message for p in problems)
+    for expected in (
+        "'1850-01-01' is not between 1900 and 2200",
+        "value 'lots' is not a number",
+        "column status is a blob",
+        "record id 'loan-0' is returned twice",
+    ):
+        assert expected in text, text
+    assert all(p.fatal for p in problems)
+    assert check_config(path, "C-1") == []
+    (none,) = check_config(path, "nobody")
+    assert "no adapter returned a row" in none.message and not none.fatal
+    result = cli("credex-node", "check-config", str(path), "--sample-id", "C-2", ok=False)
+    assert result.returncode == 1 and len(result.stdout.splitlines()) == len(problems)
+
+
+def test_sample_id_finds_rows_of_other_subjects(tmp_path: Path, records: Path) -> None:
+    """A join on the wrong key passes every check of the SQL; the sample shows it."""
+    conn = sqlite3.connect(records)
+    conn.executescript(
+        """
+        INSERT INTO loans VALUES (5, 'C-3', 70, '2024-01-02', 'open');
+        CREATE INDEX loans_opened ON loans (opened_on);
+        """
+    )
+    conn.commit()
+    conn.close()
+    sql = (
+        "SELECT 'loan-' || o.loan_id AS record_id, 'loan' AS kind, o.amount AS value,"
+        " 'CNY' AS unit, o.opened_on AS occurred_at, o.customer_id AS local_id"
+        " FROM loans AS m JOIN loans AS o ON o.opened_on = m.opened_on"
+        " WHERE m.customer_id = :local_id"
+    )
+    path = write_config(tmp_path, ("financial", sql))
+    assert check_config(path) == []
+    (problem,) = check_config(path, "C-1")
+    assert "returns 1 row(s) of another subject" in problem.message and problem.fatal
 
 
 def test_init_writes_an_example_config_that_works(tmp_path: Path, records: Path) -> None:

@@ -3,13 +3,29 @@ the outcome, and profiles show records under dispute as such."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from credex.config import ConfigError
-from credex.errors import NotFound, PermissionDenied, Reason, Unauthenticated
+from credex.db import open_database
+from credex.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from credex.keys import SigningKey
+from credex.transport import ChannelPool
+from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
+from directory.config import DisputeLimits
+from directory.disputes import DisputeDesk
+from directory.locator import Locator
+from directory.registry import Registry
 from nodes.admin import list_disputes, resolve_dispute
 from nodes.config import load_node_config
 from tests.harness import Federation
@@ -48,7 +64,9 @@ def test_dispute_from_filing_to_deletion(federation: Federation) -> None:
     assert before == {DEGREE: ""}
 
     filed = federation.loop.run(
-        subject.file_dispute(node_id="education", record_id=DEGREE, reason="not my degree")
+        subject.file_dispute(
+            node_id="education", category="education", record_id=DEGREE, reason="not my degree"
+        )
     )
     assert filed.status == "open"
     at_node = [d for d in list_disputes(education) if d.dispute_id == filed.dispute_id]
@@ -74,7 +92,9 @@ def test_a_rejected_dispute_needs_a_reason_and_the_record_stays(federation: Fede
     pboc = load_node_config(federation.node_configs["pboc"])
     subject = federation.subject("S9")
     filed = federation.loop.run(
-        subject.file_dispute(node_id="pboc", record_id="loan-3", reason="I paid it back")
+        subject.file_dispute(
+            node_id="pboc", category="financial", record_id="loan-3", reason="I paid it back"
+        )
     )
     with pytest.raises(ConfigError, match="why"):
         federation.loop.run(resolve_dispute(pboc, filed.dispute_id, "rejected", ""))
@@ -92,17 +112,23 @@ def test_a_rejected_dispute_needs_a_reason_and_the_record_stays(federation: Fede
 def test_dispute_refusals(federation: Federation) -> None:
     subject = federation.subject("S2")  # known to the volunteers node only
     with pytest.raises(NotFound) as err:
-        federation.loop.run(subject.file_dispute(node_id="pboc", record_id="x", reason="?"))
+        federation.loop.run(
+            subject.file_dispute(node_id="pboc", category="financial", record_id="x", reason="?")
+        )
     assert err.value.reason == Reason.NO_RECORDS
     impostor = federation.subject("S1", key=federation.subject_keys["S2"])
     with pytest.raises(Unauthenticated):
-        federation.loop.run(impostor.file_dispute(node_id="pboc", record_id="x", reason="?"))
+        federation.loop.run(
+            impostor.file_dispute(node_id="pboc", category="financial", record_id="x", reason="?")
+        )
 
 
 def test_a_node_cannot_decide_another_nodes_dispute(federation: Federation) -> None:
     subject = federation.subject("S1")
     filed = federation.loop.run(
-        subject.file_dispute(node_id="courts", record_id="(2021)Su01-77", reason="appealed")
+        subject.file_dispute(
+            node_id="courts", category="judicial", record_id="(2021)Su01-77", reason="appealed"
+        )
     )
     courts = load_node_config(federation.node_configs["courts"])
     pboc = load_node_config(federation.node_configs["pboc"])
@@ -129,3 +155,86 @@ def test_a_node_cannot_decide_another_nodes_dispute(federation: Federation) -> N
     assert err.value.reason == Reason.PEER_MISMATCH
     views = {d.dispute_id: d.status for d in federation.loop.run(subject.disputes())}
     assert views[filed.dispute_id] == "open"
+
+
+def test_a_subject_disputes_only_a_record_the_node_holds_about_them(
+    federation: Federation,
+) -> None:
+    """S9 contests S1's loan, and S1 its degree under the wrong category: the node finds no
+    such record about them, the directory files nothing."""
+    s9, s1 = federation.subject("S9"), federation.subject("S1")
+    attempts = [
+        (s9, "pboc", "financial", "loan-1"),  # S1's loan (borrower 1001), not S9's (1009)
+        (s1, "education", "civic", DEGREE),  # the education node holds no civic records
+        (s1, "education", "education", "XJ-9-bachelor"),  # no such record
+    ]
+    for subject, node, category, record in attempts:
+        with pytest.raises(NotFound) as err:
+            federation.loop.run(
+                subject.file_dispute(node_id=node, category=category, record_id=record, reason="?")
+            )
+        assert err.value.reason == Reason.NO_RECORDS
+    filed = {
+        (d.node_id, d.category, d.record_id)
+        for s in (s9, s1)
+        for d in federation.loop.run(s.disputes())
+    }
+    assert not filed & {(node, category, record) for _, node, category, record in attempts}
+    with pytest.raises(InvalidArgument):
+        federation.loop.run(
+            s1.file_dispute(node_id="education", category=0, record_id=DEGREE, reason="?")
+        )
+
+
+def test_disputes_per_subject_are_limited(tmp_path: Path, federation: Federation) -> None:
+    """A few attempts an hour per subject, refused or not, and a cap on open disputes; both
+    refusals say when to try again."""
+    db = open_database(tmp_path / "directory.db")
+    now = [1_000_000.0]
+    desk = DisputeDesk(
+        db=db,
+        locator=Locator(db),
+        registry=Registry(db),
+        channels=ChannelPool(federation.directory_tls),
+        key=SigningKey.generate(),
+        clock=lambda: now[0],
+        limits=DisputeLimits(per_hour=3, max_open=2),
+    )
+
+    def file(n: int, subject: str = "S1") -> None:
+        dispute = pb.Dispute(
+            dispute_id=f"d-{subject}-{n}",
+            subject_id=subject,
+            node_id="nowhere",
+            record_id="r-1",
+            reason="wrong",
+            category=Category.CATEGORY_CIVIC,
+        )
+        federation.loop.run(desk.file(dispute))
+
+    for n in range(3):
+        with pytest.raises(NotFound):  # refused by the node (here: no such node), yet counted
+            file(n)
+    with pytest.raises(ResourceExhausted) as err:
+        file(3)
+    assert err.value.reason == Reason.DISPUTE_LIMIT and err.value.retry_after_s == 3600
+    now[0] += 1800
+    with pytest.raises(ResourceExhausted) as err:
+        file(4)
+    assert err.value.retry_after_s == 1800
+    with pytest.raises(NotFound):
+        file(0, subject="S2")  # another subject is not held back
+    now[0] += 1801
+    with pytest.raises(NotFound):
+        file(5)  # an hour after the first attempts
+
+    for n in range(2):
+        db.conn.execute(
+            "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason, status,"
+            " filed_at, category) VALUES (?, 'S3', 'n', ?, 'x', 'open', ?, 7)",
+            (f"d-open-{n}", f"r-{n}", now[0]),
+        )
+    with pytest.raises(ResourceExhausted) as err:
+        file(0, subject="S3")
+    assert "at most 2 may be open" in err.value.message and err.value.retry_after_s
+    db.conn.close()

@@ -16,7 +16,7 @@ from lab import synth
 from lab.identities import requester_key, subject_key
 
 SUBJECTS = 1000
-REQUIRED = ("record_id", "kind", "value", "unit", "occurred_at")
+REQUIRED = ("local_id", "record_id", "kind", "value", "unit", "occurred_at")
 SNAKE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 GLOBAL_ID = re.compile(r"S\d{7}")
 EXPECTED_KINDS = {
@@ -212,6 +212,7 @@ def test_every_adapter_yields_well_formed_records(any_fed: synth.Manifest) -> No
                     for values in cursor:
                         row = dict(zip(names, values, strict=True))
                         assert None not in values, (entry.id, row)
+                        assert str(row["local_id"]) == local_id, (entry.id, row)
                         record_id = str(row["record_id"])
                         assert record_id not in record_ids, (entry.id, record_id)
                         record_ids.add(record_id)

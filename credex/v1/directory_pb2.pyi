@@ -986,7 +986,9 @@ Global___AccessRecord: _TypeAlias = AccessRecord  # noqa: Y015
 
 @_typing.final
 class Dispute(_message.Message):
-    """A subject contesting one record a node disclosed; signed by the subject."""
+    """A subject contesting one record a node disclosed; signed by the subject (a Signed whose body
+    is this message's exact bytes, signed under its own domain tag: see common.proto Signed).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -996,11 +998,17 @@ class Dispute(_message.Message):
     RECORD_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     dispute_id: _builtins.str
     subject_id: _builtins.str
     node_id: _builtins.str
     record_id: _builtins.str
     reason: _builtins.str
+    category: _common_pb2.Category.ValueType
+    """The category the record was disclosed under (required): a record is identified by
+    (category, record_id) at its node, since two of a node's tables may number their rows
+    alike. The node takes the dispute only if it holds that record about the subject.
+    """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1012,10 +1020,11 @@ class Dispute(_message.Message):
         record_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        category: _common_pb2.Category.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispute_id", b"dispute_id", "issued_at", b"issued_at", "node_id", b"node_id", "reason", b"reason", "record_id", b"record_id", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "dispute_id", b"dispute_id", "issued_at", b"issued_at", "node_id", b"node_id", "reason", b"reason", "record_id", b"record_id", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1053,6 +1062,7 @@ class DisputeState(_message.Message):
     RESOLUTION_FIELD_NUMBER: _builtins.int
     FILED_AT_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     dispute_id: _builtins.str
     node_id: _builtins.str
     record_id: _builtins.str
@@ -1060,6 +1070,10 @@ class DisputeState(_message.Message):
     status: Global___DisputeStatus.ValueType
     resolution: _builtins.str
     """The node's explanation of its decision."""
+    category: _common_pb2.Category.ValueType
+    """The category of the disputed record (CATEGORY_UNSPECIFIED for a dispute filed before
+    disputes carried one).
+    """
     @_builtins.property
     def filed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1075,10 +1089,11 @@ class DisputeState(_message.Message):
         resolution: _builtins.str = ...,
         filed_at: _timestamp_pb2.Timestamp | None = ...,
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        category: _common_pb2.Category.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filed_at", b"filed_at", "resolved_at", b"resolved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispute_id", b"dispute_id", "filed_at", b"filed_at", "node_id", b"node_id", "reason", b"reason", "record_id", b"record_id", "resolution", b"resolution", "resolved_at", b"resolved_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "dispute_id", b"dispute_id", "filed_at", b"filed_at", "node_id", b"node_id", "reason", b"reason", "record_id", b"record_id", "resolution", b"resolution", "resolved_at", b"resolved_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1413,7 +1428,9 @@ class Profile(_message.Message):
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeResult]: ...
     @_builtins.property
     def score(self) -> Global___Score:
-        """The score of the disclosed records under the directory's scoring policy."""
+        """The score of the disclosed records under the directory's scoring policy; absent when no
+        record was disclosed (no node answered with records), so nobody is rated on nothing.
+        """
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ from credex.v1 import common_pb2 as credex_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63redex/v1/node.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n\rDisputeNotice\x12\x12\n\ndispute_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x18\n\x10local_subject_id\x18\x03 \x01(\t\x12\x11\n\trecord_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\":\n\x15ReceiveDisputeRequest\x12!\n\x06notice\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x18\n\x16ReceiveDisputeResponse\";\n\x18NotifyRevocationsRequest\x12\x1f\n\x04\x66\x65\x65\x64\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"/\n\x19NotifyRevocationsResponse\x12\x12\n\nsynced_seq\x18\x01 \x01(\x04\"\x11\n\x0f\x44\x65scribeRequest\"\x9a\x01\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x03 \x01(\t\x12\'\n\ncategories\x18\x04 \x03(\x0e\x32\x13.credex.v1.Category\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x18\n\x10registry_version\x18\x06 \x01(\x04\"\xe8\x02\n\tNodeQuery\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07node_id\x18\x05 \x01(\t\x12\x14\n\x0crequester_id\x18\x06 \x01(\t\x12#\n\x07purpose\x18\x07 \x01(\x0e\x32\x12.credex.v1.Purpose\x12\x18\n\x10local_subject_id\x18\x08 \x01(\t\x12\'\n\ncategories\x18\t \x03(\x0e\x32\x13.credex.v1.Category\x12\"\n\x07\x63onsent\x18\n \x01(\x0b\x32\x11.credex.v1.Signed\x12&\n\x0b\x61ttestation\x18\x0b \x01(\x0b\x32\x11.credex.v1.Signed\"7\n\x13QueryRecordsRequest\x12 \n\x05query\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x9c\x01\n\nNodeAnswer\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x14\n\x0cquery_digest\x18\x03 \x01(\x0c\x12/\n\x0b\x61nswered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07records\x18\x05 \x03(\x0b\x32\x11.credex.v1.Record\"9\n\x14QueryRecordsResponse\x12!\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"J\n!WitnessDirectoryCheckpointRequest\x12%\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\";\n\"WitnessDirectoryCheckpointResponse\x12\x15\n\rwitnessed_seq\x18\x01 \x01(\x04\x32\xd5\x03\n\x0bNodeService\x12\x43\n\x08\x44\x65scribe\x12\x1a.credex.v1.DescribeRequest\x1a\x1b.credex.v1.DescribeResponse\x12O\n\x0cQueryRecords\x12\x1e.credex.v1.QueryRecordsRequest\x1a\x1f.credex.v1.QueryRecordsResponse\x12^\n\x11NotifyRevocations\x12#.credex.v1.NotifyRevocationsRequest\x1a$.credex.v1.NotifyRevocationsResponse\x12U\n\x0eReceiveDispute\x12 .credex.v1.ReceiveDisputeRequest\x1a!.credex.v1.ReceiveDisputeResponse\x12y\n\x1aWitnessDirectoryCheckpoint\x12,.credex.v1.WitnessDirectoryCheckpointRequest\x1a-.credex.v1.WitnessDirectoryCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63redex/v1/node.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\rDisputeNotice\x12\x12\n\ndispute_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x18\n\x10local_subject_id\x18\x03 \x01(\t\x12\x11\n\trecord_id\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x08\x63\x61tegory\x18\x07 \x01(\x0e\x32\x13.credex.v1.Category\":\n\x15ReceiveDisputeRequest\x12!\n\x06notice\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x18\n\x16ReceiveDisputeResponse\";\n\x18NotifyRevocationsRequest\x12\x1f\n\x04\x66\x65\x65\x64\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"/\n\x19NotifyRevocationsResponse\x12\x12\n\nsynced_seq\x18\x01 \x01(\x04\"\x11\n\x0f\x44\x65scribeRequest\"\x9a\x01\n\x10\x44\x65scribeResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x03 \x01(\t\x12\'\n\ncategories\x18\x04 \x03(\x0e\x32\x13.credex.v1.Category\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x18\n\x10registry_version\x18\x06 \x01(\x04\"\xe8\x02\n\tNodeQuery\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07node_id\x18\x05 \x01(\t\x12\x14\n\x0crequester_id\x18\x06 \x01(\t\x12#\n\x07purpose\x18\x07 \x01(\x0e\x32\x12.credex.v1.Purpose\x12\x18\n\x10local_subject_id\x18\x08 \x01(\t\x12\'\n\ncategories\x18\t \x03(\x0e\x32\x13.credex.v1.Category\x12\"\n\x07\x63onsent\x18\n \x01(\x0b\x32\x11.credex.v1.Signed\x12&\n\x0b\x61ttestation\x18\x0b \x01(\x0b\x32\x11.credex.v1.Signed\"7\n\x13QueryRecordsRequest\x12 \n\x05query\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"\x9c\x01\n\nNodeAnswer\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x14\n\x0cquery_digest\x18\x03 \x01(\x0c\x12/\n\x0b\x61nswered_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07records\x18\x05 \x03(\x0b\x32\x11.credex.v1.Record\"9\n\x14QueryRecordsResponse\x12!\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\"J\n!WitnessDirectoryCheckpointRequest\x12%\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x11.credex.v1.Signed\";\n\"WitnessDirectoryCheckpointResponse\x12\x15\n\rwitnessed_seq\x18\x01 \x01(\x04\x32\xd5\x03\n\x0bNodeService\x12\x43\n\x08\x44\x65scribe\x12\x1a.credex.v1.DescribeRequest\x1a\x1b.credex.v1.DescribeResponse\x12O\n\x0cQueryRecords\x12\x1e.credex.v1.QueryRecordsRequest\x1a\x1f.credex.v1.QueryRecordsResponse\x12^\n\x11NotifyRevocations\x12#.credex.v1.NotifyRevocationsRequest\x1a$.credex.v1.NotifyRevocationsResponse\x12U\n\x0eReceiveDispute\x12 .credex.v1.ReceiveDisputeRequest\x1a!.credex.v1.ReceiveDisputeResponse\x12y\n\x1aWitnessDirectoryCheckpoint\x12,.credex.v1.WitnessDirectoryCheckpointRequest\x1a-.credex.v1.WitnessDirectoryCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,31 +34,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.node_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DISPUTENOTICE']._serialized_start=93
-  _globals['_DISPUTENOTICE']._serialized_end=253
-  _globals['_RECEIVEDISPUTEREQUEST']._serialized_start=255
-  _globals['_RECEIVEDISPUTEREQUEST']._serialized_end=313
-  _globals['_RECEIVEDISPUTERESPONSE']._serialized_start=315
-  _globals['_RECEIVEDISPUTERESPONSE']._serialized_end=339
-  _globals['_NOTIFYREVOCATIONSREQUEST']._serialized_start=341
-  _globals['_NOTIFYREVOCATIONSREQUEST']._serialized_end=400
-  _globals['_NOTIFYREVOCATIONSRESPONSE']._serialized_start=402
-  _globals['_NOTIFYREVOCATIONSRESPONSE']._serialized_end=449
-  _globals['_DESCRIBEREQUEST']._serialized_start=451
-  _globals['_DESCRIBEREQUEST']._serialized_end=468
-  _globals['_DESCRIBERESPONSE']._serialized_start=471
-  _globals['_DESCRIBERESPONSE']._serialized_end=625
-  _globals['_NODEQUERY']._serialized_start=628
-  _globals['_NODEQUERY']._serialized_end=988
-  _globals['_QUERYRECORDSREQUEST']._serialized_start=990
-  _globals['_QUERYRECORDSREQUEST']._serialized_end=1045
-  _globals['_NODEANSWER']._serialized_start=1048
-  _globals['_NODEANSWER']._serialized_end=1204
-  _globals['_QUERYRECORDSRESPONSE']._serialized_start=1206
-  _globals['_QUERYRECORDSRESPONSE']._serialized_end=1263
-  _globals['_WITNESSDIRECTORYCHECKPOINTREQUEST']._serialized_start=1265
-  _globals['_WITNESSDIRECTORYCHECKPOINTREQUEST']._serialized_end=1339
-  _globals['_WITNESSDIRECTORYCHECKPOINTRESPONSE']._serialized_start=1341
-  _globals['_WITNESSDIRECTORYCHECKPOINTRESPONSE']._serialized_end=1400
-  _globals['_NODESERVICE']._serialized_start=1403
-  _globals['_NODESERVICE']._serialized_end=1872
+  _globals['_DISPUTENOTICE']._serialized_end=292
+  _globals['_RECEIVEDISPUTEREQUEST']._serialized_start=294
+  _globals['_RECEIVEDISPUTEREQUEST']._serialized_end=352
+  _globals['_RECEIVEDISPUTERESPONSE']._serialized_start=354
+  _globals['_RECEIVEDISPUTERESPONSE']._serialized_end=378
+  _globals['_NOTIFYREVOCATIONSREQUEST']._serialized_start=380
+  _globals['_NOTIFYREVOCATIONSREQUEST']._serialized_end=439
+  _globals['_NOTIFYREVOCATIONSRESPONSE']._serialized_start=441
+  _globals['_NOTIFYREVOCATIONSRESPONSE']._serialized_end=488
+  _globals['_DESCRIBEREQUEST']._serialized_start=490
+  _globals['_DESCRIBEREQUEST']._serialized_end=507
+  _globals['_DESCRIBERESPONSE']._serialized_start=510
+  _globals['_DESCRIBERESPONSE']._serialized_end=664
+  _globals['_NODEQUERY']._serialized_start=667
+  _globals['_NODEQUERY']._serialized_end=1027
+  _globals['_QUERYRECORDSREQUEST']._serialized_start=1029
+  _globals['_QUERYRECORDSREQUEST']._serialized_end=1084
+  _globals['_NODEANSWER']._serialized_start=1087
+  _globals['_NODEANSWER']._serialized_end=1243
+  _globals['_QUERYRECORDSRESPONSE']._serialized_start=1245
+  _globals['_QUERYRECORDSRESPONSE']._serialized_end=1302
+  _globals['_WITNESSDIRECTORYCHECKPOINTREQUEST']._serialized_start=1304
+  _globals['_WITNESSDIRECTORYCHECKPOINTREQUEST']._serialized_end=1378
+  _globals['_WITNESSDIRECTORYCHECKPOINTRESPONSE']._serialized_start=1380
+  _globals['_WITNESSDIRECTORYCHECKPOINTRESPONSE']._serialized_end=1439
+  _globals['_NODESERVICE']._serialized_start=1442
+  _globals['_NODESERVICE']._serialized_end=1911
 # @@protoc_insertion_point(module_scope)

@@ -32,11 +32,18 @@ class DisputeNotice(_message.Message):
     RECORD_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     dispute_id: _builtins.str
     node_id: _builtins.str
     local_subject_id: _builtins.str
     record_id: _builtins.str
     reason: _builtins.str
+    category: _common_pb2.Category.ValueType
+    """The category of the disputed record: the node accepts the notice only if its adapters
+    return a record (category, record_id) for local_subject_id (else NOT_FOUND), and an
+    outcome applies to that record only. Signed by the directory with the rest of the
+    notice (see ReceiveDisputeRequest).
+    """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -48,10 +55,11 @@ class DisputeNotice(_message.Message):
         record_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        category: _common_pb2.Category.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispute_id", b"dispute_id", "issued_at", b"issued_at", "local_subject_id", b"local_subject_id", "node_id", b"node_id", "reason", b"reason", "record_id", b"record_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "dispute_id", b"dispute_id", "issued_at", b"issued_at", "local_subject_id", b"local_subject_id", "node_id", b"node_id", "reason", b"reason", "record_id", b"record_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
