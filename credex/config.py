@@ -147,6 +147,13 @@ def non_negative(table: dict[str, Any], key: str, default: float, where: str) ->
     return float(value)
 
 
+def whole(table: dict[str, Any], key: str, default: int, where: str, *, minimum: int = 0) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{where}: '{key}' must be a whole number, at least {minimum}")
+    return value
+
+
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -165,6 +172,11 @@ class ServerSettings:
     # On SIGTERM, how long to keep serving while health says NOT_SERVING, so that load
     # balancers stop sending before calls are refused.
     drain_delay_s: float = 0.0
+    # Repeated refusals (same caller, action, outcome, subject and node) within this many
+    # seconds are written as one audit entry with a count; at most this many kinds are held
+    # in memory between writes (see credex.runtime.refusals).
+    refusal_window_s: float = 60.0
+    refusal_max_keys: int = 10_000
 
     def with_listen(self, listen: str, where: str) -> ServerSettings:
         """These settings listening on `listen` instead (a command-line override)."""
@@ -188,4 +200,6 @@ def load_server(data: dict[str, Any], path: Path, default_listen: str) -> Server
         log_level=choice(table, "log_level", "info", LOG_LEVELS, where),
         stop_grace_s=positive(table, "stop_grace_s", 10.0, where),
         drain_delay_s=non_negative(table, "drain_delay_s", 0.0, where),
+        refusal_window_s=positive(table, "refusal_window_s", 60.0, where),
+        refusal_max_keys=whole(table, "refusal_max_keys", 10_000, where, minimum=1),
     )
