@@ -19,6 +19,7 @@ from credex.keys import SigningKey
 from credex.metrics import Metrics
 from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
+from credex.runtime.refusals import RefusalRecorder
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
 from credex.transport import ChannelPool, add_service, bind, create_server
@@ -31,7 +32,8 @@ from directory.locator import Locator
 from directory.publication import Publisher
 from directory.quotas import PurposeQuota
 from directory.registry import Registry
-from directory.router import Router
+from directory.request_claims import RequestClaims
+from directory.router import ANSWER_ENVELOPE_BYTES, Router
 from directory.scoring import load_policy
 from directory.service import DirectoryService
 from directory.subject_service import SubjectService
@@ -52,6 +54,7 @@ class RunningDirectory:
     commits: GroupCommit
     health: HealthMonitor
     metrics: Metrics
+    refusals: RefusalRecorder
     metrics_address: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -62,12 +65,14 @@ class RunningDirectory:
         await self.close_background()
 
     async def close_background(self) -> None:
-        """End pushes under way, close the channels to nodes, sign a last audit checkpoint."""
+        """End pushes under way, close the channels to nodes, write the refusals still counted,
+        sign a last audit checkpoint."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.publisher.close()
         await self.router.close()
+        await self.refusals.close()
         self.audit.checkpoint()
         await self.commits.flush()
         self.metrics.close()
@@ -84,6 +89,7 @@ class DirectoryServices:
     commits: GroupCommit
     metrics: Metrics
     tls: TlsIdentity
+    refusals: RefusalRecorder
 
 
 def tls_identity(settings: DirectorySettings) -> TlsIdentity:
@@ -100,7 +106,17 @@ def build_services(
     metrics = Metrics("directory", settings.directory_id)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
     audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
-    channels = ChannelPool(tls)
+    refusals = RefusalRecorder(
+        audit,
+        clock,
+        window_s=settings.server.refusal_window_s,
+        max_keys=settings.server.refusal_max_keys,
+        durable=commits.flush,
+    )
+    # Nodes' replies are small but for their answers, capped per node.
+    channels = ChannelPool(
+        tls, max_receive_bytes=settings.max_node_answer_bytes + ANSWER_ENVELOPE_BYTES
+    )
     ca = CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
     publisher = Publisher(
         key=key,
@@ -120,6 +136,7 @@ def build_services(
         clock=clock,
         deadline_s=settings.node_deadline_s,
         attestation_ttl_s=settings.attestation_ttl_s,
+        max_answer_bytes=settings.max_node_answer_bytes,
     )
     verifier = RequestVerifier(
         registry=registry,
@@ -127,10 +144,11 @@ def build_services(
         consents=consents,
         quotas=PurposeQuota(db, settings.purpose_limits),
         nonces=NonceStore(db),
+        subject_nonces=NonceStore(db, "subject_nonces"),
         db=db,
         clock=clock,
         max_request_lifetime_s=settings.max_request_lifetime_s,
-        request_id_used=audit.served,
+        claims=RequestClaims(db),
     )
     return DirectoryServices(
         members=DirectoryService(
@@ -150,6 +168,8 @@ def build_services(
             directory_id=settings.directory_id,
             policy=load_policy(settings.policy_path),
             disputes=disputes,
+            refusals=refusals,
+            max_profile_bytes=settings.max_profile_bytes,
         ),
         subjects=SubjectService(
             commits=commits,
@@ -160,6 +180,7 @@ def build_services(
             clock=clock,
             publisher=publisher,
             disputes=disputes,
+            refusals=refusals,
         ),
         enrollment=EnrollmentService(
             commits=commits,
@@ -178,6 +199,7 @@ def build_services(
         commits=commits,
         metrics=metrics,
         tls=tls,
+        refusals=refusals,
     )
 
 
@@ -230,10 +252,12 @@ async def start_directory(
         commits=services.commits,
         health=health,
         metrics=services.metrics,
+        refusals=services.refusals,
         metrics_address=metrics_address,
         tasks=[
             asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s)),
             asyncio.create_task(health.run()),
+            asyncio.create_task(services.refusals.run()),
         ],
     )
 

@@ -38,7 +38,8 @@ def test_subject_sees_every_request_about_it_served_or_refused(federation: Feder
         )  # fmt: skip
 
     log = federation.loop.run(subject.access_log())
-    records = log.records[before:]
+    assert len(log.records) == before + 2
+    records = log.records[1::-1]  # newest first: the two requests above, in the order sent
     assert [(r.requester_id, r.purpose, r.consent_id, r.outcome) for r in records] == [
         ("bank", "loan-application", consent_id, "assembled"),
         ("bank", "loan-application", consent_id, "refused:CATEGORY_NOT_CONSENTED"),

@@ -6,8 +6,15 @@ import io
 
 from rich.console import Console
 
-from credex.client import ConsentView, NodeOutcome, ProfileRecord, VerifiedProfile
-from credex.render import print_consents, print_profile
+from credex.client import (
+    AccessLog,
+    AccessView,
+    ConsentView,
+    NodeOutcome,
+    ProfileRecord,
+    VerifiedProfile,
+)
+from credex.render import print_access_log, print_consents, print_profile
 
 HOSTILE = "see [/b] clause [red]x"
 
@@ -40,3 +47,16 @@ def test_profile_with_markup_in_node_text_prints_it_literally() -> None:
 def test_consents_with_markup_print_literally() -> None:
     view = ConsentView("c-[/b]", "bank[", "loan-application", ["financial"], "active", 0, 1, 0, 0)
     assert "c-[/b]" in render(print_consents, [view])
+
+
+def test_the_access_log_shows_how_many_times_a_refusal_was_repeated() -> None:
+    counted = AccessView(
+        "", 0.0, "bank", "loan-application", "c-1", "refused:RATE[/b]", [], {}, 399
+    )
+    served = AccessView(
+        "r-1", 0.0, "bank", "loan-application", "c-1", "assembled", ["financial"],
+        {"pboc": "TOO_LARGE"},
+    )  # fmt: skip
+    text = render(print_access_log, AccessLog([counted, served], []))
+    assert "times" in text and "399" in text and "refused:X[/b]" in text
+    assert "pboc TOO_LARGE" in text

@@ -1326,7 +1326,8 @@ class GetAccessLogResponse(_message.Message):
     @_builtins.property
     def consents(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentState]:
         """The subject's consents now, with their status and uses: on the first page only (no
-        page_token), at most the 100 most recently granted (ListConsents has them all).
+        page_token), the most recently granted, at most 100 and half a page's 1 MiB
+        (ListConsents has them all).
         """
 
     def __init__(
