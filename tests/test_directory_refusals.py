@@ -670,3 +670,36 @@ def test_enum_values_this_version_does_not_know_are_malformed(
     body.categories[:] = categories  # type: ignore[assignment]
     resigned = pb.GetProfileRequest(request=seal(body, federation.requester_keys["bank"]))
     refused(federation, bank.send_profile_request(resigned), InvalidArgument, Reason.MALFORMED)
+
+
+def test_subject_refusals_are_audited_under_the_subject_only_once_proven(
+    federation: Federation, stub: Any
+) -> None:
+    consent_id = grant(federation, "S9", categories=[VOL])
+    revocation = ConsentRevocation(
+        consent_id=consent_id,
+        subject_id="S9",
+        issued_at=to_timestamp(federation.clock()),
+        nonce=os.urandom(16),
+    )
+    forged = pb.RevokeConsentRequest(revocation=seal(revocation, SigningKey.generate()))
+    refused(federation, typed(stub.RevokeConsent, forged), Unauthenticated, Reason.BAD_SIGNATURE)
+    genuine = pb.RevokeConsentRequest(revocation=seal(revocation, federation.subject_keys["S9"]))
+    run(federation, typed(stub.RevokeConsent, genuine))
+    refused(federation, typed(stub.RevokeConsent, genuine), PermissionDenied, Reason.REPLAY)
+    db = federation.root / "directory" / "directory.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT actor, outcome, subject_ref FROM audit_log "
+            "WHERE action = 'consent-status' AND (consent_id = ? OR subject_ref = 'S9') "
+            "AND outcome LIKE 'refused:%' ORDER BY seq",
+            (consent_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    # the forgery is never filed under S9 (as the first of its kind it is written under
+    # nobody; if an earlier forgery opened the window, it is only counted); the replay of
+    # S9's genuine message is
+    assert ("S9", "refused:REPLAY", "S9") in rows
+    assert all(row[2] == "" for row in rows if row[1] == "refused:BAD_SIGNATURE")
