@@ -50,9 +50,7 @@ def test_consents_with_markup_print_literally() -> None:
 
 
 def test_the_access_log_shows_how_many_times_a_refusal_was_repeated() -> None:
-    counted = AccessView(
-        "", 0.0, "bank", "loan-application", "c-1", "refused:RATE[/b]", [], {}, 399
-    )
+    counted = AccessView("", 0.0, "bank", "loan-application", "c-1", "refused:X[/b]", [], {}, 399)
     served = AccessView(
         "r-1", 0.0, "bank", "loan-application", "c-1", "assembled", ["financial"],
         {"pboc": "TOO_LARGE"},

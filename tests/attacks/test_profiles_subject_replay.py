@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from credex.clock import to_timestamp
+from credex.consents import create_consent
 from credex.errors import CredexError, Reason
 from credex.keys import SigningKey
 from credex.signing import seal
@@ -256,3 +257,24 @@ def test_the_sdk_changes_a_consent_back_and_forth(target: Target, loop: LoopThre
             ]
 
     assert loop.run(flip()) == ["paused", "active", "paused", "active", "revoked"]
+
+
+def test_a_replayed_grant_is_refused_by_its_consent_id(target: Target, loop: LoopThread) -> None:
+    """A consent carries no nonce: its id is unique for good, so the very same signed grant
+    sent again is refused, whenever it comes."""
+    subject_id, key = own_subject(target, 2)
+    now = time.time()
+    signed = create_consent(
+        key, requester_id="bank", purpose=LOAN, categories=[FIN], not_before=now,
+        not_after=now + 86_400, max_uses=1,
+    )  # fmt: skip
+    request = pb.GrantConsentRequest(consent=signed, subject_id=subject_id)
+
+    async def twice() -> tuple[Any, Any]:
+        async with public_stub(target) as stub:
+            return await send(stub.GrantConsent, request), await send(stub.GrantConsent, request)
+
+    first, second = loop.run(twice())
+    assert not isinstance(first, grpc.aio.AioRpcError), first
+    assert isinstance(second, grpc.aio.AioRpcError), "the replayed grant was accepted"
+    assert refusal(second) == (grpc.StatusCode.ALREADY_EXISTS, "CONSENT_EXISTS")
