@@ -235,20 +235,19 @@ class AuditLog:
             return None
         return int(row[0]), parse(bytes(row[1]), Signed, what="checkpoint")
 
-    def served(self, request_id: str) -> bool:
-        """Whether a profile was already assembled under this request id."""
-        return (
-            self._conn.execute(
-                f"SELECT 1 FROM {TABLE} WHERE request_id = ? AND action = 'profile' "
-                "AND outcome = 'assembled' LIMIT 1",
-                (request_id,),
-            ).fetchone()
-            is not None
-        )
-
-    def entries(self, where: str = "1", params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
-        """Entries in order, optionally filtered (`where` is SQL with ? placeholders)."""
-        for row in self._db.query(f"SELECT * FROM {TABLE} WHERE {where} ORDER BY seq", params):
+    def entries(
+        self,
+        where: str = "1",
+        params: Sequence[Any] = (),
+        *,
+        newest_first: bool = False,
+        limit: int = -1,
+    ) -> Iterator[dict[str, Any]]:
+        """Entries in order (or newest first), optionally filtered (`where` is SQL with ?
+        placeholders) and at most `limit` of them (-1: all)."""
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT * FROM {TABLE} WHERE {where} ORDER BY seq {order} LIMIT ?"
+        for row in self._db.query(sql, (*params, limit)):
             row["categories"] = json.loads(row["categories"])
             yield row
 

@@ -370,16 +370,31 @@ def disputes_list(
 
 @app.command("access-log")
 def access_log(
-    directory: Directory, ca_cert: CaCert, subject: Subject, key: KeyPath, json_out: Json = False
+    directory: Directory,
+    ca_cert: CaCert,
+    subject: Subject,
+    key: KeyPath,
+    limit: Annotated[
+        int, typer.Option(min=0, help="Show the newest this many requests; 0 shows them all.")
+    ] = 100,
+    json_out: Json = False,
 ) -> None:
-    """As a subject: every profile request about you (who, when, why, which nodes answered)
-    and your consents with their status and remaining uses."""
+    """As a subject: the profile requests about you, newest first (who, when, why, which nodes
+    answered; repeated refusals counted), and your consents with their status and uses."""
     with cli_errors():
-        log = _as_subject(directory, ca_cert, subject, key, lambda client: client.access_log())
+        log = _as_subject(
+            directory,
+            ca_cert,
+            subject,
+            key,
+            lambda client: client.access_log(limit=limit or None),
+        )
         if json_out:
             print_json(log)
         else:
             print_access_log(terminal_console(), log)
+            if log.more:
+                typer.echo(f"(older requests not shown; see them with --limit {2 * limit})")
 
 
 @profile_app.command("get")

@@ -30,6 +30,7 @@ from credex.v1.node_pb2 import NodeAnswer
 
 DEFAULT_TIMEOUT_S = 30.0
 REQUEST_LIFETIME_S = 120.0
+NONCE_BYTES = 16  # every subject-signed message carries a fresh one: the directory refuses repeats
 DAY_S = 86_400.0
 
 
@@ -127,6 +128,8 @@ class AccessView:
     outcome: str
     categories: list[str]
     nodes: dict[str, str]
+    # How many requests this record stands for (repeated refusals are counted, not listed).
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,12 @@ class DisputeView:
 
 @dataclass(frozen=True)
 class AccessLog:
+    """Access records, newest first, and the subject's consents now."""
+
     records: list[AccessView]
     consents: list[ConsentView]
+    # Whether older records exist than these (a limit or `since` stopped the reading).
+    more: bool = False
 
 
 def status_name(value: ConsentStatus.ValueType) -> str:
@@ -237,6 +244,7 @@ class SubjectClient(_Client):
             consent_id=consent_id,
             subject_id=self.subject_id,
             issued_at=to_timestamp(self._clock()),
+            nonce=os.urandom(NONCE_BYTES),
         )
         response = await self._call(
             self._stub.RevokeConsent,
@@ -251,6 +259,7 @@ class SubjectClient(_Client):
             subject_id=self.subject_id,
             paused=paused,
             issued_at=to_timestamp(self._clock()),
+            nonce=os.urandom(NONCE_BYTES),
         )
         response = await self._call(
             self._stub.PauseConsent, pb.PauseConsentRequest(pause=seal(pause, self._key))
@@ -262,7 +271,9 @@ class SubjectClient(_Client):
 
     async def consents(self) -> list[ConsentView]:
         query = pb.ConsentListQuery(
-            subject_id=self.subject_id, issued_at=to_timestamp(self._clock())
+            subject_id=self.subject_id,
+            issued_at=to_timestamp(self._clock()),
+            nonce=os.urandom(NONCE_BYTES),
         )
         response = await self._call(
             self._stub.ListConsents, pb.ListConsentsRequest(query=seal(query, self._key))
@@ -288,6 +299,7 @@ class SubjectClient(_Client):
             reason=reason,
             issued_at=to_timestamp(self._clock()),
             category=vocab.parse_category(category) if isinstance(category, str) else category,
+            nonce=os.urandom(NONCE_BYTES),
         )
         response = await self._call(
             self._stub.FileDispute, pb.FileDisputeRequest(dispute=seal(dispute, self._key))
@@ -296,36 +308,63 @@ class SubjectClient(_Client):
 
     async def disputes(self) -> list[DisputeView]:
         query = pb.DisputeListQuery(
-            subject_id=self.subject_id, issued_at=to_timestamp(self._clock())
+            subject_id=self.subject_id,
+            issued_at=to_timestamp(self._clock()),
+            nonce=os.urandom(NONCE_BYTES),
         )
         response = await self._call(
             self._stub.ListDisputes, pb.ListDisputesRequest(query=seal(query, self._key))
         )
         return [dispute_view(d) for d in response.disputes]
 
-    async def access_log(self) -> AccessLog:
-        """Every profile request about me (who, when, why, which nodes answered), and my
-        consents now."""
-        query = pb.AccessLogQuery(subject_id=self.subject_id, issued_at=to_timestamp(self._clock()))
-        response = await self._call(
-            self._stub.GetAccessLog, pb.GetAccessLogRequest(query=seal(query, self._key))
-        )
-        return AccessLog(
-            records=[
-                AccessView(
-                    request_id=r.request_id,
-                    at=from_timestamp(r.at),
-                    requester_id=r.requester_id,
-                    purpose=r.purpose,
-                    consent_id=r.consent_id,
-                    outcome=r.outcome,
-                    categories=list(r.categories),
-                    nodes={n.node_id: n.status for n in r.nodes},
-                )
-                for r in response.records
-            ],
-            consents=[consent_view(state) for state in response.consents],
-        )
+    async def access_log(
+        self, *, limit: int | None = None, since: float | None = None, page_size: int = 0
+    ) -> AccessLog:
+        """The profile requests about me (who, when, why, which nodes answered), newest first,
+        and my consents now. Reads page after page (`page_size` records each; 0: the
+        directory's default) until the oldest, `limit` records, or a record before `since`."""
+        records: list[AccessView] = []
+        consents: list[ConsentView] = []
+        token = ""
+        while True:
+            query = pb.AccessLogQuery(
+                subject_id=self.subject_id,
+                issued_at=to_timestamp(self._clock()),
+                nonce=os.urandom(NONCE_BYTES),
+                page_size=page_size,
+                page_token=token,
+            )
+            response = await self._call(
+                self._stub.GetAccessLog, pb.GetAccessLogRequest(query=seal(query, self._key))
+            )
+            if not token:
+                consents = [consent_view(state) for state in response.consents]
+            for r in response.records:
+                view = access_view(r)
+                if (since is not None and view.at < since) or (
+                    limit is not None and len(records) >= limit
+                ):
+                    return AccessLog(records, consents, more=True)
+                records.append(view)
+            if not response.next_page_token or not response.records:
+                return AccessLog(records, consents)
+            if response.next_page_token == token:  # pages that do not advance: stop here
+                return AccessLog(records, consents, more=True)
+            token = response.next_page_token
+
+
+def access_view(record: pb.AccessRecord) -> AccessView:
+    return AccessView(
+        request_id=record.request_id,
+        at=from_timestamp(record.at),
+        requester_id=record.requester_id,
+        purpose=record.purpose,
+        consent_id=record.consent_id,
+        outcome=record.outcome,
+        categories=list(record.categories),
+        nodes={n.node_id: n.status for n in record.nodes},
+        count=record.count or 1,
+    )
 
 
 def score_view(score: pb.Score) -> ScoreView:
@@ -355,7 +394,8 @@ def dispute_view(state: pb.DisputeState) -> DisputeView:
 
 
 def consent_view(state: pb.ConsentState) -> ConsentView:
-    consent = parse(state.consent.body, Consent, what="consent")
+    # What the directory holds, as granted: shown, not relied on (it may predate the checks).
+    consent = parse(state.consent.body, Consent, what="consent", strict=False)
     return ConsentView(
         consent_id=consent.consent_id,
         requester_id=consent.requester_id,

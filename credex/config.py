@@ -194,6 +194,11 @@ class ServerSettings:
     # second, and in a burst; past that its calls are refused unread, with no disk write.
     refusals_per_s: float = 1.0
     refusal_burst: int = 30
+    # Repeated refusals (same caller, action, outcome, subject and node) within this many
+    # seconds are written as one audit entry with a count; at most this many kinds are held
+    # in memory between writes (see credex.runtime.refusals).
+    refusal_window_s: float = 60.0
+    refusal_max_keys: int = 10_000
 
     def with_listen(self, listen: str, where: str) -> ServerSettings:
         """These settings listening on `listen` instead (a command-line override)."""
@@ -231,4 +236,6 @@ def load_server(data: dict[str, Any], path: Path, default_listen: str) -> Server
         max_health_watches=whole(table, "max_health_watches", 16, where),
         refusals_per_s=positive(table, "refusals_per_s", 1.0, where),
         refusal_burst=whole(table, "refusal_burst", 30, where, minimum=1),
+        refusal_window_s=positive(table, "refusal_window_s", 60.0, where),
+        refusal_max_keys=whole(table, "refusal_max_keys", 10_000, where, minimum=1),
     )

@@ -40,6 +40,8 @@ class Reason(StrEnum):
     CONSENT_REVOKED = "CONSENT_REVOKED"
     CONSENT_PAUSED = "CONSENT_PAUSED"
     CONSENT_STATE = "CONSENT_STATE"
+    # A consent change signed before (or at) the consent's last change: it would undo a later one.
+    STALE_CHANGE = "STALE_CHANGE"
     CONSENT_EXPIRED = "CONSENT_EXPIRED"
     CONSENT_NOT_YET_VALID = "CONSENT_NOT_YET_VALID"
     CONSENT_USED_UP = "CONSENT_USED_UP"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 
 import sqlite_utils
@@ -42,16 +43,19 @@ class NonceStore:
         )
         self._since_prune = 0
 
-    def use(self, nonce: bytes, expires_at: float, now: float) -> None:
-        """Record `nonce` as used; PermissionDenied(REPLAY) if it was used before."""
+    def use(self, nonce: bytes, expires_at: float, now: float, *, scope: str = "") -> None:
+        """Record `nonce` as used until `expires_at`; PermissionDenied(REPLAY) if it was used
+        before. With `scope` (a subject id), nonces are kept per scope, so that one sender
+        can never spend another's."""
         if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
             raise InvalidArgument(
                 Reason.MALFORMED, f"nonce must be {MIN_NONCE_BYTES}-{MAX_NONCE_BYTES} bytes"
             )
+        key = hashlib.sha256(scope.encode() + b"\x00" + nonce).digest() if scope else nonce
         try:
             self._conn.execute(
                 f"INSERT INTO [{self._table}] (nonce, expires_at) VALUES (?, ?)",
-                (nonce, expires_at),
+                (key, expires_at),
             )
         except sqlite3.IntegrityError:
             raise PermissionDenied(Reason.REPLAY, "nonce already used: replay refused") from None

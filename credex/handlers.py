@@ -36,7 +36,7 @@ Handler = Callable[..., Awaitable[T]]
 
 def rpc_handler(handler: Handler[T]) -> Handler[T]:
     """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
-    anything else → INTERNAL without leaking internals. A servicer with `refusals` (a
+    anything else → INTERNAL without leaking internals. A servicer with `refusal_budget` (a
     RateLimiter of refusals per caller) turns away a caller refused too often before its
     request is even parsed, with no disk write. One with `commits` (a GroupCommit) has its
     writes on disk before the answer leaves; one with `metrics` counts the answer by method,
@@ -48,7 +48,7 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
         started = time.perf_counter()
         code, reason = grpc.StatusCode.OK, ""
         token = REQUEST_ID.set(incoming_request_id(context))
-        refusals: RateLimiter | None = getattr(self, "refusals", None)
+        refusals: RateLimiter | None = getattr(self, "refusal_budget", None)
         caller = caller_id(context) if refusals is not None else ""
         try:
             try:

@@ -132,10 +132,11 @@ def terminal_console() -> Console:
 
 
 def print_access_log(console: Console, log: AccessLog) -> None:
-    """Who asked for the subject's profile, when and why, and which nodes answered."""
+    """Who asked for the subject's profile, when and why, and which nodes answered (newest
+    first; `times` counts repeated refusals recorded as one)."""
     table = Table(title="Who asked for my profile", title_justify="left")
-    for col in ("when", "requester", "purpose", "consent", "outcome", "nodes"):
-        table.add_column(col, overflow="fold")
+    for col in ("when", "requester", "purpose", "consent", "outcome", "times", "nodes"):
+        table.add_column(col, overflow="fold", justify="right" if col == "times" else "left")
     for r in log.records:
         _add(
             table,
@@ -144,6 +145,7 @@ def print_access_log(console: Console, log: AccessLog) -> None:
             r.purpose,
             r.consent_id,
             r.outcome,
+            str(r.count),
             Text("\n".join(printable(f"{n} {status}") for n, status in sorted(r.nodes.items()))),
         )
     console.print(table)

@@ -196,9 +196,17 @@ def bind_reloading(
     return _listen(server, address, credentials, limits, ports, name)
 
 
-def open_channel(target: str, tls: TlsIdentity) -> grpc.aio.Channel:
-    """A TLS channel to a member at `target`; its certificate must name the target's host."""
-    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=_OPTIONS)
+def open_channel(
+    target: str, tls: TlsIdentity, *, max_receive_bytes: int | None = None
+) -> grpc.aio.Channel:
+    """A TLS channel to a member at `target`; its certificate must name the target's host.
+    `max_receive_bytes` lowers the largest answer taken (gRPC refuses a larger one with
+    RESOURCE_EXHAUSTED before holding it)."""
+    options = _OPTIONS
+    if max_receive_bytes is not None:
+        key = "grpc.max_receive_message_length"
+        options = [*(o for o in _OPTIONS if o[0] != key), (key, max_receive_bytes)]
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
 
 
 def open_directory_channel(target: str, tls: TlsIdentity) -> grpc.aio.Channel:
@@ -244,14 +252,17 @@ def require_peer(context: grpc.aio.ServicerContext[Any, Any], member_id: str) ->
 class ChannelPool:
     """One long-lived channel per endpoint, reused across requests."""
 
-    def __init__(self, tls: TlsIdentity) -> None:
+    def __init__(self, tls: TlsIdentity, *, max_receive_bytes: int | None = None) -> None:
         self._tls = tls
+        self._max_receive_bytes = max_receive_bytes
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is None:
-            channel = self._channels[target] = open_channel(target, self._tls)
+            channel = self._channels[target] = open_channel(
+                target, self._tls, max_receive_bytes=self._max_receive_bytes
+            )
         return channel
 
     async def close(self) -> None:

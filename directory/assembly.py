@@ -47,6 +47,32 @@ def node_result(reply: NodeReply, now: float) -> NodeResult:
     return result
 
 
+# An answer delivered to the requester: what it means for a profile to disclose something.
+DELIVERED = (NodeStatus.NODE_STATUS_OK, NodeStatus.NODE_STATUS_NOT_FOUND)
+# How the audit log records an authorised profile request that delivered no node's answer.
+NOTHING_DISCLOSED = "nothing-disclosed"
+
+
+def within_total(results: list[NodeResult], max_bytes: int) -> None:
+    """Keep the answers of a profile within `max_bytes` together: as many as fit, smallest
+    first (one large answer does not crowd out the rest); the others become TOO_LARGE."""
+    total = 0
+    delivered = [r for r in results if r.status in DELIVERED]
+    for result in sorted(delivered, key=lambda r: (r.answer.ByteSize(), r.node_id)):
+        size = result.answer.ByteSize()
+        if total + size <= max_bytes:
+            total += size
+            continue
+        result.ClearField("answer")
+        result.status = NodeStatus.NODE_STATUS_TOO_LARGE
+        result.detail = f"the profile's answers would exceed {max_bytes} bytes, its cap"
+
+
+def disclosed(results: list[NodeResult]) -> bool:
+    """Whether any node's answer reaches the requester (records, or that it holds none)."""
+    return any(r.status in DELIVERED for r in results)
+
+
 def _mismatch(answer: NodeAnswer, reply: NodeReply) -> str:
     if answer.request_id != reply.query_id or answer.query_digest != digest(reply.query):
         return "answer is for another query"

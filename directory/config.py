@@ -18,9 +18,15 @@ from credex.config import (
     load_toml,
     positive,
     resolve,
+    whole,
 )
+from credex.transport import MAX_TRANSPORT_BYTES
 
 SETTINGS_FILE = "directory.toml"
+DEFAULT_MAX_NODE_ANSWER_BYTES = 1024 * 1024
+DEFAULT_MAX_PROFILE_BYTES = 4 * 1024 * 1024
+# What a profile's answers may take together at most: a profile must fit in one message.
+PROFILE_BYTES_CEILING = MAX_TRANSPORT_BYTES - 256 * 1024
 ENV_PREFIX = "CREDEX_DIRECTORY"
 RESERVED_ENV = frozenset({"CREDEX_DIRECTORY_HOME"})  # the command line's --home
 DEFAULT_LISTEN = "127.0.0.1:7100"
@@ -38,6 +44,8 @@ SCHEMA: dict[str, frozenset[str]] = {
             "checkpoint_interval_s",
             "requester_rate_per_s",
             "requester_burst",
+            "max_node_answer_bytes",
+            "max_profile_bytes",
         }
     ),
     "server": SERVER_KEYS | {"public_listen", "public_idle_timeout_s"},
@@ -63,6 +71,10 @@ checkpoint_interval_s = 10.0
 # Profile requests a second each requester may send, and the burst it may save up.
 requester_rate_per_s = 50.0
 requester_burst = 100
+# The most one node's signed answer may take of a profile (bytes): a larger one is marked
+# TOO_LARGE and not delivered. And the most all answers of one profile may take together.
+max_node_answer_bytes = 1048576
+max_profile_bytes = 4194304
 
 [server]
 # Members (requesters and nodes) over mutual TLS; subjects and enrollment over TLS.
@@ -102,6 +114,11 @@ refusal_burst = 30
 # Subjects and enrollment hold no certificate: an idle connection on the public port is
 # closed after this long.
 public_idle_timeout_s = 15.0
+# Repeated refusals (same caller, outcome, subject) within this many seconds are written as
+# one audit entry with their count (the first at once); at most this many kinds held between
+# writes.
+refusal_window_s = 60.0
+refusal_max_keys = 10000
 
 # Disputes one subject may file in any hour (refused ones count: each makes a node read its
 # records), and how many of a subject's disputes may wait for a node's decision at once.
@@ -141,6 +158,8 @@ class DirectorySettings:
     requester_burst: float = 100.0
     checkpoint_interval_s: float = 10.0
     policy: str = ""
+    max_node_answer_bytes: int = DEFAULT_MAX_NODE_ANSWER_BYTES
+    max_profile_bytes: int = DEFAULT_MAX_PROFILE_BYTES
     purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
     server: ServerSettings = field(default_factory=lambda: ServerSettings(DEFAULT_LISTEN))
     public_listen: str = DEFAULT_PUBLIC_LISTEN
@@ -211,8 +230,23 @@ def _settings(home: Path, path: Path, data: dict[str, Any]) -> DirectorySettings
     hosts = table.get("hosts", ["localhost", "127.0.0.1"])
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise ConfigError(f"{where}: 'hosts' must be a list of host names or addresses")
+    max_profile_bytes = whole(
+        table, "max_profile_bytes", DEFAULT_MAX_PROFILE_BYTES, where, minimum=64 * 1024
+    )
+    if max_profile_bytes > PROFILE_BYTES_CEILING:
+        raise ConfigError(
+            f"{where}: 'max_profile_bytes' must be at most {PROFILE_BYTES_CEILING} "
+            "(a profile travels as one message)"
+        )
+    max_node_answer_bytes = whole(
+        table, "max_node_answer_bytes", DEFAULT_MAX_NODE_ANSWER_BYTES, where, minimum=4096
+    )
+    if max_node_answer_bytes > max_profile_bytes:
+        raise ConfigError(f"{where}: 'max_node_answer_bytes' must not exceed 'max_profile_bytes'")
     return DirectorySettings(
         home=home,
+        max_node_answer_bytes=max_node_answer_bytes,
+        max_profile_bytes=max_profile_bytes,
         directory_id=str(table.get("id", "directory")),
         hosts=tuple(hosts),
         node_deadline_s=positive(table, "node_deadline_s", 2.0, where),

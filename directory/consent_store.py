@@ -8,7 +8,7 @@ import sqlite_utils
 
 from credex.clock import from_timestamp, to_timestamp
 from credex.db import transaction
-from credex.errors import AlreadyExists, NotFound, PermissionDenied, Reason
+from credex.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Reason
 from credex.signing import parse
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentStatus
@@ -35,6 +35,8 @@ class StoredConsent:
     signed: Signed
     status: ConsentStatus.ValueType
     uses: int
+    # When the subject signed the last status change applied (or repeated): 0 before any.
+    last_change_signed_at: float = 0.0
 
 
 class ConsentStore:
@@ -52,9 +54,15 @@ class ConsentStore:
                 max_uses INTEGER NOT NULL,
                 not_after REAL NOT NULL,
                 granted_at REAL NOT NULL,
-                changed_at REAL NOT NULL
+                changed_at REAL NOT NULL,
+                change_signed_at REAL NOT NULL DEFAULT 0
             )"""
         )
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(consents)")}
+        if "change_signed_at" not in columns:  # a database from before ordered changes
+            self._conn.execute(
+                "ALTER TABLE consents ADD COLUMN change_signed_at REAL NOT NULL DEFAULT 0"
+            )
         self._conn.execute("CREATE INDEX IF NOT EXISTS consents_subject ON consents (subject_id)")
         self._conn.execute(
             """CREATE TABLE IF NOT EXISTS consent_changes (
@@ -72,7 +80,9 @@ class ConsentStore:
         if exists:
             raise AlreadyExists(Reason.CONSENT_EXISTS, f"consent {consent.consent_id} exists")
         self._conn.execute(
-            "INSERT INTO consents VALUES (?, ?, ?, ?, 'active', 0, ?, ?, ?, ?)",
+            "INSERT INTO consents (consent_id, subject_id, requester_id, signed, status, uses, "
+            "max_uses, not_after, granted_at, changed_at) "
+            "VALUES (?, ?, ?, ?, 'active', 0, ?, ?, ?, ?)",
             (
                 consent.consent_id,
                 subject_id,
@@ -87,25 +97,31 @@ class ConsentStore:
 
     def get(self, consent_id: str, now: float) -> StoredConsent:
         row = self._conn.execute(
-            "SELECT subject_id, signed, status, uses, not_after FROM consents WHERE consent_id = ?",
+            f"SELECT {_COLUMNS} FROM consents WHERE consent_id = ?",
             (consent_id,),
         ).fetchone()
         if row is None:
             raise NotFound(Reason.CONSENT_NOT_FOUND, f"no consent {consent_id!r}")
         return _stored(row, now)
 
-    def for_subject(self, subject_id: str, now: float) -> list[StoredConsent]:
+    def for_subject(self, subject_id: str, now: float, latest: int = -1) -> list[StoredConsent]:
+        """The subject's consents in the order granted; `latest`: only that many, the most
+        recently granted (-1: all)."""
         rows = self._conn.execute(
-            "SELECT subject_id, signed, status, uses, not_after FROM consents WHERE subject_id = ? "
-            "ORDER BY granted_at, consent_id",
-            (subject_id,),
+            f"SELECT {_COLUMNS} FROM consents WHERE subject_id = ? "
+            "ORDER BY granted_at DESC, consent_id DESC LIMIT ?",
+            (subject_id, latest),
         ).fetchall()
-        return [_stored(row, now) for row in rows]
+        return [_stored(row, now) for row in reversed(rows)]
 
-    def set_status(self, consent_id: str, status: ConsentStatus.ValueType, now: float) -> int:
-        """Change a consent's status and add the change to the feed nodes follow; returns the
-        change's sequence number."""
+    def set_status(
+        self, consent_id: str, status: ConsentStatus.ValueType, now: float, signed_at: float
+    ) -> int:
+        """Change a consent's status by the subject's order signed at `signed_at`, and add the
+        change to the feed nodes follow; returns the change's sequence number. Refused
+        (STALE_CHANGE) unless the order was signed after the last one."""
         with transaction(self._db):
+            self._mark_signed(consent_id, signed_at)
             self._conn.execute(
                 "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
                 (_STATUS_TEXT[status], now, consent_id),
@@ -115,6 +131,24 @@ class ConsentStore:
                 (consent_id, _STATUS_TEXT[status], now),
             )
         return int(cur.lastrowid or 0)
+
+    def repeat_status(self, consent_id: str, signed_at: float) -> None:
+        """A subject's order that repeats the current status: nothing changes, but orders
+        signed before it are now stale too (a held-back "resume" cannot undo it)."""
+        with transaction(self._db):
+            self._mark_signed(consent_id, signed_at)
+
+    def _mark_signed(self, consent_id: str, signed_at: float) -> None:
+        cur = self._conn.execute(
+            "UPDATE consents SET change_signed_at = ? WHERE consent_id = ? "
+            "AND change_signed_at < ?",
+            (signed_at, consent_id, signed_at),
+        )
+        if cur.rowcount != 1:
+            raise FailedPrecondition(
+                Reason.STALE_CHANGE,
+                "this change was signed before the consent's last change; sign a new one",
+            )
 
     def changes_after(self, seq: int, limit: int = 1000) -> tuple[list[ConsentChange], int]:
         """Up to `limit` changes after `seq`, and the latest sequence number overall."""
@@ -134,6 +168,12 @@ class ConsentStore:
             for row_seq, consent_id, status, changed_at in rows
         ]
         return changes, int(latest[0])
+
+    def give_back(self, consent_id: str) -> None:
+        """Return one use (a profile that disclosed nothing)."""
+        self._conn.execute(
+            "UPDATE consents SET uses = uses - 1 WHERE consent_id = ? AND uses > 0", (consent_id,)
+        )
 
     def use(self, consent_id: str, now: float) -> None:
         """Count one use; refuses atomically once max_uses is reached or it is not active."""
@@ -158,13 +198,22 @@ def require_active(stored: StoredConsent) -> None:
         raise PermissionDenied(reason, message)
 
 
-def _stored(row: tuple[str, bytes, str, int, float], now: float) -> StoredConsent:
-    subject_id, signed_bytes, status_text, uses, not_after = row
-    signed = parse(signed_bytes, Signed, what="stored consent")
-    consent = parse(signed.body, Consent, what="stored consent")
+_COLUMNS = "subject_id, signed, status, uses, not_after, change_signed_at"
+
+
+def _stored(row: tuple[str, bytes, str, int, float, float], now: float) -> StoredConsent:
+    subject_id, signed_bytes, status_text, uses, not_after, change_signed_at = row
+    # Stored after its checks (maybe by an older version): read back as it is.
+    signed = parse(signed_bytes, Signed, what="stored consent", strict=False)
+    consent = parse(signed.body, Consent, what="stored consent", strict=False)
     status = _TEXT_STATUS[status_text]
     if status == S.CONSENT_STATUS_ACTIVE and now >= not_after:
         status = S.CONSENT_STATUS_EXPIRED
     return StoredConsent(
-        subject_id=subject_id, consent=consent, signed=signed, status=status, uses=uses
+        subject_id=subject_id,
+        consent=consent,
+        signed=signed,
+        status=status,
+        uses=uses,
+        last_change_signed_at=change_signed_at,
     )

@@ -120,11 +120,13 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         db: sqlite_utils.Database,
         clock: Clock,
         commits: GroupCommit,
-        refusals: RateLimiter,
+        refusal_budget: RateLimiter,
         metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
+        self.refusal_budget = (
+            refusal_budget  # see rpc_handler: callers refused too often are turned away
+        )
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._tokens = tokens
         self._registry = registry

@@ -58,3 +58,16 @@ class PurposeQuota:
             "SET uses = uses + 1",
             (requester_id, subject_id, int(purpose), month),
         )
+
+    def give_back(
+        self, requester_id: str, subject_id: str, purpose: vocab.Purpose, taken_at: float
+    ) -> None:
+        """Return the unit `take` counted at `taken_at` (a profile that disclosed nothing)."""
+        if self._limits.get(purpose) is None:
+            return
+        month, _ = month_of(taken_at)
+        self._conn.execute(
+            "UPDATE purpose_use SET uses = uses - 1 WHERE requester_id = ? AND subject_id = ? "
+            "AND purpose = ? AND month = ? AND uses > 0",
+            (requester_id, subject_id, int(purpose), month),
+        )

@@ -8,11 +8,13 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
 from credex import vocab
 from credex.clock import Clock, to_timestamp
+from credex.errors import REASON_KEY
 from credex.keys import SigningKey
 from credex.logs import outgoing_metadata
 from credex.signing import seal
@@ -26,6 +28,9 @@ from directory.registry import MemberInfo
 
 QUERY_LIFETIME_S = 60.0
 ATTESTATION_CACHE_SIZE = 100_000
+# Room around a node's signed answer in its reply (envelope, signature, key id): the channels
+# to nodes take answers up to the cap plus this, and gRPC refuses anything larger unread.
+ANSWER_ENVELOPE_BYTES = 64 * 1024
 
 _STATUS_BY_CODE = {
     grpc.StatusCode.DEADLINE_EXCEEDED: NodeStatus.NODE_STATUS_TIMEOUT,
@@ -68,8 +73,11 @@ class Router:
         clock: Clock,
         deadline_s: float,
         attestation_ttl_s: float,
+        max_answer_bytes: int,
     ) -> None:
+        """`channels` should take at most `max_answer_bytes` + ANSWER_ENVELOPE_BYTES a reply."""
         self._key = key
+        self._max_answer_bytes = max_answer_bytes
         self._clock = clock
         self._deadline_s = deadline_s
         self._attestation_ttl_s = attestation_ttl_s
@@ -157,6 +165,24 @@ class Router:
                 metadata=outgoing_metadata(),  # the node logs under this profile's request id
             )
         except grpc.aio.AioRpcError as exc:
+            if _too_large(exc):
+                return reply(NodeStatus.NODE_STATUS_TOO_LARGE, self._too_large_detail())
             status = _STATUS_BY_CODE.get(exc.code(), NodeStatus.NODE_STATUS_UNAVAILABLE)
             return reply(status, f"{exc.code().name}: {exc.details() or ''}".strip())
+        if len(response.answer.body) > self._max_answer_bytes:
+            return reply(NodeStatus.NODE_STATUS_TOO_LARGE, self._too_large_detail())
         return reply(NodeStatus.NODE_STATUS_OK, "", response)
+
+    def _too_large_detail(self) -> str:
+        return f"answer larger than {self._max_answer_bytes} bytes, this directory's cap"
+
+
+def _too_large(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether gRPC itself refused the reply for its size (our receive limit, or the node's
+    send limit); a node's own refusals carry a credex reason instead."""
+    metadata: Any = exc.trailing_metadata() or ()
+    return (
+        exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and not any(key == REASON_KEY for key, _ in metadata)
+        and "larger than max" in (exc.details() or "")
+    )

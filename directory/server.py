@@ -20,6 +20,7 @@ from credex.metrics import Metrics
 from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
 from credex.runtime.gate import raise_descriptor_limit
+from credex.runtime.refusals import RefusalRecorder
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
@@ -33,7 +34,8 @@ from directory.locator import Locator
 from directory.publication import Publisher
 from directory.quotas import PurposeQuota
 from directory.registry import Registry
-from directory.router import Router
+from directory.request_claims import RequestClaims
+from directory.router import ANSWER_ENVELOPE_BYTES, Router
 from directory.scoring import load_policy
 from directory.service import DirectoryService
 from directory.subject_service import SubjectService
@@ -55,6 +57,7 @@ class RunningDirectory:
     commits: GroupCommit
     health: HealthMonitor
     metrics: Metrics
+    refusals: RefusalRecorder
     metrics_address: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     bindings: list[Binding] = field(default_factory=list)
@@ -67,8 +70,8 @@ class RunningDirectory:
         await self.close_background()
 
     async def close_background(self) -> None:
-        """Stop taking connections, end pushes under way, close the channels to nodes, sign a
-        last audit checkpoint."""
+        """Stop taking connections, end pushes under way, close the channels to nodes, write
+        the refusals still counted, sign a last audit checkpoint."""
         for binding in self.bindings:
             await binding.close()
         for task in self.tasks:
@@ -78,6 +81,7 @@ class RunningDirectory:
             await self.checkpoints.publish_final()
         await self.publisher.close()
         await self.router.close()
+        await self.refusals.close()
         self.audit.checkpoint()
         await self.commits.flush()
         self.commits.close()
@@ -96,6 +100,7 @@ class DirectoryServices:
     metrics: Metrics
     tls: TlsIdentity
     checkpoints: CheckpointPublisher
+    refusals: RefusalRecorder
 
 
 def tls_identity(settings: DirectorySettings) -> TlsIdentity:
@@ -110,10 +115,20 @@ def build_services(
     db = open_database(settings.db_path)
     commits = GroupCommit(db)
     metrics = Metrics("directory", settings.directory_id)
-    refusals = RateLimiter(settings.server.refusals_per_s, settings.server.refusal_burst, clock)
+    budget = RateLimiter(settings.server.refusals_per_s, settings.server.refusal_burst, clock)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
     audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
-    channels = ChannelPool(tls)
+    refusals = RefusalRecorder(
+        audit,
+        clock,
+        window_s=settings.server.refusal_window_s,
+        max_keys=settings.server.refusal_max_keys,
+        durable=commits.flush,
+    )
+    # Nodes' replies are small but for their answers, capped per node.
+    channels = ChannelPool(
+        tls, max_receive_bytes=settings.max_node_answer_bytes + ANSWER_ENVELOPE_BYTES
+    )
     ca = CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
     publisher = Publisher(
         key=key,
@@ -134,6 +149,7 @@ def build_services(
         clock=clock,
         deadline_s=settings.node_deadline_s,
         attestation_ttl_s=settings.attestation_ttl_s,
+        max_answer_bytes=settings.max_node_answer_bytes,
     )
     verifier = RequestVerifier(
         registry=registry,
@@ -141,15 +157,16 @@ def build_services(
         consents=consents,
         quotas=PurposeQuota(db, settings.purpose_limits),
         nonces=NonceStore(db),
+        subject_nonces=NonceStore(db, "subject_nonces"),
         db=db,
         clock=clock,
         max_request_lifetime_s=settings.max_request_lifetime_s,
-        request_id_used=audit.served,
+        claims=RequestClaims(db),
     )
     return DirectoryServices(
         members=DirectoryService(
             commits=commits,
-            refusals=refusals,
+            refusal_budget=budget,
             metrics=metrics,
             key=key,
             registry=registry,
@@ -166,10 +183,12 @@ def build_services(
             policy=load_policy(settings.policy_path),
             disputes=disputes,
             witness=NodeCheckpoints(WitnessStore(db, clock), registry, clock),
+            refusals=refusals,
+            max_profile_bytes=settings.max_profile_bytes,
         ),
         subjects=SubjectService(
             commits=commits,
-            refusals=refusals,
+            refusal_budget=budget,
             metrics=metrics,
             consents=consents,
             verifier=verifier,
@@ -177,10 +196,11 @@ def build_services(
             clock=clock,
             publisher=publisher,
             disputes=disputes,
+            refusals=refusals,
         ),
         enrollment=EnrollmentService(
             commits=commits,
-            refusals=refusals,
+            refusal_budget=budget,
             metrics=metrics,
             tokens=TokenStore(db),
             registry=registry,
@@ -197,6 +217,7 @@ def build_services(
         metrics=metrics,
         tls=tls,
         checkpoints=CheckpointPublisher(audit, node_witnesses(registry, channels), commits.flush),
+        refusals=refusals,
     )
 
 
@@ -265,11 +286,13 @@ async def start_directory(
         commits=services.commits,
         health=health,
         metrics=services.metrics,
+        refusals=services.refusals,
         metrics_address=metrics_address,
         tasks=[
             asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s)),
             asyncio.create_task(health.run()),
             asyncio.create_task(services.checkpoints.run(settings.checkpoint_interval_s)),
+            asyncio.create_task(services.refusals.run()),
         ],
         checkpoints=services.checkpoints,
     )

@@ -28,13 +28,20 @@ from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.pki import DEFAULT_HOSTS, CertificateAuthority, PkiError, cert_pem
 from credex.ratelimit import RateLimiter
+from credex.runtime.refusals import RefusalRecorder
 from credex.signing import digest, open_signed, parse, verify
 from credex.transport import peer_member_id, peer_or_unknown, require_peer
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentStatus
 from credex.v1.directory_pb2 import ProfileRequest
-from directory.assembly import assemble, node_result
+from directory.assembly import (
+    NOTHING_DISCLOSED,
+    assemble,
+    disclosed,
+    node_result,
+    within_total,
+)
 from directory.disputes import DisputeDesk
 from directory.locator import Locator
 from directory.publication import Publisher
@@ -93,14 +100,20 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         policy: Policy,
         disputes: DisputeDesk,
         commits: GroupCommit,
-        refusals: RateLimiter,
+        refusal_budget: RateLimiter,
         metrics: Metrics,
         witness: NodeCheckpoints,
+        refusals: RefusalRecorder,
+        max_profile_bytes: int,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
+        self.refusal_budget = (
+            refusal_budget  # see rpc_handler: callers refused too often are turned away
+        )
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._witness = witness  # nodes' audit checkpoints, kept here
+        self._refusals = refusals
+        self._max_profile_bytes = max_profile_bytes
         self._disputes = disputes
         self._policy = policy
         self._ca = ca
@@ -298,12 +311,16 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         replies = await self._router.fan_out(queries)
         now = self._clock()
         results = [node_result(reply, now) for reply in replies]
+        within_total(results, self._max_profile_bytes)
         for result in results:
             self.metrics.node_answers.labels(
                 result.node_id, pb.NodeStatus.Name(result.status).removeprefix("NODE_STATUS_")
             ).inc()
         profile = assemble(authorized, results, self._key, self._clock(), self._policy)
+        delivered = disclosed(results)
         with transaction(self._db):  # every entry of this request in one durable commit
+            if not delivered:  # nothing reached the requester: the use and quota unit return
+                self._verifier.give_back(authorized)
             # One entry per node query, linked to the profile request, with the digests of the
             # query sent and of the node's verified answer (reconcile compares both).
             for reply, result in zip(replies, results, strict=True):
@@ -328,7 +345,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
                     request_id=req.request_id,
                     actor=req.requester_id,
                     action="profile",
-                    outcome="assembled",
+                    outcome="assembled" if delivered else NOTHING_DISCLOSED,
                     purpose=vocab.purpose_name(req.purpose),
                     consent_id=req.consent_id,
                     subject_ref=req.subject_id,
@@ -373,14 +390,17 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         self, request: pb.GetProfileRequest, err: CredexError, context: Context
     ) -> None:
         """Log a refused profile request under the caller its certificate proves; what the
-        request claims is filed under the subject only once its signature checked out."""
+        request claims is filed under the subject only once its signature checked out.
+        Repeated refusals are counted, not written one by one (see RefusalRecorder)."""
         try:
-            claimed = parse(request.request.body, ProfileRequest, what="profile request")
+            claimed = parse(
+                request.request.body, ProfileRequest, what="profile request", strict=False
+            )
         except CredexError:
             claimed = ProfileRequest()
         peer = peer_or_unknown(context)
         proven = err.reason not in UNAUTHENTICATED_REASONS
-        self._audit.append(
+        self._refusals.record(
             AuditEntry(
                 request_id=claimed.request_id[:128],
                 actor=peer,

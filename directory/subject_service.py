@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog, malformed_entry
-from credex.clock import Clock, to_timestamp
-from credex.errors import CredexError, FailedPrecondition, PermissionDenied, Reason
+from credex.clock import Clock, from_timestamp, to_timestamp
+from credex.errors import (
+    UNAUTHENTICATED_REASONS,
+    CredexError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Reason,
+)
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
 from credex.metrics import Metrics
 from credex.ratelimit import RateLimiter
+from credex.runtime.refusals import RefusalRecorder
+from credex.signing import parse
 from credex.transport import peer_or_unknown
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
-from credex.v1.consent_pb2 import ConsentPause, ConsentRevocation, ConsentStatus
+from credex.v1.common_pb2 import Signed
+from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation, ConsentStatus
+from directory.assembly import NOTHING_DISCLOSED
 from directory.consent_store import ConsentStore
 from directory.disputes import DisputeDesk
 from directory.publication import Publisher
@@ -25,6 +39,17 @@ from directory.verify import RequestVerifier
 
 Context = grpc.aio.ServicerContext[Any, Any]
 S = ConsentStatus
+R = TypeVar("R")
+# Access log pages: records per page by default and at most, and bytes at most (a page stops
+# early rather than grow past it); the consents listed with the first page.
+ACCESS_PAGE_SIZE = 50
+MAX_ACCESS_PAGE_SIZE = 200
+MAX_ACCESS_PAGE_BYTES = 1024 * 1024
+ACCESS_LOG_CONSENTS = 100
+# Profile requests whose node queries are in the log (authorised ones: their ids are unique).
+AUTHORISED_OUTCOMES = ("assembled", NOTHING_DISCLOSED)
+# Refusals decided before the subject's signature was checked: what they claim is unproven.
+SUBJECT_UNPROVEN = UNAUTHENTICATED_REASONS | {Reason.UNKNOWN_SUBJECT}
 _TRANSITIONS = {
     S.CONSENT_STATUS_ACTIVE: (S.CONSENT_STATUS_PAUSED, S.CONSENT_STATUS_REVOKED),
     S.CONSENT_STATUS_PAUSED: (S.CONSENT_STATUS_ACTIVE, S.CONSENT_STATUS_REVOKED),
@@ -33,6 +58,26 @@ _TRANSITIONS = {
 
 def status_name(status: ConsentStatus.ValueType) -> str:
     return ConsentStatus.Name(status).removeprefix("CONSENT_STATUS_").lower()
+
+
+def audited(
+    action: str, field: str, message_type: type[Message]
+) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """Audit a subject-service handler's refusals (counted, see RefusalRecorder); `field` is
+    the request's signed message, of `message_type`."""
+
+    def wrap(handler: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        @functools.wraps(handler)
+        async def wrapper(self: SubjectService, request: Any, context: Context) -> R:
+            try:
+                return await handler(self, request, context)
+            except CredexError as err:
+                self.record_refusal(action, err, request, getattr(request, field), message_type)
+                raise
+
+        return wrapper
+
+    return wrap
 
 
 class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
@@ -46,12 +91,16 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         publisher: Publisher,
         disputes: DisputeDesk,
         commits: GroupCommit,
-        refusals: RateLimiter,
+        refusal_budget: RateLimiter,
         metrics: Metrics,
+        refusals: RefusalRecorder,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
+        self.refusal_budget = (
+            refusal_budget  # see rpc_handler: callers refused too often are turned away
+        )
         self.metrics = metrics  # see rpc_handler: every answer counted
+        self._refusals = refusals
         self._publisher = publisher
         self._disputes = disputes
         self._consents = consents
@@ -64,7 +113,36 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         peer = peer_or_unknown(context)
         self._audit.append(malformed_entry(method, err, peer, ""))
 
+    def record_refusal(
+        self,
+        action: str,
+        err: CredexError,
+        request: Any,
+        signed: Signed,
+        message_type: type[Message],
+    ) -> None:
+        """Audit a refused subject request: under the subject its signed message names once
+        the signature checked out, else under nobody (the claim is quoted in the detail)."""
+        try:
+            claimed = parse(signed.body, message_type, what=action, strict=False)
+        except CredexError:
+            claimed = message_type()
+        subject_id = str(getattr(claimed, "subject_id", "") or getattr(request, "subject_id", ""))
+        proven = err.reason not in SUBJECT_UNPROVEN
+        self._refusals.record(
+            AuditEntry(
+                request_id="",
+                actor=subject_id[:128] if proven else "(unproven subject)",
+                action=action,
+                outcome=f"refused:{err.reason}",
+                consent_id=str(getattr(claimed, "consent_id", ""))[:128],
+                subject_ref=subject_id[:128] if proven else "",
+                detail=err.message if proven else f"{err.message} (claimed: {subject_id[:64]!r})",
+            )
+        )
+
     @rpc_handler
+    @audited("grant", "consent", Consent)
     async def GrantConsent(
         self, request: pb.GrantConsentRequest, context: Context
     ) -> pb.GrantConsentResponse:
@@ -88,34 +166,50 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         )
 
     @rpc_handler
+    @audited("consent-status", "revocation", ConsentRevocation)
     async def RevokeConsent(
         self, request: pb.RevokeConsentRequest, context: Context
     ) -> pb.RevokeConsentResponse:
         revocation = self._verifier.subject_request(
             request.revocation, ConsentRevocation, "revocation"
         )
-        self._change(revocation.consent_id, revocation.subject_id, S.CONSENT_STATUS_REVOKED)
+        self._change(
+            revocation.consent_id,
+            revocation.subject_id,
+            S.CONSENT_STATUS_REVOKED,
+            from_timestamp(revocation.issued_at),
+        )
         return pb.RevokeConsentResponse(
             consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
         )
 
     @rpc_handler
+    @audited("consent-status", "pause", ConsentPause)
     async def PauseConsent(
         self, request: pb.PauseConsentRequest, context: Context
     ) -> pb.PauseConsentResponse:
         pause = self._verifier.subject_request(request.pause, ConsentPause, "pause")
         status = S.CONSENT_STATUS_PAUSED if pause.paused else S.CONSENT_STATUS_ACTIVE
-        self._change(pause.consent_id, pause.subject_id, status)
+        self._change(pause.consent_id, pause.subject_id, status, from_timestamp(pause.issued_at))
         return pb.PauseConsentResponse(consent_id=pause.consent_id, status=status)
 
-    def _change(self, consent_id: str, subject_id: str, status: ConsentStatus.ValueType) -> None:
-        """Apply a subject's status change; the directory refuses at once, nodes hear of it
-        by push now and by pull within their sync interval. Repeating a change does nothing."""
+    def _change(
+        self,
+        consent_id: str,
+        subject_id: str,
+        status: ConsentStatus.ValueType,
+        signed_at: float,
+    ) -> None:
+        """Apply a subject's status change signed at `signed_at`; the directory refuses at
+        once, nodes hear of it by push now and by pull within their sync interval. Repeating
+        a change does nothing. A change signed before the last one is refused, so a held-back
+        order cannot undo a later one."""
         now = self._clock()
         stored = self._consents.get(consent_id, now)
         if stored.subject_id != subject_id:
             raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
         if stored.status == status:
+            self._consents.repeat_status(consent_id, signed_at)
             return
         allowed = _TRANSITIONS.get(stored.status, ())
         if status not in allowed:
@@ -123,7 +217,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 Reason.CONSENT_STATE,
                 f"a {status_name(stored.status)} consent cannot become {status_name(status)}",
             )
-        seq = self._consents.set_status(consent_id, status, now)
+        seq = self._consents.set_status(consent_id, status, now, signed_at)
         self._publisher.push(seq)
         self._audit.append(
             AuditEntry(
@@ -137,6 +231,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         )
 
     @rpc_handler
+    @audited("list-consents", "query", pb.ConsentListQuery)
     async def ListConsents(
         self, request: pb.ListConsentsRequest, context: Context
     ) -> pb.ListConsentsResponse:
@@ -144,21 +239,30 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         return pb.ListConsentsResponse(consents=self._consent_states(query.subject_id))
 
     @rpc_handler
+    @audited("access-log", "query", pb.AccessLogQuery)
     async def GetAccessLog(
         self, request: pb.GetAccessLogRequest, context: Context
     ) -> pb.GetAccessLogResponse:
-        """Every profile request about the subject, served or refused, with the nodes asked."""
+        """One page of the profile requests about the subject, newest first, served or
+        refused, with the nodes asked; the subject's consents come with the first page."""
         query = self._verifier.subject_request(request.query, pb.AccessLogQuery, "access query")
-        requests = list(
-            self._audit.entries("subject_ref = ? AND action = 'profile'", (query.subject_id,))
+        size = min(query.page_size or ACCESS_PAGE_SIZE, MAX_ACCESS_PAGE_SIZE)
+        before = _page_start(query.page_token)
+        rows = list(
+            self._audit.entries(
+                "subject_ref = ? AND action = 'profile' AND seq < ?",
+                (query.subject_id, before),
+                newest_first=True,
+                limit=size + 1,
+            )
         )
         nodes: dict[str, list[pb.NodeAccess]] = {}
-        # Node results belong to assembled profiles only (their request ids are unique); a
-        # refused request may carry any id its sender chose.
-        ids = [r["request_id"] for r in requests if r["outcome"] == "assembled"]
-        for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
-            marks = ", ".join("?" for _ in chunk)
-            for entry in self._audit.entries(f"action = 'query' AND link IN ({marks})", chunk):
+        # Node results belong to authorised requests only (their request ids are claimed, so
+        # unique); a refused request may carry any id its sender chose.
+        ids = [r["request_id"] for r in rows[:size] if r["outcome"] in AUTHORISED_OUTCOMES]
+        if ids:
+            marks = ", ".join("?" for _ in ids)
+            for entry in self._audit.entries(f"action = 'query' AND link IN ({marks})", ids):
                 nodes.setdefault(entry["link"], []).append(
                     pb.NodeAccess(
                         node_id=entry["node_id"],
@@ -166,24 +270,39 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                         categories=entry["categories"],
                     )
                 )
-        return pb.GetAccessLogResponse(
-            records=[
-                pb.AccessRecord(
-                    request_id=r["request_id"],
-                    at=to_timestamp(r["at"]),
-                    requester_id=r["actor"],
-                    purpose=r["purpose"],
-                    consent_id=r["consent_id"],
-                    outcome=r["outcome"],
-                    categories=r["categories"],
-                    nodes=nodes.get(r["request_id"], []),
-                )
-                for r in requests
-            ],
-            consents=self._consent_states(query.subject_id),
-        )
+        response = pb.GetAccessLogResponse()
+        if not query.page_token:  # the most recent consents, in at most half the page
+            states = self._consent_states(query.subject_id, latest=ACCESS_LOG_CONSENTS)
+            room, kept = MAX_ACCESS_PAGE_BYTES // 2, []
+            for state in reversed(states):
+                room -= state.ByteSize() + 8
+                if room < 0:
+                    break
+                kept.append(state)
+            response.consents.extend(reversed(kept))
+        budget = MAX_ACCESS_PAGE_BYTES - response.ByteSize()
+        for row in rows[:size]:
+            record = pb.AccessRecord(
+                request_id=row["request_id"],
+                at=to_timestamp(row["at"]),
+                requester_id=row["actor"],
+                purpose=row["purpose"],
+                consent_id=row["consent_id"],
+                outcome=row["outcome"],
+                categories=row["categories"],
+                nodes=nodes.get(row["request_id"], []),
+                count=row["count"],
+            )
+            budget -= record.ByteSize() + 8  # the field's tag and length
+            if budget < 0 and response.records:
+                break
+            response.records.append(record)
+        if len(response.records) < len(rows):
+            response.next_page_token = str(rows[len(response.records) - 1]["seq"])
+        return response
 
     @rpc_handler
+    @audited("dispute", "dispute", pb.Dispute)
     async def FileDispute(
         self, request: pb.FileDisputeRequest, context: Context
     ) -> pb.FileDisputeResponse:
@@ -204,14 +323,27 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         return pb.FileDisputeResponse(dispute=state)
 
     @rpc_handler
+    @audited("list-disputes", "query", pb.DisputeListQuery)
     async def ListDisputes(
         self, request: pb.ListDisputesRequest, context: Context
     ) -> pb.ListDisputesResponse:
         query = self._verifier.subject_request(request.query, pb.DisputeListQuery, "list query")
         return pb.ListDisputesResponse(disputes=self._disputes.for_subject(query.subject_id))
 
-    def _consent_states(self, subject_id: str) -> list[pb.ConsentState]:
+    def _consent_states(self, subject_id: str, latest: int = -1) -> list[pb.ConsentState]:
         return [
             pb.ConsentState(consent=s.signed, status=s.status, uses=s.uses)
-            for s in self._consents.for_subject(subject_id, self._clock())
+            for s in self._consents.for_subject(subject_id, self._clock(), latest=latest)
         ]
+
+
+MAX_SEQ = 2**63 - 1
+
+
+def _page_start(token: str) -> int:
+    """The sequence number a page starts below: the newest page starts below them all."""
+    if not token:
+        return MAX_SEQ
+    if not token.isascii() or not token.isdigit() or len(token) > 19:
+        raise InvalidArgument(Reason.MALFORMED, "page_token is not one this directory gave")
+    return int(token)

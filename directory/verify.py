@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -36,6 +35,7 @@ from directory.consent_store import ConsentStore, StoredConsent, require_active
 from directory.locator import Locator
 from directory.quotas import PurposeQuota
 from directory.registry import MemberInfo, Registry
+from directory.request_claims import RequestClaims
 
 MAX_SUBJECT_REQUEST_AGE_S = 300.0
 SR = TypeVar(
@@ -59,6 +59,8 @@ class AuthorizedProfileRequest:
     requester: MemberInfo
     stored: StoredConsent
     categories: tuple[vocab.Category, ...]
+    # When it was authorised: the month its purpose quota was counted in.
+    authorized_at: float
 
 
 class RequestVerifier:
@@ -70,18 +72,20 @@ class RequestVerifier:
         consents: ConsentStore,
         quotas: PurposeQuota,
         nonces: NonceStore,
+        subject_nonces: NonceStore,
         db: sqlite_utils.Database,
         clock: Clock,
         max_request_lifetime_s: float,
-        request_id_used: Callable[[str], bool],
+        claims: RequestClaims,
     ) -> None:
-        self._request_id_used = request_id_used
+        self._claims = claims
         self._registry = registry
         self._quotas = quotas
         self._db = db
         self._locator = locator
         self._consents = consents
         self._nonces = nonces
+        self._subject_nonces = subject_nonces
         self._clock = clock
         self._max_lifetime = max_request_lifetime_s
 
@@ -102,8 +106,9 @@ class RequestVerifier:
         return member
 
     def profile_request(self, signed: Signed, *, peer: str) -> AuthorizedProfileRequest:
-        """Signature (by the member whose certificate `peer` names), freshness, nonce, subject,
-        consent state and coverage; counts one use."""
+        """Signature (by the member whose certificate `peer` names), freshness, nonce, request
+        id, subject, consent state and coverage; counts one use. The nonce, the claim on the
+        request id, the quota and the use are written in one transaction: all or none."""
         now = self._clock()
         requester = self.requester(signed)
         request = open_signed(
@@ -125,32 +130,48 @@ class RequestVerifier:
         check_window(
             from_timestamp(request.issued_at), expires_at, now, max_lifetime_s=self._max_lifetime
         )
-        self._nonces.use(request.nonce, expires_at, now)
-        if self._request_id_used(request.request_id):
-            raise PermissionDenied(Reason.REPLAY, f"request id {request.request_id!r} was used")
-        if self._locator.subject_key(request.subject_id) is None:
-            raise NotFound(Reason.UNKNOWN_SUBJECT, f"no subject {request.subject_id!r}")
-        stored = self._consents.get(request.consent_id, now)
-        if stored.subject_id != request.subject_id:
-            raise PermissionDenied(Reason.SUBJECT_MISMATCH, "consent is for another subject")
-        require_active(stored)
-        categories = tuple(request.categories) or tuple(stored.consent.categories)
-        if len(set(categories)) != len(categories):
-            raise InvalidArgument(Reason.MALFORMED, "categories repeated")
-        check_covers(
-            stored.consent,
-            requester_id=requester.member_id,
-            purpose=request.purpose,
-            categories=categories,
-            now=now,
-        )
-        check_within_purpose(stored.consent)
         with transaction(self._db):
+            self._nonces.use(request.nonce, expires_at, now)
+            self._claims.claim(request.request_id, requester.member_id, now)
+            if self._locator.subject_key(request.subject_id) is None:
+                raise NotFound(Reason.UNKNOWN_SUBJECT, f"no subject {request.subject_id!r}")
+            stored = self._consents.get(request.consent_id, now)
+            if stored.subject_id != request.subject_id:
+                raise PermissionDenied(Reason.SUBJECT_MISMATCH, "consent is for another subject")
+            require_active(stored)
+            categories = tuple(request.categories) or tuple(stored.consent.categories)
+            if len(set(categories)) != len(categories):
+                raise InvalidArgument(Reason.MALFORMED, "categories repeated")
+            check_covers(
+                stored.consent,
+                requester_id=requester.member_id,
+                purpose=request.purpose,
+                categories=categories,
+                now=now,
+            )
+            check_within_purpose(stored.consent)
             self._quotas.take(requester.member_id, request.subject_id, request.purpose, now)
             self._consents.use(stored.consent.consent_id, now)
         return AuthorizedProfileRequest(
-            request=request, requester=requester, stored=stored, categories=categories
+            request=request,
+            requester=requester,
+            stored=stored,
+            categories=categories,
+            authorized_at=now,
         )
+
+    def give_back(self, authorized: AuthorizedProfileRequest) -> None:
+        """Undo the consent use and the quota unit of an authorised request that disclosed
+        nothing (no node's answer could be delivered). Its nonce and request id stay spent.
+        Call inside the transaction that audits the request."""
+        request = authorized.request
+        self._quotas.give_back(
+            authorized.requester.member_id,
+            request.subject_id,
+            request.purpose,
+            authorized.authorized_at,
+        )
+        self._consents.give_back(request.consent_id)
 
     # --- subjects ---------------------------------------------------------------------
 
@@ -194,11 +215,17 @@ class RequestVerifier:
         return consent
 
     def subject_request(self, signed: Signed, message_type: type[SR], what: str) -> SR:
-        """A recent message signed by the registered key of the subject it names (revocations,
-        pauses, consent lists, access logs all carry subject_id and issued_at)."""
+        """A recent message signed by the registered key of the subject it names, seen for the
+        first time (revocations, pauses, consent lists, access logs and disputes all carry
+        subject_id, issued_at and a nonce, kept until the message is no longer fresh)."""
         claimed = parse(signed.body, message_type, what=what)
         message = self._subject_signed(signed, message_type, claimed.subject_id, what)
-        self._fresh_subject_message(from_timestamp(message.issued_at))
+        issued_at = from_timestamp(message.issued_at)
+        self._fresh_subject_message(issued_at)
+        fresh_until = issued_at + MAX_SUBJECT_REQUEST_AGE_S + CLOCK_SKEW_S
+        self._subject_nonces.use(
+            message.nonce, fresh_until, self._clock(), scope=message.subject_id
+        )
         return message
 
     def _fresh_subject_message(self, issued_at: float) -> None:

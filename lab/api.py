@@ -138,9 +138,11 @@ class Lab:
             rows.append(row)
         return rows
 
-    def access_log(self, subject_id: str) -> AccessLog:
+    def access_log(self, subject_id: str, limit: int | None = None) -> AccessLog:
+        """The subject's access log, newest first (at most `limit` records)."""
+
         async def go() -> AccessLog:
             async with self._subject(subject_id) as client:
-                return await client.access_log()
+                return await client.access_log(limit=limit)
 
         return self._run(go())

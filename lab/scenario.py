@@ -563,10 +563,11 @@ async def _execute(run: _Run, step: Step) -> tuple[str, list[str]]:
         return f"{len(views)} consents", _consent_checks(run, views, checks)
     if step.action == "access-log":
         client = await run.subject(p["subject"])
-        log = await client.access_log()
-        entries = [e for e in log.records if e.at >= run.started_at]  # this run's requests
-        refused = sum(entry.outcome.startswith("refused") for entry in entries)
-        detail = f"{len(entries)} requests during this run, {refused} refused"
+        log = await client.access_log(since=run.started_at)  # this run's requests
+        entries = log.records
+        refused = sum(entry.count for entry in entries if entry.outcome.startswith("refused"))
+        requests = sum(entry.count for entry in entries)
+        detail = f"{requests} requests during this run, {refused} refused"
         return detail, _access_checks(entries, checks)
     status = "suspended" if step.action == "suspend" else "active"
     member_id = await run.set_status(p["member"], status)
@@ -631,10 +632,10 @@ def _consent_checks(run: _Run, views: list[ConsentView], checks: dict[str, Any])
 
 def _access_checks(entries: list[AccessView], checks: dict[str, Any]) -> list[str]:
     failures = []
-    count = len(entries)
+    count = sum(entry.count for entry in entries)
     if count < checks.get("entries_at_least", 0):
         failures.append(f"{count} entries, expected at least {checks['entries_at_least']}")
-    refused = sum(entry.outcome.startswith("refused") for entry in entries)
+    refused = sum(entry.count for entry in entries if entry.outcome.startswith("refused"))
     if refused < checks.get("refused_at_least", 0):
         failures.append(f"{refused} refusals, expected at least {checks['refused_at_least']}")
     seen = {entry.requester_id for entry in entries}

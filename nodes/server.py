@@ -136,7 +136,9 @@ def build_service(
     commits = GroupCommit(state)
     return NodeService(
         commits=commits,
-        refusals=RateLimiter(config.server.refusals_per_s, config.server.refusal_burst, clock),
+        refusal_budget=RateLimiter(
+            config.server.refusals_per_s, config.server.refusal_burst, clock
+        ),
         metrics=Metrics("node", config.node_id),
         config=config,
         key=keys,

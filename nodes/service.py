@@ -60,13 +60,15 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         audit: AuditLog,
         clock: Clock,
         commits: GroupCommit,
-        refusals: RateLimiter,
+        refusal_budget: RateLimiter,
         metrics: Metrics,
         witness: DirectoryCheckpoints,
         checkpoints: CheckpointPublisher,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusals = refusals  # see rpc_handler: callers refused too often are turned away
+        self.refusal_budget = (
+            refusal_budget  # see rpc_handler: callers refused too often are turned away
+        )
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._config = config
         self._key = key

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import time
 
+import grpc
 import pytest
 
 from credex.client import SubjectClient
+from credex.clock import to_timestamp
 from credex.errors import PermissionDenied, Reason, Unauthenticated
 from credex.signing import seal
+from credex.tls import TlsIdentity
+from credex.transport import open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
+from credex.v1.directory_pb2_grpc import SubjectServiceStub
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
+VOL = Category.CATEGORY_VOLUNTEERING
 
 
 def test_subject_sees_every_request_about_it_served_or_refused(federation: Federation) -> None:
@@ -38,7 +45,8 @@ def test_subject_sees_every_request_about_it_served_or_refused(federation: Feder
         )  # fmt: skip
 
     log = federation.loop.run(subject.access_log())
-    records = log.records[before:]
+    assert len(log.records) == before + 2
+    records = log.records[1::-1]  # newest first: the two requests above, in the order sent
     assert [(r.requester_id, r.purpose, r.consent_id, r.outcome) for r in records] == [
         ("bank", "loan-application", consent_id, "assembled"),
         ("bank", "loan-application", consent_id, "refused:CATEGORY_NOT_CONSENTED"),
@@ -94,3 +102,56 @@ def test_a_request_id_cannot_be_reused_to_borrow_another_profiles_results(
     with pytest.raises(PermissionDenied) as err:
         federation.loop.run(bank.send_profile_request(resigned))
     assert err.value.reason == Reason.REPLAY
+
+
+def _page(federation: Federation, size: int, token: str) -> pb.GetAccessLogResponse:
+    """One page of S2's log, asked for with a raw stub."""
+    query = pb.AccessLogQuery(
+        subject_id="S2",
+        issued_at=to_timestamp(federation.clock()),
+        nonce=os.urandom(16),
+        page_size=size,
+        page_token=token,
+    )
+
+    async def call() -> pb.GetAccessLogResponse:
+        channel = open_directory_channel(federation.public_address, TlsIdentity(federation.ca_pem))
+        try:
+            request = pb.GetAccessLogRequest(query=seal(query, federation.subject_keys["S2"]))
+            return await SubjectServiceStub(channel).GetAccessLog(request, timeout=30)
+        finally:
+            await channel.close(None)
+
+    return federation.loop.run(call())
+
+
+def test_the_log_comes_in_pages_newest_first(federation: Federation) -> None:
+    subject = federation.subject("S2")
+    consent_id = federation.loop.run(
+        subject.grant(requester_id="bank", purpose=LOAN, categories=[VOL], max_uses=3)
+    )
+    bank = federation.requester("bank")
+    served = [
+        federation.loop.run(bank.get_profile(subject_id="S2", consent_id=consent_id, purpose=LOAN))
+        for _ in range(3)
+    ]
+    first = _page(federation, 2, "")
+    assert [r.request_id for r in first.records] == [p.request_id for p in served[:0:-1]]
+    assert first.next_page_token and first.consents
+    second = _page(federation, 2, first.next_page_token)
+    assert second.records[0].request_id == served[0].request_id
+    assert not second.consents
+    assert all(r.count == 1 for r in [*first.records, *second.records])
+    # the SDK reads page after page, or stops at a limit
+    log = federation.loop.run(subject.access_log(page_size=1, limit=2))
+    assert [r.request_id for r in log.records] == [p.request_id for p in served[:0:-1]]
+    assert log.more
+    everything = federation.loop.run(subject.access_log(page_size=2))
+    assert not everything.more and len(everything.records) >= 3
+
+
+def test_a_page_token_the_directory_did_not_give_is_refused(federation: Federation) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        _page(federation, 2, "not-a-token")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in (err.value.details() or "")

@@ -9,7 +9,7 @@ from credex.signing import domain_tag, seal
 from credex.v1.common_pb2 import Category, Record, Signed
 from credex.v1.directory_pb2 import NodeResult, NodeStatus
 from credex.v1.node_pb2 import NodeAnswer, QueryRecordsResponse
-from directory.assembly import node_result
+from directory.assembly import disclosed, node_result, within_total
 from directory.registry import MemberInfo
 from directory.router import NodeCall, NodeReply
 
@@ -98,3 +98,48 @@ def test_empty_answer_is_not_found() -> None:
     del answer.records[:]
     result = judge(seal(answer, NODE_KEY))
     assert result.status == NodeStatus.NODE_STATUS_NOT_FOUND
+
+
+def test_a_signed_answer_with_an_unknown_field_is_invalid() -> None:
+    """A node's answer padded with fields its type does not define is not passed on."""
+    body = seal(good_answer(), NODE_KEY).body + b"\xa2\x06\x03pad"
+    signed = Signed(
+        body=body, signature=NODE_KEY.sign(domain_tag(NodeAnswer) + body), key_id=NODE_KEY.key_id
+    )
+    result = judge(signed)
+    assert result.status == NodeStatus.NODE_STATUS_INVALID_ANSWER
+    assert "unknown field" in result.detail
+
+
+def ok_result(node_id: str, size: int) -> NodeResult:
+    """A delivered answer of about `size` bytes."""
+    return NodeResult(
+        node_id=node_id,
+        status=NodeStatus.NODE_STATUS_OK,
+        answer=Signed(body=b"x" * size, signature=b"s" * 64, key_id="k"),
+    )
+
+
+def test_the_profile_total_keeps_as_many_answers_as_fit_smallest_first() -> None:
+    results = [ok_result("big", 6000), ok_result("a", 1000), ok_result("b", 2000)]
+    results.append(NodeResult(node_id="dead", status=NodeStatus.NODE_STATUS_TIMEOUT))
+    within_total(results, 3200)
+    statuses = {r.node_id: r.status for r in results}
+    assert statuses == {
+        "big": NodeStatus.NODE_STATUS_TOO_LARGE,
+        "a": NodeStatus.NODE_STATUS_OK,
+        "b": NodeStatus.NODE_STATUS_OK,
+        "dead": NodeStatus.NODE_STATUS_TIMEOUT,
+    }
+    big = results[0]
+    assert not big.HasField("answer") and "3200 bytes" in big.detail
+    assert disclosed(results)
+
+
+def test_a_profile_where_every_node_failed_disclosed_nothing() -> None:
+    results = [ok_result("big", 6000)]
+    within_total(results, 1000)
+    assert results[0].status == NodeStatus.NODE_STATUS_TOO_LARGE
+    assert not disclosed(results)
+    assert not disclosed([])
+    assert disclosed([NodeResult(node_id="n", status=NodeStatus.NODE_STATUS_NOT_FOUND)])

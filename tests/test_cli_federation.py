@@ -93,6 +93,15 @@ def test_consent_profile_revoke_through_the_cli(running: dict[str, Any], tmp_pat
     after = profile(ok=False)
     assert after.returncode == 3 and "CONSENT_REVOKED" in after.stderr
 
+    log = json.loads(cli("credex", "access-log", *me, "--limit", "2", "--json").stdout)
+    assert [(r["outcome"], r["count"]) for r in log["records"]] == [
+        ("refused:CONSENT_REVOKED", 1),
+        ("refused:CATEGORY_NOT_CONSENTED", 1),
+    ]  # newest first
+    assert log["more"] is True
+    table = cli("credex", "access-log", *me, "--limit", "2").stdout
+    assert "times" in table and "older requests not shown" in table
+
 
 def test_audit_logs_verify_and_reconcile(running: dict[str, Any], tmp_path: Path) -> None:
     """After the CLI flow above, every log's chain and checkpoints hold, and every query the

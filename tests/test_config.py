@@ -81,6 +81,9 @@ def test_a_bad_value_names_the_variable(node_config: Path) -> None:
         ("health_interval_s", "nan", "'health_interval_s' must be a positive, finite number"),
         ("stop_grace_s", "inf", "'stop_grace_s' must be a positive, finite number"),
         ("drain_delay_s", "-1", "'drain_delay_s' must be a finite number, zero or more"),
+        ("refusal_window_s", "0", "'refusal_window_s' must be a positive, finite number"),
+        ("refusal_max_keys", "0", "'refusal_max_keys' must be a whole number, at least 1"),
+        ("refusal_max_keys", "2.5", "'refusal_max_keys' must be a whole number"),
     ],
 )
 def test_server_table_values_are_checked(
@@ -134,3 +137,19 @@ def test_the_home_variable_of_the_command_line_is_not_a_setting(tmp_path: Path) 
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
+
+
+def test_profile_size_caps_have_defaults_and_are_checked(tmp_path: Path) -> None:
+    home = tmp_path / "directory"
+    directory_admin.init_home(home)
+    settings = load_settings(home, environ={})
+    assert (settings.max_node_answer_bytes, settings.max_profile_bytes) == (1 << 20, 4 << 20)
+    assert (settings.server.refusal_window_s, settings.server.refusal_max_keys) == (60.0, 10_000)
+    prefix = "CREDEX_DIRECTORY_DIRECTORY_"
+    for name, value, message in (
+        ("MAX_PROFILE_BYTES", "1073741824", "a profile travels as one message"),
+        ("MAX_NODE_ANSWER_BYTES", "8388608", "must not exceed 'max_profile_bytes'"),
+        ("MAX_NODE_ANSWER_BYTES", "10", "at least 4096"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(home, environ={prefix + name: value})

@@ -486,6 +486,7 @@ def test_stale_revocation_is_refused(federation: Federation, stub: Any) -> None:
         consent_id=consent_id,
         subject_id="S1",
         issued_at=to_timestamp(federation.clock() - 3600),
+        nonce=os.urandom(16),
     )
     request = pb.RevokeConsentRequest(revocation=seal(revocation, federation.subject_keys["S1"]))
     refused(
@@ -617,27 +618,40 @@ def test_profile_replayed_for_another_request_is_rejected(
 
 
 def test_directory_audits_refusals(federation: Federation) -> None:
-    consent_id = grant(federation, categories=[FIN])
+    """The first refusal of a kind (caller, outcome, subject) is written at once with what it
+    claims; repeats within the window are counted in memory, not written one by one."""
+    consent_id = grant(federation, "S2", categories=[VOL])
     school = federation.requester("school")
-    request = school.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
-    request_id = pb.ProfileRequest.FromString(request.request.body).request_id
-    refused(
-        federation,
-        school.send_profile_request(request),
-        PermissionDenied,
-        Reason.CONSENT_WRONG_REQUESTER,
-    )
+    request_ids = []
+    for _ in range(3):
+        request = school.profile_request(subject_id="S2", consent_id=consent_id, purpose=LOAN)
+        request_ids.append(pb.ProfileRequest.FromString(request.request.body).request_id)
+        refused(
+            federation,
+            school.send_profile_request(request),
+            PermissionDenied,
+            Reason.CONSENT_WRONG_REQUESTER,
+        )
     db = federation.root / "directory" / "directory.db"
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = conn.execute(
-            "SELECT actor, action, outcome, consent_id, subject_ref FROM audit_log "
-            "WHERE request_id = ?",
-            (request_id,),
+            "SELECT request_id, actor, action, outcome, consent_id, subject_ref, count "
+            "FROM audit_log WHERE actor = 'school' AND subject_ref = 'S2'"
         ).fetchall()
     finally:
         conn.close()
-    assert rows == [("school", "profile", "refused:CONSENT_WRONG_REQUESTER", consent_id, "S1")]
+    assert rows == [
+        (
+            request_ids[0],
+            "school",
+            "profile",
+            "refused:CONSENT_WRONG_REQUESTER",
+            consent_id,
+            "S2",
+            1,
+        )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -656,3 +670,36 @@ def test_enum_values_this_version_does_not_know_are_malformed(
     body.categories[:] = categories  # type: ignore[assignment]
     resigned = pb.GetProfileRequest(request=seal(body, federation.requester_keys["bank"]))
     refused(federation, bank.send_profile_request(resigned), InvalidArgument, Reason.MALFORMED)
+
+
+def test_subject_refusals_are_audited_under_the_subject_only_once_proven(
+    federation: Federation, stub: Any
+) -> None:
+    consent_id = grant(federation, "S9", categories=[VOL])
+    revocation = ConsentRevocation(
+        consent_id=consent_id,
+        subject_id="S9",
+        issued_at=to_timestamp(federation.clock()),
+        nonce=os.urandom(16),
+    )
+    forged = pb.RevokeConsentRequest(revocation=seal(revocation, SigningKey.generate()))
+    refused(federation, typed(stub.RevokeConsent, forged), Unauthenticated, Reason.BAD_SIGNATURE)
+    genuine = pb.RevokeConsentRequest(revocation=seal(revocation, federation.subject_keys["S9"]))
+    run(federation, typed(stub.RevokeConsent, genuine))
+    refused(federation, typed(stub.RevokeConsent, genuine), PermissionDenied, Reason.REPLAY)
+    db = federation.root / "directory" / "directory.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT actor, outcome, subject_ref FROM audit_log "
+            "WHERE action = 'consent-status' AND (consent_id = ? OR subject_ref = 'S9') "
+            "AND outcome LIKE 'refused:%' ORDER BY seq",
+            (consent_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    # the forgery is never filed under S9 (as the first of its kind it is written under
+    # nobody; if an earlier forgery opened the window, it is only counted); the replay of
+    # S9's genuine message is
+    assert ("S9", "refused:REPLAY", "S9") in rows
+    assert all(row[2] == "" for row in rows if row[1] == "refused:BAD_SIGNATURE")

@@ -245,6 +245,7 @@ def test_without_a_push_the_node_pulls_the_revocation(federation: Federation) ->
         consent_id_of(consent),
         ConsentStatus.CONSENT_STATUS_PAUSED,
         federation.clock(),
+        signed_at=federation.clock(),
     )
     within(BOUND_S, lambda: ask(federation, pboc, consent), Reason.CONSENT_PAUSED)
 

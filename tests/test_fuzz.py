@@ -133,7 +133,7 @@ SIGNED_FIELD = {
     ENROLL: ("enrollment", pb.Enrollment),
 }
 # Methods whose requests carry a single-use nonce: at most one copy of a signed request is OK.
-SINGLE_USE = {QUERY_RECORDS, GET_PROFILE}
+SINGLE_USE = {QUERY_RECORDS, GET_PROFILE, REVOKE, LIST}
 # Methods that change nothing and answer any caller with a certificate: random requests that
 # decode may well be served.
 READ_ONLY = {
@@ -471,11 +471,16 @@ def valid_request(fz: Fuzz, method: str) -> bytes:
         message = pb.GrantConsentRequest(consent=consent, subject_id="S2")
     elif method == REVOKE:
         revocation = ConsentRevocation(
-            consent_id=fz.sacrificial_consent, subject_id="S1", issued_at=to_timestamp(now)
+            consent_id=fz.sacrificial_consent,
+            subject_id="S1",
+            issued_at=to_timestamp(now),
+            nonce=os.urandom(16),
         )
         message = pb.RevokeConsentRequest(revocation=seal(revocation, fed.subject_keys["S1"]))
     elif method == LIST:
-        query = pb.ConsentListQuery(subject_id="S1", issued_at=to_timestamp(now))
+        query = pb.ConsentListQuery(
+            subject_id="S1", issued_at=to_timestamp(now), nonce=os.urandom(16)
+        )
         message = pb.ListConsentsRequest(query=seal(query, fed.subject_keys["S1"]))
     else:
         message = pb.EnrollRequest(enrollment=signed_enrollment(fz, {}))
@@ -802,12 +807,16 @@ def directory_signed(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
         message = pb.GrantConsentRequest(consent=consent, subject_id=subject)
     elif method == REVOKE:
         revocation = ConsentRevocation(
-            consent_id=fz.sacrificial_consent, subject_id="S1", issued_at=to_timestamp(now)
+            consent_id=fz.sacrificial_consent,
+            subject_id="S1",
+            issued_at=to_timestamp(now),
+            nonce=os.urandom(16),
         )
         fields = overrides(
             consent_id=st.one_of(st.just(fz.subject_consent), TEXT),
             subject_id=st.one_of(st.sampled_from(["S2", "S404", ""]), TEXT),
             issued_at=TIMESTAMP,
+            nonce=st.binary(max_size=80),
         )
         apply(revocation, draw(fields), now)
         key = draw(st.sampled_from([fed.subject_keys["S1"], SigningKey.generate()]))
@@ -815,10 +824,13 @@ def directory_signed(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
             key = fed.subject_keys["S2"]  # the profile fuzzing's consent must stay active
         message = pb.RevokeConsentRequest(revocation=seal(revocation, key))
     elif method == LIST:
-        query = pb.ConsentListQuery(subject_id="S1", issued_at=to_timestamp(now))
+        query = pb.ConsentListQuery(
+            subject_id="S1", issued_at=to_timestamp(now), nonce=os.urandom(16)
+        )
         fields = overrides(
             subject_id=st.one_of(st.sampled_from(["S2", "S404", ""]), TEXT),
             issued_at=TIMESTAMP,
+            nonce=st.binary(max_size=80),
         )
         apply(query, draw(fields), now)
         key = draw(st.sampled_from([fed.subject_keys["S1"], SigningKey.generate()]))

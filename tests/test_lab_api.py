@@ -26,6 +26,9 @@ def test_a_notebook_session(tmp_path: Path) -> None:
             lab.profile(subject, "bank", consent, "loan-application")
         assert err.value.reason == Reason.CONSENT_REVOKED
         log = lab.access_log(subject)
-        assert [r.outcome for r in log.records] == ["assembled", "refused:CONSENT_REVOKED"]
+        assert [r.outcome for r in log.records] == [
+            "refused:CONSENT_REVOKED",
+            "assembled",
+        ]  # newest first
         pids = [p.pid for p in lab.federation.launcher.infos]
     assert pids and not any(Path(f"/proc/{pid}").exists() for pid in pids)

@@ -114,3 +114,14 @@ def test_profile_members_and_access_log_escape_control_characters() -> None:
     ):
         assert not UNSAFE.search(text), repr(text)
         assert "\\x1b" in text
+
+
+def test_the_access_log_shows_how_many_times_a_refusal_was_repeated() -> None:
+    counted = AccessView("", 0.0, "bank", "loan-application", "c-1", "refused:X[/b]", [], {}, 399)
+    served = AccessView(
+        "r-1", 0.0, "bank", "loan-application", "c-1", "assembled", ["financial"],
+        {"pboc": "TOO_LARGE"},
+    )  # fmt: skip
+    text = render(print_access_log, AccessLog([counted, served], []))
+    assert "times" in text and "399" in text and "refused:X[/b]" in text
+    assert "pboc TOO_LARGE" in text

@@ -10,10 +10,23 @@ from hypothesis import strategies as st
 from credex.clock import to_timestamp
 from credex.errors import InvalidArgument, Reason, Unauthenticated
 from credex.keys import SigningKey
-from credex.signing import MAX_BODY_BYTES, digest, domain_tag, open_signed, parse, seal, verify
-from credex.v1.common_pb2 import Category, Purpose, Signed
+from credex.signing import (
+    DEFAULT_MAX_SIGNED_BODY_BYTES,
+    MAX_BODY_BYTES,
+    MAX_SIGNED_BODY_BYTES,
+    digest,
+    domain_tag,
+    max_body_bytes,
+    open_signed,
+    parse,
+    seal,
+    verify,
+)
+from credex.v1 import audit_pb2, consent_pb2, directory_pb2, node_pb2
+from credex.v1.common_pb2 import Category, Purpose, Record, Signed
 from credex.v1.consent_pb2 import Consent, ConsentRevocation, SubjectAttestation
 from credex.v1.directory_pb2 import ConsentListQuery
+from credex.v1.node_pb2 import NodeAnswer
 
 KEY = SigningKey.from_seed(b"test-signing")
 OTHER = SigningKey.from_seed(b"test-signing-other")
@@ -208,3 +221,68 @@ def test_verified_cache_is_bounded() -> None:
         cache.add(bytes([i]))
     assert bytes([0]) not in cache and bytes([1]) not in cache
     assert all(bytes([i]) in cache for i in (2, 3, 4))
+
+
+def resigned(body: bytes, message_type: type = Consent, key: SigningKey = KEY) -> Signed:
+    return Signed(body=body, signature=key.sign(domain_tag(message_type) + body), key_id=key.key_id)
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [
+        b"\xa2\x06\x03pad",  # field 100, length-delimited
+        b"\xa0\x06\x01",  # field 100, varint
+        b"\xfd\x06\x00\x00\x00\x00",  # field 111, fixed32
+        b"\x52\x05\x08\x01\xa0\x06\x01",  # not_after (a Timestamp) holding field 100
+    ],
+    ids=["length-delimited", "varint", "fixed32", "nested"],
+)
+def test_a_signed_body_with_an_unknown_field_is_malformed(padding: bytes) -> None:
+    """The signature is genuine and the bytes decode: only the extra field is wrong."""
+    signed = resigned(SEALED.body + padding)
+    assert verify(signed, Consent, KEY.public)
+    with pytest.raises(InvalidArgument) as err:
+        open_signed(signed, Consent, KEY.public, what="consent")
+    assert err.value.reason == Reason.MALFORMED
+    assert "unknown field (field 1" in err.value.message
+
+
+def test_an_unknown_field_deep_inside_is_named_where_it_is() -> None:
+    record = Record(record_id="r-1").SerializeToString() + b"\xa2\x06\x01x"
+    body = NodeAnswer(request_id="q").SerializeToString() + b"\x2a" + bytes([len(record)])
+    with pytest.raises(InvalidArgument) as err:
+        parse(body + record, NodeAnswer, what="answer")
+    assert "field 100 in credex.v1.Record" in err.value.message
+
+
+def test_a_body_over_its_types_cap_is_refused_before_its_signature_is_checked() -> None:
+    cap = max_body_bytes(Consent)
+    assert cap == 4096
+    big = Signed(body=b"\x00" * (cap + 1), signature=b"s" * 64, key_id=KEY.key_id)
+    with pytest.raises(InvalidArgument) as err:
+        open_signed(big, Consent, KEY.public, what="consent")
+    assert err.value.message == (
+        f"consent is {cap + 1} bytes; a credex.v1.Consent may be at most 4096 bytes"
+    )
+    # the same bytes as a larger type pass the size check and fail only their signature
+    with pytest.raises(Unauthenticated):
+        open_signed(big, NodeAnswer, KEY.public, what="answer")
+
+
+def test_every_signed_type_has_a_cap_and_unlisted_types_get_the_default() -> None:
+    names = {
+        m.full_name
+        for module in (audit_pb2, consent_pb2, directory_pb2, node_pb2)
+        for m in module.DESCRIPTOR.message_types_by_name.values()
+    }
+    assert set(MAX_SIGNED_BODY_BYTES) - {"credex.v1.Signed"} <= names  # no stale row
+    assert max_body_bytes(ConsentListQuery) == 1024
+    assert max_body_bytes(Record) == DEFAULT_MAX_SIGNED_BODY_BYTES  # not a signed type
+    assert max(MAX_SIGNED_BODY_BYTES.values()) <= MAX_BODY_BYTES + 4096
+
+
+def test_lenient_parse_reads_back_what_was_stored_before_the_checks() -> None:
+    body = SEALED.body + b"\xa2\x06\x03pad"
+    with pytest.raises(InvalidArgument):
+        parse(body, Consent, what="consent")
+    assert parse(body, Consent, what="stored consent", strict=False).consent_id == "c-1"

@@ -150,6 +150,10 @@ class Signed(_message.Message):
     """A signed message: `body` is the exact serialized inner message; the signature covers a
     domain tag naming the inner message type plus `body`, so nothing is re-serialized before
     verification and no signature can be replayed as another message type.
+    Every reader refuses (MALFORMED) a body larger than its type's cap (see the table in
+    credex/signing.py: 1-16 KiB for requests, consents and subject messages, more for answers,
+    profiles and registry snapshots) and a body that carries a field its message type does not
+    define, at any depth: padding cannot ride along in a signed message.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -26,21 +26,21 @@ from credex.v1 import common_pb2 as credex_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63redex/v1/consent.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x03\n\x07\x43onsent\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x13\n\x0bsubject_key\x18\x03 \x01(\x0c\x12\x14\n\x0crequester_id\x18\x04 \x01(\t\x12#\n\x07purpose\x18\x05 \x01(\x0e\x32\x12.credex.v1.Purpose\x12\'\n\ncategories\x18\x06 \x03(\x0e\x32\x13.credex.v1.Category\x12-\n\tdata_from\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x64\x61ta_to\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nnot_before\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08max_uses\x18\x0b \x01(\r\x12-\n\tissued_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x02\x10\x03R\nsubject_id\"j\n\x11\x43onsentRevocation\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x0c\x43onsentPause\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb3\x01\n\x12SubjectAttestation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10local_subject_id\x18\x02 \x01(\t\x12\x13\n\x0bsubject_key\x18\x03 \x01(\x0c\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9d\x01\n\rConsentStatus\x12\x1e\n\x1a\x43ONSENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONSENT_STATUS_ACTIVE\x10\x01\x12\x19\n\x15\x43ONSENT_STATUS_PAUSED\x10\x02\x12\x1a\n\x16\x43ONSENT_STATUS_REVOKED\x10\x03\x12\x1a\n\x16\x43ONSENT_STATUS_EXPIRED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63redex/v1/consent.proto\x12\tcredex.v1\x1a\x16\x63redex/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x03\n\x07\x43onsent\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x13\n\x0bsubject_key\x18\x03 \x01(\x0c\x12\x14\n\x0crequester_id\x18\x04 \x01(\t\x12#\n\x07purpose\x18\x05 \x01(\x0e\x32\x12.credex.v1.Purpose\x12\'\n\ncategories\x18\x06 \x03(\x0e\x32\x13.credex.v1.Category\x12-\n\tdata_from\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x64\x61ta_to\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nnot_before\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08max_uses\x18\x0b \x01(\r\x12-\n\tissued_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x02\x10\x03R\nsubject_id\"y\n\x11\x43onsentRevocation\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"\x84\x01\n\x0c\x43onsentPause\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05nonce\x18\x05 \x01(\x0c\"\xb3\x01\n\x12SubjectAttestation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10local_subject_id\x18\x02 \x01(\t\x12\x13\n\x0bsubject_key\x18\x03 \x01(\x0c\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9d\x01\n\rConsentStatus\x12\x1e\n\x1a\x43ONSENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONSENT_STATUS_ACTIVE\x10\x01\x12\x19\n\x15\x43ONSENT_STATUS_PAUSED\x10\x02\x12\x1a\n\x16\x43ONSENT_STATUS_REVOKED\x10\x03\x12\x1a\n\x16\x43ONSENT_STATUS_EXPIRED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'credex.v1.consent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSENTSTATUS']._serialized_start=928
-  _globals['_CONSENTSTATUS']._serialized_end=1085
+  _globals['_CONSENTSTATUS']._serialized_start=959
+  _globals['_CONSENTSTATUS']._serialized_end=1116
   _globals['_CONSENT']._serialized_start=96
   _globals['_CONSENT']._serialized_end=516
   _globals['_CONSENTREVOCATION']._serialized_start=518
-  _globals['_CONSENTREVOCATION']._serialized_end=624
-  _globals['_CONSENTPAUSE']._serialized_start=626
-  _globals['_CONSENTPAUSE']._serialized_end=743
-  _globals['_SUBJECTATTESTATION']._serialized_start=746
-  _globals['_SUBJECTATTESTATION']._serialized_end=925
+  _globals['_CONSENTREVOCATION']._serialized_end=639
+  _globals['_CONSENTPAUSE']._serialized_start=642
+  _globals['_CONSENTPAUSE']._serialized_end=774
+  _globals['_SUBJECTATTESTATION']._serialized_start=777
+  _globals['_SUBJECTATTESTATION']._serialized_end=956
 # @@protoc_insertion_point(module_scope)

@@ -45,7 +45,12 @@ Global___ConsentStatus: _TypeAlias = ConsentStatus  # noqa: Y015
 @_typing.final
 class Consent(_message.Message):
     """A subject's permission for one requester to read some categories for one purpose.
-    Always travels inside a Signed whose signature is by `subject_key`.
+    Always travels inside a Signed whose signature is by `subject_key`: Signed.body is this
+    message's serialization, Signed.signature the Ed25519 signature over
+    "credex-signed-v1\\0credex.v1.Consent\\0" followed by those exact body bytes.
+    It carries no nonce: `consent_id` is unique for good (a granted id is never accepted again),
+    so a replayed grant is refused as CONSENT_EXISTS. Like every signed body it must not carry
+    fields this version does not know, and is at most 4 KiB.
     It names the subject only by key: every node it covers receives it, and nodes never see the
     directory's global subject id.
     """
@@ -109,15 +114,24 @@ Global___Consent: _TypeAlias = Consent  # noqa: Y015
 
 @_typing.final
 class ConsentRevocation(_message.Message):
-    """A subject's order to end a consent; signed by the subject."""
+    """A subject's order to end a consent; signed by the subject.
+    Signed bytes: Signed.body is this message's serialization; Signed.signature is the subject's
+    Ed25519 signature (its registered key) over "credex-signed-v1\\0credex.v1.ConsentRevocation\\0"
+    followed by those exact body bytes.
+    The directory accepts it within 300 s (+30 s skew) of `issued_at`, refuses a `nonce` it has
+    seen, and refuses a change signed earlier than (or at) the consent's last change.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CONSENT_ID_FIELD_NUMBER: _builtins.int
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.str
     subject_id: _builtins.str
+    nonce: _builtins.bytes
+    """16-64 random bytes, single use: the directory refuses a nonce it has seen from this subject."""
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -126,10 +140,11 @@ class ConsentRevocation(_message.Message):
         consent_id: _builtins.str = ...,
         subject_id: _builtins.str = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "issued_at", b"issued_at", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "issued_at", b"issued_at", "nonce", b"nonce", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -137,7 +152,14 @@ Global___ConsentRevocation: _TypeAlias = ConsentRevocation  # noqa: Y015
 
 @_typing.final
 class ConsentPause(_message.Message):
-    """A subject's order to pause a consent (refused everywhere until resumed) or resume it."""
+    """A subject's order to pause a consent (refused everywhere until resumed) or resume it.
+    Signed bytes: Signed.body is this message's serialization; Signed.signature is the subject's
+    Ed25519 signature (its registered key) over "credex-signed-v1\\0credex.v1.ConsentPause\\0"
+    followed by those exact body bytes.
+    The directory accepts it within 300 s (+30 s skew) of `issued_at`, refuses a `nonce` it has
+    seen, and refuses a change signed earlier than (or at) the consent's last change, so a
+    captured "resume" cannot undo a later "pause".
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -145,10 +167,13 @@ class ConsentPause(_message.Message):
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.str
     subject_id: _builtins.str
     paused: _builtins.bool
     """true pauses, false resumes."""
+    nonce: _builtins.bytes
+    """16-64 random bytes, single use: the directory refuses a nonce it has seen from this subject."""
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -158,10 +183,11 @@ class ConsentPause(_message.Message):
         subject_id: _builtins.str = ...,
         paused: _builtins.bool = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "issued_at", b"issued_at", "paused", b"paused", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "issued_at", b"issued_at", "nonce", b"nonce", "paused", b"paused", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -109,6 +109,11 @@ class _NodeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeStatus
     """The answer's signature did not verify against the node's registered key."""
     NODE_STATUS_INVALID_ANSWER: _NodeStatus.ValueType  # 7
     """The answer was signed but wrong: another request, or categories that were not asked."""
+    NODE_STATUS_TOO_LARGE: _NodeStatus.ValueType  # 8
+    """The answer was larger than the directory's cap on one node's share of a profile
+    (max_node_answer_bytes), or would have taken the profile past its total cap
+    (max_profile_bytes); it is not delivered, the other nodes' answers are.
+    """
 
 class NodeStatus(_NodeStatus, metaclass=_NodeStatusEnumTypeWrapper): ...
 
@@ -126,6 +131,11 @@ NODE_STATUS_INVALID_SIGNATURE: NodeStatus.ValueType  # 6
 """The answer's signature did not verify against the node's registered key."""
 NODE_STATUS_INVALID_ANSWER: NodeStatus.ValueType  # 7
 """The answer was signed but wrong: another request, or categories that were not asked."""
+NODE_STATUS_TOO_LARGE: NodeStatus.ValueType  # 8
+"""The answer was larger than the directory's cap on one node's share of a profile
+(max_node_answer_bytes), or would have taken the profile past its total cap
+(max_profile_bytes); it is not delivered, the other nodes' answers are.
+"""
 Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
 
 @_typing.final
@@ -769,13 +779,21 @@ Global___PauseConsentResponse: _TypeAlias = PauseConsentResponse  # noqa: Y015
 
 @_typing.final
 class ConsentListQuery(_message.Message):
-    """What a subject signs to list its own consents."""
+    """What a subject signs to list its own consents.
+    Signed bytes: Signed.body is this message's serialization; Signed.signature is the subject's
+    Ed25519 signature (its registered key) over "credex-signed-v1\\0credex.v1.ConsentListQuery\\0" followed
+    by those exact body bytes. The directory accepts it within 300 s (+30 s skew) of `issued_at`
+    and refuses a `nonce` it has seen from this subject (kept until that window ends).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
+    nonce: _builtins.bytes
+    """16-64 random bytes, single use: the directory refuses a nonce it has seen from this subject."""
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -783,10 +801,11 @@ class ConsentListQuery(_message.Message):
         *,
         subject_id: _builtins.str = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "nonce", b"nonce", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -864,13 +883,29 @@ Global___ListConsentsResponse: _TypeAlias = ListConsentsResponse  # noqa: Y015
 
 @_typing.final
 class AccessLogQuery(_message.Message):
-    """What a subject signs to read its access log."""
+    """What a subject signs to read one page of its access log, newest first.
+    Signed bytes: Signed.body is this message's serialization; Signed.signature is the subject's
+    Ed25519 signature (its registered key) over "credex-signed-v1\\0credex.v1.AccessLogQuery\\0" followed
+    by those exact body bytes. The directory accepts it within 300 s (+30 s skew) of `issued_at`
+    and refuses a `nonce` it has seen from this subject (kept until that window ends).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
+    nonce: _builtins.bytes
+    """16-64 random bytes, single use: the directory refuses a nonce it has seen from this subject."""
+    page_size: _builtins.int
+    """Records per page; 0 means the directory's default (50), more than its maximum (200) is
+    served as the maximum. A page may hold fewer when its records are large (1 MiB a page).
+    """
+    page_token: _builtins.str
+    """Empty for the newest page; else the `next_page_token` of the page before."""
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -878,10 +913,13 @@ class AccessLogQuery(_message.Message):
         *,
         subject_id: _builtins.str = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "nonce", b"nonce", "page_size", b"page_size", "page_token", b"page_token", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -920,7 +958,9 @@ class NodeAccess(_message.Message):
     CATEGORIES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     status: _builtins.str
-    """OK, NOT_FOUND, DENIED, TIMEOUT, UNAVAILABLE, INVALID_SIGNATURE or INVALID_ANSWER."""
+    """OK, NOT_FOUND, DENIED, TIMEOUT, UNAVAILABLE, INVALID_SIGNATURE, INVALID_ANSWER or
+    TOO_LARGE.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -952,12 +992,20 @@ class AccessRecord(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     requester_id: _builtins.str
     purpose: _builtins.str
     consent_id: _builtins.str
     outcome: _builtins.str
-    """"assembled", or "refused:REASON"."""
+    """"assembled"; "nothing-disclosed" (authorised, but no node's answer could be delivered: no
+    consent use was spent); or "refused:REASON".
+    """
+    count: _builtins.int
+    """How many requests this record stands for: repeated refusals of one requester about this
+    subject with the same outcome are written as one record per minute with their count (the
+    first of them also as a record of its own). 1 for a single request.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -975,10 +1023,11 @@ class AccessRecord(_message.Message):
         outcome: _builtins.str = ...,
         categories: _abc.Iterable[_builtins.str] | None = ...,
         nodes: _abc.Iterable[Global___NodeAccess] | None = ...,
+        count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "categories", b"categories", "consent_id", b"consent_id", "nodes", b"nodes", "outcome", b"outcome", "purpose", b"purpose", "request_id", b"request_id", "requester_id", b"requester_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "categories", b"categories", "consent_id", b"consent_id", "count", b"count", "nodes", b"nodes", "outcome", b"outcome", "purpose", b"purpose", "request_id", b"request_id", "requester_id", b"requester_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -986,8 +1035,11 @@ Global___AccessRecord: _TypeAlias = AccessRecord  # noqa: Y015
 
 @_typing.final
 class Dispute(_message.Message):
-    """A subject contesting one record a node disclosed; signed by the subject (a Signed whose body
-    is this message's exact bytes, signed under its own domain tag: see common.proto Signed).
+    """A subject contesting one record a node disclosed; signed by the subject.
+    Signed bytes: Signed.body is this message's serialization; Signed.signature is the subject's
+    Ed25519 signature (its registered key) over "credex-signed-v1\\0credex.v1.Dispute\\0" followed
+    by those exact body bytes. The directory accepts it within 300 s (+30 s skew) of `issued_at`
+    and refuses a `nonce` it has seen from this subject (kept until that window ends).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -998,12 +1050,15 @@ class Dispute(_message.Message):
     RECORD_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
     CATEGORY_FIELD_NUMBER: _builtins.int
     dispute_id: _builtins.str
     subject_id: _builtins.str
     node_id: _builtins.str
     record_id: _builtins.str
     reason: _builtins.str
+    nonce: _builtins.bytes
+    """16-64 random bytes, single use: the directory refuses a nonce it has seen from this subject."""
     category: _common_pb2.Category.ValueType
     """The category the record was disclosed under (required): a record is identified by
     (category, record_id) at its node, since two of a node's tables may number their rows
@@ -1020,11 +1075,12 @@ class Dispute(_message.Message):
         record_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
         category: _common_pb2.Category.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "dispute_id", b"dispute_id", "issued_at", b"issued_at", "node_id", b"node_id", "reason", b"reason", "record_id", b"record_id", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "dispute_id", b"dispute_id", "issued_at", b"issued_at", "node_id", b"node_id", "nonce", b"nonce", "reason", b"reason", "record_id", b"record_id", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1121,13 +1177,21 @@ Global___FileDisputeResponse: _TypeAlias = FileDisputeResponse  # noqa: Y015
 
 @_typing.final
 class DisputeListQuery(_message.Message):
-    """What a subject signs to list its disputes."""
+    """What a subject signs to list its disputes.
+    Signed bytes: Signed.body is this message's serialization; Signed.signature is the subject's
+    Ed25519 signature (its registered key) over "credex-signed-v1\\0credex.v1.DisputeListQuery\\0" followed
+    by those exact body bytes. The directory accepts it within 300 s (+30 s skew) of `issued_at`
+    and refuses a `nonce` it has seen from this subject (kept until that window ends).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
+    nonce: _builtins.bytes
+    """16-64 random bytes, single use: the directory refuses a nonce it has seen from this subject."""
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1135,10 +1199,11 @@ class DisputeListQuery(_message.Message):
         *,
         subject_id: _builtins.str = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "nonce", b"nonce", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1264,21 +1329,30 @@ class GetAccessLogResponse(_message.Message):
 
     RECORDS_FIELD_NUMBER: _builtins.int
     CONSENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Ask with this token for the next (older) page; empty when this page is the last."""
     @_builtins.property
-    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessRecord]: ...
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessRecord]:
+        """One page, newest first."""
+
     @_builtins.property
     def consents(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentState]:
-        """The subject's consents now, with their status and uses."""
+        """The subject's consents now, with their status and uses: on the first page only (no
+        page_token), the most recently granted, at most 100 and half a page's 1 MiB
+        (ListConsents has them all).
+        """
 
     def __init__(
         self,
         *,
         records: _abc.Iterable[Global___AccessRecord] | None = ...,
         consents: _abc.Iterable[Global___ConsentState] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consents", b"consents", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consents", b"consents", "next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1300,7 +1374,11 @@ class ProfileRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Chosen by the requester, unique; links the directory's and the nodes' records of this request."""
+    """Chosen by the requester, unique; links the directory's and the nodes' records of this request.
+    The directory claims it in the same transaction that records the nonce and counts the
+    consent's use: a second request with the same id, whether the first is served or still in
+    flight, is refused (REPLAY).
+    """
     nonce: _builtins.bytes
     requester_id: _builtins.str
     subject_id: _builtins.str

@@ -1,0 +1,169 @@
+"""Refusals into the audit log without letting a caller's rate become disk writes.
+
+A server hands every refusal it audits to a `RefusalRecorder`. Refusals are grouped by kind:
+(actor, action, outcome, subject_ref, node_id). Within one window (`window_s`, 60 s by default)
+of a kind:
+
+- the first refusal is appended to the audit log at once, as it is (count 1), so it is as
+  durable as any other entry (on disk before the refused caller hears back);
+- the others are only counted in memory, and are written as one entry carrying their count
+  when the window closes: by `run()` (a background task), early when more than `max_keys`
+  kinds are held, and at shutdown by `close()`.
+
+So a flood of one kind costs at most two audit entries a window, whatever its rate.
+
+Guarantee: what a crash (or SIGKILL) can lose is at most the counts of the windows still open,
+never a first refusal. The count entry keeps the fields its refusals shared and blanks those
+that varied (a flood may vary the request id or consent id it claims); its detail says how many
+refusals it stands for and over which span of time.
+
+The audit log hashes `count` into its chain (when not 1), so counts are as tamper-evident as
+every other field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from credex.audit import AuditEntry, AuditLog
+from credex.clock import Clock
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_S = 60.0
+DEFAULT_MAX_KEYS = 10_000
+# Fields a count entry keeps only when every refusal it counts agrees on them.
+_VARYING = ("request_id", "purpose", "consent_id", "categories", "detail", "link")
+
+Key = tuple[str, str, str, str, str]
+
+
+def refusal_key(entry: AuditEntry) -> Key:
+    """The kind a refusal is counted under."""
+    return (entry.actor, entry.action, entry.outcome, entry.subject_ref, entry.node_id)
+
+
+@dataclass
+class _Window:
+    opened: float  # when the first refusal of this window was seen (and written)
+    template: AuditEntry | None = None  # the first counted refusal, blanked where others vary
+    count: int = 0  # refusals counted since the first
+    first: float = 0.0
+    last: float = 0.0
+
+
+class RefusalRecorder:
+    """Aggregates repeated refusals into audit entries with a count; see the module doc."""
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        clock: Clock,
+        *,
+        window_s: float = DEFAULT_WINDOW_S,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        durable: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`durable`: makes written entries durable (the server's group commit flush); `run`
+        and `close` await it after writing counts."""
+        if window_s <= 0 or max_keys < 1:
+            raise ValueError("window_s must be positive and max_keys at least 1")
+        self._audit = audit
+        self._clock = clock
+        self._durable = durable
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._windows: dict[Key, _Window] = {}
+
+    @property
+    def pending(self) -> int:
+        """Refusals counted in memory and not yet written."""
+        return sum(w.count for w in self._windows.values())
+
+    def record(self, entry: AuditEntry) -> bool:
+        """Audit one refusal; True when it was written now (the first of its window)."""
+        entry = dataclasses.replace(entry, categories=tuple(entry.categories))
+        now = self._clock()
+        key = refusal_key(entry)
+        window = self._windows.get(key)
+        if window is not None and now - window.opened >= self.window_s:
+            self._write(key, window)
+            window = None
+        if window is None:
+            if len(self._windows) >= self.max_keys:
+                self.flush(everything=True)  # memory stays bounded; costs one write a kind
+            self._windows[key] = _Window(opened=now)
+            self._audit.append(dataclasses.replace(entry, count=1))
+            return True
+        if window.template is None:
+            window.template, window.first = entry, now
+        else:
+            window.template = _merge(window.template, entry)
+        window.count += 1
+        window.last = now
+        return False
+
+    def flush(self, *, everything: bool = False) -> int:
+        """Write the counts of every window that has closed (`everything`: of every window)
+        and forget those windows; returns how many entries were written."""
+        now = self._clock()
+        written = 0
+        for key, window in list(self._windows.items()):
+            if everything or now - window.opened >= self.window_s:
+                written += self._write(key, window)
+        return written
+
+    async def run(self, interval_s: float | None = None) -> None:
+        """Write closed windows every `interval_s` (a quarter window by default) until
+        cancelled; a failed write is logged and tried again next time."""
+        interval = interval_s if interval_s is not None else min(self.window_s / 4, 15.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self.flush() and self._durable is not None:
+                    await self._durable()
+            except Exception:
+                log.exception("writing counted refusals failed; retrying in %ss", interval)
+
+    async def close(self) -> None:
+        """Write every count still held (at shutdown) and make it durable."""
+        if self.flush(everything=True) and self._durable is not None:
+            await self._durable()
+
+    def _write(self, key: Key, window: _Window) -> int:
+        del self._windows[key]
+        if window.count == 0 or window.template is None:
+            return 0
+        span = f"{_moment(window.first)} to {_moment(window.last)}"
+        detail = window.template.detail
+        summary = f"{window.count} more refusals like this, {span}"
+        self._audit.append(
+            dataclasses.replace(
+                window.template,
+                count=window.count,
+                detail=f"{summary}: {detail}" if detail else summary,
+            )
+        )
+        return 1
+
+
+def _merge(template: AuditEntry, entry: AuditEntry) -> AuditEntry:
+    """`template` with every field that `entry` does not share blanked."""
+    changes: dict[str, Any] = {}
+    for name in _VARYING:
+        ours, theirs = getattr(template, name), getattr(entry, name)
+        if name == "categories":
+            ours, theirs = tuple(ours), tuple(theirs)
+        if ours != theirs and ours:
+            changes[name] = () if name == "categories" else ""
+    return dataclasses.replace(template, **changes) if changes else template
+
+
+def _moment(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
