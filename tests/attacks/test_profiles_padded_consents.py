@@ -14,10 +14,11 @@ import grpc
 import pytest
 
 from credex.clock import to_timestamp
+from credex.config import DEFAULT_MAX_MESSAGE_BYTES
 from credex.consents import create_consent
 from credex.keys import SigningKey
 from credex.signing import seal
-from credex.transport import MAX_REQUEST_BYTES, open_channel
+from credex.transport import open_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.consent_pb2 import Consent, SubjectAttestation
@@ -40,7 +41,7 @@ LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 FIN = Category.CATEGORY_FINANCIAL
 DAY = 86_400.0
 # About 1 MB of padding, as in the report, as far as the transport lets a request through.
-PADDING = min(900_000, MAX_REQUEST_BYTES // 2)
+PADDING = DEFAULT_MAX_MESSAGE_BYTES // 2
 
 
 def consent_body(key: SigningKey, requester_id: str = "bank") -> bytes:
