@@ -40,14 +40,17 @@ USED_UP = f"refused:{Reason.CONSENT_USED_UP}"
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[federation.RunningFederation]:
-    """A federation of its own whose requesters are not rate-limited (to flood quickly) and
-    whose refusal window outlasts the test (so only the first refusal reaches the disk while the
-    directory runs)."""
+    """A federation of its own whose requesters are not rate-limited nor turned away after
+    repeated refusals (to flood quickly: the per-caller refusal budget is proven in
+    test_availability_refusals) and whose refusal window outlasts the test (so only the first
+    refusal reaches the disk while the directory runs)."""
     root = Path(tmp_path_factory.mktemp("flooded")) / "fed"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CREDEX_DIRECTORY_DIRECTORY_REQUESTER_RATE_PER_S", "100000")
         env.setenv("CREDEX_DIRECTORY_DIRECTORY_REQUESTER_BURST", "100000")
         env.setenv("CREDEX_DIRECTORY_SERVER_REFUSAL_WINDOW_S", "3600")
+        env.setenv("CREDEX_DIRECTORY_SERVER_REFUSALS_PER_S", "100000")
+        env.setenv("CREDEX_DIRECTORY_SERVER_REFUSAL_BURST", "100000")
         running = federation.start(root, subjects=20, seed=SEED, nodes=1, tied=True)
         try:
             yield running
