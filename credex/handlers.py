@@ -37,8 +37,9 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
     """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
     anything else → INTERNAL without leaking internals. A servicer with `commits` (a
     GroupCommit) has its writes on disk before the answer leaves; one with `metrics` counts
-    the answer by method, status code and refusal reason. Every call gets a request id (the
-    caller's x-request-id if it sent one) and one access log line."""
+    the answer by method, status code and refusal reason. One with `check_peer` has it judge
+    the caller's certificate first (revoked ones are refused). Every call gets a request id
+    (the caller's x-request-id if it sent one) and one access log line."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
@@ -47,6 +48,9 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
         token = REQUEST_ID.set(incoming_request_id(context))
         try:
             try:
+                check_peer = getattr(self, "check_peer", None)
+                if check_peer is not None:  # a revoked certificate is refused on every call
+                    check_peer(context)
                 if isinstance(request, MalformedRequest):
                     err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {request.error}")
                     record = getattr(self, "record_malformed", None)

@@ -89,6 +89,25 @@ def enroll(
             typer.echo(token)
 
 
+@app.command("reset-key")
+def reset_key(
+    home: Home,
+    member_id: Annotated[str, typer.Argument(help="The member whose keys are lost or stolen.")],
+    ttl_hours: Annotated[float, typer.Option(min=0.001, help="How long the token works.")] = 24.0,
+    json_out: Json = False,
+) -> None:
+    """Reset a member's keys: its signing key stops verifying and its certificates are refused
+    at once; the one-time token printed lets it enroll again under the same id with new keys
+    (`credex init --reset` or `credex-node init --reset`)."""
+    with cli_errors():
+        settings = load_settings(home)
+        token = admin.reset_member_key(settings, member_id, ttl_s=ttl_hours * 3600)
+        if json_out:
+            print_json({"member_id": member_id, "token": token})
+        else:
+            typer.echo(token)
+
+
 @app.command("set-endpoint")
 def set_endpoint(
     home: Home,
@@ -209,6 +228,7 @@ def serve(
             checked = address({"public_listen": public_listen}, "public_listen", "", "option")
             settings = dataclasses.replace(settings, public_listen=checked)
         setup_logging(settings.server.log_format, settings.server.log_level)
+        admin.ensure_directory_certificate(settings)  # a home from before URI identities
         asyncio.run(serve_directory(settings, ready_file))
 
 

@@ -21,12 +21,15 @@ from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
-from credex.transport import ChannelPool, add_service, bind, create_server
+from credex.transport import add_service, bind, create_server
 from credex.v1 import directory_pb2
+from directory.certificates import CertificateLog
 from directory.config import DirectorySettings
 from directory.consent_store import ConsentStore
+from directory.dialing import GuardedChannels
 from directory.disputes import DisputeDesk
 from directory.enrollment import EnrollmentService, TokenStore
+from directory.identity import IdentityDesk
 from directory.locator import Locator
 from directory.publication import Publisher
 from directory.quotas import PurposeQuota
@@ -100,12 +103,24 @@ def build_services(
     metrics = Metrics("directory", settings.directory_id)
     registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
     audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
-    channels = ChannelPool(tls)
+    channels = GuardedChannels(tls, settings.endpoints)
     ca = CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
+    certificates = CertificateLog(db)
+    identity = IdentityDesk(
+        ca=ca,
+        registry=registry,
+        certificates=certificates,
+        audit=audit,
+        db=db,
+        clock=clock,
+        cert_lifetime_s=settings.cert_lifetime_s,
+        key_overlap_s=settings.key_overlap_s,
+    )
     publisher = Publisher(
         key=key,
         directory_id=settings.directory_id,
         registry=registry,
+        certificates=certificates,
         consents=consents,
         channels=channels,
         clock=clock,
@@ -146,7 +161,8 @@ def build_services(
             db=db,
             limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
             publisher=publisher,
-            ca=ca,
+            identity=identity,
+            endpoints=settings.endpoints,
             directory_id=settings.directory_id,
             policy=load_policy(settings.policy_path),
             disputes=disputes,
@@ -166,7 +182,8 @@ def build_services(
             metrics=metrics,
             tokens=TokenStore(db),
             registry=registry,
-            ca=ca,
+            identity=identity,
+            ca_cert=ca.cert,
             directory_key=key,
             directory_id=settings.directory_id,
             db=db,
@@ -202,13 +219,15 @@ async def start_directory(
     await health.check()
     members_server = create_server()
     add_service(members_server, services.members, SERVICES["DirectoryService"])
+    # renewal over a member's own connection too (the public port serves it without one)
+    add_service(members_server, services.enrollment, SERVICES["EnrollmentService"])
     port = bind(members_server, listen, services.tls, require_client_auth=True)
     public_server = create_server()
     add_service(public_server, services.subjects, SERVICES["SubjectService"])
     add_service(public_server, services.enrollment, SERVICES["EnrollmentService"])
     public_port = bind(public_server, public_listen, services.tls, require_client_auth=False)
     for server, names in (
-        (members_server, ["DirectoryService"]),
+        (members_server, ["DirectoryService", "EnrollmentService"]),
         (public_server, ["SubjectService", "EnrollmentService"]),
     ):
         health.add_to(server)

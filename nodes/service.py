@@ -24,7 +24,7 @@ from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.ratelimit import RateLimiter
 from credex.signing import digest, open_signed, parse, seal
-from credex.transport import peer_or_unknown, require_peer
+from credex.transport import peer_or_unknown, require_directory
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
 from nodes.adapters import AdapterError, RecordSource
@@ -54,6 +54,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
         self.metrics = metrics  # see rpc_handler: every answer counted
+        self.check_peer = sync.check_peer  # see rpc_handler: revoked certificates refused
         self._config = config
         self._key = key
         self._verifier = verifier
@@ -80,7 +81,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def Describe(
         self, request: node_pb2.DescribeRequest, context: Context
     ) -> node_pb2.DescribeResponse:
-        require_peer(context, self._config.directory_id)
+        require_directory(context, self._config.directory_id)
         return node_pb2.DescribeResponse(
             node_id=self._config.node_id,
             name=self._config.name,
@@ -94,7 +95,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def NotifyRevocations(
         self, request: node_pb2.NotifyRevocationsRequest, context: Context
     ) -> node_pb2.NotifyRevocationsResponse:
-        require_peer(context, self._config.directory_id)
+        require_directory(context, self._config.directory_id)
         return node_pb2.NotifyRevocationsResponse(synced_seq=self.sync.apply_feed(request.feed))
 
     @rpc_handler
@@ -102,7 +103,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self, request: node_pb2.ReceiveDisputeRequest, context: Context
     ) -> node_pb2.ReceiveDisputeResponse:
         """A subject's dispute about one of our records, handed over by the directory."""
-        require_peer(context, self._config.directory_id)
+        require_directory(context, self._config.directory_id)
         notice = open_signed(
             request.notice, node_pb2.DisputeNotice, self._directory_key, what="dispute notice"
         )
@@ -130,7 +131,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         refused: CredexError | None = None
         with transaction(self.audit.db):
             try:
-                require_peer(context, self._config.directory_id)
+                require_directory(context, self._config.directory_id)
                 wait = self._limiter.take(self._config.directory_id)
                 if wait:
                     raise ResourceExhausted(

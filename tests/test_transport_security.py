@@ -100,7 +100,7 @@ def test_expired_certificate_is_refused(federation: Federation) -> None:
         federation_ca(federation),
         "bank",
         federation,
-        days=1,
+        lifetime_s=86400.0,
         not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
     )
     assert call_directory(federation, expired) == grpc.StatusCode.UNAVAILABLE
@@ -287,7 +287,7 @@ def test_expired_certificate_is_refused_by_a_node_too(federation: Federation) ->
         federation_ca(federation),
         "directory",
         federation,
-        days=1,
+        lifetime_s=86400.0,
         not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
     )
     assert call_node(federation, expired)[0] == grpc.StatusCode.UNAVAILABLE
@@ -312,9 +312,9 @@ def test_a_suspended_member_gets_nothing_past_the_handshake(
         return grpc.StatusCode.OK
 
     directory_admin.set_member_status(settings, "benched", "suspended")
-    try:
-        assert call_directory(federation, tls) == grpc.StatusCode.PERMISSION_DENIED
-        assert federation.loop.run(registry()) == grpc.StatusCode.PERMISSION_DENIED
+    try:  # its certificate is revoked while it is suspended: refused before anything else
+        assert call_directory(federation, tls) == grpc.StatusCode.UNAUTHENTICATED
+        assert federation.loop.run(registry()) == grpc.StatusCode.UNAUTHENTICATED
     finally:
         directory_admin.set_member_status(settings, "benched", "removed")
-    assert call_directory(federation, tls) == grpc.StatusCode.PERMISSION_DENIED
+    assert call_directory(federation, tls) == grpc.StatusCode.UNAUTHENTICATED

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from cryptography import x509
 
 from credex import pki
