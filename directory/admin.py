@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -92,6 +93,24 @@ def ensure_directory_certificate(settings: DirectorySettings) -> bool:
     write_private(settings.tls_key_path, pki.key_pem(tls_key))
     write_public(settings.tls_cert_path, pki.cert_pem(cert))
     return True
+
+
+def reserved_name_holders(settings: DirectorySettings) -> list[str]:
+    """Members that older versions enrolled under a spelling of the directory's TLS name (as
+    their id, or a node's host name). Their older certificates could pose as the directory
+    until they expire; if there are any, the federation needs a new CA."""
+    db = open_database(settings.db_path)
+    try:
+        found = {m.member_id for m in Registry(db).all() if is_directory_name(m.member_id)}
+        for (grant_json,) in db.conn.execute(
+            "SELECT grant_json FROM enrollment_tokens WHERE used_at IS NOT NULL"
+        ):
+            grant = json.loads(grant_json)
+            if any(is_directory_name(str(h)) for h in grant.get("hosts", [])):
+                found.add(str(grant.get("member_id")))
+        return sorted(found)
+    finally:
+        db.conn.close()
 
 
 MAX_NAME_CHARS = 200

@@ -36,6 +36,14 @@ def init(home: Home, json_out: Json = False) -> None:
     with cli_errors():
         settings = admin.init_home(home)
         key = load_public(settings.public_key_path)
+        holders = admin.reserved_name_holders(settings)
+        if holders:
+            typer.echo(
+                f"warning: {', '.join(holders)} were enrolled under a spelling of the "
+                "directory's name; their older certificates could pose as the directory until "
+                "they expire: make a new CA (docs/operators.md, section 6)",
+                err=True,
+            )
         if json_out:
             print_json({"home": str(home), "key_id": key.key_id, "public_key": key.raw.hex()})
         else:

@@ -30,9 +30,11 @@ from credex.protocol.identity import certificate_identity, serial_hex
 from credex.sdk.renewal import renew_at
 from credex.tls import TlsIdentity
 from credex.v1.common_pb2 import Category
+from credex.v1.directory_pb2 import MemberRole
 from directory import admin as directory_admin
 from directory.certificates import MAX_LIVE_CERTIFICATES, CertificateLog
 from directory.config import load_settings
+from directory.registry import MemberInfo, Registry
 from nodes import admin as node_admin
 from nodes.config import load_node_config
 from nodes.server import certificate_renewal, keep_certificate_fresh, signing_key_source, tls_source
@@ -261,6 +263,23 @@ def test_the_directory_replaces_its_own_older_certificate(tmp_path: Path) -> Non
         db.conn.close()
     assert revoked == {serial_hex(old): "replaced"}
     assert not directory_admin.ensure_directory_certificate(settings)  # current: kept
+    # a member an older version enrolled under the directory's name is pointed out
+    assert directory_admin.reserved_name_holders(settings) == []
+    db = open_database(settings.db_path)
+    try:
+        Registry(db).put(
+            MemberInfo(
+                member_id="credex-directory",
+                role=MemberRole.MEMBER_ROLE_REQUESTER,
+                name="enrolled by an older version",
+                jurisdiction="CN",
+                categories=(),
+                key=SigningKey.generate().public,
+            )
+        )
+    finally:
+        db.conn.close()
+    assert directory_admin.reserved_name_holders(settings) == ["credex-directory"]
 
 
 def test_member_port_refuses_a_revoked_certificate_but_not_health(
