@@ -33,8 +33,8 @@ class Reason(StrEnum):
     MEMBER_SUSPENDED = "MEMBER_SUSPENDED"
     REGISTRY_STALE = "REGISTRY_STALE"
     ENROLLMENT_REFUSED = "ENROLLMENT_REFUSED"
-    # The caller's certificate is listed as revoked (suspended or removed member, rotated
-    # away, reset by the operator).
+    # The caller's certificate is listed as revoked (rotated away, reset by the operator, a
+    # replaced directory certificate); a suspended or removed member's is MEMBER_SUSPENDED.
     CERTIFICATE_REVOKED = "CERTIFICATE_REVOKED"
     # An endpoint that is not host:port with a DNS name or an IP address the directory may dial.
     ENDPOINT_REFUSED = "ENDPOINT_REFUSED"

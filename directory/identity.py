@@ -29,6 +29,7 @@ from credex.errors import (
 from credex.keys import VerifyKey
 from credex.pki import CertificateAuthority, PkiError, cert_pem
 from credex.protocol.identity import serial_hex
+from credex.protocol.revocation import refuse_revoked
 from credex.signing import open_signed, parse, verify
 from credex.transport import peer_identity, require_peer
 from credex.v1 import directory_pb2 as pb
@@ -89,12 +90,7 @@ class IdentityDesk:
         every call on the member port)."""
         peer = peer_identity(context)
         now = self._clock()
-        revocation = self.certificates.revocation(peer.serial, now)
-        if revocation is not None and now >= revocation[0]:
-            raise Unauthenticated(
-                Reason.CERTIFICATE_REVOKED,
-                f"certificate {peer.serial} of {peer.member_id!r} is revoked ({revocation[1]})",
-            )
+        refuse_revoked(peer, self.certificates.revocation(peer.serial, now), now)
 
     def stored(self, signed: Any, message_type: type[Any], response_type: type[Any]) -> Any:
         """The answer already given to exactly this signed request, or None."""

@@ -19,11 +19,11 @@ from credex.errors import (
     CredexError,
     PermissionDenied,
     Reason,
-    Unauthenticated,
     Unavailable,
     from_rpc_error,
 )
 from credex.keys import VerifyKey
+from credex.protocol.revocation import refuse_revoked
 from credex.signing import open_signed, parse
 from credex.tls import TlsIdentity
 from credex.transport import open_directory_channel, peer_identity
@@ -116,12 +116,7 @@ class DirectorySync:
         """Refuse a caller whose certificate the directory's snapshot lists as revoked (called
         by `rpc_handler` before every call)."""
         peer = peer_identity(context)
-        revocation = self._revoked.get(peer.serial)
-        if revocation is not None and self._clock() >= revocation[0]:
-            raise Unauthenticated(
-                Reason.CERTIFICATE_REVOKED,
-                f"certificate {peer.serial} of {peer.member_id!r} is revoked ({revocation[1]})",
-            )
+        refuse_revoked(peer, self._revoked.get(peer.serial), self._clock())
 
     # --- learning from the directory ------------------------------------------------------
 

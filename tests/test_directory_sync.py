@@ -17,14 +17,7 @@ import nodes.server
 from credex.config import ConfigError
 from credex.consents import create_consent
 from credex.db import open_database
-from credex.errors import (
-    REASON_KEY,
-    FailedPrecondition,
-    PermissionDenied,
-    Reason,
-    Unauthenticated,
-    Unavailable,
-)
+from credex.errors import REASON_KEY, FailedPrecondition, PermissionDenied, Reason, Unavailable
 from credex.signing import seal
 from credex.tls import TlsIdentity
 from credex.transport import open_channel
@@ -332,11 +325,11 @@ def test_suspended_requester_is_refused_at_once_and_by_nodes_soon(
     assert ask(federation, pboc, consent, requester_id="school") == "OK"
     directory_admin.set_member_status(settings, "school", "suspended")
     try:
-        with pytest.raises(Unauthenticated) as err:  # its certificate, while suspended
+        with pytest.raises(PermissionDenied) as err:
             federation.loop.run(
                 school.get_profile(subject_id="S9", consent_id=consent_id, purpose=LOAN)
             )
-        assert err.value.reason == Reason.CERTIFICATE_REVOKED
+        assert err.value.reason == Reason.MEMBER_SUSPENDED
         within(
             BOUND_S,
             lambda: ask(federation, pboc, consent, requester_id="school"),
@@ -385,9 +378,9 @@ def test_suspended_node_is_no_longer_queried_or_heard(federation: Federation) ->
     directory_admin.set_member_status(settings, "education", "suspended")
     try:
         assert sources() == {"volunteers"}  # at once: the directory stops asking it
-        with pytest.raises(Unauthenticated) as err:  # its certificate, while suspended
+        with pytest.raises(PermissionDenied) as err:
             announce_as(federation, "education")
-        assert err.value.reason == Reason.CERTIFICATE_REVOKED
+        assert err.value.reason == Reason.MEMBER_SUSPENDED
     finally:
         directory_admin.set_member_status(settings, "education", "active")
     assert sources() == {"education", "volunteers"}

@@ -312,9 +312,9 @@ def test_a_suspended_member_gets_nothing_past_the_handshake(
         return grpc.StatusCode.OK
 
     directory_admin.set_member_status(settings, "benched", "suspended")
-    try:  # its certificate is revoked while it is suspended: refused before anything else
-        assert call_directory(federation, tls) == grpc.StatusCode.UNAUTHENTICATED
-        assert federation.loop.run(registry()) == grpc.StatusCode.UNAUTHENTICATED
+    try:  # its certificate is refused while it is suspended, before anything else
+        assert call_directory(federation, tls) == grpc.StatusCode.PERMISSION_DENIED
+        assert federation.loop.run(registry()) == grpc.StatusCode.PERMISSION_DENIED
     finally:
         directory_admin.set_member_status(settings, "benched", "removed")
-    assert call_directory(federation, tls) == grpc.StatusCode.UNAUTHENTICATED
+    assert call_directory(federation, tls) == grpc.StatusCode.PERMISSION_DENIED

@@ -41,7 +41,8 @@ from tests.attacks.identity_tools import (
 )
 
 DAY_S = 86_400.0
-REVOKED = ("CERTIFICATE_REVOKED", grpc.StatusCode.UNAUTHENTICATED)
+# A suspended or removed member's certificate is refused as such.
+SUSPENDED = ("MEMBER_SUSPENDED", grpc.StatusCode.PERMISSION_DENIED)
 
 
 def serial_of(tls: TlsIdentity) -> str:
@@ -76,13 +77,13 @@ def test_a_suspended_or_removed_member_is_refused_on_every_call(
         assert list_members(target, tls) == OK
         directory_admin.set_member_status(target.settings, member_id, status)
         # the directory refuses the certificate itself, from its own records, at once
-        assert list_members(target, tls) == REVOKED
+        assert list_members(target, tls) == SUSPENDED
         # the signed registry lists its serial for the nodes ...
         assert serial_of(tls) in revoked_serials(target)
         # ... and a node refuses it too once it has synced (nodes serve only the directory,
         # but a revoked certificate is refused before anything else is looked at)
         node_id = target.node_ids[0]
-        poll(lambda: describe_node(target, node_id, tls) == REVOKED, f"{node_id} refuses it")
+        poll(lambda: describe_node(target, node_id, tls) == SUSPENDED, f"{node_id} refuses it")
 
 
 def test_a_rotated_away_certificate_is_revoked(target: Target, tmp_path: Path) -> None:
