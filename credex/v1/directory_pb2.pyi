@@ -294,7 +294,9 @@ class RevokedCertificate(_message.Message):
     """Why, for people: "suspended", "removed", "rotated", "reset" or "replaced"."""
     @_builtins.property
     def revoked_at(self) -> _timestamp_pb2.Timestamp:
-        """Refused from this moment on."""
+        """Refused from this moment on: the epoch (0) for a suspended or removed member's
+        certificate, the end of the key overlap for a rotated-away one.
+        """
 
     @_builtins.property
     def not_after(self) -> _timestamp_pb2.Timestamp:
