@@ -110,6 +110,7 @@ def _requester(home: Path) -> RequesterClient:
         member.signing_key(),
         tls=member.tls(),
         directory_key=member.directory_key(),
+        renewal=member.renewal(),  # a certificate near its end is renewed first
     )
 
 
@@ -122,6 +123,10 @@ def init(
     token: Annotated[str, typer.Option(help="One-time enrollment token from the operator.")],
     ca_cert: CaCert,
     name: Annotated[str, typer.Option(help="Display name.")] = "",
+    reset: Annotated[
+        bool,
+        typer.Option(help="Enroll again with a token from `credex-directory reset-key`: new keys."),
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """Enroll as a requester: keys are made here, the directory certifies them."""
@@ -130,7 +135,7 @@ def init(
         member = MemberHome(
             path=home, member_id=member_id, directory=directory, directory_public=public
         )
-        response = _run(enroll_home(member, token=token, ca_pem=ca_pem, name=name))
+        response = _run(enroll_home(member, token=token, ca_pem=ca_pem, name=name, reset=reset))
         key = member.signing_key()
         result = {
             "member_id": member_id,
@@ -190,6 +195,21 @@ def rotate_key_command(home: Home, json_out: Json = False) -> None:
             typer.echo(
                 f"{member.member_id}: key {new.key_id} replaces {current.key_id} "
                 f"(valid until {moment(valid_until)})"
+            )
+
+
+@app.command()
+def renew(home: Home, json_out: Json = False) -> None:
+    """Renew your TLS certificate now with your signing key (every command that talks to the
+    directory does so by itself once the certificate is in the last third of its life)."""
+    with cli_errors():
+        member = MemberHome.load(home)
+        renewed = _run(member.renewal().renew())
+        if json_out:
+            print_json({"member_id": member.member_id, "expires_at": renewed.expires_at})
+        else:
+            typer.echo(
+                f"{member.member_id}: new certificate valid until {moment(renewed.expires_at)}"
             )
 
 

@@ -18,12 +18,14 @@ import grpc
 from credex import vocab
 from credex.clock import Clock, from_timestamp, system_clock, to_timestamp
 from credex.consents import create_consent
-from credex.errors import Reason, Unauthenticated, from_rpc_error
+from credex.errors import CredexError, ProfileVerificationError, from_rpc_error
 from credex.keys import SigningKey, VerifyKey
-from credex.signing import open_signed, parse, seal
+from credex.sdk.renewal import CertificateRenewal
+from credex.signing import M, open_signed, parse, seal
 from credex.tls import TlsIdentity
 from credex.transport import open_directory_channel
 from credex.v1 import directory_pb2 as pb
+from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation, ConsentStatus
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
 from credex.v1.node_pb2 import NodeAnswer
@@ -175,6 +177,7 @@ class _Client:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         clock: Clock = system_clock,
     ) -> None:
+        self._target = target
         self._channel = open_directory_channel(target, tls)
         self._timeout_s = timeout_s
         self._clock = clock
@@ -421,20 +424,36 @@ class RequesterClient(_Client):
         *,
         tls: TlsIdentity,
         directory_key: VerifyKey | None = None,
+        renewal: CertificateRenewal | None = None,
         **kwargs: Any,
     ) -> None:
         """`directory_key` pins the directory's signing key (from enrollment); without it the
-        key the directory reports about itself is used."""
+        key the directory reports about itself is used. With `renewal`, the certificate is
+        renewed before a call once it is in the last third of its life (or expired)."""
         super().__init__(target, tls, **kwargs)
         self._stub = DirectoryServiceStub(self._channel)
         self.requester_id = requester_id
         self._key = key
         self._directory_key = directory_key
+        self._renewal = renewal
         self._members: pb.ListMembersResponse | None = None
 
+    async def _fresh_certificate(self) -> None:
+        """Renew the certificate if due, and talk over the new one from now on."""
+        if self._renewal is None:
+            return
+        renewed = await self._renewal.renew_if_due(clock=self._clock)
+        if renewed is None:
+            return
+        old, self._channel = self._channel, open_directory_channel(self._target, renewed)
+        self._stub = DirectoryServiceStub(self._channel)
+        await old.close(None)
+
     async def members(self, *, refresh: bool = False) -> pb.ListMembersResponse:
-        """The registry (members and the directory key), fetched once."""
+        """The registry (members, their current and retired keys, and the directory key),
+        fetched once and again on `refresh`."""
         if self._members is None or refresh:
+            await self._fresh_certificate()
             self._members = await self._call(self._stub.ListMembers, pb.ListMembersRequest())
         return self._members
 
@@ -462,6 +481,9 @@ class RequesterClient(_Client):
         return pb.GetProfileRequest(request=seal(request, self._key))
 
     async def send_profile_request(self, request: pb.GetProfileRequest) -> VerifiedProfile:
+        """The profile, verified; a CredexError if the directory refused, a
+        ProfileVerificationError if what it sent does not verify."""
+        await self._fresh_certificate()
         response = await self._call(self._stub.GetProfile, request)
         sent = parse(request.request.body, pb.ProfileRequest, what="profile request")
         return await self.verify_profile(response.profile, sent)
@@ -487,10 +509,12 @@ class RequesterClient(_Client):
         self, signed: Any, request: pb.ProfileRequest | None = None
     ) -> VerifiedProfile:
         """Check the directory's signature, that the profile answers `request`, and each node's
-        signature on its answer; Unauthenticated if anything fails."""
+        signature on its answer with the node's key valid when it signed (its current key, or
+        a retired one still valid then); a key the member list does not know yet makes it
+        fetched again. ProfileVerificationError (no server refusal) if anything fails."""
         members = await self.members()
         directory_key = self._directory_key or VerifyKey(members.directory_public_key)
-        profile = open_signed(signed, pb.Profile, directory_key, what="profile")
+        profile = _verified(signed, pb.Profile, directory_key, "profile")
         if request is not None and (
             profile.request_id,
             profile.requester_id,
@@ -504,22 +528,20 @@ class RequesterClient(_Client):
             request.consent_id,
             request.purpose,
         ):
-            raise Unauthenticated(Reason.BAD_SIGNATURE, "profile does not answer this request")
+            raise ProfileVerificationError("profile does not answer this request")
         query_ids = [r.query_id for r in profile.nodes]
         if len(set(query_ids)) != len(query_ids):
-            raise Unauthenticated(Reason.BAD_SIGNATURE, "profile reuses a node query id")
-        keys = {m.member_id: VerifyKey(m.public_key) for m in members.members}
+            raise ProfileVerificationError("profile reuses a node query id")
+        answers: dict[str, NodeAnswer] = {}
+        for result in profile.nodes:
+            if result.status == pb.NodeStatus.NODE_STATUS_OK:
+                answers[result.query_id] = await self._node_answer(result)
         records: list[ProfileRecord] = []
         outcomes: list[NodeOutcome] = []
         for result in profile.nodes:
             count = 0
             if result.status == pb.NodeStatus.NODE_STATUS_OK:
-                key = keys.get(result.node_id)
-                if key is None:
-                    raise Unauthenticated(Reason.UNKNOWN_SIGNER, f"unknown node {result.node_id}")
-                answer = open_signed(result.answer, NodeAnswer, key, what="node answer")
-                if answer.request_id != result.query_id or answer.node_id != result.node_id:
-                    raise Unauthenticated(Reason.BAD_SIGNATURE, "node answer for another query")
+                answer = answers[result.query_id]
                 count = len(answer.records)
                 records.extend(
                     ProfileRecord(
@@ -557,3 +579,50 @@ class RequesterClient(_Client):
             records=sorted(records, key=lambda r: (r.category, r.node_id, r.occurred_at)),
             score=score_view(profile.score) if profile.HasField("score") else None,
         )
+
+    async def _node_answer(self, result: pb.NodeResult) -> NodeAnswer:
+        """The node's answer in `result`, verified with the node's key valid when it signed."""
+        for attempt in range(2):
+            members = await self.members(refresh=attempt > 0)
+            member = next((m for m in members.members if m.member_id == result.node_id), None)
+            if member is None:
+                if attempt == 0:
+                    continue  # a node that joined since the list was fetched
+                raise ProfileVerificationError(f"{result.node_id} is not a member")
+            key, valid_until = _member_key(member, result.answer.key_id)
+            if key is None:
+                if attempt == 0:
+                    continue  # a key the node rotated to since the list was fetched
+                raise ProfileVerificationError(
+                    f"{result.node_id} signed with key {result.answer.key_id[:32]!r}, "
+                    "which is not one of its keys"
+                )
+            answer = _verified(result.answer, NodeAnswer, key, f"{result.node_id}'s answer")
+            if valid_until is not None and from_timestamp(answer.answered_at) >= valid_until:
+                raise ProfileVerificationError(
+                    f"{result.node_id}'s answer is signed with a key retired before it was given"
+                )
+            if answer.request_id != result.query_id or answer.node_id != result.node_id:
+                raise ProfileVerificationError(f"{result.node_id}'s answer is for another query")
+            return answer
+        raise AssertionError("unreachable")
+
+
+def _member_key(member: pb.Member, key_id: str) -> tuple[VerifyKey | None, float | None]:
+    """The member's key with `key_id` and, for a retired one, until when it verified."""
+    if member.key_id == key_id:
+        return VerifyKey(member.public_key), None
+    for retired in member.retired_keys:
+        key = VerifyKey(retired.public_key)
+        if key.key_id == key_id:
+            return key, from_timestamp(retired.valid_until)
+    return None, None
+
+
+def _verified(signed: Signed, message_type: type[M], key: VerifyKey, what: str) -> M:
+    """`open_signed` for what the requester checks itself: a failure is a
+    ProfileVerificationError, not a refusal."""
+    try:
+        return open_signed(signed, message_type, key, what=what)
+    except CredexError as err:
+        raise ProfileVerificationError(err.message) from None

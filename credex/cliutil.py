@@ -14,11 +14,14 @@ import typer
 
 from credex.config import ConfigError
 from credex.db import DatabaseError
-from credex.errors import CredexError
+from credex.errors import CredexError, ProfileVerificationError
 from credex.keys import KeyFileError
+from credex.pki import PkiError
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+# What the server delivered does not verify (a profile's signatures): not a refusal.
+EXIT_UNVERIFIED = 4
 
 Listen = Annotated[str, typer.Option(help="host:port to listen on; port 0 picks a free one.")]
 MetricsAddress = Annotated[
@@ -46,7 +49,9 @@ def cli_errors() -> Iterator[None]:
         yield
     except CredexError as err:
         raise fail(f"{err.code.name.lower()}: {err.reason}: {err.message}", EXIT_REFUSED) from None
-    except (ConfigError, KeyFileError, DatabaseError, ValueError) as exc:
+    except ProfileVerificationError as err:
+        raise fail(f"does not verify, not used: {err.message}", EXIT_UNVERIFIED) from None
+    except (ConfigError, KeyFileError, DatabaseError, PkiError, ValueError) as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from cryptography import x509
 
 from credex.clock import Clock, system_clock, to_timestamp
-from credex.errors import from_rpc_error
 from credex.keys import SigningKey, VerifyKey, save_public, write_private, write_public
-from credex.pki import PkiError, common_name_of, create_csr, key_pem, new_tls_key
+from credex.pki import PkiError, create_csr, key_pem, new_tls_key
+from credex.protocol.identity import certificate_identity
+from credex.sdk.retry import send_until_answered
 from credex.signing import seal
 from credex.tls import TlsIdentity
 from credex.transport import open_directory_channel
@@ -45,7 +45,8 @@ async def enroll(
     files: EnrollmentFiles,
     clock: Clock = system_clock,
 ) -> pb.EnrollResponse:
-    """Create a TLS key and CSR, enroll with the one-time token, verify and store the result."""
+    """Create a TLS key and CSR, enroll with the one-time token (sending the same request
+    again if the reply is lost), verify and store the result."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     tls_key = new_tls_key()
@@ -58,15 +59,13 @@ async def enroll(
         name=name,
         issued_at=to_timestamp(clock()),
     )
-    channel = open_directory_channel(public_address, TlsIdentity(ca_pem))
-    try:
-        response: pb.EnrollResponse = await EnrollmentServiceStub(channel).Enroll(
-            pb.EnrollRequest(enrollment=seal(enrollment, signing_key)), timeout=ENROLL_TIMEOUT_S
+    request = pb.EnrollRequest(enrollment=seal(enrollment, signing_key))
+    async with open_directory_channel(public_address, TlsIdentity(ca_pem)) as channel:
+        stub = EnrollmentServiceStub(channel)
+        # a lost reply is fetched again with the very same request
+        response: pb.EnrollResponse = await send_until_answered(
+            lambda: stub.Enroll(request, timeout=ENROLL_TIMEOUT_S)
         )
-    except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(exc) from None
-    finally:
-        await channel.close(None)
     check_certificate(response.certificate_pem, ca_pem, member_id, tls_key.public_key())
     write_private(files.tls_key, key_pem(tls_key))
     write_public(files.cert, response.certificate_pem)
@@ -83,5 +82,8 @@ def check_certificate(cert_pem: bytes, ca_pem: bytes, member_id: str, public_key
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError) as exc:
         raise PkiError(f"the directory returned an unusable certificate: {exc}") from None
-    if common_name_of(cert.subject) != member_id or cert.public_key() != public_key:
-        raise PkiError("the directory returned a certificate for another member or key")
+    identity = certificate_identity(cert)
+    if identity is None or identity.directory or identity.member_id != member_id:
+        raise PkiError("the directory returned a certificate for another member")
+    if cert.public_key() != public_key:
+        raise PkiError("the directory returned a certificate for another key")

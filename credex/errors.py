@@ -33,6 +33,11 @@ class Reason(StrEnum):
     MEMBER_SUSPENDED = "MEMBER_SUSPENDED"
     REGISTRY_STALE = "REGISTRY_STALE"
     ENROLLMENT_REFUSED = "ENROLLMENT_REFUSED"
+    # The caller's certificate is listed as revoked (rotated away, reset by the operator, a
+    # replaced directory certificate); a suspended or removed member's is MEMBER_SUSPENDED.
+    CERTIFICATE_REVOKED = "CERTIFICATE_REVOKED"
+    # An endpoint that is not host:port with a DNS name or an IP address the directory may dial.
+    ENDPOINT_REFUSED = "ENDPOINT_REFUSED"
     ATTESTATION_MISMATCH = "ATTESTATION_MISMATCH"
     ATTESTATION_EXPIRED = "ATTESTATION_EXPIRED"
     CONSENT_NOT_FOUND = "CONSENT_NOT_FOUND"
@@ -75,6 +80,7 @@ UNAUTHENTICATED_REASONS = frozenset(
         Reason.PEER_MISMATCH,
         Reason.RATE_LIMITED,
         Reason.MEMBER_SUSPENDED,
+        Reason.CERTIFICATE_REVOKED,
     }
 )
 
@@ -169,6 +175,16 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> CredexError:
             retry_after_s = int(value) / 1000
     cls = _BY_CODE.get(code, Internal)
     return cls(reason, details or code.name, retry_after_s=retry_after_s)
+
+
+class ProfileVerificationError(Exception):
+    """A profile the server delivered that does not verify on the requester's side (the
+    directory's or a node's signature, or what the profile claims to answer): unlike a
+    CredexError it is no refusal by a server, and the profile must not be used."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 MAX_DETAIL_CHARS = 512

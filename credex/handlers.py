@@ -38,7 +38,8 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
     """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
     anything else → INTERNAL without leaking internals. A servicer with `refusal_budget` (a
     RateLimiter of refusals per caller) turns away a caller refused too often before its
-    request is even parsed, with no disk write. One with `commits` (a GroupCommit) has its
+    request is even parsed, with no disk write; one with `check_peer` has it judge the caller's
+    certificate next (revoked ones are refused). One with `commits` (a GroupCommit) has its
     writes on disk before the answer leaves; one with `metrics` counts the answer by method,
     status code and refusal reason. Every call gets a request id (the caller's x-request-id
     if it sent one) and one access log line."""
@@ -61,6 +62,9 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
                             "too many of this caller's requests were refused; slow down",
                             retry_after_s=wait,
                         )
+                check_peer = getattr(self, "check_peer", None)
+                if check_peer is not None:  # a revoked certificate is refused on every call
+                    check_peer(context)
                 if isinstance(request, UnreadRequest):
                     request = _read(self, handler.__name__, request, context)
                 return await handler(self, request, context)

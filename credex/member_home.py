@@ -16,6 +16,7 @@ from credex.config import ConfigError, load_toml, require_str
 from credex.enrollment import EnrollmentFiles, enroll
 from credex.keys import SigningKey, VerifyKey, load_public
 from credex.rotation import KeyFiles
+from credex.sdk.renewal import CertificateRenewal
 from credex.tls import TlsIdentity
 from credex.v1 import directory_pb2 as pb
 
@@ -87,6 +88,20 @@ class MemberHome:
             directory_key=self.directory_key_path,
         )
 
+    def renewal(self) -> CertificateRenewal:
+        """How this member renews its certificate: on the directory's public port (no
+        certificate needed, so an expired one is renewed too), or on the member port for a
+        home that does not record the public address."""
+        return CertificateRenewal(
+            member_id=self.member_id,
+            address=self.directory_public or self.directory,
+            signing_key=self.signing_key,
+            tls=self.tls,
+            tls_key_path=self.tls_key_path,
+            cert_path=self.cert_path,
+            member_port=not self.directory_public,
+        )
+
     def key_files(self) -> KeyFiles:
         return KeyFiles(
             signing_key=self.signing_key_path, tls_key=self.tls_key_path, cert=self.cert_path
@@ -94,14 +109,22 @@ class MemberHome:
 
 
 async def enroll_home(
-    home: MemberHome, *, token: str, ca_pem: bytes, name: str = ""
+    home: MemberHome, *, token: str, ca_pem: bytes, name: str = "", reset: bool = False
 ) -> pb.EnrollResponse:
     """Enroll a requester into a new member home: keys are made here, then saved with the
-    certificate the directory issues and the home's member.toml."""
-    if (home.path / MEMBER_FILE).exists():
-        raise ConfigError(f"{home.path} is already a member home")
+    certificate the directory issues and the home's member.toml. With `reset` (the operator
+    reset this member's keys and gave a token for it), new keys replace an existing home's."""
+    exists = (home.path / MEMBER_FILE).exists()
+    if exists and not reset:
+        raise ConfigError(
+            f"{home.path} is already a member home (after `credex-directory reset-key`, "
+            "enroll again with --reset)"
+        )
+    if reset and not exists:
+        raise ConfigError(f"{home.path} is not a member home to reset")
     key = SigningKey.generate()
-    key.save(home.signing_key_path, overwrite=True)
+    if not reset:
+        key.save(home.signing_key_path, overwrite=True)
     response = await enroll(
         public_address=home.directory_public,
         ca_pem=ca_pem,
@@ -112,5 +135,7 @@ async def enroll_home(
         name=name or home.member_id,
         files=home.enrollment_files(),
     )
+    if reset:  # the directory has the new key now: it replaces the old one here
+        key.save(home.signing_key_path, overwrite=True)
     home.save()
     return response

@@ -2,7 +2,9 @@
 
 TLS keys are ECDSA P-256 (what every TLS stack accepts) and separate from members' Ed25519
 signing keys: the certificate authenticates the connection, the signing key each message.
-A certificate's common name is the member id; gRPC exposes it to servers as the peer identity.
+A certificate names its holder as the URI `credex:member:<id>` (see credex.protocol.identity),
+which servers read as the peer's identity, and has no common name. Member certificates
+are short-lived (a day by default) and renewed by their holders with their signing key.
 """
 
 from __future__ import annotations
@@ -19,13 +21,24 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from credex.keys import KeyFileError, read_private
+from credex.protocol.endpoints import ip_literal, is_dns_name
+from credex.protocol.identity import (
+    DIRECTORY_NAME,
+    directory_uri,
+    is_directory_name,
+    member_uri,
+)
+
+__all__ = ["DIRECTORY_NAME"]  # re-exported: every client of the directory pins it
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
-# Every client of the directory checks the server's certificate for this name, and the CA never
-# puts it in a member's certificate: no member can pose as the directory.
-DIRECTORY_NAME = "credex-directory"
 CA_DAYS = 3650
-MEMBER_DAYS = 365
+# How long a member certificate lasts unless the directory's settings say otherwise.
+MEMBER_CERT_LIFETIME_S = 86_400.0
+# How far back a certificate's validity starts, for clocks a little behind (at most a tenth of
+# its lifetime, so that a short-lived certificate is not half spent when issued).
+MAX_BACKDATE_S = 300.0
+MAX_HOSTS = 32
 
 
 class PkiError(Exception):
@@ -75,14 +88,29 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _sans(hosts: Iterable[str]) -> x509.SubjectAlternativeName:
+def _subject(member_id: str, *, directory: bool) -> x509.Name:
+    """A certificate's subject without a common name: gRPC compares a common name with the
+    name a client expects when the certificate has no DNS name, so none is given. The
+    member id is there for people reading it (as UID); servers read the URI name."""
+    return x509.Name(
+        [
+            x509.NameAttribute(
+                NameOID.ORGANIZATIONAL_UNIT_NAME,
+                "credex directory" if directory else "credex member",
+            ),
+            x509.NameAttribute(NameOID.USER_ID, member_id),
+        ]
+    )
+
+
+def _sans(hosts: Iterable[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
     for host in dict.fromkeys(hosts):
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(names)
+    return names
 
 
 def create_ca(
@@ -144,16 +172,18 @@ class CertificateAuthority:
         member_id: str,
         *,
         hosts: Iterable[str] = DEFAULT_HOSTS,
-        days: float = MEMBER_DAYS,
+        lifetime_s: float = MEMBER_CERT_LIFETIME_S,
         not_before: dt.datetime | None = None,
         directory: bool = False,
     ) -> x509.Certificate:
-        """Sign a member certificate: CN must be `member_id`; the CSR must be self-consistent.
-        `hosts` become the certificate's names (none: a client-only certificate); only the
-        directory's own certificate (`directory=True`) may carry DIRECTORY_NAME."""
-        hosts = list(dict.fromkeys(hosts))
-        if DIRECTORY_NAME in hosts and not directory:
-            raise PkiError(f"{DIRECTORY_NAME!r} is reserved for the directory")
+        """Sign a certificate for `member_id`, whose CSR must be self-consistent and for it.
+        It names its holder `credex:member:<id>` (`credex:directory:<id>` with `directory`) and
+        the host names in `hosts` (none: a client-only certificate). No spelling of
+        DIRECTORY_NAME is ever given to a member, as a host name or as its id; only the
+        directory's own certificate carries it."""
+        hosts = check_hosts(h for h in hosts if not (directory and is_directory_name(h)))
+        if not directory and is_directory_name(member_id):
+            raise PkiError(f"{member_id!r} is reserved for the directory")
         if directory:
             hosts.append(DIRECTORY_NAME)
         try:
@@ -173,15 +203,18 @@ class CertificateAuthority:
             raise PkiError("certificate signing request must carry an EC P-256 key")
         if common_name_of(csr.subject) != member_id:
             raise PkiError(f"certificate signing request is not for {member_id!r}")
-        start = not_before or _now() - dt.timedelta(minutes=5)
-        builder = (
+        identity = directory_uri(member_id) if directory else member_uri(member_id)
+        now = _now()
+        start = not_before or now - dt.timedelta(seconds=min(MAX_BACKDATE_S, lifetime_s / 10))
+        names: list[x509.GeneralName] = [*_sans(hosts), x509.UniformResourceIdentifier(identity)]
+        return (
             x509.CertificateBuilder()
-            .subject_name(_name(member_id))
+            .subject_name(_subject(member_id, directory=directory))
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days))
+            .not_valid_after((not_before or now) + dt.timedelta(seconds=lifetime_s))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage(
@@ -193,10 +226,23 @@ class CertificateAuthority:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
             )
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .sign(self.key, hashes.SHA256())
         )
-        if hosts:
-            builder = builder.add_extension(_sans(hosts), critical=False)
-        return builder.sign(self.key, hashes.SHA256())
+
+
+def check_hosts(hosts: Iterable[str]) -> list[str]:
+    """Host names a member certificate may carry: DNS names and IP addresses only (no
+    wildcard, no URI), none a spelling of DIRECTORY_NAME, at most MAX_HOSTS."""
+    checked = list(dict.fromkeys(hosts))
+    if len(checked) > MAX_HOSTS:
+        raise PkiError(f"at most {MAX_HOSTS} host names")
+    for host in checked:
+        if is_directory_name(host):
+            raise PkiError(f"{DIRECTORY_NAME!r} is reserved for the directory (given {host!r})")
+        if ip_literal(host) is None and not is_dns_name(host):
+            raise PkiError(f"host {host[:80]!r} is neither a DNS name nor an IP address")
+    return checked
 
 
 def common_name_of(name: x509.Name) -> str:
@@ -207,9 +253,9 @@ def common_name_of(name: x509.Name) -> str:
 
 
 def certificate_names(cert: x509.Certificate) -> list[str]:
-    """The DNS names and addresses a certificate is valid for."""
+    """The DNS names and addresses a certificate is valid for (not its credex identity)."""
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    return [str(name.value) for name in sans]
+    return [str(name.value) for name in sans if isinstance(name, x509.DNSName | x509.IPAddress)]

@@ -6,13 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from credex.clock import Clock, from_timestamp, system_clock, to_timestamp
 from credex.enrollment import check_certificate
-from credex.errors import from_rpc_error
 from credex.keys import SigningKey, write_private, write_public
 from credex.pki import create_csr, key_pem, new_tls_key
+from credex.sdk.retry import send_until_answered
 from credex.signing import seal
 from credex.tls import TlsIdentity
 from credex.transport import open_directory_channel
@@ -51,15 +49,12 @@ async def rotate_key(
     request = pb.RotateKeyRequest(
         rotation=seal(rotation, current_key), proof=seal(rotation, new_key)
     )
-    channel = open_directory_channel(directory_address, tls)
-    try:
-        response: pb.RotateKeyResponse = await DirectoryServiceStub(channel).RotateKey(
-            request, timeout=ROTATE_TIMEOUT_S
+    async with open_directory_channel(directory_address, tls) as channel:
+        stub = DirectoryServiceStub(channel)
+        # a lost reply is fetched again with the very same request (within the key overlap)
+        response: pb.RotateKeyResponse = await send_until_answered(
+            lambda: stub.RotateKey(request, timeout=ROTATE_TIMEOUT_S)
         )
-    except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(exc) from None
-    finally:
-        await channel.close(None)
     check_certificate(response.certificate_pem, tls.ca_pem, member_id, tls_key.public_key())
     # Certificate and TLS key first, the signing key last: a reader sees a consistent pair.
     write_private(files.tls_key, key_pem(tls_key))

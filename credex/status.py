@@ -109,7 +109,7 @@ def parse_status(address: str, text: str) -> ServerStatus:
 
 def render_status(console: Console, status: ServerStatus, now: float | None = None) -> None:
     now = time.time() if now is None else now
-    days = (status.certificate_expires_at - now) / 86400
+    hours = (status.certificate_expires_at - now) / 3600
     health = "[green]SERVING[/]" if status.serving else "[red]NOT_SERVING[/]"
     console.print(
         f"{markup_safe(status.role)} {markup_safe(status.member)} at "
@@ -121,9 +121,12 @@ def render_status(console: Console, status: ServerStatus, now: float | None = No
             "more than the subject's rows; the node refuses every query until it is fixed "
             "(`credex-node check-config CONFIG --sample-id ID`) and restarted"
         )
-    expiry = time.strftime("%Y-%m-%d", time.gmtime(status.certificate_expires_at))
-    colour = "red" if days < 30 else "default"
-    console.print(f"certificate expires {expiry} ([{colour}]{days:.0f} days[/])")
+    expiry = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(status.certificate_expires_at))
+    # certificates last a day and are renewed in their last third: under 4 hours left means
+    # renewal keeps failing
+    colour = "red" if hours < 4 else "default"
+    left = f"{hours:.1f} hours" if hours < 48 else f"{hours / 24:.0f} days"
+    console.print(f"certificate expires {expiry} ([{colour}]{left}[/])")
     console.print(f"audit log: {status.audit_entries} entries")
     table = Table(title="Requests", title_justify="left")
     for column in ("method", "OK", "refused or failed", "mean ms"):

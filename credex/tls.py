@@ -10,7 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from credex.keys import read_private
-from credex.pki import PkiError, common_name_of
+from credex.pki import PkiError
+from credex.protocol.identity import CertificateIdentity, certificate_identity
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class TlsIdentity:
         identity = cls(ca_pem, cert_pem, key_pem)
         identity.ca_certificate()
         if cert_pem is not None:
-            identity.member_id  # noqa: B018 - validates the certificate early
+            identity.certificate()  # validates the certificate early
         if cert_pem is not None and key_pem is not None:
             identity.check_pair()
         return identity
@@ -54,24 +55,30 @@ class TlsIdentity:
         except ValueError as exc:
             raise PkiError("the federation CA certificate is not PEM") from exc
 
-    @property
-    def member_id(self) -> str:
-        """The member id (common name) of this party's own certificate."""
+    def certificate(self) -> x509.Certificate:
+        """This party's own certificate."""
         if self.cert_pem is None:
             raise PkiError("this party has no certificate")
         try:
-            cert = x509.load_pem_x509_certificate(self.cert_pem)
+            return x509.load_pem_x509_certificate(self.cert_pem)
         except ValueError as exc:
             raise PkiError("the certificate is not PEM") from exc
-        return common_name_of(cert.subject)
+
+    @property
+    def identity(self) -> CertificateIdentity | None:
+        """Who this party's certificate says it is; None for a certificate issued before
+        identities were URI names (it must be renewed before servers accept it)."""
+        return certificate_identity(self.certificate())
+
+    @property
+    def valid_from(self) -> float:
+        """When this party's own certificate became valid (seconds since the epoch)."""
+        return self.certificate().not_valid_before_utc.timestamp()
 
     @property
     def expires_at(self) -> float:
         """When this party's own certificate stops being valid (seconds since the epoch)."""
-        if self.cert_pem is None:
-            raise PkiError("this party has no certificate")
-        cert = x509.load_pem_x509_certificate(self.cert_pem)
-        return cert.not_valid_after_utc.timestamp()
+        return self.certificate().not_valid_after_utc.timestamp()
 
     def server_credentials(self, *, require_client_auth: bool) -> grpc.ServerCredentials:
         if self.cert_pem is None or self.key_pem is None:

@@ -1,5 +1,5 @@
 """How credex parties connect: TLS on every port, the limits every port enforces, pooled
-channels, and the peer's member id as its certificate states it.
+channels, and the peer's identity as its certificate's credex URI name states it.
 
 Every server and client gets its options and credentials here.
 """
@@ -19,6 +19,7 @@ from credex.config import ServerSettings
 from credex.errors import PermissionDenied, Reason, Unauthenticated
 from credex.pki import DIRECTORY_NAME, PkiError
 from credex.runtime.gate import Gate, GateLimits, caller_key, connection_budget
+from credex.protocol.identity import CertificateIdentity, peer_identities
 from credex.tls import TlsIdentity
 
 # The largest message a client accepts (a profile, a registry snapshot); what servers accept
@@ -215,12 +216,27 @@ def open_directory_channel(target: str, tls: TlsIdentity) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
 
 
-def peer_member_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The member id in the caller's verified certificate; Unauthenticated if there is none."""
-    names = list(context.auth_context().get("x509_common_name") or [])
-    if len(names) != 1:
+def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> CertificateIdentity:
+    """Who the caller's verified certificate says it is, read from its credex URI name (never
+    the common name); Unauthenticated if it showed no certificate or one without a credex
+    identity (issued before identities were URI names: renew it)."""
+    pems = list(context.auth_context().get("x509_pem_cert") or [])
+    if len(pems) != 1:
         raise Unauthenticated(Reason.UNKNOWN_SIGNER, "caller presented no member certificate")
-    return bytes(names[0]).decode()
+    identity = peer_identities.identity(bytes(pems[0]))
+    if identity is None:
+        raise Unauthenticated(
+            Reason.UNKNOWN_SIGNER,
+            "caller's certificate names no credex identity (renew it: `credex renew` or "
+            "`credex-node renew`)",
+        )
+    return identity
+
+
+def peer_member_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The member id in the caller's verified certificate; Unauthenticated if there is none.
+    The directory's own certificate yields the directory's id."""
+    return peer_identity(context).member_id
 
 
 def caller_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -241,11 +257,23 @@ def peer_or_unknown(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 
 def require_peer(context: grpc.aio.ServicerContext[Any, Any], member_id: str) -> None:
-    """Refuse unless the caller's certificate is `member_id`'s: nobody signs as another."""
-    peer = peer_member_id(context)
-    if peer != member_id:
+    """Refuse unless the caller's certificate is member `member_id`'s: nobody signs as
+    another."""
+    peer = peer_identity(context)
+    if peer.directory or peer.member_id != member_id:
         raise PermissionDenied(
-            Reason.PEER_MISMATCH, f"certificate is {peer!r} but the request is by {member_id!r}"
+            Reason.PEER_MISMATCH,
+            f"certificate is {peer.member_id!r} but the request is by {member_id!r}",
+        )
+
+
+def require_directory(context: grpc.aio.ServicerContext[Any, Any], directory_id: str) -> None:
+    """Refuse unless the caller's certificate is the directory's own (`credex:directory:…`,
+    which the CA never gives a member)."""
+    peer = peer_identity(context)
+    if not peer.directory or peer.member_id != directory_id:
+        raise PermissionDenied(
+            Reason.PEER_MISMATCH, f"certificate is {peer.member_id!r}, not the directory's"
         )
 
 

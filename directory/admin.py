@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -11,8 +12,11 @@ from credex.audit import AuditLog
 from credex.backup import BackupManifest, write_backup
 from credex.clock import system_clock
 from credex.config import ConfigError, validate_member_id
-from credex.db import open_database
+from credex.db import open_database, transaction
 from credex.keys import SigningKey, VerifyKey, write_private, write_public
+from credex.protocol.endpoints import EndpointError
+from credex.protocol.identity import certificate_identity, is_directory_name, serial_hex
+from directory.certificates import CertificateLog
 from directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings, load_settings
 from directory.consent_store import ConsentStore
 from directory.enrollment import TokenGrant, TokenStore
@@ -21,8 +25,9 @@ from directory.registry import STATUSES_BY_NAME, MemberInfo, Registry
 
 
 def init_home(home: Path) -> DirectorySettings:
-    """Create settings, signing key, the federation CA, the directory's TLS certificate and the
-    database where missing; never overwrites a key."""
+    """Create settings, signing key, the federation CA and the database where missing (never
+    overwriting a signing or CA key), and the directory's TLS certificate where missing or of
+    an older form."""
     home.mkdir(parents=True, exist_ok=True)
     settings_path = home / SETTINGS_FILE
     if not settings_path.exists():
@@ -34,24 +39,78 @@ def init_home(home: Path) -> DirectorySettings:
         ca_key, ca_cert = pki.create_ca()
         write_private(settings.ca_key_path, pki.key_pem(ca_key))
         write_public(settings.ca_cert_path, pki.cert_pem(ca_cert))
-    if not settings.tls_key_path.exists() or pki.DIRECTORY_NAME not in pki.certificate_names(
-        pki.load_cert(settings.tls_cert_path)
-    ):
-        ca = pki.CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
-        tls_key = pki.new_tls_key()
-        cert = ca.issue(
-            pki.create_csr(tls_key, settings.directory_id),
-            settings.directory_id,
-            hosts=settings.hosts,
-            days=pki.CA_DAYS,
-            directory=True,
-        )
-        write_private(settings.tls_key_path, pki.key_pem(tls_key))
-        write_public(settings.tls_cert_path, pki.cert_pem(cert))
     db = open_database(settings.db_path)
-    Registry(db), Locator(db), ConsentStore(db), AuditLog(db, system_clock), TokenStore(db)
-    db.conn.close()
+    try:
+        Registry(db), Locator(db), ConsentStore(db), AuditLog(db, system_clock), TokenStore(db)
+        CertificateLog(db)
+    finally:
+        db.conn.close()
+    ensure_directory_certificate(settings)
     return settings
+
+
+def ensure_directory_certificate(settings: DirectorySettings) -> bool:
+    """Issue the directory's own TLS certificate if it is missing or not of the current form
+    (the reserved name DIRECTORY_NAME and the identity `credex:directory:<id>`); the one it
+    replaces is revoked. Returns whether a certificate was issued."""
+    current = pki.load_cert(settings.tls_cert_path) if settings.tls_cert_path.exists() else None
+    if current is not None and settings.tls_key_path.exists():
+        identity = certificate_identity(current)
+        if (
+            identity is not None
+            and identity.directory
+            and identity.member_id == settings.directory_id
+            and pki.DIRECTORY_NAME in pki.certificate_names(current)
+        ):
+            return False
+    ca = pki.CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
+    tls_key = pki.new_tls_key()
+    cert = ca.issue(
+        pki.create_csr(tls_key, settings.directory_id),
+        settings.directory_id,
+        hosts=settings.hosts,
+        lifetime_s=pki.CA_DAYS * 86_400.0,
+        directory=True,
+    )
+    db = open_database(settings.db_path)
+    try:
+        with transaction(db):
+            certificates = CertificateLog(db)
+            now = system_clock()
+            certificates.record(cert, settings.directory_id, now)
+            if current is not None:
+                certificates.revoke(
+                    settings.directory_id,
+                    at=now,
+                    reason="replaced",
+                    now=now,
+                    serial=serial_hex(current),
+                    not_after=current.not_valid_after_utc.timestamp(),
+                )
+                Registry(db).touch()
+    finally:
+        db.conn.close()
+    write_private(settings.tls_key_path, pki.key_pem(tls_key))
+    write_public(settings.tls_cert_path, pki.cert_pem(cert))
+    return True
+
+
+def reserved_name_holders(settings: DirectorySettings) -> list[str]:
+    """Members that older versions enrolled under a spelling of the directory's TLS name (as
+    their id, or a node's host name). Their older certificates could pose as the directory
+    until they expire; if there are any, the federation needs a new CA."""
+    db = open_database(settings.db_path)
+    try:
+        found = {m.member_id for m in Registry(db).all() if is_directory_name(m.member_id)}
+        for (grant_json,) in db.conn.execute(
+            "SELECT grant_json FROM enrollment_tokens WHERE used_at IS NOT NULL"
+        ):
+            grant = json.loads(grant_json)
+            if any(is_directory_name(str(h)) for h in grant.get("hosts", [])):
+                found.add(str(grant.get("member_id")))
+        return sorted(found)
+    finally:
+        db.conn.close()
 
 
 MAX_NAME_CHARS = 200
@@ -76,10 +135,14 @@ def create_enrollment_token(
         raise ConfigError(f"name at most {MAX_NAME_CHARS} characters, jurisdiction at most 32")
     if member_id == settings.directory_id:
         raise ConfigError(f"{member_id!r} is the directory's own id")
+    if is_directory_name(member_id):
+        raise ConfigError(f"{member_id!r} is reserved for the directory's certificate")
     if hosts is None:
         hosts = pki.DEFAULT_HOSTS if role == "node" else ()
-    if pki.DIRECTORY_NAME in hosts:
-        raise ConfigError(f"{pki.DIRECTORY_NAME!r} is reserved for the directory's certificate")
+    try:
+        hosts = pki.check_hosts(hosts)
+    except pki.PkiError as exc:
+        raise ConfigError(str(exc)) from None
     if ttl_s <= 0:
         raise ConfigError("a token must be valid for a positive time")
     db = open_database(settings.db_path)
@@ -99,7 +162,49 @@ def create_enrollment_token(
         db.conn.close()
 
 
+def reset_member_key(
+    settings: DirectorySettings, member_id: str, *, ttl_s: float = 24 * 3600.0
+) -> str:
+    """For a member whose keys are lost or stolen (or whose enrollment reply never arrived):
+    its signing key stops verifying and its certificates are refused at once, and the
+    one-time token returned lets it enroll again under the same id, role, categories and host
+    names with keys made anew (`credex init --reset` / `credex-node init --reset`)."""
+    if ttl_s <= 0:
+        raise ConfigError("a token must be valid for a positive time")
+    db = open_database(settings.db_path)
+    try:
+        registry = Registry(db)
+        member = registry.get(member_id)
+        if member is None:
+            raise ConfigError(f"no member {member_id!r}")
+        if member.status_name == "removed":
+            raise ConfigError(f"{member_id} was removed; removal is final")
+        now = system_clock()
+        with transaction(db):
+            # the key in its place is one nobody holds, until the member enrolls again
+            registry.rotate(member_id, SigningKey.generate().public, now)
+            CertificateLog(db).revoke(member_id, at=now, reason="reset", now=now)
+            grant = TokenGrant(
+                member_id=member_id,
+                role=member.role_name,
+                name=member.name,
+                jurisdiction=member.jurisdiction,
+                categories=tuple(vocab.category_names(member.categories)),
+                hosts=member.hosts,
+                reset=True,
+            )
+            return TokenStore(db).issue(grant, now + ttl_s)
+    finally:
+        db.conn.close()
+
+
 def set_endpoint(settings: DirectorySettings, member_id: str, endpoint: str) -> None:
+    """Where a node is reached ("" for nowhere); only an endpoint the directory may dial."""
+    if endpoint:
+        try:
+            settings.endpoints.check(endpoint)
+        except EndpointError as exc:
+            raise ConfigError(str(exc)) from None
     db = open_database(settings.db_path)
     try:
         Registry(db).set_endpoint(member_id, endpoint)

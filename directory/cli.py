@@ -36,6 +36,14 @@ def init(home: Home, json_out: Json = False) -> None:
     with cli_errors():
         settings = admin.init_home(home)
         key = load_public(settings.public_key_path)
+        holders = admin.reserved_name_holders(settings)
+        if holders:
+            typer.echo(
+                f"warning: {', '.join(holders)} were enrolled under a spelling of the "
+                "directory's name; their older certificates could pose as the directory until "
+                "they expire: make a new CA (docs/operators.md, section 6)",
+                err=True,
+            )
         if json_out:
             print_json({"home": str(home), "key_id": key.key_id, "public_key": key.raw.hex()})
         else:
@@ -85,6 +93,25 @@ def enroll(
                     "ca_cert": str(settings.ca_cert_path),
                 }
             )
+        else:
+            typer.echo(token)
+
+
+@app.command("reset-key")
+def reset_key(
+    home: Home,
+    member_id: Annotated[str, typer.Argument(help="The member whose keys are lost or stolen.")],
+    ttl_hours: Annotated[float, typer.Option(min=0.001, help="How long the token works.")] = 24.0,
+    json_out: Json = False,
+) -> None:
+    """Reset a member's keys: its signing key stops verifying and its certificates are refused
+    at once; the one-time token printed lets it enroll again under the same id with new keys
+    (`credex init --reset` or `credex-node init --reset`)."""
+    with cli_errors():
+        settings = load_settings(home)
+        token = admin.reset_member_key(settings, member_id, ttl_s=ttl_hours * 3600)
+        if json_out:
+            print_json({"member_id": member_id, "token": token})
         else:
             typer.echo(token)
 
@@ -209,6 +236,7 @@ def serve(
             checked = address({"public_listen": public_listen}, "public_listen", "", "option")
             settings = dataclasses.replace(settings, public_listen=checked)
         setup_logging(settings.server.log_format, settings.server.log_level)
+        admin.ensure_directory_certificate(settings)  # a home from before URI identities
         asyncio.run(serve_directory(settings, ready_file))
 
 

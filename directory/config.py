@@ -21,6 +21,8 @@ from credex.config import (
     whole,
 )
 from credex.transport import MAX_TRANSPORT_BYTES
+from credex.pki import MEMBER_CERT_LIFETIME_S
+from credex.protocol.endpoints import EndpointError, EndpointPolicy
 
 SETTINGS_FILE = "directory.toml"
 DEFAULT_MAX_NODE_ANSWER_BYTES = 1024 * 1024
@@ -30,6 +32,11 @@ PROFILE_BYTES_CEILING = MAX_TRANSPORT_BYTES - 256 * 1024
 ENV_PREFIX = "CREDEX_DIRECTORY"
 RESERVED_ENV = frozenset({"CREDEX_DIRECTORY_HOME"})  # the command line's --home
 DEFAULT_LISTEN = "127.0.0.1:7100"
+KEY_OVERLAP_S = 600.0
+# A certificate must outlive a renewal round (nodes renew in its last third) and should not
+# outlive a week: revocation lists carry a revoked certificate until it expires.
+MIN_CERT_LIFETIME_S = 10.0
+MAX_CERT_LIFETIME_S = 7 * 86_400.0
 DEFAULT_PUBLIC_LISTEN = "127.0.0.1:7099"
 # The settings directory.toml (and CREDEX_DIRECTORY_<TABLE>_<KEY> variables) may give.
 SCHEMA: dict[str, frozenset[str]] = {
@@ -46,6 +53,10 @@ SCHEMA: dict[str, frozenset[str]] = {
             "requester_burst",
             "max_node_answer_bytes",
             "max_profile_bytes",
+            "cert_lifetime_s",
+            "key_overlap_s",
+            "endpoint_networks",
+            "endpoint_domains",
         }
     ),
     "server": SERVER_KEYS | {"public_listen", "public_idle_timeout_s"},
@@ -75,6 +86,17 @@ requester_burst = 100
 # TOO_LARGE and not delivered. And the most all answers of one profile may take together.
 max_node_answer_bytes = 1048576
 max_profile_bytes = 4194304
+# How long a member certificate is valid, in seconds; running members renew theirs with
+# their signing key well before it ends (nodes by themselves, requesters when they next run).
+cert_lifetime_s = 86400.0
+# How long a rotated-away signing key, and the certificate that went with it, keep working.
+key_overlap_s = 600.0
+# Where nodes may be reached: announced endpoints are host:port with a DNS name or an IP
+# address, never link-local, unspecified or multicast. Non-empty lists allow only addresses
+# in these networks (e.g. ["10.20.0.0/16"]) and names in these domains (e.g. ["nodes.example"]);
+# with networks but no domains, names are refused.
+endpoint_networks = []
+endpoint_domains = []
 
 [server]
 # Members (requesters and nodes) over mutual TLS; subjects and enrollment over TLS.
@@ -167,6 +189,9 @@ class DirectorySettings:
     # closed after this long (the member port uses [server] idle_timeout_s).
     public_idle_timeout_s: float = 15.0
     disputes: DisputeLimits = field(default_factory=lambda: DisputeLimits())
+    cert_lifetime_s: float = MEMBER_CERT_LIFETIME_S
+    key_overlap_s: float = KEY_OVERLAP_S
+    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
 
     @property
     def key_path(self) -> Path:
@@ -256,6 +281,16 @@ def _settings(home: Path, path: Path, data: dict[str, Any]) -> DirectorySettings
         checkpoint_interval_s=positive(table, "checkpoint_interval_s", 10.0, where),
         policy=str(table.get("policy", "")),
         requester_burst=max(1.0, positive(table, "requester_burst", 100.0, where)),
+        cert_lifetime_s=bounded(
+            table,
+            "cert_lifetime_s",
+            MEMBER_CERT_LIFETIME_S,
+            MIN_CERT_LIFETIME_S,
+            MAX_CERT_LIFETIME_S,
+            where,
+        ),
+        key_overlap_s=positive(table, "key_overlap_s", KEY_OVERLAP_S, where),
+        endpoints=_endpoint_policy(table, where),
         purpose_limits=_purpose_limits(data.get("purpose_limits", {}), f"{path} [purpose_limits]"),
         server=load_server(data, path, DEFAULT_LISTEN),
         public_listen=address(
@@ -280,6 +315,28 @@ def _dispute_limits(table: object, where: str) -> DisputeLimits:
     return DisputeLimits(
         per_hour=values["per_subject_per_hour"], max_open=values["max_open_per_subject"]
     )
+
+
+def bounded(
+    table: dict[str, Any], key: str, default: float, low: float, high: float, where: str
+) -> float:
+    value = positive(table, key, default, where)
+    if not low <= value <= high:
+        raise ConfigError(f"{where}: '{key}' must be between {low:g} and {high:g}")
+    return value
+
+
+def _endpoint_policy(table: dict[str, Any], where: str) -> EndpointPolicy:
+    lists = {}
+    for key in ("endpoint_networks", "endpoint_domains"):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: '{key}' must be a list of strings")
+        lists[key] = value
+    try:
+        return EndpointPolicy.parse(lists["endpoint_networks"], lists["endpoint_domains"])
+    except EndpointError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _purpose_limits(table: object, where: str) -> dict[vocab.Purpose, int]:

@@ -1,5 +1,6 @@
 """Enrollment: one-time tokens issued by the operator, redeemed for a certificate and a place
-in the registry. The member's private keys never reach the directory."""
+in the registry (or, after an operator's key reset, new keys for an existing member); and
+certificate renewal. The member's private keys never reach the directory."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import grpc
 import sqlite_utils
+from cryptography import x509
 
 from credex import vocab
 from credex.clock import Clock
@@ -22,9 +24,12 @@ from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.pki import CertificateAuthority, PkiError, cert_pem
 from credex.ratelimit import RateLimiter
+from credex.pki import cert_pem
+from credex.protocol.identity import is_directory_name
 from credex.signing import open_signed, parse
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
+from directory.identity import IdentityDesk
 from directory.registry import ROLE_NAMES, ROLES_BY_NAME, MemberInfo, Registry
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -40,6 +45,9 @@ class TokenGrant:
     jurisdiction: str
     categories: tuple[str, ...]
     hosts: tuple[str, ...]
+    # A token from `credex-directory reset-key`: the member exists and enrolls again with new
+    # keys (its old key and certificates were revoked when the token was issued).
+    reset: bool = False
 
 
 def _digest(token: str) -> str:
@@ -95,6 +103,7 @@ class TokenStore:
             jurisdiction=data["jurisdiction"],
             categories=tuple(data["categories"]),
             hosts=tuple(data["hosts"]),
+            reset=bool(data.get("reset", False)),
         )
 
     def redeem(self, token: str, now: float) -> None:
@@ -114,7 +123,8 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         *,
         tokens: TokenStore,
         registry: Registry,
-        ca: CertificateAuthority,
+        identity: IdentityDesk,
+        ca_cert: x509.Certificate,
         directory_key: SigningKey,
         directory_id: str,
         db: sqlite_utils.Database,
@@ -124,13 +134,12 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusal_budget = (
-            refusal_budget  # see rpc_handler: callers refused too often are turned away
-        )
+        self.refusal_budget = refusal_budget  # see rpc_handler: turns away callers refused often
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._tokens = tokens
         self._registry = registry
-        self._ca = ca
+        self._identity = identity
+        self._ca_cert = ca_cert
         self._directory_key = directory_key
         self._directory_id = directory_id
         self._db = db
@@ -145,6 +154,9 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
             raise InvalidArgument(Reason.MALFORMED, f"signing key: {exc}") from None
         # Signed by the key it registers: the member holds that key.
         enrollment = open_signed(request.enrollment, pb.Enrollment, key, what="enrollment")
+        done = self._identity.stored(request.enrollment, pb.Enrollment, pb.EnrollResponse)
+        if done is not None:  # exactly this request was answered: the member lost the reply
+            return done  # type: ignore[no-any-return]
         now = self._clock()
         grant = self._tokens.peek(enrollment.token, now)
         if grant.member_id != enrollment.member_id:
@@ -153,29 +165,54 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
             )
         if ROLE_NAMES.get(enrollment.role) != grant.role:
             raise PermissionDenied(Reason.ENROLLMENT_REFUSED, f"token is for a {grant.role}")
-        if self._registry.get(grant.member_id) is not None:
+        if is_directory_name(grant.member_id) or grant.member_id == self._directory_id:
+            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "that id is the directory's")
+        existing = self._registry.get(grant.member_id)
+        if grant.reset:
+            if existing is None or existing.status == pb.MemberStatus.MEMBER_STATUS_REMOVED:
+                raise PermissionDenied(
+                    Reason.ENROLLMENT_REFUSED, f"{grant.member_id} cannot enroll again"
+                )
+        elif existing is not None:
             raise AlreadyExists(Reason.ENROLLMENT_REFUSED, f"{grant.member_id} is already a member")
         if self._registry.key_in_use(key.key_id):
             raise AlreadyExists(Reason.ENROLLMENT_REFUSED, "that signing key is already registered")
-        try:
-            cert = self._ca.issue(enrollment.csr_pem, grant.member_id, hosts=grant.hosts)
-        except PkiError as exc:
-            raise InvalidArgument(Reason.MALFORMED, str(exc)) from None
-        member = MemberInfo(
-            member_id=grant.member_id,
-            role=ROLES_BY_NAME[grant.role],
-            name=grant.name or grant.member_id,  # the operator's word, not the member's
-            jurisdiction=grant.jurisdiction,
-            categories=tuple(sorted(vocab.parse_category(c) for c in grant.categories)),
-            key=key,
-        )
         with transaction(self._db):
             self._tokens.redeem(enrollment.token, now)
-            self._registry.put(member)
-        return pb.EnrollResponse(
-            certificate_pem=cert_pem(cert),
-            ca_certificate_pem=cert_pem(self._ca.cert),
-            directory_public_key=self._directory_key.public.raw,
-            directory_id=self._directory_id,
-            member=member.to_proto(),
-        )
+            if existing is not None:  # a reset: same member, same names, new keys
+                cert = self._identity.issue(enrollment.csr_pem, grant.member_id, existing.hosts)
+                self._identity.reset_key(existing, key)
+            else:
+                cert = self._identity.issue(enrollment.csr_pem, grant.member_id, grant.hosts)
+                self._registry.put(
+                    MemberInfo(
+                        member_id=grant.member_id,
+                        role=ROLES_BY_NAME[grant.role],
+                        name=grant.name or grant.member_id,  # the operator's word, not the member's
+                        jurisdiction=grant.jurisdiction,
+                        categories=tuple(sorted(vocab.parse_category(c) for c in grant.categories)),
+                        key=key,
+                        hosts=grant.hosts,
+                    )
+                )
+            member = self._registry.get(grant.member_id)
+            assert member is not None
+            return self._identity.remember(  # type: ignore[no-any-return]
+                request.enrollment,
+                pb.Enrollment,
+                member.member_id,
+                pb.EnrollResponse(
+                    certificate_pem=cert_pem(cert),
+                    ca_certificate_pem=cert_pem(self._ca_cert),
+                    directory_public_key=self._directory_key.public.raw,
+                    directory_id=self._directory_id,
+                    member=member.to_proto(),
+                ),
+            )
+
+    @rpc_handler
+    async def RenewCertificate(
+        self, request: pb.RenewCertificateRequest, context: Context
+    ) -> pb.RenewCertificateResponse:
+        """A fresh certificate, authorised by the member's current signing key alone."""
+        return self._identity.renew(request)

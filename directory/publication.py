@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from credex.clock import Clock, to_timestamp
+from credex.errors import CredexError
 from credex.keys import SigningKey
 from credex.signing import seal
 from credex.transport import ChannelPool
@@ -17,6 +18,7 @@ from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Signed
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
+from directory.certificates import CertificateLog
 from directory.consent_store import ConsentStore
 from directory.registry import Registry
 
@@ -32,6 +34,7 @@ class Publisher:
         key: SigningKey,
         directory_id: str,
         registry: Registry,
+        certificates: CertificateLog,
         consents: ConsentStore,
         channels: ChannelPool,
         clock: Clock,
@@ -41,6 +44,7 @@ class Publisher:
         self._key = key
         self._directory_id = directory_id
         self._registry = registry
+        self._certificates = certificates
         self._consents = consents
         self._channels = channels
         self._clock = clock
@@ -63,7 +67,9 @@ class Publisher:
         cached = self._signed_snapshot
         now = self._clock()
         if cached is None or cached[0] != version:
-            snapshot = self._registry.snapshot(self._directory_id, now)
+            snapshot = self._registry.snapshot(
+                self._directory_id, now, self._certificates.revoked(now)
+            )
             self._signed_snapshot = (version, seal(snapshot, self._key))
         assert self._signed_snapshot is not None
         return pb.GetRegistryResponse(snapshot=self._signed_snapshot[1], version=version)
@@ -91,11 +97,13 @@ class Publisher:
                 task.add_done_callback(self._pushes.discard)
 
     async def _push_one(self, node_id: str, endpoint: str, feed: NotifyRevocationsRequest) -> None:
-        stub = NodeServiceStub(self._channels.get(endpoint))
         try:
+            stub = NodeServiceStub(self._channels.get(endpoint))
             await self._durable()
             await stub.NotifyRevocations(feed, timeout=PUSH_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             log.info("push to %s failed (%s); it will pull", node_id, exc.code().name)
         except OSError as exc:  # the change could not be made durable: nothing is sent
             log.error("not pushing to %s: %s", node_id, exc)
+        except CredexError as err:  # an endpoint the directory does not dial
+            log.info("not pushing to %s: %s", node_id, err.message)

@@ -3,6 +3,7 @@ status, and a version number that moves with every change (for the signed snapsh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from credex import vocab
 from credex.clock import to_timestamp
 from credex.db import transaction
 from credex.keys import VerifyKey
+from credex.pki import DEFAULT_HOSTS
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2 import MemberRole, MemberStatus
 
@@ -39,6 +41,9 @@ class MemberInfo:
     status: MemberStatus.ValueType = MemberStatus.MEMBER_STATUS_ACTIVE
     # Keys replaced by rotation, each with the time until which it still verifies.
     retired: tuple[tuple[VerifyKey, float], ...] = ()
+    # The host names the operator granted (a node's certificate names exactly these; a
+    # requester's none), kept for every certificate the member is issued later.
+    hosts: tuple[str, ...] = ()
 
     def keys_at(self, now: float) -> list[VerifyKey]:
         """The keys whose signatures count at `now`: the current one first."""
@@ -98,6 +103,9 @@ class Registry:
             self._conn.execute(
                 "ALTER TABLE members ADD COLUMN status TEXT NOT NULL DEFAULT 'active'"
             )
+        if "hosts" not in columns:  # a database from before granted hosts were kept
+            self._conn.execute("ALTER TABLE members ADD COLUMN hosts TEXT")
+            self._fill_granted_hosts()
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS registry_version "
             "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
@@ -115,6 +123,27 @@ class Registry:
         self._by_id: dict[str, MemberInfo] = {}
         self._by_key: dict[str, MemberInfo] = {}
         self._retired: dict[str, tuple[MemberInfo, float]] = {}
+
+    def _fill_granted_hosts(self) -> None:
+        """Hosts for members enrolled before they were kept: those of the token each member
+        redeemed, else the defaults tokens had (a node: localhost, 127.0.0.1)."""
+        granted: dict[str, list[str]] = {}
+        has_tokens = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'enrollment_tokens'"
+        ).fetchone()
+        if has_tokens:
+            for (grant_json,) in self._conn.execute(
+                "SELECT grant_json FROM enrollment_tokens WHERE used_at IS NOT NULL"
+            ):
+                grant = json.loads(grant_json)
+                granted[str(grant.get("member_id"))] = list(grant.get("hosts", []))
+        for member_id, role in self._conn.execute(
+            "SELECT member_id, role FROM members WHERE hosts IS NULL"
+        ).fetchall():
+            hosts = granted.get(member_id, list(DEFAULT_HOSTS) if role == "node" else [])
+            self._conn.execute(
+                "UPDATE members SET hosts = ? WHERE member_id = ?", (json.dumps(hosts), member_id)
+            )
 
     def _fresh(self) -> None:
         data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -138,6 +167,11 @@ class Registry:
         self._conn.execute("UPDATE registry_version SET version = version + 1")
         self._data_version = -1
 
+    def touch(self) -> None:
+        """A new version for a change outside the members table (revoked certificates), so
+        nodes fetch the snapshot again."""
+        self._changed()
+
     @property
     def version(self) -> int:
         return int(self._conn.execute("SELECT version FROM registry_version").fetchone()[0])
@@ -147,11 +181,12 @@ class Registry:
         (never silently taken over)."""
         try:
             self._conn.execute(
-                f"INSERT INTO members ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO members ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (member_id) DO UPDATE SET role = excluded.role, "
                 "name = excluded.name, jurisdiction = excluded.jurisdiction, "
                 "categories = excluded.categories, public_key = excluded.public_key, "
-                "key_id = excluded.key_id, endpoint = excluded.endpoint, status = excluded.status",
+                "key_id = excluded.key_id, endpoint = excluded.endpoint, "
+                "status = excluded.status, hosts = excluded.hosts",
                 (
                     member.member_id,
                     member.role_name,
@@ -162,6 +197,7 @@ class Registry:
                     member.key.key_id,
                     member.endpoint,
                     member.status_name,
+                    json.dumps(list(member.hosts)),
                 ),
             )
         except sqlite3.IntegrityError:
@@ -216,7 +252,8 @@ class Registry:
             raise KeyError(member_id)
         if self.key_in_use(new_key.key_id):
             raise ValueError(f"key {new_key.key_id} is already in use")
-        with transaction(self._db):
+        # part of the caller's transaction if it has one (the certificate issued with it)
+        with contextlib.nullcontext() if self._conn.in_transaction else transaction(self._db):
             self._conn.execute(
                 "INSERT INTO retired_keys VALUES (?, ?, ?, ?)",
                 (member.key.key_id, member_id, member.key.raw, old_valid_until),
@@ -234,22 +271,30 @@ class Registry:
     def nodes(self) -> Iterable[MemberInfo]:
         return (m for m in self.all() if m.role == MemberRole.MEMBER_ROLE_NODE)
 
-    def snapshot(self, directory_id: str, now: float) -> pb.RegistrySnapshot:
+    def snapshot(
+        self,
+        directory_id: str,
+        now: float,
+        revoked: Iterable[pb.RevokedCertificate] = (),
+    ) -> pb.RegistrySnapshot:
         return pb.RegistrySnapshot(
             version=self.version,
             issued_at=to_timestamp(now),
             directory_id=directory_id,
             members=[m.to_proto() for m in self.all()],
+            revoked_certificates=revoked,
         )
 
 
-_COLUMNS = "member_id, role, name, jurisdiction, categories, public_key, key_id, endpoint, status"
+_COLUMNS = (
+    "member_id, role, name, jurisdiction, categories, public_key, key_id, endpoint, status, hosts"
+)
 
 
 def _from_row(
     row: tuple[object, ...], retired: tuple[tuple[VerifyKey, float], ...] = ()
 ) -> MemberInfo:
-    member_id, role, name, jurisdiction, categories, public_key, _key_id, endpoint, status = row
+    member_id, role, name, jurisdiction, categories, public_key, _key, endpoint, status, hosts = row
     return MemberInfo(
         member_id=str(member_id),
         role=ROLES_BY_NAME[str(role)],
@@ -260,4 +305,5 @@ def _from_row(
         endpoint=str(endpoint),
         status=STATUSES_BY_NAME[str(status)],
         retired=retired,
+        hosts=tuple(json.loads(str(hosts))) if hosts is not None else (),
     )

@@ -15,6 +15,7 @@ import grpc
 from credex import vocab
 from credex.clock import Clock, to_timestamp
 from credex.errors import REASON_KEY
+from credex.errors import CredexError
 from credex.keys import SigningKey
 from credex.logs import outgoing_metadata
 from credex.signing import seal
@@ -157,7 +158,11 @@ class Router:
 
         if not call.node.endpoint:
             return reply(NodeStatus.NODE_STATUS_UNAVAILABLE, "node has no registered endpoint")
-        stub = NodeServiceStub(self._channels.get(call.node.endpoint))
+        try:
+            channel = self._channels.get(call.node.endpoint)
+        except CredexError as err:  # an endpoint the directory does not dial
+            return reply(NodeStatus.NODE_STATUS_UNAVAILABLE, err.message)
+        stub = NodeServiceStub(channel)
         try:
             response = await stub.QueryRecords(
                 QueryRecordsRequest(query=query),

@@ -24,12 +24,15 @@ from credex.runtime.refusals import RefusalRecorder
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
-from credex.transport import Binding, ChannelPool, add_service, bind, create_server
+from credex.transport import Binding, add_service, bind, create_server
 from credex.v1 import directory_pb2
+from directory.certificates import CertificateLog
 from directory.config import DirectorySettings
 from directory.consent_store import ConsentStore
+from directory.dialing import GuardedChannels
 from directory.disputes import DisputeDesk
 from directory.enrollment import EnrollmentService, TokenStore
+from directory.identity import IdentityDesk
 from directory.locator import Locator
 from directory.publication import Publisher
 from directory.quotas import PurposeQuota
@@ -125,15 +128,30 @@ def build_services(
         max_keys=settings.server.refusal_max_keys,
         durable=commits.flush,
     )
-    # Nodes' replies are small but for their answers, capped per node.
-    channels = ChannelPool(
-        tls, max_receive_bytes=settings.max_node_answer_bytes + ANSWER_ENVELOPE_BYTES
+    # Only to endpoints the policy allows; nodes' replies are small but for their answers,
+    # capped per node.
+    channels = GuardedChannels(
+        tls,
+        settings.endpoints,
+        max_receive_bytes=settings.max_node_answer_bytes + ANSWER_ENVELOPE_BYTES,
     )
     ca = CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
+    certificates = CertificateLog(db)
+    identity = IdentityDesk(
+        ca=ca,
+        registry=registry,
+        certificates=certificates,
+        audit=audit,
+        db=db,
+        clock=clock,
+        cert_lifetime_s=settings.cert_lifetime_s,
+        key_overlap_s=settings.key_overlap_s,
+    )
     publisher = Publisher(
         key=key,
         directory_id=settings.directory_id,
         registry=registry,
+        certificates=certificates,
         consents=consents,
         channels=channels,
         clock=clock,
@@ -178,7 +196,8 @@ def build_services(
             db=db,
             limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
             publisher=publisher,
-            ca=ca,
+            identity=identity,
+            endpoints=settings.endpoints,
             directory_id=settings.directory_id,
             policy=load_policy(settings.policy_path),
             disputes=disputes,
@@ -204,7 +223,8 @@ def build_services(
             metrics=metrics,
             tokens=TokenStore(db),
             registry=registry,
-            ca=ca,
+            identity=identity,
+            ca_cert=ca.cert,
             directory_key=key,
             directory_id=settings.directory_id,
             db=db,
@@ -245,6 +265,8 @@ async def start_directory(
     raise_descriptor_limit()
     members_server = create_server(limits, ports=2)
     add_service(members_server, services.members, SERVICES["DirectoryService"])
+    # renewal over a member's own connection too (the public port serves it without one)
+    add_service(members_server, services.enrollment, SERVICES["EnrollmentService"])
     members = bind(
         members_server, listen, services.tls, limits, ports=2, name="directory member port"
     )
@@ -263,7 +285,7 @@ async def start_directory(
         name="directory public port",
     )
     for server, names in (
-        (members_server, ["DirectoryService"]),
+        (members_server, ["DirectoryService", "EnrollmentService"]),
         (public_server, ["SubjectService", "EnrollmentService"]),
     ):
         health.add_to(server)

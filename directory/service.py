@@ -9,28 +9,26 @@ import sqlite_utils
 
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog, malformed_entry
-from credex.clock import Clock, from_timestamp, to_timestamp
+from credex.clock import Clock, from_timestamp
 from credex.db import transaction, unreadable
 from credex.errors import (
     UNAUTHENTICATED_REASONS,
-    AlreadyExists,
     CredexError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Reason,
     ResourceExhausted,
-    Unauthenticated,
 )
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
-from credex.keys import SigningKey, VerifyKey
+from credex.keys import SigningKey
 from credex.metrics import Metrics
-from credex.pki import DEFAULT_HOSTS, CertificateAuthority, PkiError, cert_pem
+from credex.protocol.endpoints import EndpointError, EndpointPolicy
 from credex.ratelimit import RateLimiter
 from credex.runtime.refusals import RefusalRecorder
-from credex.signing import digest, open_signed, parse, verify
-from credex.transport import peer_member_id, peer_or_unknown, require_peer
+from credex.signing import digest, open_signed, parse
+from credex.transport import peer_identity, peer_member_id, peer_or_unknown, require_peer
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentStatus
@@ -43,6 +41,7 @@ from directory.assembly import (
     within_total,
 )
 from directory.disputes import DisputeDesk
+from directory.identity import IdentityDesk
 from directory.locator import Locator
 from directory.publication import Publisher
 from directory.registry import Registry
@@ -55,30 +54,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 S = ConsentStatus
 ANNOUNCE_MAX_AGE_S = 300.0
 MAX_SEQ = 2**63 - 1  # SQLite integers are signed 64-bit
-# How long a rotated-away key keeps verifying: enough for requests and answers in flight.
-KEY_OVERLAP_S = 600.0
-
-
-def peer_hosts(context: Context) -> tuple[str, ...]:
-    """The host names in the caller's current certificate, carried over to its new one."""
-    names = [
-        bytes(n).decode() for n in context.auth_context().get("x509_subject_alternative_name") or []
-    ]
-    return tuple(names) or DEFAULT_HOSTS
-
-
-def check_endpoint(endpoint: str) -> None:
-    host, sep, port = endpoint.rpartition(":")
-    if (
-        not endpoint.isascii()
-        or not endpoint.isprintable()
-        or not sep
-        or not host
-        or not port.isdigit()
-        or not 0 < int(port) < 65536
-        or len(endpoint) > 256
-    ):
-        raise InvalidArgument(Reason.MALFORMED, f"endpoint {endpoint[:80]!r} is not host:port")
 
 
 class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
@@ -95,7 +70,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         db: sqlite_utils.Database,
         limiter: RateLimiter,
         publisher: Publisher,
-        ca: CertificateAuthority,
+        identity: IdentityDesk,
+        endpoints: EndpointPolicy,
         directory_id: str,
         policy: Policy,
         disputes: DisputeDesk,
@@ -107,16 +83,16 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         max_profile_bytes: int,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusal_budget = (
-            refusal_budget  # see rpc_handler: callers refused too often are turned away
-        )
+        self.refusal_budget = refusal_budget  # see rpc_handler: turns away callers refused often
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._witness = witness  # nodes' audit checkpoints, kept here
         self._refusals = refusals
         self._max_profile_bytes = max_profile_bytes
+        self.check_peer = identity.check_peer  # see rpc_handler: revoked certificates refused
+        self._identity = identity
+        self._endpoints = endpoints
         self._disputes = disputes
         self._policy = policy
-        self._ca = ca
         self._directory_id = directory_id
         self._key = key
         self._db = db
@@ -162,7 +138,10 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         require_peer(context, node.member_id)
         if abs(self._clock() - from_timestamp(announcement.issued_at)) > ANNOUNCE_MAX_AGE_S:
             raise PermissionDenied(Reason.REQUEST_EXPIRED, "announcement is stale")
-        check_endpoint(announcement.endpoint)
+        try:
+            self._endpoints.check(announcement.endpoint)
+        except EndpointError as exc:
+            raise InvalidArgument(Reason.ENDPOINT_REFUSED, str(exc)) from None
         self._registry.set_endpoint(node.member_id, announcement.endpoint)
         return pb.AnnounceResponse()
 
@@ -170,45 +149,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     async def RotateKey(
         self, request: pb.RotateKeyRequest, context: Context
     ) -> pb.RotateKeyResponse:
-        """A new signing key and certificate for the caller; its old key keeps verifying for
-        KEY_OVERLAP_S so requests and answers in flight are not lost."""
-        claimed = parse(request.rotation.body, pb.KeyRotation, what="key rotation")
-        member = self._registry.get(claimed.member_id)
-        if member is None or not member.active:
-            raise PermissionDenied(Reason.UNKNOWN_SIGNER, f"{claimed.member_id!r} is not active")
-        rotation = open_signed(request.rotation, pb.KeyRotation, member.key, what="key rotation")
-        require_peer(context, member.member_id)
-        now = self._clock()
-        if abs(now - from_timestamp(rotation.issued_at)) > ANNOUNCE_MAX_AGE_S:
-            raise PermissionDenied(Reason.REQUEST_EXPIRED, "key rotation is stale")
-        try:
-            new_key = VerifyKey(rotation.new_signing_key)
-        except ValueError as exc:
-            raise InvalidArgument(Reason.MALFORMED, f"new signing key: {exc}") from None
-        if request.proof.body != request.rotation.body or not verify(
-            request.proof, pb.KeyRotation, new_key
-        ):
-            raise Unauthenticated(Reason.BAD_SIGNATURE, "no proof of holding the new key")
-        if self._registry.key_in_use(new_key.key_id):
-            raise AlreadyExists(Reason.MALFORMED, "that key was used before; make a new one")
-        try:
-            cert = self._ca.issue(rotation.csr_pem, member.member_id, hosts=peer_hosts(context))
-        except PkiError as exc:
-            raise InvalidArgument(Reason.MALFORMED, str(exc)) from None
-        valid_until = now + KEY_OVERLAP_S
-        self._registry.rotate(member.member_id, new_key, valid_until)
-        self._audit.append(
-            AuditEntry(
-                request_id=f"rotate-{new_key.key_id}",
-                actor=member.member_id,
-                action="rotate-key",
-                outcome="rotated",
-                detail=f"old={member.key.key_id} new={new_key.key_id} overlap={KEY_OVERLAP_S:g}s",
-            )
-        )
-        return pb.RotateKeyResponse(
-            certificate_pem=cert_pem(cert), old_key_valid_until=to_timestamp(valid_until)
-        )
+        """A new signing key and certificate for the caller (see IdentityDesk.rotate)."""
+        return self._identity.rotate(request, context)
 
     @rpc_handler
     async def ResolveDispute(
@@ -362,8 +304,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     def _active_peer(self, context: Context) -> str:
         """The caller, who must be a member in good standing (a valid certificate is not
         enough once a member is suspended or removed) or the directory's own operator."""
-        peer = peer_member_id(context)
-        if peer == self._directory_id:
+        identity = peer_identity(context)
+        peer = identity.member_id
+        if identity.directory and peer == self._directory_id:
             return peer
         member = self._registry.get(peer)
         if member is None or not member.active:

@@ -96,9 +96,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         refusals: RefusalRecorder,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusal_budget = (
-            refusal_budget  # see rpc_handler: callers refused too often are turned away
-        )
+        self.refusal_budget = refusal_budget  # see rpc_handler: turns away callers refused often
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._refusals = refusals
         self._publisher = publisher

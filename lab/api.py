@@ -72,6 +72,7 @@ class Lab:
             home.signing_key(),
             tls=home.tls(),
             directory_key=home.directory_key(),
+            renewal=home.renewal(),  # a lab left running for days renews its certificates
         )
 
     def grant(

@@ -72,6 +72,7 @@ async def _story(console: Console, fed: RunningFederation) -> None:
             bank_home.signing_key(),
             tls=bank_home.tls(),
             directory_key=bank_home.directory_key(),
+            renewal=bank_home.renewal(),
         ) as bank,
     ):
         console.rule("1. The subject grants the bank a consent for a loan application")

@@ -521,7 +521,12 @@ def start(
         point_requesters(manifest, root, address, public_address)
         pending = {
             node.id: launcher.spawn(
-                node.id, "node", ["nodes.cli", "serve", str(node.config), "--directory", address]
+                node.id,
+                "node",
+                [
+                    *("nodes.cli", "serve", str(node.config), "--directory", address),
+                    *("--directory-public", public_address),
+                ],
             )
             for node in manifest.nodes
         }

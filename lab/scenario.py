@@ -24,7 +24,7 @@ import grpc
 from credex import vocab
 from credex.client import AccessView, ConsentView, RequesterClient, SubjectClient, VerifiedProfile
 from credex.config import ConfigError, validate_member_id
-from credex.errors import CredexError, Reason
+from credex.errors import CredexError, ProfileVerificationError, Reason
 from directory import admin as directory_admin
 from directory.config import DirectorySettings
 from lab.federation import (
@@ -40,9 +40,12 @@ from lab.synth import REGIONS, RequesterEntry
 OK = "ok"
 SKIPPED = "skipped"  # an earlier step this one depends on did not succeed
 ERROR = "error"  # the step could not be carried out (e.g. an unknown member)
+UNVERIFIED = "unverified"  # the profile arrived but its signatures do not verify
 _NOT_REFUSALS = (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN)
 OUTCOMES = frozenset(
-    {OK} | {r.value for r in Reason} | {c.name for c in grpc.StatusCode if c not in _NOT_REFUSALS}
+    {OK, UNVERIFIED}
+    | {r.value for r in Reason}
+    | {c.name for c in grpc.StatusCode if c not in _NOT_REFUSALS}
 )
 MAX_VALID_DAYS = 3650.0
 MAX_USES = 2**32 - 1  # the wire format's limit
@@ -327,7 +330,8 @@ def _step(number: int, raw: dict[str, Any], where: str) -> Step:
     expect = raw.get("expect", OK)
     if not isinstance(expect, str) or expect not in OUTCOMES:
         raise ScenarioError(
-            f"{where}: 'expect' must be \"ok\", a refusal reason such as CONSENT_REVOKED, or a "
+            f'{where}: \'expect\' must be "ok", "unverified", a refusal reason such as '
+            "CONSENT_REVOKED, or a "
             f"gRPC status such as PERMISSION_DENIED; got {expect!r}"
         )
     checks = raw.get("check", {})
@@ -685,6 +689,8 @@ async def run_scenario(
                 got = OK
             except CredexError as exc:
                 err, got, detail = exc, exc.reason.value, exc.message
+            except ProfileVerificationError as exc:  # delivered, but does not verify
+                got, detail = UNVERIFIED, exc.message
             except _Skip as exc:
                 got, detail = SKIPPED, str(exc)
             except ScenarioError as exc:

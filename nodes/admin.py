@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from nodes.config import NodeConfig, load_node_config
 from nodes.config_check import check_config, require_serviceable
 from nodes.disputes import OUTCOME_NAMES, NodeDispute, NodeDisputes
+from nodes.server import certificate_renewal
 
 
 @dataclass(frozen=True)
@@ -37,20 +39,27 @@ class Enrollment:
 
 
 def init_node(
-    config_path: Path, enrollment: Enrollment | None = None
+    config_path: Path, enrollment: Enrollment | None = None, *, reset: bool = False
 ) -> tuple[NodeConfig, SigningKey]:
     """Create the node's signing key (if missing) and state database, enroll with the directory
-    if a token is given, and fail early on a broken adapter."""
+    if a token is given, and fail early on a broken adapter. With `reset` (the operator reset
+    this node's keys and gave a token for it), new keys replace the old ones on enrollment."""
     config = load_node_config(config_path)
     require_serviceable(check_config(config_path), config_path)
-    if config.signing_key.exists():
+    if reset and enrollment is None:
+        raise ConfigError("--reset enrolls again: give --enroll, --token and --ca-cert")
+    if config.signing_key.exists() and not reset:
         key = SigningKey.load(config.signing_key)
     else:
         key = SigningKey.generate()
-        key.save(config.signing_key)
+        if not reset:
+            key.save(config.signing_key)
     if enrollment is not None:
-        if config.tls_cert.exists():
-            raise ConfigError(f"{config.node_id} is already enrolled ({config.tls_cert} exists)")
+        if config.tls_cert.exists() and not reset:
+            raise ConfigError(
+                f"{config.node_id} is already enrolled ({config.tls_cert} exists; after "
+                "`credex-directory reset-key`, enroll again with --reset)"
+            )
         try:
             ca_pem = enrollment.ca_cert.read_bytes()
         except OSError as exc:
@@ -74,10 +83,27 @@ def init_node(
                 ),
             )
         )
+        if reset:  # the directory has the new key now: it replaces the old one here
+            key.save(config.signing_key, overwrite=True)
     db = open_database(config.state_db)
     NonceStore(db)
     db.conn.close()
     return config, key
+
+
+async def renew_node_certificate(
+    config: NodeConfig, public_address: str = "", *, clock: Clock = system_clock
+) -> float:
+    """Renew the node's certificate now (a running node does so by itself); on the public
+    port if given or configured (works with an expired certificate). Returns its expiry."""
+    if public_address:
+        config = dataclasses.replace(config, directory_public_address=public_address)
+    if not (config.directory_public_address or config.directory_address):
+        raise ConfigError("no directory address: set directory_address or pass --public")
+    tls = TlsIdentity.load(config.ca_cert, config.tls_cert, config.tls_key)
+    renewal = certificate_renewal(config, lambda: SigningKey.load(config.signing_key), lambda: tls)
+    renewed = await renewal.renew(clock=clock)
+    return renewed.expires_at
 
 
 def list_disputes(config: NodeConfig, status: str | None = None) -> list[NodeDispute]:

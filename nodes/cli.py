@@ -19,7 +19,14 @@ from credex.logs import setup_logging
 from credex.render import moment, printable, terminal_console
 from credex.rotation import KeyFiles, rotate_key
 from credex.status import show_status
-from nodes.admin import Enrollment, backup_node, init_node, list_disputes, resolve_dispute
+from nodes.admin import (
+    Enrollment,
+    backup_node,
+    init_node,
+    list_disputes,
+    renew_node_certificate,
+    resolve_dispute,
+)
 from nodes.config import load_node_config
 from nodes.config_check import check_config
 from nodes.example_config import write_example
@@ -52,6 +59,10 @@ def init(
     records_db: Annotated[
         str, typer.Option(help="Your database, for a new example config.")
     ] = "records.db",
+    reset: Annotated[
+        bool,
+        typer.Option(help="Enroll again with a token from `credex-directory reset-key`: new keys."),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Without a config file: write a commented example to edit. With one: create the node's
@@ -79,7 +90,7 @@ def init(
             if enroll is not None and token is not None and ca_cert is not None
             else None
         )
-        cfg, key = init_node(config, enrollment)
+        cfg, key = init_node(config, enrollment, reset=reset)
         result = {
             "node_id": cfg.node_id,
             "key_id": key.key_id,
@@ -213,6 +224,29 @@ def rotate_key_command(
             )
 
 
+@app.command()
+def renew(
+    config: Config,
+    public: Annotated[
+        str | None,
+        typer.Option(
+            help="The directory's public address (overrides config; needed once the "
+            "certificate has expired)."
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Renew the node's TLS certificate now with its signing key (a running node renews by
+    itself in the last third of its certificate's life)."""
+    with cli_errors():
+        cfg = load_node_config(config)
+        expires_at = asyncio.run(renew_node_certificate(cfg, public or ""))
+        if json_out:
+            print_json({"node_id": cfg.node_id, "expires_at": expires_at})
+        else:
+            typer.echo(f"{cfg.node_id}: new certificate valid until {moment(expires_at)}")
+
+
 disputes_app = typer.Typer(help="Disputes subjects filed about this node's records.")
 app.add_typer(disputes_app, name="disputes")
 
@@ -280,12 +314,21 @@ def serve(
         str | None,
         typer.Option(help="The directory's member address to announce to (overrides config)."),
     ] = None,
+    directory_public: Annotated[
+        str | None,
+        typer.Option(
+            help="The directory's public address, for renewing the certificate (overrides config)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve over mutual TLS until SIGTERM or Ctrl-C; announce this node's address."""
+    """Serve over mutual TLS until SIGTERM or Ctrl-C; announce this node's address and renew
+    its certificate in the last third of its life."""
     with cli_errors():
         cfg = load_node_config(config)
         if directory is not None:
             cfg = dataclasses.replace(cfg, directory_address=directory)
+        if directory_public is not None:
+            cfg = dataclasses.replace(cfg, directory_public_address=directory_public)
         if listen is not None:
             cfg = dataclasses.replace(cfg, server=cfg.server.with_listen(listen, "--listen"))
         setup_logging(cfg.server.log_format, cfg.server.log_level)

@@ -39,6 +39,7 @@ SCHEMA: dict[str, frozenset[str]] = {
             "ca_cert",
             "directory_id",
             "directory_address",
+            "directory_public_address",
             "sync_interval_s",
             "offline_grace_s",
             "checkpoint_interval_s",
@@ -73,6 +74,10 @@ class NodeConfig:
     directory_id: str
     directory_address: str
     adapters: tuple[AdapterSpec, ...]
+    # The directory's public port: certificate renewal there needs no certificate, so a node
+    # whose certificate expired (switched off for a day) renews by itself. "": renew on the
+    # member port, with the current certificate.
+    directory_public_address: str = ""
     # Queries a second the directory may send ([limits] directory_rate_per_s), and the burst.
     rate_per_s: float = 1000.0
     burst: float = 2000.0
@@ -144,6 +149,7 @@ def _node_config(path: Path, data: dict[str, Any]) -> NodeConfig:
         ca_cert=resolve(base, str(node.get("ca_cert", "ca.crt"))),
         directory_id=str(node.get("directory_id", "directory")),
         directory_address=str(node.get("directory_address", "")),
+        directory_public_address=str(node.get("directory_public_address", "")),
         adapters=tuple(adapters),
         rate_per_s=positive(limits, "directory_rate_per_s", 1000.0, f"{path} [limits]"),
         burst=max(1.0, positive(limits, "directory_burst", 2000.0, f"{path} [limits]")),

@@ -9,16 +9,24 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import sqlite_utils
 
-from credex.clock import Clock
-from credex.errors import CredexError, PermissionDenied, Reason, Unavailable, from_rpc_error
+from credex.clock import Clock, from_timestamp
+from credex.errors import (
+    CredexError,
+    PermissionDenied,
+    Reason,
+    Unavailable,
+    from_rpc_error,
+)
 from credex.keys import VerifyKey
+from credex.protocol.revocation import refuse_revoked
 from credex.signing import open_signed, parse
 from credex.tls import TlsIdentity
-from credex.transport import open_directory_channel
+from credex.transport import open_directory_channel, peer_identity
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import ConsentStatus
@@ -67,6 +75,9 @@ class DirectorySync:
         self.last_sync: float = float(row[1])
         self.version = 0
         self._requesters: frozenset[str] = frozenset()
+        # Serials of revoked certificates (from the signed snapshot): from when each is
+        # refused, and why.
+        self._revoked: dict[str, tuple[float, str]] = {}
         self._open: tuple[TlsIdentity, grpc.aio.Channel] | None = None
         self._closing: list[grpc.aio.Channel] = []
         self._load_cache()
@@ -101,6 +112,12 @@ class DirectorySync:
             raise PermissionDenied(Reason.CONSENT_PAUSED, "consent is paused")
         raise PermissionDenied(Reason.CONSENT_REVOKED, "consent has been revoked")
 
+    def check_peer(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Refuse a caller whose certificate the directory's snapshot lists as revoked (called
+        by `rpc_handler` before every call)."""
+        peer = peer_identity(context)
+        refuse_revoked(peer, self._revoked.get(peer.serial), self._clock())
+
     # --- learning from the directory ------------------------------------------------------
 
     def apply_feed(self, signed: Signed) -> int:
@@ -130,6 +147,10 @@ class DirectorySync:
             if m.role == pb.MemberRole.MEMBER_ROLE_REQUESTER
             and m.status == pb.MemberStatus.MEMBER_STATUS_ACTIVE
         )
+        self._revoked = {
+            r.serial: (from_timestamp(r.revoked_at), r.reason or "revoked")
+            for r in snapshot.revoked_certificates
+        }
         tmp = self._cache_path.with_name(self._cache_path.name + ".tmp")
         tmp.write_bytes(signed.SerializeToString())
         tmp.replace(self._cache_path)

@@ -30,6 +30,9 @@ ca_cert = "ca.crt"
 directory_id = "directory"
 directory_address = ""
 directory_key = "directory.pub"
+# The directory's public address (host:port): the node renews its day-long certificate there,
+# which works even after it has expired. "": renew on directory_address while still valid.
+directory_public_address = ""
 # How often to pull the registry and revocations (seconds), and how long to keep
 # answering when the directory cannot be reached.
 sync_interval_s = 5.0

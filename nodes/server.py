@@ -19,10 +19,13 @@ from credex.group_commit import GroupCommit
 from credex.health import HealthMonitor, enable_reflection
 from credex.keys import SigningKey, load_public
 from credex.metrics import Metrics
+from credex.pki import PkiError
 from credex.ratelimit import RateLimiter
 from credex.reloading import Reloading
+from credex.render import moment
 from credex.runtime.gate import raise_descriptor_limit
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
+from credex.sdk.renewal import CertificateRenewal, renew_at
 from credex.serving import run_until_stopped
 from credex.signing import seal
 from credex.tls import TlsIdentity
@@ -45,6 +48,11 @@ from nodes.witness import DirectoryCheckpoints, directory_witness
 
 log = logging.getLogger(__name__)
 SERVICE = node_pb2.DESCRIPTOR.services_by_name["NodeService"]
+# The node's certificate is renewed in the last third of its life; this often at least it
+# looks again (a certificate renewed by hand, a clock that jumped), and this soon at most it
+# retries a renewal that failed.
+RENEW_CHECK_S = 60.0
+RENEW_RETRY_S = 30.0
 ANNOUNCE_RETRY_S = 1.0
 ANNOUNCE_EVERY_S = 60.0
 # At start-up a directory that is busy or not up yet is waited for this long; a refusal is not.
@@ -98,6 +106,51 @@ def tls_source(config: NodeConfig) -> Callable[[], TlsIdentity]:
     """The node's TLS identity, re-read when a rotation replaced the certificate."""
     paths = [config.ca_cert, config.tls_cert, config.tls_key]
     return Reloading(paths, lambda: tls_identity(config)).get
+
+
+def certificate_renewal(
+    config: NodeConfig, key: Callable[[], SigningKey], tls: Callable[[], TlsIdentity]
+) -> CertificateRenewal:
+    """How this node renews its certificate: on the directory's public port if the config
+    names it (works with an expired certificate), else on the member port."""
+    public = config.directory_public_address
+    return CertificateRenewal(
+        member_id=config.node_id,
+        address=public or config.directory_address,
+        signing_key=key,
+        tls=tls,
+        tls_key_path=config.tls_key,
+        cert_path=config.tls_cert,
+        member_port=not public,
+    )
+
+
+async def renew_certificate(renewal: CertificateRenewal, clock: Clock) -> bool:
+    """Renew if due; False (logged) if that failed."""
+    try:
+        renewed = await renewal.renew_if_due(clock=clock)
+    except (CredexError, PkiError, OSError) as err:
+        log.warning("renewing the node's certificate failed: %s", err)
+        return False
+    if renewed is not None:
+        log.info("renewed the node's certificate (valid until %s)", moment(renewed.expires_at))
+    return True
+
+
+async def keep_certificate_fresh(
+    renewal: CertificateRenewal, tls: Callable[[], TlsIdentity], clock: Clock
+) -> None:
+    """Renew the node's certificate in the last third of its life, until cancelled: the new
+    key and certificate replace the files, which the server and its clients re-read."""
+    while True:
+        wait = renew_at(tls()) - clock()
+        if wait > 0:
+            await asyncio.sleep(min(wait, RENEW_CHECK_S))
+        elif await renew_certificate(renewal, clock):
+            await asyncio.sleep(1.0)  # the files are read again before the next look
+        else:
+            left = tls().expires_at - clock()
+            await asyncio.sleep(min(RENEW_RETRY_S, max(1.0, left / 10)))
 
 
 def build_service(
@@ -265,6 +318,10 @@ async def start_node(
             asyncio.create_task(checkpoint_every(audit, config.checkpoint_interval_s))
         )
         node.closers.append(_closer(audit.checkpoint))
+    if config.directory_address:  # a certificate expired or of an older form: renew first
+        renewal = certificate_renewal(config, signing_key_source(config), tls)
+        await renew_certificate(renewal, clock)
+        node.tasks.append(asyncio.create_task(keep_certificate_fresh(renewal, tls, clock)))
     publisher: CheckpointPublisher | None = getattr(service, "checkpoints", None)
     if publisher is not None and config.directory_address:  # the directory witnesses our log
         node.tasks.append(asyncio.create_task(publisher.run(config.checkpoint_interval_s)))

@@ -29,7 +29,7 @@ from credex.metrics import Metrics
 from credex.ratelimit import RateLimiter
 from credex.runtime.witness import CheckpointPublisher
 from credex.signing import digest, open_signed, parse, seal
-from credex.transport import peer_or_unknown, require_peer
+from credex.transport import peer_or_unknown, require_directory
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.common_pb2 import Record
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
@@ -66,10 +66,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         checkpoints: CheckpointPublisher,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusal_budget = (
-            refusal_budget  # see rpc_handler: callers refused too often are turned away
-        )
+        self.refusal_budget = refusal_budget  # see rpc_handler: turns away callers refused often
         self.metrics = metrics  # see rpc_handler: every answer counted
+        self.check_peer = sync.check_peer  # see rpc_handler: revoked certificates refused
         self._config = config
         self._key = key
         self._verifier = verifier
@@ -110,7 +109,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def Describe(
         self, request: node_pb2.DescribeRequest, context: Context
     ) -> node_pb2.DescribeResponse:
-        require_peer(context, self._config.directory_id)
+        require_directory(context, self._config.directory_id)
         return node_pb2.DescribeResponse(
             node_id=self._config.node_id,
             name=self._config.name,
@@ -124,7 +123,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
     async def NotifyRevocations(
         self, request: node_pb2.NotifyRevocationsRequest, context: Context
     ) -> node_pb2.NotifyRevocationsResponse:
-        require_peer(context, self._config.directory_id)
+        require_directory(context, self._config.directory_id)
         return node_pb2.NotifyRevocationsResponse(synced_seq=self.sync.apply_feed(request.feed))
 
     @rpc_handler
@@ -132,7 +131,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self, request: node_pb2.ReceiveDisputeRequest, context: Context
     ) -> node_pb2.ReceiveDisputeResponse:
         """A subject's dispute about one of our records, handed over by the directory."""
-        require_peer(context, self._config.directory_id)
+        require_directory(context, self._config.directory_id)
         notice = open_signed(
             request.notice, node_pb2.DisputeNotice, self._directory_key, what="dispute notice"
         )
@@ -184,7 +183,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         refused: CredexError | None = None
         with transaction(self.audit.db):
             try:
-                require_peer(context, self._config.directory_id)
+                require_directory(context, self._config.directory_id)
                 wait = self._limiter.take(self._config.directory_id)
                 if wait:
                     raise ResourceExhausted(

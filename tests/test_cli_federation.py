@@ -174,6 +174,56 @@ def test_enrollment_token_works_once(running: dict[str, Any], tmp_path: Path) ->
     assert again.returncode == 3 and "ENROLLMENT_REFUSED" in again.stderr
 
 
+def test_renew_reset_key_and_enroll_again_through_the_cli(
+    running: dict[str, Any], tmp_path: Path
+) -> None:
+    """A requester renews its certificate; after the operator resets its lost keys, the old
+    certificate is refused and the member enrolls again under its id with new keys."""
+    root: Path = running["root"]
+    state = running["state"]
+    directory = ["--home", str(root / "directory")]
+
+    def token(*args: str) -> str:
+        return str(json.loads(cli("credex-directory", *args, *directory, "--json").stdout)["token"])
+
+    home = tmp_path / "careless"
+    enroll = [
+        "--home", str(home), "--id", "careless", "--directory", state["directory_address"],
+        "--public", state["public_address"], "--ca-cert", str(root / "directory" / "ca.crt"),
+    ]  # fmt: skip
+    cli("credex", "init", *enroll, "--token", token("enroll", "careless", "--role", "requester"))
+    before = (home / "tls.crt").read_bytes()
+    renewed = json.loads(cli("credex", "renew", "--home", str(home), "--json").stdout)
+    assert (home / "tls.crt").read_bytes() != before
+    assert renewed["expires_at"] > time.time() + 86_000
+
+    reset = token("reset-key", "careless")
+    refused = cli("credex", "members", "--home", str(home), ok=False)
+    assert refused.returncode == 3 and "CERTIFICATE_REVOKED" in refused.stderr
+    plain_init = cli("credex", "init", *enroll, "--token", reset, ok=False)
+    assert plain_init.returncode == 2 and "--reset" in plain_init.stderr
+    old_key = (home / "signing.key").read_bytes()
+    cli("credex", "init", *enroll, "--token", reset, "--reset")
+    assert (home / "signing.key").read_bytes() != old_key
+    members = json.loads(cli("credex", "members", "--home", str(home), "--json").stdout)
+    assert "careless" in {m["member_id"] for m in members}
+
+
+def test_operator_commands_refuse_what_the_directory_must_never_use(
+    running: dict[str, Any],
+) -> None:
+    directory = ["--home", str(running["root"] / "directory")]
+    for endpoint in ("dns:///attacker.example:443", "169.254.169.254:80", "unix:/x:1"):
+        bad = cli("credex-directory", "set-endpoint", *directory, "--id", "volunteer-registry",
+                  "--endpoint", endpoint, ok=False)  # fmt: skip
+        assert bad.returncode == 2 and "endpoint" in bad.stderr and "Traceback" not in bad.stderr
+    for member_id, host in (("credex-directory.", None), ("sneaky", "CREDEX-DIRECTORY")):
+        args = ["credex-directory", "enroll", member_id, *directory, "--role", "node", "-c",
+                "financial", *(("--host", host) if host else ())]  # fmt: skip
+        bad = cli(*args, ok=False)
+        assert bad.returncode == 2 and "reserved" in bad.stderr, bad.stderr
+
+
 def test_second_up_in_same_dir_is_refused(running: dict[str, Any]) -> None:
     again = cli(
         "credex-lab", "up", "--dir", str(running["root"]), "--subjects", "200",

@@ -1091,7 +1091,7 @@ def test_request_of_exactly_the_limit_is_decoded_and_served(fuzz: Fuzz) -> None:
 
 def test_announced_port_with_a_non_ascii_digit_is_refused(fuzz: Fuzz) -> None:
     """'²'.isdigit() is true but int('²') raises: the endpoint check must refuse such a port as
-    MALFORMED, not fail with INTERNAL."""
+    ENDPOINT_REFUSED, not fail with INTERNAL."""
     announcement = pb.NodeAnnouncement(
         node_id="down", endpoint="127.0.0.1:\u00b2", issued_at=to_timestamp(fuzz.fed.clock())
     )
@@ -1099,7 +1099,7 @@ def test_announced_port_with_a_non_ascii_digit_is_refused(fuzz: Fuzz) -> None:
     err = _call_raw(fuzz, ANNOUNCE, data)
     assert isinstance(err, grpc.aio.AioRpcError), "an invalid endpoint was accepted"
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
-    assert (REASON_KEY, str(Reason.MALFORMED)) in _trailers(err)
+    assert (REASON_KEY, str(Reason.ENDPOINT_REFUSED)) in _trailers(err)
 
 
 def test_enrollment_with_a_damaged_csr_is_refused(fuzz: Fuzz) -> None:

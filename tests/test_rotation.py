@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from credex import pki
-from credex.errors import Reason, Unauthenticated
+from credex.errors import ProfileVerificationError, Reason, Unauthenticated
 from credex.keys import SigningKey, write_private
 from credex.rotation import KeyFiles, rotate_key
 from credex.signing import open_signed, seal
@@ -24,7 +24,7 @@ from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2 import NodeAnswer
 from directory.config import load_settings
-from directory.service import KEY_OVERLAP_S
+from directory.identity import KEY_OVERLAP_S
 from nodes.config import load_node_config
 from nodes.server import tls_identity
 from tests.harness import Federation, enroll_requester
@@ -83,8 +83,11 @@ def test_requester_rotates_and_the_old_key_lapses_after_the_overlap(
     assert profile(old_key, old_tls).records  # old key and certificate, within the overlap
     federation.clock.offset += KEY_OVERLAP_S + 1
     try:
-        with pytest.raises(Unauthenticated) as err:
+        with pytest.raises(Unauthenticated) as err:  # the old certificate lapsed with its key
             profile(old_key, old_tls)
+        assert err.value.reason == Reason.CERTIFICATE_REVOKED
+        with pytest.raises(Unauthenticated) as err:  # and the old key, over the new certificate
+            profile(old_key, home.tls())
         assert err.value.reason == Reason.UNKNOWN_REQUESTER
         # the directory still serves the new key (nodes, 10 min on, wait for their next sync)
         assert profile(new_key, home.tls()).requester_id == "rotator"
@@ -209,3 +212,52 @@ def _raw_profile(fed: Federation, consent_id: str) -> Any:
             return (await DirectoryServiceStub(channel).GetProfile(request, timeout=10)).profile
 
     return fed.loop.run(call())
+
+
+def test_a_long_lived_client_verifies_answers_with_the_key_valid_when_signed(
+    federation: Federation,
+) -> None:
+    """A requester client made before a node rotates keeps verifying its answers (it fetches
+    the member list again on meeting the new key), accepts an answer signed by the retired
+    key while that key was valid, and refuses one signed after."""
+    bank = federation.requester("bank")
+    consent_id = federation.loop.run(
+        federation.subject("S1").grant(
+            requester_id="bank", purpose=LOAN, categories=[Category.CATEGORY_JUDICIAL],
+            max_uses=10,
+        )
+    )  # fmt: skip
+
+    def courts_records() -> int:
+        profile = federation.loop.run(
+            bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN)
+        )
+        return sum(r.node_id == "courts" for r in profile.records)
+
+    assert courts_records()  # the client has cached the member list now
+    config = load_node_config(federation.node_configs["courts"])
+    old_key = SigningKey.load(config.signing_key)
+    valid_until = federation.loop.run(
+        rotate_key(
+            directory_address=federation.address, member_id="courts", current_key=old_key,
+            tls=tls_identity(config), files=KeyFiles(config.signing_key, config.tls_key,
+                                                      config.tls_cert),
+            clock=federation.clock,
+        )
+    )  # fmt: skip
+    assert courts_records()  # signed with the new key, unknown to the cached list
+
+    signed = _raw_profile(federation, consent_id)
+
+    def resigned_by_old_key(answered_at: float) -> Any:
+        profile = pb.Profile.FromString(signed.body)
+        courts = next(r for r in profile.nodes if r.node_id == "courts")
+        answer = NodeAnswer.FromString(courts.answer.body)
+        answer.answered_at.FromSeconds(int(answered_at))
+        courts.answer.CopyFrom(seal(answer, old_key))
+        return seal(profile, federation.directory_key)
+
+    within = federation.loop.run(bank.verify_profile(resigned_by_old_key(valid_until - 60)))
+    assert any(r.node_id == "courts" for r in within.records)
+    with pytest.raises(ProfileVerificationError, match="retired"):
+        federation.loop.run(bank.verify_profile(resigned_by_old_key(valid_until + 60)))

@@ -100,7 +100,7 @@ def test_expired_certificate_is_refused(federation: Federation) -> None:
         federation_ca(federation),
         "bank",
         federation,
-        days=1,
+        lifetime_s=86400.0,
         not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
     )
     assert call_directory(federation, expired) == grpc.StatusCode.UNAVAILABLE
@@ -291,7 +291,7 @@ def test_expired_certificate_is_refused_by_a_node_too(federation: Federation) ->
         federation_ca(federation),
         "directory",
         federation,
-        days=1,
+        lifetime_s=86400.0,
         not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3),
     )
     assert call_node(federation, expired)[0] == grpc.StatusCode.UNAVAILABLE
@@ -316,7 +316,7 @@ def test_a_suspended_member_gets_nothing_past_the_handshake(
         return grpc.StatusCode.OK
 
     directory_admin.set_member_status(settings, "benched", "suspended")
-    try:
+    try:  # its certificate is refused while it is suspended, before anything else
         assert call_directory(federation, tls) == grpc.StatusCode.PERMISSION_DENIED
         assert federation.loop.run(registry()) == grpc.StatusCode.PERMISSION_DENIED
     finally:

@@ -203,6 +203,133 @@ class EnrollRequest(_message.Message):
 Global___EnrollRequest: _TypeAlias = EnrollRequest  # noqa: Y015
 
 @_typing.final
+class CertificateRenewal(_message.Message):
+    """A member's request for a new certificate. Signed (`Signed.body` is this message's bytes,
+    the signature covers "credex-signed-v1\\0credex.v1.CertificateRenewal\\0" + body) by the
+    member's current signing key; a retired key renews nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    CSR_PEM_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    member_id: _builtins.str
+    csr_pem: _builtins.bytes
+    """PEM certificate signing request for the member's new TLS key (EC P-256); its subject's
+    common name is member_id.
+    """
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """Refused when more than 300 s away from the directory's clock."""
+
+    def __init__(
+        self,
+        *,
+        member_id: _builtins.str = ...,
+        csr_pem: _builtins.bytes = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csr_pem", b"csr_pem", "issued_at", b"issued_at", "member_id", b"member_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateRenewal: _TypeAlias = CertificateRenewal  # noqa: Y015
+
+@_typing.final
+class RenewCertificateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RENEWAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def renewal(self) -> _common_pb2.Signed:
+        """A Signed CertificateRenewal."""
+
+    def __init__(
+        self,
+        *,
+        renewal: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["renewal", b"renewal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["renewal", b"renewal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewCertificateRequest: _TypeAlias = RenewCertificateRequest  # noqa: Y015
+
+@_typing.final
+class RenewCertificateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    certificate_pem: _builtins.bytes
+    """The certificate for the request's key: the member's host names (none for a requester)
+    and its identity `credex:member:<id>`, valid for the directory's certificate lifetime.
+    """
+    def __init__(
+        self,
+        *,
+        certificate_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_pem", b"certificate_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewCertificateResponse: _TypeAlias = RenewCertificateResponse  # noqa: Y015
+
+@_typing.final
+class RevokedCertificate(_message.Message):
+    """A certificate servers refuse on every call from `revoked_at` until it expires: a suspended
+    or removed member's, a rotated-away one (when its key's overlap ends), one replaced by an
+    operator's key reset, a replaced directory certificate.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    serial: _builtins.str
+    """The certificate's serial number in lowercase hexadecimal without leading zeros."""
+    member_id: _builtins.str
+    """Whose certificate it is (the directory's id for the directory's own)."""
+    reason: _builtins.str
+    """Why, for people: "suspended", "removed", "rotated", "reset" or "replaced"."""
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp:
+        """Refused from this moment on: the epoch (0) for a suspended or removed member's
+        certificate, the end of the key overlap for a rotated-away one.
+        """
+
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp:
+        """When the certificate expires anyway; it is listed until then."""
+
+    def __init__(
+        self,
+        *,
+        serial: _builtins.str = ...,
+        member_id: _builtins.str = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_id", b"member_id", "not_after", b"not_after", "reason", b"reason", "revoked_at", b"revoked_at", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokedCertificate: _TypeAlias = RevokedCertificate  # noqa: Y015
+
+@_typing.final
 class EnrollResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -417,7 +544,10 @@ class RotateKeyRequest(_message.Message):
 
     @_builtins.property
     def proof(self) -> _common_pb2.Signed:
-        """...and the very same body signed with the new key: the member holds it."""
+        """...and the very same body signed with the new key: the member holds it. The same
+        request sent again (its reply was lost) gets the same answer while the old
+        certificate still works (the key overlap).
+        """
 
     def __init__(
         self,
@@ -468,12 +598,19 @@ class RegistrySnapshot(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     DIRECTORY_ID_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
+    REVOKED_CERTIFICATES_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     directory_id: _builtins.str
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
+    @_builtins.property
+    def revoked_certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevokedCertificate]:
+        """Certificates every server refuses (see RevokedCertificate); nodes check each caller's
+        certificate against this list on every call.
+        """
+
     def __init__(
         self,
         *,
@@ -481,10 +618,11 @@ class RegistrySnapshot(_message.Message):
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         directory_id: _builtins.str = ...,
         members: _abc.Iterable[Global___Member] | None = ...,
+        revoked_certificates: _abc.Iterable[Global___RevokedCertificate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_id", b"directory_id", "issued_at", b"issued_at", "members", b"members", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_id", b"directory_id", "issued_at", b"issued_at", "members", b"members", "revoked_certificates", b"revoked_certificates", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

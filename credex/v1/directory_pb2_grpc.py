@@ -775,6 +775,11 @@ class EnrollmentServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.EnrollRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.EnrollResponse.FromString,
                 _registered_method=True)
+        self.RenewCertificate = channel.unary_unary(
+                '/credex.v1.EnrollmentService/RenewCertificate',
+                request_serializer=credex_dot_v1_dot_directory__pb2.RenewCertificateRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.RenewCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class EnrollmentServiceServicer:
@@ -783,7 +788,18 @@ class EnrollmentServiceServicer:
     """
 
     def Enroll(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Redeem a token. The same signed request sent again (its reply was lost) gets the same
+        answer; the token works for no other request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewCertificate(self, request, context):
+        """A fresh certificate for a member's new TLS key, authorised by the member's current
+        signing key alone: a member whose certificate expired renews too. Served on the public
+        port and on the member port. The same signed request sent again gets the same answer.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -795,6 +811,11 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
                     servicer.Enroll,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.EnrollRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.EnrollResponse.SerializeToString,
+            ),
+            'RenewCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewCertificate,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.RenewCertificateRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.RenewCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -826,6 +847,33 @@ class EnrollmentService:
             '/credex.v1.EnrollmentService/Enroll',
             credex_dot_v1_dot_directory__pb2.EnrollRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.EnrollmentService/RenewCertificate',
+            credex_dot_v1_dot_directory__pb2.RenewCertificateRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.RenewCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

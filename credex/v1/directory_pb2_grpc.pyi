@@ -284,6 +284,14 @@ class EnrollmentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EnrollmentServiceAsyncStub: ...
     Enroll: _grpc.UnaryUnaryMultiCallable[_directory_pb2.EnrollRequest, _directory_pb2.EnrollResponse]
+    """Redeem a token. The same signed request sent again (its reply was lost) gets the same
+    answer; the token works for no other request.
+    """
+    RenewCertificate: _grpc.UnaryUnaryMultiCallable[_directory_pb2.RenewCertificateRequest, _directory_pb2.RenewCertificateResponse]
+    """A fresh certificate for a member's new TLS key, authorised by the member's current
+    signing key alone: a member whose certificate expired renews too. Served on the public
+    port and on the member port. The same signed request sent again gets the same answer.
+    """
 
 @_typing.type_check_only
 class EnrollmentServiceAsyncStub(EnrollmentServiceStub):
@@ -293,6 +301,14 @@ class EnrollmentServiceAsyncStub(EnrollmentServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enroll: _aio.UnaryUnaryMultiCallable[_directory_pb2.EnrollRequest, _directory_pb2.EnrollResponse]  # type: ignore[assignment]
+    """Redeem a token. The same signed request sent again (its reply was lost) gets the same
+    answer; the token works for no other request.
+    """
+    RenewCertificate: _aio.UnaryUnaryMultiCallable[_directory_pb2.RenewCertificateRequest, _directory_pb2.RenewCertificateResponse]  # type: ignore[assignment]
+    """A fresh certificate for a member's new TLS key, authorised by the member's current
+    signing key alone: a member whose certificate expired renews too. Served on the public
+    port and on the member port. The same signed request sent again gets the same answer.
+    """
 
 class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Joining the federation, on the directory's public TLS port: a one-time token issued by the
@@ -304,6 +320,20 @@ class EnrollmentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _directory_pb2.EnrollRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_directory_pb2.EnrollResponse, _abc.Awaitable[_directory_pb2.EnrollResponse]]: ...
+    ) -> _typing.Union[_directory_pb2.EnrollResponse, _abc.Awaitable[_directory_pb2.EnrollResponse]]:
+        """Redeem a token. The same signed request sent again (its reply was lost) gets the same
+        answer; the token works for no other request.
+        """
+
+    @_abc_1.abstractmethod
+    def RenewCertificate(
+        self,
+        request: _directory_pb2.RenewCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.RenewCertificateResponse, _abc.Awaitable[_directory_pb2.RenewCertificateResponse]]:
+        """A fresh certificate for a member's new TLS key, authorised by the member's current
+        signing key alone: a member whose certificate expired renews too. Served on the public
+        port and on the member port. The same signed request sent again gets the same answer.
+        """
 
 def add_EnrollmentServiceServicer_to_server(servicer: EnrollmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
