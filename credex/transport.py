@@ -18,8 +18,8 @@ from google.protobuf.message_factory import GetMessageClass
 from credex.config import ServerSettings
 from credex.errors import PermissionDenied, Reason, Unauthenticated
 from credex.pki import DIRECTORY_NAME, PkiError
-from credex.runtime.gate import Gate, GateLimits, caller_key, connection_budget
 from credex.protocol.identity import CertificateIdentity, peer_identities
+from credex.runtime.gate import Gate, GateLimits, caller_key, connection_budget
 from credex.tls import TlsIdentity
 
 # The largest message a client accepts (a profile, a registry snapshot); what servers accept

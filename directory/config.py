@@ -20,9 +20,9 @@ from credex.config import (
     resolve,
     whole,
 )
-from credex.transport import MAX_TRANSPORT_BYTES
 from credex.pki import MEMBER_CERT_LIFETIME_S
 from credex.protocol.endpoints import EndpointError, EndpointPolicy
+from credex.transport import MAX_TRANSPORT_BYTES
 
 SETTINGS_FILE = "directory.toml"
 DEFAULT_MAX_NODE_ANSWER_BYTES = 1024 * 1024

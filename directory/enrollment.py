@@ -22,10 +22,9 @@ from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
 from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
-from credex.pki import CertificateAuthority, PkiError, cert_pem
-from credex.ratelimit import RateLimiter
 from credex.pki import cert_pem
 from credex.protocol.identity import is_directory_name
+from credex.ratelimit import RateLimiter
 from credex.signing import open_signed, parse
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc

@@ -14,8 +14,7 @@ import grpc
 
 from credex import vocab
 from credex.clock import Clock, to_timestamp
-from credex.errors import REASON_KEY
-from credex.errors import CredexError
+from credex.errors import REASON_KEY, CredexError
 from credex.keys import SigningKey
 from credex.logs import outgoing_metadata
 from credex.signing import seal

@@ -284,7 +284,11 @@ class Launcher:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.infos: list[ProcessInfo] = []
 
-    def spawn(self, name: str, role: str, args: list[str]) -> tuple[Path, Path]:
+    def spawn(
+        self, name: str, role: str, args: list[str], env: dict[str, str] | None = None
+    ) -> tuple[Path, Path]:
+        """Start `python -m args…` as `name`; `env` adds to (never overrides) the
+        environment it inherits."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         ready = self.run_dir / f"{name}.ready"
@@ -308,7 +312,7 @@ class Launcher:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
-                    env=self._environment(),
+                    env={**(env or {}), **self._environment()},
                 )
             self.children[name] = proc
             self.infos.append(
@@ -488,6 +492,17 @@ def operator_tls(root: Path) -> TlsIdentity:
     return TlsIdentity.load(settings.ca_cert_path, settings.tls_cert_path, settings.tls_key_path)
 
 
+# Connections one node keeps to the directory (sync, witness, announce, renewal), with room.
+CONNECTIONS_PER_LAB_NODE = 4
+
+
+def lab_directory_env(nodes: int) -> dict[str, str]:
+    """Every lab member dials the directory from 127.0.0.1, which the per-address connection
+    cap counts as one caller: admit the default 64 plus a few for each node."""
+    cap = 64 + CONNECTIONS_PER_LAB_NODE * nodes
+    return {"CREDEX_DIRECTORY_SERVER_MAX_CONNECTIONS_PER_PEER": str(cap)}
+
+
 def start(
     root: Path,
     *,
@@ -512,6 +527,7 @@ def start(
                 "directory",
                 "directory",
                 ["directory.cli", "serve", "--home", home, "--public-listen", "127.0.0.1:0"],
+                env=lab_directory_env(len(manifest.nodes)),
             )
         }
         ready = launcher.wait_ready(pending)["directory"]

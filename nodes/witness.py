@@ -12,7 +12,7 @@ from credex.errors import from_rpc_error
 from credex.keys import VerifyKey
 from credex.runtime.witness import Send, WitnessStore
 from credex.tls import TlsIdentity
-from credex.transport import open_directory_channel, require_peer
+from credex.transport import open_directory_channel, require_directory
 from credex.v1 import directory_pb2, node_pb2
 from credex.v1.common_pb2 import Signed
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
@@ -31,7 +31,7 @@ class DirectoryCheckpoints:
     def accept(
         self, request: node_pb2.WitnessDirectoryCheckpointRequest, context: Context
     ) -> node_pb2.WitnessDirectoryCheckpointResponse:
-        require_peer(context, self._directory_id)
+        require_directory(context, self._directory_id)
         self.store.throttle(self._directory_id)
         seq = self.store.keep(request.checkpoint, self._directory_id, [self._directory_key])
         return node_pb2.WitnessDirectoryCheckpointResponse(witnessed_seq=seq)

@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from credex import pki
-from credex.config import ConfigError
+from credex.config import ConfigError, ServerSettings
 from credex.enrollment import EnrollmentFiles, enroll
 from credex.errors import CredexError
 from credex.keys import SigningKey
@@ -61,7 +61,8 @@ class Impostor:
 async def victim_enrolls_at_impostor(target: Target, tls: TlsIdentity, folder: Path) -> Any:
     """A new member, given a real token, dials the impostor's address (say, by DNS spoofing)."""
     impostor = Impostor()
-    server = create_server()
+    limits = ServerSettings("127.0.0.1:0")
+    server = create_server(limits)
     handler = grpc.unary_unary_rpc_method_handler(
         impostor.Enroll,
         request_deserializer=pb.EnrollRequest.FromString,
@@ -70,15 +71,16 @@ async def victim_enrolls_at_impostor(target: Target, tls: TlsIdentity, folder: P
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("credex.v1.EnrollmentService", {"Enroll": handler}),)
     )
-    port = bind(server, "127.0.0.1:0", tls, require_client_auth=False)
+    binding = bind(server, "127.0.0.1:0", tls, limits, require_client_auth=False)
     await server.start()
+    address = await binding.open()
     victim_id = f"victim-{next(_serial)}"
     token = directory_admin.create_enrollment_token(
         target.settings, member_id=victim_id, role="requester"
     )
     try:
         await enroll(
-            public_address=f"127.0.0.1:{port}",
+            public_address=address,
             ca_pem=target.ca_pem,
             token=token,
             member_id=victim_id,
@@ -94,6 +96,7 @@ async def victim_enrolls_at_impostor(target: Target, tls: TlsIdentity, folder: P
         refused = exc
     finally:
         await server.stop(0)
+        await binding.close()
     return impostor.stolen, refused
 
 
