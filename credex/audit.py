@@ -521,18 +521,6 @@ def _check_copies(
     return True
 
 
-def malformed_entry(method: str, err: Any, peer: str, node_id: str = "") -> AuditEntry:
-    """The audit entry for a request refused before it could even be read."""
-    return AuditEntry(
-        request_id="",
-        actor=peer,
-        action=method,
-        outcome=f"refused:{err.reason}",
-        node_id=node_id,
-        detail=err.message,
-    )
-
-
 async def checkpoint_every(log: AuditLog, interval_s: float) -> None:
     """Sign the head every `interval_s` while entries keep coming (until cancelled); a failed
     checkpoint is logged and tried again next time."""

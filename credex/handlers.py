@@ -25,7 +25,7 @@ from credex.errors import (
     bounded,
 )
 from credex.logs import REQUEST_ID, incoming_request_id, log_access
-from credex.ratelimit import RateLimiter
+from credex.runtime.refusals import CallerGuard
 from credex.transport import UnreadRequest, caller_id, peer_or_unknown
 
 log = logging.getLogger(__name__)
@@ -36,37 +36,39 @@ Handler = Callable[..., Awaitable[T]]
 
 def rpc_handler(handler: Handler[T]) -> Handler[T]:
     """Wrap a servicer method: CredexError → its status; undecodable body → INVALID_ARGUMENT;
-    anything else → INTERNAL without leaking internals. A servicer with `refusal_budget` (a
-    RateLimiter of refusals per caller) turns away a caller refused too often before its
-    request is even parsed, with no disk write; one with `check_peer` has it judge the caller's
-    certificate next (revoked ones are refused). One with `commits` (a GroupCommit) has its
-    writes on disk before the answer leaves; one with `metrics` counts the answer by method,
-    status code and refusal reason. Every call gets a request id (the caller's x-request-id
-    if it sent one) and one access log line."""
+    anything else → INTERNAL without leaking internals. A servicer with `callers` (a
+    CallerGuard) turns away a caller refused too often before its request is even parsed,
+    and audits requests refused unread in counted entries; one with `check_peer` has it judge
+    the caller's certificate next (revoked ones are refused). One with `commits` (a
+    GroupCommit) has its writes on disk before the answer leaves; one with `metrics` counts
+    the answer by method, status code and refusal reason. Every call gets a request id (the
+    caller's x-request-id if it sent one) and one access log line."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         started = time.perf_counter()
         code, reason = grpc.StatusCode.OK, ""
         token = REQUEST_ID.set(incoming_request_id(context))
-        refusals: RateLimiter | None = getattr(self, "refusal_budget", None)
-        caller = caller_id(context) if refusals is not None else ""
+        callers: CallerGuard | None = getattr(self, "callers", None)
+        caller = caller_id(context) if callers is not None else ""
         try:
             try:
-                if refusals is not None:
-                    wait = refusals.wait(caller)
+                if callers is not None:
+                    wait = callers.wait(caller)
                     if wait:
-                        refusals.charge(caller)
-                        raise _TurnedAway(
+                        turned = _TurnedAway(
                             Reason.RATE_LIMITED,
                             "too many of this caller's requests were refused; slow down",
                             retry_after_s=wait,
                         )
+                        callers.charge(caller)
+                        callers.refused_unread(handler.__name__, turned, caller)
+                        raise turned
                 check_peer = getattr(self, "check_peer", None)
                 if check_peer is not None:  # a revoked certificate is refused on every call
                     check_peer(context)
                 if isinstance(request, UnreadRequest):
-                    request = _read(self, handler.__name__, request, context)
+                    request = _read(callers, handler.__name__, request, caller)
                 return await handler(self, request, context)
             finally:  # nothing a reply or refusal reports (audit entries too) is left volatile
                 commits = getattr(self, "commits", None)
@@ -74,8 +76,8 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
                     await commits.flush()
         except CredexError as err:
             code, reason = err.code, str(err.reason)
-            if refusals is not None and not isinstance(err, _TurnedAway):
-                refusals.charge(caller)
+            if callers is not None and not isinstance(err, _TurnedAway):
+                callers.charge(caller)
             await _abort(context, err)
         except DecodeError as exc:
             code, reason = grpc.StatusCode.INVALID_ARGUMENT, str(Reason.MALFORMED)
@@ -106,16 +108,13 @@ class _TurnedAway(ResourceExhausted):
     """A caller over its refusal budget, sent away unread."""
 
 
-def _read(
-    servicer: Any, method: str, request: UnreadRequest, context: grpc.aio.ServicerContext[Any, Any]
-) -> Any:
+def _read(callers: CallerGuard | None, method: str, request: UnreadRequest, caller: str) -> Any:
     try:
         return request.read()
     except DecodeError as exc:
         err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {exc}")
-        record = getattr(servicer, "record_malformed", None)
-        if record is not None:  # refusals before any handler ran are audited too
-            record(method, err, context)
+        if callers is not None:  # refusals before any handler ran are audited too (counted)
+            callers.refused_unread(method, err, caller)
         raise err from None
 
 

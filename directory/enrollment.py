@@ -24,7 +24,7 @@ from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.pki import cert_pem
 from credex.protocol.identity import is_directory_name
-from credex.ratelimit import RateLimiter
+from credex.runtime.refusals import CallerGuard
 from credex.signing import open_signed, parse
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
@@ -129,11 +129,11 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         db: sqlite_utils.Database,
         clock: Clock,
         commits: GroupCommit,
-        refusal_budget: RateLimiter,
+        callers: CallerGuard,
         metrics: Metrics,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusal_budget = refusal_budget  # see rpc_handler: turns away callers refused often
+        self.callers = callers  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._tokens = tokens
         self._registry = registry

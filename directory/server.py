@@ -20,7 +20,7 @@ from credex.metrics import Metrics
 from credex.pki import CertificateAuthority
 from credex.ratelimit import RateLimiter
 from credex.runtime.gate import raise_descriptor_limit
-from credex.runtime.refusals import RefusalRecorder
+from credex.runtime.refusals import CallerGuard, RefusalRecorder
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.serving import run_until_stopped
 from credex.tls import TlsIdentity
@@ -128,6 +128,7 @@ def build_services(
         max_keys=settings.server.refusal_max_keys,
         durable=commits.flush,
     )
+    callers = CallerGuard(budget, refusals)
     # Only to endpoints the policy allows; nodes' replies are small but for their answers,
     # capped per node.
     channels = GuardedChannels(
@@ -184,7 +185,7 @@ def build_services(
     return DirectoryServices(
         members=DirectoryService(
             commits=commits,
-            refusal_budget=budget,
+            callers=callers,
             metrics=metrics,
             key=key,
             registry=registry,
@@ -202,12 +203,11 @@ def build_services(
             policy=load_policy(settings.policy_path),
             disputes=disputes,
             witness=NodeCheckpoints(WitnessStore(db, clock), registry, clock),
-            refusals=refusals,
             max_profile_bytes=settings.max_profile_bytes,
         ),
         subjects=SubjectService(
             commits=commits,
-            refusal_budget=budget,
+            callers=callers,
             metrics=metrics,
             consents=consents,
             verifier=verifier,
@@ -215,11 +215,10 @@ def build_services(
             clock=clock,
             publisher=publisher,
             disputes=disputes,
-            refusals=refusals,
         ),
         enrollment=EnrollmentService(
             commits=commits,
-            refusal_budget=budget,
+            callers=callers,
             metrics=metrics,
             tokens=TokenStore(db),
             registry=registry,

@@ -8,7 +8,7 @@ import grpc
 import sqlite_utils
 
 from credex import vocab
-from credex.audit import AuditEntry, AuditLog, malformed_entry
+from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp
 from credex.db import transaction, unreadable
 from credex.errors import (
@@ -26,7 +26,7 @@ from credex.keys import SigningKey
 from credex.metrics import Metrics
 from credex.protocol.endpoints import EndpointError, EndpointPolicy
 from credex.ratelimit import RateLimiter
-from credex.runtime.refusals import RefusalRecorder
+from credex.runtime.refusals import CallerGuard
 from credex.signing import digest, open_signed, parse
 from credex.transport import peer_identity, peer_member_id, peer_or_unknown, require_peer
 from credex.v1 import directory_pb2 as pb
@@ -76,17 +76,16 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         policy: Policy,
         disputes: DisputeDesk,
         commits: GroupCommit,
-        refusal_budget: RateLimiter,
+        callers: CallerGuard,
         metrics: Metrics,
         witness: NodeCheckpoints,
-        refusals: RefusalRecorder,
         max_profile_bytes: int,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusal_budget = refusal_budget  # see rpc_handler: turns away callers refused often
+        self.callers = callers  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
         self._witness = witness  # nodes' audit checkpoints, kept here
-        self._refusals = refusals
+        self._refusals = callers.recorder  # refusals that were read, counted too
         self._max_profile_bytes = max_profile_bytes
         self.check_peer = identity.check_peer  # see rpc_handler: revoked certificates refused
         self._identity = identity
@@ -112,11 +111,6 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             return self.commits.failure
         problem = unreadable(self._db.conn)
         return f"directory database unusable: {problem}" if problem else None
-
-    def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
-        """Audit a request refused before it could be read (called by `rpc_handler`)."""
-        peer = peer_or_unknown(context)
-        self._audit.append(malformed_entry(method, err, peer, ""))
 
     @rpc_handler
     async def Announce(self, request: pb.AnnounceRequest, context: Context) -> pb.AnnounceResponse:

@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.message import Message
 
 from credex import vocab
-from credex.audit import AuditEntry, AuditLog, malformed_entry
+from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.errors import (
     UNAUTHENTICATED_REASONS,
@@ -23,10 +23,8 @@ from credex.errors import (
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
 from credex.metrics import Metrics
-from credex.ratelimit import RateLimiter
-from credex.runtime.refusals import RefusalRecorder
+from credex.runtime.refusals import CallerGuard
 from credex.signing import parse
-from credex.transport import peer_or_unknown
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.common_pb2 import Signed
@@ -91,25 +89,19 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         publisher: Publisher,
         disputes: DisputeDesk,
         commits: GroupCommit,
-        refusal_budget: RateLimiter,
+        callers: CallerGuard,
         metrics: Metrics,
-        refusals: RefusalRecorder,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusal_budget = refusal_budget  # see rpc_handler: turns away callers refused often
+        self.callers = callers  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
-        self._refusals = refusals
+        self._refusals = callers.recorder  # refusals that were read, counted too
         self._publisher = publisher
         self._disputes = disputes
         self._consents = consents
         self._verifier = verifier
         self._audit = audit
         self._clock = clock
-
-    def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
-        """Audit a request refused before it could be read (called by `rpc_handler`)."""
-        peer = peer_or_unknown(context)
-        self._audit.append(malformed_entry(method, err, peer, ""))
 
     def record_refusal(
         self,

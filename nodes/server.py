@@ -24,6 +24,7 @@ from credex.ratelimit import RateLimiter
 from credex.reloading import Reloading
 from credex.render import moment
 from credex.runtime.gate import raise_descriptor_limit
+from credex.runtime.refusals import CallerGuard, RefusalRecorder
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.sdk.renewal import CertificateRenewal, renew_at
 from credex.serving import run_until_stopped
@@ -187,11 +188,21 @@ def build_service(
     )
     audit = AuditLog(state, clock, log_id=config.node_id, key=keys)
     commits = GroupCommit(state)
+    callers = CallerGuard(
+        RateLimiter(config.server.refusals_per_s, config.server.refusal_burst, clock),
+        RefusalRecorder(
+            audit,
+            clock,
+            window_s=config.server.refusal_window_s,
+            max_keys=config.server.refusal_max_keys,
+            durable=commits.flush,
+        ),
+        node_id=config.node_id,
+        exempt={config.directory_id},  # its refusals are per query, for reconcile: see service
+    )
     return NodeService(
         commits=commits,
-        refusal_budget=RateLimiter(
-            config.server.refusals_per_s, config.server.refusal_burst, clock
-        ),
+        callers=callers,
         metrics=Metrics("node", config.node_id),
         config=config,
         key=keys,
@@ -312,6 +323,10 @@ async def start_node(
     )
     if metrics is not None:
         node.closers.append(_closer(metrics.close))
+    callers: CallerGuard | None = getattr(service, "callers", None)
+    if callers is not None:  # counted refusals written on a timer, and before the last checkpoint
+        node.tasks.append(asyncio.create_task(callers.recorder.run()))
+        node.closers.append(callers.recorder.close)
     audit: AuditLog | None = getattr(service, "audit", None)
     if audit is not None:
         node.tasks.append(

@@ -11,7 +11,7 @@ import grpc
 from prometheus_client import Counter
 
 from credex import vocab
-from credex.audit import AuditEntry, AuditLog, malformed_entry
+from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.db import transaction
 from credex.errors import (
@@ -27,6 +27,7 @@ from credex.handlers import rpc_handler
 from credex.keys import SigningKey, VerifyKey
 from credex.metrics import Metrics
 from credex.ratelimit import RateLimiter
+from credex.runtime.refusals import CallerGuard
 from credex.runtime.witness import CheckpointPublisher
 from credex.signing import digest, open_signed, parse, seal
 from credex.transport import peer_or_unknown, require_directory
@@ -60,13 +61,13 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         audit: AuditLog,
         clock: Clock,
         commits: GroupCommit,
-        refusal_budget: RateLimiter,
+        callers: CallerGuard,
         metrics: Metrics,
         witness: DirectoryCheckpoints,
         checkpoints: CheckpointPublisher,
     ) -> None:
         self.commits = commits  # see rpc_handler: flushed before every reply
-        self.refusal_budget = refusal_budget  # see rpc_handler: turns away callers refused often
+        self.callers = callers  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
         self.check_peer = sync.check_peer  # see rpc_handler: revoked certificates refused
         self._config = config
@@ -99,11 +100,6 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             or self._source.leak
             or self.sync.stale()
         )
-
-    def record_malformed(self, method: str, err: CredexError, context: Context) -> None:
-        """Audit a request refused before it could be read (called by `rpc_handler`)."""
-        peer = peer_or_unknown(context)
-        self.audit.append(malformed_entry(method, err, peer, self._config.node_id))
 
     @rpc_handler
     async def Describe(
@@ -196,7 +192,14 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 refused = err
                 claimed = _claimed_query(request)
                 peer = peer_or_unknown(context)
-                self.audit.append(
+                # The directory's refused queries are logged one by one (reconcile matches them);
+                # anyone else's are counted, so a certificate holder's rate never becomes writes.
+                audited = (
+                    self.audit.append
+                    if peer == self._config.directory_id
+                    else self.callers.recorder.record
+                )
+                audited(
                     AuditEntry(
                         request_id=claimed.request_id[:128],
                         actor=peer,

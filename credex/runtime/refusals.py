@@ -26,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock
+from credex.errors import CredexError
+from credex.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +169,46 @@ def _merge(template: AuditEntry, entry: AuditEntry) -> AuditEntry:
 
 def _moment(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CallerGuard:
+    """What `rpc_handler` does about callers before it reads their requests: a budget of
+    refusals per caller (a member by its certificate, else an address), past which a caller is
+    turned away unread, and the audit of requests refused unread (undecodable, or turned
+    away), counted by `recorder` so that a caller's rate never becomes disk writes.
+    `exempt` callers (a node's directory) are never turned away."""
+
+    def __init__(
+        self,
+        budget: RateLimiter,
+        recorder: RefusalRecorder,
+        *,
+        node_id: str = "",
+        exempt: Collection[str] = (),
+    ) -> None:
+        self.budget = budget
+        self.recorder = recorder
+        self._node_id = node_id
+        self._exempt = frozenset(exempt)
+
+    def wait(self, caller: str) -> float:
+        """0.0 while `caller` may still be answered, else seconds until it may."""
+        return 0.0 if caller in self._exempt else self.budget.wait(caller)
+
+    def charge(self, caller: str) -> None:
+        """Count one refusal against `caller`."""
+        if caller not in self._exempt:
+            self.budget.charge(caller)
+
+    def refused_unread(self, method: str, err: CredexError, caller: str) -> None:
+        """Audit (counted) a request refused before it was read."""
+        self.recorder.record(
+            AuditEntry(
+                request_id="",
+                actor=caller,
+                action=method,
+                outcome=f"refused:{err.reason}",
+                node_id=self._node_id,
+                detail=err.message,
+            )
+        )
