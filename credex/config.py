@@ -206,6 +206,32 @@ class ServerSettings:
 
 
 SERVER_KEYS = frozenset(f.name for f in fields(ServerSettings))
+# The limits' part of the [server] table, as both servers' example settings write it.
+SERVER_LIMITS_TOML = """\
+# Limits every port enforces (docs/security.md): a connection must finish its TLS handshake
+# within handshake_timeout_s and is closed after idle_timeout_s without a call; at most
+# max_connections per port (0: sized from the descriptor limit) and max_connections_per_peer
+# from one address (0: no per-address cap, for a server behind a proxy that hides callers).
+handshake_timeout_s = 5.0
+idle_timeout_s = 300.0
+max_connections = 0
+max_connections_per_peer = 64
+# The largest message any service accepts, calls in progress at once, streams on one
+# connection, and health Watch streams open at once.
+max_message_bytes = 262144
+max_concurrent_calls = 256
+max_streams_per_connection = 100
+max_health_watches = 16
+# Refusals one caller may cause a second, and in a burst; past that its calls are refused
+# unread (no parsing, no signature check, no disk write) until it slows down.
+refusals_per_s = 1.0
+refusal_burst = 30
+# Repeated refusals (same caller, outcome, subject) within this many seconds are written as
+# one audit entry with their count (the first at once); at most this many kinds held between
+# writes.
+refusal_window_s = 60.0
+refusal_max_keys = 10000
+"""
 
 
 def load_server(data: dict[str, Any], path: Path, default_listen: str) -> ServerSettings:

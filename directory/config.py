@@ -10,6 +10,7 @@ from typing import Any
 from credex import vocab
 from credex.config import (
     SERVER_KEYS,
+    SERVER_LIMITS_TOML,
     ConfigError,
     ServerSettings,
     address,
@@ -63,7 +64,8 @@ SCHEMA: dict[str, frozenset[str]] = {
     "purpose_limits": frozenset(vocab.purpose_name(p) for p in vocab.ALL_PURPOSES),
     "disputes": frozenset({"per_subject_per_hour", "max_open_per_subject"}),
 }
-DEFAULT_SETTINGS = """\
+DEFAULT_SETTINGS = (
+    """\
 # credex directory settings
 [directory]
 id = "directory"
@@ -115,32 +117,12 @@ log_level = "info"
 # then give calls in flight this long to finish.
 drain_delay_s = 0.0
 stop_grace_s = 10.0
-# Limits every port enforces (docs/security.md): a connection must finish its TLS handshake
-# within handshake_timeout_s and is closed after idle_timeout_s without a call; at most
-# max_connections per port (0: sized from the descriptor limit) and max_connections_per_peer
-# from one address (0: no per-address cap, for a server behind a proxy that hides callers).
-handshake_timeout_s = 5.0
-idle_timeout_s = 300.0
-max_connections = 0
-max_connections_per_peer = 64
-# The largest message any service accepts, calls in progress at once, streams on one
-# connection, and health Watch streams open at once.
-max_message_bytes = 262144
-max_concurrent_calls = 256
-max_streams_per_connection = 100
-max_health_watches = 16
-# Refusals one caller may cause a second, and in a burst; past that its calls are refused
-# unread (no parsing, no signature check, no disk write) until it slows down.
-refusals_per_s = 1.0
-refusal_burst = 30
+"""
+    + SERVER_LIMITS_TOML
+    + """\
 # Subjects and enrollment hold no certificate: an idle connection on the public port is
 # closed after this long.
 public_idle_timeout_s = 15.0
-# Repeated refusals (same caller, outcome, subject) within this many seconds are written as
-# one audit entry with their count (the first at once); at most this many kinds held between
-# writes.
-refusal_window_s = 60.0
-refusal_max_keys = 10000
 
 # Disputes one subject may file in any hour (refused ones count: each makes a node read its
 # records), and how many of a subject's disputes may wait for a node's decision at once.
@@ -158,6 +140,7 @@ public-service = 60
 research = 1000
 subject-access = 1000
 """
+)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TEMPLATE = '''\
+from credex.config import SERVER_LIMITS_TOML
+
+TEMPLATE = (
+    """\
 # credex node configuration. Relative paths are relative to this file.
 # Check it against your database with:
 #   credex-node check-config {config}
@@ -55,24 +58,9 @@ log_level = "info"
 # then give calls in flight this long to finish.
 drain_delay_s = 0.0
 stop_grace_s = 10.0
-# Limits every port enforces (docs/security.md): a connection must finish its TLS handshake
-# within handshake_timeout_s and is closed after idle_timeout_s without a call; at most
-# max_connections per port (0: sized from the descriptor limit) and max_connections_per_peer
-# from one address (0: no per-address cap, for a server behind a proxy that hides callers).
-handshake_timeout_s = 5.0
-idle_timeout_s = 300.0
-max_connections = 0
-max_connections_per_peer = 64
-# The largest message any service accepts, calls in progress at once, streams on one
-# connection, and health Watch streams open at once.
-max_message_bytes = 262144
-max_concurrent_calls = 256
-max_streams_per_connection = 100
-max_health_watches = 16
-# Refusals one caller may cause a second, and in a burst; past that its calls are refused
-# unread (no parsing, no signature check, no disk write) until it slows down.
-refusals_per_s = 1.0
-refusal_burst = 30
+"""
+    + SERVER_LIMITS_TOML
+    + '''\
 
 [limits]
 # Queries a second the directory may send, and the burst above that rate.
@@ -101,6 +89,7 @@ FROM loans AS l
 WHERE l.customer_id = :local_id
 """
 '''
+)
 
 
 def write_example(path: Path, *, node_id: str, records_db: str) -> None:

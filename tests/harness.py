@@ -211,6 +211,7 @@ class Federation:
     slow_delay_s: float
     recorder: RecordingNode | None = None
     clients: list[Any] = field(default_factory=list)
+    node_services: dict[str, Any] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -355,6 +356,7 @@ def start_federation(
     nodes: dict[str, RunningNode] = {}
     recorder: RecordingNode | None = None
     services: list[Any] = []
+    node_services: dict[str, Any] = {}
     fixtures = {
         **NODE_FIXTURES,
         "slow": NODE_FIXTURES["pboc"],
@@ -389,6 +391,7 @@ def start_federation(
             service = build_service(config, clock=clock)
         nodes[node_id] = loop.run(start_node(config, clock=clock, service=service))
         services.append(service)
+        node_services[node_id] = service
 
     requester_homes = {
         rid: loop.run(enroll_requester(settings, root / "requesters", rid, directory))
@@ -412,4 +415,5 @@ def start_federation(
         deadline_s=deadline_s,
         slow_delay_s=slow_delay_s,
         recorder=recorder,
+        node_services=node_services,
     )

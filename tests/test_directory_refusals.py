@@ -470,7 +470,9 @@ def test_revocation_signed_by_another_key_is_refused(federation: Federation) -> 
         federation,
         bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN, categories=[FIN]),
     )
-    assert [n.status for n in profile.nodes] == ["OK"]
+    assert [n.status for n in profile.nodes] == ["OK"], [
+        (n.status, n.detail, n.elapsed_ms) for n in profile.nodes
+    ]
 
 
 def test_revoking_another_subjects_consent_is_refused(federation: Federation) -> None:
@@ -531,7 +533,9 @@ def test_profile_node_answers_verify_with_the_registered_node_keys(
     profile = open_signed(response.profile, pb.Profile, directory_key, what="profile")
     assert profile.request_id == pb.ProfileRequest.FromString(request.request.body).request_id
     ok = [r for r in profile.nodes if r.status == pb.NodeStatus.NODE_STATUS_OK]
-    assert sorted(r.node_id for r in ok) == ["courts", "pboc", "volunteers"]
+    assert sorted(r.node_id for r in ok) == ["courts", "pboc", "volunteers"], [
+        (r.node_id, r.status, r.detail) for r in profile.nodes
+    ]
     for result in ok:
         answer = open_signed(result.answer, NodeAnswer, keys[result.node_id], what="answer")
         assert answer.request_id == result.query_id
@@ -557,7 +561,9 @@ def test_profile_with_altered_directory_signature_is_rejected(
 ) -> None:
     bank, signed = _fresh_profile(federation, stub)
     verified = run(federation, bank.verify_profile(signed))
-    assert {r.node_id for r in verified.records} == {"courts", "pboc", "volunteers"}
+    assert {r.node_id for r in verified.records} == {"courts", "pboc", "volunteers"}, [
+        (n.node_id, n.status, n.detail) for n in verified.nodes
+    ]
 
     sig = bytearray(signed.signature)
     sig[5] ^= 0x01
