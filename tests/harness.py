@@ -61,8 +61,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Counted refusals are written when their window closes, on a timer; here windows never close
+# by themselves, so that no test sees the counts of an earlier test's refusals appear in the
+# audit log under its feet (a test that wants them flushes the recorder).
 UNLIMITED_CALLERS = (
     "refusals_per_s = 1000000.0\nrefusal_burst = 1000000\nmax_connections_per_peer = 100000\n"
+    "refusal_window_s = 1000000000.0\n"
 )
 
 # Each test node: its operator's own schema, and an adapter config mapping it to records.
