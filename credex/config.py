@@ -190,6 +190,10 @@ class ServerSettings:
     max_concurrent_calls: int = 256
     max_streams_per_connection: int = 100
     max_health_watches: int = 16
+    # Calls in progress from one caller (a member, or an address), and how soon after a call
+    # starts its request must have arrived: a caller cannot hold the server's call slots.
+    max_calls_per_caller: int = 64
+    request_read_timeout_s: float = 10.0
     # Refusals one caller (a member, or an address without a certificate) may cause a
     # second, and in a burst; past that its calls are refused unread, with no disk write.
     refusals_per_s: float = 1.0
@@ -222,6 +226,10 @@ max_message_bytes = 262144
 max_concurrent_calls = 256
 max_streams_per_connection = 100
 max_health_watches = 16
+# Calls in progress from one caller (a member, or an address), and how soon after a call
+# starts its request must have arrived.
+max_calls_per_caller = 64
+request_read_timeout_s = 10.0
 # Refusals one caller may cause a second, and in a burst; past that its calls are refused
 # unread (no parsing, no signature check, no disk write) until it slows down.
 refusals_per_s = 1.0
@@ -260,6 +268,8 @@ def load_server(data: dict[str, Any], path: Path, default_listen: str) -> Server
             table, "max_streams_per_connection", 100, where, minimum=1
         ),
         max_health_watches=whole(table, "max_health_watches", 16, where),
+        max_calls_per_caller=whole(table, "max_calls_per_caller", 64, where, minimum=1),
+        request_read_timeout_s=positive(table, "request_read_timeout_s", 10.0, where),
         refusals_per_s=positive(table, "refusals_per_s", 1.0, where),
         refusal_burst=whole(table, "refusal_burst", 30, where, minimum=1),
         refusal_window_s=positive(table, "refusal_window_s", 60.0, where),

@@ -19,6 +19,7 @@ from credex.config import ServerSettings
 from credex.errors import PermissionDenied, Reason, Unauthenticated
 from credex.pki import DIRECTORY_NAME, PkiError
 from credex.protocol.identity import CertificateIdentity, peer_identities
+from credex.runtime.call_limits import CallLimits
 from credex.runtime.gate import Gate, GateLimits, caller_key, connection_budget
 from credex.tls import TlsIdentity
 
@@ -52,7 +53,14 @@ def create_server(
         ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
         ("grpc.max_allowed_incoming_connections", max_connections(limits, ports)),
     ]
-    return grpc.aio.server(options=options, maximum_concurrent_rpcs=limits.max_concurrent_calls)
+    calls = CallLimits(
+        per_caller=limits.max_calls_per_caller, read_timeout_s=limits.request_read_timeout_s
+    )
+    return grpc.aio.server(
+        options=options,
+        maximum_concurrent_rpcs=limits.max_concurrent_calls,
+        interceptors=[calls],
+    )
 
 
 def _unread(message_class: type[Message]) -> Callable[[bytes], UnreadRequest]:
