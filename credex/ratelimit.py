@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from credex.clock import Clock
@@ -24,7 +25,7 @@ class RateLimiter:
         self.rate_per_s = rate_per_s
         self.burst = burst
         self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
     def take(self, key: str) -> float:
         """0.0 if the call may proceed (and counts it), else seconds until it could."""
@@ -51,9 +52,21 @@ class RateLimiter:
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self.MAX_KEYS:
-                self._buckets.clear()
+                self._forget(now)
             bucket = self._buckets[key] = _Bucket(self.burst, now)
+        else:
+            self._buckets.move_to_end(key)
         elapsed = max(0.0, now - bucket.updated)  # a clock stepped back earns nothing
         bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate_per_s)
         bucket.updated = max(bucket.updated, now)
         return bucket
+
+    def _forget(self, now: float) -> None:
+        """Make room: drop every bucket that has refilled (it is as good as a new one), and if
+        that is not a tenth of them, the least recently used (a flood of keys can then not
+        wipe the debts of callers that were turned away)."""
+        for key, bucket in list(self._buckets.items()):
+            if bucket.tokens + max(0.0, now - bucket.updated) * self.rate_per_s >= self.burst:
+                del self._buckets[key]
+        while len(self._buckets) > self.MAX_KEYS * 9 // 10:
+            self._buckets.popitem(last=False)

@@ -45,6 +45,23 @@ def test_rate_limiter_allows_a_burst_then_says_how_long_to_wait() -> None:
     assert limiter.take("bank") == pytest.approx(0.5)
 
 
+def test_a_flood_of_new_keys_does_not_wipe_the_debts_of_callers_turned_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past MAX_KEYS keys, buckets that have refilled are dropped (as good as new), then the
+    least recently used; a caller in debt keeps its debt while it keeps calling."""
+    monkeypatch.setattr(RateLimiter, "MAX_KEYS", 100)
+    clock = Clock()
+    limiter = RateLimiter(1.0, 3, clock)
+    for _ in range(10):
+        limiter.charge("attacker")
+    for i in range(1000):  # as many addresses as an IPv6 /48 offers, and more than held
+        limiter.take(f"address {i}")
+        limiter.wait("attacker")  # it keeps calling: recently used
+    assert limiter.wait("attacker") > 0  # still turned away
+    assert len(limiter._buckets) <= 100
+
+
 def test_month_boundaries() -> None:
     month, left = month_of(1_798_761_599.0)  # 2026-12-31 23:59:59 UTC
     assert (month, left) == ("2026-12", 1.0)

@@ -11,7 +11,7 @@ import pytest
 
 from credex.audit import AuditEntry, AuditLog, verify_log
 from credex.db import open_database
-from credex.runtime.refusals import RefusalRecorder
+from credex.runtime.refusals import FIRST_WRITES_BURST, OVERFLOW_ACTOR, RefusalRecorder
 
 
 class Clock:
@@ -112,17 +112,36 @@ def test_a_crash_loses_only_the_counts_of_open_windows(tmp_path: Path) -> None:
     assert [(r[0], r[2]) for r in rows(path)] == [("r-0", 1)]
 
 
-def test_memory_is_bounded_by_writing_early(setup: tuple[Path, Clock, AuditLog]) -> None:
+def test_kinds_past_the_cap_are_counted_under_one_overflow_kind(
+    setup: tuple[Path, Clock, AuditLog],
+) -> None:
+    """Callers rotating addresses make a new kind each: past `max_keys` they are counted
+    together, so memory and writes stay bounded whatever the number of addresses."""
     path, clock, audit = setup
     recorder = RefusalRecorder(audit, clock, window_s=60, max_keys=4)
     for subject in range(4):
         recorder.record(refusal(subject=f"S{subject}"))
         recorder.record(refusal(subject=f"S{subject}"))
     assert recorder.pending == 4
-    recorder.record(refusal(subject="S-new"))  # a fifth kind: every count is written first
-    assert recorder.pending == 0
-    assert sum(r[2] for r in rows(path)) == 9
-    assert len(rows(path)) == 4 + 4 + 1
+    for n in range(500):
+        recorder.record(refusal(actor=f"address 10.0.{n // 250}.{n % 250}", subject=""))
+    assert len(recorder._windows) == 5  # the four kinds held and one overflow kind
+    assert len(rows(path)) == 4 + 1  # the first of each, written at once
+    assert rows(path)[-1][1] == OVERFLOW_ACTOR
+    asyncio.run(recorder.close())
+    assert sum(r[2] for r in rows(path)) == 8 + 500
+
+
+def test_first_refusals_past_their_rate_are_counted_not_written(
+    setup: tuple[Path, Clock, AuditLog],
+) -> None:
+    path, clock, audit = setup
+    recorder = RefusalRecorder(audit, clock, window_s=60)
+    for n in range(FIRST_WRITES_BURST + 50):
+        recorder.record(refusal(actor=f"address 10.1.{n // 250}.{n % 250}", subject=""))
+    assert len(rows(path)) == FIRST_WRITES_BURST
+    asyncio.run(recorder.close())
+    assert sum(r[2] for r in rows(path)) == FIRST_WRITES_BURST + 50
 
 
 def test_close_writes_every_count_and_makes_it_durable(

@@ -5,17 +5,21 @@ A server hands every refusal it audits to a `RefusalRecorder`. Refusals are grou
 of a kind:
 
 - the first refusal is appended to the audit log at once, as it is (count 1), so it is as
-  durable as any other entry (on disk before the refused caller hears back);
-- the others are only counted in memory, and are written as one entry carrying their count
-  when the window closes: by `run()` (a background task), early when more than `max_keys`
-  kinds are held, and at shutdown by `close()`.
+  durable as any other entry (on disk before the refused caller hears back), as long as
+  first refusals come at most `FIRST_WRITES_PER_S` a second (burst `FIRST_WRITES_BURST`);
+- the others, and firsts past that rate, are only counted in memory, and are written as one
+  entry carrying their count when the window closes: by `run()` (a background task), and at
+  shutdown by `close()`.
 
-So a flood of one kind costs at most two audit entries a window, whatever its rate.
+At most `max_keys` kinds are held; refusals of a new kind beyond that are counted under one
+kind of their action and outcome whose actor is OVERFLOW_ACTOR. So a flood costs at most
+two audit entries a window per kind, whatever its rate, and a flood of new kinds (callers
+rotating addresses) at most `max_keys` entries a window, written together.
 
 Guarantee: what a crash (or SIGKILL) can lose is at most the counts of the windows still open,
-never a first refusal. The count entry keeps the fields its refusals shared and blanks those
-that varied (a flood may vary the request id or consent id it claims); its detail says how many
-refusals it stands for and over which span of time.
+and first refusals only past the rate above. The count entry keeps the fields its refusals
+shared and blanks those that varied (a flood may vary the request id or consent id it claims);
+its detail says how many refusals it stands for and over which span of time.
 
 The audit log hashes `count` into its chain (when not 1), so counts are as tamper-evident as
 every other field.
@@ -40,6 +44,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_S = 60.0
 DEFAULT_MAX_KEYS = 10_000
+FIRST_WRITES_PER_S = 10.0
+FIRST_WRITES_BURST = 100
+OVERFLOW_ACTOR = "(callers past the count of kinds held)"
 # Fields a count entry keeps only when every refusal it counts agrees on them.
 _VARYING = ("request_id", "purpose", "consent_id", "categories", "detail", "link")
 
@@ -82,6 +89,7 @@ class RefusalRecorder:
         self.window_s = window_s
         self.max_keys = max_keys
         self._windows: dict[Key, _Window] = {}
+        self._firsts = RateLimiter(FIRST_WRITES_PER_S, FIRST_WRITES_BURST, clock)
 
     @property
     def pending(self) -> int:
@@ -97,12 +105,18 @@ class RefusalRecorder:
         if window is not None and now - window.opened >= self.window_s:
             self._write(key, window)
             window = None
+        if window is None and len(self._windows) >= self.max_keys:
+            entry = dataclasses.replace(entry, actor=OVERFLOW_ACTOR, subject_ref="")
+            key = refusal_key(entry)  # memory stays bounded: one kind per action and outcome
+            window = self._windows.get(key)
+            if window is not None and now - window.opened >= self.window_s:
+                self._write(key, window)
+                window = None
         if window is None:
-            if len(self._windows) >= self.max_keys:
-                self.flush(everything=True)  # memory stays bounded; costs one write a kind
-            self._windows[key] = _Window(opened=now)
-            self._audit.append(dataclasses.replace(entry, count=1))
-            return True
+            window = self._windows[key] = _Window(opened=now)
+            if not self._firsts.take("first"):
+                self._audit.append(dataclasses.replace(entry, count=1))
+                return True
         if window.template is None:
             window.template, window.first = entry, now
         else:
