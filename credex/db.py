@@ -52,9 +52,9 @@ def create_private(path: Path) -> None:
 
 
 def open_database(path: Path) -> sqlite_utils.Database:
-    """Open (creating) a credex-owned database in WAL mode with autocommit off-by-default.
-    The database and its side files are private to the owner (0600), tightened if an older
-    version left them readable to others."""
+    """Open (creating) a credex-owned database in WAL mode; statements commit at once unless a
+    `transaction` is open. The database and its side files are private to the owner (0600),
+    tightened if an older version left them readable to others."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         create_private(path)

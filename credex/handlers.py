@@ -22,6 +22,7 @@ from credex.errors import (
     InvalidArgument,
     Reason,
     ResourceExhausted,
+    Unavailable,
     bounded,
 )
 from credex.logs import REQUEST_ID, incoming_request_id, log_access
@@ -51,6 +52,7 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
         token = REQUEST_ID.set(incoming_request_id(context))
         callers: CallerGuard | None = getattr(self, "callers", None)
         caller = caller_id(context) if callers is not None else ""
+        logged = True  # a turned-away call gets an access line once a window, not every time
         try:
             try:
                 if callers is not None:
@@ -62,7 +64,7 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
                             retry_after_s=wait,
                         )
                         callers.charge(caller)
-                        callers.refused_unread(handler.__name__, turned, caller)
+                        logged = callers.refused_unread(handler.__name__, turned, caller)
                         raise turned
                 check_peer = getattr(self, "check_peer", None)
                 if check_peer is not None:  # a revoked certificate is refused on every call
@@ -73,7 +75,12 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
             finally:  # nothing a reply or refusal reports (audit entries too) is left volatile
                 commits = getattr(self, "commits", None)
                 if commits is not None:
-                    await commits.flush()
+                    try:
+                        await commits.flush()
+                    except OSError:  # the disk failed (health says so): promise nothing
+                        raise Unavailable(
+                            Reason.UNAVAILABLE, "the server cannot make its writes durable"
+                        ) from None
         except CredexError as err:
             code, reason = err.code, str(err.reason)
             if callers is not None and not isinstance(err, _TurnedAway):
@@ -97,7 +104,8 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
             metrics = getattr(self, "metrics", None)
             if metrics is not None:
                 metrics.observe(handler.__name__, code, reason, seconds)
-            log_access(handler.__name__, code, reason, seconds, peer_or_unknown(context))
+            if logged:
+                log_access(handler.__name__, code, reason, seconds, peer_or_unknown(context))
             REQUEST_ID.reset(token)
         raise AssertionError("unreachable: abort raises")
 

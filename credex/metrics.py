@@ -55,6 +55,15 @@ class Metrics:
         self.serving = Gauge(
             "credex_serving", "1 while the health service reports SERVING", registry=r
         )
+        self.connections = Gauge(
+            "credex_connections", "Connections open on a port (through its gate)", ["port"],
+            registry=r,
+        )  # fmt: skip
+        self.connections_refused = Counter(
+            "credex_connections_refused",
+            "Connections refused at once: over the port's or one address's cap",
+            ["port"], registry=r,
+        )  # fmt: skip
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def gauges(

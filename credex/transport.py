@@ -16,7 +16,8 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from credex.config import ServerSettings
-from credex.errors import PermissionDenied, Reason, Unauthenticated
+from credex.errors import CredexError, PermissionDenied, Reason, Unauthenticated
+from credex.metrics import Metrics
 from credex.pki import DIRECTORY_NAME, PkiError
 from credex.protocol.identity import CertificateIdentity, peer_identities
 from credex.runtime.call_limits import CallLimits
@@ -136,6 +137,7 @@ def _listen(
     limits: ServerSettings,
     ports: int,
     name: str,
+    metrics: Metrics | None,
 ) -> Binding:
     gated = limits.max_connections_per_peer > 0
     port = server.add_secure_port("127.0.0.1:0" if gated else address, credentials)
@@ -148,6 +150,7 @@ def _listen(
                 max_connections=max_connections(limits, ports),
                 max_per_peer=limits.max_connections_per_peer,
             ),
+            metrics,
         )
         if gated
         else None
@@ -164,11 +167,12 @@ def bind(
     require_client_auth: bool = True,
     ports: int = 1,
     name: str = "server",
+    metrics: Metrics | None = None,
 ) -> Binding:
     """Listen with TLS on `address` (port 0 picks a free one), within `limits`. With
     `require_client_auth` only holders of a federation certificate get past the handshake."""
     credentials = tls.server_credentials(require_client_auth=require_client_auth)
-    return _listen(server, address, credentials, limits, ports, name)
+    return _listen(server, address, credentials, limits, ports, name, metrics)
 
 
 def bind_reloading(
@@ -179,6 +183,7 @@ def bind_reloading(
     *,
     ports: int = 1,
     name: str = "server",
+    metrics: Metrics | None = None,
 ) -> Binding:
     """Like `bind` with client certificates required, but each new connection gets the
     certificate `tls()` returns now: a rotated certificate is served without a restart."""
@@ -202,7 +207,7 @@ def bind_reloading(
     credentials = grpc.dynamic_ssl_server_credentials(
         configuration(first), fetch, require_client_authentication=True
     )
-    return _listen(server, address, credentials, limits, ports, name)
+    return _listen(server, address, credentials, limits, ports, name, metrics)
 
 
 def open_channel(
@@ -273,6 +278,15 @@ def require_peer(context: grpc.aio.ServicerContext[Any, Any], member_id: str) ->
             Reason.PEER_MISMATCH,
             f"certificate is {peer.member_id!r} but the request is by {member_id!r}",
         )
+
+
+def is_directory(context: grpc.aio.ServicerContext[Any, Any], directory_id: str) -> bool:
+    """Whether the caller's certificate is the directory's own (see `require_directory`)."""
+    try:
+        require_directory(context, directory_id)
+    except CredexError:
+        return False
+    return True
 
 
 def require_directory(context: grpc.aio.ServicerContext[Any, Any], directory_id: str) -> None:

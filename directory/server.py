@@ -267,7 +267,13 @@ async def start_directory(
     # renewal over a member's own connection too (the public port serves it without one)
     add_service(members_server, services.enrollment, SERVICES["EnrollmentService"])
     members = bind(
-        members_server, listen, services.tls, limits, ports=2, name="directory member port"
+        members_server,
+        listen,
+        services.tls,
+        limits,
+        ports=2,
+        name="directory member port",
+        metrics=services.metrics,
     )
     public_server = create_server(
         limits, ports=2, idle_timeout_s=min(limits.idle_timeout_s, settings.public_idle_timeout_s)
@@ -282,6 +288,7 @@ async def start_directory(
         require_client_auth=False,
         ports=2,
         name="directory public port",
+        metrics=services.metrics,
     )
     for server, names in (
         (members_server, ["DirectoryService", "EnrollmentService"]),

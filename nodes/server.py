@@ -307,7 +307,14 @@ async def start_node(
         await health.check()
     if config.server.reflection:
         enable_reflection(server, [SERVICE.full_name])
-    binding = bind_reloading(server, listen, tls, config.server, name=f"node {config.node_id}")
+    binding = bind_reloading(
+        server,
+        listen,
+        tls,
+        config.server,
+        name=f"node {config.node_id}",
+        metrics=getattr(service, "metrics", None),
+    )
     metrics: Metrics | None = getattr(service, "metrics", None)
     metrics_address = ""
     if metrics is not None and config.server.metrics_listen:  # a busy port fails before serving

@@ -30,7 +30,7 @@ from credex.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard
 from credex.runtime.witness import CheckpointPublisher
 from credex.signing import digest, open_signed, parse, seal
-from credex.transport import peer_or_unknown, require_directory
+from credex.transport import is_directory, peer_or_unknown, require_directory
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.common_pb2 import Record
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
@@ -196,7 +196,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 # anyone else's are counted, so a certificate holder's rate never becomes writes.
                 audited = (
                     self.audit.append
-                    if peer == self._config.directory_id
+                    if is_directory(context, self._config.directory_id)
                     else self.callers.recorder.record
                 )
                 audited(

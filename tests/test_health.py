@@ -209,3 +209,27 @@ def test_a_writer_holding_the_records_lock_is_not_a_failure(tmp_path: Path) -> N
     writer.execute("COMMIT")
     path.write_bytes(b"junk" * 1000)
     assert unreadable(reader.conn) is not None
+
+
+def test_after_a_failed_disk_sync_every_call_is_unavailable_not_internal(fed: Federation) -> None:
+    """A disk that failed a sync cannot be trusted with anything (see credex.group_commit):
+    callers get UNAVAILABLE with a reason, never INTERNAL or a traceback."""
+    from credex.errors import REASON_KEY, Reason
+    from credex.v1.node_pb2 import DescribeRequest
+    from credex.v1.node_pb2_grpc import NodeServiceStub
+
+    commits = fed.node_services["courts"].commits
+    commits.failure = "syncing state.db-wal failed: [Errno 5] Input/output error (simulated)"
+
+    async def describe() -> grpc.aio.AioRpcError:
+        async with open_channel(fed.nodes["courts"].address, fed.directory_tls) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await NodeServiceStub(channel).Describe(DescribeRequest(), timeout=5)
+            return err.value
+
+    try:
+        err = fed.loop.run(describe())
+    finally:
+        commits.failure = None
+    assert err.code() == grpc.StatusCode.UNAVAILABLE, (err.code(), err.details())
+    assert (REASON_KEY, str(Reason.UNAVAILABLE)) in list(err.trailing_metadata() or ())

@@ -28,7 +28,7 @@ from credex.errors import (
     from_rpc_error,
 )
 from credex.keys import SigningKey
-from credex.runtime.witness import MAX_BODY_BYTES, CheckpointPublisher, WitnessStore
+from credex.runtime.witness import MAX_CHECKPOINT_BYTES, CheckpointPublisher, WitnessStore
 from credex.signing import domain_tag, seal
 from credex.tls import TlsIdentity
 from credex.transport import open_channel, open_directory_channel
@@ -121,7 +121,7 @@ REFUSALS: dict[str, tuple[Any, type[CredexError], Reason]] = {
         checkpoint(3, key=SigningKey.from_seed(b"x")), Unauthenticated, Reason.BAD_SIGNATURE
     ),
     "too-large": (
-        checkpoint(3, log_id="p" * MAX_BODY_BYTES),
+        checkpoint(3, log_id="p" * MAX_CHECKPOINT_BYTES),
         InvalidArgument,
         Reason.MALFORMED,
     ),

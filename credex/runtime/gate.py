@@ -2,8 +2,8 @@
 peer address before a single byte reaches gRPC (which can cap only the total), and relays each
 admitted connection to the gRPC server listening on loopback.
 
-gRPC then sees every caller as a loopback address; `Gate.peer_of` maps that back to the
-caller's own address, for per-peer limits and logs. An IPv6 caller is counted by its /64, the
+gRPC then sees every caller as a loopback address; `caller_key` maps that back to the
+caller's own address, for per-caller limits. An IPv6 caller is counted by its /64, the
 block one subscriber usually holds. Each admitted connection costs three descriptors (the
 caller's, ours to gRPC, gRPC's end of it): `connection_budget` sizes the cap accordingly.
 """
@@ -20,6 +20,8 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from credex.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +86,6 @@ def _caller(grpc_peer: str) -> tuple[str, int] | None:
     if parsed is not None and parsed[0] == "127.0.0.1" and parsed[1] in _CALLERS:
         return _CALLERS[parsed[1]]  # through a gate: the caller behind it
     return parsed
-
-
-def caller_of(grpc_peer: str) -> str:
-    """Where a call comes from, in gRPC's peer format, looking through a gate (for logs)."""
-    caller = _caller(grpc_peer)
-    return format_peer(*caller) if caller is not None else grpc_peer
 
 
 def caller_key(grpc_peer: str) -> str:
@@ -161,9 +157,10 @@ class Gate:
     `max_per_peer` from one address, and relays each to the gRPC server on loopback. A
     refused connection is closed the moment it is accepted, so a flood holds no descriptor."""
 
-    def __init__(self, name: str, limits: GateLimits) -> None:
+    def __init__(self, name: str, limits: GateLimits, metrics: Metrics | None = None) -> None:
         self.name = name
         self.limits = limits
+        self._metrics = metrics
         self._counts: dict[str, int] = {}
         self._total = 0
         self._sock: socket.socket | None = None
@@ -256,6 +253,8 @@ class Gate:
             conn.close()
             release()
             return
+        assert isinstance(inner, _Relay)
+        inner.on_lost = release  # gRPC may close its side before the caller's is wired
         local_port = int(inner_transport.get_extra_info("sockname")[1])
         _CALLERS[local_port] = caller
         try:
@@ -263,18 +262,22 @@ class Gate:
         except OSError:
             inner_transport.close()
             conn.close()
-            release()
             return
-        assert isinstance(inner, _Relay) and isinstance(outer, _Relay)
-        inner.partner, outer.partner = outer, inner
+        assert isinstance(outer, _Relay)
         outer.on_lost = release
-        inner.on_lost = release
+        if inner_transport.is_closing():  # gRPC closed it meanwhile: nothing to relay
+            assert outer.transport is not None
+            outer.transport.close()
+            return
+        inner.partner, outer.partner = outer, inner
 
     def admit(self, key: str) -> bool:
         if self._total >= self.limits.max_connections or (
             self._counts.get(key, 0) >= self.limits.max_per_peer
         ):
             self.refused += 1
+            if self._metrics is not None:
+                self._metrics.connections_refused.labels(self.name).inc()
             if self.refused & (self.refused - 1) == 0:  # 1, 2, 4, 8…: logs stay bounded
                 log.warning(
                     "%s: refused a connection from %s (%d connections, %d from it; "
@@ -288,10 +291,14 @@ class Gate:
             return False
         self._total += 1
         self._counts[key] = self._counts.get(key, 0) + 1
+        if self._metrics is not None:
+            self._metrics.connections.labels(self.name).set(self._total)
         return True
 
     def release(self, key: str) -> None:
         self._total -= 1
+        if self._metrics is not None:
+            self._metrics.connections.labels(self.name).set(self._total)
         left = self._counts.get(key, 1) - 1
         if left > 0:
             self._counts[key] = left

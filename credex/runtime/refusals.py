@@ -214,9 +214,10 @@ class CallerGuard:
         if caller not in self._exempt:
             self.budget.charge(caller)
 
-    def refused_unread(self, method: str, err: CredexError, caller: str) -> None:
-        """Audit (counted) a request refused before it was read."""
-        self.recorder.record(
+    def refused_unread(self, method: str, err: CredexError, caller: str) -> bool:
+        """Audit (counted) a request refused before it was read; True when this one was
+        written at once (the first of its kind in a window)."""
+        return self.recorder.record(
             AuditEntry(
                 request_id="",
                 actor=caller,

@@ -44,8 +44,9 @@ KEEP_PER_LOG = 10_000
 # Checkpoints a second one caller may hand over, and the burst it may save up.
 RATE_PER_S = 1.0
 BURST = 10.0
-# A signed AuditCheckpoint is about 100 bytes; anything much larger is not one.
-MAX_BODY_BYTES = 512
+# A signed AuditCheckpoint is about 100 bytes; anything much larger is not one (stricter
+# than the cap credex.signing puts on every AuditCheckpoint body).
+MAX_CHECKPOINT_BYTES = 512
 # How far in the future a checkpoint's own time may be (clock skew between servers).
 MAX_FUTURE_S = 300.0
 # How long handing a checkpoint to one witness may take.
@@ -103,9 +104,9 @@ class WitnessStore:
         """Verify `signed` as `log_id`'s checkpoint under one of `keys` and keep it; returns
         the newest sequence number now held. The very checkpoint held already is accepted
         again (a retry after a lost reply); an older or equal other one is refused."""
-        if len(signed.body) > MAX_BODY_BYTES:
+        if len(signed.body) > MAX_CHECKPOINT_BYTES:
             raise InvalidArgument(
-                Reason.MALFORMED, f"checkpoint is larger than {MAX_BODY_BYTES} bytes"
+                Reason.MALFORMED, f"checkpoint is larger than {MAX_CHECKPOINT_BYTES} bytes"
             )
         key = next((k for k in keys if k.key_id == signed.key_id), keys[0])
         checkpoint = open_signed(signed, AuditCheckpoint, key, what="checkpoint")
