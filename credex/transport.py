@@ -6,6 +6,8 @@ Every server and client gets its options and credentials here.
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -300,22 +302,35 @@ def require_directory(context: grpc.aio.ServicerContext[Any, Any], directory_id:
 
 
 class ChannelPool:
-    """One long-lived channel per endpoint, reused across requests."""
+    """One long-lived channel per endpoint, reused across requests; at most `MAX_CHANNELS`
+    (the least recently used is closed), so endpoints that come and go (a node announcing
+    new addresses) cannot grow it without bound."""
+
+    MAX_CHANNELS = 4096
 
     def __init__(self, tls: TlsIdentity, *, max_receive_bytes: int | None = None) -> None:
         self._tls = tls
         self._max_receive_bytes = max_receive_bytes
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
-        if channel is None:
-            channel = self._channels[target] = open_channel(
-                target, self._tls, max_receive_bytes=self._max_receive_bytes
-            )
+        if channel is not None:
+            self._channels.move_to_end(target)
+            return channel
+        channel = self._channels[target] = open_channel(
+            target, self._tls, max_receive_bytes=self._max_receive_bytes
+        )
+        while len(self._channels) > self.MAX_CHANNELS:
+            _, oldest = self._channels.popitem(last=False)
+            task = asyncio.get_running_loop().create_task(oldest.close(grace=5.0))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         return channel
 
     async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
+        channels, self._channels = list(self._channels.values()), OrderedDict()
         for channel in channels:
             await channel.close(None)
+        await asyncio.gather(*self._closing, return_exceptions=True)

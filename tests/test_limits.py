@@ -3,6 +3,7 @@ purpose's monthly ceiling; each refusal is RESOURCE_EXHAUSTED with a retry hint.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,24 @@ def test_node_over_its_rate_refuses_the_directory_with_a_retry_hint(
         grpc.StatusCode.OK,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     ]
+
+
+def test_the_channel_pool_closes_the_least_recently_used_past_its_cap(
+    monkeypatch: pytest.MonkeyPatch, federation: Federation
+) -> None:
+    """A node announcing address after address cannot grow the directory's channels."""
+    from credex.transport import ChannelPool
+
+    monkeypatch.setattr(ChannelPool, "MAX_CHANNELS", 2)
+
+    async def fill() -> list[str]:
+        pool = ChannelPool(federation.directory_tls)
+        pool.get("127.0.0.1:1")
+        pool.get("127.0.0.1:2")
+        pool.get("127.0.0.1:1")  # used again: now the most recent
+        pool.get("127.0.0.1:3")
+        held = list(pool._channels)
+        await pool.close()
+        return held
+
+    assert asyncio.run(fill()) == ["127.0.0.1:1", "127.0.0.1:3"]

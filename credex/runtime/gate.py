@@ -26,7 +26,8 @@ from credex.metrics import Metrics
 log = logging.getLogger(__name__)
 
 # Descriptors kept free for everything else a server opens: databases, its own outgoing
-# channels, the metrics endpoint, log files, certificate reloads.
+# channels (the directory: one or two per node), the metrics endpoint, log files, certificate
+# reloads: a quarter of the limit, and at least this many.
 RESERVED_DESCRIPTORS = 128
 DESCRIPTORS_PER_CONNECTION = 3
 MIN_CONNECTIONS = 16
@@ -52,7 +53,7 @@ def connection_budget(ports: int) -> int:
     """How many gated connections each of `ports` may hold so that a flood of them never
     takes the descriptors the server needs for its own work."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    usable = max(0, int(soft) - RESERVED_DESCRIPTORS)
+    usable = max(0, int(soft) - max(RESERVED_DESCRIPTORS, int(soft) // 4))
     return max(MIN_CONNECTIONS, usable // (DESCRIPTORS_PER_CONNECTION * max(1, ports)))
 
 
