@@ -2,10 +2,12 @@
 the node that holds it (under the node's own id for the subject) and records the outcome the
 node reports. The node takes it only for a record it holds about that subject; nothing is
 filed otherwise. Each subject may try a few times an hour (every attempt makes a node read
-its records) and have a bounded number of disputes open."""
+its records) and have a bounded number of disputes open. A dispute id is claimed before the
+node is asked, so that two filings of one id at once reach the node once."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from dataclasses import dataclass
 
@@ -77,6 +79,7 @@ class DisputeDesk:
         self._channels = channels
         self._key = key
         self._clock = clock
+        self._filing: set[str] = set()  # dispute ids being handed to their node now
         self._conn.execute(
             """CREATE TABLE IF NOT EXISTS disputes (
                 dispute_id TEXT PRIMARY KEY,
@@ -121,8 +124,15 @@ class DisputeDesk:
             raise InvalidArgument(
                 Reason.MALFORMED, "say which category the record was disclosed under"
             )
-        if self.get(dispute.dispute_id) is not None:
+        if dispute.dispute_id in self._filing or self.get(dispute.dispute_id) is not None:
             raise AlreadyExists(Reason.MALFORMED, f"dispute {dispute.dispute_id} exists")
+        self._filing.add(dispute.dispute_id)
+        try:
+            return await self._file(dispute)
+        finally:
+            self._filing.discard(dispute.dispute_id)
+
+    async def _file(self, dispute: pb.Dispute) -> pb.DisputeState:
         self._attempt(dispute.subject_id)
         local_id = self._locator.locate(dispute.subject_id).get(dispute.node_id)
         node = self._registry.get(dispute.node_id)
@@ -155,12 +165,15 @@ class DisputeDesk:
             raise Unavailable(
                 Reason.UNAVAILABLE, f"{node.member_id} did not take the dispute: {exc.code().name}"
             ) from None
-        self._conn.execute(
-            "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason, status, "
-            "filed_at, category) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
-            (dispute.dispute_id, dispute.subject_id, node.member_id, dispute.record_id,
-             dispute.reason, now, dispute.category),
-        )  # fmt: skip
+        try:
+            self._conn.execute(
+                "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason, "
+                "status, filed_at, category) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+                (dispute.dispute_id, dispute.subject_id, node.member_id, dispute.record_id,
+                 dispute.reason, now, dispute.category),
+            )  # fmt: skip
+        except sqlite3.IntegrityError:  # filed meanwhile by another process on this database
+            raise AlreadyExists(Reason.MALFORMED, f"dispute {dispute.dispute_id} exists") from None
         stored = self.get(dispute.dispute_id)
         assert stored is not None
         return stored.state

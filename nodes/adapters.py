@@ -1,7 +1,9 @@
 """Adapters: read an operator's own tables as credex Records through configured SQL.
 
-Every row an adapter returns says whose it is (its `local_id` column). A row of anyone but the
-subject asked about is never disclosed: the node withholds it, and because an adapter that
+Every row an adapter returns says whose it is (its `local_id` column), and SQLite says whether
+that is the subject asked about, with the column's own `=` (its collation and type affinity:
+'r-7' is R-7 in a NOCASE column, '007' is 7 in an INTEGER one). A row of anyone else is never
+disclosed: the node withholds it, and because an adapter that
 returns one is wrong in a way no one can bound (its other columns may be as wrong as its
 WHERE clause), the source stops answering altogether until the operator fixes the adapter and
 restarts (`leak` says why; the node reports it on its health)."""
@@ -9,7 +11,8 @@ restarts (`leak` says why; the node reports it on its health)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -19,6 +22,7 @@ from credex import vocab
 from credex.clock import from_timestamp, to_timestamp
 from credex.db import unreadable
 from credex.v1.common_pb2 import Record
+from nodes.adapter_sql import statement_body
 from nodes.config import AdapterSpec
 
 LOCAL_ID = "local_id"
@@ -73,14 +77,40 @@ def parse_time(value: object) -> float:
 
 
 def same_subject(value: object, local_id: str) -> bool:
-    """Whether a row's `local_id` column names the subject asked about: the same text, or the
-    same integer written in decimal (an INTEGER column). Anything else, NULL included, is
-    somebody else."""
+    """Whether a row's `local_id` value names the subject asked about as Python sees it: the
+    same text, or the same integer written in decimal. Anything else, NULL included, is
+    somebody else (unless SQLite says otherwise: see `subject_checked`)."""
     if isinstance(value, str):
         return value == local_id
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value) == local_id
     return False
+
+
+def subject_checked(sql: str) -> str:
+    """The adapter's SELECT with one more column at the end: whether SQLite finds the row's
+    `local_id` equal to :local_id, compared as that column compares (the result columns of a
+    subquery keep their collation and affinity)."""
+    return f"SELECT *, {LOCAL_ID} = :local_id FROM (\n{statement_body(sql)}\n)"
+
+
+def checked_rows(
+    conn: sqlite3.Connection, sql: str, local_id: str
+) -> tuple[list[str], Generator[tuple[dict[str, object], bool], None, None]]:
+    """The adapter's column names, and each row it returns for `local_id` with whether it is
+    that subject's: SQLite's `=` for the column, or the same text or decimal integer."""
+    cursor = conn.execute(subject_checked(sql), {"local_id": local_id})
+    names = [d[0] for d in cursor.description or ()][:-1]
+
+    def rows() -> Generator[tuple[dict[str, object], bool], None, None]:
+        try:
+            for *values, same in cursor:
+                row = dict(zip(names, values, strict=True))
+                yield row, same == 1 or same_subject(row.get(LOCAL_ID), local_id)
+        finally:
+            cursor.close()
+
+    return names, rows()
 
 
 class RecordSource:
@@ -123,14 +153,12 @@ class RecordSource:
             seen: set[str] = set()
             for position, spec in self._by_category.get(category, ()):
                 others = 0
-                cursor = self._conn.execute(spec.sql, {"local_id": local_id})
-                names = [d[0] for d in cursor.description or ()]
-                for values in cursor:
+                _, rows = checked_rows(self._conn, spec.sql, local_id)
+                for row, own in rows:
                     read += 1
                     if read > MAX_RECORDS_PER_QUERY:
                         break
-                    row = dict(zip(names, values, strict=True))
-                    if not same_subject(row.get(LOCAL_ID), local_id):
+                    if not own:
                         others += 1
                         continue
                     record = to_record(category, row)
@@ -146,7 +174,7 @@ class RecordSource:
                     if data_to is not None and when >= data_to:
                         continue
                     records.append(record)
-                cursor.close()
+                rows.close()
                 if others:
                     foreign.append(ForeignRows(position, category, others))
         if foreign:

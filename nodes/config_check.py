@@ -7,9 +7,10 @@ every adapter also runs on real rows and each row is checked as the node would s
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +18,14 @@ from pathlib import Path
 from credex import vocab
 from credex.config import ConfigError, load_toml
 from credex.db import DatabaseError, open_readonly
+from nodes.adapter_sql import Token, Tying, Unsupported, code_positions, tokens
 from nodes.adapters import (
     LOCAL_ID,
     MAX_RECORDS_PER_QUERY,
     REQUIRED_COLUMNS,
     AdapterError,
     RecordSource,
-    same_subject,
+    checked_rows,
     to_record,
 )
 from nodes.config import SCHEMA, AdapterSpec, NodeConfig, load_node_config
@@ -92,32 +94,10 @@ def config_lines(text: str) -> ConfigLines:
 # --------------------------------------------------------------------------- SQL text
 
 
-def _code(sql: str) -> Iterator[tuple[int, str]]:
-    """(position, character) of the SQL outside string literals, quoted names and comments."""
-    i, n = 0, len(sql)
-    closers = {"'": "'", '"': '"', "`": "`", "[": "]"}
-    while i < n:
-        ch = sql[i]
-        if ch in closers:
-            end = sql.find(closers[ch], i + 1)
-            while end != -1 and ch != "[" and sql.startswith(closers[ch] * 2, end):
-                end = sql.find(closers[ch], end + 2)  # '' inside '...' is a quote
-            i = n if end == -1 else end + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
-        else:
-            yield i, ch
-            i += 1
-
-
 def parameters(sql: str) -> list[str]:
     """The bound parameters of `sql` as written (`?`, `?1`, `:name`, `@name`, `$name`)."""
     kept = [" "] * len(sql)
-    for position, ch in _code(sql):
+    for position, ch in code_positions(sql):
         kept[position] = ch
     text = "".join(kept)
     # `$`, `:` and `@` start a parameter only where no name continues (amount$usd is a name).
@@ -125,60 +105,12 @@ def parameters(sql: str) -> list[str]:
 
 
 def first_keyword(sql: str) -> str:
-    kept = "".join(ch for _, ch in _code(sql)).strip()
+    kept = "".join(ch for _, ch in code_positions(sql)).strip()
     match = re.match(r"[A-Za-z]+", kept)
     return match.group(0).upper() if match else ""
 
 
 # --------------------------------------------------------------------------- the subject
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str  # "word", "name" (quoted identifier), "string", "param", "number", "op"
-    text: str
-
-    @property
-    def word(self) -> str:
-        return self.text.upper() if self.kind == "word" else ""
-
-
-_LEXEME = re.compile(
-    r"(?P<param>\?\d*|(?<![A-Za-z0-9_$])[:@$][A-Za-z0-9_]+)"
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_$]*)"
-    r"|(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)"
-    r"|(?P<op>==|!=|<>|<=|>=|\|\||<<|>>|\S)"
-)
-
-
-def tokens(sql: str) -> list[Token]:
-    """The SQL's tokens, comments left out; string literals and quoted names as one token."""
-    found: list[Token] = []
-    i, n = 0, len(sql)
-    closers = {"'": "'", '"': '"', "`": "`", "[": "]"}
-    while i < n:
-        ch = sql[i]
-        if ch.isspace():
-            i += 1
-        elif ch in closers:
-            end = sql.find(closers[ch], i + 1)
-            while end != -1 and ch != "[" and sql.startswith(closers[ch] * 2, end):
-                end = sql.find(closers[ch], end + 2)
-            end = n if end == -1 else end
-            found.append(Token("string" if ch == "'" else "name", sql[i + 1 : end]))
-            i = end + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
-        else:
-            match = _LEXEME.match(sql, i)
-            assert match is not None and match.lastgroup is not None  # \S matches anything
-            found.append(Token(match.lastgroup, match.group(0)))
-            i = match.end()
-    return found
 
 
 def _depths(toks: Sequence[Token]) -> list[int]:
@@ -319,22 +251,6 @@ def subject_problem(sql: str) -> str | None:
     return None
 
 
-def compared_columns(sql: str) -> set[str]:
-    """The columns `sql` compares with :local_id as a condition every row must meet."""
-    toks = tokens(sql)
-    depths = _depths(toks)
-    clauses = _where_clauses(toks, depths)
-    found = set()
-    for i, tok in enumerate(toks):
-        if tok.kind == "param":
-            around = [c for c in clauses if c.start < i < c.end]
-            if around:
-                column = _anchor(toks, depths, i, max(around, key=lambda c: c.start))
-                if column is not None:
-                    found.add(column)
-    return found
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -369,7 +285,17 @@ def check_adapter(conn: sqlite3.Connection, spec: AdapterSpec, line: int | None)
     broad = subject_problem(spec.sql)
     if broad:
         return [Problem(line, f"{what}: {broad}")]
-    columns = {d[0] for d in cursor.description or ()}
+    names = [d[0] for d in cursor.description or ()]
+    columns = set(names)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return [
+            Problem(
+                line,
+                f"{what}: column(s) {', '.join(twice)} returned more than once; name each "
+                "column of a row once",
+            )
+        ]
     if LOCAL_ID not in columns:
         return [
             Problem(
@@ -381,6 +307,10 @@ def check_adapter(conn: sqlite3.Connection, spec: AdapterSpec, line: int | None)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         return [Problem(line, f"{what}: query lacks column(s) {', '.join(missing)}")]
+    try:  # as the node runs it: with SQLite's word on whose each row is
+        checked_rows(conn, spec.sql, "")[1].close()
+    except (sqlite3.Error, sqlite3.Warning) as exc:
+        return [Problem(line, f"{what}: query fails as a subquery: {exc}")]
     return _plan_problems(conn, spec, line, what)
 
 
@@ -398,55 +328,82 @@ _SUBQUERY = (
 def _plan_problems(
     conn: sqlite3.Connection, spec: AdapterSpec, line: int | None, what: str
 ) -> list[Problem]:
-    """Per EXPLAIN QUERY PLAN: no table is read in full, no lookup combines indexes with OR,
-    and the query and each of its subqueries find their rows through an index on the column
-    compared with :local_id. Otherwise the lookup is slow, or (a subquery over other
-    people's rows) can carry other subjects' data in a row's columns."""
+    """Every table the SELECT names, in every scope, is tied to the subject (nodes.adapter_sql),
+    and per EXPLAIN QUERY PLAN each is found through a search on a column so tied: none is
+    read in full, no lookup combines indexes with OR. Otherwise the query can return (or
+    carry in a row's columns) other subjects' data, or is slow."""
+    try:
+        tying = Tying(conn, spec.sql)
+    except Unsupported as exc:
+        return [
+            Problem(
+                line,
+                f"{what}: cannot tell that every row is the subject's, so it may return rows "
+                f"of other subjects: {exc}",
+            )
+        ]
     steps = conn.execute(f"EXPLAIN QUERY PLAN {spec.sql}", {"local_id": ""}).fetchall()
-    parent = {int(row[0]): int(row[1]) for row in steps}
-    detail = {int(row[0]): str(row[3]) for row in steps}
-    scopes = {i for i, text in detail.items() if text.startswith(_SUBQUERY)}
-    subqueries = {detail[i].split()[-1] for i in scopes}
-
-    def scope(i: int) -> int:
-        i = parent.get(i, 0)
-        while i and i not in scopes:
-            i = parent.get(i, 0)
-        return i
-
-    columns = compared_columns(spec.sql)
+    details = [str(row[3]) for row in steps]
+    subqueries = {d.split()[-1] for d in details if d.startswith(_SUBQUERY)}
+    derived = {r.alias for r in tying.refs if r.table is None and r.body is not None}
+    tables = {r.alias for r in tying.refs if r.table is not None}
     scanned: list[str] = []
-    searched: dict[int, list[str]] = {}
-    for i, text in detail.items():
-        words = text.replace("SCAN TABLE ", "SCAN ").replace("SEARCH TABLE ", "SEARCH ").split()
+    unknown: list[str] = []
+    unkeyed: dict[str, set[str]] = {}
+    searched = False
+    for text in details:
+        words = text.split()
+        if words[:2] in (["SCAN", "TABLE"], ["SEARCH", "TABLE"]):  # SQLite before 3.36
+            words = [words[0], words[4] if words[3:4] == ["AS"] else words[2], *words[3:]]
         if text.startswith("MULTI-INDEX OR"):
             scanned.append("rows found by OR")
         elif words[0] == "SCAN" and text != "SCAN CONSTANT ROW":
-            if words[1] not in subqueries and not words[1].startswith("("):
+            name = words[1].lower()
+            if name in tables or not (name in subqueries or name in derived or name[0] == "("):
                 scanned.append(words[1])
         elif words[0] == "SEARCH":
+            searched = True
+            name = words[1].lower()
+            refs = [i for i, r in enumerate(tying.refs) if r.alias == name and r.table]
             if "AUTOMATIC" in text:
                 scanned.append(words[1])
-            searched.setdefault(scope(i), []).append(text.lower())
-
-    # The rowid stands for a compared column only when that column is an INTEGER PRIMARY KEY.
-    by_rowid = bool(columns & _rowid_aliases(conn))
-
-    def keyed(step: str) -> bool:
-        return (by_rowid and "(rowid=?" in step) or any(
-            f"({column}=?" in step or f" {column}=?" in step for column in columns
+            elif not refs:
+                if name not in derived:
+                    unknown.append(words[1])
+            else:
+                by = _searched_by(text)
+                for ref in refs:
+                    columns = tying.search_columns(ref)
+                    if not by & columns:
+                        unkeyed.setdefault(words[1], set()).update(columns)
+    untied = tying.untied()
+    if untied:
+        names = ", ".join(
+            r.name if r.table is None or r.name.lower() == r.table else f"{r.name} ({r.table})"
+            for r in untied
         )
-
-    unkeyed = [s for s, found in searched.items() if not any(keyed(step) for step in found)]
+        return [
+            Problem(
+                line,
+                f"{what}: can return rows of other subjects: {names} "
+                f"{'is' if len(untied) == 1 else 'are'} not found through the subject; find "
+                f"every table through a column compared with {PARAMETER}, a column of the same "
+                "type equal to one (`JOIN t AS b ON b.stu = a.stu`), or the key of a row so "
+                "found (`JOIN payments AS p ON p.loan_id = l.loan_id`), in conditions every row "
+                "meets (joined with AND)",
+            )
+        ]
     if scanned:
         problem = f"reads every row of {', '.join(dict.fromkeys(scanned))}"
+    elif unknown:
+        problem = f"reads {', '.join(dict.fromkeys(unknown))}, which the SELECT does not name"
     elif not searched:
         problem = "reads no table through an index"
     elif unkeyed:
-        tables = sorted({step.split()[1] for s in unkeyed for step in searched[s]})
+        tied = sorted(set().union(*unkeyed.values()))
         problem = (
-            f"finds rows of {', '.join(tables)} by other columns than "
-            f"{', '.join(sorted(columns)) or 'the one compared with ' + PARAMETER}"
+            f"finds rows of {', '.join(sorted(unkeyed))} by other columns than "
+            f"{', '.join(tied) or 'the one compared with ' + PARAMETER}"
         )
     else:
         return []
@@ -460,17 +417,14 @@ def _plan_problems(
     ]
 
 
-def _rowid_aliases(conn: sqlite3.Connection) -> set[str]:
-    """The (lower-case) names of the columns that are their table's INTEGER PRIMARY KEY."""
-    aliases = set()
-    tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    for (table,) in tables:
-        keys = [
-            row for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,)) if row[5]
-        ]
-        if len(keys) == 1 and str(keys[0][2]).upper() == "INTEGER":
-            aliases.add(str(keys[0][1]).lower())
-    return aliases
+def _searched_by(detail: str) -> set[str]:
+    """The columns a SEARCH step of the plan finds rows by equality on, lower-case: `c` of
+    `USING INDEX i (c=? AND d>?)`, `rowid` of `USING INTEGER PRIMARY KEY (rowid=?)`."""
+    start, end = detail.find(" ("), detail.rfind(")")
+    if start == -1 or end < start:
+        return set()
+    terms = detail[start + 2 : end].split(" AND ")
+    return {m.group(1).lower() for t in terms if (m := re.fullmatch(r"([A-Za-z0-9_]+)=\?", t))}
 
 
 def adapter_problems(
@@ -526,9 +480,9 @@ def sample_problems(
     for index, spec in enumerate(adapters):
         what = f"adapter for {vocab.category_name(spec.category)} with {PARAMETER} = {sample_id!r}"
         try:
-            cursor = conn.execute(spec.sql, {"local_id": sample_id})
-            names = [d[0] for d in cursor.description or ()]
-            rows = cursor.fetchmany(MAX_RECORDS_PER_QUERY + 1)
+            _, checked = checked_rows(conn, spec.sql, sample_id)
+            rows = list(itertools.islice(checked, MAX_RECORDS_PER_QUERY + 1))
+            checked.close()
         except (sqlite3.Error, sqlite3.Warning) as exc:
             problems.append(Problem(lines.adapter(index), f"{what}: query fails: {exc}"))
             continue
@@ -537,9 +491,8 @@ def sample_problems(
             found.append(f"returns more than {MAX_RECORDS_PER_QUERY} rows")
         ids = seen.setdefault(spec.category, set())
         foreign: list[dict[str, object]] = []
-        for values in rows[:MAX_RECORDS_PER_QUERY]:
-            row = dict(zip(names, values, strict=True))
-            if not same_subject(row.get(LOCAL_ID), sample_id):
+        for row, own in rows[:MAX_RECORDS_PER_QUERY]:
+            if not own:
                 foreign.append(row)
                 continue
             found += row_problems(spec.category, row)

@@ -74,7 +74,10 @@ directory_burst = 2000.0
 #   value (a number), unit, occurred_at (ISO 8601 or epoch seconds);
 # any other column becomes an attribute of the record. A row whose local_id is not the one
 # asked for is never disclosed, and the node stops answering until you fix the adapter.
-# Index the column compared with :local_id: check-config refuses a lookup that reads every
+# Find every table (every alias, subqueries included) through the subject: a column compared
+# with :local_id, a column equal to one (`JOIN t AS b ON b.customer_id = l.customer_id`), or the
+# key of a row so found (`JOIN repayments AS r ON r.loan_id = l.loan_id`); no view, no RIGHT,
+# FULL or NATURAL join. Index those columns: check-config refuses a lookup that reads every
 # row. Check real rows with `credex-node check-config {config} --sample-id SOME_ID`.
 # Categories: identity, volunteering, financial, education, judicial, commercial, civic,
 # employment. A category may have several adapters.

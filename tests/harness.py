@@ -4,6 +4,7 @@ real keys and real SQLite files, run on one background event loop; a clock tests
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sqlite3
 import threading
@@ -173,15 +174,28 @@ class SlowNode:
 
 
 class RecordingNode:
-    """A real node service that keeps every query it receives, to check what nodes learn."""
+    """A real node service that keeps every query it receives, to check what nodes learn; it
+    counts the disputes handed to it and holds them while `disputes_open` is clear (at most
+    `HOLD_LIMIT_S`), so that a test can have two filings in flight at once."""
+
+    HOLD_LIMIT_S = 30.0
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.received: list[Any] = []
         self.pushed: list[Any] = []
+        self.disputes_received = 0
+        self.disputes_open = asyncio.Event()  # cleared: disputes wait (on the server's loop)
+        self.disputes_open.set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+    async def ReceiveDispute(self, request: Any, context: Any) -> Any:
+        self.disputes_received += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.disputes_open.wait(), self.HOLD_LIMIT_S)
+        return await self._inner.ReceiveDispute(request, context)
 
     async def NotifyRevocations(self, request: Any, context: Any) -> Any:
         self.pushed.append(_parsed(request))

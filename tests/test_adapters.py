@@ -12,7 +12,7 @@ from credex.db import DatabaseError, open_readonly
 from credex.v1.common_pb2 import Category as Cat
 from nodes.adapters import AdapterError, AdapterLeak, RecordSource, parse_time, same_subject
 from nodes.config import AdapterSpec, load_node_config
-from nodes.config_check import adapter_problems
+from nodes.config_check import adapter_problems, sample_problems
 
 FIN = Cat.CATEGORY_FINANCIAL
 VOL = Cat.CATEGORY_VOLUNTEERING
@@ -386,7 +386,9 @@ def test_adapter_cannot_write_to_the_operator_database(operator_db: Path) -> Non
     assert problems(operator_db, AdapterSpec(FIN, deleting)) == [
         "adapter for financial: only a SELECT may be mapped, not DELETE"
     ]
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+    # The node runs an adapter only as a subquery of its own SELECT, where a DELETE is a
+    # syntax error (and the connection is read-only besides: the tests below).
+    with pytest.raises(sqlite3.OperationalError, match="syntax error"):
         source(operator_db, AdapterSpec(FIN, deleting)).fetch("P-1", [FIN])
     assert loan_count(operator_db) == 5
 
@@ -491,3 +493,69 @@ def test_a_record_id_returned_twice_in_a_category_is_an_adapter_error(operator_d
     records = source(operator_db, AdapterSpec(FIN, LOANS_SQL), AdapterSpec(VOL, same))
     ids = [(r.category, r.record_id) for r in records.fetch("P-1", [FIN, VOL])]
     assert (FIN, "loan-1") in ids and (VOL, "loan-1") in ids
+
+
+@pytest.fixture
+def quirky_db(tmp_path: Path) -> Path:
+    """Marks kept under a code compared without case and a member number kept as an INTEGER:
+    'r-7' is R-7 to SQLite, and so is member 7 asked for as '007'."""
+    path = tmp_path / "quirky.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE marks (mark_id INTEGER PRIMARY KEY, code TEXT COLLATE NOCASE,
+                            member_no INTEGER, points REAL, day TEXT);
+        CREATE INDEX marks_code ON marks (code);
+        CREATE INDEX marks_member ON marks (member_no);
+        INSERT INTO marks VALUES (1, 'R-7', 7, 5, '2024-01-02');
+        INSERT INTO marks VALUES (2, 'r-7', 7, 3, '2024-02-03');
+        INSERT INTO marks VALUES (3, 'R-8', 8, 1, '2024-03-04');
+        """
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+MARKS = (
+    "SELECT 'mark-' || mark_id AS record_id, 'civic_merit' AS kind, points AS value,"
+    " 'points' AS unit, day AS occurred_at, {id} AS local_id FROM marks WHERE {by} = :local_id"
+)
+CIV = Cat.CATEGORY_CIVIC
+
+
+@pytest.mark.parametrize(
+    ("column", "asked"),
+    [("code", "R-7"), ("code", "r-7"), ("member_no", "007"), ("member_no", "7")],
+)
+def test_whose_row_it_is_follows_the_columns_own_equality(
+    quirky_db: Path, column: str, asked: str
+) -> None:
+    """A row the adapter found by the subject's column, whose local id SQLite calls equal to
+    the asked id (a NOCASE column, an INTEGER column and an id with leading zeros), is the
+    subject's: it is served, the source keeps answering, and check-config's sample agrees."""
+    spec = AdapterSpec(CIV, MARKS.format(id=column, by=column))
+    src = source(quirky_db, spec)
+    assert sorted(r.record_id for r in src.fetch(asked, [CIV])) == ["mark-1", "mark-2"]
+    assert src.leak is None
+    assert src.fetch("R-8" if column == "code" else "8", [CIV])[0].record_id == "mark-3"
+    db = open_readonly(quirky_db)
+    try:
+        assert sample_problems(db.conn, [spec], asked) == []
+    finally:
+        db.conn.close()
+
+
+def test_a_row_of_another_subject_is_still_withheld_whatever_the_column(quirky_db: Path) -> None:
+    """Found by member number, each row says its code: '7' is no code of SQLite's either, so
+    the rows are withheld and the source stops (the column's own equality decides, not a
+    looser one)."""
+    spec = AdapterSpec(CIV, MARKS.format(id="code", by="member_no"))
+    with pytest.raises(AdapterLeak):
+        source(quirky_db, spec).fetch("7", [CIV])
+    db = open_readonly(quirky_db)
+    try:
+        (problem,) = sample_problems(db.conn, [spec], "7")
+    finally:
+        db.conn.close()
+    assert "returns 2 row(s) of another subject" in problem.message

@@ -71,21 +71,25 @@ def test_parameters_outside_quotes_and_comments() -> None:
     ("sql", "indexed", "detail"),
     [
         (GOOD.replace("WHERE customer_id", "WHERE status = 'open' AND customer_id"), False,
-         "finds rows of loans by other columns than customer_id"),
+         "uses no index (finds rows of loans by other columns than customer_id)"),
         (GOOD.replace("FROM loans WHERE", "FROM loans JOIN notes ON cust = customer_id WHERE"),
-         True, "reads every row of notes"),
+         True, "uses no index (reads every row of notes)"),
         (GOOD.replace("customer_id = :local_id",
                       "customer_id = :local_id AND loan_id IN (SELECT loan_id FROM loans)"),
-         False, "finds rows of loans by other columns than customer_id"),
+         False, "other subjects: loans is not found through the subject"),
         (GOOD.replace("amount AS value", "(SELECT sum(amount) FROM loans) AS value"), True,
-         "reads every row of loans"),
+         "other subjects: loans is not found through the subject"),
+        (GOOD.replace("FROM loans WHERE customer_id",
+                      "FROM loans INDEXED BY loans_status WHERE status = 'open' AND customer_id"),
+         True,
+         "uses no index (finds rows of loans by other columns than customer_id)"),
     ],
 )  # fmt: skip
 def test_a_lookup_not_through_the_subjects_index_is_fatal(
     tmp_path: Path, records: Path, sql: str, indexed: bool, detail: str
 ) -> None:
     """A full read is slow and a subquery over other rows may carry other people's data:
-    neither serves."""
+    neither serves; nor does a search by another column of a table tied to the subject."""
     conn = sqlite3.connect(records)
     if not indexed:
         conn.execute("DROP INDEX loans_customer")
@@ -94,7 +98,7 @@ def test_a_lookup_not_through_the_subjects_index_is_fatal(
     conn.commit()
     conn.close()
     (problem,) = check_config(write_config(tmp_path, ("financial", sql)))
-    assert f"uses no index ({detail})" in problem.message and problem.fatal
+    assert detail in problem.message and problem.fatal
 
 
 def test_a_good_config_has_no_problem(tmp_path: Path, records: Path) -> None:
@@ -295,22 +299,19 @@ def test_sample_id_checks_every_row(tmp_path: Path, records: Path) -> None:
 
 
 def test_sample_id_finds_rows_of_other_subjects(tmp_path: Path, records: Path) -> None:
-    """A join on the wrong key passes every check of the SQL; the sample shows it."""
+    """Loans found by their co-signer while each row says its borrower: every table is found
+    through the subject, so the SQL passes; the sample shows the rows are someone else's."""
     conn = sqlite3.connect(records)
     conn.executescript(
         """
-        INSERT INTO loans VALUES (5, 'C-3', 70, '2024-01-02', 'open');
-        CREATE INDEX loans_opened ON loans (opened_on);
+        ALTER TABLE loans ADD COLUMN co_signer TEXT;
+        INSERT INTO loans VALUES (5, 'C-3', 70, '2024-01-02', 'open', 'C-1');
+        CREATE INDEX loans_co_signer ON loans (co_signer);
         """
     )
     conn.commit()
     conn.close()
-    sql = (
-        "SELECT 'loan-' || o.loan_id AS record_id, 'loan' AS kind, o.amount AS value,"
-        " 'CNY' AS unit, o.opened_on AS occurred_at, o.customer_id AS local_id"
-        " FROM loans AS m JOIN loans AS o ON o.opened_on = m.opened_on"
-        " WHERE m.customer_id = :local_id"
-    )
+    sql = GOOD.replace("WHERE customer_id", "WHERE co_signer")
     path = write_config(tmp_path, ("financial", sql))
     assert check_config(path) == []
     (problem,) = check_config(path, "C-1")
@@ -353,3 +354,81 @@ def test_every_synthetic_node_passes(tmp_path: Path) -> None:
     manifest = synth.generate(tmp_path / "data", subjects=200, nodes=12)
     for node in manifest.nodes:
         assert check_config(node.config) == [], node.id
+
+
+TIES = """
+CREATE TABLE people (code TEXT PRIMARY KEY, district TEXT, guardian TEXT);
+CREATE INDEX people_district ON people (district);
+CREATE TABLE loans (loan_id INTEGER PRIMARY KEY, code TEXT, amount REAL, day TEXT, ref TEXT);
+CREATE INDEX loans_code ON loans (code);
+CREATE UNIQUE INDEX loans_ref ON loans (ref) WHERE ref IS NOT NULL;
+CREATE TABLE payments (payment_id INTEGER PRIMARY KEY, loan_id INTEGER, loan_ref TEXT,
+                       code_nc TEXT COLLATE NOCASE, amount REAL, day TEXT);
+CREATE INDEX payments_loan ON payments (loan_id);
+CREATE INDEX payments_ref ON payments (loan_ref);
+CREATE INDEX payments_code ON payments (code_nc);
+CREATE VIEW my_loans AS SELECT * FROM loans;
+"""
+
+
+def cols(alias: str, local: str, key: str = "rowid") -> str:
+    return (
+        f"SELECT 'r-' || {alias}.{key} AS record_id, 'loan' AS kind, {alias}.amount AS value,"
+        f" 'CNY' AS unit, {alias}.day AS occurred_at, {local} AS local_id"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        # tied: the key of the subject's loan, an equal subject column (ON, USING, LEFT JOIN),
+        # a CTE and a correlated subquery found through the subject, a final semicolon
+        (cols("p", "l.code") + " FROM payments AS p JOIN loans AS l ON l.loan_id = p.loan_id"
+         " WHERE l.code = :local_id", None),
+        (cols("l", "l.code") + ", g.district FROM loans AS l LEFT JOIN people AS g"
+         " ON g.code = l.code WHERE l.code = :local_id", None),
+        (cols("l", "l.code") + " FROM loans AS l JOIN people AS g USING (code)"
+         " WHERE l.code = :local_id", None),
+        ("WITH mine AS (SELECT * FROM loans WHERE code = :local_id) "
+         + cols("mine", "mine.code", "loan_id") + " FROM mine", None),
+        (cols("l", "l.code") + ", (SELECT sum(q.amount) FROM loans AS q WHERE q.code = l.code)"
+         " AS total FROM loans AS l WHERE l.code = :local_id", None),
+        (cols("l", "l.code") + " FROM loans AS l WHERE l.code = :local_id;  -- the end", None),
+        # untied: someone else's loan through the subject's payment, a key that is only
+        # unique where it is set, a column compared without case or as another type, a join
+        # on a shared district, a view, a RIGHT join
+        (cols("p", "p.code_nc") + " FROM payments AS p JOIN loans AS l ON l.loan_id = p.loan_id"
+         " WHERE p.code_nc = :local_id", "l (loans) is not found through the subject"),
+        (cols("p", "l.code") + " FROM payments AS p JOIN loans AS l ON l.ref = p.loan_ref"
+         " WHERE l.code = :local_id", "p (payments) is not found through the subject"),
+        (cols("p", "l.code") + " FROM loans AS l JOIN payments AS p ON p.code_nc = l.code"
+         " WHERE l.code = :local_id", "p (payments) is not found through the subject"),
+        (cols("p", "l.code") + " FROM loans AS l JOIN payments AS p ON p.loan_ref = l.loan_id"
+         " WHERE l.code = :local_id", "p (payments) is not found through the subject"),
+        (cols("l", "a.code") + " FROM people AS a JOIN people AS n ON n.district = a.district"
+         " JOIN loans AS l ON l.code = n.code WHERE a.code = :local_id",
+         "n (people), l (loans) are not found through the subject"),
+        (cols("l", "l.code") + ", (SELECT 1 FROM loans AS q WHERE q.code = :local_id"
+         " AND q.code = l.code) AS mine FROM loans AS l WHERE l.code IN ('C-1', 'C-2')",
+         "l (loans) is not found through the subject"),  # a subquery filters only its rows
+        (cols("my_loans", "code") + " FROM my_loans WHERE code = :local_id",
+         "it reads the view my_loans"),
+        (cols("l", "l.code") + " FROM people AS g RIGHT JOIN loans AS l ON l.code = g.code"
+         " WHERE l.code = :local_id", "a NATURAL, RIGHT or FULL join"),
+    ],
+)  # fmt: skip
+def test_every_table_must_be_found_through_the_subject(
+    tmp_path: Path, sql: str, problem: str | None
+) -> None:
+    """Each table reference is tied to the subject through a column compared with :local_id,
+    a like column equal to one, or the unique key of a row so tied; anything else can
+    return other subjects' rows and is fatal."""
+    conn = sqlite3.connect(tmp_path / "records.db")
+    conn.executescript(TIES)
+    conn.close()
+    problems = check_config(write_config(tmp_path, ("financial", sql)))
+    if problem is None:
+        assert problems == []
+    else:
+        (found,) = problems
+        assert found.fatal and problem in found.message and "other subjects" in found.message

@@ -3,14 +3,21 @@ the outcome, and profiles show records under dispute as such."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from credex.clock import to_timestamp
 from credex.config import ConfigError
 from credex.db import open_database
 from credex.errors import (
+    AlreadyExists,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -19,10 +26,13 @@ from credex.errors import (
     Unauthenticated,
 )
 from credex.keys import SigningKey
-from credex.transport import ChannelPool
+from credex.signing import seal
+from credex.tls import TlsIdentity
+from credex.transport import ChannelPool, open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
-from directory.config import DisputeLimits
+from credex.v1.directory_pb2_grpc import SubjectServiceStub
+from directory.config import DisputeLimits, load_settings
 from directory.disputes import DisputeDesk
 from directory.locator import Locator
 from directory.registry import Registry
@@ -238,3 +248,128 @@ def test_disputes_per_subject_are_limited(tmp_path: Path, federation: Federation
         file(0, subject="S3")
     assert "at most 2 may be open" in err.value.message and err.value.retry_after_s
     db.conn.close()
+
+
+def test_two_filings_of_one_dispute_id_at_once_file_it_once(federation: Federation) -> None:
+    """Two FileDispute calls with the same dispute id, the second sent while the node still
+    holds the first: the node is asked once, the first is filed, the second is refused as
+    ALREADY_EXISTS (not INTERNAL), and the subject sees one dispute."""
+    node = federation.recorder
+    assert node is not None
+    key = federation.subject_keys["S9"]
+    dispute_id = f"d-{uuid.uuid4().hex}"
+
+    def request() -> pb.FileDisputeRequest:
+        dispute = pb.Dispute(
+            dispute_id=dispute_id,
+            subject_id="S9",
+            node_id="volunteers",
+            record_id="svc-3",
+            reason="not my hours",
+            issued_at=to_timestamp(federation.clock()),
+            category=Category.CATEGORY_VOLUNTEERING,
+            nonce=os.urandom(16),
+        )
+        return pb.FileDisputeRequest(dispute=seal(dispute, key))
+
+    async def until(done: Any, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not done():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.01)
+
+    async def race() -> tuple[list[Any], int]:
+        channel = open_directory_channel(federation.public_address, TlsIdentity(federation.ca_pem))
+        stub = SubjectServiceStub(channel)
+        before = node.disputes_received
+        node.disputes_open.clear()
+        try:
+            first = asyncio.ensure_future(stub.FileDispute(request(), timeout=60))
+            await until(lambda: node.disputes_received > before, "the node never got the first")
+            second = asyncio.ensure_future(stub.FileDispute(request(), timeout=60))
+            # Refused at once, or (the race) handed to the node as well.
+            await until(
+                lambda: second.done() or node.disputes_received > before + 1,
+                "the second filing neither failed nor reached the node",
+            )
+            node.disputes_open.set()
+            results = await asyncio.gather(first, second, return_exceptions=True)
+            return list(results), node.disputes_received - before
+        finally:
+            node.disputes_open.set()
+            await channel.close(None)
+
+    (first, second), asked = federation.loop.run(race())
+    assert isinstance(first, pb.FileDisputeResponse), first
+    assert first.dispute.dispute_id == dispute_id
+    assert isinstance(second, grpc.aio.AioRpcError), second
+    assert second.code() == grpc.StatusCode.ALREADY_EXISTS, (second.code(), second.details())
+    assert "Traceback" not in (second.details() or "")
+    assert asked == 1
+    mine = [d for d in federation.loop.run(federation.subject("S9").disputes())]
+    assert [d.status for d in mine if d.dispute_id == dispute_id] == ["open"]
+    federation.loop.run(
+        resolve_dispute(
+            load_node_config(federation.node_configs["volunteers"]), dispute_id, "rejected",
+            "hours confirmed by the organiser",
+        )
+    )  # fmt: skip
+
+
+def test_a_dispute_id_filed_meanwhile_by_another_process_is_already_exists(
+    federation: Federation,
+) -> None:
+    """A second directory process on the same database files the id while this one waits for
+    the node: the insert that loses is ALREADY_EXISTS, not an internal error."""
+    node = federation.recorder
+    assert node is not None
+    db = open_database(load_settings(federation.root / "directory").db_path)
+    desk = DisputeDesk(
+        db=db,
+        locator=Locator(db),
+        registry=Registry(db),
+        channels=ChannelPool(federation.directory_tls),
+        key=federation.directory_key,
+        clock=federation.clock,
+    )
+    dispute = pb.Dispute(
+        dispute_id=f"d-{uuid.uuid4().hex}",
+        subject_id="S9",
+        node_id="volunteers",
+        record_id="svc-3",
+        reason="not my hours",
+        category=Category.CATEGORY_VOLUNTEERING,
+    )
+
+    async def race() -> BaseException | None:
+        before = node.disputes_received
+        node.disputes_open.clear()
+        try:
+            filing = asyncio.ensure_future(desk.file(dispute))
+            deadline = time.monotonic() + 30
+            while node.disputes_received == before:
+                assert time.monotonic() < deadline and not filing.done(), "never at the node"
+                await asyncio.sleep(0.01)
+            db.conn.execute(
+                "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason,"
+                " status, filed_at, category) VALUES (?, 'S9', 'volunteers', 'svc-3', 'x',"
+                " 'open', ?, ?)",
+                (dispute.dispute_id, federation.clock(), dispute.category),
+            )  # the other process's row
+            node.disputes_open.set()
+            (outcome,) = await asyncio.gather(filing, return_exceptions=True)
+            return outcome if isinstance(outcome, BaseException) else None
+        finally:
+            node.disputes_open.set()
+
+    try:
+        refused = federation.loop.run(race())
+    finally:
+        db.conn.close()
+    assert isinstance(refused, AlreadyExists), refused
+    federation.loop.run(
+        resolve_dispute(
+            load_node_config(federation.node_configs["volunteers"]), dispute.dispute_id,
+            "rejected", "hours confirmed by the organiser",
+        )
+    )  # fmt: skip

@@ -3,8 +3,9 @@
 A careless operator maps their tables with a query that also returns other residents' rows
 (an `OR`, a `UNION`, `OR 1=1`, a subquery over everyone, a join on the wrong key). Statically
 visible mistakes stop the node at start (and `check-config` calls them fatal); a mistake only
-the data shows (the join) is caught row by row: every row carries its subject's local id, rows
-of anyone else are withheld, counted, logged without their values, and the node stops serving.
+the data shows (rows found by who reported them, each saying whose it is) is caught row by
+row: every row carries its subject's local id, rows of anyone else are withheld, counted,
+logged without their values, and the node stops serving.
 """
 
 from __future__ import annotations
@@ -36,21 +37,23 @@ CIVIC = Category.CATEGORY_CIVIC
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 NEIGHBOURS = 40
 
-# Resident R-0 (our subject) and 40 neighbours in one district, each with marks.
+# Resident R-0 (our subject, the district's warden) and 40 neighbours in one district, each
+# with marks; the warden reported every mark.
 SCHEMA = (
     "CREATE TABLE residents (code TEXT PRIMARY KEY, district TEXT NOT NULL);"
     "CREATE INDEX residents_district ON residents (district);"
     "CREATE TABLE marks (mark_id INTEGER PRIMARY KEY, code TEXT NOT NULL, points REAL NOT NULL,"
-    " day TEXT NOT NULL, note TEXT);"
+    " day TEXT NOT NULL, note TEXT, reporter TEXT NOT NULL);"
     "CREATE INDEX marks_code ON marks (code);"
     "CREATE INDEX marks_points ON marks (points);"
+    "CREATE INDEX marks_reporter ON marks (reporter);"
     "INSERT INTO residents VALUES ('R-0', 'D1');"
-    "INSERT INTO marks (code, points, day, note) VALUES ('R-0', 5, '2024-01-02', 'mine'),"
-    " ('R-0', 3, '2024-05-06', 'mine');"
+    "INSERT INTO marks (code, points, day, note, reporter) VALUES"
+    " ('R-0', 5, '2024-01-02', 'mine', 'R-0'), ('R-0', 3, '2024-05-06', 'mine', 'R-0');"
     + "".join(
         f"INSERT INTO residents VALUES ('R-{i}', 'D1');"
-        f"INSERT INTO marks (code, points, day, note)"
-        f" VALUES ('R-{i}', -{i}, '2023-03-0{i % 9 + 1}', 'neighbour R-{i}');"
+        f"INSERT INTO marks (code, points, day, note, reporter)"
+        f" VALUES ('R-{i}', -{i}, '2023-03-0{i % 9 + 1}', 'neighbour R-{i}', 'R-0');"
         for i in range(1, NEIGHBOURS + 1)
     )
 )
@@ -76,11 +79,12 @@ STATIC_LEAKS = {
         " JOIN marks AS m ON m.code = n.code WHERE r.code = :local_id"
     ),
 }
-# Only the data shows this one: the subject's district joins in every neighbour's marks.
-JOIN_LEAK = (
+STATIC_LEAKS["district-join"] = (
     f"SELECT {COLUMNS} FROM residents AS r JOIN residents AS n ON n.district = r.district"
     " JOIN marks AS m ON m.code = n.code WHERE r.code = :local_id"
 )
+# Only the data shows this one: the marks the subject reported, each saying whose it is.
+ROW_LEAK = f"SELECT {COLUMNS} FROM marks AS m WHERE m.reporter = :local_id"
 OWN_RECORDS = {"mark-1", "mark-2"}
 
 
@@ -159,19 +163,20 @@ def test_a_node_refuses_to_serve_an_adapter_that_selects_other_subjects(
 def test_rows_of_other_subjects_are_withheld_counted_and_stop_the_node(
     target: Target, tmp_path: Path
 ) -> None:
-    """A join on the wrong key passes every static check; the node still never discloses a
-    neighbour's row: it withholds them, counts them, logs the fact without their values, and
-    fails closed (NOT_SERVING, every later query refused) until the operator fixes it."""
+    """Marks found by their reporter pass every static check (the table is found through a
+    column compared with the subject's id); the node still never discloses a neighbour's row:
+    it withholds them, counts them, logs the fact without their values, and fails closed
+    (NOT_SERVING, every later query refused) until the operator fixes it."""
     (subject_id,) = subjects_of(target, 1, 1)
     node = prepare(
         target,
         tmp_path,
-        "wrong-join",
+        "wrong-column",
         schema=SCHEMA,
         adapters=[Adapter("civic", GOOD)],
         locations={subject_id: "R-0"},
     )
-    node.config.write_text(config_text(node.node_id, [Adapter("civic", JOIN_LEAK)], target.address))
+    node.config.write_text(config_text(node.node_id, [Adapter("civic", ROW_LEAK)], target.address))
     with serving(target, node):
         profile = asyncio.run(civic_profile(target, subject_id))
         disclosed = {r.record_id for r in profile.records}  # type: ignore[attr-defined]
