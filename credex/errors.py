@@ -67,6 +67,8 @@ class Reason(StrEnum):
     ADAPTER_FAILED = "ADAPTER_FAILED"
     # A subject filed more disputes than the directory takes (per hour, or open at once).
     DISPUTE_LIMIT = "DISPUTE_LIMIT"
+    # A subject holds as many live (not expired, not revoked) consents as the directory keeps.
+    CONSENT_LIMIT = "CONSENT_LIMIT"
 
 
 # Refusals decided before the sender was authenticated: whatever the request claims about

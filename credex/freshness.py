@@ -47,11 +47,7 @@ class NonceStore:
         """Record `nonce` as used until `expires_at`; PermissionDenied(REPLAY) if it was used
         before. With `scope` (a subject id), nonces are kept per scope, so that one sender
         can never spend another's."""
-        if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
-            raise InvalidArgument(
-                Reason.MALFORMED, f"nonce must be {MIN_NONCE_BYTES}-{MAX_NONCE_BYTES} bytes"
-            )
-        key = hashlib.sha256(scope.encode() + b"\x00" + nonce).digest() if scope else nonce
+        key = self._key(nonce, scope)
         try:
             self._conn.execute(
                 f"INSERT INTO [{self._table}] (nonce, expires_at) VALUES (?, ?)",
@@ -63,3 +59,20 @@ class NonceStore:
         if self._since_prune >= self.PRUNE_EVERY:
             self._since_prune = 0
             self._conn.execute(f"DELETE FROM [{self._table}] WHERE expires_at < ?", (now,))
+
+    def check_unused(self, nonce: bytes, *, scope: str = "") -> None:
+        """PermissionDenied(REPLAY) if `nonce` was used, without recording it (a read only: a
+        replay is refused before any limit is charged or anything written)."""
+        found = self._conn.execute(
+            f"SELECT 1 FROM [{self._table}] WHERE nonce = ?", (self._key(nonce, scope),)
+        ).fetchone()
+        if found:
+            raise PermissionDenied(Reason.REPLAY, "nonce already used: replay refused")
+
+    @staticmethod
+    def _key(nonce: bytes, scope: str) -> bytes:
+        if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+            raise InvalidArgument(
+                Reason.MALFORMED, f"nonce must be {MIN_NONCE_BYTES}-{MAX_NONCE_BYTES} bytes"
+            )
+        return hashlib.sha256(scope.encode() + b"\x00" + nonce).digest() if scope else nonce

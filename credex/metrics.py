@@ -46,6 +46,11 @@ class Metrics:
             "credex_node_answers", "Node answers within profiles, by node and outcome",
             ["node", "status"], registry=r,
         )  # fmt: skip
+        self.pushes_in_flight = Gauge(
+            "credex_pushes_in_flight",
+            "Consent-change pushes to nodes under way (the directory keeps at most one per node)",
+            registry=r,
+        )
         self.audit_entries = Gauge("credex_audit_entries", "Entries in the audit log", registry=r)
         self.certificate_expiry = Gauge(
             "credex_certificate_expiry_timestamp_seconds",

@@ -63,6 +63,7 @@ SCHEMA: dict[str, frozenset[str]] = {
     "server": SERVER_KEYS | {"public_listen", "public_idle_timeout_s"},
     "purpose_limits": frozenset(vocab.purpose_name(p) for p in vocab.ALL_PURPOSES),
     "disputes": frozenset({"per_subject_per_hour", "max_open_per_subject"}),
+    "subjects": frozenset({"rate_per_s", "burst", "max_consents"}),
 }
 DEFAULT_SETTINGS = (
     """\
@@ -130,6 +131,14 @@ public_idle_timeout_s = 15.0
 per_subject_per_hour = 5
 max_open_per_subject = 10
 
+# Calls each subject may make (every call signed by the subject: grants, pauses, revocations,
+# lists, access logs, disputes), a second on average with a burst they may save up; and how
+# many consents one subject may hold that are neither expired nor revoked.
+[subjects]
+rate_per_s = 1.0
+burst = 20
+max_consents = 200
+
 # Profiles a requester may obtain about one subject for one purpose per calendar month (UTC).
 [purpose_limits]
 loan-application = 30
@@ -149,6 +158,16 @@ class DisputeLimits:
 
     per_hour: int = 5
     max_open: int = 10
+
+
+@dataclass(frozen=True)
+class SubjectLimits:
+    """What one subject may do at the directory ([subjects] in directory.toml): signed calls
+    a second and their burst, and live (neither expired nor revoked) consents held at once."""
+
+    rate_per_s: float = 1.0
+    burst: int = 20
+    max_consents: int = 200
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,7 @@ class DirectorySettings:
     # closed after this long (the member port uses [server] idle_timeout_s).
     public_idle_timeout_s: float = 15.0
     disputes: DisputeLimits = field(default_factory=lambda: DisputeLimits())
+    subjects: SubjectLimits = field(default_factory=lambda: SubjectLimits())
     cert_lifetime_s: float = MEMBER_CERT_LIFETIME_S
     key_overlap_s: float = KEY_OVERLAP_S
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
@@ -283,6 +303,18 @@ def _settings(home: Path, path: Path, data: dict[str, Any]) -> DirectorySettings
             data.get("server", {}), "public_idle_timeout_s", 15.0, f"{path} [server]"
         ),
         disputes=_dispute_limits(data.get("disputes", {}), f"{path} [disputes]"),
+        subjects=_subject_limits(data.get("subjects", {}), f"{path} [subjects]"),
+    )
+
+
+def _subject_limits(table: object, where: str) -> SubjectLimits:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    defaults = SubjectLimits()
+    return SubjectLimits(
+        rate_per_s=positive(table, "rate_per_s", defaults.rate_per_s, where),
+        burst=whole(table, "burst", defaults.burst, where, minimum=1),
+        max_consents=whole(table, "max_consents", defaults.max_consents, where, minimum=1),
     )
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from credex.clock import from_timestamp, to_timestamp
-from credex.db import transaction
 from credex.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Reason
 from credex.signing import parse
 from credex.v1.common_pb2 import Signed
@@ -35,13 +34,12 @@ class StoredConsent:
     signed: Signed
     status: ConsentStatus.ValueType
     uses: int
-    # When the subject signed the last status change applied (or repeated): 0 before any.
+    # When the subject signed the last status change applied: 0 before any.
     last_change_signed_at: float = 0.0
 
 
 class ConsentStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
-        self._db = db
         self._conn = db.conn
         self._conn.execute(
             """CREATE TABLE IF NOT EXISTS consents (
@@ -73,12 +71,25 @@ class ConsentStore:
             )"""
         )
 
-    def add(self, consent: Consent, signed: Signed, subject_id: str, now: float) -> None:
+    def require_new(self, consent_id: str) -> None:
+        """AlreadyExists(CONSENT_EXISTS) if a consent with this id was granted."""
         exists = self._conn.execute(
-            "SELECT 1 FROM consents WHERE consent_id = ?", (consent.consent_id,)
+            "SELECT 1 FROM consents WHERE consent_id = ?", (consent_id,)
         ).fetchone()
         if exists:
-            raise AlreadyExists(Reason.CONSENT_EXISTS, f"consent {consent.consent_id} exists")
+            raise AlreadyExists(Reason.CONSENT_EXISTS, f"consent {consent_id} exists")
+
+    def held(self, subject_id: str, now: float) -> int:
+        """How many of the subject's consents are live: neither revoked nor expired."""
+        (count,) = self._conn.execute(
+            "SELECT count(*) FROM consents WHERE subject_id = ? AND status != 'revoked' "
+            "AND not_after > ?",
+            (subject_id, now),
+        ).fetchone()
+        return int(count)
+
+    def add(self, consent: Consent, signed: Signed, subject_id: str, now: float) -> None:
+        self.require_new(consent.consent_id)
         self._conn.execute(
             "INSERT INTO consents (consent_id, subject_id, requester_id, signed, status, uses, "
             "max_uses, not_after, granted_at, changed_at) "
@@ -119,24 +130,18 @@ class ConsentStore:
     ) -> int:
         """Change a consent's status by the subject's order signed at `signed_at`, and add the
         change to the feed nodes follow; returns the change's sequence number. Refused
-        (STALE_CHANGE) unless the order was signed after the last one."""
-        with transaction(self._db):
-            self._mark_signed(consent_id, signed_at)
-            self._conn.execute(
-                "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
-                (_STATUS_TEXT[status], now, consent_id),
-            )
-            cur = self._conn.execute(
-                "INSERT INTO consent_changes (consent_id, status, changed_at) VALUES (?, ?, ?)",
-                (consent_id, _STATUS_TEXT[status], now),
-            )
+        (STALE_CHANGE) unless the order was signed after the last one. Call it inside the
+        transaction that also audits the change (see credex.db.transaction)."""
+        self._mark_signed(consent_id, signed_at)
+        self._conn.execute(
+            "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
+            (_STATUS_TEXT[status], now, consent_id),
+        )
+        cur = self._conn.execute(
+            "INSERT INTO consent_changes (consent_id, status, changed_at) VALUES (?, ?, ?)",
+            (consent_id, _STATUS_TEXT[status], now),
+        )
         return int(cur.lastrowid or 0)
-
-    def repeat_status(self, consent_id: str, signed_at: float) -> None:
-        """A subject's order that repeats the current status: nothing changes, but orders
-        signed before it are now stale too (a held-back "resume" cannot undo it)."""
-        with transaction(self._db):
-            self._mark_signed(consent_id, signed_at)
 
     def _mark_signed(self, consent_id: str, signed_at: float) -> None:
         cur = self._conn.execute(
@@ -145,10 +150,7 @@ class ConsentStore:
             (signed_at, consent_id, signed_at),
         )
         if cur.rowcount != 1:
-            raise FailedPrecondition(
-                Reason.STALE_CHANGE,
-                "this change was signed before the consent's last change; sign a new one",
-            )
+            raise stale_change()
 
     def changes_after(self, seq: int, limit: int = 1000) -> tuple[list[ConsentChange], int]:
         """Up to `limit` changes after `seq`, and the latest sequence number overall."""
@@ -189,6 +191,14 @@ class ConsentStore:
                 Reason.CONSENT_USED_UP,
                 f"consent used {stored.uses} of {stored.consent.max_uses} times",
             )
+
+
+def stale_change() -> FailedPrecondition:
+    """The refusal of a subject's order signed before the consent's last one."""
+    return FailedPrecondition(
+        Reason.STALE_CHANGE,
+        "this change was signed before the consent's last change; sign a new one",
+    )
 
 
 def require_active(stored: StoredConsent) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 import grpc
+from prometheus_client import Gauge
 
 from credex.clock import Clock, to_timestamp
 from credex.errors import CredexError
@@ -39,7 +41,9 @@ class Publisher:
         channels: ChannelPool,
         clock: Clock,
         durable: Callable[[], Awaitable[None]],
+        in_flight: Gauge | None = None,
     ) -> None:
+        """`in_flight`: a gauge that reports the pushes under way (read when scraped)."""
         self._durable = durable  # a change is on disk before any node hears of it
         self._key = key
         self._directory_id = directory_id
@@ -49,13 +53,20 @@ class Publisher:
         self._channels = channels
         self._clock = clock
         self._signed_snapshot: tuple[int, Signed] | None = None
-        self._pushes: set[asyncio.Task[None]] = set()
+        # At most one push under way per node (node id -> its task), and the first feed
+        # sequence number each node is still to be sent: changes made while a push is under
+        # way go with the next one (the feed is cumulative), so tasks stay bounded by nodes.
+        self._pushes: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, int] = {}
+        if in_flight is not None:
+            in_flight.set_function(lambda: len(self._pushes))
 
     async def close(self) -> None:
         """Cancel pushes still under way (their nodes will pull instead)."""
-        for task in list(self._pushes):
+        tasks = list(self._pushes.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._pushes, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def registry(self, known_version: int) -> pb.GetRegistryResponse:
         """The signed snapshot, or just the version when the caller is current. A snapshot is
@@ -87,14 +98,33 @@ class Publisher:
         )
 
     def push(self, seq: int) -> None:
-        """Send change `seq` to every active node now, without waiting; nodes that miss it
-        pull it within their sync interval."""
-        feed = NotifyRevocationsRequest(feed=self.feed(seq - 1))
+        """Send the changes from `seq` on to every active node, without waiting: at once to a
+        node with no push under way, else with its next push. Nodes that miss one pull the
+        changes within their sync interval."""
         for node in self._registry.nodes():
-            if node.active and node.endpoint:
-                task = asyncio.create_task(self._push_one(node.member_id, node.endpoint, feed))
-                self._pushes.add(task)
-                task.add_done_callback(self._pushes.discard)
+            if not (node.active and node.endpoint):
+                continue
+            node_id = node.member_id
+            self._pending[node_id] = min(seq, self._pending.get(node_id, seq))
+            if node_id not in self._pushes:
+                self._pushes[node_id] = asyncio.create_task(self._push_to(node_id))
+
+    async def _push_to(self, node_id: str) -> None:
+        """Push to one node until nothing is pending for it: each push carries every change
+        from the first one pending (up to a feed page)."""
+        try:
+            while (first := self._pending.pop(node_id, None)) is not None:
+                node = self._registry.get(node_id)
+                if node is None or not node.active or not node.endpoint:
+                    continue
+                try:
+                    feed = NotifyRevocationsRequest(feed=self.feed(first - 1))
+                except sqlite3.Error as exc:  # the node pulls instead
+                    log.error("not pushing to %s: cannot read the feed: %s", node_id, exc)
+                    continue
+                await self._push_one(node_id, node.endpoint, feed)
+        finally:  # no await between the last look at pending and this: nothing is stranded
+            self._pushes.pop(node_id, None)
 
     async def _push_one(self, node_id: str, endpoint: str, feed: NotifyRevocationsRequest) -> None:
         try:

@@ -157,6 +157,7 @@ def build_services(
         channels=channels,
         clock=clock,
         durable=commits.flush,
+        in_flight=metrics.pushes_in_flight,
     )
     disputes = DisputeDesk(
         db=db, locator=locator, registry=registry, channels=channels, key=key, clock=clock,
@@ -206,6 +207,7 @@ def build_services(
             max_profile_bytes=settings.max_profile_bytes,
         ),
         subjects=SubjectService(
+            limits=settings.subjects,
             commits=commits,
             callers=callers,
             metrics=metrics,

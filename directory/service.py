@@ -12,7 +12,6 @@ from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp
 from credex.db import transaction, unreadable
 from credex.errors import (
-    UNAUTHENTICATED_REASONS,
     CredexError,
     InvalidArgument,
     NotFound,
@@ -47,7 +46,13 @@ from directory.publication import Publisher
 from directory.registry import Registry
 from directory.router import NodeCall, Router
 from directory.scoring import Policy
-from directory.verify import AuthorizedProfileRequest, RequestVerifier, signer_key
+from directory.verify import (
+    AuthorizedProfileRequest,
+    RequestVerifier,
+    file_refusal,
+    safe_request_id,
+    signer_key,
+)
 from directory.witness import NodeCheckpoints
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -164,17 +169,20 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             what="resolution",
         )
         require_peer(context, node.member_id)
-        state = self._disputes.resolve(resolution)
-        self._audit.append(
-            AuditEntry(
-                request_id=resolution.dispute_id,
-                actor=node.member_id,
-                action="dispute",
-                outcome=pb.DisputeStatus.Name(state.status).removeprefix("DISPUTE_STATUS_").lower(),
-                node_id=node.member_id,
-                detail=resolution.note,
+        with transaction(self._db):  # the decision and its audit entry: both or neither
+            state = self._disputes.resolve(resolution)
+            self._audit.append(
+                AuditEntry(
+                    request_id=resolution.dispute_id,
+                    actor=node.member_id,
+                    action="dispute",
+                    outcome=pb.DisputeStatus.Name(state.status)
+                    .removeprefix("DISPUTE_STATUS_")
+                    .lower(),
+                    node_id=node.member_id,
+                    detail=resolution.note,
+                )
             )
-        )
         return pb.ResolveDisputeResponse(dispute=state)
 
     @rpc_handler
@@ -336,20 +344,23 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         except CredexError:
             claimed = ProfileRequest()
         peer = peer_or_unknown(context)
-        proven = err.reason not in UNAUTHENTICATED_REASONS
+        filing = file_refusal(
+            err,
+            claimed.subject_id,
+            f"requester {claimed.requester_id[:64]!r}, subject {claimed.subject_id[:64]!r}",
+            signed_by_subject=False,
+        )
         self._refusals.record(
             AuditEntry(
-                request_id=claimed.request_id[:128],
+                # a request id outside the safe alphabet is never filed as it is
+                request_id=claimed.request_id if safe_request_id(claimed.request_id) else "",
                 actor=peer,
                 action="profile",
                 outcome=f"refused:{err.reason}",
                 purpose=vocab.purpose_name(claimed.purpose) if claimed.purpose else "",
                 categories=vocab.category_names(claimed.categories[:16]),
                 consent_id=claimed.consent_id[:128],
-                subject_ref=claimed.subject_id[:128] if proven else "",
-                detail=err.message
-                if proven
-                else f"{err.message} (claimed: requester {claimed.requester_id[:64]!r}, "
-                f"subject {claimed.subject_id[:64]!r})",
+                subject_ref=filing.subject_ref,
+                detail=filing.detail,
             )
         )

@@ -12,17 +12,20 @@ from google.protobuf.message import Message
 from credex import vocab
 from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
+from credex.db import transaction
 from credex.errors import (
-    UNAUTHENTICATED_REASONS,
     CredexError,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     Reason,
+    ResourceExhausted,
 )
+from credex.freshness import CLOCK_SKEW_S
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
 from credex.metrics import Metrics
+from credex.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard
 from credex.signing import parse
 from credex.v1 import directory_pb2 as pb
@@ -30,10 +33,16 @@ from credex.v1 import directory_pb2_grpc
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation, ConsentStatus
 from directory.assembly import NOTHING_DISCLOSED
-from directory.consent_store import ConsentStore
+from directory.config import SubjectLimits
+from directory.consent_store import ConsentStore, stale_change
 from directory.disputes import DisputeDesk
 from directory.publication import Publisher
-from directory.verify import RequestVerifier
+from directory.verify import (
+    MAX_SUBJECT_REQUEST_AGE_S,
+    SR,
+    RequestVerifier,
+    file_refusal,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 S = ConsentStatus
@@ -46,8 +55,10 @@ MAX_ACCESS_PAGE_BYTES = 1024 * 1024
 ACCESS_LOG_CONSENTS = 100
 # Profile requests whose node queries are in the log (authorised ones: their ids are unique).
 AUTHORISED_OUTCOMES = ("assembled", NOTHING_DISCLOSED)
-# Refusals decided before the subject's signature was checked: what they claim is unproven.
-SUBJECT_UNPROVEN = UNAUTHENTICATED_REASONS | {Reason.UNKNOWN_SUBJECT}
+# How long the directory remembers an order that repeated a consent's status: as long as an
+# order signed before it can still arrive fresh.
+REPEAT_MEMORY_S = MAX_SUBJECT_REQUEST_AGE_S + CLOCK_SKEW_S
+MAX_REPEATS_REMEMBERED = 100_000
 _TRANSITIONS = {
     S.CONSENT_STATUS_ACTIVE: (S.CONSENT_STATUS_PAUSED, S.CONSENT_STATUS_REVOKED),
     S.CONSENT_STATUS_PAUSED: (S.CONSENT_STATUS_ACTIVE, S.CONSENT_STATUS_REVOKED),
@@ -78,10 +89,39 @@ def audited(
     return wrap
 
 
+class RepeatedOrders:
+    """When the subject last signed an order repeating each consent's status. A repeat writes
+    nothing, yet an order signed before it must not undo it (a held-back "resume" after a
+    repeated "pause"): so it is kept here, in memory, for REPEAT_MEMORY_S (after that any
+    earlier order is stale anyway), for at most `max_kept` consents (the oldest forgotten
+    first). A restart forgets them: an order held back across it can still apply, while fresh."""
+
+    def __init__(self, clock: Clock, max_kept: int = MAX_REPEATS_REMEMBERED) -> None:
+        self._clock = clock
+        self._max_kept = max_kept
+        self._signed: dict[str, float] = {}  # consent id -> signed at, oldest noted first
+
+    def last(self, consent_id: str) -> float:
+        """When the latest repeat remembered for `consent_id` was signed; 0 if none."""
+        return self._signed.get(consent_id, 0.0)
+
+    def note(self, consent_id: str, signed_at: float) -> None:
+        signed_at = max(signed_at, self._signed.pop(consent_id, 0.0))
+        self._signed[consent_id] = signed_at
+        now = self._clock()
+        while self._signed:  # oldest noted first: stop at the first still needed
+            oldest = next(iter(self._signed))
+            needed = self._signed[oldest] + REPEAT_MEMORY_S >= now
+            if needed and len(self._signed) <= self._max_kept:
+                break
+            del self._signed[oldest]
+
+
 class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     def __init__(
         self,
         *,
+        limits: SubjectLimits,
         consents: ConsentStore,
         verifier: RequestVerifier,
         audit: AuditLog,
@@ -102,6 +142,34 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         self._verifier = verifier
         self._audit = audit
         self._clock = clock
+        self._limits = limits
+        # Calls per subject, charged once the subject's signature checked out (nobody else
+        # can spend a subject's budget) and before anything is written.
+        self._limiter = RateLimiter(limits.rate_per_s, limits.burst, clock)
+        self._repeats = RepeatedOrders(clock)
+
+    def _subject_call(self, signed: Signed, message_type: type[SR], what: str) -> SR:
+        """A subject's signed, fresh, unused message (RequestVerifier.subject_request), charged
+        to the subject's rate; its nonce is not spent yet."""
+        message = self._verifier.subject_request(signed, message_type, what)
+        self._charge(message.subject_id)
+        return message
+
+    def _spent(self, signed: Signed, message_type: type[SR], what: str) -> SR:
+        """Like `_subject_call`, the nonce spent: for calls that change nothing else."""
+        message = self._subject_call(signed, message_type, what)
+        self._verifier.spend_nonce(message)
+        return message
+
+    def _charge(self, subject_id: str) -> None:
+        wait = self._limiter.take(subject_id)
+        if wait:
+            raise ResourceExhausted(
+                Reason.RATE_LIMITED,
+                f"more than {self._limiter.rate_per_s:g} calls a second from one subject "
+                f"(bursts of {self._limiter.burst:g})",
+                retry_after_s=wait,
+            )
 
     def record_refusal(
         self,
@@ -118,16 +186,16 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         except CredexError:
             claimed = message_type()
         subject_id = str(getattr(claimed, "subject_id", "") or getattr(request, "subject_id", ""))
-        proven = err.reason not in SUBJECT_UNPROVEN
+        filing = file_refusal(err, subject_id, repr(subject_id[:64]), signed_by_subject=True)
         self._refusals.record(
             AuditEntry(
                 request_id="",
-                actor=subject_id[:128] if proven else "(unproven subject)",
+                actor=filing.subject_ref if filing.proven else "(unproven subject)",
                 action=action,
                 outcome=f"refused:{err.reason}",
                 consent_id=str(getattr(claimed, "consent_id", ""))[:128],
-                subject_ref=subject_id[:128] if proven else "",
-                detail=err.message if proven else f"{err.message} (claimed: {subject_id[:64]!r})",
+                subject_ref=filing.subject_ref,
+                detail=filing.detail,
             )
         )
 
@@ -137,20 +205,33 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         self, request: pb.GrantConsentRequest, context: Context
     ) -> pb.GrantConsentResponse:
         consent = self._verifier.consent_grant(request.consent, request.subject_id)
-        self._consents.add(consent, request.consent, request.subject_id, self._clock())
-        self._audit.append(
-            AuditEntry(
-                request_id=consent.consent_id,
-                actor=request.subject_id,
-                action="grant",
-                outcome="granted",
-                purpose=vocab.purpose_name(consent.purpose),
-                consent_id=consent.consent_id,
-                subject_ref=request.subject_id,
-                categories=vocab.category_names(consent.categories),
-                detail=f"requester={consent.requester_id} max_uses={consent.max_uses}",
+        # A consent granted before (a node or requester holds its signed form) is refused
+        # before it costs the subject anything.
+        self._consents.require_new(consent.consent_id)
+        self._charge(request.subject_id)
+        now = self._clock()
+        with transaction(self._audit.db):  # the consent and its audit entry: both or neither
+            held = self._consents.held(request.subject_id, now)
+            if held >= self._limits.max_consents:
+                raise ResourceExhausted(
+                    Reason.CONSENT_LIMIT,
+                    f"you hold {held} consents that are neither expired nor revoked, the most "
+                    "the directory keeps; revoke one you no longer need",
+                )
+            self._consents.add(consent, request.consent, request.subject_id, now)
+            self._audit.append(
+                AuditEntry(
+                    request_id=consent.consent_id,
+                    actor=request.subject_id,
+                    action="grant",
+                    outcome="granted",
+                    purpose=vocab.purpose_name(consent.purpose),
+                    consent_id=consent.consent_id,
+                    subject_ref=request.subject_id,
+                    categories=vocab.category_names(consent.categories),
+                    detail=f"requester={consent.requester_id} max_uses={consent.max_uses}",
+                )
             )
-        )
         return pb.GrantConsentResponse(
             consent_id=consent.consent_id, status=S.CONSENT_STATUS_ACTIVE
         )
@@ -160,15 +241,8 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     async def RevokeConsent(
         self, request: pb.RevokeConsentRequest, context: Context
     ) -> pb.RevokeConsentResponse:
-        revocation = self._verifier.subject_request(
-            request.revocation, ConsentRevocation, "revocation"
-        )
-        self._change(
-            revocation.consent_id,
-            revocation.subject_id,
-            S.CONSENT_STATUS_REVOKED,
-            from_timestamp(revocation.issued_at),
-        )
+        revocation = self._subject_call(request.revocation, ConsentRevocation, "revocation")
+        self._change(revocation, S.CONSENT_STATUS_REVOKED)
         return pb.RevokeConsentResponse(
             consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
         )
@@ -178,37 +252,47 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     async def PauseConsent(
         self, request: pb.PauseConsentRequest, context: Context
     ) -> pb.PauseConsentResponse:
-        pause = self._verifier.subject_request(request.pause, ConsentPause, "pause")
+        pause = self._subject_call(request.pause, ConsentPause, "pause")
         status = S.CONSENT_STATUS_PAUSED if pause.paused else S.CONSENT_STATUS_ACTIVE
-        self._change(pause.consent_id, pause.subject_id, status, from_timestamp(pause.issued_at))
+        self._change(pause, status)
         return pb.PauseConsentResponse(consent_id=pause.consent_id, status=status)
 
     def _change(
-        self,
-        consent_id: str,
-        subject_id: str,
-        status: ConsentStatus.ValueType,
-        signed_at: float,
+        self, order: ConsentPause | ConsentRevocation, status: ConsentStatus.ValueType
     ) -> None:
-        """Apply a subject's status change signed at `signed_at`; the directory refuses at
-        once, nodes hear of it by push now and by pull within their sync interval. Repeating
-        a change does nothing. A change signed before the last one is refused, so a held-back
-        order cannot undo a later one."""
-        now = self._clock()
-        stored = self._consents.get(consent_id, now)
+        """Apply a subject's status change: the directory refuses at once, nodes hear of it by
+        push once it is durable and by pull within their sync interval. The nonce, the status,
+        the feed row and the audit entry are one transaction. Repeating the current status
+        writes nothing. A change signed before the last one (or before a repeat of it) is
+        refused, so a held-back order cannot undo a later one."""
+        with transaction(self._audit.db):
+            seq = self._apply(order, status)
+        if seq is not None:  # committed; the push waits for it to be durable
+            self._publisher.push(seq)
+
+    def _apply(
+        self, order: ConsentPause | ConsentRevocation, status: ConsentStatus.ValueType
+    ) -> int | None:
+        """The change's writes (inside the caller's transaction): its feed sequence number, or
+        None when it repeats the current status."""
+        consent_id, subject_id = order.consent_id, order.subject_id
+        signed_at = from_timestamp(order.issued_at)
+        stored = self._consents.get(consent_id, self._clock())
         if stored.subject_id != subject_id:
             raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
+        if signed_at <= max(stored.last_change_signed_at, self._repeats.last(consent_id)):
+            raise stale_change()
         if stored.status == status:
-            self._consents.repeat_status(consent_id, signed_at)
-            return
+            self._repeats.note(consent_id, signed_at)
+            return None
         allowed = _TRANSITIONS.get(stored.status, ())
         if status not in allowed:
             raise FailedPrecondition(
                 Reason.CONSENT_STATE,
                 f"a {status_name(stored.status)} consent cannot become {status_name(status)}",
             )
-        seq = self._consents.set_status(consent_id, status, now, signed_at)
-        self._publisher.push(seq)
+        self._verifier.spend_nonce(order)
+        seq = self._consents.set_status(consent_id, status, self._clock(), signed_at)
         self._audit.append(
             AuditEntry(
                 request_id=consent_id,
@@ -219,13 +303,14 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 subject_ref=subject_id,
             )
         )
+        return seq
 
     @rpc_handler
     @audited("list-consents", "query", pb.ConsentListQuery)
     async def ListConsents(
         self, request: pb.ListConsentsRequest, context: Context
     ) -> pb.ListConsentsResponse:
-        query = self._verifier.subject_request(request.query, pb.ConsentListQuery, "list query")
+        query = self._spent(request.query, pb.ConsentListQuery, "list query")
         return pb.ListConsentsResponse(consents=self._consent_states(query.subject_id))
 
     @rpc_handler
@@ -235,7 +320,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     ) -> pb.GetAccessLogResponse:
         """One page of the profile requests about the subject, newest first, served or
         refused, with the nodes asked; the subject's consents come with the first page."""
-        query = self._verifier.subject_request(request.query, pb.AccessLogQuery, "access query")
+        query = self._spent(request.query, pb.AccessLogQuery, "access query")
         size = min(query.page_size or ACCESS_PAGE_SIZE, MAX_ACCESS_PAGE_SIZE)
         before = _page_start(query.page_token)
         rows = list(
@@ -296,7 +381,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     async def FileDispute(
         self, request: pb.FileDisputeRequest, context: Context
     ) -> pb.FileDisputeResponse:
-        dispute = self._verifier.subject_request(request.dispute, pb.Dispute, "dispute")
+        dispute = self._spent(request.dispute, pb.Dispute, "dispute")
         state = await self._disputes.file(dispute)
         self._audit.append(
             AuditEntry(
@@ -317,7 +402,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     async def ListDisputes(
         self, request: pb.ListDisputesRequest, context: Context
     ) -> pb.ListDisputesResponse:
-        query = self._verifier.subject_request(request.query, pb.DisputeListQuery, "list query")
+        query = self._spent(request.query, pb.DisputeListQuery, "list query")
         return pb.ListDisputesResponse(disputes=self._disputes.for_subject(query.subject_id))
 
     def _consent_states(self, subject_id: str, latest: int = -1) -> list[pb.ConsentState]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -12,6 +13,8 @@ from credex.clock import Clock, from_timestamp
 from credex.consents import check_covers, check_within_purpose, open_consent
 from credex.db import transaction
 from credex.errors import (
+    UNAUTHENTICATED_REASONS,
+    CredexError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -43,6 +46,39 @@ SR = TypeVar(
     DisputeListQuery,
 )  # fmt: skip
 MAX_CONSENT_LIFETIME_S = 2 * 366 * 24 * 3600.0
+# Request ids requesters may choose: they are kept in audit logs and printed from there, so
+# nothing that a terminal or a log reader could take for anything but an id.
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+REQUEST_ID_RULE = "request_id must be 1-128 characters of A-Z a-z 0-9 _ . : -"
+# Refusals decided before a subject's signature checked out: for a message the subject signs,
+# an unknown subject is an unknown signer.
+SUBJECT_UNPROVEN = UNAUTHENTICATED_REASONS | {Reason.UNKNOWN_SUBJECT}
+
+
+def safe_request_id(request_id: str) -> bool:
+    """Whether `request_id` is one the directory takes (and may print as it is)."""
+    return REQUEST_ID.fullmatch(request_id) is not None
+
+
+@dataclass(frozen=True)
+class RefusalFiling:
+    """Where a refused request goes in the audit log."""
+
+    proven: bool  # the sender's signature checked out before the refusal
+    subject_ref: str  # the subject it is filed under, "" for nobody
+    detail: str
+
+
+def file_refusal(
+    err: CredexError, subject_id: str, claims: str, *, signed_by_subject: bool
+) -> RefusalFiling:
+    """A refusal is filed under the subject its request names only once the sender's signature
+    checked out; one decided before is filed under nobody, with `claims` (what the request
+    says about itself, quoted) in the detail, so that nobody fills another's access log."""
+    unproven = SUBJECT_UNPROVEN if signed_by_subject else UNAUTHENTICATED_REASONS
+    if err.reason in unproven:
+        return RefusalFiling(False, "", f"{err.message} (claimed: {claims})")
+    return RefusalFiling(True, subject_id[:128], err.message)
 
 
 def signer_key(member: MemberInfo, signed: Signed, now: float) -> VerifyKey:
@@ -124,8 +160,8 @@ class RequestVerifier:
                 Reason.UNKNOWN_SIGNER,
                 f"request names {request.requester_id!r} but is signed by {requester.member_id}",
             )
-        if not request.request_id or len(request.request_id) > 128:
-            raise InvalidArgument(Reason.MALFORMED, "request_id missing or too long")
+        if not safe_request_id(request.request_id):
+            raise InvalidArgument(Reason.MALFORMED, REQUEST_ID_RULE)
         expires_at = from_timestamp(request.expires_at)
         check_window(
             from_timestamp(request.issued_at), expires_at, now, max_lifetime_s=self._max_lifetime
@@ -215,18 +251,31 @@ class RequestVerifier:
         return consent
 
     def subject_request(self, signed: Signed, message_type: type[SR], what: str) -> SR:
-        """A recent message signed by the registered key of the subject it names, seen for the
-        first time (revocations, pauses, consent lists, access logs and disputes all carry
-        subject_id, issued_at and a nonce, kept until the message is no longer fresh)."""
+        """A recent message signed by the registered key of the subject it names, whose nonce
+        was not used (revocations, pauses, consent lists, access logs and disputes all carry
+        subject_id, issued_at and a nonce). Nothing is written: the caller spends the nonce
+        (`spend_nonce`) with the writes the message makes."""
         claimed = parse(signed.body, message_type, what=what)
         message = self._subject_signed(signed, message_type, claimed.subject_id, what)
-        issued_at = from_timestamp(message.issued_at)
-        self._fresh_subject_message(issued_at)
-        fresh_until = issued_at + MAX_SUBJECT_REQUEST_AGE_S + CLOCK_SKEW_S
+        self._fresh_subject_message(from_timestamp(message.issued_at))
+        self._subject_nonces.check_unused(message.nonce, scope=message.subject_id)
+        return message
+
+    def spend_nonce(
+        self,
+        message: ConsentRevocation
+        | ConsentPause
+        | ConsentListQuery
+        | AccessLogQuery
+        | Dispute
+        | DisputeListQuery,
+    ) -> None:
+        """Record the nonce of a message `subject_request` took, until the message is no longer
+        fresh: from now on it is a replay (REPLAY if it was spent meanwhile)."""
+        fresh_until = from_timestamp(message.issued_at) + MAX_SUBJECT_REQUEST_AGE_S + CLOCK_SKEW_S
         self._subject_nonces.use(
             message.nonce, fresh_until, self._clock(), scope=message.subject_id
         )
-        return message
 
     def _fresh_subject_message(self, issued_at: float) -> None:
         now = self._clock()

@@ -421,6 +421,8 @@ class RunningFederation(Federation):
     """A federation this process started, and can stop."""
 
     launcher: Launcher
+    # The directory's Prometheus endpoint (host:port) when its settings serve one, else "".
+    metrics_address: str = ""
 
     def stop(self) -> int:
         return self.launcher.stop()
@@ -512,9 +514,11 @@ def start(
     everywhere: int = 0,
     tied: bool = False,
     descriptor_limit: int | None = None,
+    directory_env: Mapping[str, str] | None = None,
 ) -> RunningFederation:
     """Prepare, then start every node and the directory; stops them all if any fails.
-    `tied` and `descriptor_limit`: see `Launcher`."""
+    `tied` and `descriptor_limit`: see `Launcher`. `directory_env`: settings for the directory
+    as CREDEX_DIRECTORY_<TABLE>_<KEY> variables (e.g. lower limits for a test)."""
     state = FederationState.load(root)
     if state is not None and any(is_running(p) for p in state.processes):
         raise FederationError(f"a federation is already running in {root}; run `credex-lab down`")
@@ -527,7 +531,7 @@ def start(
                 "directory",
                 "directory",
                 ["directory.cli", "serve", "--home", home, "--public-listen", "127.0.0.1:0"],
-                env=lab_directory_env(len(manifest.nodes)),
+                env={**lab_directory_env(len(manifest.nodes)), **(directory_env or {})},
             )
         }
         ready = launcher.wait_ready(pending)["directory"]
@@ -557,6 +561,7 @@ def start(
         directory_address=address,
         public_address=public_address,
         launcher=launcher,
+        metrics_address=ready.get("metrics_address", ""),
     )
 
 

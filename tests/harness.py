@@ -349,6 +349,9 @@ def start_federation(
     (root / "directory" / "directory.toml").write_text(
         f"[directory]\nnode_deadline_s = {deadline_s}\n"
         f"requester_rate_per_s = {requester_rate_per_s}\nrequester_burst = {requester_burst}\n"
+        # Subjects S1, S2 and S9 serve every test of a run: the per-subject limits are proven
+        # by tests/attacks/test_subjects_flood.py instead.
+        "[subjects]\nrate_per_s = 100000.0\nburst = 100000\nmax_consents = 100000\n"
         "[purpose_limits]\n"
         + "".join(f"{k} = {v}\n" for k, v in limits.items())
         + f"[server]\n{server}\n"

@@ -153,3 +153,23 @@ def test_profile_size_caps_have_defaults_and_are_checked(tmp_path: Path) -> None
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings(home, environ={prefix + name: value})
+
+
+def test_subject_limits_have_defaults_and_are_checked(tmp_path: Path) -> None:
+    home = tmp_path / "directory"
+    directory_admin.init_home(home)
+    limits = load_settings(home, environ={}).subjects
+    assert (limits.rate_per_s, limits.burst, limits.max_consents) == (1.0, 20, 200)
+    prefix = "CREDEX_DIRECTORY_SUBJECTS_"
+    changed = load_settings(
+        home,
+        environ={prefix + "RATE_PER_S": "0.5", prefix + "BURST": "5", prefix + "MAX_CONSENTS": "9"},
+    ).subjects
+    assert (changed.rate_per_s, changed.burst, changed.max_consents) == (0.5, 5, 9)
+    for name, value, message in (
+        ("RATE_PER_S", "0", "'rate_per_s' must be a positive"),
+        ("BURST", "0", "'burst' must be a whole number, at least 1"),
+        ("MAX_CONSENTS", "2.5", "'max_consents' must be a whole number"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(home, environ={prefix + name: value})

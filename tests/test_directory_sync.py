@@ -16,7 +16,7 @@ import pytest
 import nodes.server
 from credex.config import ConfigError
 from credex.consents import create_consent
-from credex.db import open_database
+from credex.db import open_database, transaction
 from credex.errors import REASON_KEY, FailedPrecondition, PermissionDenied, Reason, Unavailable
 from credex.signing import seal
 from credex.tls import TlsIdentity
@@ -174,6 +174,42 @@ def test_a_repeated_revocation_changes_and_pushes_nothing(federation: Federation
     assert store.changes_after(0)[1] == latest
 
 
+def test_changes_made_while_a_push_waits_go_with_one_push(federation: Federation) -> None:
+    """The directory keeps at most one push per node under way; changes made before it is sent
+    are folded into it (the feed is cumulative), not pushed one task each."""
+    assert federation.recorder is not None
+    consent_ids = [consent_id_of(granted_consent(federation, categories=[VOL])) for _ in range(3)]
+    db = open_database(load_settings(federation.root / "directory").db_path)
+    store = ConsentStore(db)
+    before = len(federation.recorder.pushed)
+
+    async def change_all() -> None:
+        seqs = []
+        for consent_id in consent_ids:
+            with transaction(db):
+                now = federation.clock()
+                seqs.append(
+                    store.set_status(consent_id, ConsentStatus.CONSENT_STATUS_REVOKED, now, now)
+                )
+        for seq in seqs:  # three changes, one after another, before any push could start
+            federation.directory.publisher.push(seq)
+
+    try:
+        federation.loop.run(change_all())
+    finally:
+        db.conn.close()
+
+    def carrying() -> list[set[str]]:
+        feeds = [
+            RevocationFeed.FromString(r.feed.body) for r in federation.recorder.pushed[before:]
+        ]  # type: ignore[union-attr]
+        found = [{c.consent_id for c in f.changes} & set(consent_ids) for f in feeds]
+        return [ids for ids in found if ids]
+
+    within(30.0, lambda: "pushed" if carrying() else "not yet", "pushed")
+    assert carrying() == [set(consent_ids)]
+
+
 def test_revocation_reaches_the_node_at_once(federation: Federation) -> None:
     pboc = federation.nodes["pboc"].address
     consent = granted_consent(federation)
@@ -240,13 +276,14 @@ def test_without_a_push_the_node_pulls_the_revocation(federation: Federation) ->
     pboc = federation.nodes["pboc"].address
     assert ask(federation, pboc, consent) == "OK"
     settings = load_settings(federation.root / "directory")
-    store = ConsentStore(open_database(settings.db_path))
-    store.set_status(
-        consent_id_of(consent),
-        ConsentStatus.CONSENT_STATUS_PAUSED,
-        federation.clock(),
-        signed_at=federation.clock(),
-    )
+    db = open_database(settings.db_path)
+    with transaction(db):
+        ConsentStore(db).set_status(
+            consent_id_of(consent),
+            ConsentStatus.CONSENT_STATUS_PAUSED,
+            federation.clock(),
+            signed_at=federation.clock(),
+        )
     within(BOUND_S, lambda: ask(federation, pboc, consent), Reason.CONSENT_PAUSED)
 
 

@@ -29,9 +29,17 @@ LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 SEED = 11
 
 
+# One subject grants and revokes as fast as it can: above the per-subject rate a directory
+# allows by default (that limit is proven in tests/attacks/test_subjects_flood.py).
+UNLIMITED_SUBJECT = {
+    "CREDEX_DIRECTORY_SUBJECTS_RATE_PER_S": "100000.0",
+    "CREDEX_DIRECTORY_SUBJECTS_BURST": "100000",
+}
+
+
 def lab(*args: str) -> None:
     result = subprocess.run([str(BIN / "credex-lab"), *args], capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+                            timeout=120, env={**os.environ, **UNLIMITED_SUBJECT})  # fmt: skip
     assert result.returncode == 0, result.stderr
 
 

@@ -1515,7 +1515,8 @@ class ProfileRequest(_message.Message):
     """Chosen by the requester, unique; links the directory's and the nodes' records of this request.
     The directory claims it in the same transaction that records the nonce and counts the
     consent's use: a second request with the same id, whether the first is served or still in
-    flight, is refused (REPLAY).
+    flight, is refused (REPLAY). 1-128 characters of A-Z a-z 0-9 _ . : - (anything else is
+    refused as MALFORMED: request ids are kept in audit logs and printed from there).
     """
     nonce: _builtins.bytes
     requester_id: _builtins.str
