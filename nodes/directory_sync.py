@@ -34,6 +34,7 @@ from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 
 log = logging.getLogger(__name__)
 SYNC_TIMEOUT_S = 5.0
+RETRY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class DirectorySync:
         # Serials of revoked certificates (from the signed snapshot): from when each is
         # refused, and why.
         self._revoked: dict[str, tuple[float, str]] = {}
+        self.last_error = ""  # why the latest sync failed ("" once one succeeds)
         self._open: tuple[TlsIdentity, grpc.aio.Channel] | None = None
         self._closing: list[grpc.aio.Channel] = []
         self._load_cache()
@@ -90,7 +92,8 @@ class DirectorySync:
         if self.last_sync > now:  # the clock stepped back: count the grace from now, once
             self.last_sync = now
         if now - self.last_sync > self._settings.offline_grace_s:
-            return f"no word from the directory for over {self._settings.offline_grace_s:g}s"
+            why = f" (last attempt: {self.last_error})" if self.last_error else ""
+            return f"no word from the directory for over {self._settings.offline_grace_s:g}s{why}"
         return None
 
     def check(self, requester_id: str, consent_id: str) -> None:
@@ -196,6 +199,7 @@ class DirectorySync:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self.last_sync = self._clock()
+        self.last_error = ""
         self._save_progress()
 
     def _channel(self) -> grpc.aio.Channel:
@@ -214,10 +218,19 @@ class DirectorySync:
             await channel.close(None)
 
     async def run(self) -> None:
-        """Sync every `sync_interval_s` until cancelled."""
+        """Sync every `sync_interval_s` until cancelled; after a failure, try again sooner
+        (from RETRY_S, doubling up to the interval), so that a directory busy when the node
+        started (many nodes starting at once) costs seconds, not an interval each time."""
+        retry = RETRY_S
         while True:
             try:
                 await self.sync_once()
             except CredexError as err:
-                log.warning("directory sync failed: %s", err)
+                if err.message != self.last_error:  # one line per kind of failure, not per try
+                    log.warning("directory sync failed: %s", err)
+                self.last_error = err.message
+                await asyncio.sleep(min(retry, self._settings.sync_interval_s))
+                retry *= 2
+                continue
+            retry = RETRY_S
             await asyncio.sleep(self._settings.sync_interval_s)

@@ -354,6 +354,7 @@ async def start_node(
             await sync.sync_once()
         except CredexError as err:
             log.warning("first directory sync failed (serving from cache if fresh): %s", err)
+            sync.last_error = err.message
         node.tasks.append(asyncio.create_task(sync.run()))
         node.closers.append(sync.close)
     commits: GroupCommit | None = getattr(service, "commits", None)

@@ -309,6 +309,41 @@ def test_node_that_cannot_reach_the_directory_refuses_everything(
     try:
         consent = granted_consent(federation)
         assert ask(federation, node.address, consent) == Reason.REGISTRY_STALE
+        # and it says why: what its last attempt met
+        assert node.health is not None
+        problem = federation.loop.run(node.health.check())
+        assert problem is not None and "last attempt:" in problem, problem
+    finally:
+        federation.loop.run(node.stop(0))
+
+
+def test_a_node_whose_directory_comes_up_late_syncs_within_seconds(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A failed sync is tried again sooner than the sync interval (an hour here): a directory
+    that is busy or not up when the node starts costs seconds, not an interval."""
+    port = free_port()
+    host, target_port = federation.address.rsplit(":", 1)
+
+    async def relay(reader: Any, writer: Any) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, int(target_port))
+        await asyncio.gather(_forward(reader, up_writer), _forward(up_reader, writer))
+
+    node = extra_node(
+        federation, tmp_path, directory_address=f"127.0.0.1:{port}", sync_interval_s=3600.0
+    )
+
+    async def listen() -> asyncio.Server:
+        return await asyncio.start_server(relay, "127.0.0.1", port)
+
+    consent = granted_consent(federation)
+    try:
+        assert ask(federation, node.address, consent) == Reason.REGISTRY_STALE
+        proxy = federation.loop.run(listen())  # the directory is reachable from now on
+        try:
+            within(30.0, lambda: ask(federation, node.address, consent), "OK")
+        finally:
+            proxy.close()
     finally:
         federation.loop.run(node.stop(0))
 
