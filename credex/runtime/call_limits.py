@@ -92,92 +92,53 @@ class CallLimits(_Interceptor):
     # --- wrapping each kind of handler ----------------------------------------------------
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        """The same method, taking its requests as a stream (what is on the wire is the
+        same), so that it is admitted before anything is read."""
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
         if handler.unary_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary_unary(handler.unary_unary),
-                request_deserializer=deserialize,
-                response_serializer=serialize,
+                self._admitted(handler.unary_unary, unary=True), **kwargs
             )
         if handler.unary_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._unary_stream(handler.unary_stream),
-                request_deserializer=deserialize,
-                response_serializer=serialize,
+                self._admitted(handler.unary_stream, unary=True), **kwargs
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._streaming(handler.stream_unary),
-                request_deserializer=deserialize,
-                response_serializer=serialize,
+                self._admitted(handler.stream_unary, unary=False), **kwargs
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming_out(handler.stream_stream),
-            request_deserializer=deserialize,
-            response_serializer=serialize,
+            self._admitted(handler.stream_stream, unary=False), **kwargs
         )
 
-    def _unary_unary(self, behaviour: Any) -> Any:
-        async def call(requests: AsyncIterator[Any], context: Context) -> Any:
-            caller = await self._admit(context)
-            try:
-                return await behaviour(await self._read_one(requests, context), context)
-            finally:
-                self._leave(caller)
+    def _admitted(self, behaviour: Any, *, unary: bool) -> Any:
+        """`behaviour` run once its call is admitted, given its one request read under the
+        deadline (`unary`) or the stream of them; a generator of responses stays one (a
+        behaviour that sends with context.write, as health's Watch does, stays a call)."""
 
-        return call
+        async def request(requests: AsyncIterator[Any], context: Context) -> Any:
+            return await self._read_one(requests, context) if unary else requests
 
-    def _unary_stream(self, behaviour: Any) -> Any:
         if inspect.isasyncgenfunction(behaviour):
 
             async def generated(requests: AsyncIterator[Any], context: Context) -> Any:
                 caller = await self._admit(context)
                 try:
-                    request = await self._read_one(requests, context)
-                    async for response in behaviour(request, context):
+                    async for response in behaviour(await request(requests, context), context):
                         yield response
                 finally:
                     self._leave(caller)
 
             return generated
 
-        async def written(requests: AsyncIterator[Any], context: Context) -> None:
-            caller = await self._admit(context)
-            try:  # the behaviour sends with context.write (as the health service's Watch does)
-                await behaviour(await self._read_one(requests, context), context)
-            finally:
-                self._leave(caller)
-
-        return written
-
-    def _streaming(self, behaviour: Any) -> Any:
-        async def call(requests: AsyncIterator[Any], context: Context) -> Any:
+        async def called(requests: AsyncIterator[Any], context: Context) -> Any:
             caller = await self._admit(context)
             try:
-                return await behaviour(requests, context)
+                return await behaviour(await request(requests, context), context)
             finally:
                 self._leave(caller)
 
-        return call
-
-    def _streaming_out(self, behaviour: Any) -> Any:
-        if inspect.isasyncgenfunction(behaviour):
-
-            async def generated(requests: AsyncIterator[Any], context: Context) -> Any:
-                caller = await self._admit(context)
-                try:
-                    async for response in behaviour(requests, context):
-                        yield response
-                finally:
-                    self._leave(caller)
-
-            return generated
-
-        async def written(requests: AsyncIterator[Any], context: Context) -> None:
-            caller = await self._admit(context)
-            try:
-                await behaviour(requests, context)
-            finally:
-                self._leave(caller)
-
-        return written
+        return called
