@@ -20,23 +20,39 @@ from dataclasses import dataclass, field
 # --------------------------------------------------------------------------- tokens
 
 
+_CLOSERS = {"'": "'", '"': '"', "`": "`", "[": "]"}
+
+
+def _quoted_end(sql: str, i: int) -> int:
+    """Where the literal or quoted name opening at `i` ends (its closing quote; len(sql) if
+    none); a doubled quote inside it is a quote."""
+    closer = _CLOSERS[sql[i]]
+    end = sql.find(closer, i + 1)
+    while end != -1 and sql[i] != "[" and sql.startswith(closer * 2, end):
+        end = sql.find(closer, end + 2)
+    return len(sql) if end == -1 else end
+
+
+def _comment_end(sql: str, i: int) -> int | None:
+    """Where the comment starting at `i` ends (just after it), or None if none starts there."""
+    if sql.startswith("--", i):
+        end = sql.find("\n", i)
+        return len(sql) if end == -1 else end + 1
+    if sql.startswith("/*", i):
+        end = sql.find("*/", i + 2)
+        return len(sql) if end == -1 else end + 2
+    return None
+
+
 def code_positions(sql: str) -> Iterator[tuple[int, str]]:
     """(position, character) of the SQL outside string literals, quoted names and comments."""
     i, n = 0, len(sql)
-    closers = {"'": "'", '"': '"', "`": "`", "[": "]"}
     while i < n:
         ch = sql[i]
-        if ch in closers:
-            end = sql.find(closers[ch], i + 1)
-            while end != -1 and ch != "[" and sql.startswith(closers[ch] * 2, end):
-                end = sql.find(closers[ch], end + 2)  # '' inside '...' is a quote
-            i = n if end == -1 else end + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
+        if ch in _CLOSERS:
+            i = _quoted_end(sql, i) + 1
+        elif (end := _comment_end(sql, i)) is not None:
+            i = end
         else:
             yield i, ch
             i += 1
@@ -74,24 +90,16 @@ def tokens(sql: str) -> list[Token]:
     """The SQL's tokens, comments left out; string literals and quoted names as one token."""
     found: list[Token] = []
     i, n = 0, len(sql)
-    closers = {"'": "'", '"': '"', "`": "`", "[": "]"}
     while i < n:
         ch = sql[i]
         if ch.isspace():
             i += 1
-        elif ch in closers:
-            end = sql.find(closers[ch], i + 1)
-            while end != -1 and ch != "[" and sql.startswith(closers[ch] * 2, end):
-                end = sql.find(closers[ch], end + 2)
-            end = n if end == -1 else end
+        elif ch in _CLOSERS:
+            end = _quoted_end(sql, i)
             found.append(Token("string" if ch == "'" else "name", sql[i + 1 : end]))
             i = end + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
+        elif (after := _comment_end(sql, i)) is not None:
+            i = after
         else:
             match = _LEXEME.match(sql, i)
             assert match is not None and match.lastgroup is not None  # \S matches anything

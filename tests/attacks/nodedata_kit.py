@@ -66,6 +66,23 @@ def config_text(node_id: str, adapters: Sequence[Adapter], directory: str) -> st
     return "\n".join(lines)
 
 
+def checked_config(
+    home: Path, schema: str, node_id: str, adapters: Sequence[Adapter]
+) -> tuple[Path, int]:
+    """A node home in `home` with an operator database of `schema` and a config of
+    `adapters`, ready for check-config; returns the config and the line of its first `sql`."""
+    home.mkdir()
+    conn = sqlite3.connect(home / "records.db")
+    conn.executescript(schema)
+    conn.close()
+    config = home / "node.toml"
+    config.write_text(config_text(node_id, adapters, "127.0.0.1:1"))
+    sql_line = next(
+        n for n, line in enumerate(config.read_text().splitlines(), 1) if "sql =" in line
+    )
+    return config, sql_line
+
+
 def prepare(
     target: Target,
     root: Path,

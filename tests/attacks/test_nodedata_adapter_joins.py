@@ -13,7 +13,6 @@ subject's) keep working."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from nodes.config_check import check_config
 from tests.attacks.conftest import SEED, Target
 from tests.attacks.nodedata_kit import (
     Adapter,
+    checked_config,
     config_text,
     prepare,
     serving,
@@ -144,15 +144,8 @@ def test_check_config_calls_every_untied_join_fatal(tmp_path: Path) -> None:
     joins pass."""
     passed = []
     for name, sql in LEAKS.items():
-        home = tmp_path / name
-        home.mkdir()
-        conn = sqlite3.connect(home / "records.db")
-        conn.executescript(SCHEMA)
-        conn.close()
-        config = home / "node.toml"
-        config.write_text(config_text("careless", [Adapter("financial", sql)], "127.0.0.1:1"))
-        sql_line = next(
-            n for n, line in enumerate(config.read_text().splitlines(), 1) if "sql =" in line
+        config, sql_line = checked_config(
+            tmp_path / name, SCHEMA, "careless", [Adapter("financial", sql)]
         )
         fatal = [p for p in check_config(config) if p.fatal]
         if not fatal:
@@ -161,13 +154,7 @@ def test_check_config_calls_every_untied_join_fatal(tmp_path: Path) -> None:
         assert all(p.line == sql_line for p in fatal), (name, fatal)
         assert any("other subjects" in p.message for p in fatal), (name, fatal)
     assert not passed, f"check-config let adapters over other subjects pass: {passed}"
-    home = tmp_path / "tied"
-    home.mkdir()
-    conn = sqlite3.connect(home / "records.db")
-    conn.executescript(SCHEMA)
-    conn.close()
-    config = home / "node.toml"
-    config.write_text(config_text("careful", TIED, "127.0.0.1:1"))
+    config, _ = checked_config(tmp_path / "tied", SCHEMA, "careful", TIED)
     assert check_config(config) == []
     assert check_config(config, "S-0") == []
 

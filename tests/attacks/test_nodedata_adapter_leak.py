@@ -11,7 +11,6 @@ logged without their values, and the node stops serving.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import urllib.request
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.attacks.conftest import SEED, Target
 from tests.attacks.nodedata_kit import (
     Adapter,
     ExtraNode,
+    checked_config,
     config_text,
     prepare,
     serving,
@@ -115,15 +115,8 @@ def test_check_config_calls_every_broad_query_fatal(tmp_path: Path) -> None:
     """Each query that can return other subjects is a fatal problem of `check-config`, on the
     line of its `sql`."""
     for name, sql in STATIC_LEAKS.items():
-        home = tmp_path / name
-        home.mkdir()
-        conn = sqlite3.connect(home / "records.db")
-        conn.executescript(SCHEMA)
-        conn.close()
-        config = home / "node.toml"
-        config.write_text(config_text("careless", [Adapter("civic", sql)], "127.0.0.1:1"))
-        sql_line = next(
-            n for n, line in enumerate(config.read_text().splitlines(), 1) if "sql =" in line
+        config, sql_line = checked_config(
+            tmp_path / name, SCHEMA, "careless", [Adapter("civic", sql)]
         )
         fatal = [p for p in check_config(config) if p.fatal]
         assert fatal, f"{name}: check-config let an adapter over other subjects pass"
