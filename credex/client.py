@@ -17,9 +17,16 @@ import grpc
 
 from credex import vocab
 from credex.clock import Clock, from_timestamp, system_clock, to_timestamp
-from credex.consents import create_consent
-from credex.errors import CredexError, ProfileVerificationError, from_rpc_error
+from credex.consents import check_covers, create_consent, open_consent
+from credex.errors import (
+    CredexError,
+    NotFound,
+    ProfileVerificationError,
+    Reason,
+    from_rpc_error,
+)
 from credex.keys import SigningKey, VerifyKey
+from credex.protocol.tickets import SubjectKeys, coarse_window, tickets_for
 from credex.sdk.renewal import CertificateRenewal
 from credex.signing import M, open_signed, parse, seal
 from credex.tls import TlsIdentity
@@ -116,6 +123,19 @@ class ConsentView:
     max_uses: int
     not_before: float
     not_after: float
+    # The nodes that hold a ticket of this consent (only they are asked under it).
+    ticket_nodes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HolderView:
+    """A node that holds some of the subject's data."""
+
+    node_id: str
+    name: str
+    categories: list[str]
+    # Whether the subject's key for this node is registered (tickets for it can be checked).
+    key_registered: bool
 
 
 @dataclass(frozen=True)
@@ -214,6 +234,7 @@ class SubjectClient(_Client):
         self._stub = SubjectServiceStub(self._channel)
         self.subject_id = subject_id
         self._key = key
+        self._keys = SubjectKeys(key)  # one key per node, derived from `key` on this device
 
     async def grant(
         self,
@@ -225,22 +246,94 @@ class SubjectClient(_Client):
         max_uses: int = 1,
         consent_id: str | None = None,
     ) -> str:
+        """Grant a consent, with a ticket for each node that holds my data in its categories
+        (signed with my key for that node, registered first if it is not). Its times are whole
+        hours (from the start of this hour), so they single out no grant at the nodes."""
         now = self._clock()
+        not_before, not_after = coarse_window(now, now + valid_days * DAY_S)
         signed = create_consent(
             self._key,
             requester_id=requester_id,
             purpose=purpose,
             categories=categories,
-            not_before=now,
-            not_after=now + valid_days * DAY_S,
+            not_before=not_before,
+            not_after=not_after,
             max_uses=max_uses,
             consent_id=consent_id,
         )
+        consent = parse(signed.body, Consent, what="consent")
+        holders = await self._registered_holders()
+        tickets = tickets_for(consent, self._keys, holders)
         response = await self._call(
             self._stub.GrantConsent,
-            pb.GrantConsentRequest(consent=signed, subject_id=self.subject_id),
+            pb.GrantConsentRequest(consent=signed, subject_id=self.subject_id, tickets=tickets),
         )
         return str(response.consent_id)
+
+    async def holders(self) -> list[HolderView]:
+        """The nodes that hold my data, and whether my key for each is registered."""
+        return [
+            holder_view(h, h.key_id == self._keys.for_node(h.node_id).key_id)
+            for h in await self._list_holders()
+        ]
+
+    async def _list_holders(self) -> list[pb.Holder]:
+        query = pb.HolderListQuery(
+            subject_id=self.subject_id,
+            issued_at=to_timestamp(self._clock()),
+            nonce=os.urandom(NONCE_BYTES),
+        )
+        response = await self._call(
+            self._stub.ListHolders, pb.ListHoldersRequest(query=seal(query, self._key))
+        )
+        return list(response.holders)
+
+    async def _registered_holders(self) -> dict[str, list[vocab.Category]]:
+        """node id -> categories, for every node that holds my data, after registering my key
+        for each node that lacks it (or holds one not derived from my key)."""
+        holders = await self._list_holders()
+        missing = [h for h in holders if h.key_id != self._keys.for_node(h.node_id).key_id]
+        if missing:
+            registration = pb.NodeKeyRegistration(
+                subject_id=self.subject_id,
+                issued_at=to_timestamp(self._clock()),
+                nonce=os.urandom(NONCE_BYTES),
+                keys=[
+                    pb.NodeKey(
+                        node_id=h.node_id, public_key=self._keys.for_node(h.node_id).public.raw
+                    )
+                    for h in missing
+                ],
+            )
+            response = await self._call(
+                self._stub.RegisterNodeKeys,
+                pb.RegisterNodeKeysRequest(registration=seal(registration, self._key)),
+            )
+            holders = list(response.holders)
+        return {h.node_id: list(h.categories) for h in holders}
+
+    async def add_tickets(self, consent_id: str) -> list[str]:
+        """Give a consent tickets for the nodes that hold my data and have none of it yet (a
+        consent from before tickets, or a node that came to hold my data since); returns the
+        nodes that hold a ticket of it now."""
+        for state in await self._consent_states():
+            consent = parse(state.consent.body, Consent, what="consent", strict=False)
+            if consent.consent_id == consent_id:
+                break
+        else:
+            raise NotFound(Reason.CONSENT_NOT_FOUND, f"you hold no consent {consent_id!r}")
+        holders = await self._registered_holders()
+        todo = {n: c for n, c in holders.items() if n not in set(state.ticket_nodes)}
+        tickets = tickets_for(consent, self._keys, todo)
+        if not tickets:
+            return list(state.ticket_nodes)
+        response = await self._call(
+            self._stub.AddTickets,
+            pb.AddTicketsRequest(
+                subject_id=self.subject_id, consent_id=consent_id, tickets=tickets
+            ),
+        )
+        return list(response.ticket_nodes)
 
     async def revoke(self, consent_id: str) -> str:
         revocation = ConsentRevocation(
@@ -273,6 +366,9 @@ class SubjectClient(_Client):
         return await self.pause(consent_id, paused=False)
 
     async def consents(self) -> list[ConsentView]:
+        return [consent_view(state) for state in await self._consent_states()]
+
+    async def _consent_states(self) -> list[pb.ConsentState]:
         query = pb.ConsentListQuery(
             subject_id=self.subject_id,
             issued_at=to_timestamp(self._clock()),
@@ -281,7 +377,7 @@ class SubjectClient(_Client):
         response = await self._call(
             self._stub.ListConsents, pb.ListConsentsRequest(query=seal(query, self._key))
         )
-        return [consent_view(state) for state in response.consents]
+        return list(response.consents)
 
     async def file_dispute(
         self,
@@ -409,6 +505,16 @@ def consent_view(state: pb.ConsentState) -> ConsentView:
         max_uses=consent.max_uses,
         not_before=from_timestamp(consent.not_before),
         not_after=from_timestamp(consent.not_after),
+        ticket_nodes=list(state.ticket_nodes),
+    )
+
+
+def holder_view(holder: pb.Holder, registered: bool) -> HolderView:
+    return HolderView(
+        node_id=holder.node_id,
+        name=holder.name,
+        categories=vocab.category_names(holder.categories),
+        key_registered=registered,
     )
 
 
@@ -529,6 +635,7 @@ class RequesterClient(_Client):
             request.purpose,
         ):
             raise ProfileVerificationError("profile does not answer this request")
+        _check_consent_proof(profile)
         query_ids = [r.query_id for r in profile.nodes]
         if len(set(query_ids)) != len(query_ids):
             raise ProfileVerificationError("profile reuses a node query id")
@@ -606,6 +713,27 @@ class RequesterClient(_Client):
                 raise ProfileVerificationError(f"{result.node_id}'s answer is for another query")
             return answer
         raise AssertionError("unreachable")
+
+
+def _check_consent_proof(profile: pb.Profile) -> None:
+    """The subject's own signature on the consent the profile was assembled under, and that it
+    names this requester, purpose and consent id, covers the profile's categories and was
+    valid when the profile was assembled: the directory cannot invent a permission."""
+    if not profile.consent.body:
+        raise ProfileVerificationError("profile carries no consent signed by the subject")
+    try:
+        consent = open_consent(profile.consent)
+        if consent.consent_id != profile.consent_id:
+            raise ProfileVerificationError("profile carries another consent than it names")
+        check_covers(
+            consent,
+            requester_id=profile.requester_id,
+            purpose=profile.purpose,
+            categories=profile.categories,
+            now=from_timestamp(profile.assembled_at),
+        )
+    except CredexError as err:
+        raise ProfileVerificationError(f"the subject's consent: {err.message}") from None
 
 
 def _member_key(member: pb.Member, key_id: str) -> tuple[VerifyKey | None, float | None]:

@@ -87,6 +87,14 @@ class SigningKey:
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
 
+    def private_seed(self) -> bytes:
+        """The 32-byte Ed25519 seed (RFC 8032's private key): for deriving keys from it."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
     def to_pem(self) -> bytes:
         return self._key.private_bytes(
             serialization.Encoding.PEM,

@@ -32,6 +32,9 @@ KIB, MIB = 1024, 1024 * 1024
 # caps a node's answer and a profile far lower: max_node_answer_bytes, max_profile_bytes).
 MAX_SIGNED_BODY_BYTES: dict[str, int] = {
     "credex.v1.Consent": 4 * KIB,
+    "credex.v1.ConsentTicket": 2 * KIB,
+    "credex.v1.HolderListQuery": 1 * KIB,
+    "credex.v1.NodeKeyRegistration": 16 * KIB,
     "credex.v1.ConsentRevocation": 1 * KIB,
     "credex.v1.ConsentPause": 1 * KIB,
     "credex.v1.SubjectAttestation": 1 * KIB,

@@ -124,6 +124,7 @@ def assemble(
         categories=authorized.categories,
         assembled_at=to_timestamp(now),
         nodes=sorted(results, key=lambda r: r.node_id),
+        consent=authorized.stored.signed,
     )
     if records:
         profile.score.CopyFrom(score(policy, records, now))

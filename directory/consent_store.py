@@ -1,8 +1,10 @@
-"""Granted consents, their status and use counts, in the directory database."""
+"""Granted consents, their tickets, status and use counts, and each node's feed of changes to
+its tickets, in the directory database."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import sqlite_utils
 
@@ -36,6 +38,8 @@ class StoredConsent:
     uses: int
     # When the subject signed the last status change applied: 0 before any.
     last_change_signed_at: float = 0.0
+    # node id -> that node's signed ticket (a consent from before tickets has none).
+    tickets: dict[str, Signed] = field(default_factory=dict)
 
 
 class ConsentStore:
@@ -63,12 +67,26 @@ class ConsentStore:
             )
         self._conn.execute("CREATE INDEX IF NOT EXISTS consents_subject ON consents (subject_id)")
         self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS consent_changes (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                consent_id TEXT NOT NULL,
+            """CREATE TABLE IF NOT EXISTS consent_tickets (
+                consent_id TEXT NOT NULL REFERENCES consents(consent_id),
+                node_id TEXT NOT NULL,
+                ticket_id TEXT NOT NULL UNIQUE,
+                signed BLOB NOT NULL,
+                PRIMARY KEY (consent_id, node_id)
+            ) WITHOUT ROWID"""
+        )
+        # Each node's own feed, numbered from 1 per node: no sequence number is shared by
+        # two nodes' feeds. (The single feed of consent ids before tickets is gone with them.)
+        self._conn.execute("DROP TABLE IF EXISTS consent_changes")
+        self._conn.execute(
+            """CREATE TABLE IF NOT EXISTS ticket_changes (
+                node_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                ticket_id TEXT NOT NULL,
                 status TEXT NOT NULL,
-                changed_at REAL NOT NULL
-            )"""
+                changed_at REAL NOT NULL,
+                PRIMARY KEY (node_id, seq)
+            ) WITHOUT ROWID"""
         )
 
     def require_new(self, consent_id: str) -> None:
@@ -88,7 +106,15 @@ class ConsentStore:
         ).fetchone()
         return int(count)
 
-    def add(self, consent: Consent, signed: Signed, subject_id: str, now: float) -> None:
+    def add(
+        self,
+        consent: Consent,
+        signed: Signed,
+        subject_id: str,
+        now: float,
+        tickets: dict[str, tuple[str, Signed]],
+    ) -> None:
+        """Record a granted consent with its tickets (node id -> (ticket id, signed ticket))."""
         self.require_new(consent.consent_id)
         self._conn.execute(
             "INSERT INTO consents (consent_id, subject_id, requester_id, signed, status, uses, "
@@ -105,6 +131,40 @@ class ConsentStore:
                 now,
             ),
         )
+        self.add_tickets(consent.consent_id, tickets)
+
+    def add_tickets(self, consent_id: str, tickets: dict[str, tuple[str, Signed]]) -> None:
+        """Keep each node's ticket of a consent (call inside a transaction). A node's ticket is
+        never replaced: one the store holds already is refused, unless it is the very same."""
+        for node_id, (ticket_id, signed) in tickets.items():
+            row = self._conn.execute(
+                "SELECT signed FROM consent_tickets WHERE consent_id = ? AND node_id = ?",
+                (consent_id, node_id),
+            ).fetchone()
+            if row is not None:
+                if bytes(row[0]) == signed.SerializeToString():
+                    continue
+                raise AlreadyExists(
+                    Reason.CONSENT_EXISTS, f"consent {consent_id} has a ticket for {node_id}"
+                )
+            taken = self._conn.execute(
+                "SELECT 1 FROM consent_tickets WHERE ticket_id = ?", (ticket_id,)
+            ).fetchone()
+            if taken:
+                raise AlreadyExists(Reason.CONSENT_EXISTS, f"ticket {ticket_id} exists")
+            self._conn.execute(
+                "INSERT INTO consent_tickets VALUES (?, ?, ?, ?)",
+                (consent_id, node_id, ticket_id, signed.SerializeToString()),
+            )
+
+    def tickets(self, consent_id: str) -> dict[str, Signed]:
+        """node id -> its signed ticket of the consent."""
+        return {
+            node_id: parse(bytes(raw), Signed, what="stored ticket", strict=False)
+            for node_id, raw in self._conn.execute(
+                "SELECT node_id, signed FROM consent_tickets WHERE consent_id = ?", (consent_id,)
+            ).fetchall()
+        }
 
     def get(self, consent_id: str, now: float) -> StoredConsent:
         row = self._conn.execute(
@@ -113,7 +173,7 @@ class ConsentStore:
         ).fetchone()
         if row is None:
             raise NotFound(Reason.CONSENT_NOT_FOUND, f"no consent {consent_id!r}")
-        return _stored(row, now)
+        return _stored(row, now, self.tickets(consent_id))
 
     def for_subject(self, subject_id: str, now: float, latest: int = -1) -> list[StoredConsent]:
         """The subject's consents in the order granted; `latest`: only that many, the most
@@ -123,25 +183,46 @@ class ConsentStore:
             "ORDER BY granted_at DESC, consent_id DESC LIMIT ?",
             (subject_id, latest),
         ).fetchall()
-        return [_stored(row, now) for row in reversed(rows)]
+        return [_stored(row, now, self.tickets(row[6])) for row in reversed(rows)]
 
     def set_status(
         self, consent_id: str, status: ConsentStatus.ValueType, now: float, signed_at: float
-    ) -> int:
+    ) -> dict[str, int]:
         """Change a consent's status by the subject's order signed at `signed_at`, and add the
-        change to the feed nodes follow; returns the change's sequence number. Refused
-        (STALE_CHANGE) unless the order was signed after the last one. Call it inside the
-        transaction that also audits the change (see credex.db.transaction)."""
+        change of each of its tickets to its node's feed; returns node id -> the change's
+        sequence number in that node's feed. Refused (STALE_CHANGE) unless the order was
+        signed after the last one. Call it inside the transaction that also audits the change
+        (see credex.db.transaction)."""
         self._mark_signed(consent_id, signed_at)
         self._conn.execute(
             "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
             (_STATUS_TEXT[status], now, consent_id),
         )
-        cur = self._conn.execute(
-            "INSERT INTO consent_changes (consent_id, status, changed_at) VALUES (?, ?, ?)",
-            (consent_id, _STATUS_TEXT[status], now),
-        )
-        return int(cur.lastrowid or 0)
+        return self.feed_status(consent_id, None, now)
+
+    def feed_status(self, consent_id: str, nodes: list[str] | None, now: float) -> dict[str, int]:
+        """Add the consent's current status for its tickets at `nodes` (None: all) to those
+        nodes' feeds; node id -> sequence number (inside the caller's transaction)."""
+        (status_text,) = self._conn.execute(
+            "SELECT status FROM consents WHERE consent_id = ?", (consent_id,)
+        ).fetchone()
+        seqs: dict[str, int] = {}
+        for node_id, ticket_id in self._conn.execute(
+            "SELECT node_id, ticket_id FROM consent_tickets WHERE consent_id = ?", (consent_id,)
+        ).fetchall():
+            if nodes is not None and node_id not in nodes:
+                continue
+            (seq,) = self._conn.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM ticket_changes WHERE node_id = ?",
+                (node_id,),
+            ).fetchone()
+            self._conn.execute(
+                "INSERT INTO ticket_changes VALUES (?, ?, ?, ?, ?)",
+                # whole seconds: the moment is all two nodes' feeds share (see docs/security.md)
+                (node_id, seq, ticket_id, status_text, float(math.floor(now))),
+            )
+            seqs[node_id] = int(seq)
+        return seqs
 
     def _mark_signed(self, consent_id: str, signed_at: float) -> None:
         cur = self._conn.execute(
@@ -152,22 +233,27 @@ class ConsentStore:
         if cur.rowcount != 1:
             raise stale_change()
 
-    def changes_after(self, seq: int, limit: int = 1000) -> tuple[list[ConsentChange], int]:
-        """Up to `limit` changes after `seq`, and the latest sequence number overall."""
+    def changes_after(
+        self, node_id: str, seq: int, limit: int = 1000
+    ) -> tuple[list[ConsentChange], int]:
+        """Up to `limit` changes to `node_id`'s tickets after `seq` in its feed, and the latest
+        sequence number of its feed."""
         rows = self._conn.execute(
-            "SELECT seq, consent_id, status, changed_at FROM consent_changes WHERE seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (seq, limit),
+            "SELECT seq, ticket_id, status, changed_at FROM ticket_changes "
+            "WHERE node_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (node_id, seq, limit),
         ).fetchall()
-        latest = self._conn.execute("SELECT coalesce(max(seq), 0) FROM consent_changes").fetchone()
+        latest = self._conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM ticket_changes WHERE node_id = ?", (node_id,)
+        ).fetchone()
         changes = [
             ConsentChange(
                 seq=row_seq,
-                consent_id=consent_id,
+                ticket_id=ticket_id,
                 status=_TEXT_STATUS[status],
                 changed_at=to_timestamp(changed_at),
             )
-            for row_seq, consent_id, status, changed_at in rows
+            for row_seq, ticket_id, status, changed_at in rows
         ]
         return changes, int(latest[0])
 
@@ -208,11 +294,13 @@ def require_active(stored: StoredConsent) -> None:
         raise PermissionDenied(reason, message)
 
 
-_COLUMNS = "subject_id, signed, status, uses, not_after, change_signed_at"
+_COLUMNS = "subject_id, signed, status, uses, not_after, change_signed_at, consent_id"
 
 
-def _stored(row: tuple[str, bytes, str, int, float, float], now: float) -> StoredConsent:
-    subject_id, signed_bytes, status_text, uses, not_after, change_signed_at = row
+def _stored(
+    row: tuple[str, bytes, str, int, float, float, str], now: float, tickets: dict[str, Signed]
+) -> StoredConsent:
+    subject_id, signed_bytes, status_text, uses, not_after, change_signed_at, _ = row
     # Stored after its checks (maybe by an older version): read back as it is.
     signed = parse(signed_bytes, Signed, what="stored consent", strict=False)
     consent = parse(signed.body, Consent, what="stored consent", strict=False)
@@ -226,4 +314,5 @@ def _stored(row: tuple[str, bytes, str, int, float, float], now: float) -> Store
         status=status,
         uses=uses,
         last_change_signed_at=change_signed_at,
+        tickets=tickets,
     )

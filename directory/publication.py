@@ -1,5 +1,6 @@
-"""What the directory publishes to members: the signed registry snapshot and the signed feed of
-consent revocations, pulled by nodes and pushed to them the moment a consent is revoked."""
+"""What the directory publishes to members: the signed registry snapshot, and to each node the
+signed feed of changes to its own tickets, pulled by the node and pushed to it the moment a
+consent is revoked, paused or resumed."""
 
 from __future__ import annotations
 
@@ -85,26 +86,28 @@ class Publisher:
         assert self._signed_snapshot is not None
         return pb.GetRegistryResponse(snapshot=self._signed_snapshot[1], version=version)
 
-    def feed(self, after_seq: int) -> Signed:
-        changes, latest = self._consents.changes_after(after_seq, FEED_PAGE)
+    def feed(self, node_id: str, after_seq: int) -> Signed:
+        """`node_id`'s feed after `after_seq`, signed; it holds only that node's tickets."""
+        changes, latest = self._consents.changes_after(node_id, after_seq, FEED_PAGE)
         return seal(
             pb.RevocationFeed(
                 after_seq=after_seq,
                 latest_seq=latest,
                 changes=changes,
                 issued_at=to_timestamp(self._clock()),
+                node_id=node_id,
             ),
             self._key,
         )
 
-    def push(self, seq: int) -> None:
-        """Send the changes from `seq` on to every active node, without waiting: at once to a
+    def push(self, seqs: dict[str, int]) -> None:
+        """Send each node its changes from its `seqs` entry on, without waiting: at once to a
         node with no push under way, else with its next push. Nodes that miss one pull the
         changes within their sync interval."""
-        for node in self._registry.nodes():
-            if not (node.active and node.endpoint):
+        for node_id, seq in seqs.items():
+            node = self._registry.get(node_id)
+            if node is None or not (node.active and node.endpoint):
                 continue
-            node_id = node.member_id
             self._pending[node_id] = min(seq, self._pending.get(node_id, seq))
             if node_id not in self._pushes:
                 self._pushes[node_id] = asyncio.create_task(self._push_to(node_id))
@@ -118,7 +121,7 @@ class Publisher:
                 if node is None or not node.active or not node.endpoint:
                     continue
                 try:
-                    feed = NotifyRevocationsRequest(feed=self.feed(first - 1))
+                    feed = NotifyRevocationsRequest(feed=self.feed(node_id, first - 1))
                 except sqlite3.Error as exc:  # the node pulls instead
                     log.error("not pushing to %s: cannot read the feed: %s", node_id, exc)
                     continue

@@ -46,11 +46,14 @@ _STATUS_BY_CODE = {
 
 @dataclass(frozen=True)
 class NodeCall:
-    """What one node is asked: its own local id for the subject and the categories it serves."""
+    """What one node is asked: its own local id for the subject and the categories it serves,
+    under its own ticket signed by the subject's key for it."""
 
     node: MemberInfo
     local_id: str
     categories: tuple[vocab.Category, ...]
+    node_key: bytes
+    ticket: Signed
 
 
 @dataclass(frozen=True)
@@ -116,15 +119,10 @@ class Router:
         return signed
 
     def build_query(
-        self,
-        call: NodeCall,
-        *,
-        requester_id: str,
-        purpose: vocab.Purpose,
-        consent: Signed,
-        subject_key: bytes,
+        self, call: NodeCall, *, requester_id: str, purpose: vocab.Purpose
     ) -> tuple[str, Signed]:
-        """A fresh, directory-signed query with its own random id."""
+        """A fresh, directory-signed query with its own random id, carrying the node's ticket
+        and the attestation of the key that signed it: nothing another node receives."""
         now = self._clock()
         query_id = f"q-{uuid.uuid4().hex}"
         query = NodeQuery(
@@ -137,8 +135,8 @@ class Router:
             purpose=purpose,
             local_subject_id=call.local_id,
             categories=call.categories,
-            consent=consent,
-            attestation=self.attestation(call.node.member_id, call.local_id, subject_key),
+            attestation=self.attestation(call.node.member_id, call.local_id, call.node_key),
+            ticket=call.ticket,
         )
         return query_id, seal(query, self._key)
 

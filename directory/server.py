@@ -217,6 +217,8 @@ def build_services(
             clock=clock,
             publisher=publisher,
             disputes=disputes,
+            locator=locator,
+            registry=registry,
         ),
         enrollment=EnrollmentService(
             commits=commits,

@@ -24,6 +24,7 @@ from credex.handlers import rpc_handler
 from credex.keys import SigningKey
 from credex.metrics import Metrics
 from credex.protocol.endpoints import EndpointError, EndpointPolicy
+from credex.protocol.tickets import claimed_ticket
 from credex.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard
 from credex.signing import digest, open_signed, parse
@@ -213,10 +214,15 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     async def GetRevocations(
         self, request: pb.GetRevocationsRequest, context: Context
     ) -> pb.GetRevocationsResponse:
-        self._active_peer(context)
+        peer = self._active_peer(context)
+        node = self._registry.get(peer)
+        if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE:
+            raise PermissionDenied(
+                Reason.UNKNOWN_SIGNER, "only nodes follow a feed, each its own tickets'"
+            )
         if request.after_seq > MAX_SEQ:
             raise InvalidArgument(Reason.MALFORMED, "after_seq is beyond any sequence number")
-        return pb.GetRevocationsResponse(feed=self._publisher.feed(request.after_seq))
+        return pb.GetRevocationsResponse(feed=self._publisher.feed(peer, request.after_seq))
 
     @rpc_handler
     async def GetProfile(
@@ -242,13 +248,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         queries = [
             (
                 call,
-                *self._router.build_query(
-                    call,
-                    requester_id=req.requester_id,
-                    purpose=req.purpose,
-                    consent=authorized.stored.signed,
-                    subject_key=authorized.stored.consent.subject_key,
-                ),
+                *self._router.build_query(call, requester_id=req.requester_id, purpose=req.purpose),
             )
             for call in calls
         ]
@@ -317,18 +317,33 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         return peer
 
     def _plan(self, authorized: AuthorizedProfileRequest) -> list[NodeCall]:
-        """The nodes that know this subject and serve some asked category."""
+        """The nodes that know this subject, hold a ticket of the consent for some asked
+        category, and are attested the key that signed it. A node without a ticket is not
+        asked: the subject gave it no permission of its own."""
         wanted = set(authorized.categories)
+        tickets = authorized.stored.tickets
         calls = []
-        for node_id, local_id in sorted(
-            self._locator.locate(authorized.request.subject_id).items()
+        for node_id, holding in sorted(
+            self._locator.holdings(authorized.request.subject_id).items()
         ):
             node = self._registry.get(node_id)
-            if node is None or not node.active:
+            ticket = tickets.get(node_id)
+            if node is None or not node.active or ticket is None or holding.node_key is None:
                 continue
-            categories = tuple(c for c in node.categories if c in wanted)
+            if ticket.key_id != holding.node_key.key_id:
+                continue  # signed by a key the subject has since replaced: no longer served
+            granted = set(claimed_ticket(ticket).categories)
+            categories = tuple(c for c in node.categories if c in wanted and c in granted)
             if categories:
-                calls.append(NodeCall(node=node, local_id=local_id, categories=categories))
+                calls.append(
+                    NodeCall(
+                        node=node,
+                        local_id=holding.local_id,
+                        categories=categories,
+                        node_key=holding.node_key.raw,
+                        ticket=ticket,
+                    )
+                )
         return calls
 
     def _audit_refusal(

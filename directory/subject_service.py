@@ -24,7 +24,9 @@ from credex.errors import (
 from credex.freshness import CLOCK_SKEW_S
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
+from credex.keys import VerifyKey
 from credex.metrics import Metrics
+from credex.protocol.tickets import MAX_TICKETS
 from credex.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard
 from credex.signing import parse
@@ -36,7 +38,9 @@ from directory.assembly import NOTHING_DISCLOSED
 from directory.config import SubjectLimits
 from directory.consent_store import ConsentStore, stale_change
 from directory.disputes import DisputeDesk
+from directory.locator import Locator
 from directory.publication import Publisher
+from directory.registry import Registry
 from directory.verify import (
     MAX_SUBJECT_REQUEST_AGE_S,
     SR,
@@ -131,7 +135,11 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         commits: GroupCommit,
         callers: CallerGuard,
         metrics: Metrics,
+        locator: Locator,
+        registry: Registry,
     ) -> None:
+        self._locator = locator
+        self._registry = registry
         self.commits = commits  # see rpc_handler: flushed before every reply
         self.callers = callers  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
@@ -208,6 +216,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         # A consent granted before (a node or requester holds its signed form) is refused
         # before it costs the subject anything.
         self._consents.require_new(consent.consent_id)
+        tickets = self._verifier.tickets(request.subject_id, consent, list(request.tickets))
         self._charge(request.subject_id)
         now = self._clock()
         with transaction(self._audit.db):  # the consent and its audit entry: both or neither
@@ -218,7 +227,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                     f"you hold {held} consents that are neither expired nor revoked, the most "
                     "the directory keeps; revoke one you no longer need",
                 )
-            self._consents.add(consent, request.consent, request.subject_id, now)
+            self._consents.add(consent, request.consent, request.subject_id, now, tickets)
             self._audit.append(
                 AuditEntry(
                     request_id=consent.consent_id,
@@ -229,12 +238,138 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                     consent_id=consent.consent_id,
                     subject_ref=request.subject_id,
                     categories=vocab.category_names(consent.categories),
-                    detail=f"requester={consent.requester_id} max_uses={consent.max_uses}",
+                    detail=f"requester={consent.requester_id} max_uses={consent.max_uses} "
+                    f"tickets={','.join(sorted(tickets))}",
                 )
             )
         return pb.GrantConsentResponse(
-            consent_id=consent.consent_id, status=S.CONSENT_STATUS_ACTIVE
+            consent_id=consent.consent_id,
+            status=S.CONSENT_STATUS_ACTIVE,
+            ticket_nodes=sorted(tickets),
         )
+
+    @rpc_handler
+    async def AddTickets(
+        self, request: pb.AddTicketsRequest, context: Context
+    ) -> pb.AddTicketsResponse:
+        """More tickets for a live consent of the subject's (each signed by the subject's key
+        for its node, so nobody else can add one); the same ticket again changes nothing."""
+        try:
+            return self._add_tickets(request)
+        except CredexError as err:
+            subject_id = request.subject_id
+            filing = file_refusal(err, subject_id, repr(subject_id[:64]), signed_by_subject=True)
+            self._refusals.record(
+                AuditEntry(
+                    request_id="",
+                    actor=filing.subject_ref if filing.proven else "(unproven subject)",
+                    action="tickets",
+                    outcome=f"refused:{err.reason}",
+                    consent_id=request.consent_id[:128],
+                    subject_ref=filing.subject_ref,
+                    detail=filing.detail,
+                )
+            )
+            raise
+
+    def _add_tickets(self, request: pb.AddTicketsRequest) -> pb.AddTicketsResponse:
+        now = self._clock()
+        stored = self._consents.get(request.consent_id, now)
+        if stored.subject_id != request.subject_id:
+            raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
+        tickets = self._verifier.tickets(request.subject_id, stored.consent, list(request.tickets))
+        self._charge(request.subject_id)
+        if stored.status in (S.CONSENT_STATUS_REVOKED, S.CONSENT_STATUS_EXPIRED):
+            raise FailedPrecondition(
+                Reason.CONSENT_STATE, f"a {status_name(stored.status)} consent takes no tickets"
+            )
+        new = {n: t for n, t in tickets.items() if n not in stored.tickets}
+        seqs: dict[str, int] = {}
+        with transaction(self._audit.db):
+            self._consents.add_tickets(request.consent_id, tickets)
+            if new:
+                self._audit.append(
+                    AuditEntry(
+                        request_id=request.consent_id,
+                        actor=request.subject_id,
+                        action="tickets",
+                        outcome="added",
+                        consent_id=request.consent_id,
+                        subject_ref=request.subject_id,
+                        detail=f"tickets={','.join(sorted(new))}",
+                    )
+                )
+            if new and stored.status == S.CONSENT_STATUS_PAUSED:  # the new ones start paused
+                seqs = self._consents.feed_status(request.consent_id, list(new), now)
+        if seqs:
+            self._publisher.push(seqs)
+        return pb.AddTicketsResponse(ticket_nodes=sorted({*stored.tickets, *tickets}))
+
+    @rpc_handler
+    @audited("holders", "query", pb.HolderListQuery)
+    async def ListHolders(
+        self, request: pb.ListHoldersRequest, context: Context
+    ) -> pb.ListHoldersResponse:
+        """The nodes that hold the subject's data, with the subject's key for each."""
+        query = self._spent(request.query, pb.HolderListQuery, "holder query")
+        return pb.ListHoldersResponse(holders=self._holders(query.subject_id))
+
+    @rpc_handler
+    @audited("node-keys", "registration", pb.NodeKeyRegistration)
+    async def RegisterNodeKeys(
+        self, request: pb.RegisterNodeKeysRequest, context: Context
+    ) -> pb.RegisterNodeKeysResponse:
+        """The subject's keys for nodes that hold their data, signed by the main key."""
+        registration = self._subject_call(
+            request.registration, pb.NodeKeyRegistration, "node key registration"
+        )
+        if len(registration.keys) > MAX_TICKETS:
+            raise InvalidArgument(Reason.MALFORMED, f"more than {MAX_TICKETS} keys")
+        keys: dict[str, VerifyKey] = {}
+        for entry in registration.keys:
+            if entry.node_id in keys:
+                raise InvalidArgument(Reason.MALFORMED, f"two keys for {entry.node_id[:64]!r}")
+            try:
+                keys[entry.node_id] = VerifyKey(entry.public_key)
+            except ValueError as exc:
+                raise InvalidArgument(
+                    Reason.MALFORMED, f"key for {entry.node_id[:64]!r}: {exc}"
+                ) from None
+        main = self._locator.subject_key(registration.subject_id)
+        if main is not None and any(k.raw == main.raw for k in keys.values()):
+            raise InvalidArgument(
+                Reason.MALFORMED, "a node key must not be your main key; derive one per node"
+            )
+        with transaction(self._audit.db):
+            self._verifier.spend_nonce(registration)
+            self._locator.register_node_keys(registration.subject_id, keys)
+            self._audit.append(
+                AuditEntry(
+                    request_id=f"keys-{registration.nonce.hex()[:32]}",
+                    actor=registration.subject_id,
+                    action="node-keys",
+                    outcome="registered",
+                    subject_ref=registration.subject_id,
+                    detail=" ".join(f"{n}={k.key_id}" for n, k in sorted(keys.items())),
+                )
+            )
+        return pb.RegisterNodeKeysResponse(holders=self._holders(registration.subject_id))
+
+    def _holders(self, subject_id: str) -> list[pb.Holder]:
+        holders = []
+        for node_id, holding in sorted(self._locator.holdings(subject_id).items()):
+            node = self._registry.get(node_id)
+            if node is None or not node.active:
+                continue
+            holders.append(
+                pb.Holder(
+                    node_id=node_id,
+                    name=node.name,
+                    categories=node.categories,
+                    key_id=holding.node_key.key_id if holding.node_key else "",
+                )
+            )
+        return holders
 
     @rpc_handler
     @audited("consent-status", "revocation", ConsentRevocation)
@@ -266,15 +401,15 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         writes nothing. A change signed before the last one (or before a repeat of it) is
         refused, so a held-back order cannot undo a later one."""
         with transaction(self._audit.db):
-            seq = self._apply(order, status)
-        if seq is not None:  # committed; the push waits for it to be durable
-            self._publisher.push(seq)
+            seqs = self._apply(order, status)
+        if seqs:  # committed; the push waits for it to be durable
+            self._publisher.push(seqs)
 
     def _apply(
         self, order: ConsentPause | ConsentRevocation, status: ConsentStatus.ValueType
-    ) -> int | None:
-        """The change's writes (inside the caller's transaction): its feed sequence number, or
-        None when it repeats the current status."""
+    ) -> dict[str, int] | None:
+        """The change's writes (inside the caller's transaction): node id -> the sequence
+        number of the change in that node's feed, or None when it repeats the current status."""
         consent_id, subject_id = order.consent_id, order.subject_id
         signed_at = from_timestamp(order.issued_at)
         stored = self._consents.get(consent_id, self._clock())
@@ -292,7 +427,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 f"a {status_name(stored.status)} consent cannot become {status_name(status)}",
             )
         self._verifier.spend_nonce(order)
-        seq = self._consents.set_status(consent_id, status, self._clock(), signed_at)
+        seqs = self._consents.set_status(consent_id, status, self._clock(), signed_at)
         self._audit.append(
             AuditEntry(
                 request_id=consent_id,
@@ -303,7 +438,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 subject_ref=subject_id,
             )
         )
-        return seq
+        return seqs
 
     @rpc_handler
     @audited("list-consents", "query", pb.ConsentListQuery)
@@ -407,7 +542,9 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
 
     def _consent_states(self, subject_id: str, latest: int = -1) -> list[pb.ConsentState]:
         return [
-            pb.ConsentState(consent=s.signed, status=s.status, uses=s.uses)
+            pb.ConsentState(
+                consent=s.signed, status=s.status, uses=s.uses, ticket_nodes=sorted(s.tickets)
+            )
             for s in self._consents.for_subject(subject_id, self._clock(), latest=latest)
         ]
 

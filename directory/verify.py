@@ -23,6 +23,13 @@ from credex.errors import (
 )
 from credex.freshness import CLOCK_SKEW_S, NonceStore, check_window
 from credex.keys import VerifyKey
+from credex.protocol.tickets import (
+    MAX_TICKETS,
+    check_ticket_matches,
+    claimed_ticket,
+    open_ticket,
+    require_node_key,
+)
 from credex.signing import M, open_signed, parse
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation
@@ -31,7 +38,9 @@ from credex.v1.directory_pb2 import (
     ConsentListQuery,
     Dispute,
     DisputeListQuery,
+    HolderListQuery,
     MemberRole,
+    NodeKeyRegistration,
     ProfileRequest,
 )
 from directory.consent_store import ConsentStore, StoredConsent, require_active
@@ -43,7 +52,11 @@ from directory.request_claims import RequestClaims
 MAX_SUBJECT_REQUEST_AGE_S = 300.0
 SR = TypeVar(
     "SR", ConsentRevocation, ConsentPause, ConsentListQuery, AccessLogQuery, Dispute,
-    DisputeListQuery,
+    DisputeListQuery, HolderListQuery, NodeKeyRegistration,
+)  # fmt: skip
+SubjectMessage = (
+    ConsentRevocation | ConsentPause | ConsentListQuery | AccessLogQuery | Dispute
+    | DisputeListQuery | HolderListQuery | NodeKeyRegistration
 )  # fmt: skip
 MAX_CONSENT_LIFETIME_S = 2 * 366 * 24 * 3600.0
 # Request ids requesters may choose: they are kept in audit logs and printed from there, so
@@ -250,6 +263,38 @@ class RequestVerifier:
             raise InvalidArgument(Reason.MALFORMED, "a consent may last at most two years")
         return consent
 
+    def tickets(
+        self, subject_id: str, consent: Consent, signed_tickets: list[Signed]
+    ) -> dict[str, tuple[str, Signed]]:
+        """node id -> (ticket id, signed ticket) for tickets that are shares of `consent`, each
+        signed by the subject's key registered for a node that holds the subject's data and
+        serves the ticket's categories; at most one per node."""
+        if len(signed_tickets) > MAX_TICKETS:
+            raise InvalidArgument(Reason.MALFORMED, f"more than {MAX_TICKETS} tickets")
+        holdings = self._locator.holdings(subject_id)
+        found: dict[str, tuple[str, Signed]] = {}
+        for signed in signed_tickets:
+            node_id = claimed_ticket(signed).node_id
+            holding = holdings.get(node_id)
+            node = self._registry.get(node_id)
+            if holding is None or node is None or node.role != MemberRole.MEMBER_ROLE_NODE:
+                raise InvalidArgument(
+                    Reason.MALFORMED,
+                    f"a ticket for {node_id[:64]!r}, which holds none of your data",
+                )
+            if node_id in found:
+                raise InvalidArgument(Reason.MALFORMED, f"two tickets for {node_id}")
+            key = require_node_key(holding.node_key, node_id)
+            if signed.key_id != key.key_id:
+                raise Unauthenticated(
+                    Reason.BAD_SIGNATURE,
+                    f"the ticket for {node_id} is not signed by your key registered for it",
+                )
+            ticket = open_ticket(signed, key)
+            check_ticket_matches(ticket, consent, node.categories)
+            found[node_id] = (ticket.ticket_id, signed)
+        return found
+
     def subject_request(self, signed: Signed, message_type: type[SR], what: str) -> SR:
         """A recent message signed by the registered key of the subject it names, whose nonce
         was not used (revocations, pauses, consent lists, access logs and disputes all carry
@@ -261,15 +306,7 @@ class RequestVerifier:
         self._subject_nonces.check_unused(message.nonce, scope=message.subject_id)
         return message
 
-    def spend_nonce(
-        self,
-        message: ConsentRevocation
-        | ConsentPause
-        | ConsentListQuery
-        | AccessLogQuery
-        | Dispute
-        | DisputeListQuery,
-    ) -> None:
+    def spend_nonce(self, message: SubjectMessage) -> None:
         """Record the nonce of a message `subject_request` took, until the message is no longer
         fresh: from now on it is a replay (REPLAY if it was spent meanwhile)."""
         fresh_until = from_timestamp(message.issued_at) + MAX_SUBJECT_REQUEST_AGE_S + CLOCK_SKEW_S

@@ -1,6 +1,7 @@
-"""A node's view of the directory: the signed registry snapshot (cached on disk) and the consent
-revocations it has learned, by push or by pull. A node that has not heard from the directory for
-`offline_grace_s` refuses every query until it has: revocations reach it in bounded time."""
+"""A node's view of the directory: the signed registry snapshot (cached on disk) and the changes
+to its own tickets it has learned from its feed, by push or by pull. A node that has not heard
+from the directory for `offline_grace_s` refuses every query until it has: revocations reach it
+in bounded time."""
 
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ class DirectorySync:
         tls: Callable[[], TlsIdentity],
         settings: SyncSettings,
         clock: Clock,
+        node_id: str,
     ) -> None:
+        self._node_id = node_id
         self._conn = db.conn
         self._cache_path = cache_path
         self._directory_key = directory_key
@@ -62,15 +65,19 @@ class DirectorySync:
         self._settings = settings
         self._clock = clock
         self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS revoked_consents "
-            "(consent_id TEXT PRIMARY KEY, status INTEGER NOT NULL, seq INTEGER NOT NULL)"
-        )
-        self._conn.execute(
             "CREATE TABLE IF NOT EXISTS directory_sync "
             "(id INTEGER PRIMARY KEY CHECK (id = 1), synced_seq INTEGER NOT NULL, "
             "last_sync REAL NOT NULL)"
         )
         self._conn.execute("INSERT OR IGNORE INTO directory_sync VALUES (1, 0, 0)")
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
+        if "ticket_status" not in tables:  # before tickets: a feed of consent ids, now gone
+            self._conn.execute("DROP TABLE IF EXISTS revoked_consents")
+            self._conn.execute("UPDATE directory_sync SET synced_seq = 0")
+            self._conn.execute(
+                "CREATE TABLE ticket_status "
+                "(ticket_id TEXT PRIMARY KEY, status INTEGER NOT NULL, seq INTEGER NOT NULL)"
+            )
         row = self._conn.execute("SELECT synced_seq, last_sync FROM directory_sync").fetchone()
         self.synced_seq: int = int(row[0])
         self.last_sync: float = float(row[1])
@@ -96,9 +103,9 @@ class DirectorySync:
             return f"no word from the directory for over {self._settings.offline_grace_s:g}s{why}"
         return None
 
-    def check(self, requester_id: str, consent_id: str) -> None:
+    def check(self, requester_id: str, ticket_id: str) -> None:
         """Refuse when out of touch with the directory, for a requester that is not an active
-        member, or for a consent the directory has revoked or paused."""
+        member, or for a ticket whose consent the subject revoked or paused."""
         stale = self.stale()
         if stale is not None:
             raise Unavailable(Reason.REGISTRY_STALE, stale)
@@ -107,7 +114,7 @@ class DirectorySync:
                 Reason.MEMBER_SUSPENDED, f"{requester_id!r} is not an active requester"
             )
         row = self._conn.execute(
-            "SELECT status FROM revoked_consents WHERE consent_id = ?", (consent_id,)
+            "SELECT status FROM ticket_status WHERE ticket_id = ?", (ticket_id,)
         ).fetchone()
         if row is None or row[0] == ConsentStatus.CONSENT_STATUS_ACTIVE:
             return
@@ -124,14 +131,17 @@ class DirectorySync:
     # --- learning from the directory ------------------------------------------------------
 
     def apply_feed(self, signed: Signed) -> int:
-        """Record the revocations of a directory-signed feed (pushed or pulled)."""
+        """Record the ticket changes of a directory-signed feed for this node (pushed or
+        pulled); another node's feed is refused."""
         feed = open_signed(signed, pb.RevocationFeed, self._directory_key, what="revocation feed")
-        # The latest change per consent wins, whatever order pushes and pulls arrive in; a
+        if feed.node_id != self._node_id:
+            raise PermissionDenied(Reason.WRONG_NODE, f"feed is for node {feed.node_id[:64]!r}")
+        # The latest change per ticket wins, whatever order pushes and pulls arrive in; a
         # resumption is kept (as ACTIVE) so that an older pause arriving late cannot win.
         self._conn.executemany(
-            "INSERT INTO revoked_consents VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
+            "INSERT INTO ticket_status VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
             "SET status = excluded.status, seq = excluded.seq WHERE excluded.seq > seq",
-            [(c.consent_id, int(c.status), c.seq) for c in feed.changes],
+            [(c.ticket_id, int(c.status), c.seq) for c in feed.changes],
         )
         # Contiguous from what we hold: we now hold everything up to the feed's last change.
         if feed.after_seq <= self.synced_seq and feed.changes:

@@ -44,6 +44,7 @@ from nodes.config_check import open_source
 from nodes.directory_sync import DirectorySync, SyncSettings
 from nodes.disputes import NodeDisputes
 from nodes.service import NodeService
+from nodes.ticket_uses import TicketUses
 from nodes.verify import QueryVerifier
 from nodes.witness import DirectoryCheckpoints, directory_witness
 
@@ -177,13 +178,16 @@ def build_service(
             offline_grace_s=config.offline_grace_s,
         ),
         clock=clock,
+        node_id=config.node_id,
     )
+    uses = TicketUses(state)
     verifier = QueryVerifier(
         node_id=config.node_id,
         directory_key=directory_key,
         served=source.categories,
         nonces=NonceStore(state),
         sync=sync,
+        uses=uses,
         clock=clock,
     )
     audit = AuditLog(state, clock, log_id=config.node_id, key=keys)
@@ -201,6 +205,7 @@ def build_service(
         exempt={config.directory_id},  # its refusals are per query, for reconcile: see service
     )
     return NodeService(
+        uses=uses,
         commits=commits,
         callers=callers,
         metrics=Metrics("node", config.node_id),

@@ -38,6 +38,7 @@ from nodes.adapters import AdapterError, AdapterLeak, RecordSource
 from nodes.config import NodeConfig
 from nodes.directory_sync import DirectorySync
 from nodes.disputes import NodeDisputes
+from nodes.ticket_uses import TicketUses
 from nodes.verify import QueryVerifier, VerifiedQuery
 from nodes.witness import DirectoryCheckpoints
 
@@ -65,7 +66,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         metrics: Metrics,
         witness: DirectoryCheckpoints,
         checkpoints: CheckpointPublisher,
+        uses: TicketUses,
     ) -> None:
+        self._uses = uses
         self.commits = commits  # see rpc_handler: flushed before every reply
         self.callers = callers  # see rpc_handler: callers refused too often are turned away
         self.metrics = metrics  # see rpc_handler: every answer counted
@@ -225,7 +228,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                             action="query",
                             outcome=f"failed:{err.reason}",
                             purpose=vocab.purpose_name(verified.query.purpose),
-                            consent_id=verified.consent.consent_id,
+                            consent_id=verified.ticket.ticket_id,
                             subject_ref=verified.query.local_subject_id,
                             categories=vocab.category_names(verified.query.categories),
                             node_id=self._config.node_id,
@@ -264,9 +267,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         raise Internal(Reason.ADAPTER_FAILED, ADAPTER_FAILED)
 
     def _answer(self, verified: VerifiedQuery) -> QueryRecordsResponse:
-        query, consent = verified.query, verified.consent
-        data_from = from_timestamp(consent.data_from) if consent.HasField("data_from") else None
-        data_to = from_timestamp(consent.data_to) if consent.HasField("data_to") else None
+        query, ticket = verified.query, verified.ticket
+        data_from = from_timestamp(ticket.data_from) if ticket.HasField("data_from") else None
+        data_to = from_timestamp(ticket.data_to) if ticket.HasField("data_to") else None
         records = self._fetch(
             query.request_id, query.local_subject_id, query.categories, data_from, data_to
         )
@@ -289,7 +292,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 action="query",
                 outcome="disclosed" if records else "no_records",
                 purpose=vocab.purpose_name(query.purpose),
-                consent_id=consent.consent_id,
+                consent_id=ticket.ticket_id,  # this node's ticket: no id another node sees
                 subject_ref=query.local_subject_id,
                 categories=vocab.category_names(query.categories),
                 node_id=self._config.node_id,
@@ -298,6 +301,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 query_digest=verified.digest.hex(),
             )
         )
+        self._uses.count(ticket, self._clock())
         return QueryRecordsResponse(answer=signed)
 
 

@@ -6,14 +6,15 @@ from dataclasses import dataclass
 
 from credex import vocab
 from credex.clock import Clock, from_timestamp
-from credex.consents import check_covers, check_within_purpose, open_consent
 from credex.errors import InvalidArgument, PermissionDenied, Reason
 from credex.freshness import CLOCK_SKEW_S, NonceStore, check_window
 from credex.keys import VerifyKey
+from credex.protocol.tickets import check_ticket_covers, open_ticket
 from credex.signing import digest, open_signed
-from credex.v1.consent_pb2 import Consent, SubjectAttestation
+from credex.v1.consent_pb2 import ConsentTicket, SubjectAttestation
 from credex.v1.node_pb2 import NodeQuery, QueryRecordsRequest
 from nodes.directory_sync import DirectorySync
+from nodes.ticket_uses import TicketUses
 
 MAX_QUERY_LIFETIME_S = 120.0
 MAX_ATTESTATION_LIFETIME_S = 7 * 24 * 3600.0
@@ -22,15 +23,16 @@ MAX_ATTESTATION_LIFETIME_S = 7 * 24 * 3600.0
 @dataclass(frozen=True)
 class VerifiedQuery:
     query: NodeQuery
-    consent: Consent
+    ticket: ConsentTicket
     digest: bytes
 
 
 class QueryVerifier:
     """Checks, in order: directory signature, addressee, time window, nonce, the directory's
-    attestation of the local id, the subject's signature on the consent, and that the
-    consent covers this requester, purpose and every category (and stays within what its purpose
-    allows), and that this node serves every category."""
+    attestation of the local id and the subject's key for this node, the subject's signature on
+    this node's ticket with that key, that the ticket is for this node and covers this
+    requester, purpose and every category (and stays within what its purpose allows), that it
+    is neither revoked, paused nor used up, and that this node serves every category."""
 
     def __init__(
         self,
@@ -40,9 +42,11 @@ class QueryVerifier:
         served: frozenset[vocab.Category],
         nonces: NonceStore,
         sync: DirectorySync,
+        uses: TicketUses,
         clock: Clock,
     ) -> None:
         self._sync = sync
+        self._uses = uses
         self._node_id = node_id
         self._directory_key = directory_key
         self._served = served
@@ -82,27 +86,35 @@ class QueryVerifier:
         if not issued - CLOCK_SKEW_S <= now < expires:
             raise PermissionDenied(Reason.ATTESTATION_EXPIRED, "attestation is not valid now")
 
-        consent = open_consent(query.consent)
-        if consent.subject_key != attestation.subject_key:
-            raise PermissionDenied(
-                Reason.ATTESTATION_MISMATCH, "consent is not signed by the attested subject"
-            )
+        if not query.ticket.body:
+            raise InvalidArgument(Reason.MALFORMED, "query carries no ticket")
+        try:
+            subject_key = VerifyKey(attestation.subject_key)
+        except ValueError as exc:
+            raise InvalidArgument(Reason.MALFORMED, f"attested subject key: {exc}") from None
+        ticket = open_ticket(query.ticket, subject_key)
+        if ticket.node_id != self._node_id:
+            raise PermissionDenied(Reason.WRONG_NODE, f"ticket is for node {ticket.node_id!r}")
         categories = list(query.categories)
         if not categories or len(set(categories)) != len(categories):
             raise InvalidArgument(Reason.MALFORMED, "query categories empty or repeated")
-        check_covers(
-            consent,
+        if query.purpose not in vocab.PURPOSE_CATEGORIES:
+            raise InvalidArgument(Reason.MALFORMED, f"unknown purpose {int(query.purpose)}")
+        if any(c not in vocab.ALL_CATEGORIES for c in categories):
+            raise InvalidArgument(Reason.MALFORMED, "query names an unknown category")
+        check_ticket_covers(
+            ticket,
             requester_id=query.requester_id,
             purpose=query.purpose,
             categories=categories,
             now=now,
         )
-        check_within_purpose(consent)
-        self._sync.check(query.requester_id, consent.consent_id)
+        self._sync.check(query.requester_id, ticket.ticket_id)
+        self._uses.check(ticket)
         unserved = [c for c in categories if c not in self._served]
         if unserved:
             raise InvalidArgument(
                 Reason.CATEGORY_NOT_SERVED,
                 f"this node does not serve {', '.join(vocab.category_names(unserved))}",
             )
-        return VerifiedQuery(query=query, consent=consent, digest=digest(request.query))
+        return VerifiedQuery(query=query, ticket=ticket, digest=digest(request.query))

@@ -51,8 +51,9 @@ class Consent(_message.Message):
     It carries no nonce: `consent_id` is unique for good (a granted id is never accepted again),
     so a replayed grant is refused as CONSENT_EXISTS. Like every signed body it must not carry
     fields this version does not know, and is at most 4 KiB.
-    It names the subject only by key: every node it covers receives it, and nodes never see the
-    directory's global subject id.
+    It names the subject only by its main key, and stays with the directory: no node ever receives
+    it (each node receives a ConsentTicket of its own instead); a requester receives it inside the
+    profile, as proof that the subject consented.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -195,8 +196,10 @@ Global___ConsentPause: _TypeAlias = ConsentPause  # noqa: Y015
 
 @_typing.final
 class SubjectAttestation(_message.Message):
-    """The directory's binding of a subject's key to one node's local id for that subject.
-    Signed by the directory; a node serves a query only for the local id attested here.
+    """The directory's binding of a subject's key for one node (see NodeKeyRegistration) to that
+    node's local id for the subject. Signed by the directory (bytes signed: the tag
+    "credex-signed-v1\\0credex.v1.SubjectAttestation\\0" followed by the body); a node serves a
+    query only for the local id attested here, and only under a ticket signed by `subject_key`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -229,3 +232,75 @@ class SubjectAttestation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubjectAttestation: _TypeAlias = SubjectAttestation  # noqa: Y015
+
+@_typing.final
+class ConsentTicket(_message.Message):
+    """One node's share of a consent: what that node alone needs to check the subject's permission.
+    The subject's device signs one per node that holds their data, with the subject's key for
+    that node (derived from the subject's secret, see docs/wire.md): Signed.body is this
+    message's serialization, Signed.signature the Ed25519 signature over
+    "credex-signed-v1\\0credex.v1.ConsentTicket\\0" followed by those exact body bytes, and
+    Signed.key_id the key id of that node key (first 32 hex digits of SHA-256 of its raw 32
+    bytes). At most 2 KiB. No value in it is shared with another node's ticket except the
+    requester, the purpose, max_uses and the (whole-hour) times: the ticket id is random, the
+    categories are only those the node serves, the key is the node's own.
+    The directory accepts a ticket only if it is signed by the key the subject registered for
+    that node and agrees with the consent it belongs to (same requester, purpose, times, data
+    range and max_uses; categories within the consent's and the node's).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    DATA_FROM_FIELD_NUMBER: _builtins.int
+    DATA_TO_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    MAX_USES_FIELD_NUMBER: _builtins.int
+    ticket_id: _builtins.str
+    """Random and unique for good: "t-" and 32 lowercase hex digits from 16 random bytes."""
+    node_id: _builtins.str
+    """The node this ticket is for; any other node refuses it."""
+    requester_id: _builtins.str
+    purpose: _common_pb2.Purpose.ValueType
+    max_uses: _builtins.int
+    """How many queries the node answers under this ticket."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]:
+        """Only categories the node serves, each once."""
+
+    @_builtins.property
+    def data_from(self) -> _timestamp_pb2.Timestamp:
+        """Only records that occurred in [data_from, data_to) are disclosed; unset means unbounded."""
+
+    @_builtins.property
+    def data_to(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        ticket_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        requester_id: _builtins.str = ...,
+        purpose: _common_pb2.Purpose.ValueType = ...,
+        categories: _abc.Iterable[_common_pb2.Category.ValueType] | None = ...,
+        data_from: _timestamp_pb2.Timestamp | None = ...,
+        data_to: _timestamp_pb2.Timestamp | None = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        max_uses: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_from", b"data_from", "data_to", b"data_to", "not_after", b"not_after", "not_before", b"not_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "data_from", b"data_from", "data_to", b"data_to", "max_uses", b"max_uses", "node_id", b"node_id", "not_after", b"not_after", "not_before", b"not_before", "purpose", b"purpose", "requester_id", b"requester_id", "ticket_id", b"ticket_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentTicket: _TypeAlias = ConsentTicket  # noqa: Y015

@@ -675,32 +675,36 @@ Global___GetRegistryResponse: _TypeAlias = GetRegistryResponse  # noqa: Y015
 
 @_typing.final
 class ConsentChange(_message.Message):
-    """One consent changing state (revoked, paused, or resumed to ACTIVE), in the order the
-    directory saw it.
+    """One ticket changing state (revoked, paused, or resumed to ACTIVE) because its consent did,
+    in the order the directory saw it. Each node has a feed of its own, numbered from 1: a
+    sequence number is never a value two nodes share.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
-    CONSENT_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     CHANGED_AT_FIELD_NUMBER: _builtins.int
+    TICKET_ID_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
-    consent_id: _builtins.str
     status: _consent_pb2.ConsentStatus.ValueType
+    ticket_id: _builtins.str
+    """The node's ticket whose consent changed."""
     @_builtins.property
-    def changed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def changed_at(self) -> _timestamp_pb2.Timestamp:
+        """Whole seconds."""
+
     def __init__(
         self,
         *,
         seq: _builtins.int = ...,
-        consent_id: _builtins.str = ...,
         status: _consent_pb2.ConsentStatus.ValueType = ...,
         changed_at: _timestamp_pb2.Timestamp | None = ...,
+        ticket_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "consent_id", b"consent_id", "seq", b"seq", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "seq", b"seq", "status", b"status", "ticket_id", b"ticket_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -708,7 +712,7 @@ Global___ConsentChange: _TypeAlias = ConsentChange  # noqa: Y015
 
 @_typing.final
 class RevocationFeed(_message.Message):
-    """Consent changes after `after_seq`, up to `latest_seq`; signed by the directory."""
+    """One node's ticket changes after `after_seq`, up to `latest_seq`; signed by the directory."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -716,8 +720,11 @@ class RevocationFeed(_message.Message):
     LATEST_SEQ_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
     after_seq: _builtins.int
     latest_seq: _builtins.int
+    node_id: _builtins.str
+    """The node this feed is for; a node refuses another node's feed."""
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentChange]: ...
     @_builtins.property
@@ -729,10 +736,11 @@ class RevocationFeed(_message.Message):
         latest_seq: _builtins.int = ...,
         changes: _abc.Iterable[Global___ConsentChange] | None = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "changes", b"changes", "issued_at", b"issued_at", "latest_seq", b"latest_seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "changes", b"changes", "issued_at", b"issued_at", "latest_seq", b"latest_seq", "node_id", b"node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -785,21 +793,29 @@ class GrantConsentRequest(_message.Message):
 
     CONSENT_FIELD_NUMBER: _builtins.int
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    TICKETS_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
     """The directory's id of the subject; its registered key must be the consent's subject key."""
     @_builtins.property
     def consent(self) -> _common_pb2.Signed:
-        """A subject-signed Consent."""
+        """A subject-signed Consent (signed by the subject's main key)."""
+
+    @_builtins.property
+    def tickets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Signed]:
+        """Signed ConsentTickets, at most one per node, each signed by the subject's key for its node
+        (see ConsentTicket). A node with no ticket is never asked under this consent.
+        """
 
     def __init__(
         self,
         *,
         consent: _common_pb2.Signed | None = ...,
         subject_id: _builtins.str = ...,
+        tickets: _abc.Iterable[_common_pb2.Signed] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "subject_id", b"subject_id", "tickets", b"tickets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -811,21 +827,292 @@ class GrantConsentResponse(_message.Message):
 
     CONSENT_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    TICKET_NODES_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.str
     status: _consent_pb2.ConsentStatus.ValueType
+    @_builtins.property
+    def ticket_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The nodes that hold a ticket of this consent."""
+
     def __init__(
         self,
         *,
         consent_id: _builtins.str = ...,
         status: _consent_pb2.ConsentStatus.ValueType = ...,
+        ticket_nodes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "status", b"status", "ticket_nodes", b"ticket_nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GrantConsentResponse: _TypeAlias = GrantConsentResponse  # noqa: Y015
+
+@_typing.final
+class AddTicketsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    CONSENT_ID_FIELD_NUMBER: _builtins.int
+    TICKETS_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    consent_id: _builtins.str
+    @_builtins.property
+    def tickets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Signed]:
+        """Signed ConsentTickets, as in GrantConsentRequest."""
+
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        consent_id: _builtins.str = ...,
+        tickets: _abc.Iterable[_common_pb2.Signed] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_id", b"consent_id", "subject_id", b"subject_id", "tickets", b"tickets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddTicketsRequest: _TypeAlias = AddTicketsRequest  # noqa: Y015
+
+@_typing.final
+class AddTicketsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_NODES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ticket_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The nodes that hold a ticket of this consent now."""
+
+    def __init__(
+        self,
+        *,
+        ticket_nodes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ticket_nodes", b"ticket_nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddTicketsResponse: _TypeAlias = AddTicketsResponse  # noqa: Y015
+
+@_typing.final
+class HolderListQuery(_message.Message):
+    """What a subject signs to learn which nodes hold their data.
+    Signed bytes: Signed.body is this message's serialization; Signed.signature is the subject's
+    Ed25519 signature (its registered main key) over "credex-signed-v1\\0credex.v1.HolderListQuery\\0"
+    followed by those exact body bytes. The directory accepts it within 300 s (+30 s skew) of
+    `issued_at` and refuses a `nonce` it has seen from this subject.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    nonce: _builtins.bytes
+    """16-64 random bytes, single use."""
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "nonce", b"nonce", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HolderListQuery: _TypeAlias = HolderListQuery  # noqa: Y015
+
+@_typing.final
+class ListHoldersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def query(self) -> _common_pb2.Signed: ...
+    def __init__(
+        self,
+        *,
+        query: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHoldersRequest: _TypeAlias = ListHoldersRequest  # noqa: Y015
+
+@_typing.final
+class Holder(_message.Message):
+    """A node that holds some of the subject's data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    name: _builtins.str
+    key_id: _builtins.str
+    """The key id of the subject's key registered for this node; empty when none is."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]:
+        """The categories the node serves."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        categories: _abc.Iterable[_common_pb2.Category.ValueType] | None = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "key_id", b"key_id", "name", b"name", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Holder: _TypeAlias = Holder  # noqa: Y015
+
+@_typing.final
+class ListHoldersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def holders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Holder]: ...
+    def __init__(
+        self,
+        *,
+        holders: _abc.Iterable[Global___Holder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holders", b"holders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHoldersResponse: _TypeAlias = ListHoldersResponse  # noqa: Y015
+
+@_typing.final
+class NodeKey(_message.Message):
+    """A subject's key for one node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    public_key: _builtins.bytes
+    """Raw 32-byte Ed25519 public key; never registered for another subject or node."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeKey: _TypeAlias = NodeKey  # noqa: Y015
+
+@_typing.final
+class NodeKeyRegistration(_message.Message):
+    """The subject's keys for some of the nodes that hold their data; each replaces the key
+    registered for its node before (tickets signed by the replaced key are no longer served).
+    Signed bytes: Signed.body is this message's serialization; Signed.signature is the subject's
+    Ed25519 signature (its registered main key) over
+    "credex-signed-v1\\0credex.v1.NodeKeyRegistration\\0" followed by those exact body bytes. The
+    directory accepts it within 300 s (+30 s skew) of `issued_at` and refuses a `nonce` it has
+    seen from this subject.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    nonce: _builtins.bytes
+    """16-64 random bytes, single use."""
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeKey]:
+        """At most one per node, each for a node that holds the subject's data."""
+
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
+        keys: _abc.Iterable[Global___NodeKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "keys", b"keys", "nonce", b"nonce", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeKeyRegistration: _TypeAlias = NodeKeyRegistration  # noqa: Y015
+
+@_typing.final
+class RegisterNodeKeysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTRATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def registration(self) -> _common_pb2.Signed: ...
+    def __init__(
+        self,
+        *,
+        registration: _common_pb2.Signed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterNodeKeysRequest: _TypeAlias = RegisterNodeKeysRequest  # noqa: Y015
+
+@_typing.final
+class RegisterNodeKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def holders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Holder]: ...
+    def __init__(
+        self,
+        *,
+        holders: _abc.Iterable[Global___Holder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holders", b"holders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterNodeKeysResponse: _TypeAlias = RegisterNodeKeysResponse  # noqa: Y015
 
 @_typing.final
 class RevokeConsentRequest(_message.Message):
@@ -978,11 +1265,16 @@ class ConsentState(_message.Message):
     CONSENT_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     USES_FIELD_NUMBER: _builtins.int
+    TICKET_NODES_FIELD_NUMBER: _builtins.int
     status: _consent_pb2.ConsentStatus.ValueType
     uses: _builtins.int
     @_builtins.property
     def consent(self) -> _common_pb2.Signed:
         """The subject-signed Consent as granted."""
+
+    @_builtins.property
+    def ticket_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The nodes that hold a ticket of this consent."""
 
     def __init__(
         self,
@@ -990,10 +1282,11 @@ class ConsentState(_message.Message):
         consent: _common_pb2.Signed | None = ...,
         status: _consent_pb2.ConsentStatus.ValueType = ...,
         uses: _builtins.int = ...,
+        ticket_nodes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "status", b"status", "uses", b"uses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "status", b"status", "ticket_nodes", b"ticket_nodes", "uses", b"uses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1632,6 +1925,7 @@ class Profile(_message.Message):
     ASSEMBLED_AT_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     subject_id: _builtins.str
     requester_id: _builtins.str
@@ -1649,6 +1943,14 @@ class Profile(_message.Message):
         record was disclosed (no node answered with records), so nobody is rated on nothing.
         """
 
+    @_builtins.property
+    def consent(self) -> _common_pb2.Signed:
+        """The subject-signed Consent this profile was assembled under: the requester checks the
+        subject's signature, that it names this requester, purpose and consent id, covers the
+        profile's categories and was valid at `assembled_at`. It holds nothing the requester was
+        not given (no node's ticket, key or local id).
+        """
+
     def __init__(
         self,
         *,
@@ -1661,10 +1963,11 @@ class Profile(_message.Message):
         assembled_at: _timestamp_pb2.Timestamp | None = ...,
         nodes: _abc.Iterable[Global___NodeResult] | None = ...,
         score: Global___Score | None = ...,
+        consent: _common_pb2.Signed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assembled_at", b"assembled_at", "score", b"score"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assembled_at", b"assembled_at", "consent", b"consent", "score", b"score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assembled_at", b"assembled_at", "categories", b"categories", "consent_id", b"consent_id", "nodes", b"nodes", "purpose", b"purpose", "request_id", b"request_id", "requester_id", b"requester_id", "score", b"score", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assembled_at", b"assembled_at", "categories", b"categories", "consent", b"consent", "consent_id", b"consent_id", "nodes", b"nodes", "purpose", b"purpose", "request_id", b"request_id", "requester_id", b"requester_id", "score", b"score", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

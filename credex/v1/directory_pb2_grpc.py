@@ -112,7 +112,8 @@ class DirectoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRevocations(self, request, context):
-        """Consent revocations and pauses after a sequence number, signed by the directory.
+        """The calling node's ticket revocations and pauses after a sequence number of its own feed,
+        signed by the directory. Nodes only: each node gets only changes to its own tickets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -431,6 +432,21 @@ class SubjectServiceStub:
                 request_serializer=credex_dot_v1_dot_directory__pb2.GrantConsentRequest.SerializeToString,
                 response_deserializer=credex_dot_v1_dot_directory__pb2.GrantConsentResponse.FromString,
                 _registered_method=True)
+        self.AddTickets = channel.unary_unary(
+                '/credex.v1.SubjectService/AddTickets',
+                request_serializer=credex_dot_v1_dot_directory__pb2.AddTicketsRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.AddTicketsResponse.FromString,
+                _registered_method=True)
+        self.ListHolders = channel.unary_unary(
+                '/credex.v1.SubjectService/ListHolders',
+                request_serializer=credex_dot_v1_dot_directory__pb2.ListHoldersRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.ListHoldersResponse.FromString,
+                _registered_method=True)
+        self.RegisterNodeKeys = channel.unary_unary(
+                '/credex.v1.SubjectService/RegisterNodeKeys',
+                request_serializer=credex_dot_v1_dot_directory__pb2.RegisterNodeKeysRequest.SerializeToString,
+                response_deserializer=credex_dot_v1_dot_directory__pb2.RegisterNodeKeysResponse.FromString,
+                _registered_method=True)
         self.RevokeConsent = channel.unary_unary(
                 '/credex.v1.SubjectService/RevokeConsent',
                 request_serializer=credex_dot_v1_dot_directory__pb2.RevokeConsentRequest.SerializeToString,
@@ -469,7 +485,31 @@ class SubjectServiceServicer:
     """
 
     def GrantConsent(self, request, context):
-        """Record a subject-signed consent.
+        """Record a subject-signed consent with one ticket per node that holds the subject's data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddTickets(self, request, context):
+        """Add tickets to a consent granted before (a consent from before tickets, or a node that
+        came to hold the subject's data since). Each ticket is signed by the subject's key for
+        its node; a ticket already held is answered as before.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHolders(self, request, context):
+        """The nodes that hold the subject's data, with the key registered for each; signed by the
+        subject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterNodeKeys(self, request, context):
+        """Register the subject's key for each of some nodes; signed by the subject's main key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -525,6 +565,21 @@ def add_SubjectServiceServicer_to_server(servicer, server):
                     servicer.GrantConsent,
                     request_deserializer=credex_dot_v1_dot_directory__pb2.GrantConsentRequest.FromString,
                     response_serializer=credex_dot_v1_dot_directory__pb2.GrantConsentResponse.SerializeToString,
+            ),
+            'AddTickets': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTickets,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.AddTicketsRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.AddTicketsResponse.SerializeToString,
+            ),
+            'ListHolders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHolders,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.ListHoldersRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.ListHoldersResponse.SerializeToString,
+            ),
+            'RegisterNodeKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterNodeKeys,
+                    request_deserializer=credex_dot_v1_dot_directory__pb2.RegisterNodeKeysRequest.FromString,
+                    response_serializer=credex_dot_v1_dot_directory__pb2.RegisterNodeKeysResponse.SerializeToString,
             ),
             'RevokeConsent': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeConsent,
@@ -586,6 +641,87 @@ class SubjectService:
             '/credex.v1.SubjectService/GrantConsent',
             credex_dot_v1_dot_directory__pb2.GrantConsentRequest.SerializeToString,
             credex_dot_v1_dot_directory__pb2.GrantConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTickets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/AddTickets',
+            credex_dot_v1_dot_directory__pb2.AddTicketsRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.AddTicketsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHolders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/ListHolders',
+            credex_dot_v1_dot_directory__pb2.ListHoldersRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.ListHoldersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterNodeKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credex.v1.SubjectService/RegisterNodeKeys',
+            credex_dot_v1_dot_directory__pb2.RegisterNodeKeysRequest.SerializeToString,
+            credex_dot_v1_dot_directory__pb2.RegisterNodeKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

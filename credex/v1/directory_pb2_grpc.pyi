@@ -44,7 +44,9 @@ class DirectoryServiceStub:
     GetRegistry: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetRegistryRequest, _directory_pb2.GetRegistryResponse]
     """The directory-signed, versioned registry snapshot that nodes cache and work from."""
     GetRevocations: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetRevocationsRequest, _directory_pb2.GetRevocationsResponse]
-    """Consent revocations and pauses after a sequence number, signed by the directory."""
+    """The calling node's ticket revocations and pauses after a sequence number of its own feed,
+    signed by the directory. Nodes only: each node gets only changes to its own tickets.
+    """
     RotateKey: _grpc.UnaryUnaryMultiCallable[_directory_pb2.RotateKeyRequest, _directory_pb2.RotateKeyResponse]
     """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
     ResolveDispute: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ResolveDisputeRequest, _directory_pb2.ResolveDisputeResponse]
@@ -72,7 +74,9 @@ class DirectoryServiceAsyncStub(DirectoryServiceStub):
     GetRegistry: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetRegistryRequest, _directory_pb2.GetRegistryResponse]  # type: ignore[assignment]
     """The directory-signed, versioned registry snapshot that nodes cache and work from."""
     GetRevocations: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetRevocationsRequest, _directory_pb2.GetRevocationsResponse]  # type: ignore[assignment]
-    """Consent revocations and pauses after a sequence number, signed by the directory."""
+    """The calling node's ticket revocations and pauses after a sequence number of its own feed,
+    signed by the directory. Nodes only: each node gets only changes to its own tickets.
+    """
     RotateKey: _aio.UnaryUnaryMultiCallable[_directory_pb2.RotateKeyRequest, _directory_pb2.RotateKeyResponse]  # type: ignore[assignment]
     """Replace a member's signing key and certificate; the old key stays valid for an overlap."""
     ResolveDispute: _aio.UnaryUnaryMultiCallable[_directory_pb2.ResolveDisputeRequest, _directory_pb2.ResolveDisputeResponse]  # type: ignore[assignment]
@@ -127,7 +131,9 @@ class DirectoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _directory_pb2.GetRevocationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.GetRevocationsResponse, _abc.Awaitable[_directory_pb2.GetRevocationsResponse]]:
-        """Consent revocations and pauses after a sequence number, signed by the directory."""
+        """The calling node's ticket revocations and pauses after a sequence number of its own feed,
+        signed by the directory. Nodes only: each node gets only changes to its own tickets.
+        """
 
     @_abc_1.abstractmethod
     def RotateKey(
@@ -169,7 +175,18 @@ class SubjectServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SubjectServiceAsyncStub: ...
     GrantConsent: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GrantConsentRequest, _directory_pb2.GrantConsentResponse]
-    """Record a subject-signed consent."""
+    """Record a subject-signed consent with one ticket per node that holds the subject's data."""
+    AddTickets: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddTicketsRequest, _directory_pb2.AddTicketsResponse]
+    """Add tickets to a consent granted before (a consent from before tickets, or a node that
+    came to hold the subject's data since). Each ticket is signed by the subject's key for
+    its node; a ticket already held is answered as before.
+    """
+    ListHolders: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListHoldersRequest, _directory_pb2.ListHoldersResponse]
+    """The nodes that hold the subject's data, with the key registered for each; signed by the
+    subject.
+    """
+    RegisterNodeKeys: _grpc.UnaryUnaryMultiCallable[_directory_pb2.RegisterNodeKeysRequest, _directory_pb2.RegisterNodeKeysResponse]
+    """Register the subject's key for each of some nodes; signed by the subject's main key."""
     RevokeConsent: _grpc.UnaryUnaryMultiCallable[_directory_pb2.RevokeConsentRequest, _directory_pb2.RevokeConsentResponse]
     """End a consent for good; the request is signed by the subject."""
     PauseConsent: _grpc.UnaryUnaryMultiCallable[_directory_pb2.PauseConsentRequest, _directory_pb2.PauseConsentResponse]
@@ -193,7 +210,18 @@ class SubjectServiceAsyncStub(SubjectServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GrantConsent: _aio.UnaryUnaryMultiCallable[_directory_pb2.GrantConsentRequest, _directory_pb2.GrantConsentResponse]  # type: ignore[assignment]
-    """Record a subject-signed consent."""
+    """Record a subject-signed consent with one ticket per node that holds the subject's data."""
+    AddTickets: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddTicketsRequest, _directory_pb2.AddTicketsResponse]  # type: ignore[assignment]
+    """Add tickets to a consent granted before (a consent from before tickets, or a node that
+    came to hold the subject's data since). Each ticket is signed by the subject's key for
+    its node; a ticket already held is answered as before.
+    """
+    ListHolders: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListHoldersRequest, _directory_pb2.ListHoldersResponse]  # type: ignore[assignment]
+    """The nodes that hold the subject's data, with the key registered for each; signed by the
+    subject.
+    """
+    RegisterNodeKeys: _aio.UnaryUnaryMultiCallable[_directory_pb2.RegisterNodeKeysRequest, _directory_pb2.RegisterNodeKeysResponse]  # type: ignore[assignment]
+    """Register the subject's key for each of some nodes; signed by the subject's main key."""
     RevokeConsent: _aio.UnaryUnaryMultiCallable[_directory_pb2.RevokeConsentRequest, _directory_pb2.RevokeConsentResponse]  # type: ignore[assignment]
     """End a consent for good; the request is signed by the subject."""
     PauseConsent: _aio.UnaryUnaryMultiCallable[_directory_pb2.PauseConsentRequest, _directory_pb2.PauseConsentResponse]  # type: ignore[assignment]
@@ -220,7 +248,36 @@ class SubjectServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _directory_pb2.GrantConsentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.GrantConsentResponse, _abc.Awaitable[_directory_pb2.GrantConsentResponse]]:
-        """Record a subject-signed consent."""
+        """Record a subject-signed consent with one ticket per node that holds the subject's data."""
+
+    @_abc_1.abstractmethod
+    def AddTickets(
+        self,
+        request: _directory_pb2.AddTicketsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.AddTicketsResponse, _abc.Awaitable[_directory_pb2.AddTicketsResponse]]:
+        """Add tickets to a consent granted before (a consent from before tickets, or a node that
+        came to hold the subject's data since). Each ticket is signed by the subject's key for
+        its node; a ticket already held is answered as before.
+        """
+
+    @_abc_1.abstractmethod
+    def ListHolders(
+        self,
+        request: _directory_pb2.ListHoldersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.ListHoldersResponse, _abc.Awaitable[_directory_pb2.ListHoldersResponse]]:
+        """The nodes that hold the subject's data, with the key registered for each; signed by the
+        subject.
+        """
+
+    @_abc_1.abstractmethod
+    def RegisterNodeKeys(
+        self,
+        request: _directory_pb2.RegisterNodeKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.RegisterNodeKeysResponse, _abc.Awaitable[_directory_pb2.RegisterNodeKeysResponse]]:
+        """Register the subject's key for each of some nodes; signed by the subject's main key."""
 
     @_abc_1.abstractmethod
     def RevokeConsent(

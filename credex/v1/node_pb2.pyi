@@ -213,8 +213,8 @@ class NodeQuery(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     LOCAL_SUBJECT_ID_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
-    CONSENT_FIELD_NUMBER: _builtins.int
     ATTESTATION_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The directory's own random id for this one query; never the requester's request id, so
     nodes cannot link their answers through it. The directory's log maps it to the request.
@@ -234,12 +234,14 @@ class NodeQuery(_message.Message):
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]: ...
     @_builtins.property
-    def consent(self) -> _common_pb2.Signed:
-        """The subject-signed Consent."""
+    def attestation(self) -> _common_pb2.Signed:
+        """The directory-signed SubjectAttestation for this node and subject: which key of the
+        subject's signs this node's tickets for `local_subject_id`.
+        """
 
     @_builtins.property
-    def attestation(self) -> _common_pb2.Signed:
-        """The directory-signed SubjectAttestation for this node and subject."""
+    def ticket(self) -> _common_pb2.Signed:
+        """This node's ConsentTicket, signed by the subject's key for this node (the attested key)."""
 
     def __init__(
         self,
@@ -253,12 +255,12 @@ class NodeQuery(_message.Message):
         purpose: _common_pb2.Purpose.ValueType = ...,
         local_subject_id: _builtins.str = ...,
         categories: _abc.Iterable[_common_pb2.Category.ValueType] | None = ...,
-        consent: _common_pb2.Signed | None = ...,
         attestation: _common_pb2.Signed | None = ...,
+        ticket: _common_pb2.Signed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "consent", b"consent", "expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "expires_at", b"expires_at", "issued_at", b"issued_at", "ticket", b"ticket"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "categories", b"categories", "consent", b"consent", "expires_at", b"expires_at", "issued_at", b"issued_at", "local_subject_id", b"local_subject_id", "node_id", b"node_id", "nonce", b"nonce", "purpose", b"purpose", "request_id", b"request_id", "requester_id", b"requester_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "categories", b"categories", "expires_at", b"expires_at", "issued_at", b"issued_at", "local_subject_id", b"local_subject_id", "node_id", b"node_id", "nonce", b"nonce", "purpose", b"purpose", "request_id", b"request_id", "requester_id", b"requester_id", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
