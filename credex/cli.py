@@ -23,6 +23,7 @@ from credex.render import (
     moment,
     print_access_log,
     print_consents,
+    print_holders,
     print_members,
     print_profile,
     printable,
@@ -340,6 +341,42 @@ def consent_list(
             print_json(views)
         else:
             print_consents(terminal_console(), views)
+
+
+@consent_app.command("tickets")
+def consent_tickets(
+    consent_id: ConsentArg,
+    directory: Directory,
+    ca_cert: CaCert,
+    subject: Subject,
+    key: KeyPath,
+    json_out: Json = False,
+) -> None:
+    """Give a consent tickets for the nodes that hold your data and have none of it yet: a
+    consent granted before tickets existed, or a node that came to hold your data since. Only
+    nodes with a ticket are asked under a consent."""
+    with cli_errors():
+        nodes = _as_subject(
+            directory, ca_cert, subject, key, lambda client: client.add_tickets(consent_id)
+        )
+        if json_out:
+            print_json({"consent_id": consent_id, "ticket_nodes": nodes})
+        else:
+            typer.echo(printable(f"{consent_id} tickets: {', '.join(nodes) or 'none'}"))
+
+
+@app.command()
+def holders(
+    directory: Directory, ca_cert: CaCert, subject: Subject, key: KeyPath, json_out: Json = False
+) -> None:
+    """As a subject: the nodes that hold your data, and whether your key for each (derived
+    from your key on this device) is registered."""
+    with cli_errors():
+        views = _as_subject(directory, ca_cert, subject, key, lambda client: client.holders())
+        if json_out:
+            print_json(views)
+        else:
+            print_holders(terminal_console(), views)
 
 
 @disputes_app.command("file")

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from credex.client import AccessLog, ConsentView, ScoreView, VerifiedProfile
+from credex.client import AccessLog, ConsentView, HolderView, ScoreView, VerifiedProfile
 from credex.v1.directory_pb2 import Member, MemberRole, MemberStatus
 from credex.vocab import category_names
 
@@ -154,7 +154,8 @@ def print_access_log(console: Console, log: AccessLog) -> None:
 
 def print_consents(console: Console, consents: Iterable[ConsentView]) -> None:
     table = Table(title="Consents", title_justify="left")
-    for col in ("consent", "requester", "purpose", "categories", "status", "uses", "valid until"):
+    columns = ("consent", "requester", "purpose", "categories", "status", "uses", "valid until")
+    for col in (*columns, "nodes with a ticket"):
         table.add_column(col)
     for c in consents:
         _add(
@@ -166,6 +167,22 @@ def print_consents(console: Console, consents: Iterable[ConsentView]) -> None:
             c.status,
             f"{c.uses}/{c.max_uses}",
             moment(c.not_after),
+            ", ".join(c.ticket_nodes) or "none",
+        )
+    console.print(table)
+
+
+def print_holders(console: Console, holders: Iterable[HolderView]) -> None:
+    table = Table(title="Nodes that hold your data", title_justify="left")
+    for col in ("node", "name", "categories", "your key for it"):
+        table.add_column(col)
+    for h in holders:
+        _add(
+            table,
+            h.node_id,
+            h.name,
+            ", ".join(h.categories),
+            "registered" if h.key_registered else "not registered",
         )
     console.print(table)
 

@@ -4,6 +4,7 @@ its tickets, in the directory database."""
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import sqlite_utils
@@ -133,9 +134,20 @@ class ConsentStore:
         )
         self.add_tickets(consent.consent_id, tickets)
 
-    def add_tickets(self, consent_id: str, tickets: dict[str, tuple[str, Signed]]) -> None:
+    def add_tickets(
+        self,
+        consent_id: str,
+        tickets: dict[str, tuple[str, Signed]],
+        replace: Collection[str] = (),
+    ) -> None:
         """Keep each node's ticket of a consent (call inside a transaction). A node's ticket is
-        never replaced: one the store holds already is refused, unless it is the very same."""
+        replaced only for the nodes in `replace`; any other one the store holds already is
+        refused, unless it is the very same."""
+        for node_id in replace:
+            self._conn.execute(
+                "DELETE FROM consent_tickets WHERE consent_id = ? AND node_id = ?",
+                (consent_id, node_id),
+            )
         for node_id, (ticket_id, signed) in tickets.items():
             row = self._conn.execute(
                 "SELECT signed FROM consent_tickets WHERE consent_id = ? AND node_id = ?",

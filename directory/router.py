@@ -16,7 +16,7 @@ from credex import vocab
 from credex.clock import Clock, to_timestamp
 from credex.errors import REASON_KEY, CredexError
 from credex.keys import SigningKey
-from credex.logs import outgoing_metadata
+from credex.logs import REQUEST_ID_KEY
 from credex.signing import seal
 from credex.transport import ChannelPool
 from credex.v1.common_pb2 import Signed
@@ -164,7 +164,9 @@ class Router:
             response = await stub.QueryRecords(
                 QueryRecordsRequest(query=query),
                 timeout=self._deadline_s,
-                metadata=outgoing_metadata(),  # the node logs under this profile's request id
+                # The node logs under its own query id, never the profile's request id: that
+                # would be one value in every asked node's log (the directory's log maps them).
+                metadata=((REQUEST_ID_KEY, query_id),),
             )
         except grpc.aio.AioRpcError as exc:
             if _too_large(exc):

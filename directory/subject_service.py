@@ -283,10 +283,14 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             raise FailedPrecondition(
                 Reason.CONSENT_STATE, f"a {status_name(stored.status)} consent takes no tickets"
             )
-        new = {n: t for n, t in tickets.items() if n not in stored.tickets}
+        current = self._current_tickets(request.subject_id, stored.tickets)
+        # A ticket signed by a node key the subject has since replaced is served no more:
+        # the subject replaces it. A current one is never replaced.
+        new = {n: t for n, t in tickets.items() if n not in current}
+        stale = [n for n in new if n in stored.tickets]
         seqs: dict[str, int] = {}
         with transaction(self._audit.db):
-            self._consents.add_tickets(request.consent_id, tickets)
+            self._consents.add_tickets(request.consent_id, tickets, replace=stale)
             if new:
                 self._audit.append(
                     AuditEntry(
@@ -303,7 +307,18 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 seqs = self._consents.feed_status(request.consent_id, list(new), now)
         if seqs:
             self._publisher.push(seqs)
-        return pb.AddTicketsResponse(ticket_nodes=sorted({*stored.tickets, *tickets}))
+        return pb.AddTicketsResponse(ticket_nodes=sorted({*current, *tickets}))
+
+    def _current_tickets(self, subject_id: str, tickets: dict[str, Signed]) -> set[str]:
+        """The nodes whose ticket is signed by the subject's key registered for them now."""
+        holdings = self._locator.holdings(subject_id)
+        return {
+            node_id
+            for node_id, ticket in tickets.items()
+            if (held := holdings.get(node_id)) is not None
+            and held.node_key is not None
+            and ticket.key_id == held.node_key.key_id
+        }
 
     @rpc_handler
     @audited("holders", "query", pb.HolderListQuery)
@@ -543,7 +558,10 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     def _consent_states(self, subject_id: str, latest: int = -1) -> list[pb.ConsentState]:
         return [
             pb.ConsentState(
-                consent=s.signed, status=s.status, uses=s.uses, ticket_nodes=sorted(s.tickets)
+                consent=s.signed,
+                status=s.status,
+                uses=s.uses,
+                ticket_nodes=sorted(self._current_tickets(subject_id, s.tickets)),
             )
             for s in self._consents.for_subject(subject_id, self._clock(), latest=latest)
         ]

@@ -30,7 +30,11 @@ from credex import vocab
 from credex.client import RequesterClient, SubjectClient
 from credex.db import readonly_uri
 from credex.errors import CredexError
+from credex.keys import SigningKey
+from credex.protocol.tickets import SubjectKeys, tickets_for
 from credex.tls import TlsIdentity
+from credex.v1.common_pb2 import Category, Purpose
+from credex.v1.consent_pb2 import Consent
 from directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings
 from lab.ceiling import PROFILE, REQUEST_BYTES, ceiling_channel
 from lab.federation import Launcher, RunningFederation, directory_home, start
@@ -443,9 +447,48 @@ def machine() -> dict[str, Any]:
     }
 
 
+TICKET_NODES = 20
+
+
+def ticket_signing(nodes: int = TICKET_NODES, rounds: int = 50) -> dict[str, float]:
+    """What granting a consent costs the subject's device in tickets for `nodes` nodes, in ms
+    (median of `rounds`): with every node key derived first (a device's first grant after
+    start), and with the keys already derived."""
+    main = SigningKey.generate()
+    consent = Consent(
+        consent_id="c-bench",
+        requester_id="bank",
+        purpose=Purpose.PURPOSE_LOAN_APPLICATION,
+        categories=[Category.CATEGORY_FINANCIAL],
+        max_uses=1,
+    )
+    consent.not_after.FromSeconds(3600)
+    served = {f"node-{i:02d}": [Category.CATEGORY_FINANCIAL] for i in range(nodes)}
+    cold, warm = [], []
+    for _ in range(rounds):
+        keys = SubjectKeys(main)
+        start = time.perf_counter()
+        tickets_for(consent, keys, served)
+        cold.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        tickets_for(consent, keys, served)
+        warm.append((time.perf_counter() - start) * 1000)
+    return {
+        "nodes": nodes,
+        "p50_ms_keys_derived": round(statistics.median(cold), 3),
+        "p50_ms_keys_cached": round(statistics.median(warm), 3),
+    }
+
+
 def run_bench(root: Path, plan: Plan, say: Callable[[str], None] = print) -> Results:
     """Every measurement of the benchmark, in order; each federation is stopped after use."""
     results = Results(machine=machine(), plan=asdict(plan))
+    signing = results.detail["ticket_signing"] = ticket_signing()
+    say(
+        f"tickets for {signing['nodes']} nodes on the subject's device: "
+        f"{signing['p50_ms_keys_derived']} ms (keys derived), "
+        f"{signing['p50_ms_keys_cached']} ms (keys cached)"
+    )
     levels = (1, plan.concurrency)
     base = root / f"n{plan.base_nodes}-s{plan.base_subjects}"
 
@@ -577,6 +620,12 @@ def verdicts(results: Results, plan: Plan) -> list[tuple[str, str, str, bool]]:
     if lo in by_subjects and hi in by_subjects:
         ratio = by_subjects[hi] / by_subjects[lo]
         rows.append((f"p50 at {hi} subjects / at {lo}", f"{ratio:.2f}", "<= 1.2", ratio <= 1.2))
+    signing = results.detail.get("ticket_signing")
+    if signing:
+        ms = signing["p50_ms_keys_derived"]
+        rows.append(
+            (f"signing tickets for {signing['nodes']} nodes (ms)", f"{ms:g}", "< 10", ms < 10)
+        )
     attack = results.detail.get("under_attack")
     if attack:
         ratio, wasted = attack["p50_ratio"], attack["uses_spent_on_failures"]

@@ -184,6 +184,8 @@ class RecordingNode:
         self._inner = inner
         self.received: list[Any] = []
         self.pushed: list[Any] = []
+        self.notices: list[Any] = []
+        self.metadata: list[tuple[tuple[str, str], ...]] = []  # of every call, in order
         self.disputes_received = 0
         self.disputes_open = asyncio.Event()  # cleared: disputes wait (on the server's loop)
         self.disputes_open.set()
@@ -193,16 +195,20 @@ class RecordingNode:
 
     async def ReceiveDispute(self, request: Any, context: Any) -> Any:
         self.disputes_received += 1
+        self.notices.append(_parsed(request))
+        self.metadata.append(tuple(context.invocation_metadata()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.disputes_open.wait(), self.HOLD_LIMIT_S)
         return await self._inner.ReceiveDispute(request, context)
 
     async def NotifyRevocations(self, request: Any, context: Any) -> Any:
         self.pushed.append(_parsed(request))
+        self.metadata.append(tuple(context.invocation_metadata()))
         return await self._inner.NotifyRevocations(request, context)
 
     async def QueryRecords(self, request: Any, context: Any) -> Any:
         self.received.append(_parsed(request))
+        self.metadata.append(tuple(context.invocation_metadata()))
         return await self._inner.QueryRecords(request, context)  # type: ignore[misc]
 
 
@@ -228,6 +234,7 @@ class Federation:
     deadline_s: float
     slow_delay_s: float
     recorder: RecordingNode | None = None
+    recorders: dict[str, RecordingNode] = field(default_factory=dict)
     clients: list[Any] = field(default_factory=list)
     node_services: dict[str, Any] = field(default_factory=dict)
 
@@ -336,9 +343,13 @@ def start_federation(
     requester_burst: int = 100_000,
     purpose_limits: dict[str, int] | None = None,
     server: str = "",
+    locator: dict[str, dict[str, str]] | None = None,
+    recorded: tuple[str, ...] = ("volunteers",),
 ) -> Federation:
     """A directory and its test nodes in this process; `server` is the body of every
-    server's [server] table (reflection, metrics)."""
+    server's [server] table (reflection, metrics); `locator` replaces LOCATOR (who is known
+    where); the nodes in `recorded` keep everything they are sent (Federation.recorders)."""
+    locator = LOCATOR if locator is None else locator
     # These tests send thousands of refused requests on purpose, from one address: the
     # per-caller refusal budget and connection cap are proven by tests/attacks instead.
     server = f"{UNLIMITED_CALLERS}{server}"
@@ -359,7 +370,7 @@ def start_federation(
     settings = load_settings(root / "directory")
     directory_key = SigningKey.load(settings.key_path)
 
-    subject_keys = {sid: SigningKey.generate() for sid in LOCATOR}
+    subject_keys = {sid: SigningKey.generate() for sid in locator}
     subjects_csv = root / "subjects.csv"
     subjects_csv.write_text(
         "subject_id,region,public_key\n"
@@ -368,7 +379,7 @@ def start_federation(
     locator_csv = root / "locator.csv"
     locator_csv.write_text(
         "subject_id,node_id,local_id\n"
-        + "".join(f"{s},{n},{local}\n" for s, m in LOCATOR.items() for n, local in m.items())
+        + "".join(f"{s},{n},{local}\n" for s, m in locator.items() for n, local in m.items())
     )
     directory_admin.import_subjects(settings, subjects_csv, locator_csv)
     directory = loop.run(start_directory(settings, clock=clock))
@@ -376,6 +387,7 @@ def start_federation(
     configs: dict[str, Path] = {}
     nodes: dict[str, RunningNode] = {}
     recorder: RecordingNode | None = None
+    recorders: dict[str, RecordingNode] = {}
     services: list[Any] = []
     node_services: dict[str, Any] = {}
     fixtures = {
@@ -406,8 +418,10 @@ def start_federation(
             service = build_service(config, clock=clock, key=SigningKey.generate())
         elif node_id == "slow":
             service = SlowNode(build_service(config, clock=clock), slow_delay_s)
-        elif node_id == "volunteers":
-            service = recorder = RecordingNode(build_service(config, clock=clock))
+        elif node_id in recorded:
+            service = recorders[node_id] = RecordingNode(build_service(config, clock=clock))
+            if node_id == "volunteers":
+                recorder = service
         else:
             service = build_service(config, clock=clock)
         nodes[node_id] = loop.run(start_node(config, clock=clock, service=service))
@@ -436,5 +450,6 @@ def start_federation(
         deadline_s=deadline_s,
         slow_delay_s=slow_delay_s,
         recorder=recorder,
+        recorders=recorders,
         node_services=node_services,
     )

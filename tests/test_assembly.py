@@ -26,6 +26,8 @@ CALL = NodeCall(
     ),
     local_id="1001",
     categories=(Category.CATEGORY_FINANCIAL,),
+    node_key=SigningKey.from_seed(b"assembly-subject").public.raw,
+    ticket=Signed(body=b"the ticket bytes", signature=b"t", key_id="k"),
 )
 
 

@@ -19,7 +19,6 @@ import pytest
 
 from credex import vocab
 from credex.clock import to_timestamp
-from credex.consents import create_consent
 from credex.errors import (
     REASON_KEY,
     CredexError,
@@ -30,11 +29,12 @@ from credex.errors import (
     from_rpc_error,
 )
 from credex.keys import SigningKey, VerifyKey, load_public, public_path
+from credex.protocol.tickets import new_ticket_id, node_key
 from credex.signing import domain_tag, open_signed, seal, verify
 from credex.transport import open_channel
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
-from credex.v1.consent_pb2 import Consent, SubjectAttestation
+from credex.v1.consent_pb2 import ConsentTicket, SubjectAttestation
 from credex.v1.node_pb2 import (
     DescribeRequest,
     NodeAnswer,
@@ -43,6 +43,7 @@ from credex.v1.node_pb2 import (
     QueryRecordsResponse,
 )
 from credex.v1.node_pb2_grpc import NodeServiceStub
+from directory.config import load_settings
 from nodes.config import load_node_config
 from tests.harness import Federation
 
@@ -102,27 +103,40 @@ def node(federation: Federation) -> Iterator[Node]:
 # --- building queries ------------------------------------------------------------------------
 
 
-def consent_for(
+def subject_node_key(fed: Federation, subject_id: str = "S9", node_id: str = NODE) -> SigningKey:
+    """The subject's key for a node, derived from its main key as its device derives it."""
+    return node_key(fed.subject_keys[subject_id], node_id)
+
+
+def ticket_for(
     fed: Federation,
     *,
     key: SigningKey | None = None,
+    node_id: str = NODE,
     requester_id: str = "bank",
     purpose: vocab.Purpose = LOAN,
     categories: Sequence[vocab.Category] = (FIN,),
     not_before: float | None = None,
     not_after: float | None = None,
+    max_uses: int = 1000,
+    data_from: float | None = None,
 ) -> Signed:
-    """A fresh consent signed by the subject (S9 unless told otherwise)."""
+    """A fresh ticket for this node signed by the subject's key for it (S9 unless told
+    otherwise)."""
     now = fed.clock()
-    return create_consent(
-        key or fed.subject_keys["S9"],
+    ticket = ConsentTicket(
+        ticket_id=new_ticket_id(),
+        node_id=node_id,
         requester_id=requester_id,
         purpose=purpose,
         categories=categories,
-        not_before=now - 60 if not_before is None else not_before,
-        not_after=now + DAY if not_after is None else not_after,
-        max_uses=3,
+        not_before=to_timestamp(now - 60 if not_before is None else not_before),
+        not_after=to_timestamp(now + DAY if not_after is None else not_after),
+        max_uses=max_uses,
     )
+    if data_from is not None:
+        ticket.data_from.CopyFrom(to_timestamp(data_from))
+    return seal(ticket, key or subject_node_key(fed))
 
 
 def attestation_for(
@@ -140,7 +154,7 @@ def attestation_for(
         SubjectAttestation(
             node_id=node_id,
             local_subject_id=local_id,
-            subject_key=fed.subject_keys["S9"].public.raw if subject_key is None else subject_key,
+            subject_key=subject_node_key(fed).public.raw if subject_key is None else subject_key,
             issued_at=to_timestamp(now),
             expires_at=to_timestamp(now + ttl),
         ),
@@ -151,7 +165,7 @@ def attestation_for(
 def node_query(
     fed: Federation,
     *,
-    consent: Signed | None = None,
+    ticket: Signed | None = None,
     attestation: Signed | None = None,
     node_id: str = NODE,
     local_id: str = S9_LOCAL,
@@ -174,7 +188,7 @@ def node_query(
         purpose=purpose,
         local_subject_id=local_id,
         categories=categories,
-        consent=consent if consent is not None else consent_for(fed),
+        ticket=ticket if ticket is not None else ticket_for(fed),
         attestation=attestation if attestation is not None else attestation_for(fed),
     )
 
@@ -246,8 +260,8 @@ def test_well_formed_query_is_answered_with_the_subjects_records_signed_by_the_n
     node: Node,
 ) -> None:
     fed = node.fed
-    consent = consent_for(fed)
-    query = node_query(fed, consent=consent)
+    ticket = ticket_for(fed)
+    query = node_query(fed, ticket=ticket)
     request = signed_request(fed, query)
     before = last_seq(node)
 
@@ -276,17 +290,18 @@ def test_well_formed_query_is_answered_with_the_subjects_records_signed_by_the_n
     assert row["request_id"] == query.request_id
     assert row["actor"] == "bank"
     assert row["subject_ref"] == S9_LOCAL
-    assert row["consent_id"] == Consent.FromString(consent.body).consent_id
+    # the node's own ticket id: never a consent id another node also sees
+    assert row["consent_id"] == ConsentTicket.FromString(ticket.body).ticket_id
     assert row["categories"] == '["financial"]'
     assert row["disclosed_digest"] == hashlib.sha256(answer_signed.body).hexdigest()
 
 
 def test_each_subject_gets_only_its_own_records(node: Node) -> None:
     fed = node.fed
-    s1_key = fed.subject_keys["S1"]
+    s1_key = subject_node_key(fed, "S1")
     query = node_query(
         fed,
-        consent=consent_for(fed, key=s1_key),
+        ticket=ticket_for(fed, key=s1_key),
         attestation=attestation_for(fed, local_id=S1_LOCAL, subject_key=s1_key.public.raw),
         local_id=S1_LOCAL,
     )
@@ -296,21 +311,12 @@ def test_each_subject_gets_only_its_own_records(node: Node) -> None:
 
 def test_consent_data_range_limits_what_is_disclosed(node: Node) -> None:
     fed = node.fed
-    s1_key = fed.subject_keys["S1"]
-    now = fed.clock()
-    consent = create_consent(
-        s1_key,
-        requester_id="bank",
-        purpose=LOAN,
-        categories=[FIN],
-        not_before=now - 60,
-        not_after=now + DAY,
-        max_uses=1,
-        data_from=1_704_067_200.0,  # 2024-01-01: loan-1 (2023-05-01) falls outside
-    )
+    s1_key = subject_node_key(fed, "S1")
+    # 2024-01-01: loan-1 (2023-05-01) falls outside
+    ticket = ticket_for(fed, key=s1_key, data_from=1_704_067_200.0)
     query = node_query(
         fed,
-        consent=consent,
+        ticket=ticket,
         attestation=attestation_for(fed, local_id=S1_LOCAL, subject_key=s1_key.public.raw),
         local_id=S1_LOCAL,
     )
@@ -479,97 +485,112 @@ def test_attestation_issued_in_the_future_is_refused(node: Node) -> None:
     assert_refused(node, signed_request(fed, query), PermissionDenied, Reason.ATTESTATION_EXPIRED)
 
 
-# --- the subject's consent -------------------------------------------------------------------
+# --- the subject's ticket --------------------------------------------------------------------
 
 
-def test_tampered_consent_is_refused(node: Node) -> None:
+def test_tampered_ticket_is_refused(node: Node) -> None:
     fed = node.fed
-    consent = consent_for(fed, categories=[VOL])
-    stretched = Consent.FromString(consent.body)
+    ticket = ticket_for(fed, categories=[VOL])
+    stretched = ConsentTicket.FromString(ticket.body)
     stretched.categories[:] = [FIN, VOL]
-    consent.body = stretched.SerializeToString(deterministic=True)
-    query = node_query(fed, consent=consent)
+    ticket.body = stretched.SerializeToString(deterministic=True)
+    query = node_query(fed, ticket=ticket)
     assert_refused(node, signed_request(fed, query), Unauthenticated, Reason.BAD_SIGNATURE)
 
 
-def test_consent_naming_the_subject_key_but_signed_by_another_key_is_refused(node: Node) -> None:
+def test_ticket_under_the_attested_key_id_but_signed_by_another_key_is_refused(
+    node: Node,
+) -> None:
     fed = node.fed
-    now = fed.clock()
-    consent = Consent(
-        consent_id=f"c-forged-{os.urandom(4).hex()}",
-        subject_key=fed.subject_keys["S9"].public.raw,
-        requester_id="bank",
-        purpose=LOAN,
-        categories=[FIN],
-        not_before=to_timestamp(now - 60),
-        not_after=to_timestamp(now + DAY),
-        max_uses=1,
-        issued_at=to_timestamp(now - 60),
-    )
-    forged = seal(consent, SigningKey.generate())
-    query = node_query(fed, consent=forged)
+    forged = ticket_for(fed, key=SigningKey.generate())
+    forged.key_id = subject_node_key(fed).key_id
+    query = node_query(fed, ticket=forged)
     assert_refused(node, signed_request(fed, query), Unauthenticated, Reason.BAD_SIGNATURE)
 
 
-def test_consent_of_another_key_is_refused(node: Node) -> None:
-    """A consent valid in itself, but by a key the attestation does not bind to local id 1009."""
+def test_ticket_of_another_key_is_refused(node: Node) -> None:
+    """A ticket valid in itself, but by a key the attestation does not bind to local id 1009:
+    S1's key for this node, and S9's main key (a node never serves under the main key)."""
     fed = node.fed
-    query = node_query(fed, consent=consent_for(fed, key=SigningKey.generate()))
+    for key in (subject_node_key(fed, "S1"), fed.subject_keys["S9"], SigningKey.generate()):
+        query = node_query(fed, ticket=ticket_for(fed, key=key))
+        assert_refused(
+            node, signed_request(fed, query), PermissionDenied, Reason.ATTESTATION_MISMATCH
+        )
+
+
+def test_ticket_signed_with_the_subjects_key_for_another_node_is_refused(node: Node) -> None:
+    fed = node.fed
+    query = node_query(fed, ticket=ticket_for(fed, key=subject_node_key(fed, node_id="volunteers")))
     assert_refused(node, signed_request(fed, query), PermissionDenied, Reason.ATTESTATION_MISMATCH)
 
 
-def test_consent_without_subject_signature_is_refused(node: Node) -> None:
+def test_ticket_for_another_node_is_refused(node: Node) -> None:
+    """Signed by the right key, but naming another node: a ticket is good at one node only."""
     fed = node.fed
-    consent = consent_for(fed)
-    consent.signature = b""
-    query = node_query(fed, consent=consent)
+    query = node_query(fed, ticket=ticket_for(fed, node_id="volunteers"))
+    assert_refused(node, signed_request(fed, query), PermissionDenied, Reason.WRONG_NODE)
+
+
+def test_ticket_without_subject_signature_is_refused(node: Node) -> None:
+    fed = node.fed
+    ticket = ticket_for(fed)
+    ticket.signature = b""
+    query = node_query(fed, ticket=ticket)
     assert_refused(node, signed_request(fed, query), InvalidArgument, Reason.MALFORMED)
 
 
-def test_expired_consent_is_refused(node: Node) -> None:
+def test_query_without_a_ticket_is_refused(node: Node) -> None:
+    fed = node.fed
+    query = node_query(fed)
+    query.ClearField("ticket")
+    assert_refused(node, signed_request(fed, query), InvalidArgument, Reason.MALFORMED)
+
+
+def test_expired_ticket_is_refused(node: Node) -> None:
     fed = node.fed
     now = fed.clock()
-    consent = consent_for(fed, not_before=now - 2 * DAY, not_after=now - DAY)
-    query = node_query(fed, consent=consent)
+    ticket = ticket_for(fed, not_before=now - 2 * DAY, not_after=now - DAY)
+    query = node_query(fed, ticket=ticket)
     assert_refused(node, signed_request(fed, query), PermissionDenied, Reason.CONSENT_EXPIRED)
 
 
-def test_consent_not_yet_valid_is_refused(node: Node) -> None:
+def test_ticket_not_yet_valid_is_refused(node: Node) -> None:
     fed = node.fed
     now = fed.clock()
-    consent = consent_for(fed, not_before=now + DAY, not_after=now + 2 * DAY)
-    query = node_query(fed, consent=consent)
+    ticket = ticket_for(fed, not_before=now + DAY, not_after=now + 2 * DAY)
+    query = node_query(fed, ticket=ticket)
     assert_refused(node, signed_request(fed, query), PermissionDenied, Reason.CONSENT_NOT_YET_VALID)
 
 
-def test_consent_for_another_requester_is_refused(node: Node) -> None:
+def test_ticket_for_another_requester_is_refused(node: Node) -> None:
     fed = node.fed
-    query = node_query(fed, consent=consent_for(fed, requester_id="school"), requester_id="bank")
+    query = node_query(fed, ticket=ticket_for(fed, requester_id="school"), requester_id="bank")
     assert_refused(
         node, signed_request(fed, query), PermissionDenied, Reason.CONSENT_WRONG_REQUESTER
     )
 
 
-def test_consent_for_another_purpose_is_refused(node: Node) -> None:
+def test_ticket_for_another_purpose_is_refused(node: Node) -> None:
     fed = node.fed
-    consent = consent_for(fed, purpose=Purpose.PURPOSE_RESEARCH)
-    query = node_query(fed, consent=consent, purpose=LOAN)
+    ticket = ticket_for(fed, purpose=Purpose.PURPOSE_RESEARCH)
+    query = node_query(fed, ticket=ticket, purpose=LOAN)
     assert_refused(node, signed_request(fed, query), PermissionDenied, Reason.CONSENT_WRONG_PURPOSE)
 
 
-def test_consent_exceeding_its_purpose_is_refused_by_the_node_too(node: Node) -> None:
-    """Even if a directory forwarded it, a consent wider than its purpose is not served."""
+def test_ticket_exceeding_its_purpose_is_refused_by_the_node_too(node: Node) -> None:
+    """Even if a directory forwarded it, a ticket wider than its purpose is not served."""
     fed = node.fed
-    consent = consent_for(fed, categories=[FIN, Cat.CATEGORY_EDUCATION])
-    query = node_query(fed, consent=consent, categories=[FIN])
+    ticket = ticket_for(fed, categories=[FIN, Cat.CATEGORY_EDUCATION])
+    query = node_query(fed, ticket=ticket, categories=[FIN])
     assert_refused(
         node, signed_request(fed, query), PermissionDenied, Reason.CONSENT_EXCEEDS_PURPOSE
     )
 
 
-def test_category_outside_the_consent_is_refused(node: Node) -> None:
+def test_category_outside_the_ticket_is_refused(node: Node) -> None:
     fed = node.fed
-    query = node_query(fed, consent=consent_for(fed, categories=[VOL]), categories=[FIN])
+    query = node_query(fed, ticket=ticket_for(fed, categories=[VOL]), categories=[FIN])
     assert_refused(
         node, signed_request(fed, query), PermissionDenied, Reason.CATEGORY_NOT_CONSENTED
     )
@@ -577,12 +598,60 @@ def test_category_outside_the_consent_is_refused(node: Node) -> None:
 
 def test_category_the_node_does_not_serve_is_refused(node: Node) -> None:
     fed = node.fed
-    consent = consent_for(fed, categories=[FIN, VOL])
+    ticket = ticket_for(fed, categories=[FIN, VOL])
     for categories in ([VOL], [FIN, VOL]):
-        query = node_query(fed, consent=consent, categories=categories)
+        query = node_query(fed, ticket=ticket, categories=categories)
         assert_refused(
             node, signed_request(fed, query), InvalidArgument, Reason.CATEGORY_NOT_SERVED
         )
+
+
+def test_ticket_used_up_is_refused_by_the_node_whatever_the_directory_counts(node: Node) -> None:
+    """The node counts its own answers under a ticket: a directory asking once more than the
+    subject allowed is refused, with fresh queries each time."""
+    fed = node.fed
+    ticket = ticket_for(fed, max_uses=2)
+    for _ in range(2):
+        node.query(signed_request(fed, node_query(fed, ticket=ticket)))
+    again = signed_request(fed, node_query(fed, ticket=ticket))
+    assert_refused(node, again, PermissionDenied, Reason.CONSENT_USED_UP)
+
+
+def granted_ticket(fed: Federation, consent_id: str) -> Signed:
+    """This node's ticket of a consent the subject granted, as the directory keeps it."""
+    path = load_settings(fed.root / "directory").db_path
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        (raw,) = conn.execute(
+            "SELECT signed FROM consent_tickets WHERE consent_id = ? AND node_id = ?",
+            (consent_id, NODE),
+        ).fetchone()
+    return Signed.FromString(raw)
+
+
+def test_paused_and_revoked_tickets_are_refused_at_the_node_from_its_own_feed(node: Node) -> None:
+    """The subject pauses, resumes and revokes through the directory; the node learns it
+    under its own ticket id from its own feed and refuses (and serves) queries accordingly."""
+    fed = node.fed
+    subject = fed.subject("S9")
+    consent_id = fed.loop.run(
+        subject.grant(requester_id="bank", purpose=LOAN, categories=[FIN], max_uses=100)
+    )
+    ticket = granted_ticket(fed, consent_id)
+    sync = fed.node_services[NODE].sync
+
+    def ask() -> QueryRecordsRequest:
+        return signed_request(fed, node_query(fed, ticket=ticket))
+
+    assert {r.record_id for r in NodeAnswer.FromString(node.query(ask()).answer.body).records}
+    fed.loop.run(subject.pause(consent_id))
+    fed.loop.run(sync.sync_once())
+    assert_refused(node, ask(), PermissionDenied, Reason.CONSENT_PAUSED)
+    fed.loop.run(subject.resume(consent_id))
+    fed.loop.run(sync.sync_once())
+    assert NodeAnswer.FromString(node.query(ask()).answer.body).records
+    fed.loop.run(subject.revoke(consent_id))
+    fed.loop.run(sync.sync_once())
+    assert_refused(node, ask(), PermissionDenied, Reason.CONSENT_REVOKED)
 
 
 @pytest.mark.parametrize("categories", [[], [FIN, FIN]], ids=["empty", "repeated"])
@@ -626,10 +695,20 @@ def test_garbage_body_and_signature_are_refused(node: Node) -> None:
     assert_refused(node, QueryRecordsRequest(query=garbage), Unauthenticated, Reason.BAD_SIGNATURE)
 
 
-def test_garbage_consent_inside_a_signed_query_is_refused(node: Node) -> None:
+def test_garbage_ticket_inside_a_signed_query_is_refused(node: Node) -> None:
+    """Undecodable ticket bytes: refused unread under another signature, MALFORMED when even
+    the attested key signed them."""
     fed = node.fed
-    consent = Signed(body=UNDECODABLE, signature=os.urandom(64))
-    query = node_query(fed, consent=consent)
+    key = subject_node_key(fed)
+    unsigned = Signed(body=UNDECODABLE, signature=os.urandom(64), key_id=key.key_id)
+    query = node_query(fed, ticket=unsigned)
+    assert_refused(node, signed_request(fed, query), Unauthenticated, Reason.BAD_SIGNATURE)
+    signed = Signed(
+        body=UNDECODABLE,
+        signature=key.sign(domain_tag(ConsentTicket) + UNDECODABLE),
+        key_id=key.key_id,
+    )
+    query = node_query(fed, ticket=signed)
     assert_refused(node, signed_request(fed, query), InvalidArgument, Reason.MALFORMED)
 
 

@@ -44,7 +44,7 @@ def failing_audit(fed: Federation, when: str) -> Iterator[None]:
 def feed_latest(fed: Federation) -> int:
     conn = sqlite3.connect(load_settings(fed.root / "directory").db_path)
     try:
-        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM consent_changes").fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM ticket_changes").fetchone()[0])
     finally:
         conn.close()
 

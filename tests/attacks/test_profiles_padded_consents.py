@@ -17,11 +17,12 @@ from credex.clock import to_timestamp
 from credex.config import DEFAULT_MAX_MESSAGE_BYTES
 from credex.consents import create_consent
 from credex.keys import SigningKey
+from credex.protocol.tickets import create_ticket, node_key
 from credex.signing import seal
 from credex.transport import open_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
-from credex.v1.consent_pb2 import Consent, SubjectAttestation
+from credex.v1.consent_pb2 import Consent, ConsentTicket, SubjectAttestation
 from credex.v1.node_pb2 import NodeQuery, QueryRecordsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.attacks.conftest import Target
@@ -65,6 +66,14 @@ def nested_padding(body: bytes) -> bytes:
     inner = consent.not_after.SerializeToString() + unknown_field(99, b"hidden")
     consent.ClearField("not_after")
     return consent.SerializeToString(deterministic=True) + b"\x52" + bytes([len(inner)]) + inner
+
+
+def nested_ticket_padding(body: bytes) -> bytes:
+    """The ticket with an unknown field inside its `not_after` timestamp (field 9)."""
+    ticket = ConsentTicket.FromString(body)
+    inner = ticket.not_after.SerializeToString() + unknown_field(99, b"hidden")
+    ticket.ClearField("not_after")
+    return ticket.SerializeToString(deterministic=True) + b"\x4a" + bytes([len(inner)]) + inner
 
 
 async def grant(target: Target, subject_id: str, key: SigningKey, body: bytes) -> Any:
@@ -156,14 +165,16 @@ def test_a_padded_profile_request_is_refused(target: Target, loop: LoopThread) -
     assert "credex.v1.ProfileRequest" in (err.details() or "")
 
 
-def test_a_node_refuses_a_padded_consent_even_from_the_directory(
+def test_a_node_refuses_a_padded_ticket_even_from_the_directory(
     target: Target, loop: LoopThread
 ) -> None:
-    """A consent padded before the directory refused padding (or by a directory gone bad)
+    """A ticket padded before the directory refused padding (or by a directory gone bad)
     reaches a node inside a correctly signed query: the node refuses it too."""
     node_id = "pboc-credit-reference"
-    subject_id, key = own_subject(target, 0, {node_id})
-    consent = nested_padding(consent_body(key))
+    subject_id, main_key = own_subject(target, 0, {node_id})
+    key = node_key(main_key, node_id)
+    consent = Consent.FromString(consent_body(main_key))
+    ticket = nested_ticket_padding(create_ticket(consent, key, node_id, [FIN]).body)
     directory_key = SigningKey.load(target.settings.key_path)
     local = local_id(target.root, subject_id, node_id)
     now = time.time()
@@ -171,7 +182,7 @@ def test_a_node_refuses_a_padded_consent_even_from_the_directory(
         SubjectAttestation(
             node_id=node_id,
             local_subject_id=local,
-            subject_key=key.public.raw,
+            subject_key=key.public.raw,  # the subject's key for this node
             issued_at=to_timestamp(now),
             expires_at=to_timestamp(now + 600),
         ),
@@ -187,7 +198,7 @@ def test_a_node_refuses_a_padded_consent_even_from_the_directory(
         purpose=LOAN,
         local_subject_id=local,
         categories=[FIN],
-        consent=sign_body(consent, Consent, key),
+        ticket=sign_body(ticket, ConsentTicket, key),
         attestation=attestation,
     )
 
@@ -204,5 +215,5 @@ def test_a_node_refuses_a_padded_consent_even_from_the_directory(
         return None
 
     err = loop.run(send())
-    assert err is not None, "the node answered a query carrying a padded consent"
+    assert err is not None, "the node answered a query carrying a padded ticket"
     assert refusal(err) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED")

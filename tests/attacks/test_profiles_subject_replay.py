@@ -243,7 +243,7 @@ def test_a_subject_message_without_a_nonce_is_refused(target: Target, loop: Loop
 
 def test_the_sdk_changes_a_consent_back_and_forth(target: Target, loop: LoopThread) -> None:
     """The subject's own client signs every message with a fresh nonce and a later time."""
-    subject_id, key = own_subject(target, 2)
+    subject_id, key = own_subject(target, 6)
 
     async def flip() -> list[str]:
         consent_id = await granted(target, subject_id, key)
@@ -262,7 +262,7 @@ def test_the_sdk_changes_a_consent_back_and_forth(target: Target, loop: LoopThre
 def test_a_replayed_grant_is_refused_by_its_consent_id(target: Target, loop: LoopThread) -> None:
     """A consent carries no nonce: its id is unique for good, so the very same signed grant
     sent again is refused, whenever it comes."""
-    subject_id, key = own_subject(target, 2)
+    subject_id, key = own_subject(target, 7)
     now = time.time()
     signed = create_consent(
         key, requester_id="bank", purpose=LOAN, categories=[FIN], not_before=now,

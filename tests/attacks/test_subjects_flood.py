@@ -14,6 +14,7 @@ with low limits, so that they need only a few calls."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -26,6 +27,7 @@ from typing import Any
 import grpc
 import pytest
 
+from credex.client import SubjectClient
 from credex.db import readonly_uri
 from credex.errors import RETRY_KEY, CredexError
 from credex.keys import SigningKey
@@ -69,9 +71,14 @@ def subjects(target: Target, offset: int, count: int = 1) -> list[tuple[str, Sig
     return [(s, subject_key(seed, s)) for s in subjects_of(target, offset, count)]
 
 
-async def grant(target: Target, subject_id: str, key: SigningKey) -> Any:
-    """A grant as the subject's SDK makes it: the consent id, or the refusal."""
-    async with target.subject_client(subject_id, key) as client:
+async def grant(
+    target: Target, subject_id: str, key: SigningKey, client: SubjectClient | None = None
+) -> Any:
+    """A grant as the subject's SDK makes it (with `client`, or a client of its own): the
+    consent id, or the refusal."""
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(target.subject_client(subject_id, key))
         try:
             return await client.grant(
                 requester_id="bank", purpose=LOAN, categories=[VOL], max_uses=5
@@ -121,11 +128,18 @@ def test_a_subject_toggling_a_consent_is_rate_limited(fed: Target) -> None:
     assert retry_after_ms(refused) > 0
     applied = len(replies) - 1
     assert 0 < applied <= BURST
-    # every applied toggle is one feed row; the refused one wrote nothing
+    # every applied toggle is one feed row per node with a ticket; the refused one wrote nothing
     changes = directory_rows(
-        fed, "SELECT count(*) FROM consent_changes WHERE consent_id = ?", consent_id
+        fed,
+        "SELECT count(*) FROM ticket_changes JOIN consent_tickets USING (ticket_id, node_id) "
+        "WHERE consent_id = ?",
+        consent_id,
     )
-    assert changes == [(applied,)]
+    tickets = directory_rows(
+        fed, "SELECT count(*) FROM consent_tickets WHERE consent_id = ?", consent_id
+    )
+    assert tickets[0][0] > 0
+    assert changes == [(applied * tickets[0][0],)]
     assert not isinstance(other, grpc.aio.AioRpcError), other
 
 
@@ -138,13 +152,15 @@ def test_a_subject_holds_a_bounded_number_of_live_consents(fed: Target) -> None:
     [(subject_id, key)] = subjects(fed, 2)
 
     async def attack() -> tuple[list[Any], Any, Any, Any]:
-        held = [await grant(fed, subject_id, key) for _ in range(MAX_CONSENTS)]
-        over = await grant(fed, subject_id, key)
+        # one client: it learns the nodes holding the subject's data (and registers its keys
+        # for them) once, then each grant is one call of the subject's budget
         async with fed.subject_client(subject_id, key) as client:
+            held = [await grant(fed, subject_id, key, client) for _ in range(MAX_CONSENTS)]
+            over = await grant(fed, subject_id, key, client)
             await client.pause(held[0])  # a paused consent is still held
-            still_over = await grant(fed, subject_id, key)
+            still_over = await grant(fed, subject_id, key, client)
             await client.revoke(held[0])  # a revoked one is not
-        return held, over, still_over, await grant(fed, subject_id, key)
+            return held, over, still_over, await grant(fed, subject_id, key, client)
 
     held, over, still_over, after_revoking = asyncio.run(attack())
     assert all(isinstance(c, str) for c in held), held
@@ -172,7 +188,7 @@ def test_an_order_repeating_the_current_status_writes_nothing(fed: Target) -> No
         return (
             directory_rows(fed, "SELECT count(*) FROM subject_nonces"),
             directory_rows(fed, "SELECT * FROM consents WHERE consent_id = ?", consent_id),
-            directory_rows(fed, "SELECT max(seq) FROM consent_changes"),
+            directory_rows(fed, "SELECT count(*) FROM ticket_changes"),
             directory_rows(
                 fed,
                 "SELECT count(*) FROM audit_log WHERE consent_id = ? OR subject_ref = ?",
@@ -228,7 +244,7 @@ def test_pushes_to_a_node_that_does_not_answer_do_not_pile_up(fed: Target) -> No
     async def toggle(subject_id: str, key: SigningKey, consent_id: str) -> int:
         applied = 0
         async with public_stub(fed) as stub:
-            for i in range(BURST - 1):  # the grant took one call of the budget
+            for i in range(BURST - 3):  # the grant took three calls of the budget
                 reply = await send(
                     stub.PauseConsent, pause(subject_id, key, consent_id, paused=i % 2 == 0)
                 )
