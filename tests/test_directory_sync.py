@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,17 +16,15 @@ import pytest
 
 import nodes.server
 from credex.config import ConfigError
-from credex.consents import create_consent
 from credex.db import open_database, transaction
 from credex.errors import REASON_KEY, FailedPrecondition, PermissionDenied, Reason, Unavailable
+from credex.protocol.tickets import node_key
 from credex.signing import seal
-from credex.tls import TlsIdentity
 from credex.transport import open_channel
 from credex.v1 import directory_pb2 as pb
-from credex.v1.common_pb2 import Category, Purpose
-from credex.v1.consent_pb2 import Consent, ConsentStatus
+from credex.v1.common_pb2 import Category, Purpose, Signed
+from credex.v1.consent_pb2 import ConsentStatus, ConsentTicket
 from credex.v1.directory_pb2 import RevocationFeed
-from credex.v1.directory_pb2_grpc import SubjectServiceStub
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from directory import admin as directory_admin
@@ -54,25 +53,33 @@ SCHOOL = Purpose.PURPOSE_SCHOOL_ENROLLMENT
 BOUND_S = 2.0  # generous: the harness pulls every 0.2 s and pushes at once
 
 
+@dataclasses.dataclass(frozen=True)
+class Granted:
+    """A consent S9 granted through its SDK, with each node's ticket as the directory keeps it
+    (what a node is sent in a query)."""
+
+    consent_id: str
+    tickets: dict[str, Signed]
+
+    def ticket_id(self, node_id: str) -> str:
+        return str(ConsentTicket.FromString(self.tickets[node_id].body).ticket_id)
+
+
 def granted_consent(
     fed: Federation, requester_id: str = "bank", categories: list[Any] | None = None
-) -> Any:
-    """A consent by S9, granted at the directory, whose signed form we keep for node queries."""
-    now = fed.clock()
-    signed = create_consent(
-        fed.subject_keys["S9"], requester_id=requester_id, purpose=LOAN,
-        categories=categories or [FIN],
-        not_before=now - 60, not_after=now + 86_400, max_uses=5,
-    )  # fmt: skip
-
-    async def grant() -> None:
-        async with open_channel(fed.public_address, TlsIdentity(fed.ca_pem)) as channel:
-            await SubjectServiceStub(channel).GrantConsent(
-                pb.GrantConsentRequest(consent=signed, subject_id="S9")
-            )
-
-    fed.loop.run(grant())
-    return signed
+) -> Granted:
+    """A consent by S9, granted at the directory; many uses, as the tests ask again and again."""
+    consent_id = fed.loop.run(
+        fed.subject("S9").grant(
+            requester_id=requester_id, purpose=LOAN, categories=categories or [FIN], max_uses=10**6
+        )
+    )
+    path = load_settings(fed.root / "directory").db_path
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT node_id, signed FROM consent_tickets WHERE consent_id = ?", (consent_id,)
+        ).fetchall()
+    return Granted(consent_id, {node_id: Signed.FromString(raw) for node_id, raw in rows})
 
 
 def ask(
@@ -89,14 +96,17 @@ def ask(
     async def call() -> str:
         async with open_channel(address, fed.directory_tls) as channel:
             try:
+                subject_key = node_key(fed.subject_keys["S9"], node_id).public.raw
                 query = node_query(
                     fed,
-                    consent=consent,
+                    ticket=consent.tickets[node_id],
                     requester_id=requester_id,
                     node_id=node_id,
                     local_id=local_id,
                     categories=cats or [FIN],
-                    attestation=attestation_for(fed, node_id=node_id, local_id=local_id),
+                    attestation=attestation_for(
+                        fed, node_id=node_id, local_id=local_id, subject_key=subject_key
+                    ),
                 )
                 await NodeServiceStub(channel).QueryRecords(signed_request(fed, query))
             except grpc.aio.AioRpcError as exc:
@@ -115,8 +125,8 @@ def within(seconds: float, probe: Callable[[], str], expected: str) -> float:
     return time.monotonic() - start
 
 
-def consent_id_of(consent: Any) -> str:
-    return str(Consent.FromString(consent.body).consent_id)
+def consent_id_of(consent: Granted) -> str:
+    return consent.consent_id
 
 
 def revoke(fed: Federation, consent: Any) -> None:
@@ -169,16 +179,18 @@ def test_a_repeated_revocation_changes_and_pushes_nothing(federation: Federation
     settings = load_settings(federation.root / "directory")
     store = ConsentStore(open_database(settings.db_path))
     revoke(federation, consent)
-    _, latest = store.changes_after(0)
+    _, latest = store.changes_after("pboc", 0)
     revoke(federation, consent)
-    assert store.changes_after(0)[1] == latest
+    assert store.changes_after("pboc", 0)[1] == latest
 
 
 def test_changes_made_while_a_push_waits_go_with_one_push(federation: Federation) -> None:
     """The directory keeps at most one push per node under way; changes made before it is sent
     are folded into it (the feed is cumulative), not pushed one task each."""
     assert federation.recorder is not None
-    consent_ids = [consent_id_of(granted_consent(federation, categories=[VOL])) for _ in range(3)]
+    granted = [granted_consent(federation, categories=[VOL]) for _ in range(3)]
+    consent_ids = [g.consent_id for g in granted]
+    ticket_ids = {g.ticket_id("volunteers") for g in granted}
     db = open_database(load_settings(federation.root / "directory").db_path)
     store = ConsentStore(db)
     before = len(federation.recorder.pushed)
@@ -192,7 +204,7 @@ def test_changes_made_while_a_push_waits_go_with_one_push(federation: Federation
                     store.set_status(consent_id, ConsentStatus.CONSENT_STATUS_REVOKED, now, now)
                 )
         for seq in seqs:  # three changes, one after another, before any push could start
-            federation.directory.publisher.push(seq)
+            federation.directory.publisher.push(seq)  # node id -> its feed's sequence number
 
     try:
         federation.loop.run(change_all())
@@ -203,11 +215,11 @@ def test_changes_made_while_a_push_waits_go_with_one_push(federation: Federation
         feeds = [
             RevocationFeed.FromString(r.feed.body) for r in federation.recorder.pushed[before:]
         ]  # type: ignore[union-attr]
-        found = [{c.consent_id for c in f.changes} & set(consent_ids) for f in feeds]
+        found = [{c.ticket_id for c in f.changes} & ticket_ids for f in feeds]
         return [ids for ids in found if ids]
 
     within(30.0, lambda: "pushed" if carrying() else "not yet", "pushed")
-    assert carrying() == [set(consent_ids)]
+    assert carrying() == [ticket_ids]
 
 
 def test_revocation_reaches_the_node_at_once(federation: Federation) -> None:
@@ -220,16 +232,16 @@ def test_revocation_reaches_the_node_at_once(federation: Federation) -> None:
 
 
 def test_the_directory_pushes_each_revocation(federation: Federation) -> None:
-    assert federation.recorder is not None
-    consent = granted_consent(federation)
-    consent_id = consent_id_of(consent)
+    assert federation.recorder is not None  # the volunteers node
+    consent = granted_consent(federation, categories=[VOL])
+    ticket_id = consent.ticket_id("volunteers")
     before = len(federation.recorder.pushed)
     revoke(federation, consent)
 
     def pushed() -> str:
         for request in federation.recorder.pushed[before:]:  # type: ignore[union-attr]
             feed = RevocationFeed.FromString(request.feed.body)
-            if any(c.consent_id == consent_id for c in feed.changes):
+            if any(c.ticket_id == ticket_id for c in feed.changes):
                 return "pushed"
         return "not yet"
 
@@ -245,10 +257,11 @@ def test_a_pushed_feed_must_be_signed_by_the_directory(federation: Federation) -
             changes=[
                 pb.ConsentChange(
                     seq=10**9,
-                    consent_id=consent_id_of(consent),
+                    ticket_id=consent.ticket_id("pboc"),
                     status=ConsentStatus.CONSENT_STATUS_REVOKED,
                 )
             ],
+            node_id="pboc",
         ),
         federation.requester_keys["bank"],
     )

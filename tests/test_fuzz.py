@@ -46,7 +46,7 @@ from credex.v1 import directory_pb2 as pb
 from credex.v1 import node_pb2
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
-from credex.v1.consent_pb2 import Consent, ConsentRevocation
+from credex.v1.consent_pb2 import Consent, ConsentRevocation, ConsentTicket
 from credex.v1.node_pb2 import (
     NodeAnswer,
     NodeQuery,
@@ -64,9 +64,10 @@ from tests.test_node_refusals import (
     S9_LOCAL,
     S9_RECORDS,
     attestation_for,
-    consent_for,
     node_query,
     signed_request,
+    subject_node_key,
+    ticket_for,
 )
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -146,10 +147,11 @@ READ_ONLY = {
 
 def channel_of(method: str) -> str:
     """The channel a method is called on: the node as the directory; the member port as the
-    bank (Announce as the "down" node, whose announcements it signs); the public port."""
+    bank (Announce as the "down" node, whose announcements it signs, and GetRevocations as that
+    node, whose feed it is); the public port."""
     if method.startswith("/credex.v1.NodeService/"):
         return "node"
-    if method == ANNOUNCE:
+    if method in (ANNOUNCE, "/credex.v1.DirectoryService/GetRevocations"):
         return "down"
     if method.startswith("/credex.v1.DirectoryService/"):
         return "members"
@@ -707,6 +709,30 @@ def consent_signed(draw: st.DrawFn, fz: Fuzz, subject: str) -> Signed:
 
 
 @st.composite
+def ticket_signed(draw: st.DrawFn, fz: Fuzz) -> Signed:
+    """S9's ticket for the node with a few random fields, signed by S9's key for the node or
+    by a fresh key."""
+    fed = fz.fed
+    now = fed.clock()
+    key = draw(st.sampled_from([subject_node_key(fed), SigningKey.generate()]))
+    ticket = ConsentTicket.FromString(ticket_for(fed, key=key).body)
+    fields = overrides(
+        ticket_id=st.one_of(TEXT, st.text(min_size=30, max_size=40)),
+        node_id=st.one_of(st.sampled_from(["volunteers", "", NODE]), TEXT),
+        requester_id=st.one_of(st.sampled_from(["school", "pboc", ""]), TEXT),
+        purpose=ENUM,
+        categories=st.lists(ENUM, max_size=20),
+        data_from=TIMESTAMP,
+        data_to=TIMESTAMP,
+        not_before=TIMESTAMP,
+        not_after=TIMESTAMP,
+        max_uses=st.integers(0, (1 << 32) - 1),
+    )
+    apply(ticket, draw(fields), now)
+    return seal(ticket, key)
+
+
+@st.composite
 def node_signed(draw: st.DrawFn, fz: Fuzz) -> Probe:
     """A directory-signed query (so every check runs) with a few fields replaced at random."""
     fed = fz.fed
@@ -737,7 +763,7 @@ def node_signed(draw: st.DrawFn, fz: Fuzz) -> Probe:
         purpose=ENUM,
         local_subject_id=st.one_of(st.sampled_from(["1001", "1009", "", "V-1"]), TEXT),
         categories=st.lists(st.one_of(st.just(int(FIN)), ENUM), max_size=20),
-        consent=st.one_of(consent_signed(fz, "S9"), RANDOM_SIGNED),
+        ticket=st.one_of(ticket_signed(fz), RANDOM_SIGNED),
         attestation=st.one_of(attestation, RANDOM_SIGNED),
     )
     apply(query, draw(fields), now)
@@ -1179,7 +1205,7 @@ def test_both_servers_still_serve_after_the_fuzzing(fuzz: Fuzz) -> None:
     views = {v.consent_id: v for v in fed.loop.run(fed.subject("S1").consents())}
     assert views[fuzz.subject_consent].status == "active"
     # A well-formed query straight to the node is answered with the subject's records.
-    request = signed_request(fed, node_query(fed, consent=consent_for(fed), lifetime=60))
+    request = signed_request(fed, node_query(fed, ticket=ticket_for(fed), lifetime=60))
     answer = _call_raw(fuzz, QUERY_RECORDS, request.SerializeToString())
     assert not isinstance(answer, grpc.aio.AioRpcError), (answer.code(), answer.details())
     signed = QueryRecordsResponse.FromString(answer).answer

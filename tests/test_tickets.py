@@ -430,7 +430,7 @@ def test_a_new_main_key_clears_the_old_node_keys_and_the_new_device_replaces_the
     settings = load_settings(fed.root / "directory")
     old = fed.subject_keys["S2"]
     consent_id = fed.loop.run(
-        registered(fed, "S2").grant(requester_id="bank", purpose=LOAN, categories=[VOL])
+        registered(fed, "S2").grant(requester_id="bank", purpose=LOAN, categories=[VOL], max_uses=5)
     )
     new = SigningKey.generate()
     subjects = fed.root / "rekey.csv"
