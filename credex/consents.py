@@ -11,7 +11,7 @@ from credex.errors import InvalidArgument, PermissionDenied, Reason
 from credex.keys import SigningKey, VerifyKey
 from credex.signing import open_signed, parse, seal
 from credex.v1.common_pb2 import Signed
-from credex.v1.consent_pb2 import Consent
+from credex.v1.consent_pb2 import Consent, ConsentTicket
 
 MAX_CATEGORIES = 16
 
@@ -79,8 +79,8 @@ def validate_shape(consent: Consent) -> None:
         raise InvalidArgument(Reason.MALFORMED, "consent max_uses must be at least 1")
 
 
-def check_within_purpose(consent: Consent) -> None:
-    """A consent may not cover more than its purpose allows."""
+def check_within_purpose(consent: Consent | ConsentTicket) -> None:
+    """A consent (or a node's ticket of one) may not cover more than its purpose allows."""
     allowed = vocab.PURPOSE_CATEGORIES[consent.purpose]
     extra = [c for c in consent.categories if c not in allowed]
     if extra:
@@ -92,14 +92,16 @@ def check_within_purpose(consent: Consent) -> None:
 
 
 def check_covers(
-    consent: Consent,
+    consent: Consent | ConsentTicket,
     *,
     requester_id: str,
     purpose: vocab.Purpose,
     categories: Iterable[vocab.Category],
     now: float,
 ) -> None:
-    """Refuse unless `consent` is valid now for this requester, purpose and every category."""
+    """Refuse unless `consent` is valid now for this requester, purpose and every category: the
+    directory's check on a consent, a node's on its ticket (the refusals say which it was)."""
+    what = "ticket" if isinstance(consent, ConsentTicket) else "consent"
     categories = list(categories)
     if purpose not in vocab.PURPOSE_CATEGORIES:
         raise InvalidArgument(Reason.MALFORMED, f"unknown purpose {int(purpose)}")
@@ -108,22 +110,22 @@ def check_covers(
         raise InvalidArgument(Reason.MALFORMED, f"unknown categories {unknown}")
     if consent.requester_id != requester_id:
         raise PermissionDenied(
-            Reason.CONSENT_WRONG_REQUESTER, f"consent is not for requester {requester_id}"
+            Reason.CONSENT_WRONG_REQUESTER, f"{what} is not for requester {requester_id}"
         )
     if consent.purpose != purpose:
         raise PermissionDenied(
             Reason.CONSENT_WRONG_PURPOSE,
-            f"consent is for {vocab.purpose_name(consent.purpose)}, "
+            f"{what} is for {vocab.purpose_name(consent.purpose)}, "
             f"not {vocab.purpose_name(purpose)}",
         )
     if now < from_timestamp(consent.not_before):
-        raise PermissionDenied(Reason.CONSENT_NOT_YET_VALID, "consent is not valid yet")
+        raise PermissionDenied(Reason.CONSENT_NOT_YET_VALID, f"{what} is not valid yet")
     if now >= from_timestamp(consent.not_after):
-        raise PermissionDenied(Reason.CONSENT_EXPIRED, "consent has expired")
+        raise PermissionDenied(Reason.CONSENT_EXPIRED, f"{what} has expired")
     granted = set(consent.categories)
     missing = [c for c in categories if c not in granted]
     if missing:
         raise PermissionDenied(
             Reason.CATEGORY_NOT_CONSENTED,
-            f"consent does not cover {', '.join(vocab.category_names(missing))}",
+            f"{what} does not cover {', '.join(vocab.category_names(missing))}",
         )

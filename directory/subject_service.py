@@ -194,6 +194,13 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         except CredexError:
             claimed = message_type()
         subject_id = str(getattr(claimed, "subject_id", "") or getattr(request, "subject_id", ""))
+        self._file_refusal(action, err, subject_id, str(getattr(claimed, "consent_id", "")))
+
+    def _file_refusal(
+        self, action: str, err: CredexError, subject_id: str, consent_id: str
+    ) -> None:
+        """Audit a refusal under `subject_id` once the subject's signature checked out, else
+        under nobody (the claim is quoted in the detail); counted, see RefusalRecorder."""
         filing = file_refusal(err, subject_id, repr(subject_id[:64]), signed_by_subject=True)
         self._refusals.record(
             AuditEntry(
@@ -201,7 +208,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 actor=filing.subject_ref if filing.proven else "(unproven subject)",
                 action=action,
                 outcome=f"refused:{err.reason}",
-                consent_id=str(getattr(claimed, "consent_id", ""))[:128],
+                consent_id=consent_id[:128],
                 subject_ref=filing.subject_ref,
                 detail=filing.detail,
             )
@@ -256,20 +263,8 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         for its node, so nobody else can add one); the same ticket again changes nothing."""
         try:
             return self._add_tickets(request)
-        except CredexError as err:
-            subject_id = request.subject_id
-            filing = file_refusal(err, subject_id, repr(subject_id[:64]), signed_by_subject=True)
-            self._refusals.record(
-                AuditEntry(
-                    request_id="",
-                    actor=filing.subject_ref if filing.proven else "(unproven subject)",
-                    action="tickets",
-                    outcome=f"refused:{err.reason}",
-                    consent_id=request.consent_id[:128],
-                    subject_ref=filing.subject_ref,
-                    detail=filing.detail,
-                )
-            )
+        except CredexError as err:  # the tickets' signatures prove the subject, if any
+            self._file_refusal("tickets", err, request.subject_id, request.consent_id)
             raise
 
     def _add_tickets(self, request: pb.AddTicketsRequest) -> pb.AddTicketsResponse:

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from credex import vocab
 from credex.clock import Clock, from_timestamp
+from credex.consents import check_covers, check_within_purpose
 from credex.errors import InvalidArgument, PermissionDenied, Reason
 from credex.freshness import CLOCK_SKEW_S, NonceStore, check_window
 from credex.keys import VerifyKey
-from credex.protocol.tickets import check_ticket_covers, open_ticket
+from credex.protocol.tickets import open_ticket
 from credex.signing import digest, open_signed
 from credex.v1.consent_pb2 import ConsentTicket, SubjectAttestation
 from credex.v1.node_pb2 import NodeQuery, QueryRecordsRequest
@@ -98,17 +99,14 @@ class QueryVerifier:
         categories = list(query.categories)
         if not categories or len(set(categories)) != len(categories):
             raise InvalidArgument(Reason.MALFORMED, "query categories empty or repeated")
-        if query.purpose not in vocab.PURPOSE_CATEGORIES:
-            raise InvalidArgument(Reason.MALFORMED, f"unknown purpose {int(query.purpose)}")
-        if any(c not in vocab.ALL_CATEGORIES for c in categories):
-            raise InvalidArgument(Reason.MALFORMED, "query names an unknown category")
-        check_ticket_covers(
+        check_covers(
             ticket,
             requester_id=query.requester_id,
             purpose=query.purpose,
             categories=categories,
             now=now,
         )
+        check_within_purpose(ticket)
         self._sync.check(query.requester_id, ticket.ticket_id)
         self._uses.check(ticket)
         unserved = [c for c in categories if c not in self._served]

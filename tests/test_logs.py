@@ -82,7 +82,21 @@ def test_a_profile_is_followed_across_servers_and_leaks_nothing(
     assert get_profile["code"] == "OK" and get_profile["peer"] == "bank"
     queries = [e for e in access if e["method"] == "QueryRecords"]
     assert len(queries) == 2 and {e["peer"] for e in queries} == {"directory"}
-    assert {e["request_id"] for e in queries} == {get_profile["request_id"]}
+    # each node logs under its own query id, which the directory's log ties to the profile:
+    # followed across servers, with no id two nodes' logs share
+    conn = sqlite3.connect(fed.root / "directory" / "directory.db")
+    try:
+        sent = {
+            row[0]
+            for row in conn.execute(
+                "SELECT request_id FROM audit_log WHERE action = 'query' AND link = ?",
+                (profile.request_id,),
+            )
+        }
+    finally:
+        conn.close()
+    assert {e["request_id"] for e in queries} == sent and len(sent) == 2
+    assert get_profile["request_id"] not in sent
 
     conn = sqlite3.connect(fed.root / "directory" / "directory.db")
     try:

@@ -11,7 +11,7 @@ from credex import vocab
 from credex.errors import NotFound, PermissionDenied, Reason, Unauthenticated
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
-from credex.v1.consent_pb2 import Consent, SubjectAttestation
+from credex.v1.consent_pb2 import ConsentTicket, SubjectAttestation
 from credex.v1.node_pb2 import NodeQuery
 from tests.harness import Federation
 
@@ -167,7 +167,7 @@ def _strings(message: Message) -> list[str]:
             elif isinstance(v, Message):
                 found.extend(_strings(v))
     if isinstance(message, Signed):
-        for kind in (NodeQuery, Consent, SubjectAttestation):
+        for kind in (NodeQuery, ConsentTicket, SubjectAttestation):
             try:
                 inner = kind.FromString(message.body)
             except DecodeError:

@@ -9,6 +9,7 @@ import hmac
 import os
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -483,3 +484,97 @@ def test_a_profile_carries_the_subjects_consent_and_the_requester_checks_it(
             forged.consent.CopyFrom(bad)
         with pytest.raises(ProfileVerificationError):
             fed.loop.run(bank.verify_profile(seal(forged, fed.directory_key)))
+
+
+# --- databases from before tickets --------------------------------------------------------------
+
+
+def test_a_directory_database_from_before_tickets_is_migrated(tmp_path: Path) -> None:
+    """Its consents stay (with no tickets: the subject adds them), the single feed of consent
+    ids goes, and the locator gains the subject's key per node."""
+    from credex.db import open_database
+    from directory.consent_store import ConsentStore
+    from directory.locator import Locator
+
+    path = tmp_path / "directory.db"
+    main = SigningKey.generate()
+    signed = create_consent(
+        main, requester_id="bank", purpose=LOAN, categories=[FIN], not_before=0.0,
+        not_after=4e9, max_uses=1, consent_id="c-old",
+    )  # fmt: skip
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE subjects (subject_id TEXT PRIMARY KEY, public_key BLOB NOT NULL,
+                region TEXT NOT NULL DEFAULT '') WITHOUT ROWID;
+            CREATE TABLE locator (subject_id TEXT NOT NULL, node_id TEXT NOT NULL,
+                local_id TEXT NOT NULL, PRIMARY KEY (subject_id, node_id)) WITHOUT ROWID;
+            CREATE TABLE consents (consent_id TEXT PRIMARY KEY, subject_id TEXT NOT NULL,
+                requester_id TEXT NOT NULL, signed BLOB NOT NULL, status TEXT NOT NULL,
+                uses INTEGER NOT NULL DEFAULT 0, max_uses INTEGER NOT NULL,
+                not_after REAL NOT NULL, granted_at REAL NOT NULL, changed_at REAL NOT NULL,
+                change_signed_at REAL NOT NULL DEFAULT 0);
+            CREATE TABLE consent_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                consent_id TEXT NOT NULL, status TEXT NOT NULL, changed_at REAL NOT NULL);
+            INSERT INTO consent_changes (consent_id, status, changed_at)
+                VALUES ('c-0', 'revoked', 1);
+            """
+        )
+        conn.execute("INSERT INTO subjects VALUES ('S1', ?, 'Jiangsu')", (main.public.raw,))
+        conn.execute("INSERT INTO locator VALUES ('S1', 'pboc', '1001')")
+        conn.execute(
+            "INSERT INTO consents VALUES ('c-old', 'S1', 'bank', ?, 'active', 0, 1, 4e9, 0, 0, 0)",
+            (signed.SerializeToString(),),
+        )
+    db = open_database(path)
+    locator, store = Locator(db), ConsentStore(db)
+    assert locator.holdings("S1")["pboc"].local_id == "1001"
+    assert locator.holdings("S1")["pboc"].node_key is None
+    old = store.get("c-old", 10.0)
+    assert old.consent.consent_id == "c-old" and old.tickets == {}
+    assert store.changes_after("pboc", 0) == ([], 0)
+    tables = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master")}
+    assert "consent_changes" not in tables and "ticket_changes" in tables
+    key = node_key(main, "pboc").public
+    locator.register_node_keys("S1", {"pboc": key})
+    assert locator.holdings("S1")["pboc"].node_key == key
+
+
+def test_a_node_database_from_before_tickets_follows_its_new_feed_from_the_start(
+    tmp_path: Path,
+) -> None:
+    """The old feed's consent ids and position mean nothing under per-node numbering: the node
+    starts its own feed at 0 and keeps nothing of the old one."""
+    from credex.db import open_database
+    from nodes.directory_sync import DirectorySync, SyncSettings
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE revoked_consents (consent_id TEXT PRIMARY KEY, status INTEGER NOT NULL,
+                seq INTEGER NOT NULL);
+            INSERT INTO revoked_consents VALUES ('c-1', 3, 57);
+            CREATE TABLE directory_sync (id INTEGER PRIMARY KEY CHECK (id = 1),
+                synced_seq INTEGER NOT NULL, last_sync REAL NOT NULL);
+            INSERT INTO directory_sync VALUES (1, 57, 100);
+            """
+        )
+
+    def sync() -> DirectorySync:
+        return DirectorySync(
+            db=open_database(path),
+            cache_path=tmp_path / "registry",
+            directory_key=SigningKey.generate().public,
+            tls=lambda: None,  # type: ignore[arg-type,return-value]
+            settings=SyncSettings("127.0.0.1:1", 1.0, 60.0),
+            clock=lambda: 100.0,
+            node_id="pboc",
+        )
+
+    assert sync().synced_seq == 0
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        conn.execute("UPDATE directory_sync SET synced_seq = 3")
+    assert "revoked_consents" not in tables and "ticket_status" in tables
+    assert sync().synced_seq == 3  # migrated once: progress on the new feed is kept

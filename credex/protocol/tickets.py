@@ -145,49 +145,6 @@ def validate_ticket(ticket: ConsentTicket) -> None:
         raise InvalidArgument(Reason.MALFORMED, "ticket max_uses must be at least 1")
 
 
-def check_ticket_covers(
-    ticket: ConsentTicket,
-    *,
-    requester_id: str,
-    purpose: vocab.Purpose,
-    categories: Iterable[vocab.Category],
-    now: float,
-) -> None:
-    """Refuse unless `ticket` is valid now for this requester, purpose and every category, and
-    within what its purpose allows (the node's check; `consents.check_covers` is the
-    directory's on the consent)."""
-    categories = list(categories)
-    if ticket.requester_id != requester_id:
-        raise PermissionDenied(
-            Reason.CONSENT_WRONG_REQUESTER, f"ticket is not for requester {requester_id}"
-        )
-    if ticket.purpose != purpose:
-        raise PermissionDenied(
-            Reason.CONSENT_WRONG_PURPOSE,
-            f"ticket is for {vocab.purpose_name(ticket.purpose)}, "
-            f"not {vocab.purpose_name(purpose)}",
-        )
-    if now < from_timestamp(ticket.not_before):
-        raise PermissionDenied(Reason.CONSENT_NOT_YET_VALID, "ticket is not valid yet")
-    if now >= from_timestamp(ticket.not_after):
-        raise PermissionDenied(Reason.CONSENT_EXPIRED, "ticket has expired")
-    granted = set(ticket.categories)
-    missing = [c for c in categories if c not in granted]
-    if missing:
-        raise PermissionDenied(
-            Reason.CATEGORY_NOT_CONSENTED,
-            f"ticket does not cover {', '.join(vocab.category_names(missing))}",
-        )
-    allowed = vocab.PURPOSE_CATEGORIES[ticket.purpose]
-    extra = [c for c in ticket.categories if c not in allowed]
-    if extra:
-        raise PermissionDenied(
-            Reason.CONSENT_EXCEEDS_PURPOSE,
-            f"purpose {vocab.purpose_name(ticket.purpose)} does not allow "
-            f"{', '.join(vocab.category_names(extra))}",
-        )
-
-
 def check_ticket_matches(
     ticket: ConsentTicket, consent: Consent, served: Iterable[vocab.Category]
 ) -> None:

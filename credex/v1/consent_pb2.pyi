@@ -71,7 +71,9 @@ class Consent(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     consent_id: _builtins.str
     subject_key: _builtins.bytes
-    """Raw 32-byte Ed25519 public key of the subject; nodes verify the consent with it."""
+    """Raw 32-byte Ed25519 public key of the subject (the main key registered at the directory);
+    the directory, and the requester holding the profile, verify the consent with it.
+    """
     requester_id: _builtins.str
     purpose: _common_pb2.Purpose.ValueType
     max_uses: _builtins.int

@@ -676,8 +676,8 @@ Global___GetRegistryResponse: _TypeAlias = GetRegistryResponse  # noqa: Y015
 @_typing.final
 class ConsentChange(_message.Message):
     """One ticket changing state (revoked, paused, or resumed to ACTIVE) because its consent did,
-    in the order the directory saw it. Each node has a feed of its own, numbered from 1: a
-    sequence number is never a value two nodes share.
+    in the order the directory saw it. Each node has a feed of its own, numbered from 1 and
+    counting only that node's changes: the same number in two nodes' feeds marks no common event.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
