@@ -223,8 +223,8 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         # A consent granted before (a node or requester holds its signed form) is refused
         # before it costs the subject anything.
         self._consents.require_new(consent.consent_id)
+        self._charge(request.subject_id)  # before the tickets' signatures: up to 64 of them
         tickets = self._verifier.tickets(request.subject_id, consent, list(request.tickets))
-        self._charge(request.subject_id)
         now = self._clock()
         with transaction(self._audit.db):  # the consent and its audit entry: both or neither
             held = self._consents.held(request.subject_id, now)

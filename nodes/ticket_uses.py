@@ -9,6 +9,9 @@ from credex.clock import from_timestamp
 from credex.errors import PermissionDenied, Reason
 from credex.v1.consent_pb2 import ConsentTicket
 
+PRUNE_EVERY_S = 60.0
+FORGET_AFTER_S = 86_400.0  # after a ticket's end: refused as expired by then, clock skew and all
+
 
 class TicketUses:
     def __init__(self, db: sqlite_utils.Database) -> None:
@@ -17,6 +20,10 @@ class TicketUses:
             "CREATE TABLE IF NOT EXISTS ticket_uses (ticket_id TEXT PRIMARY KEY, "
             "uses INTEGER NOT NULL, not_after REAL NOT NULL) WITHOUT ROWID"
         )
+        self._conn.execute(
+            "CREATE INDEX IF NOT EXISTS ticket_uses_not_after ON ticket_uses (not_after)"
+        )
+        self._pruned_at = 0.0
 
     def check(self, ticket: ConsentTicket) -> None:
         """Refuse (CONSENT_USED_UP) a ticket already answered max_uses times."""
@@ -31,10 +38,15 @@ class TicketUses:
 
     def count(self, ticket: ConsentTicket, now: float) -> None:
         """One more answer under `ticket` (inside the transaction that audits it); tickets
-        over for a day are forgotten (they are refused as expired anyway)."""
+        over for a day are forgotten, at most once a minute (they are refused as expired
+        anyway)."""
         self._conn.execute(
             "INSERT INTO ticket_uses VALUES (?, 1, ?) ON CONFLICT (ticket_id) "
             "DO UPDATE SET uses = uses + 1",
             (ticket.ticket_id, from_timestamp(ticket.not_after)),
         )
-        self._conn.execute("DELETE FROM ticket_uses WHERE not_after < ?", (now - 86_400.0,))
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now
+            self._conn.execute(
+                "DELETE FROM ticket_uses WHERE not_after < ?", (now - FORGET_AFTER_S,)
+            )
