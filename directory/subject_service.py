@@ -26,7 +26,7 @@ from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
 from credex.keys import VerifyKey
 from credex.metrics import Metrics
-from credex.protocol.tickets import MAX_TICKETS
+from credex.protocol.tickets import MAX_TICKETS, require_whole_hours
 from credex.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard
 from credex.signing import parse
@@ -224,6 +224,8 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         # before it costs the subject anything.
         self._consents.require_new(consent.consent_id)
         self._charge(request.subject_id)  # before the tickets' signatures: up to 64 of them
+        if request.tickets:
+            require_whole_hours(consent)
         tickets = self._verifier.tickets(request.subject_id, consent, list(request.tickets))
         now = self._clock()
         with transaction(self._audit.db):  # the consent and its audit entry: both or neither

@@ -241,6 +241,22 @@ def test_grant_with_a_ticket_that_does_not_match_the_consent_is_refused(
         ))  # fmt: skip
 
 
+def test_a_grant_with_tickets_at_exact_times_is_refused(
+    federation: Federation, subject_stub: Any
+) -> None:
+    """Tickets copy the consent's times to every node: to one that is not whole hours, the
+    times would be a fingerprint of the grant, so the directory refuses it."""
+    fed = federation
+    registered(fed, "S1")
+    now = fed.clock()
+    signed, consent = consent_for(fed, "S1", not_before=now - 61.5, not_after=now + DAY)
+    ticket = create_ticket(consent, node_key(fed.subject_keys["S1"], "pboc"), "pboc", [FIN])
+    with pytest.raises(InvalidArgument, match="whole hours"):
+        call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+            consent=signed, subject_id="S1", tickets=[ticket]
+        ))  # fmt: skip
+
+
 def test_two_tickets_for_one_node_are_refused(federation: Federation, subject_stub: Any) -> None:
     fed = federation
     registered(fed, "S1")

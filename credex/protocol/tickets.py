@@ -65,6 +65,19 @@ def coarse_window(not_before: float, not_after: float) -> tuple[float, float]:
     return start, max(end, start + TIME_GRAIN_S)
 
 
+def require_whole_hours(consent: Consent) -> None:
+    """Refuse a consent whose validity does not start and end on whole hours (UTC): its
+    tickets copy those times to every node, where exact times would be one grant's
+    fingerprint."""
+    for name in ("not_before", "not_after"):
+        stamp = getattr(consent, name)
+        if stamp.nanos or stamp.seconds % int(TIME_GRAIN_S):
+            raise InvalidArgument(
+                Reason.MALFORMED,
+                f"a consent with tickets must start and end on whole hours (UTC); {name} does not",
+            )
+
+
 def new_ticket_id() -> str:
     return TICKET_ID_PREFIX + os.urandom(16).hex()
 
