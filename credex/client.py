@@ -21,11 +21,11 @@ from credex.consents import check_covers, create_consent, open_consent
 from credex.errors import (
     CredexError,
     InvalidArgument,
-    NotFound,
     ProfileVerificationError,
     Reason,
     Unauthenticated,
     from_rpc_error,
+    refused,
 )
 from credex.keys import SigningKey, VerifyKey
 from credex.protocol.tickets import SubjectKeys, coarse_window, tickets_for
@@ -341,7 +341,7 @@ class SubjectClient(_Client):
             if consent.consent_id == consent_id:
                 break
         else:
-            raise NotFound(Reason.CONSENT_NOT_FOUND, f"you hold no consent {consent_id!r}")
+            raise refused(Reason.CONSENT_NOT_FOUND, f"you hold no consent {consent_id!r}")
         holders = await self._registered_holders(fresh=True)
         todo = {n: c for n, c in holders.items() if n not in set(state.ticket_nodes)}
         tickets = tickets_for(consent, self._keys, todo)

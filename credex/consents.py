@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from credex import vocab
 from credex.clock import from_timestamp, to_timestamp
-from credex.errors import InvalidArgument, PermissionDenied, Reason
+from credex.errors import Reason, refused
 from credex.keys import SigningKey, VerifyKey
 from credex.signing import open_signed, parse, seal
 from credex.v1.common_pb2 import Signed
@@ -54,7 +54,7 @@ def open_consent(signed: Signed) -> Consent:
     try:
         subject_key = VerifyKey(unverified.subject_key)
     except ValueError as exc:
-        raise InvalidArgument(Reason.MALFORMED, f"consent subject key: {exc}") from exc
+        raise refused(Reason.MALFORMED, f"consent subject key: {exc}") from exc
     consent = open_signed(signed, Consent, subject_key, what="consent", cache=True)
     validate_shape(consent)
     return consent
@@ -63,20 +63,20 @@ def open_consent(signed: Signed) -> Consent:
 def validate_shape(consent: Consent) -> None:
     """Reject consents no honest subject could have meant."""
     if not consent.consent_id or len(consent.consent_id) > 128:
-        raise InvalidArgument(Reason.MALFORMED, "consent id missing or too long")
+        raise refused(Reason.MALFORMED, "consent id missing or too long")
     if not consent.requester_id:
-        raise InvalidArgument(Reason.MALFORMED, "consent names no requester")
+        raise refused(Reason.MALFORMED, "consent names no requester")
     if consent.purpose not in vocab.PURPOSE_CATEGORIES:
-        raise InvalidArgument(Reason.MALFORMED, "consent purpose missing or unknown")
+        raise refused(Reason.MALFORMED, "consent purpose missing or unknown")
     cats = list(consent.categories)
     if not cats or len(cats) > MAX_CATEGORIES or len(set(cats)) != len(cats):
-        raise InvalidArgument(Reason.MALFORMED, "consent categories empty or repeated")
+        raise refused(Reason.MALFORMED, "consent categories empty or repeated")
     if any(c not in vocab.ALL_CATEGORIES for c in cats):
-        raise InvalidArgument(Reason.MALFORMED, "consent names an unknown category")
+        raise refused(Reason.MALFORMED, "consent names an unknown category")
     if from_timestamp(consent.not_after) <= from_timestamp(consent.not_before):
-        raise InvalidArgument(Reason.MALFORMED, "consent ends before it starts")
+        raise refused(Reason.MALFORMED, "consent ends before it starts")
     if consent.max_uses < 1:
-        raise InvalidArgument(Reason.MALFORMED, "consent max_uses must be at least 1")
+        raise refused(Reason.MALFORMED, "consent max_uses must be at least 1")
 
 
 def check_within_purpose(consent: Consent | ConsentTicket) -> None:
@@ -84,7 +84,7 @@ def check_within_purpose(consent: Consent | ConsentTicket) -> None:
     allowed = vocab.PURPOSE_CATEGORIES[consent.purpose]
     extra = [c for c in consent.categories if c not in allowed]
     if extra:
-        raise PermissionDenied(
+        raise refused(
             Reason.CONSENT_EXCEEDS_PURPOSE,
             f"purpose {vocab.purpose_name(consent.purpose)} does not allow "
             f"{', '.join(vocab.category_names(extra))}",
@@ -104,28 +104,26 @@ def check_covers(
     what = "ticket" if isinstance(consent, ConsentTicket) else "consent"
     categories = list(categories)
     if purpose not in vocab.PURPOSE_CATEGORIES:
-        raise InvalidArgument(Reason.MALFORMED, f"unknown purpose {int(purpose)}")
+        raise refused(Reason.MALFORMED, f"unknown purpose {int(purpose)}")
     unknown = [int(c) for c in categories if c not in vocab.ALL_CATEGORIES]
     if unknown:
-        raise InvalidArgument(Reason.MALFORMED, f"unknown categories {unknown}")
+        raise refused(Reason.MALFORMED, f"unknown categories {unknown}")
     if consent.requester_id != requester_id:
-        raise PermissionDenied(
-            Reason.CONSENT_WRONG_REQUESTER, f"{what} is not for requester {requester_id}"
-        )
+        raise refused(Reason.CONSENT_WRONG_REQUESTER, f"{what} is not for requester {requester_id}")
     if consent.purpose != purpose:
-        raise PermissionDenied(
+        raise refused(
             Reason.CONSENT_WRONG_PURPOSE,
             f"{what} is for {vocab.purpose_name(consent.purpose)}, "
             f"not {vocab.purpose_name(purpose)}",
         )
     if now < from_timestamp(consent.not_before):
-        raise PermissionDenied(Reason.CONSENT_NOT_YET_VALID, f"{what} is not valid yet")
+        raise refused(Reason.CONSENT_NOT_YET_VALID, f"{what} is not valid yet")
     if now >= from_timestamp(consent.not_after):
-        raise PermissionDenied(Reason.CONSENT_EXPIRED, f"{what} has expired")
+        raise refused(Reason.CONSENT_EXPIRED, f"{what} has expired")
     granted = set(consent.categories)
     missing = [c for c in categories if c not in granted]
     if missing:
-        raise PermissionDenied(
+        raise refused(
             Reason.CATEGORY_NOT_CONSENTED,
             f"{what} does not cover {', '.join(vocab.category_names(missing))}",
         )

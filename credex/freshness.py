@@ -7,7 +7,7 @@ import sqlite3
 
 import sqlite_utils
 
-from credex.errors import InvalidArgument, PermissionDenied, Reason
+from credex.errors import Reason, refused
 
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64
@@ -17,13 +17,13 @@ CLOCK_SKEW_S = 30.0
 def check_window(issued_at: float, expires_at: float, now: float, *, max_lifetime_s: float) -> None:
     """Refuse a message that is not yet valid, expired, or valid for too long."""
     if expires_at <= issued_at or expires_at - issued_at > max_lifetime_s:
-        raise InvalidArgument(
+        raise refused(
             Reason.MALFORMED, f"validity window must be positive and at most {max_lifetime_s:g}s"
         )
     if issued_at > now + CLOCK_SKEW_S:
-        raise PermissionDenied(Reason.REQUEST_NOT_YET_VALID, "issued in the future")
+        raise refused(Reason.REQUEST_NOT_YET_VALID, "issued in the future")
     if now >= expires_at:
-        raise PermissionDenied(Reason.REQUEST_EXPIRED, "request has expired")
+        raise refused(Reason.REQUEST_EXPIRED, "request has expired")
 
 
 class NonceStore:
@@ -54,7 +54,7 @@ class NonceStore:
                 (key, expires_at),
             )
         except sqlite3.IntegrityError:
-            raise PermissionDenied(Reason.REPLAY, "nonce already used: replay refused") from None
+            raise refused(Reason.REPLAY, "nonce already used: replay refused") from None
         self._since_prune += 1
         if self._since_prune >= self.PRUNE_EVERY:
             self._since_prune = 0
@@ -67,12 +67,12 @@ class NonceStore:
             f"SELECT 1 FROM [{self._table}] WHERE nonce = ?", (self._key(nonce, scope),)
         ).fetchone()
         if found:
-            raise PermissionDenied(Reason.REPLAY, "nonce already used: replay refused")
+            raise refused(Reason.REPLAY, "nonce already used: replay refused")
 
     @staticmethod
     def _key(nonce: bytes, scope: str) -> bytes:
         if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
-            raise InvalidArgument(
+            raise refused(
                 Reason.MALFORMED, f"nonce must be {MIN_NONCE_BYTES}-{MAX_NONCE_BYTES} bytes"
             )
         return hashlib.sha256(scope.encode() + b"\x00" + nonce).digest() if scope else nonce

@@ -18,12 +18,10 @@ from credex.errors import (
     REASON_KEY,
     RETRY_KEY,
     CredexError,
-    Internal,
-    InvalidArgument,
     Reason,
     ResourceExhausted,
-    Unavailable,
     bounded,
+    refused,
 )
 from credex.logs import REQUEST_ID, incoming_request_id, log_access
 from credex.runtime.refusals import CallerGuard
@@ -78,7 +76,7 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
                     try:
                         await commits.flush()
                     except OSError:  # the disk failed (health says so): promise nothing
-                        raise Unavailable(
+                        raise refused(
                             Reason.UNAVAILABLE, "the server cannot make its writes durable"
                         ) from None
         except CredexError as err:
@@ -88,7 +86,7 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
             await _abort(context, err)
         except DecodeError as exc:
             code, reason = grpc.StatusCode.INVALID_ARGUMENT, str(Reason.MALFORMED)
-            await _abort(context, InvalidArgument(Reason.MALFORMED, f"undecodable message: {exc}"))
+            await _abort(context, refused(Reason.MALFORMED, f"undecodable message: {exc}"))
         except grpc.aio.AbortError:
             code = grpc.StatusCode.UNKNOWN
             raise
@@ -98,7 +96,7 @@ def rpc_handler(handler: Handler[T]) -> Handler[T]:
         except Exception:
             code, reason = grpc.StatusCode.INTERNAL, str(Reason.INTERNAL)
             log.exception("internal error in %s", handler.__name__)
-            await _abort(context, Internal(Reason.INTERNAL, "internal error"))
+            await _abort(context, refused(Reason.INTERNAL, "internal error"))
         finally:
             seconds = time.perf_counter() - started
             metrics = getattr(self, "metrics", None)
@@ -120,7 +118,7 @@ def _read(callers: CallerGuard | None, method: str, request: UnreadRequest, call
     try:
         return request.read()
     except DecodeError as exc:
-        err = InvalidArgument(Reason.MALFORMED, f"undecodable request: {exc}")
+        err = refused(Reason.MALFORMED, f"undecodable request: {exc}")
         if callers is not None:  # refusals before any handler ran are audited too (counted)
             callers.refused_unread(method, err, caller)
         raise err from None

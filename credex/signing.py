@@ -17,7 +17,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from credex.errors import InvalidArgument, Reason, Unauthenticated
+from credex.errors import Reason, refused
 from credex.keys import SigningKey, VerifyKey
 from credex.v1.common_pb2 import Signed
 
@@ -138,10 +138,10 @@ def open_signed(
     """Verify, then parse. Raises Unauthenticated(BAD_SIGNATURE) or InvalidArgument(MALFORMED).
     `cache`: see `verify`."""
     if not signed.body or not signed.signature:
-        raise InvalidArgument(Reason.MALFORMED, f"{what} is not signed")
+        raise refused(Reason.MALFORMED, f"{what} is not signed")
     _check_size(signed.body, message_type, what)
     if not verify(signed, message_type, key, cache=cache):
-        raise Unauthenticated(Reason.BAD_SIGNATURE, f"{what} signature does not verify")
+        raise refused(Reason.BAD_SIGNATURE, f"{what} signature does not verify")
     return parse(signed.body, message_type, what=what)
 
 
@@ -155,9 +155,9 @@ def parse(body: bytes, message_type: type[M], *, what: str, strict: bool = True)
     try:
         message.ParseFromString(body)
     except DecodeError as exc:
-        raise InvalidArgument(Reason.MALFORMED, f"{what} does not decode: {exc}") from exc
+        raise refused(Reason.MALFORMED, f"{what} does not decode: {exc}") from exc
     if strict and _has_unknown_fields(message):
-        raise InvalidArgument(
+        raise refused(
             Reason.MALFORMED,
             f"{what} carries an unknown field ({_first_unknown(body, message_type)}): "
             "a signed message may hold only the fields its type defines",
@@ -169,7 +169,7 @@ def _check_size(body: bytes, message_type: type[Message], what: str) -> None:
     cap = max_body_bytes(message_type)
     if len(body) > cap:
         name = message_type.DESCRIPTOR.full_name
-        raise InvalidArgument(
+        raise refused(
             Reason.MALFORMED,
             f"{what} is {len(body)} bytes; a {name} may be at most {cap} bytes",
         )

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from credex.config import ServerSettings
-from credex.errors import CredexError, PermissionDenied, Reason, Unauthenticated
+from credex.errors import CredexError, Reason, Unauthenticated, refused
 from credex.metrics import Metrics
 from credex.pki import DIRECTORY_NAME, PkiError
 from credex.protocol.identity import CertificateIdentity, peer_identities
@@ -237,10 +237,10 @@ def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> CertificateIde
     identity (issued before identities were URI names: renew it)."""
     pems = list(context.auth_context().get("x509_pem_cert") or [])
     if len(pems) != 1:
-        raise Unauthenticated(Reason.UNKNOWN_SIGNER, "caller presented no member certificate")
+        raise refused(Reason.UNKNOWN_SIGNER, "caller presented no member certificate")
     identity = peer_identities.identity(bytes(pems[0]))
     if identity is None:
-        raise Unauthenticated(
+        raise refused(
             Reason.UNKNOWN_SIGNER,
             "caller's certificate names no credex identity (renew it: `credex renew` or "
             "`credex-node renew`)",
@@ -276,7 +276,7 @@ def require_peer(context: grpc.aio.ServicerContext[Any, Any], member_id: str) ->
     another."""
     peer = peer_identity(context)
     if peer.directory or peer.member_id != member_id:
-        raise PermissionDenied(
+        raise refused(
             Reason.PEER_MISMATCH,
             f"certificate is {peer.member_id!r} but the request is by {member_id!r}",
         )
@@ -296,7 +296,7 @@ def require_directory(context: grpc.aio.ServicerContext[Any, Any], directory_id:
     which the CA never gives a member)."""
     peer = peer_identity(context)
     if not peer.directory or peer.member_id != directory_id:
-        raise PermissionDenied(
+        raise refused(
             Reason.PEER_MISMATCH, f"certificate is {peer.member_id!r}, not the directory's"
         )
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import sqlite_utils
 
 from credex.clock import from_timestamp, to_timestamp
-from credex.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Reason
+from credex.errors import CredexError, Reason, refused
 from credex.signing import parse
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentStatus
@@ -96,7 +96,7 @@ class ConsentStore:
             "SELECT 1 FROM consents WHERE consent_id = ?", (consent_id,)
         ).fetchone()
         if exists:
-            raise AlreadyExists(Reason.CONSENT_EXISTS, f"consent {consent_id} exists")
+            raise refused(Reason.CONSENT_EXISTS, f"consent {consent_id} exists")
 
     def held(self, subject_id: str, now: float) -> int:
         """How many of the subject's consents are live: neither revoked nor expired."""
@@ -156,14 +156,14 @@ class ConsentStore:
             if row is not None:
                 if bytes(row[0]) == signed.SerializeToString():
                     continue
-                raise AlreadyExists(
+                raise refused(
                     Reason.CONSENT_EXISTS, f"consent {consent_id} has a ticket for {node_id}"
                 )
             taken = self._conn.execute(
                 "SELECT 1 FROM consent_tickets WHERE ticket_id = ?", (ticket_id,)
             ).fetchone()
             if taken:
-                raise AlreadyExists(Reason.CONSENT_EXISTS, f"ticket {ticket_id} exists")
+                raise refused(Reason.CONSENT_EXISTS, f"ticket {ticket_id} exists")
             self._conn.execute(
                 "INSERT INTO consent_tickets VALUES (?, ?, ?, ?)",
                 (consent_id, node_id, ticket_id, signed.SerializeToString()),
@@ -184,7 +184,7 @@ class ConsentStore:
             (consent_id,),
         ).fetchone()
         if row is None:
-            raise NotFound(Reason.CONSENT_NOT_FOUND, f"no consent {consent_id!r}")
+            raise refused(Reason.CONSENT_NOT_FOUND, f"no consent {consent_id!r}")
         return _stored(row, now, self.tickets(consent_id))
 
     def for_subject(self, subject_id: str, now: float, latest: int = -1) -> list[StoredConsent]:
@@ -285,15 +285,15 @@ class ConsentStore:
         if cur.rowcount != 1:
             stored = self.get(consent_id, now)
             require_active(stored)
-            raise PermissionDenied(
+            raise refused(
                 Reason.CONSENT_USED_UP,
                 f"consent used {stored.uses} of {stored.consent.max_uses} times",
             )
 
 
-def stale_change() -> FailedPrecondition:
+def stale_change() -> CredexError:
     """The refusal of a subject's order signed before the consent's last one."""
-    return FailedPrecondition(
+    return refused(
         Reason.STALE_CHANGE,
         "this change was signed before the consent's last change; sign a new one",
     )
@@ -303,7 +303,7 @@ def require_active(stored: StoredConsent) -> None:
     """Refuse a consent that is revoked, paused or expired."""
     if stored.status in _REFUSAL:
         reason, message = _REFUSAL[stored.status]
-        raise PermissionDenied(reason, message)
+        raise refused(reason, message)
 
 
 _COLUMNS = "subject_id, signed, status, uses, not_after, change_signed_at, consent_id"

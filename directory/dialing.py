@@ -7,7 +7,7 @@ import logging
 
 import grpc
 
-from credex.errors import Reason, Unavailable
+from credex.errors import Reason, refused
 from credex.protocol.endpoints import EndpointError, EndpointPolicy
 from credex.tls import TlsIdentity
 from credex.transport import ChannelPool
@@ -23,11 +23,11 @@ class GuardedChannels(ChannelPool):
         self._policy = policy
 
     def get(self, target: str) -> grpc.aio.Channel:
-        """A channel to `target`; Unavailable(ENDPOINT_REFUSED), logged, if the policy
+        """A channel to `target`; ENDPOINT_REFUSED, logged, if the policy
         refuses it: nothing is dialed."""
         try:
             self._policy.check(target)
         except EndpointError as exc:
             log.warning("not dialing %r: %s", target, exc)
-            raise Unavailable(Reason.ENDPOINT_REFUSED, str(exc)) from None
+            raise refused(Reason.ENDPOINT_REFUSED, str(exc)) from None
         return super().get(target)

@@ -17,14 +17,8 @@ import sqlite_utils
 from credex import vocab
 from credex.clock import Clock, to_timestamp
 from credex.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
     Reason,
-    ResourceExhausted,
-    Unavailable,
+    refused,
 )
 from credex.keys import SigningKey
 from credex.signing import seal
@@ -115,17 +109,15 @@ class DisputeDesk:
         """Hand the dispute to its node, then record it; a node that cannot be reached means
         nothing was filed (the subject may try again)."""
         if not 0 < len(dispute.dispute_id) <= 128 or not 0 < len(dispute.record_id) <= 256:
-            raise InvalidArgument(Reason.MALFORMED, "dispute needs an id and a record id")
+            raise refused(Reason.MALFORMED, "dispute needs an id and a record id")
         if not dispute.reason.strip() or len(dispute.reason) > MAX_REASON_CHARS:
-            raise InvalidArgument(
+            raise refused(
                 Reason.MALFORMED, f"give a reason of at most {MAX_REASON_CHARS} characters"
             )
         if dispute.category not in vocab.ALL_CATEGORIES:
-            raise InvalidArgument(
-                Reason.MALFORMED, "say which category the record was disclosed under"
-            )
+            raise refused(Reason.MALFORMED, "say which category the record was disclosed under")
         if dispute.dispute_id in self._filing or self.get(dispute.dispute_id) is not None:
-            raise AlreadyExists(Reason.MALFORMED, f"dispute {dispute.dispute_id} exists")
+            raise refused(Reason.DISPUTE_EXISTS, f"dispute {dispute.dispute_id} exists")
         self._filing.add(dispute.dispute_id)
         try:
             return await self._file(dispute)
@@ -137,9 +129,9 @@ class DisputeDesk:
         local_id = self._locator.locate(dispute.subject_id).get(dispute.node_id)
         node = self._registry.get(dispute.node_id)
         if local_id is None or node is None:
-            raise NotFound(Reason.NO_RECORDS, f"{dispute.node_id!r} holds nothing about you")
+            raise refused(Reason.NO_RECORDS, f"{dispute.node_id!r} holds nothing about you")
         if not node.active or not node.endpoint:
-            raise Unavailable(Reason.UNAVAILABLE, f"{node.member_id} cannot take disputes now")
+            raise refused(Reason.UNAVAILABLE, f"{node.member_id} cannot take disputes now")
         now = self._clock()
         notice = DisputeNotice(
             dispute_id=dispute.dispute_id,
@@ -157,12 +149,12 @@ class DisputeDesk:
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(
+                raise refused(
                     Reason.NO_RECORDS,
                     f"{node.member_id} holds no record {dispute.record_id!r} in "
                     f"{vocab.category_name(dispute.category)} about you",
                 ) from None
-            raise Unavailable(
+            raise refused(
                 Reason.UNAVAILABLE, f"{node.member_id} did not take the dispute: {exc.code().name}"
             ) from None
         try:
@@ -173,7 +165,7 @@ class DisputeDesk:
                  dispute.reason, now, dispute.category),
             )  # fmt: skip
         except sqlite3.IntegrityError:  # filed meanwhile by another process on this database
-            raise AlreadyExists(Reason.MALFORMED, f"dispute {dispute.dispute_id} exists") from None
+            raise refused(Reason.DISPUTE_EXISTS, f"dispute {dispute.dispute_id} exists") from None
         stored = self.get(dispute.dispute_id)
         assert stored is not None
         return stored.state
@@ -189,7 +181,7 @@ class DisputeDesk:
             (subject_id, since),
         ).fetchone()
         if count >= self._limits.per_hour:
-            raise ResourceExhausted(
+            raise refused(
                 Reason.DISPUTE_LIMIT,
                 f"at most {self._limits.per_hour} disputes an hour",
                 retry_after_s=max(1.0, float(oldest) + WINDOW_S - now),
@@ -199,7 +191,7 @@ class DisputeDesk:
             (subject_id,),
         ).fetchone()
         if open_now >= self._limits.max_open:
-            raise ResourceExhausted(
+            raise refused(
                 Reason.DISPUTE_LIMIT,
                 f"{open_now} of your disputes wait for a decision; at most "
                 f"{self._limits.max_open} may be open at once",
@@ -213,13 +205,13 @@ class DisputeDesk:
         """Record a node's decision about a dispute on one of its own records."""
         stored = self.get(resolution.dispute_id)
         if stored is None:
-            raise NotFound(Reason.MALFORMED, f"no dispute {resolution.dispute_id!r}")
+            raise refused(Reason.DISPUTE_NOT_FOUND, f"no dispute {resolution.dispute_id!r}")
         if stored.state.node_id != resolution.node_id:
-            raise PermissionDenied(Reason.PEER_MISMATCH, "the dispute is about another node")
+            raise refused(Reason.PEER_MISMATCH, "the dispute is about another node")
         if stored.state.status != D.DISPUTE_STATUS_OPEN:
-            raise FailedPrecondition(Reason.MALFORMED, "the dispute was already resolved")
+            raise refused(Reason.DISPUTE_RESOLVED, "the dispute was already resolved")
         if resolution.status not in OUTCOMES:
-            raise InvalidArgument(Reason.MALFORMED, "outcome: corrected, deleted or rejected")
+            raise refused(Reason.MALFORMED, "outcome: corrected, deleted or rejected")
         self._conn.execute(
             "UPDATE disputes SET status = ?, resolution = ?, resolved_at = ? WHERE dispute_id = ?",
             (

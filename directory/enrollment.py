@@ -17,7 +17,7 @@ from cryptography import x509
 from credex import vocab
 from credex.clock import Clock
 from credex.db import transaction
-from credex.errors import AlreadyExists, InvalidArgument, PermissionDenied, Reason
+from credex.errors import Reason, refused
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
 from credex.keys import SigningKey, VerifyKey
@@ -88,12 +88,12 @@ class TokenStore:
             (_digest(token),),
         ).fetchone()
         if row is None:
-            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "unknown enrollment token")
+            raise refused(Reason.ENROLLMENT_REFUSED, "unknown enrollment token")
         grant_json, expires_at, used_at = row
         if used_at is not None:
-            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "enrollment token already used")
+            raise refused(Reason.ENROLLMENT_REFUSED, "enrollment token already used")
         if now >= expires_at:
-            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "enrollment token expired")
+            raise refused(Reason.ENROLLMENT_REFUSED, "enrollment token expired")
         data = json.loads(grant_json)
         return TokenGrant(
             member_id=data["member_id"],
@@ -113,7 +113,7 @@ class TokenStore:
             (now, _digest(token), now),
         )
         if cur.rowcount != 1:
-            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "enrollment token already used")
+            raise refused(Reason.ENROLLMENT_REFUSED, "enrollment token already used")
 
 
 class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
@@ -150,7 +150,7 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         try:
             key = VerifyKey(claimed.signing_key)
         except ValueError as exc:
-            raise InvalidArgument(Reason.MALFORMED, f"signing key: {exc}") from None
+            raise refused(Reason.MALFORMED, f"signing key: {exc}") from None
         # Signed by the key it registers: the member holds that key.
         enrollment = open_signed(request.enrollment, pb.Enrollment, key, what="enrollment")
         done = self._identity.stored(request.enrollment, pb.Enrollment, pb.EnrollResponse)
@@ -159,23 +159,21 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         now = self._clock()
         grant = self._tokens.peek(enrollment.token, now)
         if grant.member_id != enrollment.member_id:
-            raise PermissionDenied(
+            raise refused(
                 Reason.ENROLLMENT_REFUSED, f"token is for {grant.member_id!r}, not this member"
             )
         if ROLE_NAMES.get(enrollment.role) != grant.role:
-            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, f"token is for a {grant.role}")
+            raise refused(Reason.ENROLLMENT_REFUSED, f"token is for a {grant.role}")
         if is_directory_name(grant.member_id) or grant.member_id == self._directory_id:
-            raise PermissionDenied(Reason.ENROLLMENT_REFUSED, "that id is the directory's")
+            raise refused(Reason.ENROLLMENT_REFUSED, "that id is the directory's")
         existing = self._registry.get(grant.member_id)
         if grant.reset:
             if existing is None or existing.status == pb.MemberStatus.MEMBER_STATUS_REMOVED:
-                raise PermissionDenied(
-                    Reason.ENROLLMENT_REFUSED, f"{grant.member_id} cannot enroll again"
-                )
+                raise refused(Reason.ENROLLMENT_REFUSED, f"{grant.member_id} cannot enroll again")
         elif existing is not None:
-            raise AlreadyExists(Reason.ENROLLMENT_REFUSED, f"{grant.member_id} is already a member")
+            raise refused(Reason.MEMBER_EXISTS, f"{grant.member_id} is already a member")
         if self._registry.key_in_use(key.key_id):
-            raise AlreadyExists(Reason.ENROLLMENT_REFUSED, "that signing key is already registered")
+            raise refused(Reason.KEY_IN_USE, "that signing key is already registered")
         with transaction(self._db):
             self._tokens.redeem(enrollment.token, now)
             if existing is not None:  # a reset: same member, same names, new keys

@@ -19,12 +19,8 @@ from credex.audit import AuditEntry, AuditLog
 from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.db import transaction
 from credex.errors import (
-    AlreadyExists,
-    InvalidArgument,
-    PermissionDenied,
     Reason,
-    ResourceExhausted,
-    Unauthenticated,
+    refused,
 )
 from credex.keys import VerifyKey
 from credex.pki import CertificateAuthority, PkiError, cert_pem
@@ -73,7 +69,7 @@ class IdentityDesk:
         change it belongs to); a bad CSR is INVALID_ARGUMENT."""
         live = self.certificates.live(member_id, self._clock())
         if len(live) >= MAX_LIVE_CERTIFICATES:
-            raise ResourceExhausted(
+            raise refused(
                 Reason.RATE_LIMITED,
                 f"{member_id} holds {len(live)} unexpired certificates already",
                 retry_after_s=max(1.0, live[0] - self._clock()),
@@ -81,7 +77,7 @@ class IdentityDesk:
         try:
             cert = self._ca.issue(csr_pem, member_id, hosts=hosts, lifetime_s=self.cert_lifetime_s)
         except PkiError as exc:
-            raise InvalidArgument(Reason.MALFORMED, str(exc)) from None
+            raise refused(Reason.MALFORMED, str(exc)) from None
         self.certificates.record(cert, member_id, self._clock())
         return cert
 
@@ -113,13 +109,11 @@ class IdentityDesk:
         claimed = parse(request.renewal.body, pb.CertificateRenewal, what="renewal")
         member = self._registry.get(claimed.member_id)
         if member is None:
-            raise PermissionDenied(Reason.UNKNOWN_SIGNER, f"no member {claimed.member_id!r}")
+            raise refused(Reason.UNKNOWN_SIGNER, f"no member {claimed.member_id!r}")
         # the current key only: a rotated-away or reset key renews nothing
         renewal = open_signed(request.renewal, pb.CertificateRenewal, member.key, what="renewal")
         if not member.active:
-            raise PermissionDenied(
-                Reason.MEMBER_SUSPENDED, f"{member.member_id} is {member.status_name}"
-            )
+            raise refused(Reason.MEMBER_SUSPENDED, f"{member.member_id} is {member.status_name}")
         done = self.stored(request.renewal, pb.CertificateRenewal, pb.RenewCertificateResponse)
         if done is not None:
             return done  # type: ignore[no-any-return]
@@ -151,12 +145,12 @@ class IdentityDesk:
         claimed = parse(request.rotation.body, pb.KeyRotation, what="key rotation")
         member = self._registry.get(claimed.member_id)
         if member is None or not member.active:
-            raise PermissionDenied(Reason.UNKNOWN_SIGNER, f"{claimed.member_id!r} is not active")
+            raise refused(Reason.UNKNOWN_SIGNER, f"{claimed.member_id!r} is not active")
         done = self.stored(request.rotation, pb.KeyRotation, pb.RotateKeyResponse)
         if done is not None:  # exactly this request was answered: the member lost the reply
             require_peer(context, member.member_id)
             if request.proof.body != request.rotation.body:
-                raise Unauthenticated(Reason.BAD_SIGNATURE, "no proof of holding the new key")
+                raise refused(Reason.BAD_SIGNATURE, "no proof of holding the new key")
             return done  # type: ignore[no-any-return]
         rotation = open_signed(request.rotation, pb.KeyRotation, member.key, what="key rotation")
         require_peer(context, member.member_id)
@@ -165,13 +159,13 @@ class IdentityDesk:
         try:
             new_key = VerifyKey(rotation.new_signing_key)
         except ValueError as exc:
-            raise InvalidArgument(Reason.MALFORMED, f"new signing key: {exc}") from None
+            raise refused(Reason.MALFORMED, f"new signing key: {exc}") from None
         if request.proof.body != request.rotation.body or not verify(
             request.proof, pb.KeyRotation, new_key
         ):
-            raise Unauthenticated(Reason.BAD_SIGNATURE, "no proof of holding the new key")
+            raise refused(Reason.BAD_SIGNATURE, "no proof of holding the new key")
         if self._registry.key_in_use(new_key.key_id):
-            raise AlreadyExists(Reason.MALFORMED, "that key was used before; make a new one")
+            raise refused(Reason.KEY_IN_USE, "that key was used before; make a new one")
         valid_until = now + self.key_overlap_s
         with transaction(self._db):
             cert = self.issue(rotation.csr_pem, member.member_id, member.hosts)
@@ -212,4 +206,4 @@ class IdentityDesk:
 
     def _fresh(self, issued_at: Any, what: str) -> None:
         if abs(self._clock() - from_timestamp(issued_at)) > REQUEST_MAX_AGE_S:
-            raise PermissionDenied(Reason.REQUEST_EXPIRED, f"{what} is stale")
+            raise refused(Reason.REQUEST_EXPIRED, f"{what} is stale")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from credex.db import transaction
-from credex.errors import AlreadyExists, InvalidArgument, Reason
+from credex.errors import Reason, refused
 from credex.keys import VerifyKey
 
 
@@ -103,7 +103,7 @@ class Locator:
         holders = self.holdings(subject_id)
         unknown = sorted(set(keys) - set(holders))
         if unknown:
-            raise InvalidArgument(
+            raise refused(
                 Reason.MALFORMED, f"nodes that hold none of your data: {', '.join(unknown)}"
             )
         try:
@@ -113,8 +113,8 @@ class Locator:
                     (key.raw, subject_id, node_id),
                 )
         except sqlite3.IntegrityError:
-            raise AlreadyExists(
-                Reason.MALFORMED,
+            raise refused(
+                Reason.KEY_IN_USE,
                 "a key in this registration is registered already; derive a key per node",
             ) from None
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import sqlite_utils
 
 from credex import vocab
-from credex.errors import Reason, ResourceExhausted
+from credex.errors import Reason, refused
 
 
 def month_of(now: float) -> tuple[str, float]:
@@ -48,7 +48,7 @@ class PurposeQuota:
         ).fetchone()
         used = row[0] if row else 0
         if used >= limit:
-            raise ResourceExhausted(
+            raise refused(
                 Reason.PURPOSE_LIMIT,
                 f"{used} of {limit} {vocab.purpose_name(purpose)} profiles this month",
                 retry_after_s=until_next,

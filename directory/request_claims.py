@@ -13,7 +13,7 @@ import sqlite3
 import sqlite_utils
 
 from credex.audit import TABLE as AUDIT_TABLE
-from credex.errors import PermissionDenied, Reason
+from credex.errors import Reason, refused
 
 TABLE = "profile_requests"
 
@@ -49,6 +49,6 @@ class RequestClaims:
                 (request_id, requester_id, now),
             )
         except sqlite3.IntegrityError:
-            raise PermissionDenied(
+            raise refused(
                 Reason.REPLAY, f"request id {request_id!r} was used by an earlier request"
             ) from None

@@ -13,11 +13,8 @@ from credex.clock import Clock, from_timestamp
 from credex.db import transaction, unreadable
 from credex.errors import (
     CredexError,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
     Reason,
-    ResourceExhausted,
+    refused,
 )
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
@@ -124,11 +121,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         claimed = parse(request.announcement.body, pb.NodeAnnouncement, what="announcement")
         node = self._registry.get(claimed.node_id)
         if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE:
-            raise NotFound(Reason.UNKNOWN_SIGNER, f"no node {claimed.node_id!r}")
+            raise refused(Reason.UNKNOWN_SIGNER, f"no node {claimed.node_id!r}")
         if not node.active:
-            raise PermissionDenied(
-                Reason.MEMBER_SUSPENDED, f"{node.member_id} is {node.status_name}"
-            )
+            raise refused(Reason.MEMBER_SUSPENDED, f"{node.member_id} is {node.status_name}")
         announcement = open_signed(
             request.announcement,
             pb.NodeAnnouncement,
@@ -137,11 +132,11 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         )
         require_peer(context, node.member_id)
         if abs(self._clock() - from_timestamp(announcement.issued_at)) > ANNOUNCE_MAX_AGE_S:
-            raise PermissionDenied(Reason.REQUEST_EXPIRED, "announcement is stale")
+            raise refused(Reason.REQUEST_EXPIRED, "announcement is stale")
         try:
             self._endpoints.check(announcement.endpoint)
         except EndpointError as exc:
-            raise InvalidArgument(Reason.ENDPOINT_REFUSED, str(exc)) from None
+            raise refused(Reason.ENDPOINT_REFUSED, str(exc)) from None
         self._registry.set_endpoint(node.member_id, announcement.endpoint)
         return pb.AnnounceResponse()
 
@@ -160,9 +155,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         claimed = parse(request.resolution.body, pb.DisputeResolution, what="resolution")
         node = self._registry.get(claimed.node_id)
         if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE or not node.active:
-            raise PermissionDenied(
-                Reason.UNKNOWN_SIGNER, f"{claimed.node_id!r} is not an active node"
-            )
+            raise refused(Reason.UNKNOWN_SIGNER, f"{claimed.node_id!r} is not an active node")
         resolution = open_signed(
             request.resolution,
             pb.DisputeResolution,
@@ -217,11 +210,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         peer = self._active_peer(context)
         node = self._registry.get(peer)
         if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE:
-            raise PermissionDenied(
-                Reason.UNKNOWN_SIGNER, "only nodes follow a feed, each its own tickets'"
-            )
+            raise refused(Reason.WRONG_ROLE, "only nodes follow a feed, each its own tickets'")
         if request.after_seq > MAX_SEQ:
-            raise InvalidArgument(Reason.MALFORMED, "after_seq is beyond any sequence number")
+            raise refused(Reason.MALFORMED, "after_seq is beyond any sequence number")
         return pb.GetRevocationsResponse(feed=self._publisher.feed(peer, request.after_seq))
 
     @rpc_handler
@@ -232,7 +223,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             peer = peer_member_id(context)
             wait = self._limiter.take(peer)
             if wait:
-                raise ResourceExhausted(
+                raise refused(
                     Reason.RATE_LIMITED,
                     f"more than {self._limiter.rate_per_s:g} profile requests a second",
                     retry_after_s=wait,
@@ -313,7 +304,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         member = self._registry.get(peer)
         if member is None or not member.active:
             status = member.status_name if member else "not a member"
-            raise PermissionDenied(Reason.MEMBER_SUSPENDED, f"{peer!r} is {status}")
+            raise refused(Reason.MEMBER_SUSPENDED, f"{peer!r} is {status}")
         return peer
 
     def _plan(self, authorized: AuthorizedProfileRequest) -> list[NodeCall]:

@@ -15,11 +15,8 @@ from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.db import transaction
 from credex.errors import (
     CredexError,
-    FailedPrecondition,
-    InvalidArgument,
-    PermissionDenied,
     Reason,
-    ResourceExhausted,
+    refused,
 )
 from credex.freshness import CLOCK_SKEW_S
 from credex.group_commit import GroupCommit
@@ -172,7 +169,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     def _charge(self, subject_id: str) -> None:
         wait = self._limiter.take(subject_id)
         if wait:
-            raise ResourceExhausted(
+            raise refused(
                 Reason.RATE_LIMITED,
                 f"more than {self._limiter.rate_per_s:g} calls a second from one subject "
                 f"(bursts of {self._limiter.burst:g})",
@@ -231,7 +228,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         with transaction(self._audit.db):  # the consent and its audit entry: both or neither
             held = self._consents.held(request.subject_id, now)
             if held >= self._limits.max_consents:
-                raise ResourceExhausted(
+                raise refused(
                     Reason.CONSENT_LIMIT,
                     f"you hold {held} consents that are neither expired nor revoked, the most "
                     "the directory keeps; revoke one you no longer need",
@@ -273,11 +270,11 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         now = self._clock()
         stored = self._consents.get(request.consent_id, now)
         if stored.subject_id != request.subject_id:
-            raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
+            raise refused(Reason.SUBJECT_MISMATCH, "not this subject's consent")
         tickets = self._verifier.tickets(request.subject_id, stored.consent, list(request.tickets))
         self._charge(request.subject_id)
         if stored.status in (S.CONSENT_STATUS_REVOKED, S.CONSENT_STATUS_EXPIRED):
-            raise FailedPrecondition(
+            raise refused(
                 Reason.CONSENT_STATE, f"a {status_name(stored.status)} consent takes no tickets"
             )
         current = self._current_tickets(request.subject_id, stored.tickets)
@@ -336,20 +333,18 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             request.registration, pb.NodeKeyRegistration, "node key registration"
         )
         if len(registration.keys) > MAX_TICKETS:
-            raise InvalidArgument(Reason.MALFORMED, f"more than {MAX_TICKETS} keys")
+            raise refused(Reason.MALFORMED, f"more than {MAX_TICKETS} keys")
         keys: dict[str, VerifyKey] = {}
         for entry in registration.keys:
             if entry.node_id in keys:
-                raise InvalidArgument(Reason.MALFORMED, f"two keys for {entry.node_id[:64]!r}")
+                raise refused(Reason.MALFORMED, f"two keys for {entry.node_id[:64]!r}")
             try:
                 keys[entry.node_id] = VerifyKey(entry.public_key)
             except ValueError as exc:
-                raise InvalidArgument(
-                    Reason.MALFORMED, f"key for {entry.node_id[:64]!r}: {exc}"
-                ) from None
+                raise refused(Reason.MALFORMED, f"key for {entry.node_id[:64]!r}: {exc}") from None
         main = self._locator.subject_key(registration.subject_id)
         if main is not None and any(k.raw == main.raw for k in keys.values()):
-            raise InvalidArgument(
+            raise refused(
                 Reason.MALFORMED, "a node key must not be your main key; derive one per node"
             )
         with transaction(self._audit.db):
@@ -426,7 +421,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         signed_at = from_timestamp(order.issued_at)
         stored = self._consents.get(consent_id, self._clock())
         if stored.subject_id != subject_id:
-            raise PermissionDenied(Reason.SUBJECT_MISMATCH, "not this subject's consent")
+            raise refused(Reason.SUBJECT_MISMATCH, "not this subject's consent")
         if signed_at <= max(stored.last_change_signed_at, self._repeats.last(consent_id)):
             raise stale_change()
         if stored.status == status:
@@ -434,7 +429,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             return None
         allowed = _TRANSITIONS.get(stored.status, ())
         if status not in allowed:
-            raise FailedPrecondition(
+            raise refused(
                 Reason.CONSENT_STATE,
                 f"a {status_name(stored.status)} consent cannot become {status_name(status)}",
             )
@@ -572,5 +567,5 @@ def _page_start(token: str) -> int:
     if not token:
         return MAX_SEQ
     if not token.isascii() or not token.isdigit() or len(token) > 19:
-        raise InvalidArgument(Reason.MALFORMED, "page_token is not one this directory gave")
+        raise refused(Reason.MALFORMED, "page_token is not one this directory gave")
     return int(token)

@@ -15,11 +15,8 @@ from credex.db import transaction
 from credex.errors import (
     UNAUTHENTICATED_REASONS,
     CredexError,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
     Reason,
-    Unauthenticated,
+    refused,
 )
 from credex.freshness import CLOCK_SKEW_S, NonceStore, check_window
 from credex.keys import VerifyKey
@@ -143,15 +140,11 @@ class RequestVerifier:
     def requester(self, signed: Signed) -> MemberInfo:
         member = self._registry.by_key_id(signed.key_id, self._clock())
         if member is None:
-            raise Unauthenticated(Reason.UNKNOWN_REQUESTER, "request signed by an unknown key")
+            raise refused(Reason.UNKNOWN_REQUESTER, "request signed by an unknown key")
         if member.role != MemberRole.MEMBER_ROLE_REQUESTER:
-            raise PermissionDenied(
-                Reason.UNKNOWN_REQUESTER, f"{member.member_id} is not a requester"
-            )
+            raise refused(Reason.WRONG_ROLE, f"{member.member_id} is not a requester")
         if not member.active:
-            raise PermissionDenied(
-                Reason.MEMBER_SUSPENDED, f"{member.member_id} is {member.status_name}"
-            )
+            raise refused(Reason.MEMBER_SUSPENDED, f"{member.member_id} is {member.status_name}")
         return member
 
     def profile_request(self, signed: Signed, *, peer: str) -> AuthorizedProfileRequest:
@@ -164,17 +157,17 @@ class RequestVerifier:
             signed, ProfileRequest, signer_key(requester, signed, now), what="profile request"
         )
         if peer != requester.member_id:
-            raise PermissionDenied(
+            raise refused(
                 Reason.PEER_MISMATCH,
                 f"certificate is {peer!r} but the request is signed by {requester.member_id!r}",
             )
         if request.requester_id != requester.member_id:
-            raise Unauthenticated(
+            raise refused(
                 Reason.UNKNOWN_SIGNER,
                 f"request names {request.requester_id!r} but is signed by {requester.member_id}",
             )
         if not safe_request_id(request.request_id):
-            raise InvalidArgument(Reason.MALFORMED, REQUEST_ID_RULE)
+            raise refused(Reason.MALFORMED, REQUEST_ID_RULE)
         expires_at = from_timestamp(request.expires_at)
         check_window(
             from_timestamp(request.issued_at), expires_at, now, max_lifetime_s=self._max_lifetime
@@ -183,14 +176,14 @@ class RequestVerifier:
             self._nonces.use(request.nonce, expires_at, now)
             self._claims.claim(request.request_id, requester.member_id, now)
             if self._locator.subject_key(request.subject_id) is None:
-                raise NotFound(Reason.UNKNOWN_SUBJECT, f"no subject {request.subject_id!r}")
+                raise refused(Reason.UNKNOWN_SUBJECT, f"no subject {request.subject_id!r}")
             stored = self._consents.get(request.consent_id, now)
             if stored.subject_id != request.subject_id:
-                raise PermissionDenied(Reason.SUBJECT_MISMATCH, "consent is for another subject")
+                raise refused(Reason.SUBJECT_MISMATCH, "consent is for another subject")
             require_active(stored)
             categories = tuple(request.categories) or tuple(stored.consent.categories)
             if len(set(categories)) != len(categories):
-                raise InvalidArgument(Reason.MALFORMED, "categories repeated")
+                raise refused(Reason.MALFORMED, "categories repeated")
             check_covers(
                 stored.consent,
                 requester_id=requester.member_id,
@@ -227,7 +220,7 @@ class RequestVerifier:
     def _subject_key(self, subject_id: str) -> VerifyKey:
         key = self._locator.subject_key(subject_id)
         if key is None:
-            raise NotFound(Reason.UNKNOWN_SUBJECT, f"no subject {subject_id!r}")
+            raise refused(Reason.UNKNOWN_SUBJECT, f"no subject {subject_id!r}")
         return key
 
     def _subject_signed(
@@ -242,7 +235,7 @@ class RequestVerifier:
         registered = self._subject_key(subject_id)
         consent = open_consent(signed)
         if registered.raw != consent.subject_key:
-            raise Unauthenticated(
+            raise refused(
                 Reason.BAD_SIGNATURE, "consent is not signed by the subject's registered key"
             )
         requester = self._registry.get(consent.requester_id)
@@ -251,16 +244,16 @@ class RequestVerifier:
             or requester.role != MemberRole.MEMBER_ROLE_REQUESTER
             or not requester.active
         ):
-            raise NotFound(Reason.UNKNOWN_REQUESTER, f"no requester {consent.requester_id!r}")
+            raise refused(Reason.REQUESTER_NOT_FOUND, f"no requester {consent.requester_id!r}")
         check_within_purpose(consent)
         not_before, not_after = (
             from_timestamp(consent.not_before),
             from_timestamp(consent.not_after),
         )
         if not_after <= now:
-            raise InvalidArgument(Reason.CONSENT_EXPIRED, "consent is already expired")
+            raise refused(Reason.CONSENT_EXPIRED, "consent is already expired")
         if not_after - not_before > MAX_CONSENT_LIFETIME_S:
-            raise InvalidArgument(Reason.MALFORMED, "a consent may last at most two years")
+            raise refused(Reason.MALFORMED, "a consent may last at most two years")
         return consent
 
     def tickets(
@@ -270,7 +263,7 @@ class RequestVerifier:
         signed by the subject's key registered for a node that holds the subject's data and
         serves the ticket's categories; at most one per node."""
         if len(signed_tickets) > MAX_TICKETS:
-            raise InvalidArgument(Reason.MALFORMED, f"more than {MAX_TICKETS} tickets")
+            raise refused(Reason.MALFORMED, f"more than {MAX_TICKETS} tickets")
         holdings = self._locator.holdings(subject_id)
         found: dict[str, tuple[str, Signed]] = {}
         for signed in signed_tickets:
@@ -278,15 +271,15 @@ class RequestVerifier:
             holding = holdings.get(node_id)
             node = self._registry.get(node_id)
             if holding is None or node is None or node.role != MemberRole.MEMBER_ROLE_NODE:
-                raise InvalidArgument(
+                raise refused(
                     Reason.MALFORMED,
                     f"a ticket for {node_id[:64]!r}, which holds none of your data",
                 )
             if node_id in found:
-                raise InvalidArgument(Reason.MALFORMED, f"two tickets for {node_id}")
+                raise refused(Reason.MALFORMED, f"two tickets for {node_id}")
             key = require_node_key(holding.node_key, node_id)
             if signed.key_id != key.key_id:
-                raise Unauthenticated(
+                raise refused(
                     Reason.BAD_SIGNATURE,
                     f"the ticket for {node_id} is not signed by your key registered for it",
                 )
@@ -317,6 +310,4 @@ class RequestVerifier:
     def _fresh_subject_message(self, issued_at: float) -> None:
         now = self._clock()
         if abs(now - issued_at) > MAX_SUBJECT_REQUEST_AGE_S + CLOCK_SKEW_S:
-            raise PermissionDenied(
-                Reason.REQUEST_EXPIRED, "signed request is stale or from the future"
-            )
+            raise refused(Reason.REQUEST_EXPIRED, "signed request is stale or from the future")

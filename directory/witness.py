@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from credex.clock import Clock
-from credex.errors import PermissionDenied, Reason, from_rpc_error
+from credex.errors import Reason, from_rpc_error, refused
 from credex.runtime.witness import Send, WitnessStore
 from credex.transport import ChannelPool, peer_member_id
 from credex.v1 import directory_pb2 as pb
@@ -39,13 +39,11 @@ class NodeCheckpoints:
         self.store.throttle(peer)
         node = self._registry.get(peer)
         if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE:
-            raise PermissionDenied(
-                Reason.UNKNOWN_SIGNER, f"{peer!r} is not a node: only nodes' logs are witnessed"
+            raise refused(
+                Reason.WRONG_ROLE, f"{peer!r} is not a node: only nodes' logs are witnessed"
             )
         if not node.active:
-            raise PermissionDenied(
-                Reason.MEMBER_SUSPENDED, f"{node.member_id} is {node.status_name}"
-            )
+            raise refused(Reason.MEMBER_SUSPENDED, f"{node.member_id} is {node.status_name}")
         seq = self.store.keep(request.checkpoint, node.member_id, node.keys_at(self._clock()))
         return pb.WitnessNodeCheckpointResponse(witnessed_seq=seq)
 

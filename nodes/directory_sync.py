@@ -18,10 +18,9 @@ import sqlite_utils
 from credex.clock import Clock, from_timestamp
 from credex.errors import (
     CredexError,
-    PermissionDenied,
     Reason,
-    Unavailable,
     from_rpc_error,
+    refused,
 )
 from credex.keys import VerifyKey
 from credex.protocol.revocation import refuse_revoked
@@ -108,19 +107,17 @@ class DirectorySync:
         member, or for a ticket whose consent the subject revoked or paused."""
         stale = self.stale()
         if stale is not None:
-            raise Unavailable(Reason.REGISTRY_STALE, stale)
+            raise refused(Reason.REGISTRY_STALE, stale)
         if requester_id not in self._requesters:
-            raise PermissionDenied(
-                Reason.MEMBER_SUSPENDED, f"{requester_id!r} is not an active requester"
-            )
+            raise refused(Reason.MEMBER_SUSPENDED, f"{requester_id!r} is not an active requester")
         row = self._conn.execute(
             "SELECT status FROM ticket_status WHERE ticket_id = ?", (ticket_id,)
         ).fetchone()
         if row is None or row[0] == ConsentStatus.CONSENT_STATUS_ACTIVE:
             return
         if row[0] == ConsentStatus.CONSENT_STATUS_PAUSED:
-            raise PermissionDenied(Reason.CONSENT_PAUSED, "consent is paused")
-        raise PermissionDenied(Reason.CONSENT_REVOKED, "consent has been revoked")
+            raise refused(Reason.CONSENT_PAUSED, "consent is paused")
+        raise refused(Reason.CONSENT_REVOKED, "consent has been revoked")
 
     def check_peer(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Refuse a caller whose certificate the directory's snapshot lists as revoked (called
@@ -135,7 +132,7 @@ class DirectorySync:
         pulled); another node's feed is refused."""
         feed = open_signed(signed, pb.RevocationFeed, self._directory_key, what="revocation feed")
         if feed.node_id != self._node_id:
-            raise PermissionDenied(Reason.WRONG_NODE, f"feed is for node {feed.node_id[:64]!r}")
+            raise refused(Reason.WRONG_NODE, f"feed is for node {feed.node_id[:64]!r}")
         # The latest change per ticket wins, whatever order pushes and pulls arrive in; a
         # resumption is kept (as ACTIVE) so that an older pause arriving late cannot win.
         self._conn.executemany(
@@ -200,7 +197,7 @@ class DirectorySync:
                 )
                 feed = parse(response.feed.body, pb.RevocationFeed, what="revocation feed")
                 if feed.after_seq != asked:
-                    raise Unavailable(Reason.REGISTRY_STALE, "feed does not answer our request")
+                    raise refused(Reason.REGISTRY_STALE, "feed does not answer our request")
                 self.apply_feed(response.feed)
                 if not feed.changes:
                     self.synced_seq = max(self.synced_seq, feed.latest_seq)

@@ -16,11 +16,8 @@ from credex.clock import Clock, from_timestamp, to_timestamp
 from credex.db import transaction
 from credex.errors import (
     CredexError,
-    Internal,
-    NotFound,
-    PermissionDenied,
     Reason,
-    ResourceExhausted,
+    refused,
 )
 from credex.group_commit import GroupCommit
 from credex.handlers import rpc_handler
@@ -135,9 +132,9 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             request.notice, node_pb2.DisputeNotice, self._directory_key, what="dispute notice"
         )
         if notice.node_id != self._config.node_id:
-            raise PermissionDenied(Reason.WRONG_NODE, "dispute is for another node")
+            raise refused(Reason.WRONG_NODE, "dispute is for another node")
         if not self._holds(notice):
-            raise NotFound(
+            raise refused(
                 Reason.NO_RECORDS,
                 f"this node holds no record {notice.record_id[:256]!r} in "
                 f"{vocab.category_name(notice.category)} about the subject",
@@ -179,20 +176,20 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self, request: QueryRecordsRequest, context: Context
     ) -> QueryRecordsResponse:
         # One durable commit per query: its nonce and the audit entry of its answer or refusal.
-        refused: CredexError | None = None
+        failure: CredexError | None = None
         with transaction(self.audit.db):
             try:
                 require_directory(context, self._config.directory_id)
                 wait = self._limiter.take(self._config.directory_id)
                 if wait:
-                    raise ResourceExhausted(
+                    raise refused(
                         Reason.RATE_LIMITED,
                         f"more than {self._limiter.rate_per_s:g} queries a second",
                         retry_after_s=wait,
                     )
                 verified = self._verifier.verify(request)
             except CredexError as err:
-                refused = err
+                failure = err
                 claimed = _claimed_query(request)
                 peer = peer_or_unknown(context)
                 # The directory's refused queries are logged one by one (reconcile matches them);
@@ -220,7 +217,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 try:
                     response = self._answer(verified)
                 except CredexError as err:  # the nonce stays used; the failure is audited
-                    refused = err
+                    failure = err
                     self.audit.append(
                         AuditEntry(
                             request_id=verified.query.request_id,
@@ -235,8 +232,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                             detail=err.message,
                         )
                     )
-        if refused is not None:
-            raise refused
+        if failure is not None:
+            raise failure
         return response
 
     def _fetch(
@@ -264,7 +261,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             log.error("%s: adapter failed: %s", request_id, exc)
         except sqlite3.Error as exc:
             log.error("%s: reading the records database failed: %s", request_id, exc)
-        raise Internal(Reason.ADAPTER_FAILED, ADAPTER_FAILED)
+        raise refused(Reason.ADAPTER_FAILED, ADAPTER_FAILED)
 
     def _answer(self, verified: VerifiedQuery) -> QueryRecordsResponse:
         query, ticket = verified.query, verified.ticket

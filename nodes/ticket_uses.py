@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite_utils
 
 from credex.clock import from_timestamp
-from credex.errors import PermissionDenied, Reason
+from credex.errors import Reason, refused
 from credex.v1.consent_pb2 import ConsentTicket
 
 PRUNE_EVERY_S = 60.0
@@ -31,7 +31,7 @@ class TicketUses:
             "SELECT uses FROM ticket_uses WHERE ticket_id = ?", (ticket.ticket_id,)
         ).fetchone()
         if row is not None and row[0] >= ticket.max_uses:
-            raise PermissionDenied(
+            raise refused(
                 Reason.CONSENT_USED_UP,
                 f"ticket answered {row[0]} of {ticket.max_uses} times",
             )

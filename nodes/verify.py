@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from credex import vocab
 from credex.clock import Clock, from_timestamp
 from credex.consents import check_covers, check_within_purpose
-from credex.errors import InvalidArgument, PermissionDenied, Reason
+from credex.errors import Reason, refused
 from credex.freshness import CLOCK_SKEW_S, NonceStore, check_window
 from credex.keys import VerifyKey
 from credex.protocol.tickets import open_ticket
@@ -58,7 +58,7 @@ class QueryVerifier:
         now = self._clock()
         query = open_signed(request.query, NodeQuery, self._directory_key, what="directory query")
         if query.node_id != self._node_id:
-            raise PermissionDenied(Reason.WRONG_NODE, f"query is for node {query.node_id!r}")
+            raise refused(Reason.WRONG_NODE, f"query is for node {query.node_id!r}")
         expires_at = from_timestamp(query.expires_at)
         check_window(
             from_timestamp(query.issued_at), expires_at, now, max_lifetime_s=MAX_QUERY_LIFETIME_S
@@ -75,7 +75,7 @@ class QueryVerifier:
         if attestation.node_id != self._node_id or (
             attestation.local_subject_id != query.local_subject_id
         ):
-            raise PermissionDenied(
+            raise refused(
                 Reason.ATTESTATION_MISMATCH, "local id is not the one attested for this node"
             )
         issued, expires = (
@@ -83,22 +83,22 @@ class QueryVerifier:
             from_timestamp(attestation.expires_at),
         )
         if expires - issued > MAX_ATTESTATION_LIFETIME_S:
-            raise InvalidArgument(Reason.MALFORMED, "attestation is valid for too long")
+            raise refused(Reason.MALFORMED, "attestation is valid for too long")
         if not issued - CLOCK_SKEW_S <= now < expires:
-            raise PermissionDenied(Reason.ATTESTATION_EXPIRED, "attestation is not valid now")
+            raise refused(Reason.ATTESTATION_EXPIRED, "attestation is not valid now")
 
         if not query.ticket.body:
-            raise InvalidArgument(Reason.MALFORMED, "query carries no ticket")
+            raise refused(Reason.MALFORMED, "query carries no ticket")
         try:
             subject_key = VerifyKey(attestation.subject_key)
         except ValueError as exc:
-            raise InvalidArgument(Reason.MALFORMED, f"attested subject key: {exc}") from None
+            raise refused(Reason.MALFORMED, f"attested subject key: {exc}") from None
         ticket = open_ticket(query.ticket, subject_key)
         if ticket.node_id != self._node_id:
-            raise PermissionDenied(Reason.WRONG_NODE, f"ticket is for node {ticket.node_id!r}")
+            raise refused(Reason.WRONG_NODE, f"ticket is for node {ticket.node_id!r}")
         categories = list(query.categories)
         if not categories or len(set(categories)) != len(categories):
-            raise InvalidArgument(Reason.MALFORMED, "query categories empty or repeated")
+            raise refused(Reason.MALFORMED, "query categories empty or repeated")
         check_covers(
             ticket,
             requester_id=query.requester_id,
@@ -111,7 +111,7 @@ class QueryVerifier:
         self._uses.check(ticket)
         unserved = [c for c in categories if c not in self._served]
         if unserved:
-            raise InvalidArgument(
+            raise refused(
                 Reason.CATEGORY_NOT_SERVED,
                 f"this node does not serve {', '.join(vocab.category_names(unserved))}",
             )

@@ -174,7 +174,7 @@ def test_consent_for_an_unknown_requester_is_refused(federation: Federation) -> 
         federation,
         subject.grant(requester_id="loan-shark", purpose=LOAN, categories=[FIN]),
         NotFound,
-        Reason.UNKNOWN_REQUESTER,
+        Reason.REQUESTER_NOT_FOUND,
     )
 
 
@@ -184,7 +184,7 @@ def test_consent_for_a_node_as_requester_is_refused(federation: Federation) -> N
         federation,
         subject.grant(requester_id="pboc", purpose=LOAN, categories=[FIN]),
         NotFound,
-        Reason.UNKNOWN_REQUESTER,
+        Reason.REQUESTER_NOT_FOUND,
     )
 
 
@@ -407,9 +407,7 @@ def test_request_signed_by_a_node_key_is_refused(federation: Federation) -> None
     request = hand_made_request(
         federation, consent_id=consent_id, requester_id="pboc", key=node_key
     )
-    refused(
-        federation, bank.send_profile_request(request), PermissionDenied, Reason.UNKNOWN_REQUESTER
-    )
+    refused(federation, bank.send_profile_request(request), PermissionDenied, Reason.WRONG_ROLE)
 
 
 def test_profile_request_with_altered_body_is_refused(federation: Federation) -> None:

@@ -143,7 +143,7 @@ def test_rotation_refusals(federation: Federation, tmp_path: Path) -> None:
     bank_key = federation.requester_homes["bank"].signing_key()
     assert raw_rotate(
         federation, tls, rotation_request("careful", key, bank_key, bank_key, now)
-    ) == (Reason.MALFORMED, grpc.StatusCode.ALREADY_EXISTS)
+    ) == (Reason.KEY_IN_USE, grpc.StatusCode.ALREADY_EXISTS)
     # stale
     assert raw_rotate(federation, tls, rotation_request("careful", key, new, new, now - 3600)) == (
         Reason.REQUEST_EXPIRED,

@@ -253,7 +253,7 @@ requester = "ghost"
 purpose = "research"
 categories = ["education"]
 consent = "c"
-expect = "UNKNOWN_REQUESTER"
+expect = "REQUESTER_NOT_FOUND"
 [[step]]
 action = "profile"
 requester = "ghost"

@@ -129,7 +129,7 @@ REFUSALS: dict[str, tuple[Any, type[CredexError], Reason]] = {
     "another-log": (checkpoint(3, log_id="zhima"), PermissionDenied, Reason.PEER_MISMATCH),
     "no-seq": (checkpoint(0), InvalidArgument, Reason.MALFORMED),
     "short-head": (checkpoint(3, head=b"h" * 31), InvalidArgument, Reason.MALFORMED),
-    "dated-ahead": (checkpoint(3, at=NOW + 3600), InvalidArgument, Reason.REQUEST_NOT_YET_VALID),
+    "dated-ahead": (checkpoint(3, at=NOW + 3600), PermissionDenied, Reason.REQUEST_NOT_YET_VALID),
 }  # fmt: skip
 
 
@@ -242,7 +242,7 @@ def test_only_the_log_owner_may_hand_over_its_checkpoint(
         # a requester: it keeps no log the directory witnesses
         (federation.requester_homes["bank"].tls(),
          checkpoint(9, log_id="bank", key=federation.requester_keys["bank"], at=now),
-         Reason.UNKNOWN_SIGNER),
+         Reason.WRONG_ROLE),
     ]  # fmt: skip
     for identity, signed, reason in cases:
         with pytest.raises(CredexError) as err:
@@ -289,7 +289,7 @@ def test_a_caller_flooding_the_directory_with_checkpoints_is_rate_limited(
 
     reasons = federation.loop.run(flood())
     assert reasons[-1] == Reason.RATE_LIMITED
-    assert set(reasons[:-1]) <= {Reason.UNKNOWN_SIGNER}  # nothing else was looked at
+    assert set(reasons[:-1]) <= {Reason.WRONG_ROLE}  # nothing else was looked at
 
 
 def witnessed_at(db: Path, log_id: str) -> int:

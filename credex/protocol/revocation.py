@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from credex.errors import PermissionDenied, Reason, Unauthenticated
+from credex.errors import Reason, refused
 from credex.protocol.identity import CertificateIdentity
 
 # Why a certificate is listed because of its member's status (not the certificate itself).
@@ -19,10 +19,10 @@ def refuse_revoked(
         return
     why = revocation[1]
     if why in MEMBER_STATUSES:
-        raise PermissionDenied(
+        raise refused(
             Reason.MEMBER_SUSPENDED, f"{peer.member_id!r} is {why}: its certificate is refused"
         )
-    raise Unauthenticated(
+    raise refused(
         Reason.CERTIFICATE_REVOKED,
         f"certificate {peer.serial} of {peer.member_id!r} is {_SAID.get(why, 'revoked')}",
     )

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from credex import vocab
 from credex.clock import from_timestamp
-from credex.errors import InvalidArgument, PermissionDenied, Reason, Unauthenticated
+from credex.errors import Reason, refused
 from credex.keys import SigningKey, VerifyKey
 from credex.signing import open_signed, parse, seal
 from credex.v1.common_pb2 import Signed
@@ -72,7 +72,7 @@ def require_whole_hours(consent: Consent) -> None:
     for name in ("not_before", "not_after"):
         stamp = getattr(consent, name)
         if stamp.nanos or stamp.seconds % int(TIME_GRAIN_S):
-            raise InvalidArgument(
+            raise refused(
                 Reason.MALFORMED,
                 f"a consent with tickets must start and end on whole hours (UTC); {name} does not",
             )
@@ -128,7 +128,7 @@ def open_ticket(signed: Signed, key: VerifyKey) -> ConsentTicket:
     by another key is ATTESTATION_MISMATCH (it is not the attested subject's); a bad signature
     by that key is BAD_SIGNATURE."""
     if signed.key_id != key.key_id:
-        raise PermissionDenied(
+        raise refused(
             Reason.ATTESTATION_MISMATCH, "ticket is not signed by the subject's key for this node"
         )
     ticket = open_signed(signed, ConsentTicket, key, what="ticket", cache=True)
@@ -144,18 +144,18 @@ def validate_ticket(ticket: ConsentTicket) -> None:
         and len(tid) == len(TICKET_ID_PREFIX) + 32
         and all(c in "0123456789abcdef" for c in tid[len(TICKET_ID_PREFIX) :])
     ):
-        raise InvalidArgument(Reason.MALFORMED, "ticket id is not t- and 32 lowercase hex digits")
+        raise refused(Reason.MALFORMED, "ticket id is not t- and 32 lowercase hex digits")
     if not ticket.node_id or not ticket.requester_id:
-        raise InvalidArgument(Reason.MALFORMED, "ticket names no node or no requester")
+        raise refused(Reason.MALFORMED, "ticket names no node or no requester")
     if ticket.purpose not in vocab.PURPOSE_CATEGORIES:
-        raise InvalidArgument(Reason.MALFORMED, "ticket purpose missing or unknown")
+        raise refused(Reason.MALFORMED, "ticket purpose missing or unknown")
     cats = list(ticket.categories)
     if not cats or len(set(cats)) != len(cats) or any(c not in vocab.ALL_CATEGORIES for c in cats):
-        raise InvalidArgument(Reason.MALFORMED, "ticket categories empty, repeated or unknown")
+        raise refused(Reason.MALFORMED, "ticket categories empty, repeated or unknown")
     if from_timestamp(ticket.not_after) <= from_timestamp(ticket.not_before):
-        raise InvalidArgument(Reason.MALFORMED, "ticket ends before it starts")
+        raise refused(Reason.MALFORMED, "ticket ends before it starts")
     if ticket.max_uses < 1:
-        raise InvalidArgument(Reason.MALFORMED, "ticket max_uses must be at least 1")
+        raise refused(Reason.MALFORMED, "ticket max_uses must be at least 1")
 
 
 def check_ticket_matches(
@@ -175,14 +175,14 @@ def check_ticket_matches(
         and ticket.data_to == consent.data_to
     )
     if not same:
-        raise InvalidArgument(
+        raise refused(
             Reason.MALFORMED,
             f"ticket {ticket.ticket_id} for {ticket.node_id} does not match its consent "
             "(requester, purpose, times, data range and max_uses must be the consent's)",
         )
     outside = set(ticket.categories) - (set(consent.categories) & set(served))
     if outside:
-        raise InvalidArgument(
+        raise refused(
             Reason.MALFORMED,
             f"ticket for {ticket.node_id} names {', '.join(vocab.category_names(outside))}, "
             "which the consent does not grant or the node does not serve",
@@ -193,7 +193,7 @@ def require_node_key(key: VerifyKey | None, node_id: str) -> VerifyKey:
     """The subject's registered key for `node_id`; a ticket for a node without one cannot be
     checked (UNAUTHENTICATED, so the subject registers one first)."""
     if key is None:
-        raise Unauthenticated(
+        raise refused(
             Reason.UNKNOWN_SIGNER,
             f"no key of the subject is registered for {node_id}; register one (RegisterNodeKeys)",
         )

@@ -25,11 +25,8 @@ from credex.clock import Clock, from_timestamp
 from credex.db import transaction
 from credex.errors import (
     CredexError,
-    FailedPrecondition,
-    InvalidArgument,
-    PermissionDenied,
     Reason,
-    ResourceExhausted,
+    refused,
 )
 from credex.keys import VerifyKey
 from credex.ratelimit import RateLimiter
@@ -87,7 +84,7 @@ class WitnessStore:
         """Refuse a caller over its rate (before anything of its request is read)."""
         wait = self._limiter.take(caller)
         if wait:
-            raise ResourceExhausted(
+            raise refused(
                 Reason.RATE_LIMITED,
                 f"more than {self._limiter.rate_per_s:g} checkpoints a second",
                 retry_after_s=wait,
@@ -105,28 +102,26 @@ class WitnessStore:
         the newest sequence number now held. The very checkpoint held already is accepted
         again (a retry after a lost reply); an older or equal other one is refused."""
         if len(signed.body) > MAX_CHECKPOINT_BYTES:
-            raise InvalidArgument(
+            raise refused(
                 Reason.MALFORMED, f"checkpoint is larger than {MAX_CHECKPOINT_BYTES} bytes"
             )
         key = next((k for k in keys if k.key_id == signed.key_id), keys[0])
         checkpoint = open_signed(signed, AuditCheckpoint, key, what="checkpoint")
         checkpoint.DiscardUnknownFields()
         if checkpoint.SerializeToString(deterministic=True) != signed.body:
-            raise InvalidArgument(
-                Reason.MALFORMED, "checkpoint carries unknown fields or is not canonical"
-            )
+            raise refused(Reason.MALFORMED, "checkpoint carries unknown fields or is not canonical")
         if checkpoint.log_id != log_id:
-            raise PermissionDenied(
+            raise refused(
                 Reason.PEER_MISMATCH,
                 f"a checkpoint of {checkpoint.log_id[:64]!r}'s log, handed over by {log_id!r}",
             )
         if not 0 < checkpoint.seq <= MAX_SEQ or len(checkpoint.head_hash) != 32:
-            raise InvalidArgument(
+            raise refused(
                 Reason.MALFORMED, "checkpoint needs a sequence number and a 32-byte head hash"
             )
         now = self._clock()
         if from_timestamp(checkpoint.at) > now + MAX_FUTURE_S:
-            raise InvalidArgument(Reason.REQUEST_NOT_YET_VALID, "checkpoint is dated ahead")
+            raise refused(Reason.REQUEST_NOT_YET_VALID, "checkpoint is dated ahead")
         blob = signed.SerializeToString()
         with transaction(self._db):
             held = self.held(log_id)
@@ -137,7 +132,7 @@ class WitnessStore:
                 ).fetchone()
                 if same is not None and bytes(same[0]) == blob:
                     return held
-                raise FailedPrecondition(
+                raise refused(
                     Reason.CHECKPOINT_STALE,
                     f"a checkpoint of entry {held} of {log_id!r}'s log is witnessed already; "
                     f"one of entry {checkpoint.seq} is not newer",
