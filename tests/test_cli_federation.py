@@ -3,6 +3,7 @@ subjects use them: enrollment, consents, profiles, refusals, start and stop."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -107,6 +108,27 @@ def test_audit_logs_verify_and_reconcile(running: dict[str, Any], tmp_path: Path
     """After the CLI flow above, every log's chain and checkpoints hold, and every query the
     directory sent matches an entry at its node; a node-only entry is unexplained."""
     root: Path = running["root"]
+    # a profile of its own, over two nodes, so that the test passes alone too (and another
+    # subject than the other tests', so that it passes in any order)
+    both = {"pboc-credit-reference", "volunteer-registry"}
+    held: dict[str, set[str]] = {}
+    with (root / "locator.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            held.setdefault(row["subject_id"], set()).add(row["node_id"])
+    subject = sorted(s for s, nodes in held.items() if both <= nodes)[-1]
+    assert subject != pick_subject(root, both)
+    key = tmp_path / "subject.key"
+    subject_key(SEED, subject).save(key)
+    me = [*running["subject_args"], "--subject", subject, "--key", str(key)]
+    granted = cli(
+        "credex", "consent", "grant", *me, "--requester", "bank", "--purpose", "loan-application",
+        "-c", "financial", "-c", "volunteering", "--json",
+    )  # fmt: skip
+    cli(
+        "credex", "profile", "get", "--home", str(root / "requesters" / "bank"),
+        "--subject", subject, "--consent", json.loads(granted.stdout)["consent_id"],
+        "--purpose", "loan-application", "--json",
+    )  # fmt: skip
     directory_db = root / "directory" / "directory.db"
     node_dbs = sorted((root / "nodes").glob("*/credex-node.db"))
     out = cli("credex", "audit", "verify", str(directory_db),
