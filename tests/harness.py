@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
+
 from credex.client import RequesterClient, SubjectClient
 from credex.keys import SigningKey
 from credex.member_home import MemberHome, enroll_home
@@ -54,6 +56,12 @@ class MovableClock:
 
     def __call__(self) -> float:
         return time.time() + self.offset
+
+
+def trailer_map(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    """A failed call's trailing metadata as text: the reason, the retry hint."""
+    metadata: Any = err.trailing_metadata() or ()
+    return {str(key): str(value) for key, value in metadata}
 
 
 def free_port() -> int:
@@ -170,7 +178,7 @@ class SlowNode:
 
     async def QueryRecords(self, request: Any, context: Any) -> Any:
         await asyncio.sleep(self._delay)
-        return await self._inner.QueryRecords(request, context)  # type: ignore[misc]
+        return await self._inner.QueryRecords(request, context)
 
 
 class RecordingNode:
@@ -209,7 +217,7 @@ class RecordingNode:
     async def QueryRecords(self, request: Any, context: Any) -> Any:
         self.received.append(_parsed(request))
         self.metadata.append(tuple(context.invocation_metadata()))
-        return await self._inner.QueryRecords(request, context)  # type: ignore[misc]
+        return await self._inner.QueryRecords(request, context)
 
 
 def _parsed(request: Any) -> Any:
@@ -252,7 +260,7 @@ class Federation:
 
     def subject(self, subject_id: str = "S1", key: SigningKey | None = None) -> SubjectClient:
         key = key or self.subject_keys[subject_id]
-        client = self.loop.run(
+        client: SubjectClient = self.loop.run(
             _make(
                 SubjectClient,
                 self.public_address,
@@ -272,7 +280,7 @@ class Federation:
         tls: TlsIdentity | None = None,
     ) -> RequesterClient:
         home = self.requester_homes[requester_id]
-        client = self.loop.run(
+        client: RequesterClient = self.loop.run(
             _make(
                 RequesterClient,
                 self.address,

@@ -7,7 +7,7 @@ import hashlib
 from credex.keys import SigningKey
 from credex.signing import domain_tag, seal
 from credex.v1.common_pb2 import Category, Record, Signed
-from credex.v1.directory_pb2 import NodeResult, NodeStatus
+from credex.v1.directory_pb2 import MemberRole, NodeResult, NodeStatus
 from credex.v1.node_pb2 import NodeAnswer, QueryRecordsResponse
 from directory.assembly import disclosed, node_result, within_total
 from directory.registry import MemberInfo
@@ -18,7 +18,7 @@ QUERY = Signed(body=b"the query bytes", signature=b"s", key_id="k")
 CALL = NodeCall(
     node=MemberInfo(
         member_id="pboc",
-        role=1,
+        role=MemberRole.MEMBER_ROLE_NODE,
         name="pboc",
         jurisdiction="CN",
         categories=(Category.CATEGORY_FINANCIAL,),

@@ -39,7 +39,7 @@ from nodes.server import (
     start_node,
     tls_source,
 )
-from tests.harness import Federation, enroll_requester, free_port
+from tests.harness import Federation, enroll_requester, free_port, trailer_map
 from tests.test_node_refusals import (
     FIN,
     LOAN,
@@ -110,7 +110,7 @@ def ask(
                 )
                 await NodeServiceStub(channel).QueryRecords(signed_request(fed, query))
             except grpc.aio.AioRpcError as exc:
-                return str(dict(exc.trailing_metadata() or ()).get(REASON_KEY, exc.code().name))
+                return trailer_map(exc).get(REASON_KEY, exc.code().name)
         return "OK"
 
     return fed.loop.run(call())
@@ -212,9 +212,10 @@ def test_changes_made_while_a_push_waits_go_with_one_push(federation: Federation
         db.conn.close()
 
     def carrying() -> list[set[str]]:
+        assert federation.recorder is not None
         feeds = [
             RevocationFeed.FromString(r.feed.body) for r in federation.recorder.pushed[before:]
-        ]  # type: ignore[union-attr]
+        ]
         found = [{c.ticket_id for c in f.changes} & ticket_ids for f in feeds]
         return [ids for ids in found if ids]
 

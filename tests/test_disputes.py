@@ -192,7 +192,12 @@ def test_a_subject_disputes_only_a_record_the_node_holds_about_them(
     assert not filed & {(node, category, record) for _, node, category, record in attempts}
     with pytest.raises(InvalidArgument):
         federation.loop.run(
-            s1.file_dispute(node_id="education", category=0, record_id=DEGREE, reason="?")
+            s1.file_dispute(
+                node_id="education",
+                category=Category.CATEGORY_UNSPECIFIED,
+                record_id=DEGREE,
+                reason="?",
+            )
         )
 
 

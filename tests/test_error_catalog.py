@@ -65,6 +65,7 @@ class _FailedCall(grpc.aio.AioRpcError):
             grpc.aio.Metadata(),
             grpc.aio.Metadata(*trailers),
             details=details,
+            debug_error_string="",
         )
 
 

@@ -124,7 +124,7 @@ REQUEST_TYPES: dict[str, type[Message]] = {
 # Methods with requests built (and signed) here; every other method gets generic inputs.
 TAILORED = {QUERY_RECORDS, GET_PROFILE, ANNOUNCE, GRANT, REVOKE, LIST, ENROLL}
 # The Signed field of each tailored request message, and the type signed inside it.
-SIGNED_FIELD = {
+SIGNED_FIELD: dict[str, tuple[str, type[Message]]] = {
     QUERY_RECORDS: ("query", NodeQuery),
     GET_PROFILE: ("request", pb.ProfileRequest),
     ANNOUNCE: ("announcement", pb.NodeAnnouncement),
@@ -158,7 +158,7 @@ def channel_of(method: str) -> str:
     return "public"
 
 
-def carries_signature(descriptor: Descriptor) -> bool:
+def carries_signature(descriptor: Any) -> bool:
     """True when a message holds a Signed anywhere: then only a real signer's request may pass."""
     seen: set[str] = set()
 
@@ -964,14 +964,14 @@ def huge(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
         if shape == "long-string":
             query.node_id = text
         else:  # thousands of distinct category values nobody knows
-            query.categories[:] = range(100, 100 + size // 4)
+            query.categories[:] = [Cat.ValueType(c) for c in range(100, 100 + size // 4)]
         data = QueryRecordsRequest(query=seal(query, fed.directory_key)).SerializeToString()
     elif method == GET_PROFILE:
         request = profile_request(fz)
         if shape == "long-string":
             request.consent_id = text
         else:
-            request.categories[:] = range(100, 100 + size // 4)
+            request.categories[:] = [Cat.ValueType(c) for c in range(100, 100 + size // 4)]
         data = pb.GetProfileRequest(
             request=seal(request, fed.requester_keys["bank"])
         ).SerializeToString()
@@ -988,7 +988,7 @@ def huge(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
                 max_uses=1,
             ).body
         )
-        consent.categories[:] = range(100, 100 + size // 4)
+        consent.categories[:] = [Cat.ValueType(c) for c in range(100, 100 + size // 4)]
         method = GRANT
         data = pb.GrantConsentRequest(
             consent=seal(consent, fed.subject_keys["S2"]), subject_id="S2"
@@ -999,7 +999,11 @@ def huge(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
         name, inner = SIGNED_FIELD[method]
         message = REQUEST_TYPES[method]()
         getattr(message, name).CopyFrom(
-            Signed(body=inner(subject_id=text).SerializeToString(), signature=bytes(64), key_id="k")
+            Signed(
+                body=inner(subject_id=text).SerializeToString(),  # type: ignore[call-arg]
+                signature=bytes(64),
+                key_id="k",
+            )
         )
         data = message.SerializeToString()
     else:  # field 1 (the Signed) as a long run of random bytes

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from credex import group_commit
 from credex.db import DatabaseError, open_database, transaction
 from credex.group_commit import GroupCommit
 
@@ -122,7 +121,7 @@ def test_a_failed_disk_sync_fails_every_later_flush(
     def failing(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(group_commit.os, "fdatasync", failing)
+    monkeypatch.setattr(os, "fdatasync", failing)  # the os module group_commit syncs with
     with pytest.raises(OSError, match="Input/output error"):
         asyncio.run(commits.flush())
     monkeypatch.undo()  # the disk "recovers"

@@ -21,9 +21,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from credex.db import open_readonly, unreadable
 from credex.health import HealthMonitor
 from credex.metrics import Metrics
+from credex.protocol.identity import DIRECTORY_NAME
 from credex.tls import TlsIdentity
-from credex.transport import DIRECTORY_NAME, open_channel, open_directory_channel
-from tests.harness import Federation, LoopThread, start_federation
+from credex.transport import open_channel, open_directory_channel
+from tests.harness import Federation, LoopThread, start_federation, trailer_map
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -232,4 +233,4 @@ def test_after_a_failed_disk_sync_every_call_is_unavailable_not_internal(fed: Fe
     finally:
         commits.failure = None
     assert err.code() == grpc.StatusCode.UNAVAILABLE, (err.code(), err.details())
-    assert (REASON_KEY, str(Reason.UNAVAILABLE)) in list(err.trailing_metadata() or ())
+    assert trailer_map(err).get(REASON_KEY) == str(Reason.UNAVAILABLE)

@@ -19,7 +19,7 @@ from credex.v1.node_pb2_grpc import NodeServiceStub
 from directory.quotas import month_of
 from nodes.config import load_node_config
 from nodes.server import build_service, start_node
-from tests.harness import Federation, LoopThread, start_federation
+from tests.harness import Federation, LoopThread, start_federation, trailer_map
 from tests.test_node_refusals import node_query, signed_request
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -152,7 +152,7 @@ def test_node_over_its_rate_refuses_the_directory_with_a_retry_hint(
                         codes.append(grpc.StatusCode.OK)
                     except grpc.aio.AioRpcError as exc:
                         codes.append(exc.code())
-                        trailers = dict(exc.trailing_metadata() or ())
+                        trailers = trailer_map(exc)
                         assert trailers[REASON_KEY] == Reason.RATE_LIMITED
                         assert 0 < int(trailers[RETRY_KEY]) <= 1000
         finally:

@@ -193,7 +193,9 @@ def node_query(
     )
 
 
-def signed_request(fed: Federation, query: NodeQuery, key: SigningKey | None = None) -> Any:
+def signed_request(
+    fed: Federation, query: NodeQuery, key: SigningKey | None = None
+) -> QueryRecordsRequest:
     return QueryRecordsRequest(query=seal(query, key or fed.directory_key))
 
 
@@ -750,7 +752,7 @@ def test_undecodable_requests_are_audited_too(node: Node) -> None:
 
     async def call() -> None:
         async with open_channel(fed.nodes[NODE].address, fed.directory_tls) as channel:
-            raw = channel.unary_unary("/credex.v1.NodeService/QueryRecords")
+            raw = channel.unary_unary("/credex.v1.NodeService/QueryRecords", None, None)
             for _ in range(3):
                 with pytest.raises(grpc.aio.AioRpcError):
                     await raw(UNDECODABLE, timeout=5)

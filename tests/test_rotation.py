@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from credex import pki
 from credex.errors import ProfileVerificationError, Reason, Unauthenticated
@@ -27,7 +28,7 @@ from directory.config import load_settings
 from directory.identity import KEY_OVERLAP_S
 from nodes.config import load_node_config
 from nodes.server import tls_identity
-from tests.harness import Federation, enroll_requester
+from tests.harness import Federation, enroll_requester, trailer_map
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 
@@ -101,7 +102,7 @@ def raw_rotate(fed: Federation, tls: TlsIdentity, request: pb.RotateKeyRequest) 
             try:
                 await DirectoryServiceStub(channel).RotateKey(request, timeout=5)
             except grpc.aio.AioRpcError as exc:
-                return dict(exc.trailing_metadata() or ()).get("credex-reason"), exc.code()
+                return trailer_map(exc).get("credex-reason"), exc.code()
         return "OK", grpc.StatusCode.OK
 
     return fed.loop.run(call())
@@ -114,7 +115,7 @@ def rotation_request(
         member_id=member_id,
         new_signing_key=new.public.raw,
         csr_pem=pki.create_csr(pki.new_tls_key(), member_id),
-        issued_at=pb.google_dot_protobuf_dot_timestamp__pb2.Timestamp(seconds=int(clock)),
+        issued_at=Timestamp(seconds=int(clock)),
     )
     return pb.RotateKeyRequest(rotation=seal(rotation, current), proof=seal(rotation, prover))
 

@@ -18,7 +18,7 @@ from credex.tls import TlsIdentity
 from credex.transport import open_channel, open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import node_pb2
-from credex.v1.common_pb2 import Purpose
+from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from directory import admin as directory_admin
@@ -118,7 +118,7 @@ def test_a_member_cannot_sign_as_another(federation: Federation) -> None:
     consent_id = federation.loop.run(
         federation.subject("S1").grant(
             requester_id="school", purpose=Purpose.PURPOSE_SCHOOL_ENROLLMENT,
-            categories=[2],
+            categories=[Category.CATEGORY_VOLUNTEERING],
         )
     )  # fmt: skip
     school_over_bank = federation.requester("school", tls=federation.requester_homes["bank"].tls())

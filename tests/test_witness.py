@@ -312,6 +312,7 @@ def test_the_directory_hands_every_node_its_checkpoint(federation: Federation) -
             AuditEntry(request_id="witness-round", actor="test", action="test", outcome="ok")
         )
         directory.audit.checkpoint()
+        assert directory.checkpoints is not None
         await directory.checkpoints.publish()
         latest = directory.audit.latest_checkpoint()
         assert latest is not None

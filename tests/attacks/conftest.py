@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,7 @@ class Target:
 
     @contextlib.asynccontextmanager
     async def subject_client(
-        self, subject_id: str, key: SigningKey, **kwargs: object
+        self, subject_id: str, key: SigningKey, **kwargs: Any
     ) -> AsyncIterator[SubjectClient]:
         async with SubjectClient(
             self.public_address, subject_id, key, ca_pem=self.ca_pem, **kwargs
@@ -104,7 +105,7 @@ class Target:
 
     @contextlib.asynccontextmanager
     async def requester_client(
-        self, home: MemberHome | None = None, **kwargs: object
+        self, home: MemberHome | None = None, **kwargs: Any
     ) -> AsyncIterator[RequesterClient]:
         home = home or self.requester_home()
         async with RequesterClient(

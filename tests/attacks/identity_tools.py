@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from directory import admin as directory_admin
 from tests.attacks.conftest import Target
+from tests.harness import trailer_map
 
 OK = ("OK", grpc.StatusCode.OK)
 
@@ -86,11 +87,11 @@ def enroll_member(
 
 def outcome(exc: grpc.aio.AioRpcError) -> tuple[str, grpc.StatusCode]:
     """The credex reason (or "-") and the status code of a failed call."""
-    return dict(exc.trailing_metadata() or ()).get("credex-reason", "-"), exc.code()
+    return trailer_map(exc).get("credex-reason", "-"), exc.code()
 
 
 async def directory_call(
-    address: str, tls: TlsIdentity, call: Callable[[DirectoryServiceStub], Awaitable[Any]]
+    address: str, tls: TlsIdentity, call: Callable[[DirectoryServiceStub], Any]
 ) -> tuple[str, grpc.StatusCode]:
     async with open_directory_channel(address, tls) as channel:
         try:

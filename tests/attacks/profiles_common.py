@@ -86,13 +86,14 @@ def refusal(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
     return err.code(), reasons[0] if reasons else ""
 
 
-def public_stub(target: Target) -> contextlib.AbstractAsyncContextManager[SubjectServiceStub]:
+def public_stub(target: Target) -> contextlib.AbstractAsyncContextManager[Any]:
     """The subject service as anyone on the network reaches it: TLS, no certificate."""
     return subject_service(target.public_address, target.ca_pem)
 
 
 @contextlib.asynccontextmanager
-async def subject_service(address: str, ca_pem: bytes) -> AsyncIterator[SubjectServiceStub]:
+async def subject_service(address: str, ca_pem: bytes) -> AsyncIterator[Any]:
+    # Any: grpc-stubs types the generated stubs as synchronous, the aio channel's are awaited
     """A raw stub on the directory's public port at `address`."""
     channel = open_directory_channel(address, TlsIdentity(ca_pem))
     try:
@@ -102,7 +103,7 @@ async def subject_service(address: str, ca_pem: bytes) -> AsyncIterator[SubjectS
 
 
 @contextlib.asynccontextmanager
-async def member_stub(target: Target, home: MemberHome) -> AsyncIterator[DirectoryServiceStub]:
+async def member_stub(target: Target, home: MemberHome) -> AsyncIterator[Any]:
     """The member port as the member of `home` (its own certificate)."""
     channel = open_directory_channel(target.address, home.tls())
     try:

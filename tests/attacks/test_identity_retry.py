@@ -99,6 +99,7 @@ def test_a_lost_rotation_reply_can_be_fetched_again(target: Target, tmp_path: Pa
         assert isinstance(first, pb.RotateKeyResponse), first
         assert again == first, f"the retried rotation got {again}"
         # and the member, with the certificate from the retried reply, is in
+        assert isinstance(again, pb.RotateKeyResponse)
         new_tls = TlsIdentity(target.ca_pem, again.certificate_pem, pki.key_pem(tls_key))
         assert list_members(target, new_tls) == OK
 

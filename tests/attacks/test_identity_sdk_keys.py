@@ -54,7 +54,7 @@ async def rotate_node(target: Target, node_id: str) -> None:
 
 
 def node_status(profile: object) -> str:
-    return next(n.status for n in profile.nodes if n.node_id == NODE)  # type: ignore[attr-defined]
+    return str(next(n.status for n in profile.nodes if n.node_id == NODE))  # type: ignore[attr-defined]
 
 
 def test_a_long_lived_client_verifies_profiles_after_a_node_rotates(target: Target) -> None:

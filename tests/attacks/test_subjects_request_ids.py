@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from typing import Any
 
 import grpc
 
 from credex.client import RequesterClient
 from credex.db import open_database
 from credex.errors import CredexError, Reason
+from credex.keys import SigningKey
 from credex.signing import seal
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
@@ -41,7 +43,7 @@ BAD_IDS = [
 GOOD_IDS = ["a", "R_1.2:3-x", "r" * 128]
 
 
-async def outcome(client: RequesterClient, key: object, request_id: str, **kwargs: str) -> str:
+async def outcome(client: RequesterClient, key: SigningKey, request_id: str, **kwargs: Any) -> str:
     """ "served", or the reason the directory refused a request carrying `request_id`."""
     request = client.profile_request(purpose=LOAN, **kwargs)
     body = pb.ProfileRequest.FromString(request.request.body)
