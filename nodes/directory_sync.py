@@ -232,10 +232,14 @@ class DirectorySync:
         while True:
             try:
                 await self.sync_once()
-            except CredexError as err:
-                if err.message != self.last_error:  # one line per kind of failure, not per try
-                    log.warning("directory sync failed: %s", err)
-                self.last_error = err.message
+            except Exception as exc:  # never a silent stop: the node would go stale unseen
+                message = exc.message if isinstance(exc, CredexError) else f"{exc!r}"
+                if message != self.last_error:  # one line per kind of failure, not per try
+                    if isinstance(exc, CredexError):
+                        log.warning("directory sync failed: %s", exc)
+                    else:
+                        log.exception("directory sync failed unexpectedly; trying again")
+                self.last_error = message
                 await asyncio.sleep(min(retry, self._settings.sync_interval_s))
                 retry *= 2
                 continue

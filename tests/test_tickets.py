@@ -594,3 +594,36 @@ def test_a_node_database_from_before_tickets_follows_its_new_feed_from_the_start
         conn.execute("UPDATE directory_sync SET synced_seq = 3")
     assert "revoked_consents" not in tables and "ticket_status" in tables
     assert sync().synced_seq == 3  # migrated once: progress on the new feed is kept
+
+
+def test_the_sync_loop_outlives_an_unexpected_error(tmp_path: Path) -> None:
+    """A failure that is no refusal (a disk error, a bug) is logged and tried again: a sync
+    loop that stopped would leave the node to go stale with nothing said."""
+    import asyncio
+
+    from credex.db import open_database
+    from nodes.directory_sync import DirectorySync, SyncSettings
+
+    sync = DirectorySync(
+        db=open_database(tmp_path / "state.db"),
+        cache_path=tmp_path / "registry",
+        directory_key=SigningKey.generate().public,
+        tls=lambda: None,  # type: ignore[arg-type,return-value]
+        settings=SyncSettings("127.0.0.1:1", 0.01, 60.0),
+        clock=lambda: 100.0,
+        node_id="pboc",
+    )
+    seen: list[str] = []
+
+    async def flaky() -> None:
+        seen.append(sync.last_error)
+        if len(seen) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        if len(seen) == 3:
+            raise asyncio.CancelledError  # ends the test
+        sync.last_error = ""
+
+    sync.sync_once = flaky  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(sync.run())
+    assert seen == ["", "OperationalError('disk I/O error')", ""]
