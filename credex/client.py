@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-import grpc
-
 from credex import vocab
 from credex.clock import Clock, from_timestamp, system_clock, to_timestamp
 from credex.consents import check_covers, create_consent, open_consent
@@ -24,7 +22,7 @@ from credex.errors import (
     ProfileVerificationError,
     Reason,
     Unauthenticated,
-    from_rpc_error,
+    call_rpc,
     refused,
 )
 from credex.keys import SigningKey, VerifyKey
@@ -220,10 +218,7 @@ class _Client:
         await self._channel.close(None)
 
     async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(request, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+        return await call_rpc(method, request, deadline_s=self._timeout_s)
 
 
 class SubjectClient(_Client):

@@ -10,9 +10,10 @@ reason. Clients turn an `AioRpcError` back into the same typed exception with
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import grpc
 
@@ -269,6 +270,18 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> CredexError:
             retry_after_s = int(value) / 1000
     cls = _BY_CODE.get(code, Internal)
     return cls(reason, details or code.name, retry_after_s=retry_after_s, call=exc)
+
+
+R = TypeVar("R")
+
+
+async def call_rpc(method: Callable[..., Awaitable[R]], request: Any, *, deadline_s: float) -> R:
+    """One call; its failure raised as the `CredexError` of its status (`from_rpc_error`):
+    the one place outgoing calls turn gRPC failures into credex ones."""
+    try:
+        return await method(request, timeout=deadline_s)
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from None
 
 
 class ProfileVerificationError(Exception):

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from credex.clock import Clock
-from credex.errors import Reason, from_rpc_error, refused
+from credex.errors import Reason, call_rpc, refused
 from credex.runtime.witness import Send, WitnessStore
 from credex.transport import ChannelPool, peer_member_id
 from credex.v1 import directory_pb2 as pb
@@ -64,12 +64,11 @@ def node_witnesses(registry: Registry, channels: ChannelPool) -> Callable[[], di
 def _sender(channels: ChannelPool, endpoint: str) -> Send:
     async def send(signed: Signed, deadline_s: float) -> int:
         stub = NodeServiceStub(channels.get(endpoint))
-        try:
-            response = await stub.WitnessDirectoryCheckpoint(
-                node_pb2.WitnessDirectoryCheckpointRequest(checkpoint=signed), timeout=deadline_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+        response = await call_rpc(
+            stub.WitnessDirectoryCheckpoint,
+            node_pb2.WitnessDirectoryCheckpointRequest(checkpoint=signed),
+            deadline_s=deadline_s,
+        )
         return int(response.witnessed_seq)
 
     return send

@@ -7,14 +7,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from credex.backup import BackupManifest, write_backup
 from credex.clock import Clock, system_clock, to_timestamp
 from credex.config import ConfigError
 from credex.db import open_database
 from credex.enrollment import EnrollmentFiles, enroll
-from credex.errors import from_rpc_error
+from credex.errors import call_rpc
 from credex.freshness import NonceStore
 from credex.keys import SigningKey
 from credex.pki import PkiError
@@ -144,14 +142,13 @@ async def resolve_dispute(
         tls = TlsIdentity.load(config.ca_cert, config.tls_cert, config.tls_key)
         channel = open_directory_channel(config.directory_address, tls)
         try:
-            response = await DirectoryServiceStub(channel).ResolveDispute(
+            response = await call_rpc(
+                DirectoryServiceStub(channel).ResolveDispute,
                 pb.ResolveDisputeRequest(
                     resolution=seal(resolution, SigningKey.load(config.signing_key))
                 ),
-                timeout=10.0,
+                deadline_s=10.0,
             )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
         finally:
             await channel.close(None)
         disputes.resolve(dispute_id, outcome, note)

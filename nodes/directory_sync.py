@@ -19,7 +19,7 @@ from credex.clock import Clock, from_timestamp
 from credex.errors import (
     CredexError,
     Reason,
-    from_rpc_error,
+    call_rpc,
     refused,
 )
 from credex.keys import VerifyKey
@@ -184,27 +184,28 @@ class DirectorySync:
     async def sync_once(self) -> None:
         """Pull the registry (if changed) and every revocation after what we hold."""
         stub = DirectoryServiceStub(self._channel())
-        try:
-            registry = await stub.GetRegistry(
-                pb.GetRegistryRequest(known_version=self.version), timeout=SYNC_TIMEOUT_S
+        registry = await call_rpc(
+            stub.GetRegistry,
+            pb.GetRegistryRequest(known_version=self.version),
+            deadline_s=SYNC_TIMEOUT_S,
+        )
+        if registry.HasField("snapshot"):
+            self._apply_snapshot(registry.snapshot)
+        while True:
+            asked = self.synced_seq
+            response = await call_rpc(
+                stub.GetRevocations,
+                pb.GetRevocationsRequest(after_seq=asked),
+                deadline_s=SYNC_TIMEOUT_S,
             )
-            if registry.HasField("snapshot"):
-                self._apply_snapshot(registry.snapshot)
-            while True:
-                asked = self.synced_seq
-                response = await stub.GetRevocations(
-                    pb.GetRevocationsRequest(after_seq=asked), timeout=SYNC_TIMEOUT_S
-                )
-                feed = parse(response.feed.body, pb.RevocationFeed, what="revocation feed")
-                if feed.after_seq != asked:
-                    raise refused(Reason.REGISTRY_STALE, "feed does not answer our request")
-                self.apply_feed(response.feed)
-                if not feed.changes:
-                    self.synced_seq = max(self.synced_seq, feed.latest_seq)
-                if self.synced_seq >= feed.latest_seq:
-                    break
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+            feed = parse(response.feed.body, pb.RevocationFeed, what="revocation feed")
+            if feed.after_seq != asked:
+                raise refused(Reason.REGISTRY_STALE, "feed does not answer our request")
+            self.apply_feed(response.feed)
+            if not feed.changes:
+                self.synced_seq = max(self.synced_seq, feed.latest_seq)
+            if self.synced_seq >= feed.latest_seq:
+                break
         self.last_sync = self._clock()
         self.last_error = ""
         self._save_progress()

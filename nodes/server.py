@@ -13,7 +13,7 @@ import grpc
 from credex.audit import AuditLog, checkpoint_every
 from credex.clock import Clock, system_clock, to_timestamp
 from credex.db import open_database
-from credex.errors import CredexError, DeadlineExceeded, Unavailable, from_rpc_error
+from credex.errors import CredexError, DeadlineExceeded, Unavailable, call_rpc
 from credex.freshness import NonceStore
 from credex.group_commit import GroupCommit
 from credex.health import HealthMonitor, enable_reflection
@@ -240,11 +240,11 @@ async def announce(
     )
     channel = open_directory_channel(config.directory_address, tls())
     try:
-        await DirectoryServiceStub(channel).Announce(
-            directory_pb2.AnnounceRequest(announcement=seal(announcement, key())), timeout=5.0
+        await call_rpc(
+            DirectoryServiceStub(channel).Announce,
+            directory_pb2.AnnounceRequest(announcement=seal(announcement, key())),
+            deadline_s=5.0,
         )
-    except grpc.aio.AioRpcError as exc:
-        raise from_rpc_error(exc) from None
     finally:
         await channel.close(None)
 

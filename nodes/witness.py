@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from credex.errors import from_rpc_error
+from credex.errors import call_rpc
 from credex.keys import VerifyKey
 from credex.runtime.witness import Send, WitnessStore
 from credex.tls import TlsIdentity
@@ -45,11 +45,11 @@ def directory_witness(
     async def send(signed: Signed, deadline_s: float) -> int:
         channel = open_directory_channel(address, tls())
         try:
-            response = await DirectoryServiceStub(channel).WitnessNodeCheckpoint(
-                directory_pb2.WitnessNodeCheckpointRequest(checkpoint=signed), timeout=deadline_s
+            response = await call_rpc(
+                DirectoryServiceStub(channel).WitnessNodeCheckpoint,
+                directory_pb2.WitnessNodeCheckpointRequest(checkpoint=signed),
+                deadline_s=deadline_s,
             )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
         finally:
             await channel.close(None)
         return int(response.witnessed_seq)
