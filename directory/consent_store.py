@@ -195,7 +195,18 @@ class ConsentStore:
             "ORDER BY granted_at DESC, consent_id DESC LIMIT ?",
             (subject_id, latest),
         ).fetchall()
-        return [_stored(row, now, self.tickets(row[6])) for row in reversed(rows)]
+        tickets: dict[str, dict[str, Signed]] = {row[6]: {} for row in rows}
+        # the tickets of all of them in one query (a subject may hold many consents)
+        for consent_id, node_id, raw in self._conn.execute(
+            "SELECT consent_id, node_id, signed FROM consent_tickets WHERE consent_id IN "
+            "(SELECT consent_id FROM consents WHERE subject_id = ?)",
+            (subject_id,),
+        ):
+            if consent_id in tickets:
+                tickets[consent_id][node_id] = parse(
+                    bytes(raw), Signed, what="stored ticket", strict=False
+                )
+        return [_stored(row, now, tickets[row[6]]) for row in reversed(rows)]
 
     def set_status(
         self, consent_id: str, status: ConsentStatus.ValueType, now: float, signed_at: float

@@ -20,6 +20,7 @@ from credex.clock import to_timestamp
 from credex.consents import create_consent
 from credex.errors import (
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     ProfileVerificationError,
@@ -29,6 +30,7 @@ from credex.errors import (
 )
 from credex.keys import SigningKey, VerifyKey
 from credex.protocol.tickets import (
+    MAX_TICKETS,
     NODE_KEY_SALT,
     TIME_GRAIN_S,
     SubjectKeys,
@@ -415,6 +417,34 @@ def test_a_consent_from_before_tickets_is_served_once_the_subject_adds_them(
     assert [(n.node_id, n.status) for n in after.nodes] == [("pboc", "OK")]
     views = {v.consent_id: v for v in fed.loop.run(client.consents())}
     assert views[consent.consent_id].ticket_nodes == ["pboc"]
+
+
+def test_more_tickets_than_a_consent_takes_are_refused(
+    federation: Federation, subject_stub: Any
+) -> None:
+    fed = federation
+    registered(fed, "S1")
+    signed, consent = consent_for(fed, "S1")
+    key = node_key(fed.subject_keys["S1"], "pboc")
+    many = [create_ticket(consent, key, "pboc", [FIN])] * (MAX_TICKETS + 1)
+    with pytest.raises(InvalidArgument, match=f"more than {MAX_TICKETS} tickets"):
+        call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+            consent=signed, subject_id="S1", tickets=many
+        ))  # fmt: skip
+
+
+def test_a_revoked_consent_takes_no_tickets(federation: Federation, subject_stub: Any) -> None:
+    fed = federation
+    client = registered(fed, "S1")
+    signed, consent = consent_for(fed, "S1", categories=[FIN])
+    call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(consent=signed, subject_id="S1"))
+    fed.loop.run(client.revoke(consent.consent_id))
+    ticket = create_ticket(consent, node_key(fed.subject_keys["S1"], "pboc"), "pboc", [FIN])
+    with pytest.raises(FailedPrecondition) as info:
+        call(fed, subject_stub.AddTickets, pb.AddTicketsRequest(
+            subject_id="S1", consent_id=consent.consent_id, tickets=[ticket]
+        ))  # fmt: skip
+    assert info.value.reason == Reason.CONSENT_STATE
 
 
 def test_nobody_but_the_subject_adds_a_ticket(federation: Federation, subject_stub: Any) -> None:
