@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from credex.serving import STOP_WITH_ENV
+from credex.runtime.serving import STOP_WITH_ENV
 from tests.harness import Federation, LoopThread, start_federation
 
 # Every server a test starts, however it starts it, stops when this test run ends, even by

@@ -16,17 +16,17 @@ from typing import Any, TypeVar
 
 import grpc
 
-from credex.client import RequesterClient, SubjectClient
-from credex.keys import SigningKey
-from credex.member_home import MemberHome, enroll_home
-from credex.tls import TlsIdentity
-from credex.transport import UnreadRequest
-from directory import admin as directory_admin
-from directory.config import DirectorySettings, load_settings
-from directory.server import RunningDirectory, start_directory, tls_identity
-from nodes import admin as node_admin
-from nodes.config import load_node_config
-from nodes.server import RunningNode, build_service, start_node
+from credex.directory import admin as directory_admin
+from credex.directory.config import DirectorySettings, load_settings
+from credex.directory.server import RunningDirectory, start_directory, tls_identity
+from credex.node import admin as node_admin
+from credex.node.config import load_node_config
+from credex.node.server import RunningNode, build_service, start_node
+from credex.protocol.keys import SigningKey
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.ports import UnreadRequest
+from credex.sdk.client import RequesterClient, SubjectClient
+from credex.sdk.member_home import MemberHome, enroll_home
 
 T = TypeVar("T")
 
@@ -222,7 +222,7 @@ class RecordingNode:
 
 def _parsed(request: Any) -> Any:
     """What a servicer method was sent, parsed (the service gets it unread: see
-    credex.transport.UnreadRequest)."""
+    credex.runtime.ports.UnreadRequest)."""
     return request.read() if isinstance(request, UnreadRequest) else request
 
 

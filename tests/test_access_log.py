@@ -8,12 +8,12 @@ import time
 import grpc
 import pytest
 
-from credex.client import SubjectClient
-from credex.clock import to_timestamp
-from credex.errors import PermissionDenied, Reason, Unauthenticated
-from credex.signing import seal
-from credex.tls import TlsIdentity
-from credex.transport import open_directory_channel
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.errors import PermissionDenied, Reason, Unauthenticated
+from credex.protocol.signing import seal
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.client import SubjectClient
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.directory_pb2_grpc import SubjectServiceStub

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from credex.config import ConfigError
-from credex.db import DatabaseError, open_readonly
+from credex.node.adapters import AdapterError, AdapterLeak, RecordSource, parse_time, same_subject
+from credex.node.config import AdapterSpec, load_node_config
+from credex.node.config_check import adapter_problems, sample_problems
+from credex.protocol.config import ConfigError
+from credex.runtime.db import DatabaseError, open_readonly
 from credex.v1.common_pb2 import Category as Cat
-from nodes.adapters import AdapterError, AdapterLeak, RecordSource, parse_time, same_subject
-from nodes.config import AdapterSpec, load_node_config
-from nodes.config_check import adapter_problems, sample_problems
 
 FIN = Cat.CATEGORY_FINANCIAL
 VOL = Cat.CATEGORY_VOLUNTEERING

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
-from credex.keys import SigningKey
-from credex.signing import domain_tag, seal
+from credex.directory.assembly import disclosed, node_result, within_total
+from credex.directory.registry import MemberInfo
+from credex.directory.router import NodeCall, NodeReply
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import domain_tag, seal
 from credex.v1.common_pb2 import Category, Record, Signed
 from credex.v1.directory_pb2 import MemberRole, NodeResult, NodeStatus
 from credex.v1.node_pb2 import NodeAnswer, QueryRecordsResponse
-from directory.assembly import disclosed, node_result, within_total
-from directory.registry import MemberInfo
-from directory.router import NodeCall, NodeReply
 
 NODE_KEY = SigningKey.from_seed(b"assembly-node")
 QUERY = Signed(body=b"the query bytes", signature=b"s", key_id="k")

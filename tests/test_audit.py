@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from credex.audit import FIELDS, GENESIS, AuditEntry, AuditLog, entry_hash, verify_log
-from credex.clock import to_timestamp
-from credex.db import open_database, transaction
-from credex.keys import SigningKey
+from credex.protocol.clock import to_timestamp
 from credex.protocol.key_history import KeyHistory, KeyPeriod
-from credex.reconcile import reconcile
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
+from credex.runtime.audit import FIELDS, GENESIS, AuditEntry, AuditLog, entry_hash, verify_log
+from credex.runtime.db import open_database, transaction
+from credex.runtime.reconcile import reconcile
 from credex.runtime.witness import WitnessStore
-from credex.signing import seal
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 from credex.v1.directory_pb2 import Member, RegistrySnapshot, RetiredKey

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from credex.backup import write_backup
-from credex.client import RequesterClient, SubjectClient
-from credex.config import ConfigError
-from credex.member_home import MemberHome
-from credex.serving import read_ready_file
+from credex.lab.demo import pick_subject
+from credex.lab.identities import subject_key
+from credex.protocol.config import ConfigError
+from credex.runtime.backup import write_backup
+from credex.runtime.serving import read_ready_file
+from credex.sdk.client import RequesterClient, SubjectClient
+from credex.sdk.member_home import MemberHome
 from credex.v1.common_pb2 import Category, Purpose
-from lab.demo import pick_subject
-from lab.identities import subject_key
 from tests.commands import BIN, cli
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import Plan, Results, run_bench, verdicts, write_results
+from credex.lab.bench import Plan, Results, run_bench, verdicts, write_results
 from tests.commands import processes_mentioning
 
 TINY = Plan(

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from credex import pki
-from credex.audit import AuditEntry, AuditLog
-from credex.db import open_database
-from credex.serving import STOP_WITH_ENV
-from lab.demo import pick_subject
-from lab.identities import subject_key
+from credex.lab.demo import pick_subject
+from credex.lab.identities import subject_key
+from credex.protocol import pki
+from credex.runtime.audit import AuditEntry, AuditLog
+from credex.runtime.db import open_database
+from credex.runtime.serving import STOP_WITH_ENV
 from tests.commands import BIN, alive, cli, processes_mentioning
 from tests.harness import free_port
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.compare import compare, spearman
-from lab.synth import generate
+from credex.lab.compare import compare, spearman
+from credex.lab.synth import generate
 
 POLICIES = sorted(
-    (Path(__file__).resolve().parent.parent / "directory" / "policies").glob("*.toml")
+    (Path(__file__).resolve().parent.parent / "credex" / "directory" / "policies").glob("*.toml")
 )
 BIN = Path(sys.executable).parent
 
@@ -29,7 +29,7 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_summary_follows_from_the_scores(population: Path, tmp_path: Path) -> None:
-    from lab.synth import load_manifest
+    from credex.lab.synth import load_manifest
 
     report = compare(load_manifest(population), POLICIES, tmp_path / "out")
     rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
@@ -56,7 +56,7 @@ def test_summary_follows_from_the_scores(population: Path, tmp_path: Path) -> No
 def test_the_plots_show_the_data_in_the_csv(population: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from lab.synth import load_manifest
+    from credex.lab.synth import load_manifest
 
     report = compare(load_manifest(population), POLICIES, tmp_path / "out")
     rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
@@ -77,7 +77,7 @@ def test_the_plots_show_the_data_in_the_csv(population: Path, tmp_path: Path) ->
 
 
 def test_the_same_inputs_give_the_same_report(population: Path, tmp_path: Path) -> None:
-    from lab.synth import load_manifest
+    from credex.lab.synth import load_manifest
 
     manifest = load_manifest(population)
     compare(manifest, POLICIES, tmp_path / "a")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from credex import vocab
-from credex.config import ConfigError
-from directory import admin as directory_admin
-from directory.config import load_settings
-from nodes.config import load_node_config
+from credex.directory import admin as directory_admin
+from credex.directory.config import load_settings
+from credex.node.config import load_node_config
+from credex.protocol import vocab
+from credex.protocol.config import ConfigError
 from tests.commands import BIN
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from credex.config import ConfigError
-from lab import synth
-from nodes.config import load_node_config
-from nodes.config_check import check_config, open_source, parameters, subject_problem
-from nodes.example_config import write_example
+from credex.lab import synth
+from credex.node.config import load_node_config
+from credex.node.config_check import check_config, open_source, parameters, subject_problem
+from credex.node.example_config import write_example
+from credex.protocol.config import ConfigError
 from tests.commands import cli
 
 GOOD = """SELECT 'loan-' || loan_id AS record_id, 'loan' AS kind, amount AS value,

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import typer
 
-from credex.config import ServerSettings, environment_overrides
-from directory import config as directory_config
-from directory.cli import app as directory_app
-from nodes import config as node_config
-from nodes.cli import app as node_app
+from credex.directory import config as directory_config
+from credex.directory.cli import app as directory_app
+from credex.node import config as node_config
+from credex.node.cli import app as node_app
+from credex.protocol.config import environment_overrides
+from credex.runtime.settings import ServerSettings
 from tests.commands import BIN
 
 DEPLOY = Path(__file__).resolve().parent.parent / "docs" / "deploy"

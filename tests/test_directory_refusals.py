@@ -13,10 +13,11 @@ from typing import Any
 import grpc
 import pytest
 
-from credex import vocab
-from credex.client import RequesterClient
-from credex.clock import to_timestamp
-from credex.errors import (
+from credex.node.config import load_node_config
+from credex.protocol import vocab
+from credex.protocol.channels import open_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.errors import (
     REASON_KEY,
     AlreadyExists,
     CredexError,
@@ -28,17 +29,16 @@ from credex.errors import (
     Unauthenticated,
     from_rpc_error,
 )
-from credex.keys import SigningKey, VerifyKey
-from credex.signing import domain_tag, open_signed, seal, verify
-from credex.tls import TlsIdentity
-from credex.transport import open_channel
+from credex.protocol.keys import SigningKey, VerifyKey
+from credex.protocol.signing import domain_tag, open_signed, seal, verify
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.client import RequesterClient
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
 from credex.v1.consent_pb2 import ConsentRevocation
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
 from credex.v1.node_pb2 import NodeAnswer
-from nodes.config import load_node_config
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

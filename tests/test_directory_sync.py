@@ -14,24 +14,12 @@ from typing import Any
 import grpc
 import pytest
 
-import nodes.server
-from credex.config import ConfigError
-from credex.db import open_database, transaction
-from credex.errors import REASON_KEY, FailedPrecondition, PermissionDenied, Reason, Unavailable
-from credex.protocol.tickets import node_key
-from credex.signing import seal
-from credex.transport import open_channel
-from credex.v1 import directory_pb2 as pb
-from credex.v1.common_pb2 import Category, Purpose, Signed
-from credex.v1.consent_pb2 import ConsentStatus, ConsentTicket
-from credex.v1.directory_pb2 import RevocationFeed
-from credex.v1.node_pb2 import NotifyRevocationsRequest
-from credex.v1.node_pb2_grpc import NodeServiceStub
-from directory import admin as directory_admin
-from directory.config import load_settings
-from directory.consent_store import ConsentStore
-from nodes.config import load_node_config
-from nodes.server import (
+from credex.directory import admin as directory_admin
+from credex.directory.config import load_settings
+from credex.directory.consent_store import ConsentStore
+from credex.node import server as node_server
+from credex.node.config import load_node_config
+from credex.node.server import (
     RunningNode,
     announce,
     build_service,
@@ -39,6 +27,24 @@ from nodes.server import (
     start_node,
     tls_source,
 )
+from credex.protocol.channels import open_channel
+from credex.protocol.config import ConfigError
+from credex.protocol.errors import (
+    REASON_KEY,
+    FailedPrecondition,
+    PermissionDenied,
+    Reason,
+    Unavailable,
+)
+from credex.protocol.signing import seal
+from credex.protocol.tickets import node_key
+from credex.runtime.db import open_database, transaction
+from credex.v1 import directory_pb2 as pb
+from credex.v1.common_pb2 import Category, Purpose, Signed
+from credex.v1.consent_pb2 import ConsentStatus, ConsentTicket
+from credex.v1.directory_pb2 import RevocationFeed
+from credex.v1.node_pb2 import NotifyRevocationsRequest
+from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.harness import Federation, enroll_requester, free_port, trailer_map
 from tests.test_node_refusals import (
     FIN,
@@ -547,7 +553,7 @@ def test_a_node_whose_directory_never_answers_gives_up(
     federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
 
-    monkeypatch.setattr(nodes.server, "FIRST_ANNOUNCE_WAIT_S", 1.5)
+    monkeypatch.setattr(node_server, "FIRST_ANNOUNCE_WAIT_S", 1.5)
     config = dataclasses.replace(
         load_node_config(federation.node_configs["pboc"]),
         state_db=tmp_path / "state.db",

@@ -13,10 +13,16 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.clock import to_timestamp
-from credex.config import ConfigError
-from credex.db import open_database
-from credex.errors import (
+from credex.directory.config import DisputeLimits, load_settings
+from credex.directory.disputes import DisputeDesk
+from credex.directory.locator import Locator
+from credex.directory.registry import Registry
+from credex.node.admin import list_disputes, resolve_dispute
+from credex.node.config import load_node_config
+from credex.protocol.channels import ChannelPool, open_directory_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.config import ConfigError
+from credex.protocol.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
@@ -25,19 +31,13 @@ from credex.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from credex.keys import SigningKey
-from credex.signing import seal
-from credex.tls import TlsIdentity
-from credex.transport import ChannelPool, open_directory_channel
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.db import open_database
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.directory_pb2_grpc import SubjectServiceStub
-from directory.config import DisputeLimits, load_settings
-from directory.disputes import DisputeDesk
-from directory.locator import Locator
-from directory.registry import Registry
-from nodes.admin import list_disputes, resolve_dispute
-from nodes.config import load_node_config
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from credex.audit import verify_log
-from credex.client import RequesterClient, SubjectClient
-from credex.errors import CredexError
-from credex.keys import load_public
-from credex.member_home import MemberHome
+from credex.lab.demo import pick_subject
+from credex.lab.identities import subject_key
+from credex.protocol.errors import CredexError
+from credex.protocol.keys import load_public
+from credex.runtime.audit import verify_log
+from credex.sdk.client import RequesterClient, SubjectClient
+from credex.sdk.member_home import MemberHome
 from credex.v1.common_pb2 import Category, Purpose
-from lab.demo import pick_subject
-from lab.identities import subject_key
 
 BIN = Path(sys.executable).parent
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from credex.config import ConfigError
+from credex.directory import admin as directory_admin
+from credex.directory.config import load_settings
+from credex.protocol.config import ConfigError
 from credex.protocol.endpoints import EndpointError, EndpointPolicy
-from directory import admin as directory_admin
-from directory.config import load_settings
 
 OPEN = EndpointPolicy()
 

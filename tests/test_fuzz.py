@@ -33,15 +33,19 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from credex.clock import to_timestamp
-from credex.config import DEFAULT_MAX_MESSAGE_BYTES as MAX_REQUEST_BYTES
-from credex.consents import create_consent
-from credex.errors import REASON_KEY, Reason
-from credex.keys import SigningKey
-from credex.pki import create_csr, new_tls_key
-from credex.signing import seal
-from credex.tls import TlsIdentity
-from credex.transport import MAX_TRANSPORT_BYTES, open_channel
+from credex.directory import admin as directory_admin
+from credex.directory.config import load_settings
+from credex.node.config import load_node_config
+from credex.node.server import tls_identity as node_tls_identity
+from credex.protocol.channels import MAX_TRANSPORT_BYTES, open_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.consents import create_consent
+from credex.protocol.errors import REASON_KEY, Reason
+from credex.protocol.keys import SigningKey
+from credex.protocol.pki import create_csr, new_tls_key
+from credex.protocol.signing import seal
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES as MAX_REQUEST_BYTES
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import node_pb2
 from credex.v1.common_pb2 import Category as Cat
@@ -53,10 +57,6 @@ from credex.v1.node_pb2 import (
     QueryRecordsRequest,
     QueryRecordsResponse,
 )
-from directory import admin as directory_admin
-from directory.config import load_settings
-from nodes.config import load_node_config
-from nodes.server import tls_identity as node_tls_identity
 from tests.harness import Federation
 from tests.test_directory_refusals import grant
 from tests.test_node_refusals import (

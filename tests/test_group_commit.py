@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from credex.db import DatabaseError, open_database, transaction
-from credex.group_commit import GroupCommit
+from credex.runtime.db import DatabaseError, open_database, transaction
+from credex.runtime.group_commit import GroupCommit
 
 
 def committer(tmp_path: Path) -> tuple[GroupCommit, object]:

@@ -18,12 +18,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from credex.db import open_readonly, unreadable
-from credex.health import HealthMonitor
-from credex.metrics import Metrics
+from credex.protocol.channels import open_channel, open_directory_channel
 from credex.protocol.identity import DIRECTORY_NAME
-from credex.tls import TlsIdentity
-from credex.transport import open_channel, open_directory_channel
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.db import open_readonly, unreadable
+from credex.runtime.health import HealthMonitor
+from credex.runtime.metrics import Metrics
 from tests.harness import Federation, LoopThread, start_federation, trailer_map
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -213,9 +213,9 @@ def test_a_writer_holding_the_records_lock_is_not_a_failure(tmp_path: Path) -> N
 
 
 def test_after_a_failed_disk_sync_every_call_is_unavailable_not_internal(fed: Federation) -> None:
-    """A disk that failed a sync cannot be trusted with anything (see credex.group_commit):
+    """A disk that failed a sync cannot be trusted with anything (see credex.runtime.group_commit):
     callers get UNAVAILABLE with a reason, never INTERNAL or a traceback."""
-    from credex.errors import REASON_KEY, Reason
+    from credex.protocol.errors import REASON_KEY, Reason
     from credex.v1.node_pb2 import DescribeRequest
     from credex.v1.node_pb2_grpc import NodeServiceStub
 

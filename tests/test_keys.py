@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from credex.keys import (
+from credex.protocol.keys import (
     KeyFileError,
     SigningKey,
     VerifyKey,

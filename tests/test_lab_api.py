@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from credex.errors import PermissionDenied, Reason
-from lab.api import Lab
-from lab.demo import pick_subject
+from credex.lab.api import Lab
+from credex.lab.demo import pick_subject
+from credex.protocol.errors import PermissionDenied, Reason
 
 
 def test_a_notebook_session(tmp_path: Path) -> None:

@@ -18,16 +18,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from credex.audit import verify_log
-from credex.client import RequesterClient, SubjectClient
-from credex.errors import CredexError
-from credex.keys import load_public
-from credex.member_home import MemberHome
-from credex.tls import TlsIdentity
-from credex.transport import open_directory_channel
+from credex.lab.demo import pick_subject
+from credex.lab.identities import subject_key
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.errors import CredexError
+from credex.protocol.keys import load_public
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.audit import verify_log
+from credex.sdk.client import RequesterClient, SubjectClient
+from credex.sdk.member_home import MemberHome
 from credex.v1.common_pb2 import Category, Purpose
-from lab.demo import pick_subject
-from lab.identities import subject_key
 from tests.commands import BIN, alive, cli
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

@@ -11,14 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from credex.errors import REASON_KEY, RETRY_KEY, Reason, ResourceExhausted
-from credex.ratelimit import RateLimiter
-from credex.transport import open_channel
+from credex.directory.quotas import month_of
+from credex.node.config import load_node_config
+from credex.node.server import build_service, start_node
+from credex.protocol.channels import open_channel
+from credex.protocol.errors import REASON_KEY, RETRY_KEY, Reason, ResourceExhausted
+from credex.runtime.ratelimit import RateLimiter
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from directory.quotas import month_of
-from nodes.config import load_node_config
-from nodes.server import build_service, start_node
 from tests.harness import Federation, LoopThread, start_federation, trailer_map
 from tests.test_node_refusals import node_query, signed_request
 
@@ -170,7 +170,7 @@ def test_the_channel_pool_closes_the_least_recently_used_past_its_cap(
     monkeypatch: pytest.MonkeyPatch, federation: Federation
 ) -> None:
     """A node announcing address after address cannot grow the directory's channels."""
-    from credex.transport import ChannelPool
+    from credex.protocol.channels import ChannelPool
 
     monkeypatch.setattr(ChannelPool, "MAX_CHANNELS", 2)
 

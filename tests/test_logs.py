@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from credex.logs import REQUEST_ID, setup_logging
+from credex.runtime.logs import REQUEST_ID, setup_logging
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
 from tests.harness import Federation

@@ -16,13 +16,13 @@ import grpc
 import pytest
 from cryptography import x509
 
-from credex.config import ConfigError
-from credex.errors import NotFound, PermissionDenied
-from credex.metrics import Metrics
-from credex.status import fetch_status, parse_status, scrape_address
+from credex.cli.status import fetch_status, parse_status, scrape_address
+from credex.directory import admin as directory_admin
+from credex.protocol.config import ConfigError
+from credex.protocol.errors import NotFound, PermissionDenied
+from credex.runtime.metrics import Metrics
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
-from directory import admin as directory_admin
 from tests.commands import BIN, cli
 from tests.harness import Federation, LoopThread, start_federation
 

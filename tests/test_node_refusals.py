@@ -17,9 +17,12 @@ from typing import Any
 import grpc
 import pytest
 
-from credex import vocab
-from credex.clock import to_timestamp
-from credex.errors import (
+from credex.directory.config import load_settings
+from credex.node.config import load_node_config
+from credex.protocol import vocab
+from credex.protocol.channels import open_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.errors import (
     REASON_KEY,
     CredexError,
     InvalidArgument,
@@ -28,10 +31,9 @@ from credex.errors import (
     Unauthenticated,
     from_rpc_error,
 )
-from credex.keys import SigningKey, VerifyKey, load_public, public_path
+from credex.protocol.keys import SigningKey, VerifyKey, load_public, public_path
+from credex.protocol.signing import domain_tag, open_signed, seal, verify
 from credex.protocol.tickets import new_ticket_id, node_key
-from credex.signing import domain_tag, open_signed, seal, verify
-from credex.transport import open_channel
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
 from credex.v1.consent_pb2 import ConsentTicket, SubjectAttestation
@@ -43,8 +45,6 @@ from credex.v1.node_pb2 import (
     QueryRecordsResponse,
 )
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from directory.config import load_settings
-from nodes.config import load_node_config
 from tests.harness import Federation
 
 NODE = "pboc"

@@ -7,8 +7,8 @@ import time
 import pytest
 from google.protobuf.message import DecodeError, Message
 
-from credex import vocab
-from credex.errors import NotFound, PermissionDenied, Reason, Unauthenticated
+from credex.protocol import vocab
+from credex.protocol.errors import NotFound, PermissionDenied, Reason, Unauthenticated
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
 from credex.v1.consent_pb2 import ConsentTicket, SubjectAttestation
@@ -140,7 +140,7 @@ def test_unknown_subject_is_refused(federation: Federation) -> None:
 
 
 def test_unknown_requester_is_refused(federation: Federation) -> None:
-    from credex.keys import SigningKey
+    from credex.protocol.keys import SigningKey
 
     consent_id = grant(federation)
     stranger = federation.requester("bank", key=SigningKey.generate())

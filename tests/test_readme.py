@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import typer
 
-from credex.cli import app as credex_app
-from directory.cli import app as directory_app
-from lab.cli import app as lab_app
-from nodes.cli import app as node_app
+from credex.cli.main import app as credex_app
+from credex.directory.cli import app as directory_app
+from credex.lab.cli import app as lab_app
+from credex.node.cli import app as node_app
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from credex.errors import UNAUTHENTICATED_REASONS, PermissionDenied, Reason
-from directory.verify import file_refusal
+from credex.directory.verify import file_refusal
+from credex.protocol.errors import UNAUTHENTICATED_REASONS, PermissionDenied, Reason
 
 
 @pytest.mark.parametrize("reason", sorted(UNAUTHENTICATED_REASONS))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from credex.audit import AuditEntry, AuditLog, verify_log
-from credex.db import open_database
+from credex.runtime.audit import AuditEntry, AuditLog, verify_log
+from credex.runtime.db import open_database
 from credex.runtime.refusals import FIRST_WRITES_BURST, OVERFLOW_ACTOR, RefusalRecorder
 
 

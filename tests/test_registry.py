@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from credex.db import open_database
-from credex.keys import SigningKey
+from credex.directory.registry import MemberInfo, Registry
+from credex.protocol.keys import SigningKey
+from credex.runtime.db import open_database
 from credex.v1.common_pb2 import Category
 from credex.v1.directory_pb2 import MemberRole
-from directory.registry import MemberInfo, Registry
 
 
 def member(member_id: str, key: SigningKey, endpoint: str = "") -> MemberInfo:

@@ -7,21 +7,21 @@ import re
 
 from rich.console import Console
 
-from credex.client import (
-    AccessLog,
-    AccessView,
-    ConsentView,
-    NodeOutcome,
-    ProfileRecord,
-    VerifiedProfile,
-)
-from credex.render import (
+from credex.cli.render import (
     MemberRow,
     print_access_log,
     print_consents,
     print_members,
     print_profile,
     printable,
+)
+from credex.sdk.client import (
+    AccessLog,
+    AccessView,
+    ConsentView,
+    NodeOutcome,
+    ProfileRecord,
+    VerifiedProfile,
 )
 
 HOSTILE = "see [/b] clause [red]x"

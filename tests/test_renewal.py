@@ -18,25 +18,30 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from credex import pki
-from credex.client import RequesterClient
-from credex.config import ConfigError
-from credex.db import open_database
-from credex.errors import PermissionDenied, Reason, ResourceExhausted, Unauthenticated
-from credex.keys import SigningKey, write_private, write_public
-from credex.member_home import MemberHome
+from credex.directory import admin as directory_admin
+from credex.directory.certificates import MAX_LIVE_CERTIFICATES, CertificateLog
+from credex.directory.config import load_settings
+from credex.directory.registry import MemberInfo, Registry
+from credex.node import admin as node_admin
+from credex.node.config import load_node_config
+from credex.node.server import (
+    certificate_renewal,
+    keep_certificate_fresh,
+    signing_key_source,
+    tls_source,
+)
+from credex.protocol import pki
+from credex.protocol.config import ConfigError
+from credex.protocol.errors import PermissionDenied, Reason, ResourceExhausted, Unauthenticated
 from credex.protocol.identity import certificate_identity, serial_hex
+from credex.protocol.keys import SigningKey, write_private, write_public
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.db import open_database
+from credex.sdk.client import RequesterClient
+from credex.sdk.member_home import MemberHome
 from credex.sdk.renewal import renew_at
-from credex.tls import TlsIdentity
 from credex.v1.common_pb2 import Category
 from credex.v1.directory_pb2 import MemberRole
-from directory import admin as directory_admin
-from directory.certificates import MAX_LIVE_CERTIFICATES, CertificateLog
-from directory.config import load_settings
-from directory.registry import MemberInfo, Registry
-from nodes import admin as node_admin
-from nodes.config import load_node_config
-from nodes.server import certificate_renewal, keep_certificate_fresh, signing_key_source, tls_source
 from tests.harness import Federation, enroll_requester
 
 
@@ -288,7 +293,7 @@ def test_member_port_refuses_a_revoked_certificate_but_not_health(
     server serves); every credex service refuses."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from credex.transport import open_directory_channel
+    from credex.protocol.channels import open_directory_channel
 
     home = new_requester(federation, tmp_path, "health-only")
     settings = load_settings(federation.root / "directory")

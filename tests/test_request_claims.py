@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from credex.audit import AuditEntry, AuditLog
-from credex.db import open_database, transaction
-from credex.errors import PermissionDenied, Reason
-from directory.request_claims import RequestClaims
+from credex.directory.request_claims import RequestClaims
+from credex.protocol.errors import PermissionDenied, Reason
+from credex.runtime.audit import AuditEntry, AuditLog
+from credex.runtime.db import open_database, transaction
 
 
 def test_an_id_is_claimed_once_and_a_rolled_back_claim_leaves_it_free(tmp_path: Path) -> None:

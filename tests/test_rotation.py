@@ -13,21 +13,21 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credex import pki
-from credex.errors import ProfileVerificationError, Reason, Unauthenticated
-from credex.keys import SigningKey, write_private
-from credex.rotation import KeyFiles, rotate_key
-from credex.signing import open_signed, seal
-from credex.tls import TlsIdentity
-from credex.transport import open_channel
+from credex.directory.config import load_settings
+from credex.directory.identity import KEY_OVERLAP_S
+from credex.node.config import load_node_config
+from credex.node.server import tls_identity
+from credex.protocol import pki
+from credex.protocol.channels import open_channel
+from credex.protocol.errors import ProfileVerificationError, Reason, Unauthenticated
+from credex.protocol.keys import SigningKey, write_private
+from credex.protocol.signing import open_signed, seal
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.rotation import KeyFiles, rotate_key
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2 import NodeAnswer
-from directory.config import load_settings
-from directory.identity import KEY_OVERLAP_S
-from nodes.config import load_node_config
-from nodes.server import tls_identity
 from tests.harness import Federation, enroll_requester, trailer_map
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lab.scenario import ScenarioError, load_scenario
+from credex.lab.scenario import ScenarioError, load_scenario
 from tests.commands import alive, cli, processes_mentioning
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from credex.config import ConfigError
+from credex.directory.scoring import ScoredRecord, load_policy, score
+from credex.protocol.config import ConfigError
 from credex.v1.common_pb2 import Category, Purpose
-from directory.scoring import ScoredRecord, load_policy, score
 from tests.harness import Federation
 
 POLICY = (
-    Path(__file__).resolve().parent.parent / "directory" / "policies" / "national-baseline.toml"
+    Path(__file__).resolve().parent.parent
+    / "credex"
+    / "directory"
+    / "policies"
+    / "national-baseline.toml"
 )
 NOW = 1_800_000_000.0
 DAY = 86_400.0

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from credex import vocab
-from credex.client import RequesterClient, SubjectClient
-from credex.member_home import MemberHome
-from credex.serving import read_ready_file
-from lab.federation import enroll_members, prepare, requester_home
-from lab.identities import subject_key
+from credex.lab.federation import enroll_members, prepare, requester_home
+from credex.lab.identities import subject_key
+from credex.protocol import vocab
+from credex.runtime.serving import read_ready_file
+from credex.sdk.client import RequesterClient, SubjectClient
+from credex.sdk.member_home import MemberHome
 from tests.commands import BIN
 
 SEED = 13

@@ -7,10 +7,10 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credex.clock import to_timestamp
-from credex.errors import InvalidArgument, Reason, Unauthenticated
-from credex.keys import SigningKey
-from credex.signing import (
+from credex.protocol.clock import to_timestamp
+from credex.protocol.errors import InvalidArgument, Reason, Unauthenticated
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import (
     DEFAULT_MAX_SIGNED_BODY_BYTES,
     MAX_BODY_BYTES,
     MAX_SIGNED_BODY_BYTES,
@@ -214,7 +214,7 @@ def test_cached_verification_still_refuses_every_forgery() -> None:
 
 
 def test_verified_cache_is_bounded() -> None:
-    from credex import signing
+    from credex.protocol import signing
 
     cache = signing._VerifiedCache(3)
     for i in range(5):

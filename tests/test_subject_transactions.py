@@ -14,11 +14,11 @@ from contextlib import contextmanager
 
 import pytest
 
-from credex.errors import Internal
+from credex.directory.config import load_settings
+from credex.node.admin import list_disputes, resolve_dispute
+from credex.node.config import load_node_config
+from credex.protocol.errors import Internal
 from credex.v1.common_pb2 import Category, Purpose
-from directory.config import load_settings
-from nodes.admin import list_disputes, resolve_dispute
-from nodes.config import load_node_config
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

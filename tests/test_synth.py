@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import synth
-from lab.identities import requester_key, subject_key
+from credex.lab import synth
+from credex.lab.identities import requester_key, subject_key
 
 SUBJECTS = 1000
 REQUIRED = ("local_id", "record_id", "kind", "value", "unit", "occurred_at")

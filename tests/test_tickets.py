@@ -15,10 +15,11 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.client import SubjectClient
-from credex.clock import to_timestamp
-from credex.consents import create_consent
-from credex.errors import (
+from credex.directory.config import load_settings
+from credex.protocol.channels import open_channel, open_directory_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.consents import create_consent
+from credex.protocol.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -28,7 +29,8 @@ from credex.errors import (
     Unauthenticated,
     from_rpc_error,
 )
-from credex.keys import SigningKey, VerifyKey
+from credex.protocol.keys import SigningKey, VerifyKey
+from credex.protocol.signing import parse, seal
 from credex.protocol.tickets import (
     MAX_TICKETS,
     NODE_KEY_SALT,
@@ -40,9 +42,8 @@ from credex.protocol.tickets import (
     node_key,
     tickets_for,
 )
-from credex.signing import parse, seal
-from credex.tls import TlsIdentity
-from credex.transport import open_channel, open_directory_channel
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.client import SubjectClient
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
@@ -50,7 +51,6 @@ from credex.v1.consent_pb2 import Consent, ConsentTicket
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from directory.config import load_settings
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -471,7 +471,7 @@ def test_a_new_main_key_clears_the_old_node_keys_and_the_new_device_replaces_the
     """The operator re-binds S2 to a new key (a lost device): the node keys derived from the
     old one are cleared and its tickets served no more; the new device registers its own keys
     and replaces the tickets of the consents it keeps."""
-    from directory import admin as directory_admin
+    from credex.directory import admin as directory_admin
 
     fed = federation
     settings = load_settings(fed.root / "directory")
@@ -538,9 +538,9 @@ def test_a_profile_carries_the_subjects_consent_and_the_requester_checks_it(
 def test_a_directory_database_from_before_tickets_is_migrated(tmp_path: Path) -> None:
     """Its consents stay (with no tickets: the subject adds them), the single feed of consent
     ids goes, and the locator gains the subject's key per node."""
-    from credex.db import open_database
-    from directory.consent_store import ConsentStore
-    from directory.locator import Locator
+    from credex.directory.consent_store import ConsentStore
+    from credex.directory.locator import Locator
+    from credex.runtime.db import open_database
 
     path = tmp_path / "directory.db"
     main = SigningKey.generate()
@@ -591,8 +591,8 @@ def test_a_node_database_from_before_tickets_follows_its_new_feed_from_the_start
 ) -> None:
     """The old feed's consent ids and position mean nothing under per-node numbering: the node
     starts its own feed at 0 and keeps nothing of the old one."""
-    from credex.db import open_database
-    from nodes.directory_sync import DirectorySync, SyncSettings
+    from credex.node.directory_sync import DirectorySync, SyncSettings
+    from credex.runtime.db import open_database
 
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as conn:
@@ -631,8 +631,8 @@ def test_the_sync_loop_outlives_an_unexpected_error(tmp_path: Path) -> None:
     loop that stopped would leave the node to go stale with nothing said."""
     import asyncio
 
-    from credex.db import open_database
-    from nodes.directory_sync import DirectorySync, SyncSettings
+    from credex.node.directory_sync import DirectorySync, SyncSettings
+    from credex.runtime.db import open_database
 
     sync = DirectorySync(
         db=open_database(tmp_path / "state.db"),

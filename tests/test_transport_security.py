@@ -10,19 +10,19 @@ from typing import Any
 import grpc
 import pytest
 
-from credex import pki
-from credex.enrollment import EnrollmentFiles, enroll
-from credex.errors import PermissionDenied, Reason
-from credex.keys import SigningKey
-from credex.tls import TlsIdentity
-from credex.transport import open_channel, open_directory_channel
+from credex.directory import admin as directory_admin
+from credex.directory.config import load_settings
+from credex.protocol import pki
+from credex.protocol.channels import open_channel, open_directory_channel
+from credex.protocol.errors import PermissionDenied, Reason
+from credex.protocol.keys import SigningKey
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.enrollment import EnrollmentFiles, enroll
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import node_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from directory import admin as directory_admin
-from directory.config import load_settings
 from tests.harness import Federation, enroll_requester
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -237,10 +237,10 @@ def test_existing_member_cannot_enroll_again(federation: Federation, tmp_path: P
 def test_a_member_certificate_cannot_pose_as_the_directory(federation: Federation) -> None:
     """A server with a node's perfectly valid certificate (for 127.0.0.1) is not the directory:
     clients of the directory check for the name only the directory's certificate has."""
-    from credex.config import ServerSettings
-    from credex.transport import bind, create_server
-    from nodes.config import load_node_config
-    from nodes.server import tls_identity
+    from credex.node.config import load_node_config
+    from credex.node.server import tls_identity
+    from credex.runtime.ports import bind, create_server
+    from credex.runtime.settings import ServerSettings
 
     node_tls = tls_identity(load_node_config(federation.node_configs["pboc"]))
 
@@ -268,7 +268,7 @@ def test_a_member_certificate_cannot_pose_as_the_directory(federation: Federatio
 
 
 def test_the_directory_name_and_id_are_never_given_to_a_member(federation: Federation) -> None:
-    from credex.config import ConfigError
+    from credex.protocol.config import ConfigError
 
     settings = load_settings(federation.root / "directory")
     with pytest.raises(ConfigError, match="reserved"):

@@ -14,10 +14,13 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.audit import WITNESSED, AuditEntry, AuditLog
-from credex.clock import to_timestamp
-from credex.db import open_database, readonly_uri
-from credex.errors import (
+from credex.directory import admin as directory_admin
+from credex.directory.config import load_settings
+from credex.node.config import load_node_config
+from credex.node.server import tls_identity
+from credex.protocol.channels import open_channel, open_directory_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.errors import (
     CredexError,
     FailedPrecondition,
     InvalidArgument,
@@ -27,20 +30,17 @@ from credex.errors import (
     Unauthenticated,
     from_rpc_error,
 )
-from credex.keys import SigningKey
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import domain_tag, seal
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.audit import WITNESSED, AuditEntry, AuditLog
+from credex.runtime.db import open_database, readonly_uri
 from credex.runtime.witness import MAX_CHECKPOINT_BYTES, CheckpointPublisher, WitnessStore
-from credex.signing import domain_tag, seal
-from credex.tls import TlsIdentity
-from credex.transport import open_channel, open_directory_channel
 from credex.v1 import directory_pb2, node_pb2
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from directory import admin as directory_admin
-from directory.config import load_settings
-from nodes.config import load_node_config
-from nodes.server import tls_identity
 from tests.harness import Federation
 
 OWNER = SigningKey.from_seed(b"witnessed-owner")

@@ -1,2 +1,3 @@
-"""The protocol kernel: vocabulary, signing, keys, consents, certificates and identities
-(the redesign moves the flat kernel modules here; new kernel modules start here)."""
+"""The protocol kernel every party shares: vocabulary, signed envelopes, keys, consents and
+tickets, the error catalog, certificates and identities, channels, clock and config reading.
+Needs grpcio, protobuf and cryptography only."""

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 
-from credex.clock import from_timestamp
-from credex.errors import CredexError
-from credex.keys import VerifyKey
-from credex.signing import open_signed, verify
+from credex.protocol.clock import from_timestamp
+from credex.protocol.errors import CredexError
+from credex.protocol.keys import VerifyKey
+from credex.protocol.signing import open_signed, verify
 from credex.v1.common_pb2 import Signed
 from credex.v1.directory_pb2 import RegistrySnapshot
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from credex.errors import Reason, refused
+from credex.protocol.errors import Reason, refused
 from credex.protocol.identity import CertificateIdentity
 
 # Why a certificate is listed because of its member's status (not the certificate itself).

@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from credex import vocab
-from credex.clock import from_timestamp
-from credex.errors import Reason, refused
-from credex.keys import SigningKey, VerifyKey
-from credex.signing import open_signed, parse, seal
+from credex.protocol import vocab
+from credex.protocol.clock import from_timestamp
+from credex.protocol.errors import Reason, refused
+from credex.protocol.keys import SigningKey, VerifyKey
+from credex.protocol.signing import open_signed, parse, seal
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentTicket
 

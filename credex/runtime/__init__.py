@@ -1,2 +1,3 @@
-"""The server runtime shared by the directory and the nodes (the redesign moves handlers,
-serving, group commit, health, metrics and logs here; new runtime modules start here)."""
+"""What both servers run on: ports and their limits, the RPC runtime (refusals to status
+codes, group commit, access logs), storage, audit, health, metrics, logs and serving a
+process. Needs the `server` extra."""

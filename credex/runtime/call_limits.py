@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-import credex.transport as transport  # the module: transport builds servers with this
+from credex.runtime.peers import caller_id
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -60,7 +60,7 @@ class CallLimits(_Interceptor):
     # --- admission ------------------------------------------------------------------------
 
     async def _admit(self, context: Context) -> str:
-        caller = transport.caller_id(context)
+        caller = caller_id(context)
         if self._calls.get(caller, 0) >= self.per_caller:
             self.refused += 1
             await context.abort(

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from credex.metrics import Metrics
+from credex.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from credex.audit import AuditEntry, AuditLog
-from credex.clock import Clock
-from credex.errors import CredexError
-from credex.ratelimit import RateLimiter
+from credex.protocol.clock import Clock
+from credex.protocol.errors import CredexError
+from credex.runtime.audit import AuditEntry, AuditLog
+from credex.runtime.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 

@@ -20,17 +20,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import sqlite_utils
 
-from credex.audit import WITNESSED, AuditLog
-from credex.clock import Clock, from_timestamp
-from credex.db import transaction
-from credex.errors import (
-    CredexError,
-    Reason,
-    refused,
-)
-from credex.keys import VerifyKey
-from credex.ratelimit import RateLimiter
-from credex.signing import open_signed
+from credex.protocol.clock import Clock, from_timestamp
+from credex.protocol.errors import CredexError, Reason, refused
+from credex.protocol.keys import VerifyKey
+from credex.protocol.signing import open_signed
+from credex.runtime.audit import WITNESSED, AuditLog
+from credex.runtime.db import transaction
+from credex.runtime.ratelimit import RateLimiter
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 
@@ -42,7 +38,7 @@ KEEP_PER_LOG = 10_000
 RATE_PER_S = 1.0
 BURST = 10.0
 # A signed AuditCheckpoint is about 100 bytes; anything much larger is not one (stricter
-# than the cap credex.signing puts on every AuditCheckpoint body).
+# than the cap credex.protocol.signing puts on every AuditCheckpoint body).
 MAX_CHECKPOINT_BYTES = 512
 # How far in the future a checkpoint's own time may be (clock skew between servers).
 MAX_FUTURE_S = 300.0

@@ -1,2 +1,3 @@
-"""The requester and subject SDK (the redesign moves client, member home, enrollment and
-rotation here; new SDK modules start here)."""
+"""The requester and subject SDK: clients that sign requests and trust nothing they are
+sent unverified, a member's home folder, enrollment, key rotation and certificate renewal.
+Its public names are re-exported from `credex`."""

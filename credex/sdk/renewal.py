@@ -9,14 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from credex.clock import Clock, system_clock, to_timestamp
-from credex.enrollment import check_certificate
-from credex.keys import SigningKey, write_private, write_public
-from credex.pki import create_csr, key_pem, new_tls_key
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.clock import Clock, system_clock, to_timestamp
+from credex.protocol.keys import SigningKey, write_private, write_public
+from credex.protocol.pki import create_csr, key_pem, new_tls_key
+from credex.protocol.signing import seal
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.enrollment import check_certificate
 from credex.sdk.retry import send_until_answered
-from credex.signing import seal
-from credex.tls import TlsIdentity
-from credex.transport import open_directory_channel
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2_grpc import EnrollmentServiceStub
 

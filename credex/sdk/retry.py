@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import grpc
 
-from credex.errors import from_rpc_error
+from credex.protocol.errors import from_rpc_error
 
 T = TypeVar("T")
 ATTEMPTS = 4

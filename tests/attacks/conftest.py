@@ -1,5 +1,5 @@
 """The attack suite's target: a real federation of separate server processes on loopback (a
-directory and three nodes, started by `lab.federation.start`), shared by the attack tests.
+directory and three nodes, started by `credex.lab.federation.start`), shared by the attack tests.
 
 Attacks that need a server of their own (a low descriptor limit, a process to kill) start it
 themselves. Every server started here is tied to the test process: it stops when pytest
@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from credex.client import RequesterClient, SubjectClient
-from credex.keys import SigningKey
-from credex.member_home import MemberHome
-from credex.tls import TlsIdentity
-from directory.config import DirectorySettings
-from lab import federation
-from lab.demo import pick_subject
-from lab.identities import subject_key
-from lab.synth import RequesterEntry
+from credex.directory.config import DirectorySettings
+from credex.lab import federation
+from credex.lab.demo import pick_subject
+from credex.lab.identities import subject_key
+from credex.lab.synth import RequesterEntry
+from credex.protocol.keys import SigningKey
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.client import RequesterClient, SubjectClient
+from credex.sdk.member_home import MemberHome
 
 SEED = 12
 NODES = 3

@@ -13,15 +13,15 @@ from typing import Any
 
 import grpc
 
-from credex.enrollment import EnrollmentFiles, enroll
-from credex.keys import SigningKey
-from credex.tls import TlsIdentity
-from credex.transport import open_channel, open_directory_channel
+from credex.directory import admin as directory_admin
+from credex.protocol.channels import open_channel, open_directory_channel
+from credex.protocol.keys import SigningKey
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.enrollment import EnrollmentFiles, enroll
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import node_pb2
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from directory import admin as directory_admin
 from tests.attacks.conftest import Target
 from tests.harness import trailer_map
 

@@ -11,11 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from credex.db import open_database
-from directory import admin as directory_admin
-from directory.locator import Locator
-from lab.federation import FederationError, Launcher
-from nodes import admin as node_admin
+from credex.directory import admin as directory_admin
+from credex.directory.locator import Locator
+from credex.lab.federation import FederationError, Launcher
+from credex.node import admin as node_admin
+from credex.runtime.db import open_database
 from tests.attacks.conftest import Target
 
 
@@ -137,7 +137,7 @@ def serving(target: Target, node: ExtraNode) -> Iterator[ExtraNode]:
             node.node_id: launcher.spawn(
                 node.node_id,
                 "node",
-                ["nodes.cli", "serve", str(node.config), "--directory", target.address],
+                ["credex.node.cli", "serve", str(node.config), "--directory", target.address],
             )
         }
         info = launcher.wait_ready(pending)[node.node_id]

@@ -14,16 +14,16 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from credex.clock import to_timestamp
-from credex.errors import REASON_KEY
-from credex.keys import SigningKey
-from credex.member_home import MemberHome
-from credex.signing import domain_tag
-from credex.tls import TlsIdentity
-from credex.transport import open_directory_channel
+from credex.lab.identities import subject_key
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.errors import REASON_KEY
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import domain_tag
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.member_home import MemberHome
 from credex.v1.common_pb2 import Signed
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
-from lab.identities import subject_key
 from tests.attacks.conftest import SEED, Target
 
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import pytest
 
-from credex.audit import GENESIS, entry_hash
-from credex.db import readonly_uri
-from credex.keys import SigningKey
-from credex.signing import seal
+from credex.lab import federation
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
+from credex.runtime.audit import GENESIS, entry_hash
+from credex.runtime.db import readonly_uri
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Category, Purpose, Signed
-from lab import federation
 from tests.attacks.conftest import SEED, Target
 from tests.commands import cli
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from credex.db import open_database
+from credex.directory.consent_store import ConsentStore
+from credex.lab import federation
+from credex.runtime.db import open_database
 from credex.v1.common_pb2 import Category, Purpose
-from directory.consent_store import ConsentStore
-from lab import federation
 from tests.attacks.conftest import Target, open_descriptors
 from tests.commands import alive
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from credex.db import readonly_uri
-from credex.tls import TlsIdentity
-from credex.transport import open_channel, open_directory_channel
-from directory import admin as directory_admin
-from lab import federation
-from nodes.config import load_node_config
+from credex.directory import admin as directory_admin
+from credex.lab import federation
+from credex.node.config import load_node_config
+from credex.protocol.channels import open_channel, open_directory_channel
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.db import readonly_uri
 from tests.attacks.conftest import Target
 
 FLOOD = 2000

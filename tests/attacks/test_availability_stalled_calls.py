@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from credex.transport import MAX_TRANSPORT_BYTES
+from credex.lab import federation
+from credex.protocol.channels import MAX_TRANSPORT_BYTES
 from credex.v1.common_pb2 import Category, Purpose
-from lab import federation
 from tests.attacks.conftest import Target
 
 READ_TIMEOUT_S = 2

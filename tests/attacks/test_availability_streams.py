@@ -9,9 +9,9 @@ import asyncio
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from credex.config import DEFAULT_MAX_MESSAGE_BYTES
-from credex.tls import TlsIdentity
-from credex.transport import open_channel, open_directory_channel
+from credex.protocol.channels import open_channel, open_directory_channel
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES
 from tests.attacks.conftest import Target, rss_bytes
 
 MiB = 1024 * 1024

@@ -18,15 +18,16 @@ from typing import Any
 import grpc
 import pytest
 
-from credex import pki
-from credex.config import ConfigError, ServerSettings
-from credex.enrollment import EnrollmentFiles, enroll
-from credex.errors import CredexError
-from credex.keys import SigningKey
-from credex.tls import TlsIdentity
-from credex.transport import bind, create_server
+from credex.directory import admin as directory_admin
+from credex.protocol import pki
+from credex.protocol.config import ConfigError
+from credex.protocol.errors import CredexError
+from credex.protocol.keys import SigningKey
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.ports import bind, create_server
+from credex.runtime.settings import ServerSettings
+from credex.sdk.enrollment import EnrollmentFiles, enroll
 from credex.v1 import directory_pb2 as pb
-from directory import admin as directory_admin
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import enroll_member, removed_afterwards
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from credex.clock import to_timestamp
-from credex.config import ConfigError
-from credex.db import open_database
-from credex.signing import seal
+from credex.directory import admin as directory_admin
+from credex.protocol.clock import to_timestamp
+from credex.protocol.config import ConfigError
+from credex.protocol.signing import seal
+from credex.runtime.db import open_database
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
-from directory import admin as directory_admin
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import (
     OK,

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import grpc
 
-from credex import pki
-from credex.clock import to_timestamp
-from credex.enrollment import ROLES, EnrollmentFiles, enroll
-from credex.errors import CredexError
-from credex.keys import SigningKey
-from credex.signing import seal
-from credex.tls import TlsIdentity
-from credex.transport import open_directory_channel
+from credex.directory import admin as directory_admin
+from credex.protocol import pki
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.errors import CredexError
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.enrollment import ROLES, EnrollmentFiles, enroll
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub, EnrollmentServiceStub
-from directory import admin as directory_admin
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import (
     OK,

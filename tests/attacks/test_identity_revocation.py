@@ -18,15 +18,15 @@ import grpc
 import pytest
 from cryptography import x509
 
-from credex import pki
-from credex.clock import to_timestamp
-from credex.rotation import KeyFiles, rotate_key
-from credex.signing import seal
-from credex.tls import TlsIdentity
-from credex.transport import open_directory_channel
+from credex.directory import admin as directory_admin
+from credex.protocol import pki
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.signing import seal
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.rotation import KeyFiles, rotate_key
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2_grpc import EnrollmentServiceStub
-from directory import admin as directory_admin
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import (
     OK,

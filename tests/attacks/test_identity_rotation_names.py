@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from credex import pki
-from credex.rotation import KeyFiles, rotate_key
+from credex.protocol import pki
+from credex.sdk.rotation import KeyFiles, rotate_key
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import Member, enroll_member, removed_afterwards
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from credex.errors import CredexError
-from credex.keys import SigningKey
-from credex.rotation import KeyFiles, rotate_key
-from credex.signing import seal
-from credex.transport import open_directory_channel
+from credex.lab.federation import wait_for_registry
+from credex.node.config import load_node_config
+from credex.node.server import tls_identity
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.errors import CredexError
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
+from credex.sdk.rotation import KeyFiles, rotate_key
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
-from lab.federation import wait_for_registry
-from nodes.config import load_node_config
-from nodes.server import tls_identity
 from tests.attacks.conftest import Target
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -80,7 +80,7 @@ def test_a_profile_that_does_not_verify_is_not_reported_as_a_refusal(
 ) -> None:
     """A compromised directory (it holds the directory key) swaps a node's answer for one
     the node never signed: the SDK raises a verification error, distinct from any refusal."""
-    from credex.errors import ProfileVerificationError
+    from credex.protocol.errors import ProfileVerificationError
 
     async def attack() -> BaseException | None:
         subject_id, consent_id = await consented_requester(target, "sdk-forged")

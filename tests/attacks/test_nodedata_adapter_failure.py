@@ -12,9 +12,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from credex.db import readonly_uri
+from credex.lab.identities import subject_key
+from credex.runtime.db import readonly_uri
 from credex.v1.common_pb2 import Category, Purpose
-from lab.identities import subject_key
 from tests.attacks.conftest import SEED, Target
 from tests.attacks.nodedata_kit import Adapter, prepare, serving, subjects_of
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from credex.lab.identities import subject_key
+from credex.node.config_check import check_config
 from credex.v1.common_pb2 import Category, Purpose
-from lab.identities import subject_key
-from nodes.config_check import check_config
 from tests.attacks.conftest import SEED, Target
 from tests.attacks.nodedata_kit import (
     Adapter,

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from credex.errors import NotFound, ResourceExhausted
+from credex.lab.identities import subject_key
+from credex.node.admin import list_disputes, resolve_dispute
+from credex.node.config import load_node_config
+from credex.protocol.errors import NotFound, ResourceExhausted
 from credex.v1.common_pb2 import Category, Purpose
-from lab.identities import subject_key
-from nodes.admin import list_disputes, resolve_dispute
-from nodes.config import load_node_config
 from tests.attacks.conftest import SEED, Target
 from tests.attacks.nodedata_kit import Adapter, ExtraNode, prepare, serving, subjects_of
 from tests.commands import cli

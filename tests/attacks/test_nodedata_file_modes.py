@@ -9,7 +9,7 @@ import os
 import stat
 from pathlib import Path
 
-from nodes.config import load_node_config
+from credex.node.config import load_node_config
 from tests.attacks.conftest import Target
 from tests.attacks.nodedata_kit import Adapter, prepare, serving
 from tests.commands import cli

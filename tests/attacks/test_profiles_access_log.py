@@ -16,18 +16,18 @@ from typing import Any
 
 import pytest
 
-from credex.audit import verify_log
-from credex.client import RequesterClient, SubjectClient
-from credex.clock import to_timestamp
-from credex.db import readonly_uri
-from credex.errors import CredexError, Reason
-from credex.signing import seal
+from credex.directory.config import DirectorySettings
+from credex.lab import federation
+from credex.lab.demo import pick_subject
+from credex.lab.identities import subject_key
+from credex.protocol.clock import to_timestamp
+from credex.protocol.errors import CredexError, Reason
+from credex.protocol.signing import seal
+from credex.runtime.audit import verify_log
+from credex.runtime.db import readonly_uri
+from credex.sdk.client import RequesterClient, SubjectClient
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
-from directory.config import DirectorySettings
-from lab import federation
-from lab.demo import pick_subject
-from lab.identities import subject_key
 from tests.attacks.profiles_common import nonce, subject_service
 from tests.harness import LoopThread
 

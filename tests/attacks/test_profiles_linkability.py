@@ -23,15 +23,15 @@ import pytest
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credex import vocab
-from credex.consents import create_consent
-from credex.keys import SigningKey
+from credex.node.config import load_node_config
+from credex.protocol import vocab
+from credex.protocol.consents import create_consent
+from credex.protocol.keys import SigningKey
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Category, Purpose, Signed
 from credex.v1.consent_pb2 import Consent, ConsentStatus, ConsentTicket, SubjectAttestation
 from credex.v1.directory_pb2 import RevocationFeed
 from credex.v1.node_pb2 import DisputeNotice, NodeQuery
-from nodes.config import load_node_config
 from tests.harness import Federation, LoopThread, start_federation
 
 A, B = "volunteers", "pboc"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from credex.client import VerifiedProfile
+from credex.sdk.client import VerifiedProfile
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target
 from tests.attacks.profiles_common import local_id, own_subject

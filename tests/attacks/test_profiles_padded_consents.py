@@ -13,13 +13,13 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.clock import to_timestamp
-from credex.config import DEFAULT_MAX_MESSAGE_BYTES
-from credex.consents import create_consent
-from credex.keys import SigningKey
+from credex.protocol.channels import open_channel
+from credex.protocol.clock import to_timestamp
+from credex.protocol.consents import create_consent
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
 from credex.protocol.tickets import create_ticket, node_key
-from credex.signing import seal
-from credex.transport import open_channel
+from credex.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.consent_pb2 import Consent, ConsentTicket, SubjectAttestation

@@ -13,9 +13,9 @@ from typing import Any
 
 import grpc
 
-from credex.client import RequesterClient
-from credex.errors import CredexError, Reason
-from credex.signing import seal
+from credex.protocol.errors import CredexError, Reason
+from credex.protocol.signing import seal
+from credex.sdk.client import RequesterClient
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target

@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.clock import to_timestamp
-from credex.consents import create_consent
-from credex.errors import CredexError, Reason
-from credex.keys import SigningKey
-from credex.signing import seal
+from credex.protocol.clock import to_timestamp
+from credex.protocol.consents import create_consent
+from credex.protocol.errors import CredexError, Reason
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.consent_pb2 import ConsentPause, ConsentRevocation, ConsentStatus

@@ -27,15 +27,15 @@ from typing import Any
 import grpc
 import pytest
 
-from credex.client import SubjectClient
-from credex.db import readonly_uri
-from credex.errors import RETRY_KEY, CredexError
-from credex.keys import SigningKey
-from credex.signing import seal
+from credex.lab import federation
+from credex.lab.identities import subject_key
+from credex.protocol.errors import RETRY_KEY, CredexError
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
+from credex.runtime.db import readonly_uri
+from credex.sdk.client import SubjectClient
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
-from lab import federation
-from lab.identities import subject_key
 from tests.attacks.conftest import Target
 from tests.attacks.nodedata_kit import subjects_of
 from tests.attacks.profiles_common import nonce, now_ts, public_stub, refusal

@@ -13,15 +13,15 @@ from typing import Any
 
 import grpc
 
-from credex.client import RequesterClient
-from credex.db import open_database
-from credex.errors import CredexError, Reason
-from credex.keys import SigningKey
-from credex.signing import seal
+from credex.directory.consent_store import ConsentStore
+from credex.lab.federation import wait_for_registry
+from credex.protocol.errors import CredexError, Reason
+from credex.protocol.keys import SigningKey
+from credex.protocol.signing import seal
+from credex.runtime.db import open_database
+from credex.sdk.client import RequesterClient
 from credex.v1 import directory_pb2 as pb
 from credex.v1.common_pb2 import Category, Purpose
-from directory.consent_store import ConsentStore
-from lab.federation import wait_for_registry
 from tests.attacks.conftest import Target
 from tests.attacks.profiles_common import own_subject
 

@@ -1,0 +1,54 @@
+"""Request ids of authorised profile requests, each claimed once and for good.
+
+A requester chooses its request ids; the directory's log and the subject's access log link a
+profile's node queries to it by that id. The id is claimed when the request is authorised, in
+the transaction that records its nonce and counts the consent's use, so that no two requests,
+served or still in flight, ever share one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+from credex.protocol.errors import Reason, refused
+from credex.runtime.audit import TABLE as AUDIT_TABLE
+
+TABLE = "profile_requests"
+
+
+class RequestClaims:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self._conn = db.conn
+        existed = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
+        ).fetchone()
+        self._conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+                request_id TEXT PRIMARY KEY,
+                requester_id TEXT NOT NULL,
+                claimed_at REAL NOT NULL
+            ) WITHOUT ROWID"""
+        )
+        audit = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (AUDIT_TABLE,)
+        ).fetchone()
+        if not existed and audit:  # a directory from before claims: its served ids stay taken
+            self._conn.execute(
+                f"INSERT OR IGNORE INTO {TABLE} SELECT request_id, actor, at FROM {AUDIT_TABLE} "
+                "WHERE action = 'profile' AND outcome = 'assembled'"
+            )
+
+    def claim(self, request_id: str, requester_id: str, now: float) -> None:
+        """Take `request_id` for this request; PermissionDenied(REPLAY) if it was taken.
+        Call inside the transaction that records the nonce and the consent's use."""
+        try:
+            self._conn.execute(
+                f"INSERT INTO {TABLE} (request_id, requester_id, claimed_at) VALUES (?, ?, ?)",
+                (request_id, requester_id, now),
+            )
+        except sqlite3.IntegrityError:
+            raise refused(
+                Reason.REPLAY, f"request id {request_id!r} was used by an earlier request"
+            ) from None

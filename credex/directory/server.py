@@ -1,0 +1,347 @@
+"""Assemble the directory from its home folder and run it: the member port (mutual TLS) and the
+public port (TLS; subjects and enrollment)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from credex.directory.certificates import CertificateLog
+from credex.directory.config import DirectorySettings
+from credex.directory.consent_store import ConsentStore
+from credex.directory.dialing import GuardedChannels
+from credex.directory.disputes import DisputeDesk
+from credex.directory.enrollment import EnrollmentService, TokenStore
+from credex.directory.identity import IdentityDesk
+from credex.directory.locator import Locator
+from credex.directory.publication import Publisher
+from credex.directory.quotas import PurposeQuota
+from credex.directory.registry import Registry
+from credex.directory.request_claims import RequestClaims
+from credex.directory.router import ANSWER_ENVELOPE_BYTES, Router
+from credex.directory.scoring import load_policy
+from credex.directory.service import DirectoryService
+from credex.directory.subject_service import SubjectService
+from credex.directory.verify import RequestVerifier
+from credex.directory.witness import NodeCheckpoints, node_witnesses
+from credex.protocol.clock import Clock, system_clock
+from credex.protocol.keys import SigningKey
+from credex.protocol.pki import CertificateAuthority
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.audit import AuditLog, checkpoint_every
+from credex.runtime.db import open_database
+from credex.runtime.freshness import NonceStore
+from credex.runtime.gate import raise_descriptor_limit
+from credex.runtime.group_commit import GroupCommit
+from credex.runtime.health import HealthMonitor, enable_reflection
+from credex.runtime.metrics import Metrics
+from credex.runtime.ports import Binding, add_service, bind, create_server
+from credex.runtime.ratelimit import RateLimiter
+from credex.runtime.refusals import CallerGuard, RefusalRecorder
+from credex.runtime.serving import run_until_stopped
+from credex.runtime.witness import CheckpointPublisher, WitnessStore
+from credex.v1 import directory_pb2
+
+SERVICES = directory_pb2.DESCRIPTOR.services_by_name
+
+
+@dataclass
+class RunningDirectory:
+    members_server: grpc.aio.Server
+    public_server: grpc.aio.Server
+    address: str
+    public_address: str
+    router: Router
+    publisher: Publisher
+    audit: AuditLog
+    commits: GroupCommit
+    health: HealthMonitor
+    metrics: Metrics
+    refusals: RefusalRecorder
+    metrics_address: str = ""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    bindings: list[Binding] = field(default_factory=list)
+    checkpoints: CheckpointPublisher | None = None
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.health.drain()
+        await self.members_server.stop(grace)
+        await self.public_server.stop(grace)
+        await self.close_background()
+
+    async def close_background(self) -> None:
+        """Stop taking connections, end pushes under way, close the channels to nodes, write
+        the refusals still counted, sign a last audit checkpoint."""
+        for binding in self.bindings:
+            await binding.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.checkpoints is not None:  # the last checkpoint, to the nodes that witness it
+            await self.checkpoints.publish_final()
+        await self.publisher.close()
+        await self.router.close()
+        await self.refusals.close()
+        self.audit.checkpoint()
+        await self.commits.flush()
+        self.commits.close()
+        self.metrics.close()
+
+
+@dataclass
+class DirectoryServices:
+    members: DirectoryService
+    subjects: SubjectService
+    enrollment: EnrollmentService
+    router: Router
+    publisher: Publisher
+    audit: AuditLog
+    commits: GroupCommit
+    metrics: Metrics
+    tls: TlsIdentity
+    checkpoints: CheckpointPublisher
+    refusals: RefusalRecorder
+
+
+def tls_identity(settings: DirectorySettings) -> TlsIdentity:
+    return TlsIdentity.load(settings.ca_cert_path, settings.tls_cert_path, settings.tls_key_path)
+
+
+def build_services(
+    settings: DirectorySettings, *, clock: Clock = system_clock
+) -> DirectoryServices:
+    key = SigningKey.load(settings.key_path)
+    tls = tls_identity(settings)
+    db = open_database(settings.db_path)
+    commits = GroupCommit(db)
+    metrics = Metrics("directory", settings.directory_id)
+    budget = RateLimiter(settings.server.refusals_per_s, settings.server.refusal_burst, clock)
+    registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
+    audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
+    refusals = RefusalRecorder(
+        audit,
+        clock,
+        window_s=settings.server.refusal_window_s,
+        max_keys=settings.server.refusal_max_keys,
+        durable=commits.flush,
+    )
+    callers = CallerGuard(budget, refusals)
+    # Only to endpoints the policy allows; nodes' replies are small but for their answers,
+    # capped per node.
+    channels = GuardedChannels(
+        tls,
+        settings.endpoints,
+        max_receive_bytes=settings.max_node_answer_bytes + ANSWER_ENVELOPE_BYTES,
+    )
+    ca = CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
+    certificates = CertificateLog(db)
+    identity = IdentityDesk(
+        ca=ca,
+        registry=registry,
+        certificates=certificates,
+        audit=audit,
+        db=db,
+        clock=clock,
+        cert_lifetime_s=settings.cert_lifetime_s,
+        key_overlap_s=settings.key_overlap_s,
+    )
+    publisher = Publisher(
+        key=key,
+        directory_id=settings.directory_id,
+        registry=registry,
+        certificates=certificates,
+        consents=consents,
+        channels=channels,
+        clock=clock,
+        durable=commits.flush,
+        in_flight=metrics.pushes_in_flight,
+    )
+    disputes = DisputeDesk(
+        db=db, locator=locator, registry=registry, channels=channels, key=key, clock=clock,
+        limits=settings.disputes,
+    )  # fmt: skip
+    router = Router(
+        key=key,
+        channels=channels,
+        clock=clock,
+        deadline_s=settings.node_deadline_s,
+        attestation_ttl_s=settings.attestation_ttl_s,
+        max_answer_bytes=settings.max_node_answer_bytes,
+    )
+    verifier = RequestVerifier(
+        registry=registry,
+        locator=locator,
+        consents=consents,
+        quotas=PurposeQuota(db, settings.purpose_limits),
+        nonces=NonceStore(db),
+        subject_nonces=NonceStore(db, "subject_nonces"),
+        db=db,
+        clock=clock,
+        max_request_lifetime_s=settings.max_request_lifetime_s,
+        claims=RequestClaims(db),
+    )
+    return DirectoryServices(
+        members=DirectoryService(
+            commits=commits,
+            callers=callers,
+            metrics=metrics,
+            key=key,
+            registry=registry,
+            locator=locator,
+            verifier=verifier,
+            router=router,
+            audit=audit,
+            clock=clock,
+            db=db,
+            limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
+            publisher=publisher,
+            identity=identity,
+            endpoints=settings.endpoints,
+            directory_id=settings.directory_id,
+            policy=load_policy(settings.policy_path),
+            disputes=disputes,
+            witness=NodeCheckpoints(WitnessStore(db, clock), registry, clock),
+            max_profile_bytes=settings.max_profile_bytes,
+        ),
+        subjects=SubjectService(
+            limits=settings.subjects,
+            commits=commits,
+            callers=callers,
+            metrics=metrics,
+            consents=consents,
+            verifier=verifier,
+            audit=audit,
+            clock=clock,
+            publisher=publisher,
+            disputes=disputes,
+            locator=locator,
+            registry=registry,
+        ),
+        enrollment=EnrollmentService(
+            commits=commits,
+            callers=callers,
+            metrics=metrics,
+            tokens=TokenStore(db),
+            registry=registry,
+            identity=identity,
+            ca_cert=ca.cert,
+            directory_key=key,
+            directory_id=settings.directory_id,
+            db=db,
+            clock=clock,
+        ),
+        router=router,
+        publisher=publisher,
+        audit=audit,
+        commits=commits,
+        metrics=metrics,
+        tls=tls,
+        checkpoints=CheckpointPublisher(audit, node_witnesses(registry, channels), commits.flush),
+        refusals=refusals,
+    )
+
+
+async def start_directory(
+    settings: DirectorySettings,
+    listen: str = "127.0.0.1:0",
+    public_listen: str = "127.0.0.1:0",
+    *,
+    clock: Clock = system_clock,
+) -> RunningDirectory:
+    services = build_services(settings, clock=clock)
+    health = HealthMonitor(
+        [SERVICES[name].full_name for name in SERVICES],
+        services.members.health_problem,
+        interval_s=settings.server.health_interval_s,
+        max_watches=settings.server.max_health_watches,
+        metrics=services.metrics,
+        refresh=services.metrics.gauges(
+            audit_entries=lambda: services.audit.size,
+            expires_at=lambda: services.tls.expires_at,
+        ),
+    )
+    await health.check()
+    limits = settings.server
+    raise_descriptor_limit()
+    members_server = create_server(limits, ports=2)
+    add_service(members_server, services.members, SERVICES["DirectoryService"])
+    # renewal over a member's own connection too (the public port serves it without one)
+    add_service(members_server, services.enrollment, SERVICES["EnrollmentService"])
+    members = bind(
+        members_server,
+        listen,
+        services.tls,
+        limits,
+        ports=2,
+        name="directory member port",
+        metrics=services.metrics,
+    )
+    public_server = create_server(
+        limits, ports=2, idle_timeout_s=min(limits.idle_timeout_s, settings.public_idle_timeout_s)
+    )
+    add_service(public_server, services.subjects, SERVICES["SubjectService"])
+    add_service(public_server, services.enrollment, SERVICES["EnrollmentService"])
+    public = bind(
+        public_server,
+        public_listen,
+        services.tls,
+        limits,
+        require_client_auth=False,
+        ports=2,
+        name="directory public port",
+        metrics=services.metrics,
+    )
+    for server, names in (
+        (members_server, ["DirectoryService", "EnrollmentService"]),
+        (public_server, ["SubjectService", "EnrollmentService"]),
+    ):
+        health.add_to(server)
+        if settings.server.reflection:
+            enable_reflection(server, [SERVICES[name].full_name for name in names])
+    metrics_address = ""
+    if settings.server.metrics_listen:  # a busy port fails before anything serves
+        metrics_address = services.metrics.serve(settings.server.metrics_listen)
+    await members_server.start()
+    await public_server.start()
+    return RunningDirectory(
+        members_server=members_server,
+        public_server=public_server,
+        address=await members.open(),
+        public_address=await public.open(),
+        bindings=[members, public],
+        router=services.router,
+        publisher=services.publisher,
+        audit=services.audit,
+        commits=services.commits,
+        health=health,
+        metrics=services.metrics,
+        refusals=services.refusals,
+        metrics_address=metrics_address,
+        tasks=[
+            asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s)),
+            asyncio.create_task(health.run()),
+            asyncio.create_task(services.checkpoints.run(settings.checkpoint_interval_s)),
+            asyncio.create_task(services.refusals.run()),
+        ],
+        checkpoints=services.checkpoints,
+    )
+
+
+async def serve(settings: DirectorySettings, ready_file: Path | None) -> None:
+    directory = await start_directory(settings, settings.server.listen, settings.public_listen)
+    info = {"address": directory.address, "public_address": directory.public_address}
+    if directory.metrics_address:
+        info["metrics_address"] = directory.metrics_address
+    await run_until_stopped(
+        [directory.members_server, directory.public_server],
+        ready_file,
+        info,
+        "directory",
+        on_stop=directory.close_background,
+        drain=directory.health.drain,
+        grace_s=settings.server.stop_grace_s,
+        drain_delay_s=settings.server.drain_delay_s,
+    )

@@ -1,0 +1,173 @@
+"""Operator actions on a node: create its keys, enroll with the directory, check adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from credex.node.config import NodeConfig, load_node_config
+from credex.node.config_check import check_config, require_serviceable
+from credex.node.disputes import OUTCOME_NAMES, NodeDispute, NodeDisputes
+from credex.node.server import certificate_renewal
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.clock import Clock, system_clock, to_timestamp
+from credex.protocol.config import ConfigError
+from credex.protocol.errors import call_rpc
+from credex.protocol.keys import SigningKey
+from credex.protocol.pki import PkiError
+from credex.protocol.signing import seal
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.backup import BackupManifest, write_backup
+from credex.runtime.db import open_database
+from credex.runtime.freshness import NonceStore
+from credex.sdk.enrollment import EnrollmentFiles, enroll
+from credex.v1 import directory_pb2 as pb
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """What the directory operator handed over: its public address, a token, the CA cert."""
+
+    public_address: str
+    token: str
+    ca_cert: Path
+
+
+def init_node(
+    config_path: Path, enrollment: Enrollment | None = None, *, reset: bool = False
+) -> tuple[NodeConfig, SigningKey]:
+    """Create the node's signing key (if missing) and state database, enroll with the directory
+    if a token is given, and fail early on a broken adapter. With `reset` (the operator reset
+    this node's keys and gave a token for it), new keys replace the old ones on enrollment."""
+    config = load_node_config(config_path)
+    require_serviceable(check_config(config_path), config_path)
+    if reset and enrollment is None:
+        raise ConfigError("--reset enrolls again: give --enroll, --token and --ca-cert")
+    if config.signing_key.exists() and not reset:
+        key = SigningKey.load(config.signing_key)
+    else:
+        key = SigningKey.generate()
+        if not reset:
+            key.save(config.signing_key)
+    if enrollment is not None:
+        if config.tls_cert.exists() and not reset:
+            raise ConfigError(
+                f"{config.node_id} is already enrolled ({config.tls_cert} exists; after "
+                "`credex-directory reset-key`, enroll again with --reset)"
+            )
+        try:
+            ca_pem = enrollment.ca_cert.read_bytes()
+        except OSError as exc:
+            raise PkiError(
+                f"cannot read CA certificate {enrollment.ca_cert}: {exc.strerror}"
+            ) from None
+        asyncio.run(
+            enroll(
+                public_address=enrollment.public_address,
+                ca_pem=ca_pem,
+                token=enrollment.token,
+                member_id=config.node_id,
+                role="node",
+                signing_key=key,
+                name=config.name,
+                files=EnrollmentFiles(
+                    tls_key=config.tls_key,
+                    cert=config.tls_cert,
+                    ca=config.ca_cert,
+                    directory_key=config.directory_key,
+                ),
+            )
+        )
+        if reset:  # the directory has the new key now: it replaces the old one here
+            key.save(config.signing_key, overwrite=True)
+    db = open_database(config.state_db)
+    NonceStore(db)
+    db.conn.close()
+    return config, key
+
+
+async def renew_node_certificate(
+    config: NodeConfig, public_address: str = "", *, clock: Clock = system_clock
+) -> float:
+    """Renew the node's certificate now (a running node does so by itself); on the public
+    port if given or configured (works with an expired certificate). Returns its expiry."""
+    if public_address:
+        config = dataclasses.replace(config, directory_public_address=public_address)
+    if not (config.directory_public_address or config.directory_address):
+        raise ConfigError("no directory address: set directory_address or pass --public")
+    tls = TlsIdentity.load(config.ca_cert, config.tls_cert, config.tls_key)
+    renewal = certificate_renewal(config, lambda: SigningKey.load(config.signing_key), lambda: tls)
+    renewed = await renewal.renew(clock=clock)
+    return renewed.expires_at
+
+
+def list_disputes(config: NodeConfig, status: str | None = None) -> list[NodeDispute]:
+    db = open_database(config.state_db)
+    try:
+        return NodeDisputes(db, system_clock).all(status)
+    finally:
+        db.conn.close()
+
+
+async def resolve_dispute(
+    config: NodeConfig, dispute_id: str, outcome: str, note: str, *, clock: Clock = system_clock
+) -> pb.DisputeState:
+    """Decide a dispute: tell the directory (signed, over mutual TLS), then record it here.
+    `deleted` holds the record back from every later answer; correct or delete it in your own
+    database as well."""
+    if outcome not in OUTCOME_NAMES:
+        raise ConfigError(f"outcome must be one of {', '.join(OUTCOME_NAMES)}")
+    if outcome == "rejected" and not note.strip():
+        raise ConfigError("say why the record stands (--note)")
+    if not config.directory_address:
+        raise ConfigError("no directory_address in the node config")
+    db = open_database(config.state_db)
+    try:
+        disputes = NodeDisputes(db, clock)
+        dispute = disputes.get(dispute_id)
+        if dispute is None:
+            raise ConfigError(f"no dispute {dispute_id!r}")
+        if dispute.status != "open":
+            raise ConfigError(f"dispute {dispute_id} is already {dispute.status}")
+        resolution = pb.DisputeResolution(
+            dispute_id=dispute_id,
+            node_id=config.node_id,
+            status=OUTCOME_NAMES[outcome],
+            note=note,
+            issued_at=to_timestamp(clock()),
+        )
+        tls = TlsIdentity.load(config.ca_cert, config.tls_cert, config.tls_key)
+        channel = open_directory_channel(config.directory_address, tls)
+        try:
+            response = await call_rpc(
+                DirectoryServiceStub(channel).ResolveDispute,
+                pb.ResolveDisputeRequest(
+                    resolution=seal(resolution, SigningKey.load(config.signing_key))
+                ),
+                deadline_s=10.0,
+            )
+        finally:
+            await channel.close(None)
+        disputes.resolve(dispute_id, outcome, note)
+        state: pb.DisputeState = response.dispute
+        return state
+    finally:
+        db.conn.close()
+
+
+def backup_node(config: NodeConfig, dest: Path, *, include_records: bool = False) -> BackupManifest:
+    """Everything needed to run this node elsewhere, taken while it serves: its folder with
+    the config, keys, certificates, registry snapshot and a consistent copy of its state
+    database (the audit log among it). The operator's records database is theirs to back up
+    and is left out unless `include_records`."""
+    return write_backup(
+        config.path.parent,
+        dest,
+        databases=[config.state_db, *([config.records_db] if include_records else [])],
+        needed=[config.signing_key, config.tls_key, config.tls_cert, config.ca_cert],
+        exclude=[] if include_records else [config.records_db],
+        owner=config.node_id,
+    )

@@ -1,0 +1,58 @@
+"""A node as the witness of the directory's audit checkpoints, and the directory as the
+witness of the node's (see credex.runtime.witness)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.errors import call_rpc
+from credex.protocol.keys import VerifyKey
+from credex.protocol.tls import TlsIdentity
+from credex.runtime.peers import require_directory
+from credex.runtime.witness import Send, WitnessStore
+from credex.v1 import directory_pb2, node_pb2
+from credex.v1.common_pb2 import Signed
+from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class DirectoryCheckpoints:
+    """Keeps the directory's newest audit checkpoints, handed over by the directory alone."""
+
+    def __init__(self, store: WitnessStore, directory_id: str, directory_key: VerifyKey) -> None:
+        self.store = store
+        self._directory_id = directory_id
+        self._directory_key = directory_key
+
+    def accept(
+        self, request: node_pb2.WitnessDirectoryCheckpointRequest, context: Context
+    ) -> node_pb2.WitnessDirectoryCheckpointResponse:
+        require_directory(context, self._directory_id)
+        self.store.throttle(self._directory_id)
+        seq = self.store.keep(request.checkpoint, self._directory_id, [self._directory_key])
+        return node_pb2.WitnessDirectoryCheckpointResponse(witnessed_seq=seq)
+
+
+def directory_witness(
+    address: str, tls: Callable[[], TlsIdentity]
+) -> Callable[[], dict[str, Send]]:
+    """The directory at `address`, as the witness of this node's log."""
+
+    async def send(signed: Signed, deadline_s: float) -> int:
+        channel = open_directory_channel(address, tls())
+        try:
+            response = await call_rpc(
+                DirectoryServiceStub(channel).WitnessNodeCheckpoint,
+                directory_pb2.WitnessNodeCheckpointRequest(checkpoint=signed),
+                deadline_s=deadline_s,
+            )
+        finally:
+            await channel.close(None)
+        return int(response.witnessed_seq)
+
+    return lambda: {"directory": send}

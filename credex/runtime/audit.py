@@ -1,0 +1,532 @@
+"""Tamper-evident audit logs: an append-only hash chain of every request, answer and refusal,
+with checkpoints of the chain head signed by the log's owner.
+
+Entry n's hash is SHA-256(hash of entry n-1 || canonical JSON of entry n): the values of
+FIELDS in order, then `count` only where an entry stands for more than one event, then the
+OPTIONAL_FIELDS that are set, as one object (so entries written before either existed hash as
+they did). Verification walks the chain and reports the first entry that was changed, deleted,
+inserted or reordered; the signed checkpoints also expose a chain rewritten from some point
+on, or cut short, and the copies of them that a witness keeps outside the log's database
+(credex.runtime.witness) expose a chain rewritten together with its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from credex.protocol.clock import Clock, from_timestamp, to_timestamp
+from credex.protocol.errors import CredexError, bounded
+from credex.protocol.key_history import KeyHistory
+from credex.protocol.keys import SigningKey, VerifyKey
+from credex.protocol.signing import parse, seal
+from credex.runtime.db import readonly_uri, transaction
+from credex.v1.audit_pb2 import AuditCheckpoint
+from credex.v1.common_pb2 import Signed
+
+GENESIS = hashlib.sha256(b"credex-audit-v1").digest()
+log_errors = logging.getLogger(__name__)
+TABLE = "audit_log"
+CHECKPOINTS = "audit_checkpoints"
+META = "audit_meta"
+# Other logs' checkpoints this database keeps as their witness (see credex.runtime.witness).
+WITNESSED = "witnessed_checkpoints"
+# The chained fields, in the order they are hashed.
+FIELDS = (
+    "seq",
+    "at",
+    "request_id",
+    "link",
+    "actor",
+    "action",
+    "outcome",
+    "purpose",
+    "consent_id",
+    "subject_ref",
+    "categories",
+    "node_id",
+    "detail",
+    "disclosed_digest",
+)
+# Fields hashed only when set (as one JSON object after `count`), so that entries written
+# before they existed keep their hashes. query_digest: SHA-256 (hex) of the signed query body
+# an entry is about (a node query, at the directory and at the node).
+OPTIONAL_FIELDS = ("query_digest",)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    request_id: str
+    actor: str
+    action: str
+    outcome: str
+    purpose: str = ""
+    consent_id: str = ""
+    subject_ref: str = ""
+    categories: Iterable[str] = field(default_factory=tuple)
+    node_id: str = ""
+    detail: str = ""
+    disclosed_digest: str = ""
+    # Another entry's request id this one belongs to (a node query's profile request).
+    link: str = ""
+    # How many like events this entry stands for (repeated refusals are written as one).
+    count: int = 1
+    # SHA-256 (hex) of the signed node query this entry is about, as sent or as received.
+    query_digest: str = ""
+
+
+def entry_hash(prev: bytes, row: dict[str, Any]) -> bytes:
+    values = [row[f] for f in FIELDS]
+    count = row.get("count", 1)
+    if count != 1:
+        values.append(count)
+    extra = {f: row[f] for f in sorted(OPTIONAL_FIELDS) if row.get(f)}
+    if extra:
+        values.append(extra)
+    canonical = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(prev + canonical.encode()).digest()
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+    if columns and "hash" not in columns:  # a log from before the chain: keep it aside
+        conn.execute(f"ALTER TABLE {TABLE} RENAME TO {TABLE}_unchained")
+    conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+            seq INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            request_id TEXT NOT NULL,
+            link TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            consent_id TEXT NOT NULL,
+            subject_ref TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            disclosed_digest TEXT NOT NULL,
+            hash BLOB NOT NULL,
+            count INTEGER NOT NULL DEFAULT 1,
+            query_digest TEXT NOT NULL DEFAULT ''
+        )"""
+    )
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+    if "count" not in columns:
+        conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+    if "query_digest" not in columns:
+        conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN query_digest TEXT NOT NULL DEFAULT ''")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} (request_id)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_subject ON {TABLE} (subject_ref, action)")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_link ON {TABLE} (link)")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (seq INTEGER PRIMARY KEY, signed BLOB NOT NULL)"
+    )
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+class AuditLog:
+    """The owner's log in a credex-owned database (one writer: the owner's server)."""
+
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        clock: Clock,
+        *,
+        log_id: str = "",
+        key: Callable[[], SigningKey] | None = None,
+    ) -> None:
+        self._db = db
+        self._conn = db.conn
+        self._clock = clock
+        self._log_id = log_id
+        self._key = key
+        _create(self._conn)
+        if log_id:  # whose log this is, for tools that read it without knowing
+            self._conn.execute(f"INSERT OR REPLACE INTO {META} VALUES ('log_id', ?)", (log_id,))
+        row = self._conn.execute(
+            f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        self._seq: int = int(row[0]) if row else 0
+        self._head: bytes = bytes(row[1]) if row else GENESIS
+        last = self._conn.execute(f"SELECT max(seq) FROM {CHECKPOINTS}").fetchone()[0]
+        self._checkpointed: int = int(last or 0)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The database the log lives in, for callers that commit other rows with an entry."""
+        return self._db
+
+    @property
+    def size(self) -> int:
+        """Entries in the log (sequence numbers run 1…n without gaps)."""
+        return int(self._conn.execute(f"SELECT coalesce(max(seq), 0) FROM {TABLE}").fetchone()[0])
+
+    def append(self, entry: AuditEntry) -> int:
+        """Chain and store one entry; committed when this returns unless the caller holds a
+        transaction open (durable once the server's group commit has flushed)."""
+        row: dict[str, Any] = {
+            k: bounded(v) if isinstance(v, str) else v for k, v in asdict(entry).items()
+        }
+        row["categories"] = json.dumps(sorted(bounded(c, 64) for c in entry.categories))
+        row["at"] = float(self._clock())
+        if self._conn.in_transaction:
+            return self._insert(row)
+        with transaction(self._db):  # the head is read and extended atomically
+            return self._insert(row)
+
+    def _insert(self, row: dict[str, Any]) -> int:
+        head = self._conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1")
+        last = head.fetchone()
+        seq, prev = (int(last[0]), bytes(last[1])) if last else (0, GENESIS)
+        row["seq"] = seq + 1
+        digest = entry_hash(prev, row)
+        columns = ", ".join((*FIELDS, "count", *OPTIONAL_FIELDS, "hash"))
+        marks = ", ".join("?" for _ in range(len(FIELDS) + len(OPTIONAL_FIELDS) + 2))
+        self._conn.execute(
+            f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})",
+            (*(row[f] for f in FIELDS), row["count"], *(row[f] for f in OPTIONAL_FIELDS), digest),
+        )
+        self._seq, self._head = seq + 1, digest
+        return self._seq
+
+    def checkpoint(self) -> bool:
+        """Sign the current head if entries were added since the last checkpoint."""
+        if self._key is None:
+            return False
+        last = self._conn.execute(
+            f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if last is None or int(last[0]) == self._checkpointed:
+            return False
+        self._seq, self._head = int(last[0]), bytes(last[1])
+        signed = seal(
+            AuditCheckpoint(
+                log_id=self._log_id,
+                seq=self._seq,
+                head_hash=self._head,
+                at=to_timestamp(self._clock()),
+            ),
+            self._key(),
+        )
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO {CHECKPOINTS} VALUES (?, ?)",
+            (self._seq, signed.SerializeToString()),
+        )
+        self._checkpointed = self._seq
+        return True
+
+    def latest_checkpoint(self) -> tuple[int, Signed] | None:
+        """The newest signed checkpoint and the number of entries it covers, if any."""
+        row = self._conn.execute(
+            f"SELECT seq, signed FROM {CHECKPOINTS} ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), parse(bytes(row[1]), Signed, what="checkpoint")
+
+    def entries(
+        self,
+        where: str = "1",
+        params: Sequence[Any] = (),
+        *,
+        newest_first: bool = False,
+        limit: int = -1,
+    ) -> Iterator[dict[str, Any]]:
+        """Entries in order (or newest first), optionally filtered (`where` is SQL with ?
+        placeholders) and at most `limit` of them (-1: all)."""
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT * FROM {TABLE} WHERE {where} ORDER BY seq {order} LIMIT ?"
+        for row in self._db.query(sql, (*params, limit)):
+            row["categories"] = json.loads(row["categories"])
+            yield row
+
+
+# --- verification ---------------------------------------------------------------------------
+
+OK = "OK"
+TAMPERED = "TAMPERED"  # the log was changed: an entry, or the chain against a checkpoint
+UNVERIFIED = "UNVERIFIED"  # it could not be checked as asked (no such file, key not given, …)
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    log_id: str = ""
+    entries: int = 0
+    checkpoints: int = 0
+    checkpoints_verified: int = 0
+    # Checkpoints of this log that witnesses hold and that the log still matches.
+    witnessed: int = 0
+    ok: bool = True
+    verdict: str = OK
+    first_bad_seq: int | None = None
+    problem: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, seq: int | None, problem: str, verdict: str = TAMPERED) -> VerifyReport:
+        self.ok, self.first_bad_seq, self.problem, self.verdict = False, seq, problem, verdict
+        return self
+
+
+def _rows(conn: sqlite3.Connection) -> list[tuple[dict[str, Any], bytes]]:
+    cursor = conn.execute(f"SELECT * FROM {TABLE} ORDER BY seq")
+    names = [d[0] for d in cursor.description]
+    rows = []
+    for values in cursor:
+        row = dict(zip(names, values, strict=True))
+        content = {f: row[f] for f in FIELDS}
+        content["count"] = row.get("count", 1)  # a log from before counts existed
+        for name in OPTIONAL_FIELDS:
+            content[name] = row.get(name) or ""
+        rows.append((content, bytes(row["hash"])))
+    return rows
+
+
+def log_owner(path: Path) -> str:
+    """Whose log the database at `path` holds, as its owner recorded it ("" if unknown)."""
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
+    except sqlite3.Error:
+        return ""
+    try:
+        return _log_id(conn)
+    finally:
+        conn.close()
+
+
+def _log_id(conn: sqlite3.Connection) -> str:
+    """Whose log the database holds, as its owner recorded it ("" if it does not say)."""
+    try:
+        row = conn.execute(f"SELECT value FROM {META} WHERE key = 'log_id'").fetchone()
+    except sqlite3.Error:
+        return ""
+    return str(row[0]) if row else ""
+
+
+DIAGNOSIS_WINDOW = 32
+
+
+def _diagnose(rows: list[tuple[dict[str, Any], bytes]], i: int, prev: bytes) -> str:
+    """Why row i does not chain on from `prev`: reordered, inserted or changed. Entry hashes
+    cover the sequence number, so each guess is tried with the numbers the entry may have had
+    (within DIAGNOSIS_WINDOW of where it stands now)."""
+    content, stored = rows[i]
+    seq = content["seq"]
+    low, high = max(0, i - DIAGNOSIS_WINDOW), min(len(rows), i + DIAGNOSIS_WINDOW + 1)
+    before = [GENESIS] + [h for _, h in rows[low:high]]
+    for s in range(low + 1, high + 1):
+        if s != seq and any(entry_hash(h, {**content, "seq": s}) == stored for h in before):
+            return f"entry {seq} was reordered: it was written as entry {s}"
+    following = rows[i + 1] if i + 1 < len(rows) else None
+    if following is None:
+        return f"entry {seq}, the last, was changed or replaced"
+    if entry_hash(prev, {**following[0], "seq": following[0]["seq"] - 1}) == following[1]:
+        return f"entry {seq} was inserted: the entries after it were renumbered"
+    if entry_hash(stored, following[0]) == following[1]:
+        return f"entry {seq} was changed: its content no longer matches its hash"
+    return f"entry {seq} does not chain from the entry before it"
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """One checkpoint of the log: the owner's own (witness "") or a witness's copy."""
+
+    seq: int
+    blob: bytes
+    witness: str = ""
+
+    def name(self) -> str:
+        if not self.witness:
+            return f"the checkpoint at entry {self.seq}"
+        return f"witness {self.witness}'s copy of the checkpoint at entry {self.seq}"
+
+
+def _witness_copies(witness: Path, log_id: str, log_path: Path) -> list[_Copy] | str:
+    """The checkpoints of `log_id` that the witness database keeps, or why there are none."""
+    if not log_id:
+        return f"{log_path} does not say whose log it is, so no witness copy can be matched"
+    if not witness.is_file():
+        return f"witness {witness} does not exist"
+    if witness.resolve() == log_path.resolve():
+        return f"{witness} is the log itself, not a witness"
+    try:
+        conn = sqlite3.connect(readonly_uri(witness), uri=True)
+        try:
+            owner = _log_id(conn)
+            found = conn.execute(
+                f"SELECT seq, signed FROM {WITNESSED} WHERE log_id = ? ORDER BY seq", (log_id,)
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"{witness} keeps no witnessed checkpoints: {exc}"
+    if owner == log_id:
+        return f"{witness} is another copy of {log_id!r}'s own log, not a witness"
+    if not found:
+        return f"witness {witness} holds no checkpoint of {log_id!r}'s log"
+    return [_Copy(int(seq), bytes(blob), str(witness)) for seq, blob in found]
+
+
+def verify_log(
+    path: Path,
+    key: VerifyKey | None = None,
+    *,
+    keys: KeyHistory | None = None,
+    witnesses: Sequence[Path] = (),
+) -> VerifyReport:
+    """Walk the chain of the log in `path` and check every checkpoint against it: the owner's
+    own and the copies each witness database holds. Given the owner's key (`key`) or keys
+    (`keys`, each for its own period), every checkpoint's signature is checked too."""
+    report = VerifyReport(path=str(path))
+    history = keys
+    if key is not None:
+        single = KeyHistory.single(key)
+        history = single if history is None else history.merged(single)
+    if not path.is_file():
+        return report.fail(None, f"{path} does not exist", UNVERIFIED)
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
+        try:
+            rows = _rows(conn)
+            own = [
+                _Copy(int(seq), bytes(blob))
+                for seq, blob in conn.execute(f"SELECT seq, signed FROM {CHECKPOINTS} ORDER BY seq")
+            ]
+            report.log_id = _log_id(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return report.fail(None, f"not an audit log: {exc}", UNVERIFIED)
+    report.entries, report.checkpoints = len(rows), len(own)
+    hashes: dict[int, bytes] = {}
+    prev = GENESIS
+    for i, (content, stored) in enumerate(rows):
+        expected_seq = i + 1
+        if content["seq"] != expected_seq:
+            return report.fail(
+                expected_seq, f"entry {expected_seq} is missing (deleted); next is {content['seq']}"
+            )
+        if entry_hash(prev, content) != stored:
+            return report.fail(content["seq"], _diagnose(rows, i, prev))
+        hashes[content["seq"]] = stored
+        prev = stored
+    copies = list(own)
+    for witness in witnesses:
+        found = _witness_copies(witness, report.log_id, path)
+        if isinstance(found, str):
+            return report.fail(None, found, UNVERIFIED)
+        copies.extend(found)
+    copies.sort(key=lambda c: (c.seq, c.witness))
+    if not _check_copies(report, copies, hashes, history):
+        return report
+    if rows and not own:
+        report.notes.append(
+            "WARNING: no signed checkpoint of the owner's own at all, so without a witness the "
+            "log cannot be proved complete or unaltered (new log, or checkpoints deleted)"
+        )
+    if history is None and copies:
+        report.notes.append(
+            "checkpoint signatures not checked: give the owner's public key (--key) or its key "
+            "history (--registry)"
+        )
+    if copies and copies[-1].seq < len(rows):
+        report.notes.append(
+            f"entries {copies[-1].seq + 1}-{len(rows)} are after the last checkpoint"
+        )
+    if not witnesses and rows:
+        report.notes.append(
+            "not compared with a witness (--witness): a chain rewritten together with its "
+            "own checkpoints is caught only against a witness's copies"
+        )
+    return report
+
+
+def _check_copies(
+    report: VerifyReport,
+    copies: list[_Copy],
+    hashes: dict[int, bytes],
+    history: KeyHistory | None,
+) -> bool:
+    """Check every checkpoint copy, in sequence order, against the chain; False (and the
+    report failed) at the first that does not hold. A witness's copy that is unreadable or
+    not the owner's is a witness problem, not proof the log was changed."""
+    matched = 0  # the last entry a checkpoint proved unchanged
+    newest_key, newest_key_seq = -1, 0
+    for copy in copies:
+        what = copy.name()
+        unproven = UNVERIFIED if copy.witness else TAMPERED
+        try:
+            signed = parse(copy.blob, Signed, what="checkpoint")
+            checkpoint = parse(signed.body, AuditCheckpoint, what="checkpoint")
+        except CredexError:
+            report.fail(None if copy.witness else copy.seq, f"{what} is unreadable", unproven)
+            return False
+        if checkpoint.seq != copy.seq or (report.log_id and checkpoint.log_id != report.log_id):
+            report.fail(
+                None if copy.witness else copy.seq,
+                f"{what} is filed wrongly: it is log {checkpoint.log_id!r}'s checkpoint of "
+                f"entry {checkpoint.seq}",
+                unproven,
+            )
+            return False
+        if history is not None:
+            check = history.check(signed, AuditCheckpoint, from_timestamp(checkpoint.at))
+            if check.problem:
+                verdict = UNVERIFIED if check.unknown else unproven
+                report.fail(
+                    None if copy.witness else copy.seq, f"{what} is {check.problem}", verdict
+                )
+                return False
+            if check.index < newest_key:
+                report.fail(
+                    copy.seq,
+                    f"{what} is signed by key {signed.key_id}, which had been replaced by the "
+                    f"key that signed the checkpoint at entry {newest_key_seq}",
+                    unproven,
+                )
+                return False
+            if check.index > newest_key:
+                newest_key, newest_key_seq = check.index, copy.seq
+        by = "the owner" if not copy.witness else f"witness {copy.witness} holds that the owner"
+        if copy.seq not in hashes:
+            report.fail(
+                len(hashes) + 1,
+                f"{by} signed {copy.seq} entries but only {len(hashes)} are left "
+                "(deleted at the end)",
+            )
+            return False
+        if hashes[copy.seq] != checkpoint.head_hash:
+            report.fail(
+                copy.seq,
+                f"entries up to {copy.seq} were rewritten (somewhere in {matched + 1}-{copy.seq}): "
+                f"{what} does not match",
+            )
+            return False
+        matched = copy.seq
+        if copy.witness:
+            report.witnessed += 1
+        elif history is not None:
+            report.checkpoints_verified += 1
+    return True
+
+
+async def checkpoint_every(log: AuditLog, interval_s: float) -> None:
+    """Sign the head every `interval_s` while entries keep coming (until cancelled); a failed
+    checkpoint is logged and tried again next time."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            log.checkpoint()
+        except Exception:
+            log_errors.exception("audit checkpoint failed; retrying in %ss", interval_s)

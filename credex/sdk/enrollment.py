@@ -1,0 +1,89 @@
+"""Joining the federation from the member's side: keys are made here, only public halves and a
+certificate signing request travel, and the answer is checked before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from credex.protocol.channels import open_directory_channel
+from credex.protocol.clock import Clock, system_clock, to_timestamp
+from credex.protocol.identity import certificate_identity
+from credex.protocol.keys import SigningKey, VerifyKey, save_public, write_private, write_public
+from credex.protocol.pki import PkiError, create_csr, key_pem, new_tls_key
+from credex.protocol.signing import seal
+from credex.protocol.tls import TlsIdentity
+from credex.sdk.retry import send_until_answered
+from credex.v1 import directory_pb2 as pb
+from credex.v1.directory_pb2_grpc import EnrollmentServiceStub
+
+ROLES = {"node": pb.MemberRole.MEMBER_ROLE_NODE, "requester": pb.MemberRole.MEMBER_ROLE_REQUESTER}
+ENROLL_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class EnrollmentFiles:
+    """Where enrollment writes what it obtains."""
+
+    tls_key: Path
+    cert: Path
+    ca: Path
+    directory_key: Path
+
+
+async def enroll(
+    *,
+    public_address: str,
+    ca_pem: bytes,
+    token: str,
+    member_id: str,
+    role: str,
+    signing_key: SigningKey,
+    name: str,
+    files: EnrollmentFiles,
+    clock: Clock = system_clock,
+) -> pb.EnrollResponse:
+    """Create a TLS key and CSR, enroll with the one-time token (sending the same request
+    again if the reply is lost), verify and store the result."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    tls_key = new_tls_key()
+    enrollment = pb.Enrollment(
+        token=token,
+        member_id=member_id,
+        role=ROLES[role],
+        signing_key=signing_key.public.raw,
+        csr_pem=create_csr(tls_key, member_id),
+        name=name,
+        issued_at=to_timestamp(clock()),
+    )
+    request = pb.EnrollRequest(enrollment=seal(enrollment, signing_key))
+    async with open_directory_channel(public_address, TlsIdentity(ca_pem)) as channel:
+        stub = EnrollmentServiceStub(channel)
+        # a lost reply is fetched again with the very same request
+        response: pb.EnrollResponse = await send_until_answered(
+            lambda: stub.Enroll(request, timeout=ENROLL_TIMEOUT_S)
+        )
+    check_certificate(response.certificate_pem, ca_pem, member_id, tls_key.public_key())
+    write_private(files.tls_key, key_pem(tls_key))
+    write_public(files.cert, response.certificate_pem)
+    write_public(files.ca, ca_pem)
+    save_public(VerifyKey(response.directory_public_key), files.directory_key)
+    return response
+
+
+def check_certificate(cert_pem: bytes, ca_pem: bytes, member_id: str, public_key: object) -> None:
+    """Refuse a certificate not issued by the CA, not for `member_id` or not for our key."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ca = x509.load_pem_x509_certificate(ca_pem)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError) as exc:
+        raise PkiError(f"the directory returned an unusable certificate: {exc}") from None
+    identity = certificate_identity(cert)
+    if identity is None or identity.directory or identity.member_id != member_id:
+        raise PkiError("the directory returned a certificate for another member")
+    if cert.public_key() != public_key:
+        raise PkiError("the directory returned a certificate for another key")
