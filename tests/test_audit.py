@@ -18,6 +18,7 @@ import pytest
 from credex.protocol.clock import to_timestamp
 from credex.protocol.key_history import KeyHistory, KeyPeriod
 from credex.protocol.keys import SigningKey
+from credex.protocol.registry_view import member_keys
 from credex.protocol.signing import seal
 from credex.runtime.audit import FIELDS, GENESIS, AuditEntry, AuditLog, entry_hash, verify_log
 from credex.runtime.db import open_database, transaction
@@ -412,15 +413,15 @@ def registry_snapshot(directory: SigningKey, retired_at: float) -> Signed:
 def test_the_key_history_comes_from_a_directory_signed_registry(tmp_path: Path) -> None:
     directory = SigningKey.from_seed(b"directory")
     signed = registry_snapshot(directory, 1_900_000_000.0)
-    keys = KeyHistory.from_registry(signed, directory.public, "pboc")
+    keys = member_keys(signed, directory.public, "pboc")
     assert [(p.key.key_id, p.until) for p in keys.periods] == [
         (OWNER.key_id, 1_900_000_000.0),
         (NEW_KEY.key_id, None),
     ]
     with pytest.raises(ValueError, match="signature"):
-        KeyHistory.from_registry(signed, OWNER.public, "pboc")
+        member_keys(signed, OWNER.public, "pboc")
     with pytest.raises(ValueError, match="no member 'zhima'"):
-        KeyHistory.from_registry(signed, directory.public, "zhima")
+        member_keys(signed, directory.public, "zhima")
 
 
 def test_cli_verify_with_a_registry_and_its_refusals(tmp_path: Path) -> None:

@@ -262,3 +262,39 @@ def test_a_long_lived_client_verifies_answers_with_the_key_valid_when_signed(
     assert any(r.node_id == "courts" for r in within.records)
     with pytest.raises(ProfileVerificationError, match="retired"):
         federation.loop.run(bank.verify_profile(resigned_by_old_key(valid_until + 60)))
+
+
+def test_a_client_holding_the_registry_from_before_a_rotation_refuses_the_old_key_after_it(
+    federation: Federation,
+) -> None:
+    """A requester client that last read the registry before a node rotated, and has seen no
+    answer under the new key since, still refuses an answer signed by the retired key after
+    its overlap: its registry vouches for the then-current key only up to the overlap after
+    it was last known current, so it asks again and learns of the retirement."""
+    bank = federation.requester("bank")
+    consent_id = federation.loop.run(
+        federation.subject("S1").grant(
+            requester_id="bank", purpose=LOAN, categories=[Category.CATEGORY_JUDICIAL],
+            max_uses=10,
+        )
+    )  # fmt: skip
+    signed = _raw_profile(federation, consent_id)  # answered under courts' current key
+    federation.loop.run(bank.verify_profile(signed))  # the client now holds the registry
+    config = load_node_config(federation.node_configs["courts"])
+    old_key = SigningKey.load(config.signing_key)
+    valid_until = federation.loop.run(
+        rotate_key(
+            directory_address=federation.address, member_id="courts", current_key=old_key,
+            tls=tls_identity(config), files=KeyFiles(config.signing_key, config.tls_key,
+                                                      config.tls_cert),
+            clock=federation.clock,
+        )
+    )  # fmt: skip
+
+    profile = pb.Profile.FromString(signed.body)
+    courts = next(r for r in profile.nodes if r.node_id == "courts")
+    answer = NodeAnswer.FromString(courts.answer.body)
+    answer.answered_at.FromSeconds(int(valid_until + 60))
+    courts.answer.CopyFrom(seal(answer, old_key))
+    with pytest.raises(ProfileVerificationError, match="retired"):
+        federation.loop.run(bank.verify_profile(seal(profile, federation.directory_key)))

@@ -25,6 +25,7 @@ from credex.protocol import vocab
 from credex.protocol.errors import CredexError
 from credex.protocol.key_history import KeyHistory
 from credex.protocol.keys import SigningKey, load_public
+from credex.protocol.registry_view import member_keys
 from credex.protocol.signing import parse
 from credex.runtime.audit import log_owner, verify_log
 from credex.runtime.reconcile import reconcile
@@ -557,7 +558,7 @@ def _key_history(log: Path, registry: Path | None, directory_key: Path | None) -
         signed = parse(blob, Signed, what="registry snapshot")
     except CredexError as err:
         raise ValueError(f"{registry}: {err.message}") from None
-    return KeyHistory.from_registry(signed, load_public(directory_key), owner)
+    return member_keys(signed, load_public(directory_key), owner)
 
 
 @audit_app.command("reconcile")

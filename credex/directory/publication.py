@@ -42,9 +42,12 @@ class Publisher:
         channels: ChannelPool,
         clock: Clock,
         durable: Callable[[], Awaitable[None]],
+        key_overlap_s: float,
         in_flight: Gauge | None = None,
     ) -> None:
-        """`in_flight`: a gauge that reports the pushes under way (read when scraped)."""
+        """`key_overlap_s`: how long a rotated key stays valid (stated in the snapshot);
+        `in_flight`: a gauge that reports the pushes under way (read when scraped)."""
+        self._key_overlap_s = key_overlap_s
         self._durable = durable  # a change is on disk before any node hears of it
         self._key = key
         self._directory_id = directory_id
@@ -80,7 +83,10 @@ class Publisher:
         now = self._clock()
         if cached is None or cached[0] != version:
             snapshot = self._registry.snapshot(
-                self._directory_id, now, self._certificates.revoked(now)
+                self._directory_id,
+                now,
+                self._certificates.revoked(now),
+                key_overlap_s=self._key_overlap_s,
             )
             self._signed_snapshot = (version, seal(snapshot, self._key))
         assert self._signed_snapshot is not None

@@ -4,6 +4,7 @@ status, and a version number that moves with every change (for the signed snapsh
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -13,6 +14,7 @@ import sqlite_utils
 
 from credex.protocol import vocab
 from credex.protocol.clock import to_timestamp
+from credex.protocol.key_history import KeyHistory, KeyPeriod
 from credex.protocol.keys import VerifyKey
 from credex.protocol.pki import DEFAULT_HOSTS
 from credex.runtime.db import transaction
@@ -45,9 +47,15 @@ class MemberInfo:
     # requester's none), kept for every certificate the member is issued later.
     hosts: tuple[str, ...] = ()
 
+    @functools.cached_property
+    def key_history(self) -> KeyHistory:
+        return KeyHistory(
+            [KeyPeriod(self.key), *(KeyPeriod(k, until) for k, until in self.retired)]
+        )
+
     def keys_at(self, now: float) -> list[VerifyKey]:
         """The keys whose signatures count at `now`: the current one first."""
-        return [self.key, *(key for key, until in self.retired if now < until)]
+        return self.key_history.keys_at(now)
 
     @property
     def role_name(self) -> str:
@@ -276,12 +284,15 @@ class Registry:
         directory_id: str,
         now: float,
         revoked: Iterable[pb.RevokedCertificate] = (),
+        *,
+        key_overlap_s: float = 0.0,
     ) -> pb.RegistrySnapshot:
         return pb.RegistrySnapshot(
             version=self.version,
             issued_at=to_timestamp(now),
             directory_id=directory_id,
             members=[m.to_proto() for m in self.all()],
+            key_overlap_s=key_overlap_s,
             revoked_certificates=revoked,
         )
 

@@ -157,6 +157,7 @@ def build_services(
         channels=channels,
         clock=clock,
         durable=commits.flush,
+        key_overlap_s=settings.key_overlap_s,
         in_flight=metrics.pushes_in_flight,
     )
     disputes = DisputeDesk(

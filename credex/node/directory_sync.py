@@ -16,9 +16,10 @@ import grpc
 import sqlite_utils
 
 from credex.protocol.channels import open_directory_channel
-from credex.protocol.clock import Clock, from_timestamp
+from credex.protocol.clock import Clock
 from credex.protocol.errors import CredexError, Reason, call_rpc, refused
 from credex.protocol.keys import VerifyKey
+from credex.protocol.registry_view import RegistryView
 from credex.protocol.revocation import refuse_revoked
 from credex.protocol.signing import open_signed, parse
 from credex.protocol.tls import TlsIdentity
@@ -143,19 +144,13 @@ class DirectorySync:
         return self.synced_seq
 
     def _apply_snapshot(self, signed: Signed) -> None:
-        snapshot = open_signed(signed, pb.RegistrySnapshot, self._directory_key, what="snapshot")
-        if snapshot.version < self.version:
+        view = RegistryView.open(signed, self._directory_key)
+        if view.version < self.version:
             return
-        self.version = snapshot.version
-        self._requesters = frozenset(
-            m.member_id
-            for m in snapshot.members
-            if m.role == pb.MemberRole.MEMBER_ROLE_REQUESTER
-            and m.status == pb.MemberStatus.MEMBER_STATUS_ACTIVE
-        )
+        self.version = view.version
+        self._requesters = view.active_ids(pb.MemberRole.MEMBER_ROLE_REQUESTER)
         self._revoked = {
-            r.serial: (from_timestamp(r.revoked_at), r.reason or "revoked")
-            for r in snapshot.revoked_certificates
+            serial: (revoked.revoked_at, revoked.reason) for serial, revoked in view.revoked.items()
         }
         tmp = self._cache_path.with_name(self._cache_path.name + ".tmp")
         tmp.write_bytes(signed.SerializeToString())

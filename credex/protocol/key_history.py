@@ -11,11 +11,10 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 
 from credex.protocol.clock import from_timestamp
-from credex.protocol.errors import CredexError
 from credex.protocol.keys import VerifyKey
-from credex.protocol.signing import open_signed, verify
+from credex.protocol.signing import verify
 from credex.v1.common_pb2 import Signed
-from credex.v1.directory_pb2 import RegistrySnapshot
+from credex.v1.directory_pb2 import Member
 
 
 @dataclass(frozen=True)
@@ -47,35 +46,36 @@ class KeyHistory:
     def single(cls, key: VerifyKey) -> KeyHistory:
         return cls([KeyPeriod(key)])
 
+    @classmethod
+    def of_member(cls, member: Member) -> KeyHistory:
+        """A registry entry's keys: its current key and its retired ones with their periods.
+        ValueError if a key is not a valid Ed25519 public key."""
+        return cls(
+            [
+                KeyPeriod(VerifyKey(member.public_key)),
+                *(
+                    KeyPeriod(VerifyKey(r.public_key), from_timestamp(r.valid_until))
+                    for r in member.retired_keys
+                ),
+            ]
+        )
+
+    @property
+    def current(self) -> VerifyKey:
+        """The key in use now (the last period; a history always has one)."""
+        return self.periods[-1].key
+
+    def period_of(self, key_id: str) -> KeyPeriod | None:
+        """The period of the key with `key_id`, if it is one of these."""
+        return next((p for p in self.periods if p.key.key_id == key_id), None)
+
+    def keys_at(self, now: float) -> list[VerifyKey]:
+        """The keys whose signatures count at `now`: the current one first."""
+        return [p.key for p in reversed(self.periods) if p.until is None or now < p.until]
+
     def merged(self, other: KeyHistory) -> KeyHistory:
         known = {p.key.key_id for p in self.periods}
         return KeyHistory([*self.periods, *(p for p in other.periods if p.key.key_id not in known)])
-
-    @classmethod
-    def from_registry(cls, signed: Signed, directory_key: VerifyKey, member_id: str) -> KeyHistory:
-        """The member's keys from a directory-signed registry snapshot (nodes keep the latest
-        beside their database). ValueError if it does not verify or names no such member."""
-        try:
-            snapshot = open_signed(
-                signed, RegistrySnapshot, directory_key, what="registry snapshot"
-            )
-        except CredexError as err:
-            raise ValueError(f"registry snapshot: {err.message}") from None
-        for member in snapshot.members:
-            if member.member_id == member_id:
-                try:
-                    return cls(
-                        [
-                            KeyPeriod(VerifyKey(member.public_key)),
-                            *(
-                                KeyPeriod(VerifyKey(r.public_key), from_timestamp(r.valid_until))
-                                for r in member.retired_keys
-                            ),
-                        ]
-                    )
-                except ValueError as exc:
-                    raise ValueError(f"registry snapshot: a key of {member_id}: {exc}") from None
-        raise ValueError(f"the registry snapshot names no member {member_id!r}")
 
     def check(self, signed: Signed, message_type: type[Message], at: float) -> KeyCheck:
         """Whether `signed` is a signature by one of these keys made within its period (`at`

@@ -27,6 +27,7 @@ from credex.protocol.errors import (
     refused,
 )
 from credex.protocol.keys import SigningKey, VerifyKey
+from credex.protocol.registry_view import RegistryView
 from credex.protocol.signing import M, open_signed, parse, seal
 from credex.protocol.tickets import SubjectKeys, coarse_window, tickets_for
 from credex.protocol.tls import TlsIdentity
@@ -558,6 +559,7 @@ class RequesterClient(_Client):
         self._directory_key = directory_key
         self._renewal = renewal
         self._members: pb.ListMembersResponse | None = None
+        self._registry: RegistryView | None = None
 
     async def _fresh_certificate(self) -> None:
         """Renew the certificate if due, and talk over the new one from now on."""
@@ -571,12 +573,44 @@ class RequesterClient(_Client):
         await old.close(None)
 
     async def members(self, *, refresh: bool = False) -> pb.ListMembersResponse:
-        """The registry (members, their current and retired keys, and the directory key),
-        fetched once and again on `refresh`."""
+        """The member list as the directory reports it (members, their current and retired
+        keys, and the directory key), fetched once and again on `refresh`. For listing; what
+        verifies answers is `registry`, which the directory signs."""
         if self._members is None or refresh:
             await self._fresh_certificate()
             self._members = await self._call(self._stub.ListMembers, pb.ListMembersRequest())
         return self._members
+
+    async def _directory_public_key(self) -> VerifyKey:
+        """The pinned directory key, or the one the directory reports about itself."""
+        if self._directory_key is not None:
+            return self._directory_key
+        return VerifyKey((await self.members()).directory_public_key)
+
+    async def registry(self, *, refresh: bool = False) -> RegistryView:
+        """The directory-signed registry, fetched once and again on `refresh` (then only
+        asking whether it changed); ProfileVerificationError if it does not verify."""
+        if self._registry is not None and not refresh:
+            return self._registry
+        await self._fresh_certificate()
+        held = self._registry
+        response = await self._call(
+            self._stub.GetRegistry,
+            pb.GetRegistryRequest(known_version=held.version if held else 0),
+        )
+        now = self._clock()
+        if response.HasField("snapshot"):
+            key = await self._directory_public_key()
+            try:
+                self._registry = RegistryView.open(response.snapshot, key, known_current_at=now)
+            except CredexError as err:
+                raise ProfileVerificationError(err.message) from None
+        elif held is not None and response.version == held.version:
+            held.known_current_at = now
+        else:
+            raise ProfileVerificationError("the directory sent no registry snapshot")
+        assert self._registry is not None
+        return self._registry
 
     def profile_request(
         self,
@@ -633,8 +667,7 @@ class RequesterClient(_Client):
         signature on its answer with the node's key valid when it signed (its current key, or
         a retired one still valid then); a key the member list does not know yet makes it
         fetched again. ProfileVerificationError (no server refusal) if anything fails."""
-        members = await self.members()
-        directory_key = self._directory_key or VerifyKey(members.directory_public_key)
+        directory_key = await self._directory_public_key()
         profile = _verified(signed, pb.Profile, directory_key, "profile")
         if request is not None and (
             profile.request_id,
@@ -703,26 +736,34 @@ class RequesterClient(_Client):
         )
 
     async def _node_answer(self, result: pb.NodeResult) -> NodeAnswer:
-        """The node's answer in `result`, verified with the node's key valid when it signed."""
+        """The node's answer in `result`, verified with the node's key valid when it signed,
+        as the directory-signed registry states it. The registry is fetched again, once, for
+        a node or key it does not know yet, and for an answer signed later than the registry
+        we hold can vouch for the node's current key (it may have been rotated since)."""
         for attempt in range(2):
-            members = await self.members(refresh=attempt > 0)
-            member = next((m for m in members.members if m.member_id == result.node_id), None)
+            view = await self.registry(refresh=attempt > 0)
+            member = view.get(result.node_id)
             if member is None:
                 if attempt == 0:
-                    continue  # a node that joined since the list was fetched
+                    continue  # a node that joined since the registry was fetched
                 raise ProfileVerificationError(f"{result.node_id} is not a member")
-            key, valid_until = _member_key(member, result.answer.key_id)
-            if key is None:
+            period = member.keys.period_of(result.answer.key_id)
+            if period is None:
                 if attempt == 0:
-                    continue  # a key the node rotated to since the list was fetched
+                    continue  # a key the node rotated to since the registry was fetched
                 raise ProfileVerificationError(
                     f"{result.node_id} signed with key {result.answer.key_id[:32]!r}, "
                     "which is not one of its keys"
                 )
-            answer = _verified(result.answer, NodeAnswer, key, f"{result.node_id}'s answer")
-            if valid_until is not None and from_timestamp(answer.answered_at) >= valid_until:
+            answer = _verified(result.answer, NodeAnswer, period.key, f"{result.node_id}'s answer")
+            if from_timestamp(answer.answered_at) >= view.vouches_until(period):
+                if period.until is None and attempt == 0:
+                    continue  # the key may have been retired since: ask the registry again
                 raise ProfileVerificationError(
                     f"{result.node_id}'s answer is signed with a key retired before it was given"
+                    if period.until is not None
+                    else f"{result.node_id}'s answer is dated after the registry vouches for "
+                    "its key"
                 )
             if answer.request_id != result.query_id or answer.node_id != result.node_id:
                 raise ProfileVerificationError(f"{result.node_id}'s answer is for another query")
@@ -749,17 +790,6 @@ def _check_consent_proof(profile: pb.Profile) -> None:
         )
     except CredexError as err:
         raise ProfileVerificationError(f"the subject's consent: {err.message}") from None
-
-
-def _member_key(member: pb.Member, key_id: str) -> tuple[VerifyKey | None, float | None]:
-    """The member's key with `key_id` and, for a retired one, until when it verified."""
-    if member.key_id == key_id:
-        return VerifyKey(member.public_key), None
-    for retired in member.retired_keys:
-        key = VerifyKey(retired.public_key)
-        if key.key_id == key_id:
-            return key, from_timestamp(retired.valid_until)
-    return None, None
 
 
 def _verified(signed: Signed, message_type: type[M], key: VerifyKey, what: str) -> M:

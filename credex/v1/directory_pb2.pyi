@@ -598,9 +598,15 @@ class RegistrySnapshot(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     DIRECTORY_ID_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
+    KEY_OVERLAP_S_FIELD_NUMBER: _builtins.int
     REVOKED_CERTIFICATES_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     directory_id: _builtins.str
+    key_overlap_s: _builtins.float
+    """How long a key stays valid after its rotation. A key the snapshot calls current therefore
+    verifies signatures made up to this long after the snapshot was last known current
+    (credex.protocol.registry_view); 0 vouches for no time after that.
+    """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -618,11 +624,12 @@ class RegistrySnapshot(_message.Message):
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         directory_id: _builtins.str = ...,
         members: _abc.Iterable[Global___Member] | None = ...,
+        key_overlap_s: _builtins.float = ...,
         revoked_certificates: _abc.Iterable[Global___RevokedCertificate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_id", b"directory_id", "issued_at", b"issued_at", "members", b"members", "revoked_certificates", b"revoked_certificates", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_id", b"directory_id", "issued_at", b"issued_at", "key_overlap_s", b"key_overlap_s", "members", b"members", "revoked_certificates", b"revoked_certificates", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
