@@ -22,6 +22,7 @@ from credex.directory.server import RunningDirectory, start_directory, tls_ident
 from credex.node import admin as node_admin
 from credex.node.config import load_node_config
 from credex.node.server import RunningNode, build_service, start_node
+from credex.node.service import NodeService
 from credex.protocol.keys import SigningKey
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.ports import UnreadRequest
@@ -244,7 +245,7 @@ class Federation:
     recorder: RecordingNode | None = None
     recorders: dict[str, RecordingNode] = field(default_factory=dict)
     clients: list[Any] = field(default_factory=list)
-    node_services: dict[str, Any] = field(default_factory=dict)
+    node_services: dict[str, NodeService] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -396,8 +397,8 @@ def start_federation(
     nodes: dict[str, RunningNode] = {}
     recorder: RecordingNode | None = None
     recorders: dict[str, RecordingNode] = {}
-    services: list[Any] = []
-    node_services: dict[str, Any] = {}
+    services: list[NodeService] = []
+    node_services: dict[str, NodeService] = {}
     fixtures = {
         **NODE_FIXTURES,
         "slow": NODE_FIXTURES["pboc"],
@@ -421,18 +422,17 @@ def start_federation(
             directory_admin.set_endpoint(settings, node_id, f"127.0.0.1:{free_port()}")
             continue
         config = load_node_config(configs[node_id])
-        service: Any
-        if node_id == "forger":  # signs its answers with a key the directory never registered
-            service = build_service(config, clock=clock, key=SigningKey.generate())
-        elif node_id == "slow":
-            service = SlowNode(build_service(config, clock=clock), slow_delay_s)
+        # "forger" signs its answers with a key the directory never registered
+        forged = {"key": SigningKey.generate()} if node_id == "forger" else {}
+        service = build_service(config, clock=clock, **forged)
+        front: object | None = None
+        if node_id == "slow":
+            front = SlowNode(service, slow_delay_s)
         elif node_id in recorded:
-            service = recorders[node_id] = RecordingNode(build_service(config, clock=clock))
+            front = recorders[node_id] = RecordingNode(service)
             if node_id == "volunteers":
-                recorder = service
-        else:
-            service = build_service(config, clock=clock)
-        nodes[node_id] = loop.run(start_node(config, clock=clock, service=service))
+                recorder = recorders[node_id]
+        nodes[node_id] = loop.run(start_node(config, clock=clock, service=service, front=front))
         services.append(service)
         node_services[node_id] = service
 

@@ -219,7 +219,7 @@ def test_after_a_failed_disk_sync_every_call_is_unavailable_not_internal(fed: Fe
     from credex.v1.node_pb2 import DescribeRequest
     from credex.v1.node_pb2_grpc import NodeServiceStub
 
-    commits = fed.node_services["courts"].commits
+    commits = fed.node_services["courts"].runtime.commits
     commits.failure = "syncing state.db-wal failed: [Errno 5] Input/output error (simulated)"
 
     async def describe() -> grpc.aio.AioRpcError:

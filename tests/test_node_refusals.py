@@ -758,7 +758,7 @@ def test_undecodable_requests_are_audited_too(node: Node) -> None:
                     await raw(UNDECODABLE, timeout=5)
 
     async def flush() -> None:
-        fed.node_services[NODE].callers.recorder.flush(everything=True)
+        fed.node_services[NODE].runtime.callers.recorder.flush(everything=True)
 
     fed.loop.run(call())
     fed.loop.run(flush())

@@ -24,10 +24,7 @@ from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.pki import cert_pem
 from credex.protocol.signing import open_signed, parse
 from credex.runtime.db import transaction
-from credex.runtime.group_commit import GroupCommit
-from credex.runtime.handlers import rpc_handler
-from credex.runtime.metrics import Metrics
-from credex.runtime.refusals import CallerGuard
+from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 
@@ -128,13 +125,9 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         directory_id: str,
         db: sqlite_utils.Database,
         clock: Clock,
-        commits: GroupCommit,
-        callers: CallerGuard,
-        metrics: Metrics,
+        runtime: RpcRuntime,
     ) -> None:
-        self.commits = commits  # see rpc_handler: flushed before every reply
-        self.callers = callers  # see rpc_handler: callers refused too often are turned away
-        self.metrics = metrics  # see rpc_handler: every answer counted
+        self.runtime = runtime  # see rpc_handler
         self._tokens = tokens
         self._registry = registry
         self._identity = identity

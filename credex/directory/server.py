@@ -4,6 +4,7 @@ public port (TLS; subjects and enrollment)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from credex.runtime.db import open_database
 from credex.runtime.freshness import NonceStore
 from credex.runtime.gate import raise_descriptor_limit
 from credex.runtime.group_commit import GroupCommit
+from credex.runtime.handlers import RpcRuntime
 from credex.runtime.health import HealthMonitor, enable_reflection
 from credex.runtime.metrics import Metrics
 from credex.runtime.ports import Binding, add_service, bind, create_server
@@ -184,11 +186,11 @@ def build_services(
         max_request_lifetime_s=settings.max_request_lifetime_s,
         claims=RequestClaims(db),
     )
+    runtime = RpcRuntime(commits=commits, metrics=metrics, callers=callers)
     return DirectoryServices(
         members=DirectoryService(
-            commits=commits,
-            callers=callers,
-            metrics=metrics,
+            # revoked certificates refused on every call of the member port
+            runtime=dataclasses.replace(runtime, check_peer=identity.check_peer),
             key=key,
             registry=registry,
             locator=locator,
@@ -209,9 +211,7 @@ def build_services(
         ),
         subjects=SubjectService(
             limits=settings.subjects,
-            commits=commits,
-            callers=callers,
-            metrics=metrics,
+            runtime=runtime,
             consents=consents,
             verifier=verifier,
             audit=audit,
@@ -222,9 +222,7 @@ def build_services(
             registry=registry,
         ),
         enrollment=EnrollmentService(
-            commits=commits,
-            callers=callers,
-            metrics=metrics,
+            runtime=runtime,
             tokens=TokenStore(db),
             registry=registry,
             identity=identity,

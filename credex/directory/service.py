@@ -38,12 +38,9 @@ from credex.protocol.signing import digest, open_signed, parse
 from credex.protocol.tickets import claimed_ticket
 from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import transaction, unreadable
-from credex.runtime.group_commit import GroupCommit
-from credex.runtime.handlers import rpc_handler
-from credex.runtime.metrics import Metrics
+from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.peers import peer_identity, peer_member_id, peer_or_unknown, require_peer
 from credex.runtime.ratelimit import RateLimiter
-from credex.runtime.refusals import CallerGuard
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.consent_pb2 import ConsentStatus
@@ -74,19 +71,14 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         directory_id: str,
         policy: Policy,
         disputes: DisputeDesk,
-        commits: GroupCommit,
-        callers: CallerGuard,
-        metrics: Metrics,
+        runtime: RpcRuntime,
         witness: NodeCheckpoints,
         max_profile_bytes: int,
     ) -> None:
-        self.commits = commits  # see rpc_handler: flushed before every reply
-        self.callers = callers  # see rpc_handler: callers refused too often are turned away
-        self.metrics = metrics  # see rpc_handler: every answer counted
+        self.runtime = runtime  # see rpc_handler
         self._witness = witness  # nodes' audit checkpoints, kept here
-        self._refusals = callers.recorder  # refusals that were read, counted too
+        self._refusals = runtime.callers.recorder  # refusals that were read, counted too
         self._max_profile_bytes = max_profile_bytes
-        self.check_peer = identity.check_peer  # see rpc_handler: revoked certificates refused
         self._identity = identity
         self._endpoints = endpoints
         self._disputes = disputes
@@ -106,8 +98,8 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     def health_problem(self) -> str | None:
         """Why the directory should not be sent requests now: its database is unusable or
         the disk failed to sync it."""
-        if self.commits.failure is not None:
-            return self.commits.failure
+        if self.runtime.commits.failure is not None:
+            return self.runtime.commits.failure
         problem = unreadable(self._db.conn)
         return f"directory database unusable: {problem}" if problem else None
 
@@ -229,7 +221,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
             self._audit_refusal(request, err, context)
             raise
         # The nonce, the quota and the consent's use are on disk before any node discloses.
-        await self.commits.flush()
+        await self.runtime.commits.flush()
         calls = self._plan(authorized)
         req = authorized.request
         queries = [
@@ -244,7 +236,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         results = [node_result(reply, now) for reply in replies]
         within_total(results, self._max_profile_bytes)
         for result in results:
-            self.metrics.node_answers.labels(
+            self.runtime.metrics.node_answers.labels(
                 result.node_id, pb.NodeStatus.Name(result.status).removeprefix("NODE_STATUS_")
             ).inc()
         profile = assemble(authorized, results, self._key, self._clock(), self._policy)

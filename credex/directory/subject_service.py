@@ -26,11 +26,8 @@ from credex.protocol.tickets import MAX_TICKETS, require_whole_hours
 from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import transaction
 from credex.runtime.freshness import CLOCK_SKEW_S
-from credex.runtime.group_commit import GroupCommit
-from credex.runtime.handlers import rpc_handler
-from credex.runtime.metrics import Metrics
+from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.ratelimit import RateLimiter
-from credex.runtime.refusals import CallerGuard
 from credex.v1 import directory_pb2 as pb
 from credex.v1 import directory_pb2_grpc
 from credex.v1.common_pb2 import Signed
@@ -120,18 +117,14 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         clock: Clock,
         publisher: Publisher,
         disputes: DisputeDesk,
-        commits: GroupCommit,
-        callers: CallerGuard,
-        metrics: Metrics,
+        runtime: RpcRuntime,
         locator: Locator,
         registry: Registry,
     ) -> None:
         self._locator = locator
         self._registry = registry
-        self.commits = commits  # see rpc_handler: flushed before every reply
-        self.callers = callers  # see rpc_handler: callers refused too often are turned away
-        self.metrics = metrics  # see rpc_handler: every answer counted
-        self._refusals = callers.recorder  # refusals that were read, counted too
+        self.runtime = runtime  # see rpc_handler
+        self._refusals = runtime.callers.recorder  # refusals that were read, counted too
         self._publisher = publisher
         self._disputes = disputes
         self._consents = consents

@@ -31,6 +31,7 @@ from credex.runtime.db import open_database
 from credex.runtime.freshness import NonceStore
 from credex.runtime.gate import raise_descriptor_limit
 from credex.runtime.group_commit import GroupCommit
+from credex.runtime.handlers import RpcRuntime
 from credex.runtime.health import HealthMonitor, enable_reflection
 from credex.runtime.metrics import Metrics
 from credex.runtime.ports import Binding, add_service, bind_reloading, create_server
@@ -40,7 +41,7 @@ from credex.runtime.reloading import Reloading
 from credex.runtime.serving import run_until_stopped
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.sdk.renewal import CertificateRenewal, renew_at
-from credex.v1 import directory_pb2, node_pb2, node_pb2_grpc
+from credex.v1 import directory_pb2, node_pb2
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 
 log = logging.getLogger(__name__)
@@ -201,9 +202,12 @@ def build_service(
     )
     return NodeService(
         uses=uses,
-        commits=commits,
-        callers=callers,
-        metrics=Metrics("node", config.node_id),
+        runtime=RpcRuntime(
+            commits=commits,
+            metrics=Metrics("node", config.node_id),
+            callers=callers,
+            check_peer=sync.check_peer,  # revoked certificates refused on every call
+        ),
         config=config,
         key=keys,
         verifier=verifier,
@@ -290,21 +294,24 @@ async def start_node(
     listen: str = "127.0.0.1:0",
     *,
     clock: Clock = system_clock,
-    service: node_pb2_grpc.NodeServiceServicer | None = None,
+    service: NodeService | None = None,
+    front: object | None = None,
     announce_to_directory: bool = True,
 ) -> RunningNode:
     """Serve. When the config names the directory's address: sync the registry and the
     revocations once and then every `sync_interval_s`, announce this node's address once
-    (failing if the directory refuses) and keep re-announcing in the background."""
+    (failing if the directory refuses) and keep re-announcing in the background. `front`
+    answers the calls in the service's place (tests put one in front to watch or slow it);
+    everything else (health, metrics, audit, sync) is the service's."""
     tls = tls_source(config)
     service = service or build_service(config, clock=clock)
+    runtime = service.runtime
     raise_descriptor_limit()
     server = create_server(config.server)
-    add_service(server, service, SERVICE)
+    add_service(server, front or service, SERVICE)
     health = _health(config, service, tls)
-    if health is not None:
-        health.add_to(server)
-        await health.check()
+    health.add_to(server)
+    await health.check()
     if config.server.reflection:
         enable_reflection(server, [SERVICE.full_name])
     binding = bind_reloading(
@@ -313,11 +320,11 @@ async def start_node(
         tls,
         config.server,
         name=f"node {config.node_id}",
-        metrics=getattr(service, "metrics", None),
+        metrics=runtime.metrics,
     )
-    metrics: Metrics | None = getattr(service, "metrics", None)
+    metrics = runtime.metrics
     metrics_address = ""
-    if metrics is not None and config.server.metrics_listen:  # a busy port fails before serving
+    if config.server.metrics_listen:  # a busy port fails before serving
         metrics_address = metrics.serve(config.server.metrics_listen)
     await server.start()
     node = RunningNode(
@@ -328,28 +335,23 @@ async def start_node(
         metrics=metrics,
         metrics_address=metrics_address,
     )
-    if metrics is not None:
-        node.closers.append(_closer(metrics.close))
-    callers: CallerGuard | None = getattr(service, "callers", None)
-    if callers is not None:  # counted refusals written on a timer, and before the last checkpoint
-        node.tasks.append(asyncio.create_task(callers.recorder.run()))
-        node.closers.append(callers.recorder.close)
-    audit: AuditLog | None = getattr(service, "audit", None)
-    if audit is not None:
-        node.tasks.append(
-            asyncio.create_task(checkpoint_every(audit, config.checkpoint_interval_s))
-        )
-        node.closers.append(_closer(audit.checkpoint))
+    node.closers.append(_closer(metrics.close))
+    # counted refusals written on a timer, and before the last checkpoint
+    node.tasks.append(asyncio.create_task(runtime.callers.recorder.run()))
+    node.closers.append(runtime.callers.recorder.close)
+    audit = service.audit
+    node.tasks.append(asyncio.create_task(checkpoint_every(audit, config.checkpoint_interval_s)))
+    node.closers.append(_closer(audit.checkpoint))
     if config.directory_address:  # a certificate expired or of an older form: renew first
         renewal = certificate_renewal(config, signing_key_source(config), tls)
         await renew_certificate(renewal, clock)
         node.tasks.append(asyncio.create_task(keep_certificate_fresh(renewal, tls, clock)))
-    publisher: CheckpointPublisher | None = getattr(service, "checkpoints", None)
-    if publisher is not None and config.directory_address:  # the directory witnesses our log
+    if config.directory_address:  # the directory witnesses our log
+        publisher = service.checkpoints
         node.tasks.append(asyncio.create_task(publisher.run(config.checkpoint_interval_s)))
         node.closers.append(publisher.publish_final)
-    sync: DirectorySync | None = getattr(service, "sync", None)
-    if sync is not None and config.directory_address:
+    sync = service.sync
+    if config.directory_address:
         try:
             await sync.sync_once()
         except CredexError as err:
@@ -357,10 +359,8 @@ async def start_node(
             sync.last_error = err.message
         node.tasks.append(asyncio.create_task(sync.run()))
         node.closers.append(sync.close)
-    commits: GroupCommit | None = getattr(service, "commits", None)
-    if commits is not None:
-        node.closers.append(commits.flush)  # the last checkpoint and snapshot, on disk
-        node.closers.append(_closer(commits.close))
+    node.closers.append(runtime.commits.flush)  # the last checkpoint and snapshot, on disk
+    node.closers.append(_closer(runtime.commits.close))
     if announce_to_directory and config.directory_address:
         key = signing_key_source(config)
         try:
@@ -371,36 +371,25 @@ async def start_node(
         node.tasks.append(
             asyncio.create_task(_keep_announcing(config, key, tls, node.address, clock))
         )
-    if health is not None:  # its first tick sees the state after the first sync
-        node.tasks.append(asyncio.create_task(health.run()))
+    node.tasks.append(asyncio.create_task(health.run()))  # its first tick: after the first sync
     return node
 
 
 def _health(
-    config: NodeConfig, service: object, tls: Callable[[], TlsIdentity]
-) -> HealthMonitor | None:
+    config: NodeConfig, service: NodeService, tls: Callable[[], TlsIdentity]
+) -> HealthMonitor:
     """Health from the service's own probe; the tick also refreshes the gauges that read the
     database or the certificate."""
-    problem: Callable[[], str | None] | None = getattr(service, "health_problem", None)
-    if problem is None:
-        return None
-    metrics: Metrics | None = getattr(service, "metrics", None)
-    audit: AuditLog | None = getattr(service, "audit", None)
-    refresh = (
-        metrics.gauges(
-            audit_entries=(lambda: audit.size) if audit is not None else None,
-            expires_at=lambda: tls().expires_at,
-        )
-        if metrics is not None
-        else []
-    )
+    metrics, audit = service.runtime.metrics, service.audit
     return HealthMonitor(
         [SERVICE.full_name],
-        problem,
+        service.health_problem,
         interval_s=config.server.health_interval_s,
         max_watches=config.server.max_health_watches,
         metrics=metrics,
-        refresh=refresh,
+        refresh=metrics.gauges(
+            audit_entries=lambda: audit.size, expires_at=lambda: tls().expires_at
+        ),
     )
 
 

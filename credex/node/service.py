@@ -24,12 +24,9 @@ from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.signing import digest, open_signed, parse, seal
 from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import transaction
-from credex.runtime.group_commit import GroupCommit
-from credex.runtime.handlers import rpc_handler
-from credex.runtime.metrics import Metrics
+from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.peers import is_directory, peer_or_unknown, require_directory
 from credex.runtime.ratelimit import RateLimiter
-from credex.runtime.refusals import CallerGuard
 from credex.runtime.witness import CheckpointPublisher
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.common_pb2 import Record
@@ -54,18 +51,13 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         source: RecordSource,
         audit: AuditLog,
         clock: Clock,
-        commits: GroupCommit,
-        callers: CallerGuard,
-        metrics: Metrics,
+        runtime: RpcRuntime,
         witness: DirectoryCheckpoints,
         checkpoints: CheckpointPublisher,
         uses: TicketUses,
     ) -> None:
         self._uses = uses
-        self.commits = commits  # see rpc_handler: flushed before every reply
-        self.callers = callers  # see rpc_handler: callers refused too often are turned away
-        self.metrics = metrics  # see rpc_handler: every answer counted
-        self.check_peer = sync.check_peer  # see rpc_handler: revoked certificates refused
+        self.runtime = runtime  # see rpc_handler
         self._config = config
         self._key = key
         self._verifier = verifier
@@ -83,7 +75,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
             "Rows an adapter returned for another subject than the one asked about: never "
             "disclosed; any makes the node stop answering until the adapter is fixed",
             ["category"],
-            registry=metrics.registry,
+            registry=runtime.metrics.registry,
         )
 
     def health_problem(self) -> str | None:
@@ -91,7 +83,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         its records are unreadable, an adapter returned other subjects' rows, or its registry
         snapshot is too old to check requesters and revocations against."""
         return (
-            self.commits.failure
+            self.runtime.commits.failure
             or self._source.unreadable()
             or self._source.leak
             or self.sync.stale()
@@ -193,7 +185,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 audited = (
                     self.audit.append
                     if is_directory(context, self._config.directory_id)
-                    else self.callers.recorder.record
+                    else self.runtime.callers.recorder.record
                 )
                 audited(
                     AuditEntry(
