@@ -215,19 +215,49 @@ def _raw_profile(fed: Federation, consent_id: str) -> Any:
     return fed.loop.run(call())
 
 
-def test_a_long_lived_client_verifies_answers_with_the_key_valid_when_signed(
-    federation: Federation,
-) -> None:
-    """A requester client made before a node rotates keeps verifying its answers (it fetches
-    the member list again on meeting the new key), accepts an answer signed by the retired
-    key while that key was valid, and refuses one signed after."""
-    bank = federation.requester("bank")
-    consent_id = federation.loop.run(
-        federation.subject("S1").grant(
+def _judicial_consent(fed: Federation) -> str:
+    return fed.loop.run(
+        fed.subject("S1").grant(
             requester_id="bank", purpose=LOAN, categories=[Category.CATEGORY_JUDICIAL],
             max_uses=10,
         )
     )  # fmt: skip
+
+
+def _rotate_courts(fed: Federation) -> tuple[SigningKey, float]:
+    """Rotate the running courts node's key: its old key and until when that still counts."""
+    config = load_node_config(fed.node_configs["courts"])
+    old_key = SigningKey.load(config.signing_key)
+    valid_until = fed.loop.run(
+        rotate_key(
+            directory_address=fed.address, member_id="courts", current_key=old_key,
+            tls=tls_identity(config), files=KeyFiles(config.signing_key, config.tls_key,
+                                                      config.tls_cert),
+            clock=fed.clock,
+        )
+    )  # fmt: skip
+    return old_key, valid_until
+
+
+def _resigned(fed: Federation, signed: Any, old_key: SigningKey, answered_at: float) -> Any:
+    """`signed` with courts' answer re-dated and signed by `old_key`, the profile re-signed by
+    the directory: what a holder of the old key and a dishonest directory could send."""
+    profile = pb.Profile.FromString(signed.body)
+    courts = next(r for r in profile.nodes if r.node_id == "courts")
+    answer = NodeAnswer.FromString(courts.answer.body)
+    answer.answered_at.FromSeconds(int(answered_at))
+    courts.answer.CopyFrom(seal(answer, old_key))
+    return seal(profile, fed.directory_key)
+
+
+def test_a_long_lived_client_verifies_answers_with_the_key_valid_when_signed(
+    federation: Federation,
+) -> None:
+    """A requester client made before a node rotates keeps verifying its answers (it fetches
+    the registry again on meeting the new key), accepts an answer signed by the retired key
+    while that key was valid, and refuses one signed after."""
+    bank = federation.requester("bank")
+    consent_id = _judicial_consent(federation)
 
     def courts_records() -> int:
         profile = federation.loop.run(
@@ -235,33 +265,18 @@ def test_a_long_lived_client_verifies_answers_with_the_key_valid_when_signed(
         )
         return sum(r.node_id == "courts" for r in profile.records)
 
-    assert courts_records()  # the client has cached the member list now
-    config = load_node_config(federation.node_configs["courts"])
-    old_key = SigningKey.load(config.signing_key)
-    valid_until = federation.loop.run(
-        rotate_key(
-            directory_address=federation.address, member_id="courts", current_key=old_key,
-            tls=tls_identity(config), files=KeyFiles(config.signing_key, config.tls_key,
-                                                      config.tls_cert),
-            clock=federation.clock,
-        )
-    )  # fmt: skip
-    assert courts_records()  # signed with the new key, unknown to the cached list
+    assert courts_records()  # the client holds the registry now
+    old_key, valid_until = _rotate_courts(federation)
+    assert courts_records()  # signed with the new key, unknown to the registry held
 
     signed = _raw_profile(federation, consent_id)
-
-    def resigned_by_old_key(answered_at: float) -> Any:
-        profile = pb.Profile.FromString(signed.body)
-        courts = next(r for r in profile.nodes if r.node_id == "courts")
-        answer = NodeAnswer.FromString(courts.answer.body)
-        answer.answered_at.FromSeconds(int(answered_at))
-        courts.answer.CopyFrom(seal(answer, old_key))
-        return seal(profile, federation.directory_key)
-
-    within = federation.loop.run(bank.verify_profile(resigned_by_old_key(valid_until - 60)))
-    assert any(r.node_id == "courts" for r in within.records)
+    within = _resigned(federation, signed, old_key, valid_until - 60)
+    assert any(
+        r.node_id == "courts" for r in federation.loop.run(bank.verify_profile(within)).records
+    )
+    after = _resigned(federation, signed, old_key, valid_until + 60)
     with pytest.raises(ProfileVerificationError, match="retired"):
-        federation.loop.run(bank.verify_profile(resigned_by_old_key(valid_until + 60)))
+        federation.loop.run(bank.verify_profile(after))
 
 
 def test_a_client_holding_the_registry_from_before_a_rotation_refuses_the_old_key_after_it(
@@ -272,29 +287,10 @@ def test_a_client_holding_the_registry_from_before_a_rotation_refuses_the_old_ke
     its overlap: its registry vouches for the then-current key only up to the overlap after
     it was last known current, so it asks again and learns of the retirement."""
     bank = federation.requester("bank")
-    consent_id = federation.loop.run(
-        federation.subject("S1").grant(
-            requester_id="bank", purpose=LOAN, categories=[Category.CATEGORY_JUDICIAL],
-            max_uses=10,
-        )
-    )  # fmt: skip
-    signed = _raw_profile(federation, consent_id)  # answered under courts' current key
+    signed = _raw_profile(federation, _judicial_consent(federation))  # under the current key
     federation.loop.run(bank.verify_profile(signed))  # the client now holds the registry
-    config = load_node_config(federation.node_configs["courts"])
-    old_key = SigningKey.load(config.signing_key)
-    valid_until = federation.loop.run(
-        rotate_key(
-            directory_address=federation.address, member_id="courts", current_key=old_key,
-            tls=tls_identity(config), files=KeyFiles(config.signing_key, config.tls_key,
-                                                      config.tls_cert),
-            clock=federation.clock,
-        )
-    )  # fmt: skip
-
-    profile = pb.Profile.FromString(signed.body)
-    courts = next(r for r in profile.nodes if r.node_id == "courts")
-    answer = NodeAnswer.FromString(courts.answer.body)
-    answer.answered_at.FromSeconds(int(valid_until + 60))
-    courts.answer.CopyFrom(seal(answer, old_key))
+    old_key, valid_until = _rotate_courts(federation)
     with pytest.raises(ProfileVerificationError, match="retired"):
-        federation.loop.run(bank.verify_profile(seal(profile, federation.directory_key)))
+        federation.loop.run(
+            bank.verify_profile(_resigned(federation, signed, old_key, valid_until + 60))
+        )
