@@ -210,7 +210,9 @@ def test_changes_made_while_a_push_waits_go_with_one_push(federation: Federation
                     store.set_status(consent_id, ConsentStatus.CONSENT_STATUS_REVOKED, now, now)
                 )
         for seq in seqs:  # three changes, one after another, before any push could start
-            federation.directory.publisher.push(seq)  # node id -> its feed's sequence number
+            federation.directory.services.publisher.push(
+                seq
+            )  # node id -> its feed's sequence number
 
     try:
         federation.loop.run(change_all())

@@ -120,7 +120,7 @@ def test_directory_metrics_after_profiles_and_refusals(fed: Federation) -> None:
     assert status.node_answers["pboc"]["OK"] >= 1
     assert status.node_answers["courts"]["OK"] >= 1
     assert status.latency_ms["GetProfile"] > 0
-    assert status.audit_entries == fed.directory.audit.size > 0
+    assert status.audit_entries == fed.directory.services.audit.size > 0
     cert = x509.load_pem_x509_certificate((fed.root / "directory" / "tls.crt").read_bytes())
     assert status.certificate_expires_at == cert.not_valid_after_utc.timestamp()
 

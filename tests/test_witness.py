@@ -305,16 +305,14 @@ def test_the_directory_hands_every_node_its_checkpoint(federation: Federation) -
     """One round of the directory's own publisher: each running node then holds a copy of
     the directory's newest checkpoint."""
     directory = federation.directory
-    assert directory.checkpoints is not None
 
     async def round_() -> int:
-        directory.audit.append(
+        directory.services.audit.append(
             AuditEntry(request_id="witness-round", actor="test", action="test", outcome="ok")
         )
-        directory.audit.checkpoint()
-        assert directory.checkpoints is not None
-        await directory.checkpoints.publish()
-        latest = directory.audit.latest_checkpoint()
+        directory.services.audit.checkpoint()
+        await directory.services.checkpoints.publish()
+        latest = directory.services.audit.latest_checkpoint()
         assert latest is not None
         return latest[0]
 

@@ -3,9 +3,8 @@ public port (TLS; subjects and enrollment)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -32,65 +31,39 @@ from credex.protocol.clock import Clock, system_clock
 from credex.protocol.keys import SigningKey
 from credex.protocol.pki import CertificateAuthority
 from credex.protocol.tls import TlsIdentity
+from credex.runtime.app import ServerApp
 from credex.runtime.audit import AuditLog, checkpoint_every
 from credex.runtime.db import open_database
 from credex.runtime.freshness import NonceStore
-from credex.runtime.gate import raise_descriptor_limit
 from credex.runtime.group_commit import GroupCommit
 from credex.runtime.handlers import RpcRuntime
-from credex.runtime.health import HealthMonitor, enable_reflection
+from credex.runtime.health import HealthMonitor
 from credex.runtime.metrics import Metrics
-from credex.runtime.ports import Binding, add_service, bind, create_server
+from credex.runtime.ports import bind
 from credex.runtime.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard, RefusalRecorder
-from credex.runtime.serving import run_until_stopped
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.v1 import directory_pb2
 
 SERVICES = directory_pb2.DESCRIPTOR.services_by_name
 
 
-@dataclass
-class RunningDirectory:
-    members_server: grpc.aio.Server
-    public_server: grpc.aio.Server
-    address: str
-    public_address: str
-    router: Router
-    publisher: Publisher
-    audit: AuditLog
-    commits: GroupCommit
-    health: HealthMonitor
-    metrics: Metrics
-    refusals: RefusalRecorder
-    metrics_address: str = ""
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    bindings: list[Binding] = field(default_factory=list)
-    checkpoints: CheckpointPublisher | None = None
+@dataclass(kw_only=True)
+class RunningDirectory(ServerApp):
+    """The directory serving: its member port (mutual TLS), its public port, and the
+    services behind them."""
 
-    async def stop(self, grace: float | None = None) -> None:
-        await self.health.drain()
-        await self.members_server.stop(grace)
-        await self.public_server.stop(grace)
-        await self.close_background()
+    address: str = ""
+    public_address: str = ""
+    services: DirectoryServices
 
-    async def close_background(self) -> None:
-        """Stop taking connections, end pushes under way, close the channels to nodes, write
-        the refusals still counted, sign a last audit checkpoint."""
-        for binding in self.bindings:
-            await binding.close()
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.checkpoints is not None:  # the last checkpoint, to the nodes that witness it
-            await self.checkpoints.publish_final()
-        await self.publisher.close()
-        await self.router.close()
-        await self.refusals.close()
-        self.audit.checkpoint()
-        await self.commits.flush()
-        self.commits.close()
-        self.metrics.close()
+    @property
+    def members_server(self) -> grpc.aio.Server:
+        return self.servers[0]
+
+    @property
+    def public_server(self) -> grpc.aio.Server:
+        return self.servers[1]
 
 
 @dataclass
@@ -251,24 +224,41 @@ async def start_directory(
     clock: Clock = system_clock,
 ) -> RunningDirectory:
     services = build_services(settings, clock=clock)
-    health = HealthMonitor(
-        [SERVICES[name].full_name for name in SERVICES],
-        services.members.health_problem,
-        interval_s=settings.server.health_interval_s,
-        max_watches=settings.server.max_health_watches,
+    limits = settings.server
+    app = RunningDirectory(
+        name="directory",
+        settings=limits,
+        services=services,
         metrics=services.metrics,
-        refresh=services.metrics.gauges(
-            audit_entries=lambda: services.audit.size,
-            expires_at=lambda: services.tls.expires_at,
+        health=HealthMonitor(
+            [SERVICES[name].full_name for name in SERVICES],
+            services.members.health_problem,
+            interval_s=limits.health_interval_s,
+            max_watches=limits.max_health_watches,
+            metrics=services.metrics,
+            refresh=services.metrics.gauges(
+                audit_entries=lambda: services.audit.size,
+                expires_at=lambda: services.tls.expires_at,
+            ),
         ),
     )
-    await health.check()
-    limits = settings.server
-    raise_descriptor_limit()
-    members_server = create_server(limits, ports=2)
-    add_service(members_server, services.members, SERVICES["DirectoryService"])
-    # renewal over a member's own connection too (the public port serves it without one)
-    add_service(members_server, services.enrollment, SERVICES["EnrollmentService"])
+    await app.health.check()
+    members_server = app.add_server(
+        [
+            (services.members, SERVICES["DirectoryService"]),
+            # renewal over a member's own connection too (the public port serves it without one)
+            (services.enrollment, SERVICES["EnrollmentService"]),
+        ],
+        ports=2,
+    )
+    public_server = app.add_server(
+        [
+            (services.subjects, SERVICES["SubjectService"]),
+            (services.enrollment, SERVICES["EnrollmentService"]),
+        ],
+        ports=2,
+        idle_timeout_s=min(limits.idle_timeout_s, settings.public_idle_timeout_s),
+    )
     members = bind(
         members_server,
         listen,
@@ -278,11 +268,6 @@ async def start_directory(
         name="directory member port",
         metrics=services.metrics,
     )
-    public_server = create_server(
-        limits, ports=2, idle_timeout_s=min(limits.idle_timeout_s, settings.public_idle_timeout_s)
-    )
-    add_service(public_server, services.subjects, SERVICES["SubjectService"])
-    add_service(public_server, services.enrollment, SERVICES["EnrollmentService"])
     public = bind(
         public_server,
         public_listen,
@@ -293,54 +278,30 @@ async def start_directory(
         name="directory public port",
         metrics=services.metrics,
     )
-    for server, names in (
-        (members_server, ["DirectoryService", "EnrollmentService"]),
-        (public_server, ["SubjectService", "EnrollmentService"]),
+    app.bindings.extend([members, public])
+    await app.start()
+    app.address = await members.open()
+    app.public_address = await public.open()
+    app.spawn(checkpoint_every(services.audit, settings.checkpoint_interval_s))
+    app.spawn(app.health.run())
+    app.spawn(services.checkpoints.run(settings.checkpoint_interval_s))
+    app.spawn(services.refusals.run())
+    # at the end: the last checkpoint to the nodes that witness it, pushes under way ended,
+    # channels to nodes closed, the refusals still counted written, a last checkpoint signed
+    for closer in (
+        services.checkpoints.publish_final,
+        services.publisher.close,
+        services.router.close,
+        services.refusals.close,
+        services.audit.checkpoint,
+        services.commits.flush,
+        services.commits.close,
     ):
-        health.add_to(server)
-        if settings.server.reflection:
-            enable_reflection(server, [SERVICES[name].full_name for name in names])
-    metrics_address = ""
-    if settings.server.metrics_listen:  # a busy port fails before anything serves
-        metrics_address = services.metrics.serve(settings.server.metrics_listen)
-    await members_server.start()
-    await public_server.start()
-    return RunningDirectory(
-        members_server=members_server,
-        public_server=public_server,
-        address=await members.open(),
-        public_address=await public.open(),
-        bindings=[members, public],
-        router=services.router,
-        publisher=services.publisher,
-        audit=services.audit,
-        commits=services.commits,
-        health=health,
-        metrics=services.metrics,
-        refusals=services.refusals,
-        metrics_address=metrics_address,
-        tasks=[
-            asyncio.create_task(checkpoint_every(services.audit, settings.checkpoint_interval_s)),
-            asyncio.create_task(health.run()),
-            asyncio.create_task(services.checkpoints.run(settings.checkpoint_interval_s)),
-            asyncio.create_task(services.refusals.run()),
-        ],
-        checkpoints=services.checkpoints,
-    )
+        app.on_close(closer)
+    return app
 
 
 async def serve(settings: DirectorySettings, ready_file: Path | None) -> None:
     directory = await start_directory(settings, settings.server.listen, settings.public_listen)
     info = {"address": directory.address, "public_address": directory.public_address}
-    if directory.metrics_address:
-        info["metrics_address"] = directory.metrics_address
-    await run_until_stopped(
-        [directory.members_server, directory.public_server],
-        ready_file,
-        info,
-        "directory",
-        on_stop=directory.close_background,
-        drain=directory.health.drain,
-        grace_s=settings.server.stop_grace_s,
-        drain_delay_s=settings.server.drain_delay_s,
-    )
+    await directory.serve_until_stopped(ready_file, info)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -26,19 +26,18 @@ from credex.protocol.keys import SigningKey, load_public
 from credex.protocol.pki import PkiError
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
+from credex.runtime.app import ServerApp
 from credex.runtime.audit import AuditLog, checkpoint_every
 from credex.runtime.db import open_database
 from credex.runtime.freshness import NonceStore
-from credex.runtime.gate import raise_descriptor_limit
 from credex.runtime.group_commit import GroupCommit
 from credex.runtime.handlers import RpcRuntime
-from credex.runtime.health import HealthMonitor, enable_reflection
+from credex.runtime.health import HealthMonitor
 from credex.runtime.metrics import Metrics
-from credex.runtime.ports import Binding, add_service, bind_reloading, create_server
+from credex.runtime.ports import bind_reloading
 from credex.runtime.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard, RefusalRecorder
 from credex.runtime.reloading import Reloading
-from credex.runtime.serving import run_until_stopped
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.sdk.renewal import CertificateRenewal, renew_at
 from credex.v1 import directory_pb2, node_pb2
@@ -57,38 +56,15 @@ ANNOUNCE_EVERY_S = 60.0
 FIRST_ANNOUNCE_WAIT_S = 30.0
 
 
-@dataclass
-class RunningNode:
-    server: grpc.aio.Server
-    address: str
-    health: HealthMonitor | None = None
-    metrics: Metrics | None = None
-    metrics_address: str = ""
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    binding: Binding | None = None
+@dataclass(kw_only=True)
+class RunningNode(ServerApp):
+    """A node serving: its one server and the address it listens on."""
 
-    async def stop(self, grace: float | None = None) -> None:
-        if self.health is not None:
-            await self.health.drain()
-        await self.server.stop(grace)
-        await self.stop_background()  # the last checkpoint covers the grace period too
+    address: str = ""
 
-    async def stop_background(self) -> None:
-        """Stop taking connections, cancel the background tasks and run every closer, even
-        after one has failed."""
-        if self.binding is not None:
-            await self.binding.close()
-        for task in self.tasks:
-            task.cancel()
-        for result in await asyncio.gather(*self.tasks, return_exceptions=True):
-            if isinstance(result, Exception):
-                log.error("a background task had failed: %r", result)
-        for close in self.closers:
-            try:
-                await close()
-            except Exception:
-                log.exception("closing failed")
+    @property
+    def server(self) -> grpc.aio.Server:
+        return self.servers[0]
 
 
 def tls_identity(config: NodeConfig) -> TlsIdentity:
@@ -306,73 +282,51 @@ async def start_node(
     tls = tls_source(config)
     service = service or build_service(config, clock=clock)
     runtime = service.runtime
-    raise_descriptor_limit()
-    server = create_server(config.server)
-    add_service(server, front or service, SERVICE)
-    health = _health(config, service, tls)
-    health.add_to(server)
-    await health.check()
-    if config.server.reflection:
-        enable_reflection(server, [SERVICE.full_name])
-    binding = bind_reloading(
-        server,
-        listen,
-        tls,
-        config.server,
+    app = RunningNode(
         name=f"node {config.node_id}",
+        settings=config.server,
+        health=_health(config, service, tls),
         metrics=runtime.metrics,
     )
-    metrics = runtime.metrics
-    metrics_address = ""
-    if config.server.metrics_listen:  # a busy port fails before serving
-        metrics_address = metrics.serve(config.server.metrics_listen)
-    await server.start()
-    node = RunningNode(
-        server=server,
-        address=await binding.open(),
-        binding=binding,
-        health=health,
-        metrics=metrics,
-        metrics_address=metrics_address,
+    server = app.add_server([(front or service, SERVICE)])
+    await app.health.check()
+    binding = bind_reloading(
+        server, listen, tls, config.server, name=app.name, metrics=runtime.metrics
     )
-    node.closers.append(_closer(metrics.close))
+    app.bindings.append(binding)
+    await app.start()
+    app.address = await binding.open()
     # counted refusals written on a timer, and before the last checkpoint
-    node.tasks.append(asyncio.create_task(runtime.callers.recorder.run()))
-    node.closers.append(runtime.callers.recorder.close)
+    app.spawn(runtime.callers.recorder.run())
+    app.on_close(runtime.callers.recorder.close)
     audit = service.audit
-    node.tasks.append(asyncio.create_task(checkpoint_every(audit, config.checkpoint_interval_s)))
-    node.closers.append(_closer(audit.checkpoint))
+    app.spawn(checkpoint_every(audit, config.checkpoint_interval_s))
+    app.on_close(audit.checkpoint)
     if config.directory_address:  # a certificate expired or of an older form: renew first
         renewal = certificate_renewal(config, signing_key_source(config), tls)
         await renew_certificate(renewal, clock)
-        node.tasks.append(asyncio.create_task(keep_certificate_fresh(renewal, tls, clock)))
-    if config.directory_address:  # the directory witnesses our log
-        publisher = service.checkpoints
-        node.tasks.append(asyncio.create_task(publisher.run(config.checkpoint_interval_s)))
-        node.closers.append(publisher.publish_final)
-    sync = service.sync
-    if config.directory_address:
+        app.spawn(keep_certificate_fresh(renewal, tls, clock))
+        app.spawn(service.checkpoints.run(config.checkpoint_interval_s))  # the directory
+        app.on_close(service.checkpoints.publish_final)  # witnesses our log
         try:
-            await sync.sync_once()
+            await service.sync.sync_once()
         except CredexError as err:
             log.warning("first directory sync failed (serving from cache if fresh): %s", err)
-            sync.last_error = err.message
-        node.tasks.append(asyncio.create_task(sync.run()))
-        node.closers.append(sync.close)
-    node.closers.append(runtime.commits.flush)  # the last checkpoint and snapshot, on disk
-    node.closers.append(_closer(runtime.commits.close))
+            service.sync.last_error = err.message
+        app.spawn(service.sync.run())
+        app.on_close(service.sync.close)
+    app.on_close(runtime.commits.flush)  # the last checkpoint and snapshot, on disk
+    app.on_close(runtime.commits.close)
     if announce_to_directory and config.directory_address:
         key = signing_key_source(config)
         try:
-            await _first_announce(config, key, tls, node.address, clock)
+            await _first_announce(config, key, tls, app.address, clock)
         except BaseException:
-            await node.stop(0)  # the server, and the sync and checkpoint tasks begun above
+            await app.stop(0)  # the server, and the sync and checkpoint tasks begun above
             raise
-        node.tasks.append(
-            asyncio.create_task(_keep_announcing(config, key, tls, node.address, clock))
-        )
-    node.tasks.append(asyncio.create_task(health.run()))  # its first tick: after the first sync
-    return node
+        app.spawn(_keep_announcing(config, key, tls, app.address, clock))
+    app.spawn(app.health.run())  # its first tick sees the state after the first sync
+    return app
 
 
 def _health(
@@ -393,27 +347,6 @@ def _health(
     )
 
 
-def _closer(close: Callable[[], object]) -> Callable[[], Awaitable[None]]:
-    """A synchronous close step (metrics server, last checkpoint) as a node closer."""
-
-    async def run() -> None:
-        close()
-
-    return run
-
-
 async def serve(config: NodeConfig, ready_file: Path | None) -> None:
     node = await start_node(config, config.server.listen)
-    info = {"address": node.address}
-    if node.metrics_address:
-        info["metrics_address"] = node.metrics_address
-    await run_until_stopped(
-        [node.server],
-        ready_file,
-        info,
-        f"node {config.node_id}",
-        node.stop_background,
-        drain=node.health.drain if node.health is not None else None,
-        grace_s=config.server.stop_grace_s,
-        drain_delay_s=config.server.drain_delay_s,
-    )
+    await node.serve_until_stopped(ready_file, {"address": node.address})
