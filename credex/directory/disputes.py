@@ -20,7 +20,7 @@ from credex.directory.registry import Registry
 from credex.protocol import vocab
 from credex.protocol.channels import ChannelPool
 from credex.protocol.clock import Clock, to_timestamp
-from credex.protocol.errors import Reason, refused
+from credex.protocol.errors import NotFound, Reason, from_rpc_error, refused
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.v1 import directory_pb2 as pb
@@ -145,14 +145,15 @@ class DisputeDesk:
                 ReceiveDisputeRequest(notice=seal(notice, self._key)), timeout=DELIVERY_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
+            err = from_rpc_error(exc)
+            if isinstance(err, NotFound):
                 raise refused(
                     Reason.NO_RECORDS,
                     f"{node.member_id} holds no record {dispute.record_id!r} in "
                     f"{vocab.category_name(dispute.category)} about you",
                 ) from None
             raise refused(
-                Reason.UNAVAILABLE, f"{node.member_id} did not take the dispute: {exc.code().name}"
+                Reason.UNAVAILABLE, f"{node.member_id} did not take the dispute: {err.code.name}"
             ) from None
         try:
             self._conn.execute(

@@ -16,7 +16,19 @@ from credex.directory.registry import MemberInfo
 from credex.protocol import vocab
 from credex.protocol.channels import ChannelPool
 from credex.protocol.clock import Clock, to_timestamp
-from credex.protocol.errors import REASON_KEY, CredexError
+from credex.protocol.errors import (
+    REASON_KEY,
+    CredexError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    from_rpc_error,
+)
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.runtime.logs import REQUEST_ID_KEY
@@ -32,15 +44,17 @@ ATTESTATION_CACHE_SIZE = 100_000
 # to nodes take answers up to the cap plus this, and gRPC refuses anything larger unread.
 ANSWER_ENVELOPE_BYTES = 64 * 1024
 
-_STATUS_BY_CODE = {
-    grpc.StatusCode.DEADLINE_EXCEEDED: NodeStatus.NODE_STATUS_TIMEOUT,
-    grpc.StatusCode.UNAVAILABLE: NodeStatus.NODE_STATUS_UNAVAILABLE,
-    grpc.StatusCode.NOT_FOUND: NodeStatus.NODE_STATUS_NOT_FOUND,
-    grpc.StatusCode.PERMISSION_DENIED: NodeStatus.NODE_STATUS_DENIED,
-    grpc.StatusCode.UNAUTHENTICATED: NodeStatus.NODE_STATUS_DENIED,
-    grpc.StatusCode.INVALID_ARGUMENT: NodeStatus.NODE_STATUS_DENIED,
-    grpc.StatusCode.FAILED_PRECONDITION: NodeStatus.NODE_STATUS_DENIED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: NodeStatus.NODE_STATUS_DENIED,
+# What a node's failure (as credex.protocol.errors reads it) means for its part of a profile;
+# anything else (INTERNAL, a dropped call) counts as the node being unavailable.
+_NODE_STATUS: dict[type[CredexError], NodeStatus.ValueType] = {
+    DeadlineExceeded: NodeStatus.NODE_STATUS_TIMEOUT,
+    Unavailable: NodeStatus.NODE_STATUS_UNAVAILABLE,
+    NotFound: NodeStatus.NODE_STATUS_NOT_FOUND,
+    PermissionDenied: NodeStatus.NODE_STATUS_DENIED,
+    Unauthenticated: NodeStatus.NODE_STATUS_DENIED,
+    InvalidArgument: NodeStatus.NODE_STATUS_DENIED,
+    FailedPrecondition: NodeStatus.NODE_STATUS_DENIED,
+    ResourceExhausted: NodeStatus.NODE_STATUS_DENIED,
 }
 
 
@@ -171,8 +185,9 @@ class Router:
         except grpc.aio.AioRpcError as exc:
             if _too_large(exc):
                 return reply(NodeStatus.NODE_STATUS_TOO_LARGE, self._too_large_detail())
-            status = _STATUS_BY_CODE.get(exc.code(), NodeStatus.NODE_STATUS_UNAVAILABLE)
-            return reply(status, f"{exc.code().name}: {exc.details() or ''}".strip())
+            failure = from_rpc_error(exc)
+            status = _NODE_STATUS.get(type(failure), NodeStatus.NODE_STATUS_UNAVAILABLE)
+            return reply(status, f"{failure.code.name}: {exc.details() or ''}".strip())
         if len(response.answer.body) > self._max_answer_bytes:
             return reply(NodeStatus.NODE_STATUS_TOO_LARGE, self._too_large_detail())
         return reply(NodeStatus.NODE_STATUS_OK, "", response)
