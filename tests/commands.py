@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# The repository the tests run from (its README, pyproject.toml, docs/ and tools/).
+REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -10,15 +10,10 @@ import pytest
 from credex.directory.scoring import ScoredRecord, load_policy, score
 from credex.protocol.config import ConfigError
 from credex.v1.common_pb2 import Category, Purpose
+from tests.commands import REPO
 from tests.harness import Federation
 
-POLICY = (
-    Path(__file__).resolve().parent.parent
-    / "credex"
-    / "directory"
-    / "policies"
-    / "national-baseline.toml"
-)
+POLICY = REPO / "credex" / "directory" / "policies" / "national-baseline.toml"
 NOW = 1_800_000_000.0
 DAY = 86_400.0
 

@@ -58,8 +58,8 @@ from credex.v1.node_pb2 import (
     QueryRecordsResponse,
 )
 from tests.harness import Federation
-from tests.test_directory_refusals import grant
-from tests.test_node_refusals import (
+from tests.integration.test_directory_refusals import grant
+from tests.integration.test_node_refusals import (
     NODE,
     S9_LOCAL,
     S9_RECORDS,

@@ -6,17 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.commands import REPO
 
 
 def test_generated_code_is_current(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "protogen.py"), "--out", str(tmp_path)],
+        [sys.executable, str(REPO / "tools" / "protogen.py"), "--out", str(tmp_path)],
         check=True,
         capture_output=True,
     )
     fresh = {p.name: p.read_bytes() for p in (tmp_path / "credex" / "v1").iterdir()}
-    committed = {p.name: p.read_bytes() for p in (ROOT / "credex" / "v1").iterdir() if p.is_file()}
+    committed = {p.name: p.read_bytes() for p in (REPO / "credex" / "v1").iterdir() if p.is_file()}
     assert sorted(fresh) == sorted(committed), "generated file set differs: run `make protos`"
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"stale generated code {stale}: run `make protos`"

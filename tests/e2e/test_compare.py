@@ -14,10 +14,9 @@ import pytest
 
 from credex.lab.compare import compare, spearman
 from credex.lab.synth import generate
+from tests.commands import REPO
 
-POLICIES = sorted(
-    (Path(__file__).resolve().parent.parent / "credex" / "directory" / "policies").glob("*.toml")
-)
+POLICIES = sorted((REPO / "credex" / "directory" / "policies").glob("*.toml"))
 BIN = Path(sys.executable).parent
 
 

@@ -20,7 +20,7 @@ from credex.runtime.ratelimit import RateLimiter
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.harness import Federation, LoopThread, start_federation, trailer_map
-from tests.test_node_refusals import node_query, signed_request
+from tests.integration.test_node_refusals import node_query, signed_request
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 PROMOTION = Purpose.PURPOSE_PROMOTION

@@ -46,7 +46,7 @@ from credex.v1.directory_pb2 import RevocationFeed
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.harness import Federation, enroll_requester, free_port, trailer_map
-from tests.test_node_refusals import (
+from tests.integration.test_node_refusals import (
     FIN,
     LOAN,
     VOL,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import grpc
 import pytest
@@ -17,8 +16,8 @@ from credex.protocol.errors import (
     from_rpc_error,
     refused,
 )
+from tests.commands import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
 SUBCLASSES = {cls.__name__ for cls in CredexError.__subclasses__()}
 
 
@@ -44,7 +43,7 @@ def test_no_server_module_chooses_a_status_code_itself() -> None:
     """Outside credex/protocol/errors.py, refusals are raised with `refused(Reason.X, ...)`,
     never by naming a status class next to a reason."""
     found = []
-    for path in (ROOT / "credex").rglob("*.py"):
+    for path in (REPO / "credex").rglob("*.py"):
         if "v1" in path.parts or path.name == "errors.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
@@ -53,7 +52,7 @@ def test_no_server_module_chooses_a_status_code_itself() -> None:
                 and isinstance(node.func, ast.Name)
                 and node.func.id in SUBCLASSES
             ):
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.id}")
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.func.id}")
     assert found == []
 
 

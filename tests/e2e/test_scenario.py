@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from credex.lab.scenario import ScenarioError, load_scenario
-from tests.commands import alive, cli, processes_mentioning
+from tests.commands import REPO, alive, cli, processes_mentioning
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
+SHIPPED = sorted((REPO / "scenarios").glob("*.toml"))
 NODES = 50
 SUBJECTS = 600
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,9 @@ from credex.cli.main import app as credex_app
 from credex.directory.cli import app as directory_app
 from credex.lab.cli import app as lab_app
 from credex.node.cli import app as node_app
+from tests.commands import REPO
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (REPO / "README.md").read_text()
 
 
 def command_paths(prog: str, app: typer.Typer) -> list[str]:

@@ -7,10 +7,10 @@ import subprocess
 import sys
 import textwrap
 import tomllib
-from pathlib import Path
 
 import credex
 from credex.cli import OPTIONAL_MODULES
+from tests.commands import REPO
 
 PUBLIC = {
     "AccessLog",
@@ -113,7 +113,7 @@ def test_a_command_line_without_its_extra_names_the_extra_to_install() -> None:
 def test_every_optional_module_is_what_some_extra_installs() -> None:
     """The launcher names an extra only for modules an extra brings, and every dependency of
     an extra that an import can miss is one it recognises."""
-    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
     extras = project["project"]["optional-dependencies"]
     installed_by_extras = {
         requirement.split(">")[0].split("=")[0].split("[")[0].strip()

@@ -18,9 +18,9 @@ from credex.node import config as node_config
 from credex.node.cli import app as node_app
 from credex.protocol.config import environment_overrides
 from credex.runtime.settings import ServerSettings
-from tests.commands import BIN
+from tests.commands import BIN, REPO
 
-DEPLOY = Path(__file__).resolve().parent.parent / "docs" / "deploy"
+DEPLOY = REPO / "docs" / "deploy"
 UNITS = {
     "credex-node.service": ("credex-node", node_app, node_config.ENV_PREFIX, node_config.SCHEMA),
     "credex-directory.service": (

@@ -1,0 +1,1 @@
+"""End-to-end tests: credex's commands as separate processes, as operators run them."""
