@@ -29,3 +29,14 @@ def federation(tmp_path_factory: pytest.TempPathFactory, loop: LoopThread) -> It
     fed = start_federation(Path(tmp_path_factory.mktemp("federation")), loop, deadline_s=2.0)
     yield fed
     fed.stop()
+
+
+@pytest.fixture(autouse=True)
+def clock_comes_back(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that moves the shared federation's clock moves it for itself only
+    (`Federation.clock_moved`): one that leaves it moved fails, and the clock is put back."""
+    yield
+    if "federation" in request.fixturenames:
+        fed: Federation = request.getfixturevalue("federation")
+        moved, fed.clock.offset = fed.clock.offset, 0.0
+        assert moved == 0.0, f"the test left the federation's clock moved by {moved:+g} s"

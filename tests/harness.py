@@ -9,7 +9,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -250,6 +250,19 @@ class Federation:
     @property
     def address(self) -> str:
         return self.directory.address
+
+    @contextlib.contextmanager
+    def clock_moved(self, seconds: float) -> Iterator[None]:
+        """Every server's clock `seconds` on (or back) for the block, then back where it was;
+        the nodes then sync again, so that none is left stale (or fresh) by a sync made in
+        the moved time for the tests that come after."""
+        self.clock.offset += seconds
+        try:
+            yield
+        finally:
+            self.clock.offset -= seconds
+            for service in self.node_services.values():
+                self.loop.run(service.sync.sync_once())
 
     @property
     def public_address(self) -> str:

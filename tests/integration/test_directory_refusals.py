@@ -240,8 +240,7 @@ def test_consent_id_of_another_subject_cannot_be_overwritten(federation: Federat
 def test_expired_consent_is_refused(federation: Federation) -> None:
     consent_id = grant(federation, valid_days=1)
     bank = federation.requester("bank")
-    federation.clock.offset += 2 * DAY
-    try:
+    with federation.clock_moved(2 * DAY):
         refused(
             federation,
             bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN),
@@ -251,8 +250,6 @@ def test_expired_consent_is_refused(federation: Federation) -> None:
         views = {v.consent_id: v for v in run(federation, federation.subject("S1").consents())}
         assert views[consent_id].status == "expired"
         assert views[consent_id].uses == 0
-    finally:
-        federation.clock.offset -= 2 * DAY
 
 
 def test_consent_used_up(federation: Federation) -> None:
@@ -349,29 +346,18 @@ def test_profile_request_from_the_future_or_expired_is_refused(federation: Feder
     consent_id = grant(federation, categories=[FIN])
     bank = federation.requester("bank")
     early = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
-    federation.clock.offset -= 3600
-    try:
+    with federation.clock_moved(-3600):
         refused(
             federation,
             bank.send_profile_request(early),
             PermissionDenied,
             Reason.REQUEST_NOT_YET_VALID,
         )
-    finally:
-        federation.clock.offset += 3600
-        # A node that synced while the clock was an hour behind counts that sync an hour old
-        # now (a clock that steps forward uses up the offline grace, by design): sync them
-        # all again, so that the next test does not meet a node that is stale for 0.2 s.
-        for service in federation.node_services.values():
-            federation.loop.run(service.sync.sync_once())
     late = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
-    federation.clock.offset += 3600
-    try:
+    with federation.clock_moved(3600):
         refused(
             federation, bank.send_profile_request(late), PermissionDenied, Reason.REQUEST_EXPIRED
         )
-    finally:
-        federation.clock.offset -= 3600
 
 
 def hand_made_request(

@@ -377,11 +377,8 @@ def test_node_out_of_touch_for_its_grace_refuses_then_recovers(
     consent = granted_consent(federation)
     try:
         assert ask(federation, node.address, consent) == "OK"
-        federation.clock.offset += 6.0
-        try:
+        with federation.clock_moved(6.0):
             assert ask(federation, node.address, consent) == Reason.REGISTRY_STALE
-        finally:
-            federation.clock.offset -= 6.0
     finally:
         federation.loop.run(node.stop(0))
 

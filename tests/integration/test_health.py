@@ -112,12 +112,9 @@ def test_an_unreadable_records_database_is_not_serving(fed: Federation) -> None:
 
 
 def test_a_stale_registry_is_not_serving(fed: Federation) -> None:
-    fed.clock.offset += 3600  # no sync can have happened in the last hour
-    try:
+    with fed.clock_moved(3600):  # no sync can have happened in the last hour
         assert "no word from the directory" in (recheck(fed, "education") or "")
         assert node_status(fed, "education") == NOT_SERVING
-    finally:
-        fed.clock.offset -= 3600
     assert recheck(fed, "education") is None
     assert node_status(fed, "education") == SERVING
 

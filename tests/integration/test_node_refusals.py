@@ -411,11 +411,8 @@ def test_expired_query_is_refused(node: Node) -> None:
 def test_query_becomes_expired_when_the_node_clock_passes_its_end(node: Node) -> None:
     fed = node.fed
     request = signed_request(fed, node_query(fed, lifetime=60))
-    fed.clock.offset += 61
-    try:
+    with fed.clock_moved(61):
         assert_refused(node, request, PermissionDenied, Reason.REQUEST_EXPIRED)
-    finally:
-        fed.clock.offset -= 61
 
 
 def test_query_issued_in_the_future_is_refused(node: Node) -> None:

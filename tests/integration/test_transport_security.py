@@ -202,11 +202,8 @@ def test_expired_token_is_refused(federation: Federation, tmp_path: Path) -> Non
     token = directory_admin.create_enrollment_token(
         settings, member_id="late", role="requester", ttl_s=1.0
     )
-    federation.clock.offset += 5
-    try:
+    with federation.clock_moved(5):
         err = refused(federation, tmp_path, PermissionDenied, token=token, member_id="late")
-    finally:
-        federation.clock.offset -= 5
     assert "expired" in err.message
 
 
