@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import sqlite_utils
 
 from credex.directory import admin as directory_admin
 from credex.directory.config import DirectorySettings, load_settings
@@ -26,6 +27,7 @@ from credex.node.service import NodeService
 from credex.protocol.keys import SigningKey
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.ports import UnreadRequest
+from credex.runtime.schema import Migration, open_migrated, runtime_tables
 from credex.sdk.client import RequesterClient, SubjectClient
 from credex.sdk.member_home import MemberHome, enroll_home
 
@@ -63,6 +65,12 @@ def trailer_map(err: grpc.aio.AioRpcError) -> dict[str, str]:
     """A failed call's trailing metadata as text: the reason, the retry hint."""
     metadata: Any = err.trailing_metadata() or ()
     return {str(key): str(value) for key, value in metadata}
+
+
+def runtime_database(path: Path) -> sqlite_utils.Database:
+    """A database with only what both servers keep (audit log, nonces, witnessed
+    checkpoints), for tests of those parts alone."""
+    return open_migrated(path, [Migration(1, "runtime tables", runtime_tables)], what="test db")
 
 
 def free_port() -> int:

@@ -18,6 +18,7 @@ from credex.directory.consent_store import ConsentStore
 from credex.directory.enrollment import TokenGrant, TokenStore
 from credex.directory.locator import Locator
 from credex.directory.registry import STATUSES_BY_NAME, MemberInfo, Registry
+from credex.directory.schema import open_directory_database
 from credex.protocol import pki, vocab
 from credex.protocol.clock import system_clock
 from credex.protocol.config import ConfigError, validate_member_id
@@ -26,7 +27,7 @@ from credex.protocol.identity import certificate_identity, is_directory_name, se
 from credex.protocol.keys import SigningKey, VerifyKey, write_private, write_public
 from credex.runtime.audit import AuditLog
 from credex.runtime.backup import BackupManifest, write_backup
-from credex.runtime.db import open_database, transaction
+from credex.runtime.db import transaction
 
 
 def init_home(home: Path) -> DirectorySettings:
@@ -44,7 +45,7 @@ def init_home(home: Path) -> DirectorySettings:
         ca_key, ca_cert = pki.create_ca()
         write_private(settings.ca_key_path, pki.key_pem(ca_key))
         write_public(settings.ca_cert_path, pki.cert_pem(ca_cert))
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         Registry(db), Locator(db), ConsentStore(db), AuditLog(db, system_clock), TokenStore(db)
         CertificateLog(db)
@@ -77,7 +78,7 @@ def ensure_directory_certificate(settings: DirectorySettings) -> bool:
         lifetime_s=pki.CA_DAYS * 86_400.0,
         directory=True,
     )
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         with transaction(db):
             certificates = CertificateLog(db)
@@ -104,7 +105,7 @@ def reserved_name_holders(settings: DirectorySettings) -> list[str]:
     """Members that older versions enrolled under a spelling of the directory's TLS name (as
     their id, or a node's host name). Their older certificates could pose as the directory
     until they expire; if there are any, the federation needs a new CA."""
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         found = {m.member_id for m in Registry(db).all() if is_directory_name(m.member_id)}
         for (grant_json,) in db.conn.execute(
@@ -150,7 +151,7 @@ def create_enrollment_token(
         raise ConfigError(str(exc)) from None
     if ttl_s <= 0:
         raise ConfigError("a token must be valid for a positive time")
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         if Registry(db).get(member_id) is not None:
             raise ConfigError(f"{member_id} is already a member")
@@ -176,7 +177,7 @@ def reset_member_key(
     names with keys made anew (`credex init --reset` / `credex-node init --reset`)."""
     if ttl_s <= 0:
         raise ConfigError("a token must be valid for a positive time")
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         registry = Registry(db)
         member = registry.get(member_id)
@@ -210,7 +211,7 @@ def set_endpoint(settings: DirectorySettings, member_id: str, endpoint: str) -> 
             settings.endpoints.check(endpoint)
         except EndpointError as exc:
             raise ConfigError(str(exc)) from None
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         Registry(db).set_endpoint(member_id, endpoint)
     except KeyError:
@@ -224,7 +225,7 @@ def set_member_status(settings: DirectorySettings, member_id: str, status: str) 
     their sync interval."""
     if status not in STATUSES_BY_NAME:
         raise ConfigError(f"status must be one of {', '.join(STATUSES_BY_NAME)}")
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         registry = Registry(db)
         try:
@@ -241,7 +242,7 @@ def set_member_status(settings: DirectorySettings, member_id: str, status: str) 
 
 
 def list_members(settings: DirectorySettings) -> list[MemberInfo]:
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         return Registry(db).all()
     finally:
@@ -272,7 +273,7 @@ def import_subjects(
 ) -> tuple[int, int]:
     """Load subjects (subject_id, public_key hex, region) and locator rows from CSV files;
     with `replace`, the previous subjects and locator entries go first."""
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         locator = Locator(db)
         if replace:

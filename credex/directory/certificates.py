@@ -43,27 +43,6 @@ def revocation_of(revoked: pb.RevokedCertificate) -> tuple[float, str]:
 class CertificateLog:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._conn = db.conn
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS certificates (
-                serial TEXT PRIMARY KEY,
-                member_id TEXT NOT NULL,
-                issued_at REAL NOT NULL,
-                not_after REAL NOT NULL,
-                revoked_at REAL,
-                reason TEXT NOT NULL DEFAULT ''
-            )"""
-        )
-        self._conn.execute(
-            "CREATE INDEX IF NOT EXISTS certificates_member ON certificates (member_id)"
-        )
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS identity_replies (
-                digest TEXT PRIMARY KEY,
-                member_id TEXT NOT NULL,
-                response BLOB NOT NULL,
-                at REAL NOT NULL
-            )"""
-        )
         self._data_version = -1
         self._revoked: dict[str, tuple[float, str]] = {}
 

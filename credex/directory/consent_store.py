@@ -46,49 +46,8 @@ class StoredConsent:
 class ConsentStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._conn = db.conn
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS consents (
-                consent_id TEXT PRIMARY KEY,
-                subject_id TEXT NOT NULL,
-                requester_id TEXT NOT NULL,
-                signed BLOB NOT NULL,
-                status TEXT NOT NULL,
-                uses INTEGER NOT NULL DEFAULT 0,
-                max_uses INTEGER NOT NULL,
-                not_after REAL NOT NULL,
-                granted_at REAL NOT NULL,
-                changed_at REAL NOT NULL,
-                change_signed_at REAL NOT NULL DEFAULT 0
-            )"""
-        )
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(consents)")}
-        if "change_signed_at" not in columns:  # a database from before ordered changes
-            self._conn.execute(
-                "ALTER TABLE consents ADD COLUMN change_signed_at REAL NOT NULL DEFAULT 0"
-            )
-        self._conn.execute("CREATE INDEX IF NOT EXISTS consents_subject ON consents (subject_id)")
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS consent_tickets (
-                consent_id TEXT NOT NULL REFERENCES consents(consent_id),
-                node_id TEXT NOT NULL,
-                ticket_id TEXT NOT NULL UNIQUE,
-                signed BLOB NOT NULL,
-                PRIMARY KEY (consent_id, node_id)
-            ) WITHOUT ROWID"""
-        )
         # Each node's own feed, numbered from 1 per node: no sequence number is shared by
         # two nodes' feeds. (The single feed of consent ids before tickets is gone with them.)
-        self._conn.execute("DROP TABLE IF EXISTS consent_changes")
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS ticket_changes (
-                node_id TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                ticket_id TEXT NOT NULL,
-                status TEXT NOT NULL,
-                changed_at REAL NOT NULL,
-                PRIMARY KEY (node_id, seq)
-            ) WITHOUT ROWID"""
-        )
 
     def require_new(self, consent_id: str) -> None:
         """AlreadyExists(CONSENT_EXISTS) if a consent with this id was granted."""

@@ -71,36 +71,7 @@ class DisputeDesk:
         self._key = key
         self._clock = clock
         self._filing: set[str] = set()  # dispute ids being handed to their node now
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS disputes (
-                dispute_id TEXT PRIMARY KEY,
-                subject_id TEXT NOT NULL,
-                node_id TEXT NOT NULL,
-                record_id TEXT NOT NULL,
-                reason TEXT NOT NULL,
-                status TEXT NOT NULL,
-                resolution TEXT NOT NULL DEFAULT '',
-                filed_at REAL NOT NULL,
-                resolved_at REAL
-            )"""
-        )
-        if "category" not in {row[1] for row in self._conn.execute("PRAGMA table_info(disputes)")}:
-            self._conn.execute(
-                "ALTER TABLE disputes ADD COLUMN category INTEGER NOT NULL DEFAULT 0"
-            )
-        self._conn.execute("CREATE INDEX IF NOT EXISTS disputes_subject ON disputes (subject_id)")
         # Every attempt to file, of the last hour: what the per-subject rate counts.
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS dispute_attempts "
-            "(subject_id TEXT NOT NULL, at REAL NOT NULL)"
-        )
-        self._conn.execute(
-            "CREATE INDEX IF NOT EXISTS dispute_attempts_subject ON dispute_attempts "
-            "(subject_id, at)"
-        )
-        self._conn.execute(
-            "CREATE INDEX IF NOT EXISTS dispute_attempts_at ON dispute_attempts (at)"
-        )
 
     async def file(self, dispute: pb.Dispute) -> pb.DisputeState:
         """Hand the dispute to its node, then record it; a node that cannot be reached means

@@ -55,14 +55,6 @@ class TokenStore:
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._db = db
-        db.conn.execute(
-            """CREATE TABLE IF NOT EXISTS enrollment_tokens (
-                token_hash TEXT PRIMARY KEY,
-                grant_json TEXT NOT NULL,
-                expires_at REAL NOT NULL,
-                used_at REAL
-            )"""
-        )
 
     def issue(self, grant: TokenGrant, expires_at: float) -> str:
         if grant.role not in ROLES_BY_NAME:

@@ -26,30 +26,7 @@ class Locator:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._db = db
         self._conn = db.conn
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS subjects (
-                subject_id TEXT PRIMARY KEY,
-                public_key BLOB NOT NULL,
-                region TEXT NOT NULL DEFAULT ''
-            ) WITHOUT ROWID"""
-        )
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS locator (
-                subject_id TEXT NOT NULL REFERENCES subjects(subject_id),
-                node_id TEXT NOT NULL,
-                local_id TEXT NOT NULL,
-                node_key BLOB,
-                PRIMARY KEY (subject_id, node_id)
-            ) WITHOUT ROWID"""
-        )
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(locator)")}
-        if "node_key" not in columns:  # a database from before per-node keys
-            self._conn.execute("ALTER TABLE locator ADD COLUMN node_key BLOB")
         # A key is one subject's for one node: registered nowhere else.
-        self._conn.execute(
-            "CREATE UNIQUE INDEX IF NOT EXISTS locator_node_key ON locator (node_key) "
-            "WHERE node_key IS NOT NULL"
-        )
 
     def clear(self) -> None:
         """Forget every subject and locator entry (before importing a new population)."""

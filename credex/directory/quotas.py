@@ -23,16 +23,6 @@ class PurposeQuota:
     def __init__(self, db: sqlite_utils.Database, limits: Mapping[vocab.Purpose, int]) -> None:
         self._conn = db.conn
         self._limits = dict(limits)
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS purpose_use (
-                requester_id TEXT NOT NULL,
-                subject_id TEXT NOT NULL,
-                purpose INTEGER NOT NULL,
-                month TEXT NOT NULL,
-                uses INTEGER NOT NULL,
-                PRIMARY KEY (requester_id, subject_id, purpose, month)
-            ) WITHOUT ROWID"""
-        )
 
     def take(self, requester_id: str, subject_id: str, purpose: vocab.Purpose, now: float) -> None:
         """Count one profile; ResourceExhausted(PURPOSE_LIMIT) once this month's ceiling is hit.

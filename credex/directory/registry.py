@@ -16,7 +16,6 @@ from credex.protocol import vocab
 from credex.protocol.clock import to_timestamp
 from credex.protocol.key_history import KeyHistory, KeyPeriod
 from credex.protocol.keys import VerifyKey
-from credex.protocol.pki import DEFAULT_HOSTS
 from credex.runtime.db import transaction
 from credex.v1 import directory_pb2 as pb
 from credex.v1.directory_pb2 import MemberRole, MemberStatus
@@ -93,65 +92,10 @@ class Registry:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._db = db
         self._conn = db.conn
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS members (
-                member_id TEXT PRIMARY KEY,
-                role TEXT NOT NULL,
-                name TEXT NOT NULL,
-                jurisdiction TEXT NOT NULL,
-                categories TEXT NOT NULL,
-                public_key BLOB NOT NULL,
-                key_id TEXT NOT NULL UNIQUE,
-                endpoint TEXT NOT NULL,
-                status TEXT NOT NULL DEFAULT 'active'
-            )"""
-        )
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(members)")}
-        if "status" not in columns:  # a database from before member status existed
-            self._conn.execute(
-                "ALTER TABLE members ADD COLUMN status TEXT NOT NULL DEFAULT 'active'"
-            )
-        if "hosts" not in columns:  # a database from before granted hosts were kept
-            self._conn.execute("ALTER TABLE members ADD COLUMN hosts TEXT")
-            self._fill_granted_hosts()
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS registry_version "
-            "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
-        )
-        self._conn.execute("INSERT OR IGNORE INTO registry_version VALUES (1, 1)")
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS retired_keys (
-                key_id TEXT PRIMARY KEY,
-                member_id TEXT NOT NULL,
-                public_key BLOB NOT NULL,
-                valid_until REAL NOT NULL
-            )"""
-        )
         self._data_version = -1
         self._by_id: dict[str, MemberInfo] = {}
         self._by_key: dict[str, MemberInfo] = {}
         self._retired: dict[str, tuple[MemberInfo, float]] = {}
-
-    def _fill_granted_hosts(self) -> None:
-        """Hosts for members enrolled before they were kept: those of the token each member
-        redeemed, else the defaults tokens had (a node: localhost, 127.0.0.1)."""
-        granted: dict[str, list[str]] = {}
-        has_tokens = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'enrollment_tokens'"
-        ).fetchone()
-        if has_tokens:
-            for (grant_json,) in self._conn.execute(
-                "SELECT grant_json FROM enrollment_tokens WHERE used_at IS NOT NULL"
-            ):
-                grant = json.loads(grant_json)
-                granted[str(grant.get("member_id"))] = list(grant.get("hosts", []))
-        for member_id, role in self._conn.execute(
-            "SELECT member_id, role FROM members WHERE hosts IS NULL"
-        ).fetchall():
-            hosts = granted.get(member_id, list(DEFAULT_HOSTS) if role == "node" else [])
-            self._conn.execute(
-                "UPDATE members SET hosts = ? WHERE member_id = ?", (json.dumps(hosts), member_id)
-            )
 
     def _fresh(self) -> None:
         data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]

@@ -12,33 +12,15 @@ import sqlite3
 
 import sqlite_utils
 
+from credex.directory.schema import PROFILE_REQUESTS
 from credex.protocol.errors import Reason, refused
-from credex.runtime.audit import TABLE as AUDIT_TABLE
 
-TABLE = "profile_requests"
+TABLE = PROFILE_REQUESTS
 
 
 class RequestClaims:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._conn = db.conn
-        existed = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
-        ).fetchone()
-        self._conn.execute(
-            f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-                request_id TEXT PRIMARY KEY,
-                requester_id TEXT NOT NULL,
-                claimed_at REAL NOT NULL
-            ) WITHOUT ROWID"""
-        )
-        audit = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (AUDIT_TABLE,)
-        ).fetchone()
-        if not existed and audit:  # a directory from before claims: its served ids stay taken
-            self._conn.execute(
-                f"INSERT OR IGNORE INTO {TABLE} SELECT request_id, actor, at FROM {AUDIT_TABLE} "
-                "WHERE action = 'profile' AND outcome = 'assembled'"
-            )
 
     def claim(self, request_id: str, requester_id: str, now: float) -> None:
         """Take `request_id` for this request; PermissionDenied(REPLAY) if it was taken.

@@ -22,6 +22,7 @@ from credex.directory.quotas import PurposeQuota
 from credex.directory.registry import Registry
 from credex.directory.request_claims import RequestClaims
 from credex.directory.router import ANSWER_ENVELOPE_BYTES, Router
+from credex.directory.schema import open_directory_database
 from credex.directory.scoring import load_policy
 from credex.directory.service import DirectoryService
 from credex.directory.subject_service import SubjectService
@@ -33,7 +34,6 @@ from credex.protocol.pki import CertificateAuthority
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.app import ServerApp
 from credex.runtime.audit import AuditLog, checkpoint_every
-from credex.runtime.db import open_database
 from credex.runtime.freshness import NonceStore
 from credex.runtime.group_commit import GroupCommit
 from credex.runtime.handlers import RpcRuntime
@@ -90,7 +90,7 @@ def build_services(
 ) -> DirectoryServices:
     key = SigningKey.load(settings.key_path)
     tls = tls_identity(settings)
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     commits = GroupCommit(db)
     metrics = Metrics("directory", settings.directory_id)
     budget = RateLimiter(settings.server.refusals_per_s, settings.server.refusal_burst, clock)

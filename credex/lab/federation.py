@@ -25,13 +25,13 @@ import grpc
 from credex.directory import admin as directory_admin
 from credex.directory.config import DirectorySettings
 from credex.directory.registry import Registry
+from credex.directory.schema import open_directory_database
 from credex.lab.synth import DEFAULT_NODES, Manifest, RequesterEntry, generate, load_manifest
 from credex.node import admin as node_admin
 from credex.node.config import load_node_config
 from credex.protocol.channels import open_channel
 from credex.protocol.config import validate_member_id
 from credex.protocol.tls import TlsIdentity
-from credex.runtime.db import open_database
 from credex.runtime.serving import STOP_WITH_ENV, read_ready_file
 from credex.sdk.member_home import MemberHome, enroll_home
 from credex.v1 import node_pb2
@@ -436,7 +436,7 @@ async def wait_for_registry(root: Path, timeout_s: float = REGISTRY_WAIT_S) -> f
     registry version (a member enrolled, suspended or reinstated has reached all of them);
     returns the seconds waited. FederationError names the nodes still behind at the timeout."""
     settings = DirectorySettings(home=directory_home(root))
-    db = open_database(settings.db_path)
+    db = open_directory_database(settings.db_path)
     try:
         target = Registry(db).version
     finally:

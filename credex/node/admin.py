@@ -10,6 +10,7 @@ from pathlib import Path
 from credex.node.config import NodeConfig, load_node_config
 from credex.node.config_check import check_config, require_serviceable
 from credex.node.disputes import OUTCOME_NAMES, NodeDispute, NodeDisputes
+from credex.node.schema import open_state
 from credex.node.server import certificate_renewal
 from credex.protocol.channels import open_directory_channel
 from credex.protocol.clock import Clock, system_clock, to_timestamp
@@ -20,7 +21,6 @@ from credex.protocol.pki import PkiError
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.backup import BackupManifest, write_backup
-from credex.runtime.db import open_database
 from credex.runtime.freshness import NonceStore
 from credex.sdk.enrollment import EnrollmentFiles, enroll
 from credex.v1 import directory_pb2 as pb
@@ -83,7 +83,7 @@ def init_node(
         )
         if reset:  # the directory has the new key now: it replaces the old one here
             key.save(config.signing_key, overwrite=True)
-    db = open_database(config.state_db)
+    db = open_state(config.state_db)
     NonceStore(db)
     db.conn.close()
     return config, key
@@ -105,7 +105,7 @@ async def renew_node_certificate(
 
 
 def list_disputes(config: NodeConfig, status: str | None = None) -> list[NodeDispute]:
-    db = open_database(config.state_db)
+    db = open_state(config.state_db)
     try:
         return NodeDisputes(db, system_clock).all(status)
     finally:
@@ -124,7 +124,7 @@ async def resolve_dispute(
         raise ConfigError("say why the record stands (--note)")
     if not config.directory_address:
         raise ConfigError("no directory_address in the node config")
-    db = open_database(config.state_db)
+    db = open_state(config.state_db)
     try:
         disputes = NodeDisputes(db, clock)
         dispute = disputes.get(dispute_id)

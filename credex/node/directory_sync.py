@@ -60,20 +60,6 @@ class DirectorySync:
         self._tls = tls
         self._settings = settings
         self._clock = clock
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS directory_sync "
-            "(id INTEGER PRIMARY KEY CHECK (id = 1), synced_seq INTEGER NOT NULL, "
-            "last_sync REAL NOT NULL)"
-        )
-        self._conn.execute("INSERT OR IGNORE INTO directory_sync VALUES (1, 0, 0)")
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master")}
-        if "ticket_status" not in tables:  # before tickets: a feed of consent ids, now gone
-            self._conn.execute("DROP TABLE IF EXISTS revoked_consents")
-            self._conn.execute("UPDATE directory_sync SET synced_seq = 0")
-            self._conn.execute(
-                "CREATE TABLE ticket_status "
-                "(ticket_id TEXT PRIMARY KEY, status INTEGER NOT NULL, seq INTEGER NOT NULL)"
-            )
         row = self._conn.execute("SELECT synced_seq, last_sync FROM directory_sync").fetchone()
         self.synced_seq: int = int(row[0])
         self.last_sync: float = float(row[1])

@@ -42,25 +42,6 @@ class NodeDisputes:
     def __init__(self, db: sqlite_utils.Database, clock: Clock) -> None:
         self._conn = db.conn
         self._clock = clock
-        self._conn.execute(
-            """CREATE TABLE IF NOT EXISTS disputes (
-                dispute_id TEXT PRIMARY KEY,
-                local_subject_id TEXT NOT NULL,
-                record_id TEXT NOT NULL,
-                reason TEXT NOT NULL,
-                status TEXT NOT NULL,
-                note TEXT NOT NULL DEFAULT '',
-                filed_at REAL NOT NULL,
-                resolved_at REAL
-            )"""
-        )
-        if "category" not in {row[1] for row in self._conn.execute("PRAGMA table_info(disputes)")}:
-            self._conn.execute(
-                "ALTER TABLE disputes ADD COLUMN category INTEGER NOT NULL DEFAULT 0"
-            )
-        self._conn.execute(
-            "CREATE INDEX IF NOT EXISTS disputes_subject ON disputes (local_subject_id)"
-        )
 
     def receive(self, notice: DisputeNotice) -> None:
         """Record a dispute the directory handed over (again: no change)."""

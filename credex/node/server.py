@@ -15,6 +15,7 @@ from credex.node.config import NodeConfig
 from credex.node.config_check import open_source
 from credex.node.directory_sync import DirectorySync, SyncSettings
 from credex.node.disputes import NodeDisputes
+from credex.node.schema import open_state
 from credex.node.service import NodeService
 from credex.node.ticket_uses import TicketUses
 from credex.node.verify import QueryVerifier
@@ -28,7 +29,6 @@ from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.app import ServerApp
 from credex.runtime.audit import AuditLog, checkpoint_every
-from credex.runtime.db import open_database
 from credex.runtime.freshness import NonceStore
 from credex.runtime.group_commit import GroupCommit
 from credex.runtime.handlers import RpcRuntime
@@ -137,7 +137,7 @@ def build_service(
     source, slow = open_source(config)
     for problem in slow:
         log.warning("%s", problem.render(config.path))
-    state = open_database(config.state_db)
+    state = open_state(config.state_db)
     tls = tls_source(config)
     sync = DirectorySync(
         db=state,

@@ -16,13 +16,6 @@ FORGET_AFTER_S = 86_400.0  # after a ticket's end: refused as expired by then, c
 class TicketUses:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self._conn = db.conn
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS ticket_uses (ticket_id TEXT PRIMARY KEY, "
-            "uses INTEGER NOT NULL, not_after REAL NOT NULL) WITHOUT ROWID"
-        )
-        self._conn.execute(
-            "CREATE INDEX IF NOT EXISTS ticket_uses_not_after ON ticket_uses (not_after)"
-        )
         self._pruned_at = 0.0
 
     def check(self, ticket: ConsentTicket) -> None:

@@ -30,16 +30,13 @@ from credex.protocol.key_history import KeyHistory
 from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.signing import parse, seal
 from credex.runtime.db import readonly_uri, transaction
+from credex.runtime.schema import AUDIT_CHECKPOINTS, AUDIT_LOG, AUDIT_META, WITNESSED
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 
 GENESIS = hashlib.sha256(b"credex-audit-v1").digest()
 log_errors = logging.getLogger(__name__)
-TABLE = "audit_log"
-CHECKPOINTS = "audit_checkpoints"
-META = "audit_meta"
-# Other logs' checkpoints this database keeps as their witness (see credex.runtime.witness).
-WITNESSED = "witnessed_checkpoints"
+TABLE, CHECKPOINTS, META = AUDIT_LOG, AUDIT_CHECKPOINTS, AUDIT_META  # see credex.runtime.schema
 # The chained fields, in the order they are hashed.
 FIELDS = (
     "seq",
@@ -96,45 +93,6 @@ def entry_hash(prev: bytes, row: dict[str, Any]) -> bytes:
     return hashlib.sha256(prev + canonical.encode()).digest()
 
 
-def _create(conn: sqlite3.Connection) -> None:
-    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
-    if columns and "hash" not in columns:  # a log from before the chain: keep it aside
-        conn.execute(f"ALTER TABLE {TABLE} RENAME TO {TABLE}_unchained")
-    conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-            seq INTEGER PRIMARY KEY,
-            at REAL NOT NULL,
-            request_id TEXT NOT NULL,
-            link TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            action TEXT NOT NULL,
-            outcome TEXT NOT NULL,
-            purpose TEXT NOT NULL,
-            consent_id TEXT NOT NULL,
-            subject_ref TEXT NOT NULL,
-            categories TEXT NOT NULL,
-            node_id TEXT NOT NULL,
-            detail TEXT NOT NULL,
-            disclosed_digest TEXT NOT NULL,
-            hash BLOB NOT NULL,
-            count INTEGER NOT NULL DEFAULT 1,
-            query_digest TEXT NOT NULL DEFAULT ''
-        )"""
-    )
-    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
-    if "count" not in columns:
-        conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
-    if "query_digest" not in columns:
-        conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN query_digest TEXT NOT NULL DEFAULT ''")
-    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} (request_id)")
-    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_subject ON {TABLE} (subject_ref, action)")
-    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_link ON {TABLE} (link)")
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (seq INTEGER PRIMARY KEY, signed BLOB NOT NULL)"
-    )
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-
-
 class AuditLog:
     """The owner's log in a credex-owned database (one writer: the owner's server)."""
 
@@ -151,7 +109,6 @@ class AuditLog:
         self._clock = clock
         self._log_id = log_id
         self._key = key
-        _create(self._conn)
         if log_id:  # whose log this is, for tools that read it without knowing
             self._conn.execute(f"INSERT OR REPLACE INTO {META} VALUES ('log_id', ?)", (log_id,))
         row = self._conn.execute(

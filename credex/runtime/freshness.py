@@ -34,13 +34,6 @@ class NonceStore:
     def __init__(self, db: sqlite_utils.Database, table: str = "nonces") -> None:
         self._conn = db.conn
         self._table = table
-        self._conn.execute(
-            f"CREATE TABLE IF NOT EXISTS [{table}] "
-            "(nonce BLOB PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID"
-        )
-        self._conn.execute(
-            f"CREATE INDEX IF NOT EXISTS [{table}_expires] ON [{table}] (expires_at)"
-        )
         self._since_prune = 0
 
     def use(self, nonce: bytes, expires_at: float, now: float, *, scope: str = "") -> None:

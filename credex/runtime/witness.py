@@ -24,9 +24,10 @@ from credex.protocol.clock import Clock, from_timestamp
 from credex.protocol.errors import CredexError, Reason, refused
 from credex.protocol.keys import VerifyKey
 from credex.protocol.signing import open_signed
-from credex.runtime.audit import WITNESSED, AuditLog
+from credex.runtime.audit import AuditLog
 from credex.runtime.db import transaction
 from credex.runtime.ratelimit import RateLimiter
+from credex.runtime.schema import WITNESSED
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 
@@ -66,15 +67,6 @@ class WitnessStore:
         self._clock = clock
         self._keep = keep
         self._limiter = RateLimiter(rate_per_s, burst, clock)
-        self._conn.execute(
-            f"""CREATE TABLE IF NOT EXISTS {WITNESSED} (
-                log_id TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                signed BLOB NOT NULL,
-                received_at REAL NOT NULL,
-                PRIMARY KEY (log_id, seq)
-            )"""
-        )
 
     def throttle(self, caller: str) -> None:
         """Refuse a caller over its rate (before anything of its request is read)."""

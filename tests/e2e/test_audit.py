@@ -21,12 +21,13 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.registry_view import member_keys
 from credex.protocol.signing import seal
 from credex.runtime.audit import FIELDS, GENESIS, AuditEntry, AuditLog, entry_hash, verify_log
-from credex.runtime.db import open_database, transaction
+from credex.runtime.db import transaction
 from credex.runtime.reconcile import reconcile
 from credex.runtime.witness import WitnessStore
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 from credex.v1.directory_pb2 import Member, RegistrySnapshot, RetiredKey
+from tests.harness import runtime_database
 
 BIN = Path(sys.executable).parent
 OWNER = SigningKey.from_seed(b"audit-owner")
@@ -42,7 +43,7 @@ class Clock:
 
 
 def make_log(path: Path, entries: int = 20, checkpoint_every: int = 5) -> None:
-    db = open_database(path)
+    db = runtime_database(path)
     log = AuditLog(db, Clock(), log_id="pboc", key=lambda: OWNER)
     with transaction(db):
         for i in range(1, entries + 1):
@@ -188,8 +189,8 @@ def test_cli_verify_exit_codes(log: Path, tmp_path: Path) -> None:
 
 def test_appends_from_two_connections_keep_one_chain(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    first = AuditLog(open_database(path), Clock(), log_id="x", key=lambda: OWNER)
-    second = AuditLog(open_database(path), Clock(), log_id="x", key=lambda: OWNER)
+    first = AuditLog(runtime_database(path), Clock(), log_id="x", key=lambda: OWNER)
+    second = AuditLog(runtime_database(path), Clock(), log_id="x", key=lambda: OWNER)
     appenders: list[Callable[[AuditEntry], int]] = [first.append, second.append]
     for i in range(10):
         appenders[i % 2](AuditEntry(request_id=f"r{i}", actor="a", action="b", outcome="c"))
@@ -199,11 +200,11 @@ def test_appends_from_two_connections_keep_one_chain(tmp_path: Path) -> None:
 
 
 def test_reconcile_finds_what_a_silent_node_never_logged(tmp_path: Path) -> None:
-    directory = AuditLog(open_database(tmp_path / "directory.db"), Clock(), log_id="directory")
+    directory = AuditLog(runtime_database(tmp_path / "directory.db"), Clock(), log_id="directory")
     for query_id, outcome in (("q-1", "OK"), ("q-2", "TIMEOUT")):
         directory.append(AuditEntry(request_id=query_id, link="r-1", actor="bank",
                                     action="query", outcome=outcome, node_id="pboc"))  # fmt: skip
-    AuditLog(open_database(tmp_path / "pboc.db"), Clock(), log_id="pboc")  # no entries at all
+    AuditLog(runtime_database(tmp_path / "pboc.db"), Clock(), log_id="pboc")  # no entries at all
     report = reconcile(tmp_path / "directory.db", [tmp_path / "pboc.db"])
     assert not report.ok
     assert [(m.query_id, m.kind) for m in report.unexplained] == [("q-1", "directory-only")]
@@ -216,7 +217,7 @@ def test_reconcile_finds_what_a_silent_node_never_logged(tmp_path: Path) -> None
 def witness_of(log: Path, witness: Path, *, upto: int | None = None) -> None:
     """Hand every checkpoint of `log` (up to entry `upto`) to a witness database, as the
     owner's server does at each interval."""
-    store = WitnessStore(open_database(witness), lambda: 1_900_000_000.0, burst=10_000)
+    store = WitnessStore(runtime_database(witness), lambda: 1_900_000_000.0, burst=10_000)
     conn = sqlite3.connect(log)
     for seq, blob in conn.execute("SELECT seq, signed FROM audit_checkpoints ORDER BY seq"):
         if upto is None or seq <= upto:
@@ -304,7 +305,7 @@ def test_witness_problems_are_unverified_not_tampered(
     log: Path, witnessed: Path, tmp_path: Path
 ) -> None:
     empty = tmp_path / "empty.db"
-    WitnessStore(open_database(empty), time.time)
+    WitnessStore(runtime_database(empty), time.time)
     forged = tmp_path / "forged.db"
     witness_of(log, forged)
     mallory = SigningKey.from_seed(b"mallory")
@@ -342,7 +343,7 @@ def rotated_log(path: Path) -> float:
     when the old key stopped counting."""
     clock = Clock()
     current = [OWNER]
-    db = open_database(path)
+    db = runtime_database(path)
     log = AuditLog(db, clock, log_id="pboc", key=lambda: current[0])
     retired_at = 0.0
     for i in range(1, 21):
@@ -464,7 +465,7 @@ def test_query_digests_are_chained_without_changing_older_entries(tmp_path: Path
     assert entry_hash(GENESIS, row) == old_style  # no query digest: hashed as before
     assert entry_hash(GENESIS, {**row, "query_digest": "ab"}) != old_style
     path = tmp_path / "state.db"
-    db = open_database(path)
+    db = runtime_database(path)
     AuditLog(db, Clock(), log_id="pboc").append(
         AuditEntry(request_id="q-1", actor="d", action="query", outcome="disclosed",
                    query_digest="aa" * 32)
@@ -483,12 +484,12 @@ def query_logs(
 ) -> tuple[Path, Path]:
     """A directory log of (query id, outcome, query digest, answer digest) sent to pboc and
     pboc's log of (query id, outcome, query digest, answer digest)."""
-    directory = AuditLog(open_database(tmp_path / "directory.db"), Clock(), log_id="directory")
+    directory = AuditLog(runtime_database(tmp_path / "directory.db"), Clock(), log_id="directory")
     for query_id, outcome, asked, answered in sent:
         directory.append(AuditEntry(request_id=query_id, link="r-1", actor="bank",
                                     action="query", outcome=outcome, node_id="pboc",
                                     query_digest=asked, disclosed_digest=answered))  # fmt: skip
-    node = AuditLog(open_database(tmp_path / "pboc.db"), Clock(), log_id="pboc")
+    node = AuditLog(runtime_database(tmp_path / "pboc.db"), Clock(), log_id="pboc")
     for query_id, outcome, asked, answered in logged:
         node.append(AuditEntry(request_id=query_id, actor="bank", action="query",
                                outcome=outcome, node_id="pboc", query_digest=asked,

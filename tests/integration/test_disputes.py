@@ -17,6 +17,7 @@ from credex.directory.config import DisputeLimits, load_settings
 from credex.directory.disputes import DisputeDesk
 from credex.directory.locator import Locator
 from credex.directory.registry import Registry
+from credex.directory.schema import open_directory_database
 from credex.node.admin import list_disputes, resolve_dispute
 from credex.node.config import load_node_config
 from credex.protocol.channels import ChannelPool, open_directory_channel
@@ -204,7 +205,7 @@ def test_a_subject_disputes_only_a_record_the_node_holds_about_them(
 def test_disputes_per_subject_are_limited(tmp_path: Path, federation: Federation) -> None:
     """A few attempts an hour per subject, refused or not, and a cap on open disputes; both
     refusals say when to try again."""
-    db = open_database(tmp_path / "directory.db")
+    db = open_directory_database(tmp_path / "directory.db")
     now = [1_000_000.0]
     desk = DisputeDesk(
         db=db,

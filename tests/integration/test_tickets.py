@@ -540,7 +540,7 @@ def test_a_directory_database_from_before_tickets_is_migrated(tmp_path: Path) ->
     ids goes, and the locator gains the subject's key per node."""
     from credex.directory.consent_store import ConsentStore
     from credex.directory.locator import Locator
-    from credex.runtime.db import open_database
+    from credex.directory.schema import open_directory_database
 
     path = tmp_path / "directory.db"
     main = SigningKey.generate()
@@ -572,7 +572,7 @@ def test_a_directory_database_from_before_tickets_is_migrated(tmp_path: Path) ->
             "INSERT INTO consents VALUES ('c-old', 'S1', 'bank', ?, 'active', 0, 1, 4e9, 0, 0, 0)",
             (signed.SerializeToString(),),
         )
-    db = open_database(path)
+    db = open_directory_database(path)
     locator, store = Locator(db), ConsentStore(db)
     assert locator.holdings("S1")["pboc"].local_id == "1001"
     assert locator.holdings("S1")["pboc"].node_key is None
@@ -592,7 +592,7 @@ def test_a_node_database_from_before_tickets_follows_its_new_feed_from_the_start
     """The old feed's consent ids and position mean nothing under per-node numbering: the node
     starts its own feed at 0 and keeps nothing of the old one."""
     from credex.node.directory_sync import DirectorySync, SyncSettings
-    from credex.runtime.db import open_database
+    from credex.node.schema import open_state
 
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as conn:
@@ -609,7 +609,7 @@ def test_a_node_database_from_before_tickets_follows_its_new_feed_from_the_start
 
     def sync() -> DirectorySync:
         return DirectorySync(
-            db=open_database(path),
+            db=open_state(path),
             cache_path=tmp_path / "registry",
             directory_key=SigningKey.generate().public,
             tls=lambda: None,  # type: ignore[arg-type,return-value]
@@ -632,10 +632,10 @@ def test_the_sync_loop_outlives_an_unexpected_error(tmp_path: Path) -> None:
     import asyncio
 
     from credex.node.directory_sync import DirectorySync, SyncSettings
-    from credex.runtime.db import open_database
+    from credex.node.schema import open_state
 
     sync = DirectorySync(
-        db=open_database(tmp_path / "state.db"),
+        db=open_state(tmp_path / "state.db"),
         cache_path=tmp_path / "registry",
         directory_key=SigningKey.generate().public,
         tls=lambda: None,  # type: ignore[arg-type,return-value]

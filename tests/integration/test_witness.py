@@ -33,15 +33,16 @@ from credex.protocol.errors import (
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import domain_tag, seal
 from credex.protocol.tls import TlsIdentity
-from credex.runtime.audit import WITNESSED, AuditEntry, AuditLog
-from credex.runtime.db import open_database, readonly_uri
+from credex.runtime.audit import AuditEntry, AuditLog
+from credex.runtime.db import readonly_uri
+from credex.runtime.schema import WITNESSED
 from credex.runtime.witness import MAX_CHECKPOINT_BYTES, CheckpointPublisher, WitnessStore
 from credex.v1 import directory_pb2, node_pb2
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from tests.harness import Federation
+from tests.harness import Federation, runtime_database
 
 OWNER = SigningKey.from_seed(b"witnessed-owner")
 NOW = 1_800_000_000.0
@@ -73,7 +74,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: Clock) -> WitnessStore:
-    return WitnessStore(open_database(tmp_path / "witness.db"), clock, keep=3, burst=1000)
+    return WitnessStore(runtime_database(tmp_path / "witness.db"), clock, keep=3, burst=1000)
 
 
 def test_newer_checkpoints_are_kept_and_the_same_one_again_is_answered_alike(
@@ -147,7 +148,7 @@ def test_what_is_not_the_owners_well_formed_checkpoint_is_refused(
 def test_a_caller_over_its_rate_is_refused_until_it_slows_down(
     tmp_path: Path, clock: Clock
 ) -> None:
-    store = WitnessStore(open_database(tmp_path / "w.db"), clock, rate_per_s=1.0, burst=3)
+    store = WitnessStore(runtime_database(tmp_path / "w.db"), clock, rate_per_s=1.0, burst=3)
     for _ in range(3):
         store.throttle("pboc")
     with pytest.raises(ResourceExhausted) as err:
@@ -349,7 +350,7 @@ def test_the_owner_hands_over_each_new_checkpoint_once_and_says_when_its_log_wen
     """A publisher whose witness is a real store in another database (called directly, as the
     RPC handler would): a new checkpoint goes over once; a log restored from an older backup
     is refused by the witness, and the owner's operator is told once per checkpoint."""
-    witness = WitnessStore(open_database(tmp_path / "witness.db"), clock)
+    witness = WitnessStore(runtime_database(tmp_path / "witness.db"), clock)
     calls: list[int] = []
 
     async def send(signed: Signed, deadline_s: float) -> int:
@@ -360,7 +361,7 @@ def test_the_owner_hands_over_each_new_checkpoint_once_and_says_when_its_log_wen
         return None
 
     def publisher_for(db: Path) -> tuple[AuditLog, CheckpointPublisher]:
-        log = AuditLog(open_database(db), clock, log_id="pboc", key=lambda: OWNER)
+        log = AuditLog(runtime_database(db), clock, log_id="pboc", key=lambda: OWNER)
         return log, CheckpointPublisher(log, lambda: {"directory": send}, durable)
 
     log, publisher = publisher_for(tmp_path / "pboc.db")

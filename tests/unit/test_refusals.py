@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from credex.runtime.audit import AuditEntry, AuditLog, verify_log
-from credex.runtime.db import open_database
 from credex.runtime.refusals import FIRST_WRITES_BURST, OVERFLOW_ACTOR, RefusalRecorder
+from tests.harness import runtime_database
 
 
 class Clock:
@@ -50,7 +50,7 @@ def rows(path: Path) -> list[tuple[str, str, int, str]]:
 def setup(tmp_path: Path) -> tuple[Path, Clock, AuditLog]:
     path = tmp_path / "state.db"
     clock = Clock()
-    return path, clock, AuditLog(open_database(path), clock)
+    return path, clock, AuditLog(runtime_database(path), clock)
 
 
 def test_the_first_refusal_is_written_at_once_and_the_rest_counted(
@@ -104,7 +104,7 @@ def test_a_crash_loses_only_the_counts_of_open_windows(tmp_path: Path) -> None:
     """Nothing written before the crash is lost; the first refusal of each kind never is."""
     path = tmp_path / "state.db"
     clock = Clock()
-    db = open_database(path)
+    db = runtime_database(path)
     recorder = RefusalRecorder(AuditLog(db, clock), clock)
     for i in range(10):
         recorder.record(refusal(i))

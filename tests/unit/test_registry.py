@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from credex.directory.registry import MemberInfo, Registry
+from credex.directory.schema import open_directory_database
 from credex.protocol.keys import SigningKey
-from credex.runtime.db import open_database
 from credex.v1.common_pb2 import Category
 from credex.v1.directory_pb2 import MemberRole
 
@@ -26,7 +26,7 @@ def member(member_id: str, key: SigningKey, endpoint: str = "") -> MemberInfo:
 
 
 def test_key_of_another_member_is_refused_and_nothing_is_lost(tmp_path: Path) -> None:
-    registry = Registry(open_database(tmp_path / "d.db"))
+    registry = Registry(open_directory_database(tmp_path / "d.db"))
     key = SigningKey.generate()
     registry.put(member("bank", key))
     with pytest.raises(ValueError, match="already uses key"):
@@ -37,7 +37,7 @@ def test_key_of_another_member_is_refused_and_nothing_is_lost(tmp_path: Path) ->
 
 
 def test_updating_a_member_keeps_one_entry(tmp_path: Path) -> None:
-    registry = Registry(open_database(tmp_path / "d.db"))
+    registry = Registry(open_directory_database(tmp_path / "d.db"))
     old, new = SigningKey.generate(), SigningKey.generate()
     registry.put(member("bank", old))
     registry.put(member("bank", new, endpoint="127.0.0.1:1"))
@@ -49,7 +49,10 @@ def test_updating_a_member_keeps_one_entry(tmp_path: Path) -> None:
 
 def test_changes_by_another_connection_are_seen(tmp_path: Path) -> None:
     path = tmp_path / "d.db"
-    reader, writer = Registry(open_database(path)), Registry(open_database(path))
+    reader, writer = (
+        Registry(open_directory_database(path)),
+        Registry(open_directory_database(path)),
+    )
     assert reader.get("bank") is None
     writer.put(member("bank", SigningKey.generate()))
     assert reader.get("bank") is not None

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from credex.directory.registry import MemberInfo, Registry
+from credex.directory.schema import open_directory_database
 from credex.protocol.errors import CredexError, Reason
 from credex.protocol.keys import SigningKey
 from credex.protocol.registry_view import RegistryView, member_keys
 from credex.protocol.signing import seal
-from credex.runtime.db import open_database
 from credex.v1.common_pb2 import Category
 from credex.v1.directory_pb2 import MemberRole, MemberStatus
 
@@ -36,7 +36,7 @@ def _member(member_id: str, role: MemberRole.ValueType, key: SigningKey) -> Memb
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    registry = Registry(open_database(tmp_path / "directory.db"))
+    registry = Registry(open_directory_database(tmp_path / "directory.db"))
     registry.put(_member("bank", MemberRole.MEMBER_ROLE_REQUESTER, SigningKey.generate()))
     registry.put(_member("lender", MemberRole.MEMBER_ROLE_REQUESTER, SigningKey.generate()))
     registry.put(_member("pboc", MemberRole.MEMBER_ROLE_NODE, SigningKey.generate()))

@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 
 from credex.directory.request_claims import RequestClaims
+from credex.directory.schema import open_directory_database
 from credex.protocol.errors import PermissionDenied, Reason
 from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import open_database, transaction
+from credex.runtime.schema import runtime_tables
 
 
 def test_an_id_is_claimed_once_and_a_rolled_back_claim_leaves_it_free(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "directory.db")
+    db = open_directory_database(tmp_path / "directory.db")
     claims = RequestClaims(db)
     with pytest.raises(RuntimeError), transaction(db):
         claims.claim("r-1", "bank", 1.0)
@@ -25,18 +27,24 @@ def test_an_id_is_claimed_once_and_a_rolled_back_claim_leaves_it_free(tmp_path: 
 
 
 def test_ids_served_before_the_upgrade_stay_taken(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "directory.db")
-    audit = AuditLog(db, lambda: 1.0)
+    """A directory database from before request claims (and before numbered migrations):
+    the ids of the profiles it served stay taken once it is migrated."""
+    path = tmp_path / "directory.db"
+    old = open_database(path)
+    runtime_tables(old.conn)  # what it had: an audit log, at schema version 0
+    audit = AuditLog(old, lambda: 1.0)
     audit.append(
         AuditEntry(request_id="r-old", actor="bank", action="profile", outcome="assembled")
     )
     audit.append(
         AuditEntry(request_id="r-refused", actor="bank", action="profile", outcome="refused:REPLAY")
     )
+    old.conn.close()
+    db = open_directory_database(path)
     claims = RequestClaims(db)
     with pytest.raises(PermissionDenied):
         claims.claim("r-old", "bank", 2.0)
     claims.claim("r-refused", "bank", 2.0)  # a refused request never held its id
-    RequestClaims(db)  # opening again changes nothing
+    again = RequestClaims(open_directory_database(path))  # migrated once: nothing changes
     with pytest.raises(PermissionDenied):
-        claims.claim("r-refused", "bank", 3.0)
+        again.claim("r-refused", "bank", 3.0)
