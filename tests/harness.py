@@ -269,8 +269,12 @@ class Federation:
             yield
         finally:
             self.clock.offset -= seconds
-            for service in self.node_services.values():
-                self.loop.run(service.sync.sync_once())
+            self.sync_nodes()
+
+    def sync_nodes(self) -> None:
+        """Every node pulls the registry and its feed now, rather than at its next tick."""
+        for service in self.node_services.values():
+            self.loop.run(service.sync.sync_once())
 
     @property
     def public_address(self) -> str:
@@ -418,7 +422,6 @@ def start_federation(
     nodes: dict[str, RunningNode] = {}
     recorder: RecordingNode | None = None
     recorders: dict[str, RecordingNode] = {}
-    services: list[NodeService] = []
     node_services: dict[str, NodeService] = {}
     fixtures = {
         **NODE_FIXTURES,
@@ -454,17 +457,13 @@ def start_federation(
             if node_id == "volunteers":
                 recorder = recorders[node_id]
         nodes[node_id] = loop.run(start_node(config, clock=clock, service=service, front=front))
-        services.append(service)
         node_services[node_id] = service
 
     requester_homes = {
         rid: loop.run(enroll_requester(settings, root / "requesters", rid, directory))
         for rid in ("bank", "school")
     }
-    # Nodes learn of new members at their next pull; do it now rather than wait for it.
-    for service in services:
-        loop.run(service.sync.sync_once())
-    return Federation(
+    fed = Federation(
         root=root,
         loop=loop,
         clock=clock,
@@ -482,3 +481,5 @@ def start_federation(
         recorders=recorders,
         node_services=node_services,
     )
+    fed.sync_nodes()  # nodes learn of new members at their next pull; do it now
+    return fed

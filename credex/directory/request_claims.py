@@ -15,8 +15,6 @@ import sqlite_utils
 from credex.directory.schema import PROFILE_REQUESTS
 from credex.protocol.errors import Reason, refused
 
-TABLE = PROFILE_REQUESTS
-
 
 class RequestClaims:
     def __init__(self, db: sqlite_utils.Database) -> None:
@@ -27,7 +25,8 @@ class RequestClaims:
         Call inside the transaction that records the nonce and the consent's use."""
         try:
             self._conn.execute(
-                f"INSERT INTO {TABLE} (request_id, requester_id, claimed_at) VALUES (?, ?, ?)",
+                f"INSERT INTO {PROFILE_REQUESTS} (request_id, requester_id, claimed_at) "
+                "VALUES (?, ?, ?)",
                 (request_id, requester_id, now),
             )
         except sqlite3.IntegrityError:

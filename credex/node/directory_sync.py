@@ -135,9 +135,7 @@ class DirectorySync:
             return
         self.version = view.version
         self._requesters = view.active_ids(pb.MemberRole.MEMBER_ROLE_REQUESTER)
-        self._revoked = {
-            serial: (revoked.revoked_at, revoked.reason) for serial, revoked in view.revoked.items()
-        }
+        self._revoked = view.revoked
         tmp = self._cache_path.with_name(self._cache_path.name + ".tmp")
         tmp.write_bytes(signed.SerializeToString())
         tmp.replace(self._cache_path)

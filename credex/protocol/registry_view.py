@@ -34,12 +34,6 @@ class MemberView:
         return self.status == MemberStatus.MEMBER_STATUS_ACTIVE
 
 
-@dataclass(frozen=True)
-class RevokedSerial:
-    revoked_at: float
-    reason: str
-
-
 class RegistryView:
     """One snapshot, read; `known_current_at` is when its holder last learned that it is
     still the directory's current version (its issue time until told otherwise)."""
@@ -51,8 +45,9 @@ class RegistryView:
         self.key_overlap_s = max(0.0, snapshot.key_overlap_s)
         self.known_current_at = self.issued_at if known_current_at is None else known_current_at
         self._members = {m.member_id: _member(m) for m in snapshot.members}
-        self.revoked = {
-            r.serial: RevokedSerial(from_timestamp(r.revoked_at), r.reason or "revoked")
+        # serial -> (from when it is refused, why), as credex.protocol.revocation takes it
+        self.revoked: dict[str, tuple[float, str]] = {
+            r.serial: (from_timestamp(r.revoked_at), r.reason or "revoked")
             for r in snapshot.revoked_certificates
         }
 

@@ -36,7 +36,6 @@ from credex.v1.common_pb2 import Signed
 
 GENESIS = hashlib.sha256(b"credex-audit-v1").digest()
 log_errors = logging.getLogger(__name__)
-TABLE, CHECKPOINTS, META = AUDIT_LOG, AUDIT_CHECKPOINTS, AUDIT_META  # see credex.runtime.schema
 # The chained fields, in the order they are hashed.
 FIELDS = (
     "seq",
@@ -110,13 +109,15 @@ class AuditLog:
         self._log_id = log_id
         self._key = key
         if log_id:  # whose log this is, for tools that read it without knowing
-            self._conn.execute(f"INSERT OR REPLACE INTO {META} VALUES ('log_id', ?)", (log_id,))
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO {AUDIT_META} VALUES ('log_id', ?)", (log_id,)
+            )
         row = self._conn.execute(
-            f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
+            f"SELECT seq, hash FROM {AUDIT_LOG} ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         self._seq: int = int(row[0]) if row else 0
         self._head: bytes = bytes(row[1]) if row else GENESIS
-        last = self._conn.execute(f"SELECT max(seq) FROM {CHECKPOINTS}").fetchone()[0]
+        last = self._conn.execute(f"SELECT max(seq) FROM {AUDIT_CHECKPOINTS}").fetchone()[0]
         self._checkpointed: int = int(last or 0)
 
     @property
@@ -127,7 +128,9 @@ class AuditLog:
     @property
     def size(self) -> int:
         """Entries in the log (sequence numbers run 1…n without gaps)."""
-        return int(self._conn.execute(f"SELECT coalesce(max(seq), 0) FROM {TABLE}").fetchone()[0])
+        return int(
+            self._conn.execute(f"SELECT coalesce(max(seq), 0) FROM {AUDIT_LOG}").fetchone()[0]
+        )
 
     def append(self, entry: AuditEntry) -> int:
         """Chain and store one entry; committed when this returns unless the caller holds a
@@ -143,7 +146,7 @@ class AuditLog:
             return self._insert(row)
 
     def _insert(self, row: dict[str, Any]) -> int:
-        head = self._conn.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1")
+        head = self._conn.execute(f"SELECT seq, hash FROM {AUDIT_LOG} ORDER BY seq DESC LIMIT 1")
         last = head.fetchone()
         seq, prev = (int(last[0]), bytes(last[1])) if last else (0, GENESIS)
         row["seq"] = seq + 1
@@ -151,7 +154,7 @@ class AuditLog:
         columns = ", ".join((*FIELDS, "count", *OPTIONAL_FIELDS, "hash"))
         marks = ", ".join("?" for _ in range(len(FIELDS) + len(OPTIONAL_FIELDS) + 2))
         self._conn.execute(
-            f"INSERT INTO {TABLE} ({columns}) VALUES ({marks})",
+            f"INSERT INTO {AUDIT_LOG} ({columns}) VALUES ({marks})",
             (*(row[f] for f in FIELDS), row["count"], *(row[f] for f in OPTIONAL_FIELDS), digest),
         )
         self._seq, self._head = seq + 1, digest
@@ -162,7 +165,7 @@ class AuditLog:
         if self._key is None:
             return False
         last = self._conn.execute(
-            f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1"
+            f"SELECT seq, hash FROM {AUDIT_LOG} ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         if last is None or int(last[0]) == self._checkpointed:
             return False
@@ -177,7 +180,7 @@ class AuditLog:
             self._key(),
         )
         self._conn.execute(
-            f"INSERT OR REPLACE INTO {CHECKPOINTS} VALUES (?, ?)",
+            f"INSERT OR REPLACE INTO {AUDIT_CHECKPOINTS} VALUES (?, ?)",
             (self._seq, signed.SerializeToString()),
         )
         self._checkpointed = self._seq
@@ -186,7 +189,7 @@ class AuditLog:
     def latest_checkpoint(self) -> tuple[int, Signed] | None:
         """The newest signed checkpoint and the number of entries it covers, if any."""
         row = self._conn.execute(
-            f"SELECT seq, signed FROM {CHECKPOINTS} ORDER BY seq DESC LIMIT 1"
+            f"SELECT seq, signed FROM {AUDIT_CHECKPOINTS} ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
@@ -203,7 +206,7 @@ class AuditLog:
         """Entries in order (or newest first), optionally filtered (`where` is SQL with ?
         placeholders) and at most `limit` of them (-1: all)."""
         order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT * FROM {TABLE} WHERE {where} ORDER BY seq {order} LIMIT ?"
+        sql = f"SELECT * FROM {AUDIT_LOG} WHERE {where} ORDER BY seq {order} LIMIT ?"
         for row in self._db.query(sql, (*params, limit)):
             row["categories"] = json.loads(row["categories"])
             yield row
@@ -237,7 +240,7 @@ class VerifyReport:
 
 
 def _rows(conn: sqlite3.Connection) -> list[tuple[dict[str, Any], bytes]]:
-    cursor = conn.execute(f"SELECT * FROM {TABLE} ORDER BY seq")
+    cursor = conn.execute(f"SELECT * FROM {AUDIT_LOG} ORDER BY seq")
     names = [d[0] for d in cursor.description]
     rows = []
     for values in cursor:
@@ -265,7 +268,7 @@ def log_owner(path: Path) -> str:
 def _log_id(conn: sqlite3.Connection) -> str:
     """Whose log the database holds, as its owner recorded it ("" if it does not say)."""
     try:
-        row = conn.execute(f"SELECT value FROM {META} WHERE key = 'log_id'").fetchone()
+        row = conn.execute(f"SELECT value FROM {AUDIT_META} WHERE key = 'log_id'").fetchone()
     except sqlite3.Error:
         return ""
     return str(row[0]) if row else ""
@@ -358,7 +361,9 @@ def verify_log(
             rows = _rows(conn)
             own = [
                 _Copy(int(seq), bytes(blob))
-                for seq, blob in conn.execute(f"SELECT seq, signed FROM {CHECKPOINTS} ORDER BY seq")
+                for seq, blob in conn.execute(
+                    f"SELECT seq, signed FROM {AUDIT_CHECKPOINTS} ORDER BY seq"
+                )
             ]
             report.log_id = _log_id(conn)
         finally:

@@ -15,8 +15,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from credex.runtime.audit import META, TABLE
 from credex.runtime.db import readonly_uri
+from credex.runtime.schema import AUDIT_LOG, AUDIT_META
 
 # A query the directory marked so never reached the node, or never came back: the node may
 # rightly have no entry for it, or any.
@@ -85,13 +85,13 @@ def _read(path: Path, sql: str) -> list[tuple[str, ...]]:
 
 def _digest_column(path: Path) -> str:
     """The query digest column, or '' for a log written before it existed."""
-    columns = {row[1] for row in _read(path, f"PRAGMA table_info({TABLE})")}
+    columns = {row[1] for row in _read(path, f"PRAGMA table_info({AUDIT_LOG})")}
     return "query_digest" if "query_digest" in columns else "''"
 
 
 def _owner(path: Path) -> str:
     """Whose log this is, as its owner recorded it, when no entry names a node."""
-    rows = _read(path, f"SELECT value FROM {META} WHERE key = 'log_id'")
+    rows = _read(path, f"SELECT value FROM {AUDIT_META} WHERE key = 'log_id'")
     if rows and rows[0][0]:
         return rows[0][0]
     raise ValueError(f"cannot tell which node {path} belongs to: it names none")
@@ -106,7 +106,7 @@ def reconcile(directory_log: Path, node_logs: list[Path]) -> ReconcileReport:
         for query_id, node_id, outcome, link, query_digest, answer_digest in _read(
             directory_log,
             f"SELECT request_id, node_id, outcome, link, {_digest_column(directory_log)}, "
-            f"disclosed_digest FROM {TABLE} WHERE action = 'query'",
+            f"disclosed_digest FROM {AUDIT_LOG} WHERE action = 'query'",
         )
     }
     report.directory_queries = len(sent)
@@ -114,7 +114,7 @@ def reconcile(directory_log: Path, node_logs: list[Path]) -> ReconcileReport:
         rows = _read(
             path,
             f"SELECT request_id, node_id, outcome, {_digest_column(path)}, disclosed_digest "
-            f"FROM {TABLE} WHERE action = 'query' ORDER BY seq",
+            f"FROM {AUDIT_LOG} WHERE action = 'query' ORDER BY seq",
         )
         node_ids = {row[1] for row in rows if row[1]}
         if len(node_ids) > 1:

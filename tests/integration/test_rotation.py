@@ -236,14 +236,14 @@ def _rotate_courts(fed: Federation) -> tuple[SigningKey, float]:
     return old_key, valid_until
 
 
-def _resigned(fed: Federation, signed: Any, old_key: SigningKey, answered_at: float) -> Any:
-    """`signed` with courts' answer re-dated and signed by `old_key`, the profile re-signed by
-    the directory: what a holder of the old key and a dishonest directory could send."""
+def _resigned(fed: Federation, signed: Any, key: SigningKey, answered_at: float) -> Any:
+    """`signed` with courts' answer re-dated and signed by `key`, the profile re-signed by the
+    directory: what a holder of that key and a dishonest directory could send."""
     profile = pb.Profile.FromString(signed.body)
     courts = next(r for r in profile.nodes if r.node_id == "courts")
     answer = NodeAnswer.FromString(courts.answer.body)
     answer.answered_at.FromSeconds(int(answered_at))
-    courts.answer.CopyFrom(seal(answer, old_key))
+    courts.answer.CopyFrom(seal(answer, key))
     return seal(profile, fed.directory_key)
 
 
@@ -291,3 +291,17 @@ def test_a_client_holding_the_registry_from_before_a_rotation_refuses_the_old_ke
         federation.loop.run(
             bank.verify_profile(_resigned(federation, signed, old_key, valid_until + 60))
         )
+
+
+def test_an_answer_dated_past_what_even_a_fresh_registry_vouches_for_is_refused(
+    federation: Federation,
+) -> None:
+    """An answer under a node's current key, dated beyond the overlap after the registry was
+    last known current (a node's clock far ahead, or a forged date): the client asks the
+    registry again, and still cannot vouch for the key then."""
+    bank = federation.requester("bank")
+    signed = _raw_profile(federation, _judicial_consent(federation))
+    current = SigningKey.load(load_node_config(federation.node_configs["courts"]).signing_key)
+    far = federation.clock() + KEY_OVERLAP_S + 3600
+    with pytest.raises(ProfileVerificationError, match="dated after the registry vouches"):
+        federation.loop.run(bank.verify_profile(_resigned(federation, signed, current, far)))
