@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DIR ?= var/demo
 
-.PHONY: setup run test bench bench-quick lint typecheck unit protos clean
+.PHONY: setup run test bench bench-quick lint typecheck unit protos release-contract clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,8 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/buf lint
+	$(BIN)/buf breaking --against protos/released.binpb
 
 typecheck: setup
 	$(BIN)/mypy
@@ -43,6 +45,10 @@ unit: setup
 ## Regenerate the committed gRPC/protobuf code under credex/v1 from protos/.
 protos: setup
 	$(BIN)/python tools/protogen.py --out .
+
+## Make the current contract the one `buf breaking` protects (after a release, on purpose).
+release-contract: setup
+	$(BIN)/buf build --exclude-source-info -o protos/released.binpb
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -39,6 +39,7 @@ from credex.sdk.client import (
     SubjectClient,
     VerifiedProfile,
 )
+from credex.sdk.link import DirectoryLink
 from credex.sdk.member_home import MemberHome, enroll_home
 from credex.sdk.rotation import rotate_key
 
@@ -52,6 +53,7 @@ __all__ = [
     "ConsentView",
     "CredexError",
     "DeadlineExceeded",
+    "DirectoryLink",
     "DisputeView",
     "FactorView",
     "FailedPrecondition",

@@ -22,6 +22,8 @@ def generate(out: Path) -> list[Path]:
     protos = sorted(p.relative_to(PROTO_ROOT).as_posix() for p in PROTO_ROOT.rglob("*.proto"))
     target = out / "credex" / "v1"
     target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*_pb2*.py*"):  # a removed or renamed .proto leaves nothing behind
+        old.unlink()
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     include = str(Path(protoc.__file__).parent / "_proto")

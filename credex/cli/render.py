@@ -15,7 +15,7 @@ from rich.text import Text
 
 from credex.protocol.vocab import category_names
 from credex.sdk.client import AccessLog, ConsentView, HolderView, ScoreView, VerifiedProfile
-from credex.v1.directory_pb2 import Member, MemberRole, MemberStatus
+from credex.v1.member_pb2 import Member, MemberRole, MemberStatus
 
 STATUS_STYLE = {"OK": "green", "NOT_FOUND": "yellow"}
 

@@ -10,8 +10,8 @@ from credex.protocol.errors import CredexError
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import digest, parse, seal, verify
 from credex.v1.common_pb2 import Signed
-from credex.v1.directory_pb2 import NodeResult, NodeStatus, Profile
 from credex.v1.node_pb2 import NodeAnswer
+from credex.v1.requester_pb2 import NodeResult, NodeStatus, Profile
 
 
 def node_result(reply: NodeReply, now: float) -> NodeResult:

@@ -19,7 +19,7 @@ from cryptography import x509
 from credex.protocol.clock import from_timestamp, to_timestamp
 from credex.protocol.identity import serial_hex
 from credex.protocol.signing import domain_tag
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import member_pb2
 from credex.v1.common_pb2 import Signed
 
 # How long the answer to an identity request is kept for a retry of that request.
@@ -35,7 +35,7 @@ def request_digest(signed: Signed, message_type: type[object]) -> str:
     return hashlib.sha256(tag + signed.body + b"\0" + signed.signature).hexdigest()
 
 
-def revocation_of(revoked: pb.RevokedCertificate) -> tuple[float, str]:
+def revocation_of(revoked: member_pb2.RevokedCertificate) -> tuple[float, str]:
     """(refused from, why) of a listed certificate."""
     return from_timestamp(revoked.revoked_at), revoked.reason
 
@@ -95,7 +95,7 @@ class CertificateLog:
             )
         self._data_version = -1
 
-    def revoked(self, now: float) -> list[pb.RevokedCertificate]:
+    def revoked(self, now: float) -> list[member_pb2.RevokedCertificate]:
         """Every unexpired certificate servers refuse now or later, for the signed registry:
         explicitly revoked ones, and those of members not active (refused since the epoch)."""
         rows = self._conn.execute(
@@ -110,7 +110,7 @@ class CertificateLog:
             (now,),
         )
         return [
-            pb.RevokedCertificate(
+            member_pb2.RevokedCertificate(
                 serial=str(serial),
                 member_id=str(member_id),
                 revoked_at=to_timestamp(float(revoked_from)),

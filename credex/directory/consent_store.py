@@ -14,7 +14,7 @@ from credex.protocol.errors import CredexError, Reason, refused
 from credex.protocol.signing import parse
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentStatus
-from credex.v1.directory_pb2 import ConsentChange
+from credex.v1.federation_pb2 import ConsentChange
 
 S = ConsentStatus
 _STATUS_TEXT = {

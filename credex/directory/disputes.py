@@ -23,11 +23,11 @@ from credex.protocol.clock import Clock, to_timestamp
 from credex.protocol.errors import NotFound, Reason, from_rpc_error, refused
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import dispute_pb2
 from credex.v1.node_pb2 import DisputeNotice, ReceiveDisputeRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
 
-D = pb.DisputeStatus
+D = dispute_pb2.DisputeStatus
 STATUS_TEXT = {
     D.DISPUTE_STATUS_OPEN: "open",
     D.DISPUTE_STATUS_CORRECTED: "corrected",
@@ -48,7 +48,7 @@ def new_dispute_id() -> str:
 @dataclass(frozen=True)
 class StoredDispute:
     subject_id: str
-    state: pb.DisputeState
+    state: dispute_pb2.DisputeState
 
 
 class DisputeDesk:
@@ -73,7 +73,7 @@ class DisputeDesk:
         self._filing: set[str] = set()  # dispute ids being handed to their node now
         # Every attempt to file, of the last hour: what the per-subject rate counts.
 
-    async def file(self, dispute: pb.Dispute) -> pb.DisputeState:
+    async def file(self, dispute: dispute_pb2.Dispute) -> dispute_pb2.DisputeState:
         """Hand the dispute to its node, then record it; a node that cannot be reached means
         nothing was filed (the subject may try again)."""
         if not 0 < len(dispute.dispute_id) <= 128 or not 0 < len(dispute.record_id) <= 256:
@@ -92,7 +92,7 @@ class DisputeDesk:
         finally:
             self._filing.discard(dispute.dispute_id)
 
-    async def _file(self, dispute: pb.Dispute) -> pb.DisputeState:
+    async def _file(self, dispute: dispute_pb2.Dispute) -> dispute_pb2.DisputeState:
         self._attempt(dispute.subject_id)
         local_id = self._locator.locate(dispute.subject_id).get(dispute.node_id)
         node = self._registry.get(dispute.node_id)
@@ -170,7 +170,7 @@ class DisputeDesk:
             "INSERT INTO dispute_attempts (subject_id, at) VALUES (?, ?)", (subject_id, now)
         )
 
-    def resolve(self, resolution: pb.DisputeResolution) -> pb.DisputeState:
+    def resolve(self, resolution: dispute_pb2.DisputeResolution) -> dispute_pb2.DisputeState:
         """Record a node's decision about a dispute on one of its own records."""
         stored = self.get(resolution.dispute_id)
         if stored is None:
@@ -200,7 +200,7 @@ class DisputeDesk:
         ).fetchone()
         return _stored(row) if row else None
 
-    def for_subject(self, subject_id: str) -> list[pb.DisputeState]:
+    def for_subject(self, subject_id: str) -> list[dispute_pb2.DisputeState]:
         rows = self._conn.execute(
             f"SELECT {_COLUMNS} FROM disputes WHERE subject_id = ? ORDER BY filed_at",
             (subject_id,),
@@ -217,7 +217,7 @@ _COLUMNS = (
 def _stored(row: tuple[object, ...]) -> StoredDispute:
     (dispute_id, subject_id, node_id, record_id, reason, status, resolution, filed, resolved,
      category) = row  # fmt: skip
-    state = pb.DisputeState(
+    state = dispute_pb2.DisputeState(
         dispute_id=str(dispute_id),
         node_id=str(node_id),
         record_id=str(record_id),

@@ -25,8 +25,7 @@ from credex.protocol.pki import cert_pem
 from credex.protocol.signing import open_signed, parse
 from credex.runtime.db import transaction
 from credex.runtime.handlers import RpcRuntime, rpc_handler
-from credex.v1 import directory_pb2 as pb
-from credex.v1 import directory_pb2_grpc
+from credex.v1 import enrollment_pb2, enrollment_pb2_grpc, member_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -105,7 +104,7 @@ class TokenStore:
             raise refused(Reason.ENROLLMENT_REFUSED, "enrollment token already used")
 
 
-class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
+class EnrollmentService(enrollment_pb2_grpc.EnrollmentServiceServicer):
     def __init__(
         self,
         *,
@@ -130,15 +129,21 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
         self._clock = clock
 
     @rpc_handler
-    async def Enroll(self, request: pb.EnrollRequest, context: Context) -> pb.EnrollResponse:
-        claimed = parse(request.enrollment.body, pb.Enrollment, what="enrollment")
+    async def Enroll(
+        self, request: enrollment_pb2.EnrollRequest, context: Context
+    ) -> enrollment_pb2.EnrollResponse:
+        claimed = parse(request.enrollment.body, enrollment_pb2.Enrollment, what="enrollment")
         try:
             key = VerifyKey(claimed.signing_key)
         except ValueError as exc:
             raise refused(Reason.MALFORMED, f"signing key: {exc}") from None
         # Signed by the key it registers: the member holds that key.
-        enrollment = open_signed(request.enrollment, pb.Enrollment, key, what="enrollment")
-        done = self._identity.stored(request.enrollment, pb.Enrollment, pb.EnrollResponse)
+        enrollment = open_signed(
+            request.enrollment, enrollment_pb2.Enrollment, key, what="enrollment"
+        )
+        done = self._identity.stored(
+            request.enrollment, enrollment_pb2.Enrollment, enrollment_pb2.EnrollResponse
+        )
         if done is not None:  # exactly this request was answered: the member lost the reply
             return done  # type: ignore[no-any-return]
         now = self._clock()
@@ -153,7 +158,7 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
             raise refused(Reason.ENROLLMENT_REFUSED, "that id is the directory's")
         existing = self._registry.get(grant.member_id)
         if grant.reset:
-            if existing is None or existing.status == pb.MemberStatus.MEMBER_STATUS_REMOVED:
+            if existing is None or existing.status == member_pb2.MemberStatus.MEMBER_STATUS_REMOVED:
                 raise refused(Reason.ENROLLMENT_REFUSED, f"{grant.member_id} cannot enroll again")
         elif existing is not None:
             raise refused(Reason.MEMBER_EXISTS, f"{grant.member_id} is already a member")
@@ -181,9 +186,9 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
             assert member is not None
             return self._identity.remember(  # type: ignore[no-any-return]
                 request.enrollment,
-                pb.Enrollment,
+                enrollment_pb2.Enrollment,
                 member.member_id,
-                pb.EnrollResponse(
+                enrollment_pb2.EnrollResponse(
                     certificate_pem=cert_pem(cert),
                     ca_certificate_pem=cert_pem(self._ca_cert),
                     directory_public_key=self._directory_key.public.raw,
@@ -194,7 +199,7 @@ class EnrollmentService(directory_pb2_grpc.EnrollmentServiceServicer):
 
     @rpc_handler
     async def RenewCertificate(
-        self, request: pb.RenewCertificateRequest, context: Context
-    ) -> pb.RenewCertificateResponse:
+        self, request: enrollment_pb2.RenewCertificateRequest, context: Context
+    ) -> enrollment_pb2.RenewCertificateResponse:
         """A fresh certificate, authorised by the member's current signing key alone."""
         return self._identity.renew(request)

@@ -28,7 +28,7 @@ from credex.protocol.signing import open_signed, parse, verify
 from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import transaction
 from credex.runtime.peers import peer_identity, require_peer
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import enrollment_pb2, member_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # How far a signed rotation or renewal may be from the directory's clock.
@@ -101,17 +101,25 @@ class IdentityDesk:
 
     # --- renewal ---------------------------------------------------------------------------
 
-    def renew(self, request: pb.RenewCertificateRequest) -> pb.RenewCertificateResponse:
+    def renew(
+        self, request: enrollment_pb2.RenewCertificateRequest
+    ) -> enrollment_pb2.RenewCertificateResponse:
         """A new certificate for an active member, authorised by its current signing key."""
-        claimed = parse(request.renewal.body, pb.CertificateRenewal, what="renewal")
+        claimed = parse(request.renewal.body, enrollment_pb2.CertificateRenewal, what="renewal")
         member = self._registry.get(claimed.member_id)
         if member is None:
             raise refused(Reason.UNKNOWN_SIGNER, f"no member {claimed.member_id!r}")
         # the current key only: a rotated-away or reset key renews nothing
-        renewal = open_signed(request.renewal, pb.CertificateRenewal, member.key, what="renewal")
+        renewal = open_signed(
+            request.renewal, enrollment_pb2.CertificateRenewal, member.key, what="renewal"
+        )
         if not member.active:
             raise refused(Reason.MEMBER_SUSPENDED, f"{member.member_id} is {member.status_name}")
-        done = self.stored(request.renewal, pb.CertificateRenewal, pb.RenewCertificateResponse)
+        done = self.stored(
+            request.renewal,
+            enrollment_pb2.CertificateRenewal,
+            enrollment_pb2.RenewCertificateResponse,
+        )
         if done is not None:
             return done  # type: ignore[no-any-return]
         self._fresh(renewal.issued_at, "renewal")
@@ -128,28 +136,32 @@ class IdentityDesk:
             )
             return self.remember(  # type: ignore[no-any-return]
                 request.renewal,
-                pb.CertificateRenewal,
+                enrollment_pb2.CertificateRenewal,
                 member.member_id,
-                pb.RenewCertificateResponse(certificate_pem=cert_pem(cert)),
+                enrollment_pb2.RenewCertificateResponse(certificate_pem=cert_pem(cert)),
             )
 
     # --- rotation --------------------------------------------------------------------------
 
-    def rotate(self, request: pb.RotateKeyRequest, context: Context) -> pb.RotateKeyResponse:
+    def rotate(
+        self, request: member_pb2.RotateKeyRequest, context: Context
+    ) -> member_pb2.RotateKeyResponse:
         """A new signing key and certificate for the caller. The old key, and certificates
         issued before, keep working for the overlap so requests in flight are not lost and a
         lost reply can be fetched again with the same request."""
-        claimed = parse(request.rotation.body, pb.KeyRotation, what="key rotation")
+        claimed = parse(request.rotation.body, member_pb2.KeyRotation, what="key rotation")
         member = self._registry.get(claimed.member_id)
         if member is None or not member.active:
             raise refused(Reason.UNKNOWN_SIGNER, f"{claimed.member_id!r} is not active")
-        done = self.stored(request.rotation, pb.KeyRotation, pb.RotateKeyResponse)
+        done = self.stored(request.rotation, member_pb2.KeyRotation, member_pb2.RotateKeyResponse)
         if done is not None:  # exactly this request was answered: the member lost the reply
             require_peer(context, member.member_id)
             if request.proof.body != request.rotation.body:
                 raise refused(Reason.BAD_SIGNATURE, "no proof of holding the new key")
             return done  # type: ignore[no-any-return]
-        rotation = open_signed(request.rotation, pb.KeyRotation, member.key, what="key rotation")
+        rotation = open_signed(
+            request.rotation, member_pb2.KeyRotation, member.key, what="key rotation"
+        )
         require_peer(context, member.member_id)
         now = self._clock()
         self._fresh(rotation.issued_at, "key rotation")
@@ -158,7 +170,7 @@ class IdentityDesk:
         except ValueError as exc:
             raise refused(Reason.MALFORMED, f"new signing key: {exc}") from None
         if request.proof.body != request.rotation.body or not verify(
-            request.proof, pb.KeyRotation, new_key
+            request.proof, member_pb2.KeyRotation, new_key
         ):
             raise refused(Reason.BAD_SIGNATURE, "no proof of holding the new key")
         if self._registry.key_in_use(new_key.key_id):
@@ -187,9 +199,9 @@ class IdentityDesk:
             )
             return self.remember(  # type: ignore[no-any-return]
                 request.rotation,
-                pb.KeyRotation,
+                member_pb2.KeyRotation,
                 member.member_id,
-                pb.RotateKeyResponse(
+                member_pb2.RotateKeyResponse(
                     certificate_pem=cert_pem(cert), old_key_valid_until=to_timestamp(valid_until)
                 ),
             )

@@ -20,7 +20,7 @@ from credex.protocol.clock import Clock, to_timestamp
 from credex.protocol.errors import CredexError
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import federation_pb2, member_pb2
 from credex.v1.common_pb2 import Signed
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
@@ -72,13 +72,13 @@ class Publisher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def registry(self, known_version: int) -> pb.GetRegistryResponse:
+    def registry(self, known_version: int) -> member_pb2.GetRegistryResponse:
         """The signed snapshot, or just the version when the caller is current. A snapshot is
         signed once per version and re-signed when it is older than a minute, so its
         issue time tells nodes how fresh it is."""
         version = self._registry.version
         if known_version == version:
-            return pb.GetRegistryResponse(version=version)
+            return member_pb2.GetRegistryResponse(version=version)
         cached = self._signed_snapshot
         now = self._clock()
         if cached is None or cached[0] != version:
@@ -90,13 +90,13 @@ class Publisher:
             )
             self._signed_snapshot = (version, seal(snapshot, self._key))
         assert self._signed_snapshot is not None
-        return pb.GetRegistryResponse(snapshot=self._signed_snapshot[1], version=version)
+        return member_pb2.GetRegistryResponse(snapshot=self._signed_snapshot[1], version=version)
 
     def feed(self, node_id: str, after_seq: int) -> Signed:
         """`node_id`'s feed after `after_seq`, signed; it holds only that node's tickets."""
         changes, latest = self._consents.changes_after(node_id, after_seq, FEED_PAGE)
         return seal(
-            pb.RevocationFeed(
+            federation_pb2.RevocationFeed(
                 after_seq=after_seq,
                 latest_seq=latest,
                 changes=changes,

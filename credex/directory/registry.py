@@ -17,8 +17,8 @@ from credex.protocol.clock import to_timestamp
 from credex.protocol.key_history import KeyHistory, KeyPeriod
 from credex.protocol.keys import VerifyKey
 from credex.runtime.db import transaction
-from credex.v1 import directory_pb2 as pb
-from credex.v1.directory_pb2 import MemberRole, MemberStatus
+from credex.v1 import member_pb2
+from credex.v1.member_pb2 import MemberRole, MemberStatus
 
 ROLE_NAMES = {MemberRole.MEMBER_ROLE_NODE: "node", MemberRole.MEMBER_ROLE_REQUESTER: "requester"}
 ROLES_BY_NAME = {v: k for k, v in ROLE_NAMES.items()}
@@ -68,8 +68,8 @@ class MemberInfo:
     def active(self) -> bool:
         return self.status == MemberStatus.MEMBER_STATUS_ACTIVE
 
-    def to_proto(self) -> pb.Member:
-        return pb.Member(
+    def to_proto(self) -> member_pb2.Member:
+        return member_pb2.Member(
             member_id=self.member_id,
             role=self.role,
             name=self.name,
@@ -80,7 +80,7 @@ class MemberInfo:
             endpoint=self.endpoint,
             status=self.status,
             retired_keys=[
-                pb.RetiredKey(public_key=key.raw, valid_until=to_timestamp(until))
+                member_pb2.RetiredKey(public_key=key.raw, valid_until=to_timestamp(until))
                 for key, until in self.retired
             ],
         )
@@ -227,11 +227,11 @@ class Registry:
         self,
         directory_id: str,
         now: float,
-        revoked: Iterable[pb.RevokedCertificate] = (),
+        revoked: Iterable[member_pb2.RevokedCertificate] = (),
         *,
         key_overlap_s: float = 0.0,
-    ) -> pb.RegistrySnapshot:
-        return pb.RegistrySnapshot(
+    ) -> member_pb2.RegistrySnapshot:
+        return member_pb2.RegistrySnapshot(
             version=self.version,
             issued_at=to_timestamp(now),
             directory_id=directory_id,

@@ -34,9 +34,9 @@ from credex.protocol.signing import seal
 from credex.runtime.logs import REQUEST_ID_KEY
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import SubjectAttestation
-from credex.v1.directory_pb2 import NodeStatus
 from credex.v1.node_pb2 import NodeQuery, QueryRecordsRequest, QueryRecordsResponse
 from credex.v1.node_pb2_grpc import NodeServiceStub
+from credex.v1.requester_pb2 import NodeStatus
 
 QUERY_LIFETIME_S = 60.0
 ATTESTATION_CACHE_SIZE = 100_000

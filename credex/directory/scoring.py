@@ -14,7 +14,7 @@ from pathlib import Path
 
 from credex.protocol.clock import to_timestamp
 from credex.protocol.config import ConfigError, load_toml, require_str
-from credex.v1.directory_pb2 import Score, ScoreFactor
+from credex.v1.requester_pb2 import Score, ScoreFactor
 
 DAY_S = 86_400.0
 MAX_FACTORS = 4

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import sqlite_utils
+from google.protobuf.descriptor import ServiceDescriptor
 
 from credex.directory.certificates import CertificateLog
 from credex.directory.config import DirectorySettings
@@ -15,16 +17,18 @@ from credex.directory.consent_store import ConsentStore
 from credex.directory.dialing import GuardedChannels
 from credex.directory.disputes import DisputeDesk
 from credex.directory.enrollment import EnrollmentService, TokenStore
+from credex.directory.federation_service import FederationService
 from credex.directory.identity import IdentityDesk
 from credex.directory.locator import Locator
+from credex.directory.member_service import MemberService
 from credex.directory.publication import Publisher
 from credex.directory.quotas import PurposeQuota
 from credex.directory.registry import Registry
 from credex.directory.request_claims import RequestClaims
+from credex.directory.requester_service import RequesterService
 from credex.directory.router import ANSWER_ENVELOPE_BYTES, Router
 from credex.directory.schema import open_directory_database
 from credex.directory.scoring import load_policy
-from credex.directory.service import DirectoryService
 from credex.directory.subject_service import SubjectService
 from credex.directory.verify import RequestVerifier
 from credex.directory.witness import NodeCheckpoints, node_witnesses
@@ -34,6 +38,7 @@ from credex.protocol.pki import CertificateAuthority
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.app import ServerApp
 from credex.runtime.audit import AuditLog, checkpoint_every
+from credex.runtime.db import unreadable
 from credex.runtime.freshness import NonceStore
 from credex.runtime.group_commit import GroupCommit
 from credex.runtime.handlers import RpcRuntime
@@ -43,9 +48,9 @@ from credex.runtime.ports import bind
 from credex.runtime.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard, RefusalRecorder
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
-from credex.v1 import directory_pb2
+from credex.v1 import enrollment_pb2, federation_pb2, member_pb2, requester_pb2, subject_pb2
 
-SERVICES = directory_pb2.DESCRIPTOR.services_by_name
+ENROLLMENT = enrollment_pb2.DESCRIPTOR.services_by_name["EnrollmentService"]
 
 
 @dataclass(kw_only=True)
@@ -68,9 +73,14 @@ class RunningDirectory(ServerApp):
 
 @dataclass
 class DirectoryServices:
-    members: DirectoryService
+    """The directory's services by audience, and what they share."""
+
+    members: MemberService
+    requesters: RequesterService
+    federation: FederationService
     subjects: SubjectService
     enrollment: EnrollmentService
+    db: sqlite_utils.Database
     router: Router
     publisher: Publisher
     audit: AuditLog
@@ -79,6 +89,31 @@ class DirectoryServices:
     tls: TlsIdentity
     checkpoints: CheckpointPublisher
     refusals: RefusalRecorder
+
+    def health_problem(self) -> str | None:
+        """Why the directory should not be sent requests now: its database is unusable or
+        the disk failed to sync it."""
+        if self.commits.failure is not None:
+            return self.commits.failure
+        problem = unreadable(self.db.conn)
+        return f"directory database unusable: {problem}" if problem else None
+
+    def on_member_port(self) -> list[tuple[object, ServiceDescriptor]]:
+        """Mutual TLS: members, requesters and nodes; renewal over a member's own connection
+        too (the public port serves it without one)."""
+        return [
+            (self.members, member_pb2.DESCRIPTOR.services_by_name["MemberService"]),
+            (self.requesters, requester_pb2.DESCRIPTOR.services_by_name["RequesterService"]),
+            (self.federation, federation_pb2.DESCRIPTOR.services_by_name["FederationService"]),
+            (self.enrollment, ENROLLMENT),
+        ]
+
+    def on_public_port(self) -> list[tuple[object, ServiceDescriptor]]:
+        """Server-side TLS: subjects, who hold no certificate, and enrollment."""
+        return [
+            (self.subjects, subject_pb2.DESCRIPTOR.services_by_name["SubjectService"]),
+            (self.enrollment, ENROLLMENT),
+        ]
 
 
 def tls_identity(settings: DirectorySettings) -> TlsIdentity:
@@ -160,10 +195,19 @@ def build_services(
         claims=RequestClaims(db),
     )
     runtime = RpcRuntime(commits=commits, metrics=metrics, callers=callers)
+    # revoked certificates refused on every call of the member port
+    member_port = dataclasses.replace(runtime, check_peer=identity.check_peer)
     return DirectoryServices(
-        members=DirectoryService(
-            # revoked certificates refused on every call of the member port
-            runtime=dataclasses.replace(runtime, check_peer=identity.check_peer),
+        members=MemberService(
+            runtime=member_port,
+            key=key,
+            registry=registry,
+            publisher=publisher,
+            identity=identity,
+            directory_id=settings.directory_id,
+        ),
+        requesters=RequesterService(
+            runtime=member_port,
             key=key,
             registry=registry,
             locator=locator,
@@ -173,14 +217,20 @@ def build_services(
             clock=clock,
             db=db,
             limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
-            publisher=publisher,
-            identity=identity,
-            endpoints=settings.endpoints,
-            directory_id=settings.directory_id,
             policy=load_policy(settings.policy_path),
+            max_profile_bytes=settings.max_profile_bytes,
+        ),
+        federation=FederationService(
+            runtime=member_port,
+            registry=registry,
+            publisher=publisher,
             disputes=disputes,
             witness=NodeCheckpoints(WitnessStore(db, clock), registry, clock),
-            max_profile_bytes=settings.max_profile_bytes,
+            endpoints=settings.endpoints,
+            audit=audit,
+            db=db,
+            clock=clock,
+            directory_id=settings.directory_id,
         ),
         subjects=SubjectService(
             limits=settings.subjects,
@@ -205,6 +255,7 @@ def build_services(
             db=db,
             clock=clock,
         ),
+        db=db,
         router=router,
         publisher=publisher,
         audit=audit,
@@ -231,8 +282,8 @@ async def start_directory(
         services=services,
         metrics=services.metrics,
         health=HealthMonitor(
-            [SERVICES[name].full_name for name in SERVICES],
-            services.members.health_problem,
+            [d.full_name for _, d in services.on_member_port() + services.on_public_port()],
+            services.health_problem,
             interval_s=limits.health_interval_s,
             max_watches=limits.max_health_watches,
             metrics=services.metrics,
@@ -243,19 +294,9 @@ async def start_directory(
         ),
     )
     await app.health.check()
-    members_server = app.add_server(
-        [
-            (services.members, SERVICES["DirectoryService"]),
-            # renewal over a member's own connection too (the public port serves it without one)
-            (services.enrollment, SERVICES["EnrollmentService"]),
-        ],
-        ports=2,
-    )
+    members_server = app.add_server(services.on_member_port(), ports=2)
     public_server = app.add_server(
-        [
-            (services.subjects, SERVICES["SubjectService"]),
-            (services.enrollment, SERVICES["EnrollmentService"]),
-        ],
+        services.on_public_port(),
         ports=2,
         idle_timeout_s=min(limits.idle_timeout_s, settings.public_idle_timeout_s),
     )

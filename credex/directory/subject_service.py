@@ -28,8 +28,7 @@ from credex.runtime.db import transaction
 from credex.runtime.freshness import CLOCK_SKEW_S
 from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.ratelimit import RateLimiter
-from credex.v1 import directory_pb2 as pb
-from credex.v1 import directory_pb2_grpc
+from credex.v1 import dispute_pb2, subject_pb2, subject_pb2_grpc
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation, ConsentStatus
 
@@ -106,7 +105,7 @@ class RepeatedOrders:
             del self._signed[oldest]
 
 
-class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
+class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
     def __init__(
         self,
         *,
@@ -198,8 +197,8 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     @rpc_handler
     @audited("grant", "consent", Consent)
     async def GrantConsent(
-        self, request: pb.GrantConsentRequest, context: Context
-    ) -> pb.GrantConsentResponse:
+        self, request: subject_pb2.GrantConsentRequest, context: Context
+    ) -> subject_pb2.GrantConsentResponse:
         consent = self._verifier.consent_grant(request.consent, request.subject_id)
         # A consent granted before (a node or requester holds its signed form) is refused
         # before it costs the subject anything.
@@ -232,7 +231,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                     f"tickets={','.join(sorted(tickets))}",
                 )
             )
-        return pb.GrantConsentResponse(
+        return subject_pb2.GrantConsentResponse(
             consent_id=consent.consent_id,
             status=S.CONSENT_STATUS_ACTIVE,
             ticket_nodes=sorted(tickets),
@@ -240,8 +239,8 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
 
     @rpc_handler
     async def AddTickets(
-        self, request: pb.AddTicketsRequest, context: Context
-    ) -> pb.AddTicketsResponse:
+        self, request: subject_pb2.AddTicketsRequest, context: Context
+    ) -> subject_pb2.AddTicketsResponse:
         """More tickets for a live consent of the subject's (each signed by the subject's key
         for its node, so nobody else can add one); the same ticket again changes nothing."""
         try:
@@ -250,7 +249,9 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             self._file_refusal("tickets", err, request.subject_id, request.consent_id)
             raise
 
-    def _add_tickets(self, request: pb.AddTicketsRequest) -> pb.AddTicketsResponse:
+    def _add_tickets(
+        self, request: subject_pb2.AddTicketsRequest
+    ) -> subject_pb2.AddTicketsResponse:
         now = self._clock()
         stored = self._consents.get(request.consent_id, now)
         if stored.subject_id != request.subject_id:
@@ -285,7 +286,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 seqs = self._consents.feed_status(request.consent_id, list(new), now)
         if seqs:
             self._publisher.push(seqs)
-        return pb.AddTicketsResponse(ticket_nodes=sorted({*current, *tickets}))
+        return subject_pb2.AddTicketsResponse(ticket_nodes=sorted({*current, *tickets}))
 
     def _current_tickets(self, subject_id: str, tickets: dict[str, Signed]) -> set[str]:
         """The nodes whose ticket is signed by the subject's key registered for them now."""
@@ -299,22 +300,22 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         }
 
     @rpc_handler
-    @audited("holders", "query", pb.HolderListQuery)
+    @audited("holders", "query", subject_pb2.HolderListQuery)
     async def ListHolders(
-        self, request: pb.ListHoldersRequest, context: Context
-    ) -> pb.ListHoldersResponse:
+        self, request: subject_pb2.ListHoldersRequest, context: Context
+    ) -> subject_pb2.ListHoldersResponse:
         """The nodes that hold the subject's data, with the subject's key for each."""
-        query = self._spent(request.query, pb.HolderListQuery, "holder query")
-        return pb.ListHoldersResponse(holders=self._holders(query.subject_id))
+        query = self._spent(request.query, subject_pb2.HolderListQuery, "holder query")
+        return subject_pb2.ListHoldersResponse(holders=self._holders(query.subject_id))
 
     @rpc_handler
-    @audited("node-keys", "registration", pb.NodeKeyRegistration)
+    @audited("node-keys", "registration", subject_pb2.NodeKeyRegistration)
     async def RegisterNodeKeys(
-        self, request: pb.RegisterNodeKeysRequest, context: Context
-    ) -> pb.RegisterNodeKeysResponse:
+        self, request: subject_pb2.RegisterNodeKeysRequest, context: Context
+    ) -> subject_pb2.RegisterNodeKeysResponse:
         """The subject's keys for nodes that hold their data, signed by the main key."""
         registration = self._subject_call(
-            request.registration, pb.NodeKeyRegistration, "node key registration"
+            request.registration, subject_pb2.NodeKeyRegistration, "node key registration"
         )
         if len(registration.keys) > MAX_TICKETS:
             raise refused(Reason.MALFORMED, f"more than {MAX_TICKETS} keys")
@@ -344,16 +345,16 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                     detail=" ".join(f"{n}={k.key_id}" for n, k in sorted(keys.items())),
                 )
             )
-        return pb.RegisterNodeKeysResponse(holders=self._holders(registration.subject_id))
+        return subject_pb2.RegisterNodeKeysResponse(holders=self._holders(registration.subject_id))
 
-    def _holders(self, subject_id: str) -> list[pb.Holder]:
+    def _holders(self, subject_id: str) -> list[subject_pb2.Holder]:
         holders = []
         for node_id, holding in sorted(self._locator.holdings(subject_id).items()):
             node = self._registry.get(node_id)
             if node is None or not node.active:
                 continue
             holders.append(
-                pb.Holder(
+                subject_pb2.Holder(
                     node_id=node_id,
                     name=node.name,
                     categories=node.categories,
@@ -365,23 +366,23 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
     @rpc_handler
     @audited("consent-status", "revocation", ConsentRevocation)
     async def RevokeConsent(
-        self, request: pb.RevokeConsentRequest, context: Context
-    ) -> pb.RevokeConsentResponse:
+        self, request: subject_pb2.RevokeConsentRequest, context: Context
+    ) -> subject_pb2.RevokeConsentResponse:
         revocation = self._subject_call(request.revocation, ConsentRevocation, "revocation")
         self._change(revocation, S.CONSENT_STATUS_REVOKED)
-        return pb.RevokeConsentResponse(
+        return subject_pb2.RevokeConsentResponse(
             consent_id=revocation.consent_id, status=S.CONSENT_STATUS_REVOKED
         )
 
     @rpc_handler
     @audited("consent-status", "pause", ConsentPause)
     async def PauseConsent(
-        self, request: pb.PauseConsentRequest, context: Context
-    ) -> pb.PauseConsentResponse:
+        self, request: subject_pb2.PauseConsentRequest, context: Context
+    ) -> subject_pb2.PauseConsentResponse:
         pause = self._subject_call(request.pause, ConsentPause, "pause")
         status = S.CONSENT_STATUS_PAUSED if pause.paused else S.CONSENT_STATUS_ACTIVE
         self._change(pause, status)
-        return pb.PauseConsentResponse(consent_id=pause.consent_id, status=status)
+        return subject_pb2.PauseConsentResponse(consent_id=pause.consent_id, status=status)
 
     def _change(
         self, order: ConsentPause | ConsentRevocation, status: ConsentStatus.ValueType
@@ -432,21 +433,21 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         return seqs
 
     @rpc_handler
-    @audited("list-consents", "query", pb.ConsentListQuery)
+    @audited("list-consents", "query", subject_pb2.ConsentListQuery)
     async def ListConsents(
-        self, request: pb.ListConsentsRequest, context: Context
-    ) -> pb.ListConsentsResponse:
-        query = self._spent(request.query, pb.ConsentListQuery, "list query")
-        return pb.ListConsentsResponse(consents=self._consent_states(query.subject_id))
+        self, request: subject_pb2.ListConsentsRequest, context: Context
+    ) -> subject_pb2.ListConsentsResponse:
+        query = self._spent(request.query, subject_pb2.ConsentListQuery, "list query")
+        return subject_pb2.ListConsentsResponse(consents=self._consent_states(query.subject_id))
 
     @rpc_handler
-    @audited("access-log", "query", pb.AccessLogQuery)
+    @audited("access-log", "query", subject_pb2.AccessLogQuery)
     async def GetAccessLog(
-        self, request: pb.GetAccessLogRequest, context: Context
-    ) -> pb.GetAccessLogResponse:
+        self, request: subject_pb2.GetAccessLogRequest, context: Context
+    ) -> subject_pb2.GetAccessLogResponse:
         """One page of the profile requests about the subject, newest first, served or
         refused, with the nodes asked; the subject's consents come with the first page."""
-        query = self._spent(request.query, pb.AccessLogQuery, "access query")
+        query = self._spent(request.query, subject_pb2.AccessLogQuery, "access query")
         size = min(query.page_size or ACCESS_PAGE_SIZE, MAX_ACCESS_PAGE_SIZE)
         before = _page_start(query.page_token)
         rows = list(
@@ -457,7 +458,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 limit=size + 1,
             )
         )
-        nodes: dict[str, list[pb.NodeAccess]] = {}
+        nodes: dict[str, list[subject_pb2.NodeAccess]] = {}
         # Node results belong to authorised requests only (their request ids are claimed, so
         # unique); a refused request may carry any id its sender chose.
         ids = [r["request_id"] for r in rows[:size] if r["outcome"] in AUTHORISED_OUTCOMES]
@@ -465,13 +466,13 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             marks = ", ".join("?" for _ in ids)
             for entry in self._audit.entries(f"action = 'query' AND link IN ({marks})", ids):
                 nodes.setdefault(entry["link"], []).append(
-                    pb.NodeAccess(
+                    subject_pb2.NodeAccess(
                         node_id=entry["node_id"],
                         status=entry["outcome"],
                         categories=entry["categories"],
                     )
                 )
-        response = pb.GetAccessLogResponse()
+        response = subject_pb2.GetAccessLogResponse()
         if not query.page_token:  # the most recent consents, in at most half the page
             states = self._consent_states(query.subject_id, latest=ACCESS_LOG_CONSENTS)
             room, kept = MAX_ACCESS_PAGE_BYTES // 2, []
@@ -483,7 +484,7 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
             response.consents.extend(reversed(kept))
         budget = MAX_ACCESS_PAGE_BYTES - response.ByteSize()
         for row in rows[:size]:
-            record = pb.AccessRecord(
+            record = subject_pb2.AccessRecord(
                 request_id=row["request_id"],
                 at=to_timestamp(row["at"]),
                 requester_id=row["actor"],
@@ -503,11 +504,11 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
         return response
 
     @rpc_handler
-    @audited("dispute", "dispute", pb.Dispute)
+    @audited("dispute", "dispute", dispute_pb2.Dispute)
     async def FileDispute(
-        self, request: pb.FileDisputeRequest, context: Context
-    ) -> pb.FileDisputeResponse:
-        dispute = self._spent(request.dispute, pb.Dispute, "dispute")
+        self, request: subject_pb2.FileDisputeRequest, context: Context
+    ) -> subject_pb2.FileDisputeResponse:
+        dispute = self._spent(request.dispute, dispute_pb2.Dispute, "dispute")
         state = await self._disputes.file(dispute)
         self._audit.append(
             AuditEntry(
@@ -521,19 +522,21 @@ class SubjectService(directory_pb2_grpc.SubjectServiceServicer):
                 detail=f"record {dispute.record_id}",
             )
         )
-        return pb.FileDisputeResponse(dispute=state)
+        return subject_pb2.FileDisputeResponse(dispute=state)
 
     @rpc_handler
-    @audited("list-disputes", "query", pb.DisputeListQuery)
+    @audited("list-disputes", "query", subject_pb2.DisputeListQuery)
     async def ListDisputes(
-        self, request: pb.ListDisputesRequest, context: Context
-    ) -> pb.ListDisputesResponse:
-        query = self._spent(request.query, pb.DisputeListQuery, "list query")
-        return pb.ListDisputesResponse(disputes=self._disputes.for_subject(query.subject_id))
+        self, request: subject_pb2.ListDisputesRequest, context: Context
+    ) -> subject_pb2.ListDisputesResponse:
+        query = self._spent(request.query, subject_pb2.DisputeListQuery, "list query")
+        return subject_pb2.ListDisputesResponse(
+            disputes=self._disputes.for_subject(query.subject_id)
+        )
 
-    def _consent_states(self, subject_id: str, latest: int = -1) -> list[pb.ConsentState]:
+    def _consent_states(self, subject_id: str, latest: int = -1) -> list[subject_pb2.ConsentState]:
         return [
-            pb.ConsentState(
+            subject_pb2.ConsentState(
                 consent=s.signed,
                 status=s.status,
                 uses=s.uses,

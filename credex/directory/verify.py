@@ -30,15 +30,15 @@ from credex.runtime.db import transaction
 from credex.runtime.freshness import CLOCK_SKEW_S, NonceStore, check_window
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation
-from credex.v1.directory_pb2 import (
+from credex.v1.dispute_pb2 import Dispute
+from credex.v1.member_pb2 import MemberRole
+from credex.v1.requester_pb2 import ProfileRequest
+from credex.v1.subject_pb2 import (
     AccessLogQuery,
     ConsentListQuery,
-    Dispute,
     DisputeListQuery,
     HolderListQuery,
-    MemberRole,
     NodeKeyRegistration,
-    ProfileRequest,
 )
 
 MAX_SUBJECT_REQUEST_AGE_S = 300.0

@@ -14,8 +14,7 @@ from credex.protocol.clock import Clock
 from credex.protocol.errors import Reason, call_rpc, refused
 from credex.runtime.peers import peer_member_id
 from credex.runtime.witness import Send, WitnessStore
-from credex.v1 import directory_pb2 as pb
-from credex.v1 import node_pb2
+from credex.v1 import federation_pb2, member_pb2, node_pb2
 from credex.v1.common_pb2 import Signed
 from credex.v1.node_pb2_grpc import NodeServiceStub
 
@@ -31,22 +30,22 @@ class NodeCheckpoints:
         self._clock = clock
 
     def accept(
-        self, request: pb.WitnessNodeCheckpointRequest, context: Context
-    ) -> pb.WitnessNodeCheckpointResponse:
+        self, request: federation_pb2.WitnessNodeCheckpointRequest, context: Context
+    ) -> federation_pb2.WitnessNodeCheckpointResponse:
         """The caller's own checkpoint, checked against its registered keys (a retired one
         only within its overlap); RATE_LIMITED, PEER_MISMATCH, CHECKPOINT_STALE and the like
         otherwise."""
         peer = peer_member_id(context)
         self.store.throttle(peer)
         node = self._registry.get(peer)
-        if node is None or node.role != pb.MemberRole.MEMBER_ROLE_NODE:
+        if node is None or node.role != member_pb2.MemberRole.MEMBER_ROLE_NODE:
             raise refused(
                 Reason.WRONG_ROLE, f"{peer!r} is not a node: only nodes' logs are witnessed"
             )
         if not node.active:
             raise refused(Reason.MEMBER_SUSPENDED, f"{node.member_id} is {node.status_name}")
         seq = self.store.keep(request.checkpoint, node.member_id, node.keys_at(self._clock()))
-        return pb.WitnessNodeCheckpointResponse(witnessed_seq=seq)
+        return federation_pb2.WitnessNodeCheckpointResponse(witnessed_seq=seq)
 
 
 def node_witnesses(registry: Registry, channels: ChannelPool) -> Callable[[], dict[str, Send]]:

@@ -33,8 +33,8 @@ from credex.lab.synth import DEFAULT_NODES, MAX_NODES, load_manifest
 from credex.lab.synth import generate as generate_data
 from credex.protocol.channels import open_channel, open_directory_channel
 from credex.protocol.tls import TlsIdentity
-from credex.v1 import directory_pb2, node_pb2
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1 import member_pb2, node_pb2
+from credex.v1.member_pb2_grpc import MemberServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
 
 app = typer.Typer(
@@ -152,8 +152,8 @@ async def _healthy(role: str, address: str, tls: TlsIdentity) -> bool:
     channel = (open_directory_channel if role == "directory" else open_channel)(address, tls)
     try:
         if role == "directory":
-            await DirectoryServiceStub(channel).ListMembers(
-                directory_pb2.ListMembersRequest(), timeout=1.0
+            await MemberServiceStub(channel).ListMembers(
+                member_pb2.ListMembersRequest(), timeout=1.0
             )
         else:
             await NodeServiceStub(channel).Describe(node_pb2.DescribeRequest(), timeout=1.0)

@@ -35,7 +35,7 @@ from credex.protocol.tls import TlsIdentity
 from credex.runtime.serving import STOP_WITH_ENV, read_ready_file
 from credex.sdk.member_home import MemberHome, enroll_home
 from credex.v1 import node_pb2
-from credex.v1.directory_pb2 import MemberRole, MemberStatus
+from credex.v1.member_pb2 import MemberRole, MemberStatus
 from credex.v1.node_pb2_grpc import NodeServiceStub
 
 STATE_FILE = "run/federation.json"

@@ -12,10 +12,8 @@ from credex.node.config_check import check_config, require_serviceable
 from credex.node.disputes import OUTCOME_NAMES, NodeDispute, NodeDisputes
 from credex.node.schema import open_state
 from credex.node.server import certificate_renewal
-from credex.protocol.channels import open_directory_channel
 from credex.protocol.clock import Clock, system_clock, to_timestamp
 from credex.protocol.config import ConfigError
-from credex.protocol.errors import call_rpc
 from credex.protocol.keys import SigningKey
 from credex.protocol.pki import PkiError
 from credex.protocol.signing import seal
@@ -23,8 +21,8 @@ from credex.protocol.tls import TlsIdentity
 from credex.runtime.backup import BackupManifest, write_backup
 from credex.runtime.freshness import NonceStore
 from credex.sdk.enrollment import EnrollmentFiles, enroll
-from credex.v1 import directory_pb2 as pb
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.sdk.link import DirectoryLink
+from credex.v1 import dispute_pb2, federation_pb2
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ def list_disputes(config: NodeConfig, status: str | None = None) -> list[NodeDis
 
 async def resolve_dispute(
     config: NodeConfig, dispute_id: str, outcome: str, note: str, *, clock: Clock = system_clock
-) -> pb.DisputeState:
+) -> dispute_pb2.DisputeState:
     """Decide a dispute: tell the directory (signed, over mutual TLS), then record it here.
     `deleted` holds the record back from every later answer; correct or delete it in your own
     database as well."""
@@ -132,7 +130,7 @@ async def resolve_dispute(
             raise ConfigError(f"no dispute {dispute_id!r}")
         if dispute.status != "open":
             raise ConfigError(f"dispute {dispute_id} is already {dispute.status}")
-        resolution = pb.DisputeResolution(
+        resolution = dispute_pb2.DisputeResolution(
             dispute_id=dispute_id,
             node_id=config.node_id,
             status=OUTCOME_NAMES[outcome],
@@ -140,19 +138,16 @@ async def resolve_dispute(
             issued_at=to_timestamp(clock()),
         )
         tls = TlsIdentity.load(config.ca_cert, config.tls_cert, config.tls_key)
-        channel = open_directory_channel(config.directory_address, tls)
-        try:
-            response = await call_rpc(
-                DirectoryServiceStub(channel).ResolveDispute,
-                pb.ResolveDisputeRequest(
+        async with DirectoryLink(config.directory_address, tls) as link:
+            response = await link.call(
+                link.federation.ResolveDispute,
+                federation_pb2.ResolveDisputeRequest(
                     resolution=seal(resolution, SigningKey.load(config.signing_key))
                 ),
                 deadline_s=10.0,
             )
-        finally:
-            await channel.close(None)
         disputes.resolve(dispute_id, outcome, note)
-        state: pb.DisputeState = response.dispute
+        state: dispute_pb2.DisputeState = response.dispute
         return state
     finally:
         db.conn.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,17 @@ from typing import Any
 import grpc
 import sqlite_utils
 
-from credex.protocol.channels import open_directory_channel
 from credex.protocol.clock import Clock
-from credex.protocol.errors import CredexError, Reason, call_rpc, refused
+from credex.protocol.errors import CredexError, Reason, refused
 from credex.protocol.keys import VerifyKey
 from credex.protocol.registry_view import RegistryView
 from credex.protocol.revocation import refuse_revoked
 from credex.protocol.signing import open_signed, parse
-from credex.protocol.tls import TlsIdentity
 from credex.runtime.peers import peer_identity
-from credex.v1 import directory_pb2 as pb
+from credex.sdk.link import DirectoryLink
+from credex.v1 import federation_pb2, member_pb2
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import ConsentStatus
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 
 log = logging.getLogger(__name__)
 SYNC_TIMEOUT_S = 5.0
@@ -36,7 +33,6 @@ RETRY_S = 0.5
 
 @dataclass(frozen=True)
 class SyncSettings:
-    directory_address: str
     sync_interval_s: float
     offline_grace_s: float
 
@@ -48,7 +44,7 @@ class DirectorySync:
         db: sqlite_utils.Database,
         cache_path: Path,
         directory_key: VerifyKey,
-        tls: Callable[[], TlsIdentity],
+        link: DirectoryLink,
         settings: SyncSettings,
         clock: Clock,
         node_id: str,
@@ -57,7 +53,7 @@ class DirectorySync:
         self._conn = db.conn
         self._cache_path = cache_path
         self._directory_key = directory_key
-        self._tls = tls
+        self._link = link
         self._settings = settings
         self._clock = clock
         row = self._conn.execute("SELECT synced_seq, last_sync FROM directory_sync").fetchone()
@@ -69,8 +65,6 @@ class DirectorySync:
         # refused, and why.
         self._revoked: dict[str, tuple[float, str]] = {}
         self.last_error = ""  # why the latest sync failed ("" once one succeeds)
-        self._open: tuple[TlsIdentity, grpc.aio.Channel] | None = None
-        self._closing: list[grpc.aio.Channel] = []
         self._load_cache()
 
     # --- what the verifier asks --------------------------------------------------------------
@@ -113,7 +107,9 @@ class DirectorySync:
     def apply_feed(self, signed: Signed) -> int:
         """Record the ticket changes of a directory-signed feed for this node (pushed or
         pulled); another node's feed is refused."""
-        feed = open_signed(signed, pb.RevocationFeed, self._directory_key, what="revocation feed")
+        feed = open_signed(
+            signed, federation_pb2.RevocationFeed, self._directory_key, what="revocation feed"
+        )
         if feed.node_id != self._node_id:
             raise refused(Reason.WRONG_NODE, f"feed is for node {feed.node_id[:64]!r}")
         # The latest change per ticket wins, whatever order pushes and pulls arrive in; a
@@ -134,7 +130,7 @@ class DirectorySync:
         if view.version < self.version:
             return
         self.version = view.version
-        self._requesters = view.active_ids(pb.MemberRole.MEMBER_ROLE_REQUESTER)
+        self._requesters = view.active_ids(member_pb2.MemberRole.MEMBER_ROLE_REQUESTER)
         self._revoked = view.revoked
         tmp = self._cache_path.with_name(self._cache_path.name + ".tmp")
         tmp.write_bytes(signed.SerializeToString())
@@ -158,22 +154,22 @@ class DirectorySync:
 
     async def sync_once(self) -> None:
         """Pull the registry (if changed) and every revocation after what we hold."""
-        stub = DirectoryServiceStub(self._channel())
-        registry = await call_rpc(
-            stub.GetRegistry,
-            pb.GetRegistryRequest(known_version=self.version),
+        link = self._link
+        registry = await link.call(
+            link.members.GetRegistry,
+            member_pb2.GetRegistryRequest(known_version=self.version),
             deadline_s=SYNC_TIMEOUT_S,
         )
         if registry.HasField("snapshot"):
             self._apply_snapshot(registry.snapshot)
         while True:
             asked = self.synced_seq
-            response = await call_rpc(
-                stub.GetRevocations,
-                pb.GetRevocationsRequest(after_seq=asked),
+            response = await link.call(
+                link.federation.GetRevocations,
+                federation_pb2.GetRevocationsRequest(after_seq=asked),
                 deadline_s=SYNC_TIMEOUT_S,
             )
-            feed = parse(response.feed.body, pb.RevocationFeed, what="revocation feed")
+            feed = parse(response.feed.body, federation_pb2.RevocationFeed, what="revocation feed")
             if feed.after_seq != asked:
                 raise refused(Reason.REGISTRY_STALE, "feed does not answer our request")
             self.apply_feed(response.feed)
@@ -184,21 +180,6 @@ class DirectorySync:
         self.last_sync = self._clock()
         self.last_error = ""
         self._save_progress()
-
-    def _channel(self) -> grpc.aio.Channel:
-        """One channel to the directory, replaced only when our TLS identity changed."""
-        tls = self._tls()
-        if self._open is None or self._open[0] is not tls:
-            if self._open is not None:
-                self._closing.append(self._open[1])
-            self._open = (tls, open_directory_channel(self._settings.directory_address, tls))
-        return self._open[1]
-
-    async def close(self) -> None:
-        channels = [*self._closing, *([self._open[1]] if self._open else [])]
-        self._open, self._closing = None, []
-        for channel in channels:
-            await channel.close(None)
 
     async def run(self) -> None:
         """Sync every `sync_interval_s` until cancelled; after a failure, try again sooner

@@ -12,7 +12,7 @@ import sqlite_utils
 
 from credex.protocol import vocab
 from credex.protocol.clock import Clock
-from credex.v1.directory_pb2 import DisputeStatus
+from credex.v1.dispute_pb2 import DisputeStatus
 from credex.v1.node_pb2 import DisputeNotice
 
 D = DisputeStatus

@@ -20,9 +20,8 @@ from credex.node.service import NodeService
 from credex.node.ticket_uses import TicketUses
 from credex.node.verify import QueryVerifier
 from credex.node.witness import DirectoryCheckpoints, directory_witness
-from credex.protocol.channels import open_directory_channel
 from credex.protocol.clock import Clock, system_clock, to_timestamp
-from credex.protocol.errors import CredexError, DeadlineExceeded, Unavailable, call_rpc
+from credex.protocol.errors import CredexError, DeadlineExceeded, Unavailable
 from credex.protocol.keys import SigningKey, load_public
 from credex.protocol.pki import PkiError
 from credex.protocol.signing import seal
@@ -39,9 +38,9 @@ from credex.runtime.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard, RefusalRecorder
 from credex.runtime.reloading import Reloading
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
+from credex.sdk.link import DirectoryLink
 from credex.sdk.renewal import CertificateRenewal, renew_at
-from credex.v1 import directory_pb2, node_pb2
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1 import federation_pb2, node_pb2
 
 log = logging.getLogger(__name__)
 SERVICE = node_pb2.DESCRIPTOR.services_by_name["NodeService"]
@@ -138,14 +137,14 @@ def build_service(
     for problem in slow:
         log.warning("%s", problem.render(config.path))
     state = open_state(config.state_db)
-    tls = tls_source(config)
+    # the node's one link to the directory: sync, announcements and its log's witness
+    directory = DirectoryLink(config.directory_address, tls_source(config))
     sync = DirectorySync(
         db=state,
         cache_path=config.registry_cache,
         directory_key=directory_key,
-        tls=tls,
+        link=directory,
         settings=SyncSettings(
-            directory_address=config.directory_address,
             sync_interval_s=config.sync_interval_s,
             offline_grace_s=config.offline_grace_s,
         ),
@@ -193,41 +192,36 @@ def build_service(
         source=source,
         audit=audit,
         clock=clock,
+        directory=directory,
         witness=DirectoryCheckpoints(
             WitnessStore(state, clock), config.directory_id, directory_key
         ),
-        checkpoints=CheckpointPublisher(
-            audit, directory_witness(config.directory_address, tls), commits.flush
-        ),
+        checkpoints=CheckpointPublisher(audit, directory_witness(directory), commits.flush),
     )
 
 
 async def announce(
     config: NodeConfig,
     key: Callable[[], SigningKey],
-    tls: Callable[[], TlsIdentity],
+    directory: DirectoryLink,
     endpoint: str,
     clock: Clock,
 ) -> None:
     """Tell the directory where this node listens, signed and over mutual TLS."""
-    announcement = directory_pb2.NodeAnnouncement(
+    announcement = federation_pb2.NodeAnnouncement(
         node_id=config.node_id, endpoint=endpoint, issued_at=to_timestamp(clock())
     )
-    channel = open_directory_channel(config.directory_address, tls())
-    try:
-        await call_rpc(
-            DirectoryServiceStub(channel).Announce,
-            directory_pb2.AnnounceRequest(announcement=seal(announcement, key())),
-            deadline_s=5.0,
-        )
-    finally:
-        await channel.close(None)
+    await directory.call(
+        directory.federation.Announce,
+        federation_pb2.AnnounceRequest(announcement=seal(announcement, key())),
+        deadline_s=5.0,
+    )
 
 
 async def _first_announce(
     config: NodeConfig,
     key: Callable[[], SigningKey],
-    tls: Callable[[], TlsIdentity],
+    directory: DirectoryLink,
     endpoint: str,
     clock: Clock,
 ) -> None:
@@ -238,7 +232,7 @@ async def _first_announce(
     delay = 0.25
     while True:
         try:
-            await announce(config, key, tls, endpoint, clock)
+            await announce(config, key, directory, endpoint, clock)
             return
         except (Unavailable, DeadlineExceeded) as err:
             if loop.time() + delay > deadline:
@@ -251,13 +245,13 @@ async def _first_announce(
 async def _keep_announcing(
     config: NodeConfig,
     key: Callable[[], SigningKey],
-    tls: Callable[[], TlsIdentity],
+    directory: DirectoryLink,
     endpoint: str,
     clock: Clock,
 ) -> None:
     while True:
         try:
-            await announce(config, key, tls, endpoint, clock)
+            await announce(config, key, directory, endpoint, clock)
         except CredexError as err:
             log.warning("announcing to the directory failed: %s", err)
             await asyncio.sleep(ANNOUNCE_RETRY_S)
@@ -314,17 +308,17 @@ async def start_node(
             log.warning("first directory sync failed (serving from cache if fresh): %s", err)
             service.sync.last_error = err.message
         app.spawn(service.sync.run())
-        app.on_close(service.sync.close)
     app.on_close(runtime.commits.flush)  # the last checkpoint and snapshot, on disk
+    app.on_close(service.directory.close)
     app.on_close(runtime.commits.close)
     if announce_to_directory and config.directory_address:
         key = signing_key_source(config)
         try:
-            await _first_announce(config, key, tls, app.address, clock)
+            await _first_announce(config, key, service.directory, app.address, clock)
         except BaseException:
             await app.stop(0)  # the server, and the sync and checkpoint tasks begun above
             raise
-        app.spawn(_keep_announcing(config, key, tls, app.address, clock))
+        app.spawn(_keep_announcing(config, key, service.directory, app.address, clock))
     app.spawn(app.health.run())  # its first tick sees the state after the first sync
     return app
 

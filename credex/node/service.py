@@ -28,6 +28,7 @@ from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.peers import is_directory, peer_or_unknown, require_directory
 from credex.runtime.ratelimit import RateLimiter
 from credex.runtime.witness import CheckpointPublisher
+from credex.sdk.link import DirectoryLink
 from credex.v1 import node_pb2, node_pb2_grpc
 from credex.v1.common_pb2 import Record
 from credex.v1.node_pb2 import NodeAnswer, NodeQuery, QueryRecordsRequest, QueryRecordsResponse
@@ -55,8 +56,10 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         witness: DirectoryCheckpoints,
         checkpoints: CheckpointPublisher,
         uses: TicketUses,
+        directory: DirectoryLink,
     ) -> None:
         self._uses = uses
+        self.directory = directory  # the node's one link to the directory (see start_node)
         self.runtime = runtime  # see rpc_handler
         self._config = config
         self._key = key

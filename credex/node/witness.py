@@ -8,15 +8,12 @@ from typing import Any
 
 import grpc
 
-from credex.protocol.channels import open_directory_channel
-from credex.protocol.errors import call_rpc
 from credex.protocol.keys import VerifyKey
-from credex.protocol.tls import TlsIdentity
 from credex.runtime.peers import require_directory
 from credex.runtime.witness import Send, WitnessStore
-from credex.v1 import directory_pb2, node_pb2
+from credex.sdk.link import DirectoryLink
+from credex.v1 import federation_pb2, node_pb2
 from credex.v1.common_pb2 import Signed
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -38,21 +35,15 @@ class DirectoryCheckpoints:
         return node_pb2.WitnessDirectoryCheckpointResponse(witnessed_seq=seq)
 
 
-def directory_witness(
-    address: str, tls: Callable[[], TlsIdentity]
-) -> Callable[[], dict[str, Send]]:
-    """The directory at `address`, as the witness of this node's log."""
+def directory_witness(link: DirectoryLink) -> Callable[[], dict[str, Send]]:
+    """The directory, over the node's link to it, as the witness of this node's log."""
 
     async def send(signed: Signed, deadline_s: float) -> int:
-        channel = open_directory_channel(address, tls())
-        try:
-            response = await call_rpc(
-                DirectoryServiceStub(channel).WitnessNodeCheckpoint,
-                directory_pb2.WitnessNodeCheckpointRequest(checkpoint=signed),
-                deadline_s=deadline_s,
-            )
-        finally:
-            await channel.close(None)
+        response = await link.call(
+            link.federation.WitnessNodeCheckpoint,
+            federation_pb2.WitnessNodeCheckpointRequest(checkpoint=signed),
+            deadline_s=deadline_s,
+        )
         return int(response.witnessed_seq)
 
     return lambda: {"directory": send}

@@ -14,7 +14,7 @@ from credex.protocol.clock import from_timestamp
 from credex.protocol.keys import VerifyKey
 from credex.protocol.signing import verify
 from credex.v1.common_pb2 import Signed
-from credex.v1.directory_pb2 import Member
+from credex.v1.member_pb2 import Member
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from credex.protocol.key_history import KeyHistory, KeyPeriod
 from credex.protocol.keys import VerifyKey
 from credex.protocol.signing import open_signed
 from credex.v1.common_pb2 import Signed
-from credex.v1.directory_pb2 import Member, MemberRole, MemberStatus, RegistrySnapshot
+from credex.v1.member_pb2 import Member, MemberRole, MemberStatus, RegistrySnapshot
 
 
 @dataclass(frozen=True)

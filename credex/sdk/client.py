@@ -10,11 +10,9 @@ import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from credex.protocol import vocab
-from credex.protocol.channels import open_directory_channel
 from credex.protocol.clock import Clock, from_timestamp, system_clock, to_timestamp
 from credex.protocol.consents import check_covers, create_consent, open_consent
 from credex.protocol.errors import (
@@ -23,7 +21,6 @@ from credex.protocol.errors import (
     ProfileVerificationError,
     Reason,
     Unauthenticated,
-    call_rpc,
     refused,
 )
 from credex.protocol.keys import SigningKey, VerifyKey
@@ -31,11 +28,11 @@ from credex.protocol.registry_view import RegistryView
 from credex.protocol.signing import M, open_signed, parse, seal
 from credex.protocol.tickets import SubjectKeys, coarse_window, tickets_for
 from credex.protocol.tls import TlsIdentity
+from credex.sdk.link import AsyncClosing, DirectoryLink
 from credex.sdk.renewal import CertificateRenewal
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import dispute_pb2, member_pb2, requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation, ConsentStatus
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
 from credex.v1.node_pb2 import NodeAnswer
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -184,12 +181,12 @@ def status_name(value: ConsentStatus.ValueType) -> str:
     return ConsentStatus.Name(value).removeprefix("CONSENT_STATUS_").lower()
 
 
-def node_status_name(value: pb.NodeStatus.ValueType) -> str:
-    return pb.NodeStatus.Name(value).removeprefix("NODE_STATUS_")
+def node_status_name(value: requester_pb2.NodeStatus.ValueType) -> str:
+    return requester_pb2.NodeStatus.Name(value).removeprefix("NODE_STATUS_")
 
 
-class _Client:
-    """A TLS channel to the directory and the mapping of failures to typed exceptions."""
+class _Client(AsyncClosing):
+    """A link to the directory; failures raised as typed exceptions."""
 
     def __init__(
         self,
@@ -199,27 +196,12 @@ class _Client:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         clock: Clock = system_clock,
     ) -> None:
-        self._target = target
-        self._channel = open_directory_channel(target, tls)
-        self._timeout_s = timeout_s
+        self._tls = tls  # replaced by a renewal; the link dials again with it
+        self._link = DirectoryLink(target, lambda: self._tls, deadline_s=timeout_s)
         self._clock = clock
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def close(self) -> None:
-        await self._channel.close(None)
-
-    async def _call(self, method: Any, request: Any) -> Any:
-        return await call_rpc(method, request, deadline_s=self._timeout_s)
+        await self._link.close()
 
 
 class SubjectClient(_Client):
@@ -230,7 +212,6 @@ class SubjectClient(_Client):
         self, target: str, subject_id: str, key: SigningKey, *, ca_pem: bytes, **kwargs: Any
     ) -> None:
         super().__init__(target, TlsIdentity(ca_pem), **kwargs)
-        self._stub = SubjectServiceStub(self._channel)
         self.subject_id = subject_id
         self._key = key
         self._keys = SubjectKeys(key)  # one key per node, derived from `key` on this device
@@ -266,11 +247,11 @@ class SubjectClient(_Client):
         for fresh in (False, True):
             holders = await self._registered_holders(fresh=fresh)
             tickets = tickets_for(consent, self._keys, holders)
-            request = pb.GrantConsentRequest(
+            request = subject_pb2.GrantConsentRequest(
                 consent=signed, subject_id=self.subject_id, tickets=tickets
             )
             try:
-                response = await self._call(self._stub.GrantConsent, request)
+                response = await self._link.call(self._link.subjects.GrantConsent, request)
             except (InvalidArgument, Unauthenticated):
                 if fresh or self._holders is None:
                     raise
@@ -286,14 +267,15 @@ class SubjectClient(_Client):
             for h in await self._list_holders()
         ]
 
-    async def _list_holders(self) -> list[pb.Holder]:
-        query = pb.HolderListQuery(
+    async def _list_holders(self) -> list[subject_pb2.Holder]:
+        query = subject_pb2.HolderListQuery(
             subject_id=self.subject_id,
             issued_at=to_timestamp(self._clock()),
             nonce=os.urandom(NONCE_BYTES),
         )
-        response = await self._call(
-            self._stub.ListHolders, pb.ListHoldersRequest(query=seal(query, self._key))
+        response = await self._link.call(
+            self._link.subjects.ListHolders,
+            subject_pb2.ListHoldersRequest(query=seal(query, self._key)),
         )
         return list(response.holders)
 
@@ -308,20 +290,20 @@ class SubjectClient(_Client):
         holders = await self._list_holders()
         missing = [h for h in holders if h.key_id != self._keys.for_node(h.node_id).key_id]
         if missing:
-            registration = pb.NodeKeyRegistration(
+            registration = subject_pb2.NodeKeyRegistration(
                 subject_id=self.subject_id,
                 issued_at=to_timestamp(self._clock()),
                 nonce=os.urandom(NONCE_BYTES),
                 keys=[
-                    pb.NodeKey(
+                    subject_pb2.NodeKey(
                         node_id=h.node_id, public_key=self._keys.for_node(h.node_id).public.raw
                     )
                     for h in missing
                 ],
             )
-            response = await self._call(
-                self._stub.RegisterNodeKeys,
-                pb.RegisterNodeKeysRequest(registration=seal(registration, self._key)),
+            response = await self._link.call(
+                self._link.subjects.RegisterNodeKeys,
+                subject_pb2.RegisterNodeKeysRequest(registration=seal(registration, self._key)),
             )
             holders = list(response.holders)
         found = {h.node_id: list(h.categories) for h in holders}
@@ -343,9 +325,9 @@ class SubjectClient(_Client):
         tickets = tickets_for(consent, self._keys, todo)
         if not tickets:
             return list(state.ticket_nodes)
-        response = await self._call(
-            self._stub.AddTickets,
-            pb.AddTicketsRequest(
+        response = await self._link.call(
+            self._link.subjects.AddTickets,
+            subject_pb2.AddTicketsRequest(
                 subject_id=self.subject_id, consent_id=consent_id, tickets=tickets
             ),
         )
@@ -358,9 +340,9 @@ class SubjectClient(_Client):
             issued_at=to_timestamp(self._clock()),
             nonce=os.urandom(NONCE_BYTES),
         )
-        response = await self._call(
-            self._stub.RevokeConsent,
-            pb.RevokeConsentRequest(revocation=seal(revocation, self._key)),
+        response = await self._link.call(
+            self._link.subjects.RevokeConsent,
+            subject_pb2.RevokeConsentRequest(revocation=seal(revocation, self._key)),
         )
         return status_name(response.status)
 
@@ -373,8 +355,9 @@ class SubjectClient(_Client):
             issued_at=to_timestamp(self._clock()),
             nonce=os.urandom(NONCE_BYTES),
         )
-        response = await self._call(
-            self._stub.PauseConsent, pb.PauseConsentRequest(pause=seal(pause, self._key))
+        response = await self._link.call(
+            self._link.subjects.PauseConsent,
+            subject_pb2.PauseConsentRequest(pause=seal(pause, self._key)),
         )
         return status_name(response.status)
 
@@ -384,14 +367,15 @@ class SubjectClient(_Client):
     async def consents(self) -> list[ConsentView]:
         return [consent_view(state) for state in await self._consent_states()]
 
-    async def _consent_states(self) -> list[pb.ConsentState]:
-        query = pb.ConsentListQuery(
+    async def _consent_states(self) -> list[subject_pb2.ConsentState]:
+        query = subject_pb2.ConsentListQuery(
             subject_id=self.subject_id,
             issued_at=to_timestamp(self._clock()),
             nonce=os.urandom(NONCE_BYTES),
         )
-        response = await self._call(
-            self._stub.ListConsents, pb.ListConsentsRequest(query=seal(query, self._key))
+        response = await self._link.call(
+            self._link.subjects.ListConsents,
+            subject_pb2.ListConsentsRequest(query=seal(query, self._key)),
         )
         return list(response.consents)
 
@@ -406,7 +390,7 @@ class SubjectClient(_Client):
         """Contest one record a node disclosed, named by its category and record id as the
         profile shows them; the node's operator decides. NotFound if the node holds no such
         record about me."""
-        dispute = pb.Dispute(
+        dispute = dispute_pb2.Dispute(
             dispute_id=f"d-{uuid.uuid4().hex}",
             subject_id=self.subject_id,
             node_id=node_id,
@@ -416,19 +400,21 @@ class SubjectClient(_Client):
             category=vocab.parse_category(category) if isinstance(category, str) else category,
             nonce=os.urandom(NONCE_BYTES),
         )
-        response = await self._call(
-            self._stub.FileDispute, pb.FileDisputeRequest(dispute=seal(dispute, self._key))
+        response = await self._link.call(
+            self._link.subjects.FileDispute,
+            subject_pb2.FileDisputeRequest(dispute=seal(dispute, self._key)),
         )
         return dispute_view(response.dispute)
 
     async def disputes(self) -> list[DisputeView]:
-        query = pb.DisputeListQuery(
+        query = subject_pb2.DisputeListQuery(
             subject_id=self.subject_id,
             issued_at=to_timestamp(self._clock()),
             nonce=os.urandom(NONCE_BYTES),
         )
-        response = await self._call(
-            self._stub.ListDisputes, pb.ListDisputesRequest(query=seal(query, self._key))
+        response = await self._link.call(
+            self._link.subjects.ListDisputes,
+            subject_pb2.ListDisputesRequest(query=seal(query, self._key)),
         )
         return [dispute_view(d) for d in response.disputes]
 
@@ -442,15 +428,16 @@ class SubjectClient(_Client):
         consents: list[ConsentView] = []
         token = ""
         while True:
-            query = pb.AccessLogQuery(
+            query = subject_pb2.AccessLogQuery(
                 subject_id=self.subject_id,
                 issued_at=to_timestamp(self._clock()),
                 nonce=os.urandom(NONCE_BYTES),
                 page_size=page_size,
                 page_token=token,
             )
-            response = await self._call(
-                self._stub.GetAccessLog, pb.GetAccessLogRequest(query=seal(query, self._key))
+            response = await self._link.call(
+                self._link.subjects.GetAccessLog,
+                subject_pb2.GetAccessLogRequest(query=seal(query, self._key)),
             )
             if not token:
                 consents = [consent_view(state) for state in response.consents]
@@ -468,7 +455,7 @@ class SubjectClient(_Client):
             token = response.next_page_token
 
 
-def access_view(record: pb.AccessRecord) -> AccessView:
+def access_view(record: subject_pb2.AccessRecord) -> AccessView:
     return AccessView(
         request_id=record.request_id,
         at=from_timestamp(record.at),
@@ -482,7 +469,7 @@ def access_view(record: pb.AccessRecord) -> AccessView:
     )
 
 
-def score_view(score: pb.Score) -> ScoreView:
+def score_view(score: requester_pb2.Score) -> ScoreView:
     return ScoreView(
         policy=score.policy,
         policy_version=score.policy_version,
@@ -494,13 +481,13 @@ def score_view(score: pb.Score) -> ScoreView:
     )
 
 
-def dispute_view(state: pb.DisputeState) -> DisputeView:
+def dispute_view(state: dispute_pb2.DisputeState) -> DisputeView:
     return DisputeView(
         dispute_id=state.dispute_id,
         node_id=state.node_id,
         record_id=state.record_id,
         reason=state.reason,
-        status=pb.DisputeStatus.Name(state.status).removeprefix("DISPUTE_STATUS_").lower(),
+        status=dispute_pb2.DisputeStatus.Name(state.status).removeprefix("DISPUTE_STATUS_").lower(),
         resolution=state.resolution,
         filed_at=from_timestamp(state.filed_at),
         resolved_at=from_timestamp(state.resolved_at) if state.HasField("resolved_at") else None,
@@ -508,7 +495,7 @@ def dispute_view(state: pb.DisputeState) -> DisputeView:
     )
 
 
-def consent_view(state: pb.ConsentState) -> ConsentView:
+def consent_view(state: subject_pb2.ConsentState) -> ConsentView:
     # What the directory holds, as granted: shown, not relied on (it may predate the checks).
     consent = parse(state.consent.body, Consent, what="consent", strict=False)
     return ConsentView(
@@ -525,7 +512,7 @@ def consent_view(state: pb.ConsentState) -> ConsentView:
     )
 
 
-def holder_view(holder: pb.Holder, registered: bool) -> HolderView:
+def holder_view(holder: subject_pb2.Holder, registered: bool) -> HolderView:
     return HolderView(
         node_id=holder.node_id,
         name=holder.name,
@@ -553,12 +540,11 @@ class RequesterClient(_Client):
         key the directory reports about itself is used. With `renewal`, the certificate is
         renewed before a call once it is in the last third of its life (or expired)."""
         super().__init__(target, tls, **kwargs)
-        self._stub = DirectoryServiceStub(self._channel)
         self.requester_id = requester_id
         self._key = key
         self._directory_key = directory_key
         self._renewal = renewal
-        self._members: pb.ListMembersResponse | None = None
+        self._members: member_pb2.ListMembersResponse | None = None
         self._registry: RegistryView | None = None
 
     async def _fresh_certificate(self) -> None:
@@ -568,17 +554,17 @@ class RequesterClient(_Client):
         renewed = await self._renewal.renew_if_due(clock=self._clock)
         if renewed is None:
             return
-        old, self._channel = self._channel, open_directory_channel(self._target, renewed)
-        self._stub = DirectoryServiceStub(self._channel)
-        await old.close(None)
+        self._tls = renewed
 
-    async def members(self, *, refresh: bool = False) -> pb.ListMembersResponse:
+    async def members(self, *, refresh: bool = False) -> member_pb2.ListMembersResponse:
         """The member list as the directory reports it (members, their current and retired
         keys, and the directory key), fetched once and again on `refresh`. For listing; what
         verifies answers is `registry`, which the directory signs."""
         if self._members is None or refresh:
             await self._fresh_certificate()
-            self._members = await self._call(self._stub.ListMembers, pb.ListMembersRequest())
+            self._members = await self._link.call(
+                self._link.members.ListMembers, member_pb2.ListMembersRequest()
+            )
         return self._members
 
     async def _directory_public_key(self) -> VerifyKey:
@@ -594,9 +580,9 @@ class RequesterClient(_Client):
             return self._registry
         await self._fresh_certificate()
         held = self._registry
-        response = await self._call(
-            self._stub.GetRegistry,
-            pb.GetRegistryRequest(known_version=held.version if held else 0),
+        response = await self._link.call(
+            self._link.members.GetRegistry,
+            member_pb2.GetRegistryRequest(known_version=held.version if held else 0),
         )
         now = self._clock()
         if response.HasField("snapshot"):
@@ -619,10 +605,10 @@ class RequesterClient(_Client):
         consent_id: str,
         purpose: vocab.Purpose,
         categories: Sequence[vocab.Category] = (),
-    ) -> pb.GetProfileRequest:
+    ) -> requester_pb2.GetProfileRequest:
         """A signed, fresh, single-use profile request."""
         now = self._clock()
-        request = pb.ProfileRequest(
+        request = requester_pb2.ProfileRequest(
             request_id=f"r-{uuid.uuid4().hex}",
             nonce=os.urandom(16),
             issued_at=to_timestamp(now),
@@ -633,14 +619,16 @@ class RequesterClient(_Client):
             purpose=purpose,
             categories=categories,
         )
-        return pb.GetProfileRequest(request=seal(request, self._key))
+        return requester_pb2.GetProfileRequest(request=seal(request, self._key))
 
-    async def send_profile_request(self, request: pb.GetProfileRequest) -> VerifiedProfile:
+    async def send_profile_request(
+        self, request: requester_pb2.GetProfileRequest
+    ) -> VerifiedProfile:
         """The profile, verified; a CredexError if the directory refused, a
         ProfileVerificationError if what it sent does not verify."""
         await self._fresh_certificate()
-        response = await self._call(self._stub.GetProfile, request)
-        sent = parse(request.request.body, pb.ProfileRequest, what="profile request")
+        response = await self._link.call(self._link.requesters.GetProfile, request)
+        sent = parse(request.request.body, requester_pb2.ProfileRequest, what="profile request")
         return await self.verify_profile(response.profile, sent)
 
     async def get_profile(
@@ -661,14 +649,14 @@ class RequesterClient(_Client):
         )
 
     async def verify_profile(
-        self, signed: Any, request: pb.ProfileRequest | None = None
+        self, signed: Any, request: requester_pb2.ProfileRequest | None = None
     ) -> VerifiedProfile:
         """Check the directory's signature, that the profile answers `request`, and each node's
         signature on its answer with the node's key valid when it signed (its current key, or
         a retired one still valid then); a key the member list does not know yet makes it
         fetched again. ProfileVerificationError (no server refusal) if anything fails."""
         directory_key = await self._directory_public_key()
-        profile = _verified(signed, pb.Profile, directory_key, "profile")
+        profile = _verified(signed, requester_pb2.Profile, directory_key, "profile")
         if request is not None and (
             profile.request_id,
             profile.requester_id,
@@ -689,13 +677,13 @@ class RequesterClient(_Client):
             raise ProfileVerificationError("profile reuses a node query id")
         answers: dict[str, NodeAnswer] = {}
         for result in profile.nodes:
-            if result.status == pb.NodeStatus.NODE_STATUS_OK:
+            if result.status == requester_pb2.NodeStatus.NODE_STATUS_OK:
                 answers[result.query_id] = await self._node_answer(result)
         records: list[ProfileRecord] = []
         outcomes: list[NodeOutcome] = []
         for result in profile.nodes:
             count = 0
-            if result.status == pb.NodeStatus.NODE_STATUS_OK:
+            if result.status == requester_pb2.NodeStatus.NODE_STATUS_OK:
                 answer = answers[result.query_id]
                 count = len(answer.records)
                 records.extend(
@@ -735,7 +723,7 @@ class RequesterClient(_Client):
             score=score_view(profile.score) if profile.HasField("score") else None,
         )
 
-    async def _node_answer(self, result: pb.NodeResult) -> NodeAnswer:
+    async def _node_answer(self, result: requester_pb2.NodeResult) -> NodeAnswer:
         """The node's answer in `result`, verified with the node's key valid when it signed,
         as the directory-signed registry states it. The registry is fetched again, once, for
         a node or key it does not know yet, and for an answer signed later than the registry
@@ -771,7 +759,7 @@ class RequesterClient(_Client):
         raise AssertionError("unreachable")
 
 
-def _check_consent_proof(profile: pb.Profile) -> None:
+def _check_consent_proof(profile: requester_pb2.Profile) -> None:
     """The subject's own signature on the consent the profile was assembled under, and that it
     names this requester, purpose and consent id, covers the profile's categories and was
     valid when the profile was assembled: the directory cannot invent a permission."""

@@ -8,18 +8,19 @@ from pathlib import Path
 
 from cryptography import x509
 
-from credex.protocol.channels import open_directory_channel
 from credex.protocol.clock import Clock, system_clock, to_timestamp
 from credex.protocol.identity import certificate_identity
 from credex.protocol.keys import SigningKey, VerifyKey, save_public, write_private, write_public
 from credex.protocol.pki import PkiError, create_csr, key_pem, new_tls_key
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
-from credex.sdk.retry import send_until_answered
-from credex.v1 import directory_pb2 as pb
-from credex.v1.directory_pb2_grpc import EnrollmentServiceStub
+from credex.sdk.link import DirectoryLink
+from credex.v1 import enrollment_pb2, member_pb2
 
-ROLES = {"node": pb.MemberRole.MEMBER_ROLE_NODE, "requester": pb.MemberRole.MEMBER_ROLE_REQUESTER}
+ROLES = {
+    "node": member_pb2.MemberRole.MEMBER_ROLE_NODE,
+    "requester": member_pb2.MemberRole.MEMBER_ROLE_REQUESTER,
+}
 ENROLL_TIMEOUT_S = 15.0
 
 
@@ -44,13 +45,13 @@ async def enroll(
     name: str,
     files: EnrollmentFiles,
     clock: Clock = system_clock,
-) -> pb.EnrollResponse:
+) -> enrollment_pb2.EnrollResponse:
     """Create a TLS key and CSR, enroll with the one-time token (sending the same request
     again if the reply is lost), verify and store the result."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     tls_key = new_tls_key()
-    enrollment = pb.Enrollment(
+    enrollment = enrollment_pb2.Enrollment(
         token=token,
         member_id=member_id,
         role=ROLES[role],
@@ -59,12 +60,11 @@ async def enroll(
         name=name,
         issued_at=to_timestamp(clock()),
     )
-    request = pb.EnrollRequest(enrollment=seal(enrollment, signing_key))
-    async with open_directory_channel(public_address, TlsIdentity(ca_pem)) as channel:
-        stub = EnrollmentServiceStub(channel)
+    request = enrollment_pb2.EnrollRequest(enrollment=seal(enrollment, signing_key))
+    async with DirectoryLink(public_address, TlsIdentity(ca_pem)) as link:
         # a lost reply is fetched again with the very same request
-        response: pb.EnrollResponse = await send_until_answered(
-            lambda: stub.Enroll(request, timeout=ENROLL_TIMEOUT_S)
+        response = await link.call(
+            link.enrollment.Enroll, request, deadline_s=ENROLL_TIMEOUT_S, until_answered=True
         )
     check_certificate(response.certificate_pem, ca_pem, member_id, tls_key.public_key())
     write_private(files.tls_key, key_pem(tls_key))

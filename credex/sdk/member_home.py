@@ -18,7 +18,7 @@ from credex.protocol.tls import TlsIdentity
 from credex.sdk.enrollment import EnrollmentFiles, enroll
 from credex.sdk.renewal import CertificateRenewal
 from credex.sdk.rotation import KeyFiles
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import enrollment_pb2
 
 MEMBER_FILE = "member.toml"
 
@@ -110,7 +110,7 @@ class MemberHome:
 
 async def enroll_home(
     home: MemberHome, *, token: str, ca_pem: bytes, name: str = "", reset: bool = False
-) -> pb.EnrollResponse:
+) -> enrollment_pb2.EnrollResponse:
     """Enroll a requester into a new member home: keys are made here, then saved with the
     certificate the directory issues and the home's member.toml. With `reset` (the operator
     reset this member's keys and gave a token for it), new keys replace an existing home's."""

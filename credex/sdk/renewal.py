@@ -9,16 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from credex.protocol.channels import open_directory_channel
 from credex.protocol.clock import Clock, system_clock, to_timestamp
 from credex.protocol.keys import SigningKey, write_private, write_public
 from credex.protocol.pki import create_csr, key_pem, new_tls_key
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.enrollment import check_certificate
-from credex.sdk.retry import send_until_answered
-from credex.v1 import directory_pb2 as pb
-from credex.v1.directory_pb2_grpc import EnrollmentServiceStub
+from credex.sdk.link import DirectoryLink
+from credex.v1 import enrollment_pb2
 
 RENEW_TIMEOUT_S = 15.0
 # Renew once less than this share of a certificate's lifetime is left.
@@ -53,17 +51,19 @@ class CertificateRenewal:
         """A new TLS key and certificate, checked and written over the old ones."""
         current = self.tls()
         tls_key = new_tls_key()
-        renewal = pb.CertificateRenewal(
+        renewal = enrollment_pb2.CertificateRenewal(
             member_id=self.member_id,
             csr_pem=create_csr(tls_key, self.member_id),
             issued_at=to_timestamp(clock()),
         )
-        request = pb.RenewCertificateRequest(renewal=seal(renewal, self.signing_key()))
+        request = enrollment_pb2.RenewCertificateRequest(renewal=seal(renewal, self.signing_key()))
         channel_tls = current if self.member_port else TlsIdentity(current.ca_pem)
-        async with open_directory_channel(self.address, channel_tls) as channel:
-            stub = EnrollmentServiceStub(channel)
-            response: pb.RenewCertificateResponse = await send_until_answered(
-                lambda: stub.RenewCertificate(request, timeout=RENEW_TIMEOUT_S)
+        async with DirectoryLink(self.address, channel_tls) as link:
+            response = await link.call(
+                link.enrollment.RenewCertificate,
+                request,
+                deadline_s=RENEW_TIMEOUT_S,
+                until_answered=True,
             )
         check_certificate(
             response.certificate_pem, current.ca_pem, self.member_id, tls_key.public_key()

@@ -6,16 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from credex.protocol.channels import open_directory_channel
 from credex.protocol.clock import Clock, from_timestamp, system_clock, to_timestamp
 from credex.protocol.keys import SigningKey, write_private, write_public
 from credex.protocol.pki import create_csr, key_pem, new_tls_key
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.enrollment import check_certificate
-from credex.sdk.retry import send_until_answered
-from credex.v1 import directory_pb2 as pb
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.sdk.link import DirectoryLink
+from credex.v1 import member_pb2
 
 ROTATE_TIMEOUT_S = 15.0
 
@@ -40,20 +38,19 @@ async def rotate_key(
     them up by itself). Returns the time until which the old key still verifies."""
     new_key = SigningKey.generate()
     tls_key = new_tls_key()
-    rotation = pb.KeyRotation(
+    rotation = member_pb2.KeyRotation(
         member_id=member_id,
         new_signing_key=new_key.public.raw,
         csr_pem=create_csr(tls_key, member_id),
         issued_at=to_timestamp(clock()),
     )
-    request = pb.RotateKeyRequest(
+    request = member_pb2.RotateKeyRequest(
         rotation=seal(rotation, current_key), proof=seal(rotation, new_key)
     )
-    async with open_directory_channel(directory_address, tls) as channel:
-        stub = DirectoryServiceStub(channel)
+    async with DirectoryLink(directory_address, tls) as link:
         # a lost reply is fetched again with the very same request (within the key overlap)
-        response: pb.RotateKeyResponse = await send_until_answered(
-            lambda: stub.RotateKey(request, timeout=ROTATE_TIMEOUT_S)
+        response = await link.call(
+            link.members.RotateKey, request, deadline_s=ROTATE_TIMEOUT_S, until_answered=True
         )
     check_certificate(response.certificate_pem, tls.ca_pem, member_id, tls_key.public_key())
     # Certificate and TLS key first, the signing key last: a reader sees a consistent pair.

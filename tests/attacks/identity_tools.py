@@ -18,9 +18,9 @@ from credex.protocol.channels import open_channel, open_directory_channel
 from credex.protocol.keys import SigningKey
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.enrollment import EnrollmentFiles, enroll
-from credex.v1 import directory_pb2 as pb
-from credex.v1 import node_pb2
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.sdk.link import DirectoryLink
+from credex.v1 import member_pb2, node_pb2
+from credex.v1.member_pb2_grpc import MemberServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.attacks.conftest import Target
 from tests.harness import trailer_map
@@ -91,11 +91,11 @@ def outcome(exc: grpc.aio.AioRpcError) -> tuple[str, grpc.StatusCode]:
 
 
 async def directory_call(
-    address: str, tls: TlsIdentity, call: Callable[[DirectoryServiceStub], Any]
+    address: str, tls: TlsIdentity, call: Callable[[DirectoryLink], Any]
 ) -> tuple[str, grpc.StatusCode]:
-    async with open_directory_channel(address, tls) as channel:
+    async with DirectoryLink(address, tls) as link:
         try:
-            await call(DirectoryServiceStub(channel))
+            await call(link)
         except grpc.aio.AioRpcError as exc:
             return outcome(exc)
     return OK
@@ -104,7 +104,9 @@ async def directory_call(
 def list_members(target: Target, tls: TlsIdentity) -> tuple[str, grpc.StatusCode]:
     return asyncio.run(
         directory_call(
-            target.address, tls, lambda s: s.ListMembers(pb.ListMembersRequest(), timeout=10)
+            target.address,
+            tls,
+            lambda link: link.members.ListMembers(member_pb2.ListMembersRequest(), timeout=10),
         )
     )
 
@@ -123,15 +125,15 @@ def describe_node(target: Target, node_id: str, tls: TlsIdentity) -> tuple[str, 
     return asyncio.run(call())
 
 
-def registry_snapshot(target: Target) -> pb.RegistrySnapshot:
+def registry_snapshot(target: Target) -> member_pb2.RegistrySnapshot:
     """The directory-signed registry as a node fetches it (asked with the bank's certificate)."""
 
-    async def call() -> pb.RegistrySnapshot:
+    async def call() -> member_pb2.RegistrySnapshot:
         async with open_directory_channel(target.address, target.requester_home().tls()) as ch:
-            response = await DirectoryServiceStub(ch).GetRegistry(
-                pb.GetRegistryRequest(), timeout=10
+            response = await MemberServiceStub(ch).GetRegistry(
+                member_pb2.GetRegistryRequest(), timeout=10
             )
-        return pb.RegistrySnapshot.FromString(response.snapshot.body)
+        return member_pb2.RegistrySnapshot.FromString(response.snapshot.body)
 
     return asyncio.run(call())
 

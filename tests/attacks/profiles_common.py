@@ -21,9 +21,10 @@ from credex.protocol.errors import REASON_KEY
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import domain_tag
 from credex.protocol.tls import TlsIdentity
+from credex.sdk.link import DirectoryLink
 from credex.sdk.member_home import MemberHome
 from credex.v1.common_pb2 import Signed
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
+from credex.v1.subject_pb2_grpc import SubjectServiceStub
 from tests.attacks.conftest import SEED, Target
 
 
@@ -103,10 +104,8 @@ async def subject_service(address: str, ca_pem: bytes) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def member_stub(target: Target, home: MemberHome) -> AsyncIterator[Any]:
-    """The member port as the member of `home` (its own certificate)."""
-    channel = open_directory_channel(target.address, home.tls())
-    try:
-        yield DirectoryServiceStub(channel)
-    finally:
-        await channel.close(None)
+async def requester_stub(target: Target, home: MemberHome) -> AsyncIterator[Any]:
+    """The requester service on the member port as the member of `home` (its own
+    certificate)."""
+    async with DirectoryLink(target.address, home.tls()) as link:
+        yield link.requesters

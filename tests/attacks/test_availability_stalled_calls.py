@@ -63,7 +63,7 @@ def test_stalled_calls_of_one_caller_do_not_take_everyones_slots(own: Target) ->
             yield b""  # an async generator that sends nothing until released
 
         async def stalled(channel: grpc.aio.Channel) -> str:
-            call = channel.stream_unary("/credex.v1.DirectoryService/ListMembers", None, None)
+            call = channel.stream_unary("/credex.v1.MemberService/ListMembers", None, None)
             try:
                 await call(never(), timeout=60)
             except grpc.aio.AioRpcError as exc:

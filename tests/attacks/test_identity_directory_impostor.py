@@ -27,7 +27,7 @@ from credex.protocol.tls import TlsIdentity
 from credex.runtime.ports import bind, create_server
 from credex.runtime.settings import ServerSettings
 from credex.sdk.enrollment import EnrollmentFiles, enroll
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import enrollment_pb2
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import enroll_member, removed_afterwards
 
@@ -52,11 +52,13 @@ class Impostor:
     """The attacker's server: answers as EnrollmentService and keeps whatever arrives."""
 
     def __init__(self) -> None:
-        self.stolen: list[pb.EnrollRequest] = []
+        self.stolen: list[enrollment_pb2.EnrollRequest] = []
 
-    async def Enroll(self, request: pb.EnrollRequest, context: Any) -> pb.EnrollResponse:
+    async def Enroll(
+        self, request: enrollment_pb2.EnrollRequest, context: Any
+    ) -> enrollment_pb2.EnrollResponse:
         self.stolen.append(request)
-        return pb.EnrollResponse()
+        return enrollment_pb2.EnrollResponse()
 
 
 async def victim_enrolls_at_impostor(target: Target, tls: TlsIdentity, folder: Path) -> Any:
@@ -66,8 +68,8 @@ async def victim_enrolls_at_impostor(target: Target, tls: TlsIdentity, folder: P
     server = create_server(limits)
     handler = grpc.unary_unary_rpc_method_handler(
         impostor.Enroll,
-        request_deserializer=pb.EnrollRequest.FromString,
-        response_serializer=pb.EnrollResponse.SerializeToString,
+        request_deserializer=enrollment_pb2.EnrollRequest.FromString,
+        response_serializer=enrollment_pb2.EnrollResponse.SerializeToString,
     )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("credex.v1.EnrollmentService", {"Enroll": handler}),)

@@ -23,7 +23,7 @@ from credex.protocol.clock import to_timestamp
 from credex.protocol.config import ConfigError
 from credex.protocol.signing import seal
 from credex.runtime.db import open_database
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import federation_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import (
@@ -66,12 +66,14 @@ ACCEPTED = ["127.0.0.1:7101", "node-a.example:7101", "localhost:7101", "[::1]:71
 
 
 def announce(target: Target, node: Member, endpoint: str) -> tuple[str, grpc.StatusCode]:
-    announcement = pb.NodeAnnouncement(
+    announcement = federation_pb2.NodeAnnouncement(
         node_id=node.member_id, endpoint=endpoint, issued_at=to_timestamp(time.time())
     )
-    request = pb.AnnounceRequest(announcement=seal(announcement, node.key))
+    request = federation_pb2.AnnounceRequest(announcement=seal(announcement, node.key))
     return asyncio.run(
-        directory_call(target.address, node.tls(), lambda s: s.Announce(request, timeout=10))
+        directory_call(
+            target.address, node.tls(), lambda link: link.federation.Announce(request, timeout=10)
+        )
     )
 
 

@@ -23,8 +23,9 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.enrollment import ROLES, EnrollmentFiles, enroll
-from credex.v1 import directory_pb2 as pb
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub, EnrollmentServiceStub
+from credex.v1 import enrollment_pb2, member_pb2
+from credex.v1.enrollment_pb2_grpc import EnrollmentServiceStub
+from credex.v1.member_pb2_grpc import MemberServiceStub
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import (
     OK,
@@ -53,7 +54,7 @@ def test_a_lost_enrollment_reply_can_be_fetched_again(target: Target, tmp_path: 
         target.settings, member_id="retry-enroll", role="requester"
     )
     key, tls_key = SigningKey.generate(), pki.new_tls_key()
-    enrollment = pb.Enrollment(
+    enrollment = enrollment_pb2.Enrollment(
         token=token,
         member_id="retry-enroll",
         role=ROLES["requester"],
@@ -62,7 +63,7 @@ def test_a_lost_enrollment_reply_can_be_fetched_again(target: Target, tmp_path: 
         name="retry-enroll",
         issued_at=to_timestamp(time.time()),
     )
-    request = pb.EnrollRequest(enrollment=seal(enrollment, key))
+    request = enrollment_pb2.EnrollRequest(enrollment=seal(enrollment, key))
     with removed_afterwards(target, "retry-enroll"):
         first, again = asyncio.run(
             send_twice(
@@ -71,7 +72,7 @@ def test_a_lost_enrollment_reply_can_be_fetched_again(target: Target, tmp_path: 
                 lambda ch: EnrollmentServiceStub(ch).Enroll(request, timeout=10),
             )
         )
-    assert isinstance(first, pb.EnrollResponse), first
+    assert isinstance(first, enrollment_pb2.EnrollResponse), first
     assert again == first, f"the retried enrollment got {again}"
 
 
@@ -80,26 +81,26 @@ def test_a_lost_rotation_reply_can_be_fetched_again(target: Target, tmp_path: Pa
         member = enroll_member(target, tmp_path, "retry-rotate")
         old_tls = member.tls()
         new_key, tls_key = SigningKey.generate(), pki.new_tls_key()
-        rotation = pb.KeyRotation(
+        rotation = member_pb2.KeyRotation(
             member_id="retry-rotate",
             new_signing_key=new_key.public.raw,
             csr_pem=pki.create_csr(tls_key, "retry-rotate"),
             issued_at=to_timestamp(time.time()),
         )
-        request = pb.RotateKeyRequest(
+        request = member_pb2.RotateKeyRequest(
             rotation=seal(rotation, member.key), proof=seal(rotation, new_key)
         )
         first, again = asyncio.run(
             send_twice(
                 target.address,
                 old_tls,
-                lambda ch: DirectoryServiceStub(ch).RotateKey(request, timeout=10),
+                lambda ch: MemberServiceStub(ch).RotateKey(request, timeout=10),
             )
         )
-        assert isinstance(first, pb.RotateKeyResponse), first
+        assert isinstance(first, member_pb2.RotateKeyResponse), first
         assert again == first, f"the retried rotation got {again}"
         # and the member, with the certificate from the retried reply, is in
-        assert isinstance(again, pb.RotateKeyResponse)
+        assert isinstance(again, member_pb2.RotateKeyResponse)
         new_tls = TlsIdentity(target.ca_pem, again.certificate_pem, pki.key_pem(tls_key))
         assert list_members(target, new_tls) == OK
 

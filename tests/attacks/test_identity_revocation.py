@@ -25,8 +25,8 @@ from credex.protocol.clock import to_timestamp
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.rotation import KeyFiles, rotate_key
-from credex.v1 import directory_pb2 as pb
-from credex.v1.directory_pb2_grpc import EnrollmentServiceStub
+from credex.v1 import enrollment_pb2
+from credex.v1.enrollment_pb2_grpc import EnrollmentServiceStub
 from tests.attacks.conftest import Target
 from tests.attacks.identity_tools import (
     OK,
@@ -109,16 +109,20 @@ def test_a_rotated_away_certificate_is_revoked(target: Target, tmp_path: Path) -
     assert serial_of(new) not in revoked
 
 
-def renewal_request(member_id: str, key: object, tls_key: object) -> pb.RenewCertificateRequest:
-    renewal = pb.CertificateRenewal(
+def renewal_request(
+    member_id: str, key: object, tls_key: object
+) -> enrollment_pb2.RenewCertificateRequest:
+    renewal = enrollment_pb2.CertificateRenewal(
         member_id=member_id,
         csr_pem=pki.create_csr(tls_key, member_id),  # type: ignore[arg-type]
         issued_at=to_timestamp(time.time()),
     )
-    return pb.RenewCertificateRequest(renewal=seal(renewal, key))  # type: ignore[arg-type]
+    return enrollment_pb2.RenewCertificateRequest(renewal=seal(renewal, key))  # type: ignore[arg-type]
 
 
-def renew(target: Target, request: pb.RenewCertificateRequest) -> tuple[str, grpc.StatusCode]:
+def renew(
+    target: Target, request: enrollment_pb2.RenewCertificateRequest
+) -> tuple[str, grpc.StatusCode]:
     """Renewal on the public port: no certificate needed, the signing key is the proof."""
 
     async def call() -> tuple[str, grpc.StatusCode]:

@@ -19,9 +19,9 @@ from credex.protocol.errors import CredexError
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.sdk.rotation import KeyFiles, rotate_key
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import requester_pb2
 from credex.v1.common_pb2 import Category, Purpose
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.requester_pb2_grpc import RequesterServiceStub
 from tests.attacks.conftest import Target
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -90,13 +90,13 @@ def test_a_profile_that_does_not_verify_is_not_reported_as_a_refusal(
                 subject_id=subject_id, consent_id=consent_id, purpose=LOAN, categories=[CATEGORY]
             )
             async with open_directory_channel(target.address, home.tls()) as channel:
-                response = await DirectoryServiceStub(channel).GetProfile(request, timeout=30)
-            profile = pb.Profile.FromString(response.profile.body)
+                response = await RequesterServiceStub(channel).GetProfile(request, timeout=30)
+            profile = requester_pb2.Profile.FromString(response.profile.body)
             node = next(n for n in profile.nodes if n.node_id == NODE)
-            assert node.status == pb.NodeStatus.NODE_STATUS_OK
+            assert node.status == requester_pb2.NodeStatus.NODE_STATUS_OK
             node.answer.signature = bytes(64)  # not the node's signature
             forged = seal(profile, SigningKey.load(target.settings.key_path))
-            sent = pb.ProfileRequest.FromString(request.request.body)
+            sent = requester_pb2.ProfileRequest.FromString(request.request.body)
             try:
                 await client.verify_profile(forged, sent)
             except Exception as exc:

@@ -26,7 +26,7 @@ from credex.protocol.signing import seal
 from credex.runtime.audit import verify_log
 from credex.runtime.db import readonly_uri
 from credex.sdk.client import RequesterClient, SubjectClient
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.profiles_common import nonce, subject_service
 from tests.harness import LoopThread
@@ -73,7 +73,7 @@ def refusal_rows(root: Path, subject_id: str) -> list[tuple[int, int]]:
 
 async def page(fed: federation.Federation, subject_id: str, size: int, token: str = "") -> Any:
     """One page of the subject's access log, asked for as a subject's client would."""
-    query = pb.AccessLogQuery(
+    query = subject_pb2.AccessLogQuery(
         subject_id=subject_id,
         issued_at=to_timestamp(time.time()),
         nonce=nonce(),
@@ -82,7 +82,9 @@ async def page(fed: federation.Federation, subject_id: str, size: int, token: st
     )
     key = subject_key(SEED, subject_id)
     async with subject_service(fed.public_address, fed.ca_pem) as stub:
-        return await stub.GetAccessLog(pb.GetAccessLogRequest(query=seal(query, key)), timeout=30)
+        return await stub.GetAccessLog(
+            subject_pb2.GetAccessLogRequest(query=seal(query, key)), timeout=30
+        )
 
 
 def test_a_flood_of_refusals_is_one_entry_and_the_log_comes_in_pages(

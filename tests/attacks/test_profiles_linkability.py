@@ -30,7 +30,7 @@ from credex.protocol.keys import SigningKey
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Category, Purpose, Signed
 from credex.v1.consent_pb2 import Consent, ConsentStatus, ConsentTicket, SubjectAttestation
-from credex.v1.directory_pb2 import RevocationFeed
+from credex.v1.federation_pb2 import RevocationFeed
 from credex.v1.node_pb2 import DisputeNotice, NodeQuery
 from tests.harness import Federation, LoopThread, start_federation
 

@@ -20,7 +20,7 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.protocol.tickets import create_ticket, node_key
 from credex.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.consent_pb2 import Consent, ConsentTicket, SubjectAttestation
 from credex.v1.node_pb2 import NodeQuery, QueryRecordsRequest
@@ -28,11 +28,11 @@ from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.attacks.conftest import Target
 from tests.attacks.profiles_common import (
     local_id,
-    member_stub,
     nonce,
     own_subject,
     public_stub,
     refusal,
+    requester_stub,
     sign_body,
     unknown_field,
 )
@@ -78,7 +78,7 @@ def nested_ticket_padding(body: bytes) -> bytes:
 
 async def grant(target: Target, subject_id: str, key: SigningKey, body: bytes) -> Any:
     async with public_stub(target) as stub:
-        request = pb.GrantConsentRequest(
+        request = subject_pb2.GrantConsentRequest(
             consent=sign_body(body, Consent, key), subject_id=subject_id
         )
         try:
@@ -136,7 +136,7 @@ def test_a_padded_profile_request_is_refused(target: Target, loop: LoopThread) -
     home = target.requester_home()
     key = home.signing_key()
     now = time.time()
-    request = pb.ProfileRequest(
+    request = requester_pb2.ProfileRequest(
         request_id=f"r-padded-{uuid.uuid4().hex}",
         nonce=nonce(),
         issued_at=to_timestamp(now),
@@ -149,10 +149,12 @@ def test_a_padded_profile_request_is_refused(target: Target, loop: LoopThread) -
     body = request.SerializeToString(deterministic=True) + unknown_field(500, b"\x01" * 65_536)
 
     async def send() -> grpc.aio.AioRpcError | None:
-        async with member_stub(target, home) as stub:
+        async with requester_stub(target, home) as stub:
             try:
                 await stub.GetProfile(
-                    pb.GetProfileRequest(request=sign_body(body, pb.ProfileRequest, key)),
+                    requester_pb2.GetProfileRequest(
+                        request=sign_body(body, requester_pb2.ProfileRequest, key)
+                    ),
                     timeout=30,
                 )
             except grpc.aio.AioRpcError as err:

@@ -16,7 +16,7 @@ import grpc
 from credex.protocol.errors import CredexError, Reason
 from credex.protocol.signing import seal
 from credex.sdk.client import RequesterClient
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import requester_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target
 from tests.attacks.profiles_common import own_subject
@@ -29,9 +29,9 @@ ROUNDS = 6
 
 def with_request_id(client: RequesterClient, key: Any, request_id: str, **kwargs: Any) -> Any:
     request = client.profile_request(purpose=LOAN, **kwargs)
-    body = pb.ProfileRequest.FromString(request.request.body)
+    body = requester_pb2.ProfileRequest.FromString(request.request.body)
     body.request_id = request_id
-    return pb.GetProfileRequest(request=seal(body, key))
+    return requester_pb2.GetProfileRequest(request=seal(body, key))
 
 
 async def outcome(client: RequesterClient, request: Any) -> str:

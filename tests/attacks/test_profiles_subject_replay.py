@@ -20,7 +20,7 @@ from credex.protocol.consents import create_consent
 from credex.protocol.errors import CredexError, Reason
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.consent_pb2 import ConsentPause, ConsentRevocation, ConsentStatus
 from tests.attacks.conftest import Target
@@ -40,7 +40,7 @@ def pause(subject_id: str, key: SigningKey, consent_id: str, *, paused: bool) ->
         issued_at=to_timestamp(time.time()),
         nonce=nonce(),
     )
-    return pb.PauseConsentRequest(pause=seal(message, key))
+    return subject_pb2.PauseConsentRequest(pause=seal(message, key))
 
 
 async def send(method: Any, request: Any) -> Any:
@@ -168,28 +168,28 @@ def _revocation(subject_id: str, key: SigningKey, consent_id: str) -> Any:
         issued_at=to_timestamp(time.time()),
         nonce=nonce(),
     )
-    return pb.RevokeConsentRequest(revocation=seal(message, key))
+    return subject_pb2.RevokeConsentRequest(revocation=seal(message, key))
 
 
 def _consent_list(subject_id: str, key: SigningKey, consent_id: str) -> Any:
-    query = pb.ConsentListQuery(
+    query = subject_pb2.ConsentListQuery(
         subject_id=subject_id, issued_at=to_timestamp(time.time()), nonce=nonce()
     )
-    return pb.ListConsentsRequest(query=seal(query, key))
+    return subject_pb2.ListConsentsRequest(query=seal(query, key))
 
 
 def _access_log(subject_id: str, key: SigningKey, consent_id: str) -> Any:
-    query = pb.AccessLogQuery(
+    query = subject_pb2.AccessLogQuery(
         subject_id=subject_id, issued_at=to_timestamp(time.time()), nonce=nonce()
     )
-    return pb.GetAccessLogRequest(query=seal(query, key))
+    return subject_pb2.GetAccessLogRequest(query=seal(query, key))
 
 
 def _dispute_list(subject_id: str, key: SigningKey, consent_id: str) -> Any:
-    query = pb.DisputeListQuery(
+    query = subject_pb2.DisputeListQuery(
         subject_id=subject_id, issued_at=to_timestamp(time.time()), nonce=nonce()
     )
-    return pb.ListDisputesRequest(query=seal(query, key))
+    return subject_pb2.ListDisputesRequest(query=seal(query, key))
 
 
 def _pause(subject_id: str, key: SigningKey, consent_id: str) -> Any:
@@ -230,11 +230,13 @@ def test_every_subject_signed_message_is_refused_the_second_time(
 def test_a_subject_message_without_a_nonce_is_refused(target: Target, loop: LoopThread) -> None:
     """Messages signed the old way (no nonce) cannot be told from replays: refused."""
     subject_id, key = own_subject(target, 2)
-    query = pb.AccessLogQuery(subject_id=subject_id, issued_at=to_timestamp(time.time()))
+    query = subject_pb2.AccessLogQuery(subject_id=subject_id, issued_at=to_timestamp(time.time()))
 
     async def read() -> Any:
         async with public_stub(target) as stub:
-            return await send(stub.GetAccessLog, pb.GetAccessLogRequest(query=seal(query, key)))
+            return await send(
+                stub.GetAccessLog, subject_pb2.GetAccessLogRequest(query=seal(query, key))
+            )
 
     answer = loop.run(read())
     assert isinstance(answer, grpc.aio.AioRpcError), "a query without a nonce was answered"
@@ -268,7 +270,7 @@ def test_a_replayed_grant_is_refused_by_its_consent_id(target: Target, loop: Loo
         key, requester_id="bank", purpose=LOAN, categories=[FIN], not_before=now,
         not_after=now + 86_400, max_uses=1,
     )  # fmt: skip
-    request = pb.GrantConsentRequest(consent=signed, subject_id=subject_id)
+    request = subject_pb2.GrantConsentRequest(consent=signed, subject_id=subject_id)
 
     async def twice() -> tuple[Any, Any]:
         async with public_stub(target) as stub:

@@ -34,7 +34,7 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.runtime.db import readonly_uri
 from credex.sdk.client import SubjectClient
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target
 from tests.attacks.nodedata_kit import subjects_of
@@ -143,9 +143,9 @@ def test_a_subject_toggling_a_consent_is_rate_limited(fed: Target) -> None:
     assert not isinstance(other, grpc.aio.AioRpcError), other
 
 
-def list_query(subject_id: str, key: SigningKey) -> pb.ListConsentsRequest:
-    query = pb.ConsentListQuery(subject_id=subject_id, issued_at=now_ts(), nonce=nonce())
-    return pb.ListConsentsRequest(query=seal(query, key))
+def list_query(subject_id: str, key: SigningKey) -> subject_pb2.ListConsentsRequest:
+    query = subject_pb2.ConsentListQuery(subject_id=subject_id, issued_at=now_ts(), nonce=nonce())
+    return subject_pb2.ListConsentsRequest(query=seal(query, key))
 
 
 def test_a_subject_holds_a_bounded_number_of_live_consents(fed: Target) -> None:

@@ -20,7 +20,7 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.runtime.db import open_database
 from credex.sdk.client import RequesterClient
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import requester_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target
 from tests.attacks.profiles_common import own_subject
@@ -46,10 +46,10 @@ GOOD_IDS = ["a", "R_1.2:3-x", "r" * 128]
 async def outcome(client: RequesterClient, key: SigningKey, request_id: str, **kwargs: Any) -> str:
     """ "served", or the reason the directory refused a request carrying `request_id`."""
     request = client.profile_request(purpose=LOAN, **kwargs)
-    body = pb.ProfileRequest.FromString(request.request.body)
+    body = requester_pb2.ProfileRequest.FromString(request.request.body)
     body.request_id = request_id
     try:
-        await client.send_profile_request(pb.GetProfileRequest(request=seal(body, key)))
+        await client.send_profile_request(requester_pb2.GetProfileRequest(request=seal(body, key)))
     except CredexError as err:
         return f"{err.code.name} {err.reason}"
     except grpc.aio.AioRpcError as err:  # pragma: no cover - the SDK maps every refusal

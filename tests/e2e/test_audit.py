@@ -26,7 +26,7 @@ from credex.runtime.reconcile import reconcile
 from credex.runtime.witness import WitnessStore
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
-from credex.v1.directory_pb2 import Member, RegistrySnapshot, RetiredKey
+from credex.v1.member_pb2 import Member, RegistrySnapshot, RetiredKey
 from tests.harness import runtime_database
 
 BIN = Path(sys.executable).parent

@@ -14,9 +14,9 @@ from credex.protocol.errors import PermissionDenied, Reason, Unauthenticated
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.client import SubjectClient
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
-from credex.v1.directory_pb2_grpc import SubjectServiceStub
+from credex.v1.subject_pb2_grpc import SubjectServiceStub
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -96,17 +96,19 @@ def test_a_request_id_cannot_be_reused_to_borrow_another_profiles_results(
         bank.get_profile(subject_id="S1", consent_id=consent_id, purpose=LOAN)
     )
     again = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
-    body = pb.ProfileRequest.FromString(again.request.body)
+    body = requester_pb2.ProfileRequest.FromString(again.request.body)
     body.request_id = served.request_id
-    resigned = pb.GetProfileRequest(request=seal(body, federation.requester_keys["bank"]))
+    resigned = requester_pb2.GetProfileRequest(
+        request=seal(body, federation.requester_keys["bank"])
+    )
     with pytest.raises(PermissionDenied) as err:
         federation.loop.run(bank.send_profile_request(resigned))
     assert err.value.reason == Reason.REPLAY
 
 
-def _page(federation: Federation, size: int, token: str) -> pb.GetAccessLogResponse:
+def _page(federation: Federation, size: int, token: str) -> subject_pb2.GetAccessLogResponse:
     """One page of S2's log, asked for with a raw stub."""
-    query = pb.AccessLogQuery(
+    query = subject_pb2.AccessLogQuery(
         subject_id="S2",
         issued_at=to_timestamp(federation.clock()),
         nonce=os.urandom(16),
@@ -114,10 +116,12 @@ def _page(federation: Federation, size: int, token: str) -> pb.GetAccessLogRespo
         page_token=token,
     )
 
-    async def call() -> pb.GetAccessLogResponse:
+    async def call() -> subject_pb2.GetAccessLogResponse:
         channel = open_directory_channel(federation.public_address, TlsIdentity(federation.ca_pem))
         try:
-            request = pb.GetAccessLogRequest(query=seal(query, federation.subject_keys["S2"]))
+            request = subject_pb2.GetAccessLogRequest(
+                query=seal(query, federation.subject_keys["S2"])
+            )
             return await SubjectServiceStub(channel).GetAccessLog(request, timeout=30)
         finally:
             await channel.close(None)

@@ -33,12 +33,13 @@ from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.signing import domain_tag, open_signed, seal, verify
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.client import RequesterClient
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
 from credex.v1.consent_pb2 import ConsentRevocation
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
 from credex.v1.node_pb2 import NodeAnswer
+from credex.v1.requester_pb2_grpc import RequesterServiceStub
+from credex.v1.subject_pb2_grpc import SubjectServiceStub
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -108,7 +109,7 @@ def stub(federation: Federation) -> Iterator[Any]:
 
     members, public = run(federation, open_channels())
     yield SimpleNamespace(
-        GetProfile=DirectoryServiceStub(members).GetProfile,
+        GetProfile=RequesterServiceStub(members).GetProfile,
         RevokeConsent=SubjectServiceStub(public).RevokeConsent,
     )
     run(federation, members.close(None))
@@ -362,9 +363,9 @@ def test_profile_request_from_the_future_or_expired_is_refused(federation: Feder
 
 def hand_made_request(
     fed: Federation, *, consent_id: str, requester_id: str, key: SigningKey
-) -> pb.GetProfileRequest:
+) -> requester_pb2.GetProfileRequest:
     now = fed.clock()
-    request = pb.ProfileRequest(
+    request = requester_pb2.ProfileRequest(
         request_id=f"r-{uuid.uuid4().hex}",
         nonce=os.urandom(16),
         issued_at=to_timestamp(now),
@@ -374,7 +375,7 @@ def hand_made_request(
         consent_id=consent_id,
         purpose=LOAN,
     )
-    return pb.GetProfileRequest(request=seal(request, key))
+    return requester_pb2.GetProfileRequest(request=seal(request, key))
 
 
 def test_request_signed_by_one_requester_naming_another_is_refused(
@@ -405,7 +406,7 @@ def test_profile_request_with_altered_body_is_refused(federation: Federation) ->
     consent_id = grant(federation, categories=[FIN])
     bank = federation.requester("bank")
     request = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
-    body = pb.ProfileRequest.FromString(request.request.body)
+    body = requester_pb2.ProfileRequest.FromString(request.request.body)
     body.subject_id = "S2"
     request.request.body = body.SerializeToString(deterministic=True)
     refused(federation, bank.send_profile_request(request), Unauthenticated, Reason.BAD_SIGNATURE)
@@ -414,11 +415,11 @@ def test_profile_request_with_altered_body_is_refused(federation: Federation) ->
 def test_undecodable_profile_request_is_malformed(federation: Federation) -> None:
     bank = federation.requester("bank")
     garbage = b"\x0a\x64short"
-    request = pb.GetProfileRequest()
+    request = requester_pb2.GetProfileRequest()
     request.request.body = garbage
     request.request.key_id = federation.requester_keys["bank"].key_id
     request.request.signature = federation.requester_keys["bank"].sign(
-        domain_tag(pb.ProfileRequest) + garbage
+        domain_tag(requester_pb2.ProfileRequest) + garbage
     )
     refused(federation, bank.send_profile_request(request), InvalidArgument, Reason.MALFORMED)
 
@@ -432,7 +433,7 @@ def test_undecodable_request_bytes_get_invalid_argument(federation: Federation) 
             federation.address, federation.requester_homes["bank"].tls()
         ) as channel:
             raw = channel.unary_unary(
-                "/credex.v1.DirectoryService/GetProfile",
+                "/credex.v1.RequesterService/GetProfile",
                 request_serializer=None,
                 response_deserializer=None,
             )
@@ -488,7 +489,9 @@ def test_stale_revocation_is_refused(federation: Federation, stub: Any) -> None:
         issued_at=to_timestamp(federation.clock() - 3600),
         nonce=os.urandom(16),
     )
-    request = pb.RevokeConsentRequest(revocation=seal(revocation, federation.subject_keys["S1"]))
+    request = subject_pb2.RevokeConsentRequest(
+        revocation=seal(revocation, federation.subject_keys["S1"])
+    )
     refused(
         federation, typed(stub.RevokeConsent, request), PermissionDenied, Reason.REQUEST_EXPIRED
     )
@@ -519,9 +522,12 @@ def test_profile_node_answers_verify_with_the_registered_node_keys(
     for m in members.members:
         assert m.key_id == keys[m.member_id].key_id
 
-    profile = open_signed(response.profile, pb.Profile, directory_key, what="profile")
-    assert profile.request_id == pb.ProfileRequest.FromString(request.request.body).request_id
-    ok = [r for r in profile.nodes if r.status == pb.NodeStatus.NODE_STATUS_OK]
+    profile = open_signed(response.profile, requester_pb2.Profile, directory_key, what="profile")
+    assert (
+        profile.request_id
+        == requester_pb2.ProfileRequest.FromString(request.request.body).request_id
+    )
+    ok = [r for r in profile.nodes if r.status == requester_pb2.NodeStatus.NODE_STATUS_OK]
     assert sorted(r.node_id for r in ok) == ["courts", "pboc", "volunteers"], [
         (r.node_id, r.status, r.detail) for r in profile.nodes
     ]
@@ -568,7 +574,7 @@ def test_profile_with_altered_directory_signature_is_rejected(
 def test_records_altered_by_the_directory_are_rejected(federation: Federation, stub: Any) -> None:
     """Even with a valid directory signature, changed node records do not verify."""
     bank, signed = _fresh_profile(federation, stub)
-    profile = pb.Profile.FromString(signed.body)
+    profile = requester_pb2.Profile.FromString(signed.body)
     pboc = next(r for r in profile.nodes if r.node_id == "pboc")
     answer = NodeAnswer.FromString(pboc.answer.body)
     answer.records[0].value = 0.0
@@ -579,7 +585,7 @@ def test_records_altered_by_the_directory_are_rejected(federation: Federation, s
 
 def test_answer_relabelled_as_another_node_is_rejected(federation: Federation, stub: Any) -> None:
     bank, signed = _fresh_profile(federation, stub)
-    profile = pb.Profile.FromString(signed.body)
+    profile = requester_pb2.Profile.FromString(signed.body)
     by_id = {r.node_id: r for r in profile.nodes}
     by_id["courts"].answer.CopyFrom(by_id["pboc"].answer)
     resealed = seal(profile, federation.directory_key)
@@ -589,8 +595,8 @@ def test_answer_relabelled_as_another_node_is_rejected(federation: Federation, s
 def test_answer_moved_from_another_request_is_rejected(federation: Federation, stub: Any) -> None:
     bank, first = _fresh_profile(federation, stub)
     _, second = _fresh_profile(federation, stub)
-    old = {r.node_id: r for r in pb.Profile.FromString(first.body).nodes}
-    profile = pb.Profile.FromString(second.body)
+    old = {r.node_id: r for r in requester_pb2.Profile.FromString(first.body).nodes}
+    profile = requester_pb2.Profile.FromString(second.body)
     for result in profile.nodes:
         result.answer.CopyFrom(old[result.node_id].answer)
     resealed = seal(profile, federation.directory_key)
@@ -605,14 +611,19 @@ def test_profile_replayed_for_another_request_is_rejected(
     bank = federation.requester("bank")
     first = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
     old_profile = get_profile_raw(federation, stub, first).profile
-    second = pb.ProfileRequest.FromString(
+    second = requester_pb2.ProfileRequest.FromString(
         bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN).request.body
     )
     verified = run(
         federation,
-        bank.verify_profile(old_profile, pb.ProfileRequest.FromString(first.request.body)),
+        bank.verify_profile(
+            old_profile, requester_pb2.ProfileRequest.FromString(first.request.body)
+        ),
     )
-    assert verified.request_id == pb.ProfileRequest.FromString(first.request.body).request_id
+    assert (
+        verified.request_id
+        == requester_pb2.ProfileRequest.FromString(first.request.body).request_id
+    )
     unverified(federation, bank.verify_profile(old_profile, second))
 
 
@@ -627,7 +638,7 @@ def test_directory_audits_refusals(federation: Federation) -> None:
     request_ids = []
     for _ in range(3):
         request = school.profile_request(subject_id="S2", consent_id=consent_id, purpose=LOAN)
-        request_ids.append(pb.ProfileRequest.FromString(request.request.body).request_id)
+        request_ids.append(requester_pb2.ProfileRequest.FromString(request.request.body).request_id)
         refused(
             federation,
             school.send_profile_request(request),
@@ -667,10 +678,12 @@ def test_enum_values_this_version_does_not_know_are_malformed(
     consent_id = grant(federation)
     bank = federation.requester("bank")
     request = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
-    body = pb.ProfileRequest.FromString(request.request.body)
+    body = requester_pb2.ProfileRequest.FromString(request.request.body)
     body.purpose = purpose  # type: ignore[assignment]
     body.categories[:] = categories  # type: ignore[assignment]
-    resigned = pb.GetProfileRequest(request=seal(body, federation.requester_keys["bank"]))
+    resigned = requester_pb2.GetProfileRequest(
+        request=seal(body, federation.requester_keys["bank"])
+    )
     refused(federation, bank.send_profile_request(resigned), InvalidArgument, Reason.MALFORMED)
 
 
@@ -684,9 +697,11 @@ def test_subject_refusals_are_audited_under_the_subject_only_once_proven(
         issued_at=to_timestamp(federation.clock()),
         nonce=os.urandom(16),
     )
-    forged = pb.RevokeConsentRequest(revocation=seal(revocation, SigningKey.generate()))
+    forged = subject_pb2.RevokeConsentRequest(revocation=seal(revocation, SigningKey.generate()))
     refused(federation, typed(stub.RevokeConsent, forged), Unauthenticated, Reason.BAD_SIGNATURE)
-    genuine = pb.RevokeConsentRequest(revocation=seal(revocation, federation.subject_keys["S9"]))
+    genuine = subject_pb2.RevokeConsentRequest(
+        revocation=seal(revocation, federation.subject_keys["S9"])
+    )
     run(federation, typed(stub.RevokeConsent, genuine))
     refused(federation, typed(stub.RevokeConsent, genuine), PermissionDenied, Reason.REPLAY)
     db = federation.root / "directory" / "directory.db"

@@ -18,7 +18,7 @@ from credex.directory import admin as directory_admin
 from credex.directory.config import load_settings
 from credex.directory.consent_store import ConsentStore
 from credex.node import server as node_server
-from credex.node.config import load_node_config
+from credex.node.config import NodeConfig, load_node_config
 from credex.node.server import (
     RunningNode,
     announce,
@@ -28,6 +28,7 @@ from credex.node.server import (
     tls_source,
 )
 from credex.protocol.channels import open_channel
+from credex.protocol.clock import Clock
 from credex.protocol.config import ConfigError
 from credex.protocol.errors import (
     REASON_KEY,
@@ -39,10 +40,11 @@ from credex.protocol.errors import (
 from credex.protocol.signing import seal
 from credex.protocol.tickets import node_key
 from credex.runtime.db import open_database, transaction
-from credex.v1 import directory_pb2 as pb
+from credex.sdk.link import DirectoryLink
+from credex.v1 import federation_pb2
 from credex.v1.common_pb2 import Category, Purpose, Signed
 from credex.v1.consent_pb2 import ConsentStatus, ConsentTicket
-from credex.v1.directory_pb2 import RevocationFeed
+from credex.v1.federation_pb2 import RevocationFeed
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.harness import Federation, enroll_requester, free_port, trailer_map
@@ -264,7 +266,7 @@ def test_a_pushed_feed_must_be_signed_by_the_directory(federation: Federation) -
             after_seq=0,
             latest_seq=10**9,
             changes=[
-                pb.ConsentChange(
+                federation_pb2.ConsentChange(
                     seq=10**9,
                     ticket_id=consent.ticket_id("pboc"),
                     status=ConsentStatus.CONSENT_STATUS_REVOKED,
@@ -481,9 +483,13 @@ def test_suspended_node_is_no_longer_queried_or_heard(federation: Federation) ->
 def announce_as(fed: Federation, node_id: str) -> None:
     """Announce `node_id` as the node itself would (its key and certificate)."""
     config = load_node_config(fed.node_configs[node_id])
-    fed.loop.run(
-        announce(config, signing_key_source(config), tls_source(config), "127.0.0.1:1", fed.clock)
-    )
+    fed.loop.run(announce_from(config, "127.0.0.1:1", fed.clock))
+
+
+async def announce_from(config: NodeConfig, endpoint: str, clock: Clock) -> None:
+    """Announce `endpoint` as the node of `config` would, over a link of its own."""
+    async with DirectoryLink(config.directory_address, tls_source(config)) as link:
+        await announce(config, signing_key_source(config), link, endpoint, clock)
 
 
 async def _forward(reader: Any, writer: Any) -> None:
@@ -538,13 +544,7 @@ def test_a_node_started_before_its_directory_waits_for_it(
         # The extra node announced itself as pboc: point the directory back at the real one.
         config = load_node_config(federation.node_configs["pboc"])
         federation.loop.run(
-            announce(
-                config,
-                signing_key_source(config),
-                tls_source(config),
-                federation.nodes["pboc"].address,
-                federation.clock,
-            )
+            announce_from(config, federation.nodes["pboc"].address, federation.clock)
         )
 
 

@@ -36,9 +36,9 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.db import open_database
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import dispute_pb2, subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
-from credex.v1.directory_pb2_grpc import SubjectServiceStub
+from credex.v1.subject_pb2_grpc import SubjectServiceStub
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -218,7 +218,7 @@ def test_disputes_per_subject_are_limited(tmp_path: Path, federation: Federation
     )
 
     def file(n: int, subject: str = "S1") -> None:
-        dispute = pb.Dispute(
+        dispute = dispute_pb2.Dispute(
             dispute_id=f"d-{subject}-{n}",
             subject_id=subject,
             node_id="nowhere",
@@ -265,8 +265,8 @@ def test_two_filings_of_one_dispute_id_at_once_file_it_once(federation: Federati
     key = federation.subject_keys["S9"]
     dispute_id = f"d-{uuid.uuid4().hex}"
 
-    def request() -> pb.FileDisputeRequest:
-        dispute = pb.Dispute(
+    def request() -> subject_pb2.FileDisputeRequest:
+        dispute = dispute_pb2.Dispute(
             dispute_id=dispute_id,
             subject_id="S9",
             node_id="volunteers",
@@ -276,7 +276,7 @@ def test_two_filings_of_one_dispute_id_at_once_file_it_once(federation: Federati
             category=Category.CATEGORY_VOLUNTEERING,
             nonce=os.urandom(16),
         )
-        return pb.FileDisputeRequest(dispute=seal(dispute, key))
+        return subject_pb2.FileDisputeRequest(dispute=seal(dispute, key))
 
     async def until(done: Any, what: str) -> None:
         deadline = time.monotonic() + 30
@@ -306,7 +306,7 @@ def test_two_filings_of_one_dispute_id_at_once_file_it_once(federation: Federati
             await channel.close(None)
 
     (first, second), asked = federation.loop.run(race())
-    assert isinstance(first, pb.FileDisputeResponse), first
+    assert isinstance(first, subject_pb2.FileDisputeResponse), first
     assert first.dispute.dispute_id == dispute_id
     assert isinstance(second, grpc.aio.AioRpcError), second
     assert second.code() == grpc.StatusCode.ALREADY_EXISTS, (second.code(), second.details())
@@ -338,7 +338,7 @@ def test_a_dispute_id_filed_meanwhile_by_another_process_is_already_exists(
         key=federation.directory_key,
         clock=federation.clock,
     )
-    dispute = pb.Dispute(
+    dispute = dispute_pb2.Dispute(
         dispute_id=f"d-{uuid.uuid4().hex}",
         subject_id="S9",
         node_id="volunteers",

@@ -46,8 +46,13 @@ from credex.protocol.pki import create_csr, new_tls_key
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES as MAX_REQUEST_BYTES
-from credex.v1 import directory_pb2 as pb
-from credex.v1 import node_pb2
+from credex.v1 import (
+    enrollment_pb2,
+    federation_pb2,
+    member_pb2,
+    requester_pb2,
+    subject_pb2,
+)
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
 from credex.v1.consent_pb2 import Consent, ConsentRevocation, ConsentTicket
@@ -57,6 +62,7 @@ from credex.v1.node_pb2 import (
     QueryRecordsRequest,
     QueryRecordsResponse,
 )
+from tests.contract import contract_modules
 from tests.harness import Federation
 from tests.integration.test_directory_refusals import grant
 from tests.integration.test_node_refusals import (
@@ -101,20 +107,24 @@ FUZZ_SETTINGS = settings(
 # --- methods -----------------------------------------------------------------------------------
 
 QUERY_RECORDS = "/credex.v1.NodeService/QueryRecords"
-GET_PROFILE = "/credex.v1.DirectoryService/GetProfile"
-ANNOUNCE = "/credex.v1.DirectoryService/Announce"
+GET_PROFILE = "/credex.v1.RequesterService/GetProfile"
+ANNOUNCE = "/credex.v1.FederationService/Announce"
 GRANT = "/credex.v1.SubjectService/GrantConsent"
 REVOKE = "/credex.v1.SubjectService/RevokeConsent"
 LIST = "/credex.v1.SubjectService/ListConsents"
 ENROLL = "/credex.v1.EnrollmentService/Enroll"
 
+# Every service of the contract: the node's, and the directory's on its two ports.
 SERVICES = [
-    node_pb2.DESCRIPTOR.services_by_name["NodeService"],
-    *(
-        pb.DESCRIPTOR.services_by_name[name]
-        for name in ("DirectoryService", "SubjectService", "EnrollmentService")
-    ),
+    service
+    for module in contract_modules()
+    for service in module.DESCRIPTOR.services_by_name.values()
 ]
+MEMBER_PORT = {
+    "credex.v1.MemberService",
+    "credex.v1.RequesterService",
+    "credex.v1.FederationService",
+}
 # Every method the node and the directory serve, with its request type.
 REQUEST_TYPES: dict[str, type[Message]] = {
     f"/{service.full_name}/{method.name}": GetMessageClass(method.input_type)
@@ -126,12 +136,12 @@ TAILORED = {QUERY_RECORDS, GET_PROFILE, ANNOUNCE, GRANT, REVOKE, LIST, ENROLL}
 # The Signed field of each tailored request message, and the type signed inside it.
 SIGNED_FIELD: dict[str, tuple[str, type[Message]]] = {
     QUERY_RECORDS: ("query", NodeQuery),
-    GET_PROFILE: ("request", pb.ProfileRequest),
-    ANNOUNCE: ("announcement", pb.NodeAnnouncement),
+    GET_PROFILE: ("request", requester_pb2.ProfileRequest),
+    ANNOUNCE: ("announcement", federation_pb2.NodeAnnouncement),
     GRANT: ("consent", Consent),
     REVOKE: ("revocation", ConsentRevocation),
-    LIST: ("query", pb.ConsentListQuery),
-    ENROLL: ("enrollment", pb.Enrollment),
+    LIST: ("query", subject_pb2.ConsentListQuery),
+    ENROLL: ("enrollment", enrollment_pb2.Enrollment),
 }
 # Methods whose requests carry a single-use nonce: at most one copy of a signed request is OK.
 SINGLE_USE = {QUERY_RECORDS, GET_PROFILE, REVOKE, LIST}
@@ -139,9 +149,9 @@ SINGLE_USE = {QUERY_RECORDS, GET_PROFILE, REVOKE, LIST}
 # decode may well be served.
 READ_ONLY = {
     "/credex.v1.NodeService/Describe",
-    "/credex.v1.DirectoryService/ListMembers",
-    "/credex.v1.DirectoryService/GetRegistry",
-    "/credex.v1.DirectoryService/GetRevocations",
+    "/credex.v1.MemberService/ListMembers",
+    "/credex.v1.MemberService/GetRegistry",
+    "/credex.v1.FederationService/GetRevocations",
 }
 
 
@@ -151,9 +161,9 @@ def channel_of(method: str) -> str:
     node, whose feed it is); the public port."""
     if method.startswith("/credex.v1.NodeService/"):
         return "node"
-    if method in (ANNOUNCE, "/credex.v1.DirectoryService/GetRevocations"):
+    if method in (ANNOUNCE, "/credex.v1.FederationService/GetRevocations"):
         return "down"
-    if method.startswith("/credex.v1.DirectoryService/"):
+    if method.split("/")[1] in MEMBER_PORT:
         return "members"
     return "public"
 
@@ -412,9 +422,9 @@ def fuzz(federation: Federation) -> Iterator[Fuzz]:
 # --- valid requests, built fresh: what mutations start from -----------------------------------
 
 
-def profile_request(fz: Fuzz) -> pb.ProfileRequest:
+def profile_request(fz: Fuzz) -> requester_pb2.ProfileRequest:
     now = fz.fed.clock()
-    return pb.ProfileRequest(
+    return requester_pb2.ProfileRequest(
         request_id=f"r-fuzz-{os.urandom(8).hex()}",
         nonce=os.urandom(16),
         issued_at=to_timestamp(now),
@@ -431,10 +441,10 @@ def signed_enrollment(fz: Fuzz, fields: dict[str, Any]) -> Signed:
     """Signed by the key it carries, with the live token, but with a CSR for another member:
     never redeemable, while every check up to the CSR's runs."""
     key = SigningKey.generate()
-    enrollment = pb.Enrollment(
+    enrollment = enrollment_pb2.Enrollment(
         token=fz.enrollment_token,
         member_id="fuzz-enrollee",
-        role=pb.MemberRole.MEMBER_ROLE_REQUESTER,
+        role=member_pb2.MemberRole.MEMBER_ROLE_REQUESTER,
         signing_key=key.public.raw,
         csr_pem=fz.csrs["good"],
         name="fuzz",
@@ -452,14 +462,14 @@ def valid_request(fz: Fuzz, method: str) -> bytes:
     if method == QUERY_RECORDS:
         message = signed_request(fed, node_query(fed, lifetime=120))
     elif method == GET_PROFILE:
-        message = pb.GetProfileRequest(
+        message = requester_pb2.GetProfileRequest(
             request=seal(profile_request(fz), fed.requester_keys["bank"])
         )
     elif method == ANNOUNCE:  # the endpoint it has: the "down" node stays unreachable
-        announcement = pb.NodeAnnouncement(
+        announcement = federation_pb2.NodeAnnouncement(
             node_id="down", endpoint=fz.down_endpoint, issued_at=to_timestamp(now)
         )
-        message = pb.AnnounceRequest(announcement=seal(announcement, fz.down_key))
+        message = federation_pb2.AnnounceRequest(announcement=seal(announcement, fz.down_key))
     elif method == GRANT:
         consent = create_consent(
             fed.subject_keys["S2"],
@@ -470,7 +480,7 @@ def valid_request(fz: Fuzz, method: str) -> bytes:
             not_after=now + DAY,
             max_uses=1,
         )
-        message = pb.GrantConsentRequest(consent=consent, subject_id="S2")
+        message = subject_pb2.GrantConsentRequest(consent=consent, subject_id="S2")
     elif method == REVOKE:
         revocation = ConsentRevocation(
             consent_id=fz.sacrificial_consent,
@@ -478,14 +488,16 @@ def valid_request(fz: Fuzz, method: str) -> bytes:
             issued_at=to_timestamp(now),
             nonce=os.urandom(16),
         )
-        message = pb.RevokeConsentRequest(revocation=seal(revocation, fed.subject_keys["S1"]))
+        message = subject_pb2.RevokeConsentRequest(
+            revocation=seal(revocation, fed.subject_keys["S1"])
+        )
     elif method == LIST:
-        query = pb.ConsentListQuery(
+        query = subject_pb2.ConsentListQuery(
             subject_id="S1", issued_at=to_timestamp(now), nonce=os.urandom(16)
         )
-        message = pb.ListConsentsRequest(query=seal(query, fed.subject_keys["S1"]))
+        message = subject_pb2.ListConsentsRequest(query=seal(query, fed.subject_keys["S1"]))
     else:
-        message = pb.EnrollRequest(enrollment=signed_enrollment(fz, {}))
+        message = enrollment_pb2.EnrollRequest(enrollment=signed_enrollment(fz, {}))
     return message.SerializeToString()
 
 
@@ -814,11 +826,11 @@ def directory_signed(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
         )
         apply(request, draw(fields), now)
         signer = draw(st.sampled_from(["bank", "bank", "school"]))
-        message = pb.GetProfileRequest(request=seal(request, fed.requester_keys[signer]))
+        message = requester_pb2.GetProfileRequest(request=seal(request, fed.requester_keys[signer]))
     elif method == ANNOUNCE:
         # Its own endpoint or one that must be refused; the other fields at random less often.
         endpoint = draw(st.sampled_from([fz.down_endpoint, *BAD_ENDPOINTS]))
-        announcement = pb.NodeAnnouncement(
+        announcement = federation_pb2.NodeAnnouncement(
             node_id="down", endpoint=endpoint, issued_at=to_timestamp(now)
         )
         fields = overrides(
@@ -826,11 +838,11 @@ def directory_signed(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
             issued_at=TIMESTAMP,
         )
         apply(announcement, draw(st.one_of(st.just({}), fields)), now)
-        message = pb.AnnounceRequest(announcement=seal(announcement, fz.down_key))
+        message = federation_pb2.AnnounceRequest(announcement=seal(announcement, fz.down_key))
     elif method == GRANT:
         subject = draw(st.sampled_from(["S2", "S1", "S404", ""]))
         consent = draw(consent_signed(fz, subject if subject in ("S1", "S2") else "S2"))
-        message = pb.GrantConsentRequest(consent=consent, subject_id=subject)
+        message = subject_pb2.GrantConsentRequest(consent=consent, subject_id=subject)
     elif method == REVOKE:
         revocation = ConsentRevocation(
             consent_id=fz.sacrificial_consent,
@@ -848,9 +860,9 @@ def directory_signed(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
         key = draw(st.sampled_from([fed.subject_keys["S1"], SigningKey.generate()]))
         if revocation.consent_id == fz.subject_consent:
             key = fed.subject_keys["S2"]  # the profile fuzzing's consent must stay active
-        message = pb.RevokeConsentRequest(revocation=seal(revocation, key))
+        message = subject_pb2.RevokeConsentRequest(revocation=seal(revocation, key))
     elif method == LIST:
-        query = pb.ConsentListQuery(
+        query = subject_pb2.ConsentListQuery(
             subject_id="S1", issued_at=to_timestamp(now), nonce=os.urandom(16)
         )
         fields = overrides(
@@ -860,7 +872,7 @@ def directory_signed(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
         )
         apply(query, draw(fields), now)
         key = draw(st.sampled_from([fed.subject_keys["S1"], SigningKey.generate()]))
-        message = pb.ListConsentsRequest(query=seal(query, key))
+        message = subject_pb2.ListConsentsRequest(query=seal(query, key))
     else:
         csr = st.one_of(
             st.sampled_from(sorted(fz.csrs.values())),
@@ -882,7 +894,7 @@ def directory_signed(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
         ).flatmap(
             lambda f: st.one_of(st.just(f), st.just(f), grant_fields.map(lambda g: {**f, **g}))
         )
-        message = pb.EnrollRequest(enrollment=signed_enrollment(fz, draw(fields)))
+        message = enrollment_pb2.EnrollRequest(enrollment=signed_enrollment(fz, draw(fields)))
     return Probe(method, "signed-random", message.SerializeToString(), may_succeed=True)
 
 
@@ -924,7 +936,7 @@ def structured(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
             key_id=draw(st.one_of(st.sampled_from(key_ids(fz)), TEXT)),
         )
     )
-    if isinstance(message, pb.GrantConsentRequest):
+    if isinstance(message, subject_pb2.GrantConsentRequest):
         message.subject_id = draw(st.one_of(st.sampled_from(["S1", "S2", "S404"]), TEXT))
     return Probe(method, "structured", message.SerializeToString())
 
@@ -972,7 +984,7 @@ def huge(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
             request.consent_id = text
         else:
             request.categories[:] = [Cat.ValueType(c) for c in range(100, 100 + size // 4)]
-        data = pb.GetProfileRequest(
+        data = requester_pb2.GetProfileRequest(
             request=seal(request, fed.requester_keys["bank"])
         ).SerializeToString()
     elif shape == "repeated-enum":  # a self-consistent consent with thousands of categories
@@ -990,11 +1002,11 @@ def huge(draw: st.DrawFn, fz: Fuzz, method: str) -> Probe:
         )
         consent.categories[:] = [Cat.ValueType(c) for c in range(100, 100 + size // 4)]
         method = GRANT
-        data = pb.GrantConsentRequest(
+        data = subject_pb2.GrantConsentRequest(
             consent=seal(consent, fed.subject_keys["S2"]), subject_id="S2"
         ).SerializeToString()
     elif method == GRANT:
-        data = pb.GrantConsentRequest(subject_id=text).SerializeToString()
+        data = subject_pb2.GrantConsentRequest(subject_id=text).SerializeToString()
     elif method in (REVOKE, LIST):  # an unsigned body naming a subject with a long id
         name, inner = SIGNED_FIELD[method]
         message = REQUEST_TYPES[method]()
@@ -1114,7 +1126,7 @@ def test_request_of_exactly_the_limit_is_decoded_and_served(fuzz: Fuzz) -> None:
     assert len(data) == MAX_REQUEST_BYTES
     answer = _call_raw(fuzz, LIST, data)
     assert not isinstance(answer, grpc.aio.AioRpcError), (answer.code(), answer.details())
-    response = pb.ListConsentsResponse.FromString(answer)
+    response = subject_pb2.ListConsentsResponse.FromString(answer)
     granted = {Consent.FromString(s.consent.body).consent_id for s in response.consents}
     assert fuzz.subject_consent in granted
 
@@ -1122,10 +1134,12 @@ def test_request_of_exactly_the_limit_is_decoded_and_served(fuzz: Fuzz) -> None:
 def test_announced_port_with_a_non_ascii_digit_is_refused(fuzz: Fuzz) -> None:
     """'²'.isdigit() is true but int('²') raises: the endpoint check must refuse such a port as
     ENDPOINT_REFUSED, not fail with INTERNAL."""
-    announcement = pb.NodeAnnouncement(
+    announcement = federation_pb2.NodeAnnouncement(
         node_id="down", endpoint="127.0.0.1:\u00b2", issued_at=to_timestamp(fuzz.fed.clock())
     )
-    data = pb.AnnounceRequest(announcement=seal(announcement, fuzz.down_key)).SerializeToString()
+    data = federation_pb2.AnnounceRequest(
+        announcement=seal(announcement, fuzz.down_key)
+    ).SerializeToString()
     err = _call_raw(fuzz, ANNOUNCE, data)
     assert isinstance(err, grpc.aio.AioRpcError), "an invalid endpoint was accepted"
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
@@ -1136,7 +1150,7 @@ def test_enrollment_with_a_damaged_csr_is_refused(fuzz: Fuzz) -> None:
     """A token holder's CSR whose public key is not a point on the curve: MALFORMED, not
     INTERNAL."""
     pem = damage_csr_key(fuzz.csrs["good"], 5, 0)
-    data = pb.EnrollRequest(
+    data = enrollment_pb2.EnrollRequest(
         enrollment=signed_enrollment(fuzz, {"csr_pem": pem})
     ).SerializeToString()
     err = _call_raw(fuzz, ENROLL, data)
@@ -1146,12 +1160,12 @@ def test_enrollment_with_a_damaged_csr_is_refused(fuzz: Fuzz) -> None:
 
 
 def _long_grant(fz: Fuzz, text: str) -> Message:
-    return pb.GrantConsentRequest(subject_id=text)
+    return subject_pb2.GrantConsentRequest(subject_id=text)
 
 
 def _long_list(fz: Fuzz, text: str) -> Message:
-    body = pb.ConsentListQuery(subject_id=text).SerializeToString()
-    return pb.ListConsentsRequest(query=Signed(body=body, signature=bytes(64), key_id="k"))
+    body = subject_pb2.ConsentListQuery(subject_id=text).SerializeToString()
+    return subject_pb2.ListConsentsRequest(query=Signed(body=body, signature=bytes(64), key_id="k"))
 
 
 def _long_node_id(fz: Fuzz, text: str) -> Message:
@@ -1180,8 +1194,8 @@ def test_revocation_feed_after_any_sequence_number_is_served_or_refused(fuzz: Fu
     """after_seq is a uint64: the largest values must not overflow the directory's database
     query into INTERNAL."""
     for after_seq in ((1 << 63) - 1, 1 << 63, (1 << 64) - 1):
-        data = pb.GetRevocationsRequest(after_seq=after_seq).SerializeToString()
-        answer = _call_raw(fuzz, "/credex.v1.DirectoryService/GetRevocations", data)
+        data = federation_pb2.GetRevocationsRequest(after_seq=after_seq).SerializeToString()
+        answer = _call_raw(fuzz, "/credex.v1.FederationService/GetRevocations", data)
         if isinstance(answer, grpc.aio.AioRpcError):
             assert answer.code() == grpc.StatusCode.INVALID_ARGUMENT, (
                 after_seq,

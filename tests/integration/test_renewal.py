@@ -41,7 +41,7 @@ from credex.sdk.client import RequesterClient
 from credex.sdk.member_home import MemberHome
 from credex.sdk.renewal import renew_at
 from credex.v1.common_pb2 import Category
-from credex.v1.directory_pb2 import MemberRole
+from credex.v1.member_pb2 import MemberRole
 from tests.harness import Federation, enroll_requester
 
 

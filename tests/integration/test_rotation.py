@@ -24,10 +24,11 @@ from credex.protocol.keys import SigningKey, write_private
 from credex.protocol.signing import open_signed, seal
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.rotation import KeyFiles, rotate_key
-from credex.v1 import directory_pb2 as pb
+from credex.v1 import member_pb2, requester_pb2
 from credex.v1.common_pb2 import Category, Purpose
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.member_pb2_grpc import MemberServiceStub
 from credex.v1.node_pb2 import NodeAnswer
+from credex.v1.requester_pb2_grpc import RequesterServiceStub
 from tests.harness import Federation, enroll_requester, trailer_map
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -93,11 +94,11 @@ def test_requester_rotates_and_the_old_key_lapses_after_the_overlap(
         assert profile(new_key, home.tls()).requester_id == "rotator"
 
 
-def raw_rotate(fed: Federation, tls: TlsIdentity, request: pb.RotateKeyRequest) -> Any:
+def raw_rotate(fed: Federation, tls: TlsIdentity, request: member_pb2.RotateKeyRequest) -> Any:
     async def call() -> Any:
         async with open_channel(fed.address, tls) as channel:
             try:
-                await DirectoryServiceStub(channel).RotateKey(request, timeout=5)
+                await MemberServiceStub(channel).RotateKey(request, timeout=5)
             except grpc.aio.AioRpcError as exc:
                 return trailer_map(exc).get("credex-reason"), exc.code()
         return "OK", grpc.StatusCode.OK
@@ -107,14 +108,16 @@ def raw_rotate(fed: Federation, tls: TlsIdentity, request: pb.RotateKeyRequest) 
 
 def rotation_request(
     member_id: str, current: SigningKey, new: SigningKey, prover: SigningKey, clock: float
-) -> pb.RotateKeyRequest:
-    rotation = pb.KeyRotation(
+) -> member_pb2.RotateKeyRequest:
+    rotation = member_pb2.KeyRotation(
         member_id=member_id,
         new_signing_key=new.public.raw,
         csr_pem=pki.create_csr(pki.new_tls_key(), member_id),
         issued_at=Timestamp(seconds=int(clock)),
     )
-    return pb.RotateKeyRequest(rotation=seal(rotation, current), proof=seal(rotation, prover))
+    return member_pb2.RotateKeyRequest(
+        rotation=seal(rotation, current), proof=seal(rotation, prover)
+    )
 
 
 def test_rotation_refusals(federation: Federation, tmp_path: Path) -> None:
@@ -192,8 +195,10 @@ def test_running_node_rotates_without_a_restart(federation: Federation, tmp_path
         )
     )
     signed = _raw_profile(federation, judicial_consent)
-    courts = next(r for r in pb.Profile.FromString(signed.body).nodes if r.node_id == "courts")
-    assert courts.status == pb.NodeStatus.NODE_STATUS_OK
+    courts = next(
+        r for r in requester_pb2.Profile.FromString(signed.body).nodes if r.node_id == "courts"
+    )
+    assert courts.status == requester_pb2.NodeStatus.NODE_STATUS_OK
     assert courts.answer.key_id == new_key.key_id
     open_signed(courts.answer, NodeAnswer, new_key.public, what="answer")
     # and the SDK, checking node keys from the registry, accepts the answer too
@@ -207,7 +212,7 @@ def _raw_profile(fed: Federation, consent_id: str) -> Any:
 
     async def call() -> Any:
         async with open_channel(fed.address, fed.requester_homes["bank"].tls()) as channel:
-            return (await DirectoryServiceStub(channel).GetProfile(request, timeout=10)).profile
+            return (await RequesterServiceStub(channel).GetProfile(request, timeout=10)).profile
 
     return fed.loop.run(call())
 
@@ -239,7 +244,7 @@ def _rotate_courts(fed: Federation) -> tuple[SigningKey, float]:
 def _resigned(fed: Federation, signed: Any, key: SigningKey, answered_at: float) -> Any:
     """`signed` with courts' answer re-dated and signed by `key`, the profile re-signed by the
     directory: what a holder of that key and a dishonest directory could send."""
-    profile = pb.Profile.FromString(signed.body)
+    profile = requester_pb2.Profile.FromString(signed.body)
     courts = next(r for r in profile.nodes if r.node_id == "courts")
     answer = NodeAnswer.FromString(courts.answer.body)
     answer.answered_at.FromSeconds(int(answered_at))

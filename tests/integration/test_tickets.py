@@ -44,13 +44,15 @@ from credex.protocol.tickets import (
 )
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.client import SubjectClient
-from credex.v1 import directory_pb2 as pb
+from credex.sdk.link import DirectoryLink
+from credex.v1 import federation_pb2, requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
 from credex.v1.consent_pb2 import Consent, ConsentTicket
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub, SubjectServiceStub
+from credex.v1.federation_pb2_grpc import FederationServiceStub
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
+from credex.v1.subject_pb2_grpc import SubjectServiceStub
 from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
@@ -210,7 +212,7 @@ def test_grant_with_a_ticket_signed_by_an_unregistered_key_is_refused(
     signed, consent = consent_for(fed, "S1")
     stray = create_ticket(consent, SigningKey.generate(), "pboc", [FIN])
     with pytest.raises(Unauthenticated) as info:
-        call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+        call(fed, subject_stub.GrantConsent, subject_pb2.GrantConsentRequest(
             consent=signed, subject_id="S1", tickets=[stray]
         ))  # fmt: skip
     assert info.value.reason == Reason.BAD_SIGNATURE
@@ -224,7 +226,7 @@ def test_grant_with_a_ticket_for_a_node_without_the_subjects_data_is_refused(
     signed, consent = consent_for(fed, "S2")
     ticket = create_ticket(consent, node_key(fed.subject_keys["S2"], "pboc"), "pboc", [FIN])
     with pytest.raises(InvalidArgument, match="holds none of your data"):
-        call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+        call(fed, subject_stub.GrantConsent, subject_pb2.GrantConsentRequest(
             consent=signed, subject_id="S2", tickets=[ticket]
         ))  # fmt: skip
 
@@ -238,7 +240,7 @@ def test_grant_with_a_ticket_that_does_not_match_the_consent_is_refused(
     _, other = consent_for(fed, "S1", requester_id="school")
     ticket = create_ticket(other, node_key(fed.subject_keys["S1"], "pboc"), "pboc", [FIN])
     with pytest.raises(InvalidArgument, match="does not match its consent"):
-        call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+        call(fed, subject_stub.GrantConsent, subject_pb2.GrantConsentRequest(
             consent=signed, subject_id="S1", tickets=[ticket]
         ))  # fmt: skip
 
@@ -254,7 +256,7 @@ def test_a_grant_with_tickets_at_exact_times_is_refused(
     signed, consent = consent_for(fed, "S1", not_before=now - 61.5, not_after=now + DAY)
     ticket = create_ticket(consent, node_key(fed.subject_keys["S1"], "pboc"), "pboc", [FIN])
     with pytest.raises(InvalidArgument, match="whole hours"):
-        call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+        call(fed, subject_stub.GrantConsent, subject_pb2.GrantConsentRequest(
             consent=signed, subject_id="S1", tickets=[ticket]
         ))  # fmt: skip
 
@@ -266,19 +268,21 @@ def test_two_tickets_for_one_node_are_refused(federation: Federation, subject_st
     key = node_key(fed.subject_keys["S1"], "pboc")
     twice = [create_ticket(consent, key, "pboc", [FIN]) for _ in range(2)]
     with pytest.raises(InvalidArgument, match="two tickets"):
-        call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+        call(fed, subject_stub.GrantConsent, subject_pb2.GrantConsentRequest(
             consent=signed, subject_id="S1", tickets=twice
         ))  # fmt: skip
 
 
 def registration(fed: Federation, subject_id: str, keys: dict[str, bytes]) -> Any:
-    message = pb.NodeKeyRegistration(
+    message = subject_pb2.NodeKeyRegistration(
         subject_id=subject_id,
         issued_at=to_timestamp(fed.clock()),
         nonce=os.urandom(16),
-        keys=[pb.NodeKey(node_id=n, public_key=k) for n, k in keys.items()],
+        keys=[subject_pb2.NodeKey(node_id=n, public_key=k) for n, k in keys.items()],
     )
-    return pb.RegisterNodeKeysRequest(registration=seal(message, fed.subject_keys[subject_id]))
+    return subject_pb2.RegisterNodeKeysRequest(
+        registration=seal(message, fed.subject_keys[subject_id])
+    )
 
 
 def test_node_key_registrations_that_must_fail(federation: Federation, subject_stub: Any) -> None:
@@ -304,7 +308,7 @@ def test_node_key_registrations_that_must_fail(federation: Federation, subject_s
     request = registration(fed, "S2", {"volunteers": SigningKey.generate().public.raw})
     request.registration.CopyFrom(
         seal(
-            pb.NodeKeyRegistration.FromString(request.registration.body),
+            subject_pb2.NodeKeyRegistration.FromString(request.registration.body),
             fed.subject_keys["S1"],
         )
     )
@@ -339,8 +343,8 @@ def test_only_nodes_follow_a_feed_and_only_their_own(federation: Federation) -> 
     async def as_bank() -> Any:
         channel = open_channel(fed.address, bank.tls())
         try:
-            return await DirectoryServiceStub(channel).GetRevocations(
-                pb.GetRevocationsRequest(), timeout=10
+            return await FederationServiceStub(channel).GetRevocations(
+                federation_pb2.GetRevocationsRequest(), timeout=10
             )
         finally:
             await channel.close(None)
@@ -351,7 +355,8 @@ def test_only_nodes_follow_a_feed_and_only_their_own(federation: Federation) -> 
 
     # a feed signed by the directory for volunteers, pushed to pboc: refused
     publisher_feed = seal(
-        pb.RevocationFeed(after_seq=0, latest_seq=0, node_id="volunteers"), fed.directory_key
+        federation_pb2.RevocationFeed(after_seq=0, latest_seq=0, node_id="volunteers"),
+        fed.directory_key,
     )
 
     async def push_to_pboc() -> Any:
@@ -400,7 +405,7 @@ def test_a_consent_from_before_tickets_is_served_once_the_subject_adds_them(
     fed = federation
     client = registered(fed, "S1")
     signed, consent = consent_for(fed, "S1", categories=[FIN])
-    granted = call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+    granted = call(fed, subject_stub.GrantConsent, subject_pb2.GrantConsentRequest(
         consent=signed, subject_id="S1"
     ))  # fmt: skip
     assert list(granted.ticket_nodes) == []
@@ -428,7 +433,7 @@ def test_more_tickets_than_a_consent_takes_are_refused(
     key = node_key(fed.subject_keys["S1"], "pboc")
     many = [create_ticket(consent, key, "pboc", [FIN])] * (MAX_TICKETS + 1)
     with pytest.raises(InvalidArgument, match=f"more than {MAX_TICKETS} tickets"):
-        call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(
+        call(fed, subject_stub.GrantConsent, subject_pb2.GrantConsentRequest(
             consent=signed, subject_id="S1", tickets=many
         ))  # fmt: skip
 
@@ -437,11 +442,15 @@ def test_a_revoked_consent_takes_no_tickets(federation: Federation, subject_stub
     fed = federation
     client = registered(fed, "S1")
     signed, consent = consent_for(fed, "S1", categories=[FIN])
-    call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(consent=signed, subject_id="S1"))
+    call(
+        fed,
+        subject_stub.GrantConsent,
+        subject_pb2.GrantConsentRequest(consent=signed, subject_id="S1"),
+    )
     fed.loop.run(client.revoke(consent.consent_id))
     ticket = create_ticket(consent, node_key(fed.subject_keys["S1"], "pboc"), "pboc", [FIN])
     with pytest.raises(FailedPrecondition) as info:
-        call(fed, subject_stub.AddTickets, pb.AddTicketsRequest(
+        call(fed, subject_stub.AddTickets, subject_pb2.AddTicketsRequest(
             subject_id="S1", consent_id=consent.consent_id, tickets=[ticket]
         ))  # fmt: skip
     assert info.value.reason == Reason.CONSENT_STATE
@@ -451,15 +460,19 @@ def test_nobody_but_the_subject_adds_a_ticket(federation: Federation, subject_st
     fed = federation
     registered(fed, "S1")
     signed, consent = consent_for(fed, "S1", categories=[FIN])
-    call(fed, subject_stub.GrantConsent, pb.GrantConsentRequest(consent=signed, subject_id="S1"))
+    call(
+        fed,
+        subject_stub.GrantConsent,
+        subject_pb2.GrantConsentRequest(consent=signed, subject_id="S1"),
+    )
     forged = create_ticket(consent, SigningKey.generate(), "pboc", [FIN])
     with pytest.raises(Unauthenticated):
-        call(fed, subject_stub.AddTickets, pb.AddTicketsRequest(
+        call(fed, subject_stub.AddTickets, subject_pb2.AddTicketsRequest(
             subject_id="S1", consent_id=consent.consent_id, tickets=[forged]
         ))  # fmt: skip
     s9_ticket = create_ticket(consent, node_key(fed.subject_keys["S9"], "pboc"), "pboc", [FIN])
     with pytest.raises(PermissionDenied) as info:
-        call(fed, subject_stub.AddTickets, pb.AddTicketsRequest(
+        call(fed, subject_stub.AddTickets, subject_pb2.AddTicketsRequest(
             subject_id="S9", consent_id=consent.consent_id, tickets=[s9_ticket]
         ))  # fmt: skip
     assert info.value.reason == Reason.SUBJECT_MISMATCH
@@ -513,8 +526,12 @@ def test_a_profile_carries_the_subjects_consent_and_the_requester_checks_it(
     )
     bank = fed.requester("bank")
     request = bank.profile_request(subject_id="S1", consent_id=consent_id, purpose=LOAN)
-    response = fed.loop.run(bank._call(bank._stub.GetProfile, request))
-    profile = pb.Profile.FromString(response.profile.body)
+
+    async def get_profile() -> requester_pb2.GetProfileResponse:  # the raw answer, unverified
+        return await bank._link.call(bank._link.requesters.GetProfile, request)
+
+    response = fed.loop.run(get_profile())
+    profile = requester_pb2.Profile.FromString(response.profile.body)
     consent = Consent.FromString(profile.consent.body)
     assert consent.consent_id == consent_id
     assert VerifyKey(consent.subject_key) == fed.subject_keys["S1"].public
@@ -522,9 +539,12 @@ def test_a_profile_carries_the_subjects_consent_and_the_requester_checks_it(
     assert b"t-" not in profile.consent.body
     # a profile whose consent is not the subject's, signed by the directory, is not believed
     other, _ = consent_for(fed, "S1", categories=[FIN])
-    for bad in (pb.Profile(), seal(Consent.FromString(other.body), SigningKey.generate())):
-        forged = pb.Profile.FromString(response.profile.body)
-        if isinstance(bad, pb.Profile):
+    for bad in (
+        requester_pb2.Profile(),
+        seal(Consent.FromString(other.body), SigningKey.generate()),
+    ):
+        forged = requester_pb2.Profile.FromString(response.profile.body)
+        if isinstance(bad, requester_pb2.Profile):
             forged.ClearField("consent")
         else:
             forged.consent.CopyFrom(bad)
@@ -612,8 +632,8 @@ def test_a_node_database_from_before_tickets_follows_its_new_feed_from_the_start
             db=open_state(path),
             cache_path=tmp_path / "registry",
             directory_key=SigningKey.generate().public,
-            tls=lambda: None,  # type: ignore[arg-type,return-value]
-            settings=SyncSettings("127.0.0.1:1", 1.0, 60.0),
+            link=DirectoryLink("127.0.0.1:1", TlsIdentity(b"")),  # never dialled here
+            settings=SyncSettings(1.0, 60.0),
             clock=lambda: 100.0,
             node_id="pboc",
         )
@@ -638,8 +658,8 @@ def test_the_sync_loop_outlives_an_unexpected_error(tmp_path: Path) -> None:
         db=open_state(tmp_path / "state.db"),
         cache_path=tmp_path / "registry",
         directory_key=SigningKey.generate().public,
-        tls=lambda: None,  # type: ignore[arg-type,return-value]
-        settings=SyncSettings("127.0.0.1:1", 0.01, 60.0),
+        link=DirectoryLink("127.0.0.1:1", TlsIdentity(b"")),  # never dialled here
+        settings=SyncSettings(0.01, 60.0),
         clock=lambda: 100.0,
         node_id="pboc",
     )

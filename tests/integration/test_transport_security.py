@@ -18,10 +18,9 @@ from credex.protocol.errors import PermissionDenied, Reason
 from credex.protocol.keys import SigningKey
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.enrollment import EnrollmentFiles, enroll
-from credex.v1 import directory_pb2 as pb
-from credex.v1 import node_pb2
+from credex.v1 import member_pb2, node_pb2
 from credex.v1.common_pb2 import Category, Purpose
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.member_pb2_grpc import MemberServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.harness import Federation, enroll_requester
 
@@ -48,7 +47,9 @@ def call_directory(fed: Federation, tls: TlsIdentity) -> grpc.StatusCode:
     async def call() -> grpc.StatusCode:
         async with open_directory_channel(fed.address, tls) as channel:
             try:
-                await DirectoryServiceStub(channel).ListMembers(pb.ListMembersRequest(), timeout=5)
+                await MemberServiceStub(channel).ListMembers(
+                    member_pb2.ListMembersRequest(), timeout=5
+                )
             except grpc.aio.AioRpcError as exc:
                 return exc.code()
         return grpc.StatusCode.OK
@@ -141,7 +142,9 @@ def test_subjects_and_enrollment_need_no_client_certificate_but_members_port_doe
     async def call_members_port_without_cert() -> grpc.StatusCode:
         async with open_directory_channel(federation.address, no_cert) as channel:
             try:
-                await DirectoryServiceStub(channel).ListMembers(pb.ListMembersRequest(), timeout=5)
+                await MemberServiceStub(channel).ListMembers(
+                    member_pb2.ListMembersRequest(), timeout=5
+                )
             except grpc.aio.AioRpcError as exc:
                 return exc.code()
         return grpc.StatusCode.OK
@@ -251,8 +254,8 @@ def test_a_member_certificate_cannot_pose_as_the_directory(federation: Federatio
             bank_tls = federation.requester_homes["bank"].tls()
             async with open_directory_channel(address, bank_tls) as channel:
                 try:
-                    await DirectoryServiceStub(channel).ListMembers(
-                        pb.ListMembersRequest(), timeout=5
+                    await MemberServiceStub(channel).ListMembers(
+                        member_pb2.ListMembersRequest(), timeout=5
                     )
                 except grpc.aio.AioRpcError as exc:
                     return exc.code()
@@ -307,7 +310,9 @@ def test_a_suspended_member_gets_nothing_past_the_handshake(
     async def registry() -> grpc.StatusCode:
         async with open_directory_channel(federation.address, tls) as channel:
             try:
-                await DirectoryServiceStub(channel).GetRegistry(pb.GetRegistryRequest(), timeout=5)
+                await MemberServiceStub(channel).GetRegistry(
+                    member_pb2.GetRegistryRequest(), timeout=5
+                )
             except grpc.aio.AioRpcError as exc:
                 return exc.code()
         return grpc.StatusCode.OK

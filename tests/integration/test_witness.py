@@ -37,10 +37,10 @@ from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import readonly_uri
 from credex.runtime.schema import WITNESSED
 from credex.runtime.witness import MAX_CHECKPOINT_BYTES, CheckpointPublisher, WitnessStore
-from credex.v1 import directory_pb2, node_pb2
+from credex.v1 import federation_pb2, node_pb2
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
-from credex.v1.directory_pb2_grpc import DirectoryServiceStub
+from credex.v1.federation_pb2_grpc import FederationServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from tests.harness import Federation, runtime_database
 
@@ -172,7 +172,7 @@ def call(fed: Federation, tls: TlsIdentity, method: str, request: Any, *, node: 
             stub: Any = NodeServiceStub(channel)
         else:
             channel = open_directory_channel(fed.address, tls)
-            stub = DirectoryServiceStub(channel)
+            stub = FederationServiceStub(channel)
         try:
             response = await getattr(stub, method)(request, timeout=10)
         except grpc.aio.AioRpcError as exc:
@@ -198,8 +198,8 @@ def head_of(db: Path) -> tuple[int, bytes]:
     return int(seq), bytes(head)
 
 
-def to_directory(signed: Signed) -> directory_pb2.WitnessNodeCheckpointRequest:
-    return directory_pb2.WitnessNodeCheckpointRequest(checkpoint=signed)
+def to_directory(signed: Signed) -> federation_pb2.WitnessNodeCheckpointRequest:
+    return federation_pb2.WitnessNodeCheckpointRequest(checkpoint=signed)
 
 
 def to_node(signed: Signed) -> node_pb2.WitnessDirectoryCheckpointRequest:
@@ -278,7 +278,7 @@ def test_a_caller_flooding_the_directory_with_checkpoints_is_rate_limited(
         reasons: list[Reason] = []
         channel = open_directory_channel(federation.address, home.tls())
         try:
-            stub = DirectoryServiceStub(channel)
+            stub = FederationServiceStub(channel)
             while Reason.RATE_LIMITED not in reasons and len(reasons) < 1000:
                 try:
                     await stub.WitnessNodeCheckpoint(to_directory(signed), timeout=10)

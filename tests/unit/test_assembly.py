@@ -10,8 +10,9 @@ from credex.directory.router import NodeCall, NodeReply
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import domain_tag, seal
 from credex.v1.common_pb2 import Category, Record, Signed
-from credex.v1.directory_pb2 import MemberRole, NodeResult, NodeStatus
+from credex.v1.member_pb2 import MemberRole
 from credex.v1.node_pb2 import NodeAnswer, QueryRecordsResponse
+from credex.v1.requester_pb2 import NodeResult, NodeStatus
 
 NODE_KEY = SigningKey.from_seed(b"assembly-node")
 QUERY = Signed(body=b"the query bytes", signature=b"s", key_id="k")

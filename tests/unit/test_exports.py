@@ -20,6 +20,7 @@ PUBLIC = {
     "ConsentView",
     "CredexError",
     "DeadlineExceeded",
+    "DirectoryLink",
     "DisputeView",
     "FactorView",
     "FailedPrecondition",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tests.commands import REPO
+from tests.contract import contract_modules
 
 
 def test_generated_code_is_current(tmp_path: Path) -> None:
@@ -23,9 +24,9 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
 
 
 def test_every_enum_has_an_unspecified_zero() -> None:
-    from credex.v1 import common_pb2, consent_pb2, directory_pb2
-
-    for module in (common_pb2, consent_pb2, directory_pb2):
+    modules = contract_modules()
+    assert len(modules) >= 9
+    for module in modules:
         for enum in module.DESCRIPTOR.enum_types_by_name.values():
             zero = enum.values_by_number[0].name
             assert zero.endswith("_UNSPECIFIED"), (enum.name, zero)

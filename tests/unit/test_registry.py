@@ -10,7 +10,7 @@ from credex.directory.registry import MemberInfo, Registry
 from credex.directory.schema import open_directory_database
 from credex.protocol.keys import SigningKey
 from credex.v1.common_pb2 import Category
-from credex.v1.directory_pb2 import MemberRole
+from credex.v1.member_pb2 import MemberRole
 
 
 def member(member_id: str, key: SigningKey, endpoint: str = "") -> MemberInfo:

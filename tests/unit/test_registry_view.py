@@ -16,7 +16,7 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.registry_view import RegistryView, member_keys
 from credex.protocol.signing import seal
 from credex.v1.common_pb2 import Category
-from credex.v1.directory_pb2 import MemberRole, MemberStatus
+from credex.v1.member_pb2 import MemberRole, MemberStatus
 
 DIRECTORY = SigningKey.from_seed(b"directory")
 NOW = 1_900_000_000.0

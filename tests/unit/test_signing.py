@@ -22,11 +22,11 @@ from credex.protocol.signing import (
     seal,
     verify,
 )
-from credex.v1 import audit_pb2, consent_pb2, directory_pb2, node_pb2
 from credex.v1.common_pb2 import Category, Purpose, Record, Signed
 from credex.v1.consent_pb2 import Consent, ConsentRevocation, SubjectAttestation
-from credex.v1.directory_pb2 import ConsentListQuery
 from credex.v1.node_pb2 import NodeAnswer
+from credex.v1.subject_pb2 import ConsentListQuery
+from tests.contract import contract_modules
 
 KEY = SigningKey.from_seed(b"test-signing")
 OTHER = SigningKey.from_seed(b"test-signing-other")
@@ -272,9 +272,10 @@ def test_a_body_over_its_types_cap_is_refused_before_its_signature_is_checked() 
 def test_every_signed_type_has_a_cap_and_unlisted_types_get_the_default() -> None:
     names = {
         m.full_name
-        for module in (audit_pb2, consent_pb2, directory_pb2, node_pb2)
+        for module in contract_modules()
         for m in module.DESCRIPTOR.message_types_by_name.values()
     }
+    assert {"credex.v1.Consent", "credex.v1.ProfileRequest", "credex.v1.NodeAnswer"} <= names
     assert set(MAX_SIGNED_BODY_BYTES) - {"credex.v1.Signed"} <= names  # no stale row
     assert max_body_bytes(ConsentListQuery) == 1024
     assert max_body_bytes(Record) == DEFAULT_MAX_SIGNED_BODY_BYTES  # not a signed type
