@@ -1,42 +1,4 @@
-"""Shared fixtures: one background event loop and one real loopback federation per session."""
+"""The fixtures of credex.testing: one background event loop and one real loopback federation
+per test process, and a moved clock kept inside the test that moved it."""
 
-from __future__ import annotations
-
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from credex.runtime.serving import STOP_WITH_ENV
-from tests.harness import Federation, LoopThread, start_federation
-
-# Every server a test starts, however it starts it, stops when this test run ends, even by
-# SIGKILL.
-os.environ[STOP_WITH_ENV] = str(os.getpid())
-
-
-@pytest.fixture(scope="session")
-def loop() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
-
-
-@pytest.fixture(scope="session")
-def federation(tmp_path_factory: pytest.TempPathFactory, loop: LoopThread) -> Iterator[Federation]:
-    # A 2 s per-node deadline: generous for fsync-bound commits on a busy CI machine.
-    fed = start_federation(Path(tmp_path_factory.mktemp("federation")), loop, deadline_s=2.0)
-    yield fed
-    fed.stop()
-
-
-@pytest.fixture(autouse=True)
-def clock_comes_back(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test that moves the shared federation's clock moves it for itself only
-    (`Federation.clock_moved`): one that leaves it moved fails, and the clock is put back."""
-    yield
-    if "federation" in request.fixturenames:
-        fed: Federation = request.getfixturevalue("federation")
-        moved, fed.clock.offset = fed.clock.offset, 0.0
-        assert moved == 0.0, f"the test left the federation's clock moved by {moved:+g} s"
+pytest_plugins = ["credex.testing.pytest_plugin"]

@@ -27,13 +27,14 @@ from credex.directory.config import DirectorySettings
 from credex.directory.registry import Registry
 from credex.directory.schema import open_directory_database
 from credex.lab.synth import DEFAULT_NODES, Manifest, RequesterEntry, generate, load_manifest
-from credex.node import admin as node_admin
 from credex.node.config import load_node_config
 from credex.protocol.channels import open_channel
 from credex.protocol.config import validate_member_id
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.serving import STOP_WITH_ENV, read_ready_file
-from credex.sdk.member_home import MemberHome, enroll_home
+from credex.sdk.member_home import MemberHome
+from credex.testing.enroll import enroll_node
+from credex.testing.enroll import enroll_requester as enroll_member
 from credex.v1 import node_pb2
 from credex.v1.member_pb2 import MemberRole, MemberStatus
 from credex.v1.node_pb2_grpc import NodeServiceStub
@@ -167,22 +168,15 @@ def enroll_members(
     for node in manifest.nodes:
         if node.id in members:
             continue
-        config = load_node_config(node.config)
-        config.tls_cert.unlink(missing_ok=True)  # a leftover from an earlier directory
-        token = directory_admin.create_enrollment_token(
+        load_node_config(node.config).tls_cert.unlink(missing_ok=True)  # from an earlier directory
+        enroll_node(
             settings,
-            member_id=node.id,
-            role="node",
+            node.config,
+            public_address,
+            categories=node.categories,
             name=node.name,
             jurisdiction=node.jurisdiction,
-            categories=node.categories,
             hosts=(node_hosts or {}).get(node.id),
-        )
-        node_admin.init_node(
-            node.config,
-            node_admin.Enrollment(
-                public_address=public_address, token=token, ca_cert=settings.ca_cert_path
-            ),
         )
     for requester in manifest.requesters:
         if requester.id not in members:
@@ -195,25 +189,18 @@ async def enroll_requester(
     """Enroll one requester through the enrollment service and keep its home under `root`."""
     validate_member_id(requester.id, "requester")
     settings = DirectorySettings(home=directory_home(root))
-    token = directory_admin.create_enrollment_token(
+    home_path = requester_home(root, requester.id)
+    if home_path.exists():  # left from an earlier directory; a valid id stays inside root
+        shutil.rmtree(home_path)
+    return await enroll_member(
         settings,
-        member_id=requester.id,
-        role="requester",
+        home_path,
+        requester.id,
+        public_address=public_address,
+        directory_address=directory_address or "(set when the federation starts)",
         name=requester.name,
         jurisdiction=requester.jurisdiction,
     )
-    home = MemberHome(
-        path=requester_home(root, requester.id),
-        member_id=requester.id,
-        directory=directory_address or "(set when the federation starts)",
-        directory_public=public_address,
-    )
-    if home.path.exists():  # left from an earlier directory; a valid id stays inside root
-        shutil.rmtree(home.path)
-    await enroll_home(
-        home, token=token, ca_pem=settings.ca_cert_path.read_bytes(), name=requester.name
-    )
-    return home
 
 
 def match_node_members(manifest: Manifest, root: Path) -> None:

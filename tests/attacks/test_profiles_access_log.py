@@ -26,10 +26,10 @@ from credex.protocol.signing import seal
 from credex.runtime.audit import verify_log
 from credex.runtime.db import readonly_uri
 from credex.sdk.client import RequesterClient, SubjectClient
+from credex.testing.loop import LoopThread
 from credex.v1 import subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.profiles_common import nonce, subject_service
-from tests.harness import LoopThread
 
 SEED = 31
 FLOOD = 400

@@ -27,12 +27,13 @@ from credex.node.config import load_node_config
 from credex.protocol import vocab
 from credex.protocol.consents import create_consent
 from credex.protocol.keys import SigningKey
+from credex.testing.federation import Federation, start_federation
+from credex.testing.loop import LoopThread
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Category, Purpose, Signed
 from credex.v1.consent_pb2 import Consent, ConsentStatus, ConsentTicket, SubjectAttestation
 from credex.v1.federation_pb2 import RevocationFeed
 from credex.v1.node_pb2 import DisputeNotice, NodeQuery
-from tests.harness import Federation, LoopThread, start_federation
 
 A, B = "volunteers", "pboc"
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from credex.sdk.client import VerifiedProfile
+from credex.testing.loop import LoopThread
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target
 from tests.attacks.profiles_common import local_id, own_subject
-from tests.harness import LoopThread
 
 RESEARCH = Purpose.PURPOSE_RESEARCH
 FIN, EDU, VOL = (

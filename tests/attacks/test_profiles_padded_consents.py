@@ -20,6 +20,7 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.protocol.tickets import create_ticket, node_key
 from credex.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES
+from credex.testing.loop import LoopThread
 from credex.v1 import requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.consent_pb2 import Consent, ConsentTicket, SubjectAttestation
@@ -36,7 +37,6 @@ from tests.attacks.profiles_common import (
     sign_body,
     unknown_field,
 )
-from tests.harness import LoopThread
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 FIN = Category.CATEGORY_FINANCIAL

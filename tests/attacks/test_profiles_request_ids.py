@@ -16,11 +16,11 @@ import grpc
 from credex.protocol.errors import CredexError, Reason
 from credex.protocol.signing import seal
 from credex.sdk.client import RequesterClient
+from credex.testing.loop import LoopThread
 from credex.v1 import requester_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target
 from tests.attacks.profiles_common import own_subject
-from tests.harness import LoopThread
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 VOL = Category.CATEGORY_VOLUNTEERING

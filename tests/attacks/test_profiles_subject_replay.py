@@ -20,12 +20,12 @@ from credex.protocol.consents import create_consent
 from credex.protocol.errors import CredexError, Reason
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
+from credex.testing.loop import LoopThread
 from credex.v1 import subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.consent_pb2 import ConsentPause, ConsentRevocation, ConsentStatus
 from tests.attacks.conftest import Target
 from tests.attacks.profiles_common import nonce, own_subject, public_stub, refusal
-from tests.harness import LoopThread
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 FIN = Category.CATEGORY_FINANCIAL

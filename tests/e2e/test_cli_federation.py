@@ -21,8 +21,8 @@ from credex.protocol import pki
 from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import open_database
 from credex.runtime.serving import STOP_WITH_ENV
+from credex.testing.federation import free_port
 from tests.commands import BIN, alive, cli, processes_mentioning
-from tests.harness import free_port
 
 SEED = 3
 STATE = Path("run") / "federation.json"

@@ -21,10 +21,11 @@ from credex.directory import admin as directory_admin
 from credex.protocol.config import ConfigError
 from credex.protocol.errors import NotFound, PermissionDenied
 from credex.runtime.metrics import Metrics
+from credex.testing.federation import Federation, start_federation
+from credex.testing.loop import LoopThread
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
 from tests.commands import BIN, cli
-from tests.harness import Federation, LoopThread, start_federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 

@@ -1,2 +1,2 @@
 """Integration tests: the directory and nodes as real gRPC servers on loopback, in this
-process (tests/harness.py), one federation per test worker."""
+process (credex.testing.federation), one federation per test worker."""

@@ -14,10 +14,10 @@ from credex.protocol.errors import PermissionDenied, Reason, Unauthenticated
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.client import SubjectClient
+from credex.testing.federation import Federation
 from credex.v1 import requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.subject_pb2_grpc import SubjectServiceStub
-from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 VOL = Category.CATEGORY_VOLUNTEERING

@@ -33,6 +33,7 @@ from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.signing import domain_tag, open_signed, seal, verify
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.client import RequesterClient
+from credex.testing.federation import Federation
 from credex.v1 import requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
@@ -40,7 +41,6 @@ from credex.v1.consent_pb2 import ConsentRevocation
 from credex.v1.node_pb2 import NodeAnswer
 from credex.v1.requester_pb2_grpc import RequesterServiceStub
 from credex.v1.subject_pb2_grpc import SubjectServiceStub
-from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 SCHOOL = Purpose.PURPOSE_SCHOOL_ENROLLMENT

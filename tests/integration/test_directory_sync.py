@@ -41,13 +41,14 @@ from credex.protocol.signing import seal
 from credex.protocol.tickets import node_key
 from credex.runtime.db import open_database, transaction
 from credex.sdk.link import DirectoryLink
+from credex.testing.federation import Federation, enroll_requester, free_port
 from credex.v1 import federation_pb2
 from credex.v1.common_pb2 import Category, Purpose, Signed
 from credex.v1.consent_pb2 import ConsentStatus, ConsentTicket
 from credex.v1.federation_pb2 import RevocationFeed
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from tests.harness import Federation, enroll_requester, free_port, trailer_map
+from tests.harness import trailer_map
 from tests.integration.test_node_refusals import (
     FIN,
     LOAN,

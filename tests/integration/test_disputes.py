@@ -36,10 +36,10 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.db import open_database
+from credex.testing.federation import Federation
 from credex.v1 import dispute_pb2, subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.subject_pb2_grpc import SubjectServiceStub
-from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 SCHOOL = Purpose.PURPOSE_SCHOOL_ENROLLMENT

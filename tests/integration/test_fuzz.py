@@ -46,6 +46,7 @@ from credex.protocol.pki import create_csr, new_tls_key
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.settings import DEFAULT_MAX_MESSAGE_BYTES as MAX_REQUEST_BYTES
+from credex.testing.federation import Federation
 from credex.v1 import (
     enrollment_pb2,
     federation_pb2,
@@ -63,7 +64,6 @@ from credex.v1.node_pb2 import (
     QueryRecordsResponse,
 )
 from tests.contract import contract_modules
-from tests.harness import Federation
 from tests.integration.test_directory_refusals import grant
 from tests.integration.test_node_refusals import (
     NODE,

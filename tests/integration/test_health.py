@@ -24,7 +24,9 @@ from credex.protocol.tls import TlsIdentity
 from credex.runtime.db import open_readonly, unreadable
 from credex.runtime.health import HealthMonitor
 from credex.runtime.metrics import Metrics
-from tests.harness import Federation, LoopThread, start_federation, trailer_map
+from credex.testing.federation import Federation, start_federation
+from credex.testing.loop import LoopThread
+from tests.harness import trailer_map
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

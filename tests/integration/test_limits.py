@@ -17,9 +17,11 @@ from credex.node.server import build_service, start_node
 from credex.protocol.channels import open_channel
 from credex.protocol.errors import REASON_KEY, RETRY_KEY, Reason, ResourceExhausted
 from credex.runtime.ratelimit import RateLimiter
+from credex.testing.federation import Federation, start_federation
+from credex.testing.loop import LoopThread
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from tests.harness import Federation, LoopThread, start_federation, trailer_map
+from tests.harness import trailer_map
 from tests.integration.test_node_refusals import node_query, signed_request
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from credex.runtime.logs import REQUEST_ID, setup_logging
+from credex.testing.federation import Federation
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
-from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 

@@ -34,6 +34,7 @@ from credex.protocol.errors import (
 from credex.protocol.keys import SigningKey, VerifyKey, load_public, public_path
 from credex.protocol.signing import domain_tag, open_signed, seal, verify
 from credex.protocol.tickets import new_ticket_id, node_key
+from credex.testing.federation import Federation
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
 from credex.v1.consent_pb2 import ConsentTicket, SubjectAttestation
@@ -45,7 +46,6 @@ from credex.v1.node_pb2 import (
     QueryRecordsResponse,
 )
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from tests.harness import Federation
 
 NODE = "pboc"
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION

@@ -9,11 +9,11 @@ from google.protobuf.message import DecodeError, Message
 
 from credex.protocol import vocab
 from credex.protocol.errors import NotFound, PermissionDenied, Reason, Unauthenticated
+from credex.testing.federation import Federation
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose, Signed
 from credex.v1.consent_pb2 import ConsentTicket, SubjectAttestation
 from credex.v1.node_pb2 import NodeQuery
-from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 LOAN_CATS = [Cat.CATEGORY_FINANCIAL, Cat.CATEGORY_VOLUNTEERING, Cat.CATEGORY_JUDICIAL]

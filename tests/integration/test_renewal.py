@@ -40,9 +40,9 @@ from credex.runtime.db import open_database
 from credex.sdk.client import RequesterClient
 from credex.sdk.member_home import MemberHome
 from credex.sdk.renewal import renew_at
+from credex.testing.federation import Federation, enroll_requester
 from credex.v1.common_pb2 import Category
 from credex.v1.member_pb2 import MemberRole
-from tests.harness import Federation, enroll_requester
 
 
 def ca_of(fed: Federation) -> pki.CertificateAuthority:

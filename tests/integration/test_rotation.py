@@ -24,12 +24,13 @@ from credex.protocol.keys import SigningKey, write_private
 from credex.protocol.signing import open_signed, seal
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.rotation import KeyFiles, rotate_key
+from credex.testing.federation import Federation, enroll_requester
 from credex.v1 import member_pb2, requester_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.member_pb2_grpc import MemberServiceStub
 from credex.v1.node_pb2 import NodeAnswer
 from credex.v1.requester_pb2_grpc import RequesterServiceStub
-from tests.harness import Federation, enroll_requester, trailer_map
+from tests.harness import trailer_map
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 

@@ -9,9 +9,9 @@ import pytest
 
 from credex.directory.scoring import ScoredRecord, load_policy, score
 from credex.protocol.config import ConfigError
+from credex.testing.federation import Federation
 from credex.v1.common_pb2 import Category, Purpose
 from tests.commands import REPO
-from tests.harness import Federation
 
 POLICY = REPO / "credex" / "directory" / "policies" / "national-baseline.toml"
 NOW = 1_800_000_000.0

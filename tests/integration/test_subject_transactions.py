@@ -18,8 +18,8 @@ from credex.directory.config import load_settings
 from credex.node.admin import list_disputes, resolve_dispute
 from credex.node.config import load_node_config
 from credex.protocol.errors import Internal
+from credex.testing.federation import Federation
 from credex.v1.common_pb2 import Category, Purpose
-from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 VOL = Category.CATEGORY_VOLUNTEERING

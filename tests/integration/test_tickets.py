@@ -45,6 +45,7 @@ from credex.protocol.tickets import (
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.client import SubjectClient
 from credex.sdk.link import DirectoryLink
+from credex.testing.federation import Federation
 from credex.v1 import federation_pb2, requester_pb2, subject_pb2
 from credex.v1.common_pb2 import Category as Cat
 from credex.v1.common_pb2 import Purpose
@@ -53,7 +54,6 @@ from credex.v1.federation_pb2_grpc import FederationServiceStub
 from credex.v1.node_pb2 import NotifyRevocationsRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
 from credex.v1.subject_pb2_grpc import SubjectServiceStub
-from tests.harness import Federation
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 FIN, VOL, JUD = Cat.CATEGORY_FINANCIAL, Cat.CATEGORY_VOLUNTEERING, Cat.CATEGORY_JUDICIAL

@@ -18,11 +18,11 @@ from credex.protocol.errors import PermissionDenied, Reason
 from credex.protocol.keys import SigningKey
 from credex.protocol.tls import TlsIdentity
 from credex.sdk.enrollment import EnrollmentFiles, enroll
+from credex.testing.federation import Federation, enroll_requester
 from credex.v1 import member_pb2, node_pb2
 from credex.v1.common_pb2 import Category, Purpose
 from credex.v1.member_pb2_grpc import MemberServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from tests.harness import Federation, enroll_requester
 
 LOAN = Purpose.PURPOSE_LOAN_APPLICATION
 

@@ -37,12 +37,13 @@ from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import readonly_uri
 from credex.runtime.schema import WITNESSED
 from credex.runtime.witness import MAX_CHECKPOINT_BYTES, CheckpointPublisher, WitnessStore
+from credex.testing.federation import Federation
 from credex.v1 import federation_pb2, node_pb2
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 from credex.v1.federation_pb2_grpc import FederationServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from tests.harness import Federation, runtime_database
+from tests.harness import runtime_database
 
 OWNER = SigningKey.from_seed(b"witnessed-owner")
 NOW = 1_800_000_000.0
