@@ -1,0 +1,98 @@
+"""guangdong-pilot: the Guangdong provincial pilot, merits and demerits in one ledger."""
+
+from __future__ import annotations
+
+from credex.lab.synth.base import (
+    DAYS,
+    END,
+    Adapter,
+    NodeSpec,
+    NodeWriter,
+    Subject,
+    Table,
+    jan1,
+    random_day,
+    sql,
+)
+
+SPEC = NodeSpec(
+    id="guangdong-pilot",
+    name="Guangdong Youth Credit Pilot",
+    jurisdiction="CN-GD",
+    description="provincial pilot with its own point scheme: merits and demerits in one ledger",
+    tables=(
+        Table(
+            "citizens",
+            (
+                "citizen_ref TEXT PRIMARY KEY",
+                "city TEXT NOT NULL",
+                "enrolled_on TEXT NOT NULL",
+            ),
+        ),
+        Table(
+            "credit_events",
+            (
+                "event_id INTEGER PRIMARY KEY",
+                "citizen_ref TEXT NOT NULL REFERENCES citizens (citizen_ref)",
+                "event_date TEXT NOT NULL",
+                "event_type TEXT NOT NULL",
+                "score_delta INTEGER NOT NULL",
+                "department TEXT NOT NULL",
+            ),
+            ("citizen_ref",),
+        ),
+    ),
+    adapters=(
+        Adapter(
+            "civic",
+            sql("""
+SELECT 'event-' || e.event_id AS record_id,
+       CASE WHEN e.score_delta >= 0 THEN 'civic_merit' ELSE 'civic_demerit' END AS kind,
+       e.score_delta AS value, 'points' AS unit, e.event_date AS occurred_at,
+       e.event_type AS event_type, e.department AS department,
+       e.citizen_ref AS local_id
+FROM credit_events AS e
+WHERE e.citizen_ref = :local_id
+"""),
+        ),
+    ),
+    regions=("Guangdong",),
+)
+
+
+_GD_MERITS = (
+    ("blood_donation", 5, "Health Commission"),
+    ("community_volunteering", 3, "Communist Youth League Committee"),
+    ("neighbourhood_mediation", 2, "Civil Affairs Bureau"),
+    ("scholarship", 4, "Education Bureau"),
+)
+_GD_DEMERITS = (
+    ("fare_evasion", -3, "Metro Group"),
+    ("littering", -1, "Urban Management Bureau"),
+    ("utility_arrears", -2, "Development and Reform Commission"),
+    ("academic_misconduct", -10, "Education Bureau"),
+)
+
+
+class GuangdongPilotWriter(NodeWriter):
+    def person(self, s: Subject) -> str | None:
+        rng, r = self.rng, s.reliability
+        if rng.random() >= 0.8:
+            return None
+        enrolled = max(0, jan1(s.birth_year + 12))
+        citizen_ref = f"GD{self.local_number(34):011d}"
+        self.rows["citizens"].append((citizen_ref, s.city, DAYS[enrolled]))
+        for day in sorted(random_day(rng, enrolled, END) for _ in range(1 + int(rng.random() * 6))):
+            table = _GD_MERITS if rng.random() < 0.4 + 0.55 * r else _GD_DEMERITS
+            event, delta, department = table[int(rng.random() * len(table))]
+            self.rows["credit_events"].append(
+                (
+                    self.next_id("credit_events"),
+                    citizen_ref,
+                    DAYS[day],
+                    event,
+                    delta,
+                    f"{s.city} {department}",
+                )
+            )
+        return citizen_ref

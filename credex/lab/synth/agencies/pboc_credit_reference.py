@@ -1,0 +1,184 @@
+"""pboc-credit-reference: the central bank's credit reference centre (borrowers, loans,
+repayments, defaults)."""
+
+from __future__ import annotations
+
+from credex.lab.synth.base import (
+    DAYS,
+    END,
+    MAX_AGE,
+    REFERENCE_YEAR,
+    REGION_BY_NAME,
+    YEAR_OF,
+    Adapter,
+    NodeSpec,
+    NodeWriter,
+    Subject,
+    Table,
+    jan1,
+    pick,
+    random_day,
+    sql,
+)
+
+SPEC = NodeSpec(
+    id="pboc-credit-reference",
+    name="PBOC Credit Reference Center",
+    jurisdiction="CN",
+    description="central-bank credit reference: borrowers, loans, repayments, defaults",
+    tables=(
+        Table(
+            "borrowers",
+            (
+                "borrower_id INTEGER PRIMARY KEY",
+                "file_opened_on TEXT NOT NULL",
+                "region_code TEXT NOT NULL",
+            ),
+        ),
+        Table(
+            "loans",
+            (
+                "loan_id INTEGER PRIMARY KEY",
+                "borrower_id INTEGER NOT NULL REFERENCES borrowers (borrower_id)",
+                "lender TEXT NOT NULL",
+                "product TEXT NOT NULL",
+                "principal REAL NOT NULL",
+                "currency TEXT NOT NULL",
+                "opened_on TEXT NOT NULL",
+                "status TEXT NOT NULL",
+            ),
+            ("borrower_id",),
+        ),
+        Table(
+            "repayments",
+            (
+                "repayment_id INTEGER PRIMARY KEY",
+                "loan_id INTEGER NOT NULL REFERENCES loans (loan_id)",
+                "due_on TEXT NOT NULL",
+                "days_late INTEGER NOT NULL",
+                "amount REAL NOT NULL",
+            ),
+            ("loan_id",),
+        ),
+        Table(
+            "defaults",
+            (
+                "default_id INTEGER PRIMARY KEY",
+                "loan_id INTEGER NOT NULL REFERENCES loans (loan_id)",
+                "declared_on TEXT NOT NULL",
+                "outstanding REAL NOT NULL",
+            ),
+            ("loan_id",),
+        ),
+    ),
+    adapters=(
+        Adapter(
+            "financial",
+            sql("""
+SELECT 'loan-' || l.loan_id AS record_id, 'loan_opened' AS kind, l.principal AS value,
+       l.currency AS unit, l.opened_on AS occurred_at, l.lender AS lender, l.product AS product,
+       l.status AS status,
+       l.borrower_id AS local_id
+FROM loans AS l
+WHERE l.borrower_id = :local_id
+"""),
+        ),
+        Adapter(
+            "financial",
+            sql("""
+SELECT 'repayment-' || r.repayment_id AS record_id,
+       CASE WHEN r.days_late > 0 THEN 'loan_repaid_late' ELSE 'loan_repaid_on_time' END AS kind,
+       r.days_late AS value, 'days_late' AS unit, r.due_on AS occurred_at,
+       r.amount AS amount, l.lender AS lender, l.product AS product,
+       l.borrower_id AS local_id
+FROM repayments AS r JOIN loans AS l ON l.loan_id = r.loan_id
+WHERE l.borrower_id = :local_id
+"""),
+        ),
+        Adapter(
+            "financial",
+            sql("""
+SELECT 'default-' || d.default_id AS record_id, 'loan_default' AS kind, d.outstanding AS value,
+       l.currency AS unit, d.declared_on AS occurred_at, l.lender AS lender, l.product AS product,
+       l.borrower_id AS local_id
+FROM defaults AS d JOIN loans AS l ON l.loan_id = d.loan_id
+WHERE l.borrower_id = :local_id
+"""),
+        ),
+    ),
+)
+
+
+_LENDERS = (
+    "Industrial and Commercial Bank of China",
+    "China Construction Bank",
+    "Agricultural Bank of China",
+    "Bank of China",
+    "Bank of Jiangsu",
+    "China Merchants Bank",
+    "WeBank",
+)
+# product: (min principal, max principal, minimum age at opening)
+_PRODUCTS = {
+    "student_loan": (4_000, 12_000, 17),
+    "credit_card": (5_000, 50_000, 18),
+    "consumer_loan": (2_000, 50_000, 18),
+    "car_loan": (50_000, 200_000, 22),
+    "mortgage": (400_000, 3_000_000, 25),
+}
+_YOUNG_PRODUCTS = ("student_loan", "credit_card", "consumer_loan")
+_OLDER_PRODUCTS = ("credit_card", "consumer_loan", "consumer_loan", "car_loan", "mortgage")
+
+
+class CreditReferenceWriter(NodeWriter):
+    def person(self, s: Subject) -> str | None:
+        rng, r = self.rng, s.reliability
+        age = REFERENCE_YEAR - s.birth_year
+        adult = max(0, jan1(s.birth_year + 18))
+        last_open = END - 60
+        if age < 18 or adult > last_open:
+            return None
+        if rng.random() >= 0.25 + 0.6 * (age - 18) / (MAX_AGE - 18):
+            return None
+        borrower_id = 100_000_000 + self.local_number(28)
+        opened = sorted(random_day(rng, adult, last_open) for _ in range(1 + int(rng.random() * 3)))
+        self.rows["borrowers"].append((borrower_id, DAYS[opened[0]], REGION_BY_NAME[s.region].code))
+        p_late = 0.05 + 0.5 * (1 - r) ** 2
+        p_default = 0.35 * (1 - r) ** 3
+        defaulted = False
+        for day in opened:
+            loan_id = self.next_id("loans")
+            age_then = YEAR_OF[day] - s.birth_year
+            products = _YOUNG_PRODUCTS if age_then < 25 else _OLDER_PRODUCTS
+            product = pick(rng, products)
+            low, high, min_age = _PRODUCTS[product]
+            if age_then < min_age:
+                product = "consumer_loan"
+                low, high, _ = _PRODUCTS[product]
+            principal = float(round(low + rng.random() * (high - low), -2))
+            status = "active"
+            for _ in range(1 + int(rng.random() * 2)):
+                due = random_day(rng, min(day + 30, END), END)
+                late = 0
+                if rng.random() < p_late:
+                    late = min(180, 1 + int(rng.expovariate(1 / 20)))
+                amount = round(principal * (0.02 + 0.1 * rng.random()), 2)
+                self.rows["repayments"].append(
+                    (self.next_id("repayments"), loan_id, DAYS[due], late, amount)
+                )
+            if not defaulted and day + 90 <= END and rng.random() < p_default:
+                defaulted, status = True, "defaulted"
+                declared = random_day(rng, day + 90, END)
+                outstanding = round(principal * (0.2 + 0.7 * rng.random()), 2)
+                self.rows["defaults"].append(
+                    (self.next_id("defaults"), loan_id, DAYS[declared], outstanding)
+                )
+            elif rng.random() < 0.5:
+                status = "closed"
+            lender = pick(rng, _LENDERS)
+            if product == "student_loan":
+                lender = "China Development Bank"
+            self.rows["loans"].append(
+                (loan_id, borrower_id, lender, product, principal, "CNY", DAYS[day], status)
+            )
+        return str(borrower_id)
