@@ -6,13 +6,28 @@ Day offsets count from FIRST_DAY and run 0..END inclusive; DAYS and YEAR_OF inde
 
 from __future__ import annotations
 
+import keyword
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from random import Random
-from typing import NamedTuple
+from typing import (
+    Annotated,
+    Any,
+    Generic,
+    NamedTuple,
+    ParamSpec,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Row = tuple[object, ...]
 
 REFERENCE_YEAR = 2026
 MIN_AGE = 14
@@ -65,12 +80,34 @@ REGION_BY_NAME = {r.name: r for r in REGIONS}
 
 
 @dataclass(frozen=True)
-class Table:
-    """One table of an operator's database: column definitions and the columns to index."""
+class Table(Generic[P]):
+    """One table of an operator's database, declared by `shape`: a TypedDict whose keys are the
+    columns in order, each `Annotated[python_type, "SQL definition"]`, the two agreeing (checked
+    here: INTEGER int, REAL float, TEXT str, and `| None` exactly where NULL is allowed).
+
+    Writers add rows through `appender`, by column name: the shape is the one list of columns, so
+    a column added, dropped or moved there cannot leave a writer's rows silently misaligned.
+    """
 
     name: str
-    columns: tuple[str, ...]
+    shape: Callable[P, Mapping[str, object]]
     indexes: tuple[str, ...] = ()
+    columns: tuple[str, ...] = field(init=False)  # "name definition", the lines of CREATE TABLE
+    _bind: Callable[[Callable[[Row], object]], Callable[P, None]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(self.shape, include_extras=True)
+        names = tuple(hints)
+        for name in (self.name, *names):
+            if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+                raise ValueError(f"table {self.name}: {name!r} is not a plain identifier")
+        if not names or not set(self.indexes) <= set(names):
+            raise ValueError(f"table {self.name}: no columns, or indexes not among {names}")
+        columns = tuple(_column(self.name, name, hint) for name, hint in hints.items())
+        object.__setattr__(self, "columns", columns)
+        object.__setattr__(self, "_bind", _binder(self.name, names))
 
     def create_sql(self) -> str:
         return f"CREATE TABLE {self.name} (\n    " + ",\n    ".join(self.columns) + "\n)"
@@ -80,6 +117,49 @@ class Table:
 
     def index_sql(self) -> list[str]:
         return [f"CREATE INDEX idx_{self.name}_{c} ON {self.name} ({c})" for c in self.indexes]
+
+    def appender(self, append: Callable[[Row], object]) -> Callable[P, None]:
+        """A function taking one row's columns as keyword arguments, every one of them, and passing
+        `append` a plain tuple of them in column order."""
+        return self._bind(append)
+
+
+_SQL_TYPES: dict[object, str] = {int: "INTEGER", float: "REAL", str: "TEXT"}
+
+
+def _column(table: str, name: str, hint: object) -> str:
+    """The `name definition` line of a shape's key, if its Python type fits its SQL definition."""
+    if get_origin(hint) is not Annotated:
+        raise TypeError(f"{table}.{name}: declare as Annotated[python_type, 'SQL definition']")
+    python_type, definition = get_args(hint)[:2]
+    options = get_args(python_type) or (python_type,)  # `str | None` -> (str, NoneType)
+    types = [t for t in options if t is not type(None)]
+    nullable = "NOT NULL" not in definition and "PRIMARY KEY" not in definition
+    if (
+        len(types) != 1
+        or _SQL_TYPES.get(types[0]) != definition.split()[0]
+        or (type(None) in options) != nullable
+    ):
+        raise TypeError(f"{table}.{name}: {python_type} does not fit {definition!r}")
+    return f"{name} {definition}"
+
+
+def _binder(table: str, names: tuple[str, ...]) -> Any:
+    """`bind(append)` -> a function of keyword-only `names` appending them as one tuple.
+
+    Generated like namedtuple's constructor, so that a row costs one call and arrives as an exact
+    tuple, which sqlite3 binds fastest; names are identifiers (checked by Table).
+    """
+    params = ", ".join(names)
+    source = (
+        f"def bind(_append):\n"
+        f"    def {table}(*, {params}):\n"
+        f"        _append(({params},))\n"
+        f"    return {table}\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 - source built from checked identifiers only
+    return namespace["bind"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +178,7 @@ class NodeSpec:
     name: str
     jurisdiction: str
     description: str
-    tables: tuple[Table, ...]
+    tables: tuple[Table[...], ...]
     adapters: tuple[Adapter, ...]
     regions: tuple[str, ...] = ()  # only subjects of these regions; empty: national
     cities: tuple[str, ...] = ()  # only subjects of these cities; empty: every city
@@ -141,7 +221,7 @@ def random_day(rng: Random, lo: int, hi: int) -> int:
     return lo + int(rng.random() * (hi - lo + 1))
 
 
-def pick(rng: Random, items: Sequence[str]) -> str:
+def pick(rng: Random, items: Sequence[T]) -> T:
     return items[int(rng.random() * len(items))]
 
 
@@ -167,8 +247,6 @@ class Subject(NamedTuple):
 
 # --------------------------------------------------------------------------- node writers
 
-Row = tuple[object, ...]
-
 
 class NodeWriter:
     """Writes one operator database: decides who the node knows and appends their rows."""
@@ -179,7 +257,8 @@ class NodeWriter:
         self._id_key = self.rng.getrandbits(64)
         self._known = 0
         self._ids: dict[str, int] = {t.name: 0 for t in spec.tables}
-        self.rows: dict[str, list[Row]] = {t.name: [] for t in spec.tables}
+        # rows not yet written, by table; flush empties each list in place, as adders append to it
+        self._rows: dict[str, list[Row]] = {t.name: [] for t in spec.tables}
         self._insert = {t.name: t.insert_sql() for t in spec.tables}
         self.conn = sqlite3.connect(path)
         self.conn.execute("PRAGMA journal_mode=OFF")
@@ -197,12 +276,18 @@ class NodeWriter:
         self._known += 1
         return number
 
-    def next_id(self, table: str) -> int:
-        self._ids[table] += 1
-        return self._ids[table]
+    def adder(self, table: Table[P]) -> Callable[P, None]:
+        """Adds rows to `table` by column name (mypy checks names and types against its shape; a
+        missing or unknown column raises TypeError)."""
+        return table.appender(self._rows[table.name].append)
+
+    def next_id(self, table: Table[...]) -> int:
+        """The next integer key of `table`: 1, 2, 3, ..."""
+        self._ids[table.name] += 1
+        return self._ids[table.name]
 
     def flush(self) -> None:
-        for name, rows in self.rows.items():
+        for name, rows in self._rows.items():
             if rows:
                 self.conn.executemany(self._insert[name], rows)
                 rows.clear()

@@ -1,4 +1,8 @@
-"""`generate`: the subject stream, and every node's writer fed from it chunk by chunk."""
+"""`generate`: the subject stream, and every node's writer fed from it chunk by chunk.
+
+The subjects and each node draw from their own seeded stream, in subject order, and nothing else
+is random: the same seed and count give the same files and tables.
+"""
 
 from __future__ import annotations
 
@@ -54,9 +58,6 @@ def _subjects(seed: int, count: int) -> Iterator[Subject]:
         yield Subject(
             f"S{n:07d}", region.name, city, REFERENCE_YEAR - age, rng.betavariate(2.5, 1.2)
         )
-
-
-# --------------------------------------------------------------------------- generate
 
 
 def _generated_paths() -> list[Path]:

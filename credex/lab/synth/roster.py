@@ -1,9 +1,10 @@
 """Which nodes a synthetic federation of N nodes has, its requesters, and the writer of each
 node kind.
 
-The eight national and provincial nodes come first, in a fixed order; larger federations add
-city civic offices and consumer lenders, interleaved, so the first N nodes of any federation are
-those of a federation of N.
+The eight national and provincial nodes come first, in a fixed order; larger federations add city
+civic offices (one per pilot city) and consumer lenders, interleaved, so the first N nodes of any
+federation are those of a federation of N. Their records use the same kinds as the provincial
+pilot and the credit reference centre, so every scoring policy applies to them.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ WRITERS: dict[str, type[NodeWriter]] = {
     city_civic.KIND: city_civic.CityCivicWriter,
     lender.KIND: lender.LenderWriter,
     volunteer_registry.SPEC.id: volunteer_registry.VolunteerRegistryWriter,
-    pboc_credit_reference.SPEC.id: pboc_credit_reference.CreditReferenceWriter,
+    pboc_credit_reference.SPEC.id: pboc_credit_reference.PbocCreditReferenceWriter,
     education_ministry.SPEC.id: education_ministry.EducationMinistryWriter,
     court_enforcement.SPEC.id: court_enforcement.CourtEnforcementWriter,
     zhima_commercial.SPEC.id: zhima_commercial.ZhimaCommercialWriter,

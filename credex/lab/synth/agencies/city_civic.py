@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from random import Random
+from pathlib import Path
+from typing import Annotated, TypedDict
 
-from credex.lab.synth.agencies.jiangsu_pilot import COMMENDATIONS, OFFENCES
+from credex.lab.synth.agencies.jiangsu_pilot import COMMENDATION_AWARDS, OFFENCES
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -16,35 +16,33 @@ from credex.lab.synth.base import (
     Subject,
     Table,
     jan1,
+    pick,
     random_day,
     sql,
 )
 
 KIND = "city-civic"
 
-TABLES = (
-    Table(
-        "residents",
-        (
-            "citizen_no TEXT PRIMARY KEY",
-            "district TEXT NOT NULL",
-            "registered_on TEXT NOT NULL",
-        ),
-    ),
-    Table(
-        "civic_entries",
-        (
-            "entry_no INTEGER PRIMARY KEY",
-            "citizen_no TEXT NOT NULL REFERENCES residents (citizen_no)",
-            "recorded_on TEXT NOT NULL",
-            "entry_kind TEXT NOT NULL",
-            "points INTEGER NOT NULL",
-            "detail TEXT NOT NULL",
-            "office TEXT NOT NULL",
-        ),
-        ("citizen_no",),
-    ),
-)
+
+class ResidentsRow(TypedDict):
+    citizen_no: Annotated[str, "TEXT PRIMARY KEY"]
+    district: Annotated[str, "TEXT NOT NULL"]
+    registered_on: Annotated[str, "TEXT NOT NULL"]
+
+
+class CivicEntriesRow(TypedDict):
+    entry_no: Annotated[int, "INTEGER PRIMARY KEY"]
+    citizen_no: Annotated[str, "TEXT NOT NULL REFERENCES residents (citizen_no)"]
+    recorded_on: Annotated[str, "TEXT NOT NULL"]
+    entry_kind: Annotated[str, "TEXT NOT NULL"]
+    points: Annotated[int, "INTEGER NOT NULL"]
+    detail: Annotated[str, "TEXT NOT NULL"]
+    office: Annotated[str, "TEXT NOT NULL"]
+
+
+RESIDENTS = Table("residents", ResidentsRow)
+CIVIC_ENTRIES = Table("civic_entries", CivicEntriesRow, ("citizen_no",))
+TABLES = (RESIDENTS, CIVIC_ENTRIES)
 ADAPTERS = (
     Adapter(
         "civic",
@@ -60,6 +58,7 @@ WHERE e.citizen_no = :local_id
 
 
 def spec(region: Region, city: str) -> NodeSpec:
+    """The civic office of `city`, knowing only residents of that city."""
     return NodeSpec(
         id=f"civic-{city.lower()}",
         name=f"{city} Civilisation Office",
@@ -76,28 +75,38 @@ def spec(region: Region, city: str) -> NodeSpec:
 class CityCivicWriter(NodeWriter):
     """A city office: knows about half its residents, with commendations and violations."""
 
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_resident = self.adder(RESIDENTS)
+        self.add_civic_entry = self.adder(CIVIC_ENTRIES)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         if rng.random() >= 0.5:
             return None
         registered = max(0, jan1(s.birth_year + 14))
         citizen_no = f"{s.city[:3].upper()}-{self.local_number(30):010d}"
-        district = f"{s.city} District {1 + int(rng.random() * 9)}"
-        self.rows["residents"].append((citizen_no, district, DAYS[registered]))
+        self.add_resident(
+            citizen_no=citizen_no,
+            district=f"{s.city} District {1 + int(rng.random() * 9)}",
+            registered_on=DAYS[registered],
+        )
         office = f"{s.city} Civilisation Office"
         for _ in range(1 + int(rng.random() * 4)):
             day = DAYS[random_day(rng, registered, END)]
             if rng.random() < 0.3 + 0.6 * r:
-                award, points = _pick_pair(rng, COMMENDATIONS)
-                row = (self.next_id("civic_entries"), citizen_no, day, "commendation", points,
-                       award, office)  # fmt: skip
+                kind = "commendation"
+                detail, points = pick(rng, COMMENDATION_AWARDS)
             else:
-                offence, points, _fine, _licence = OFFENCES[int(rng.random() * 2)]
-                row = (self.next_id("civic_entries"), citizen_no, day, "traffic_violation",
-                       points, offence, office)  # fmt: skip
-            self.rows["civic_entries"].append(row)
+                kind = "traffic_violation"
+                detail, points, _fine, _licence = OFFENCES[int(rng.random() * 2)]
+            self.add_civic_entry(
+                entry_no=self.next_id(CIVIC_ENTRIES),
+                citizen_no=citizen_no,
+                recorded_on=day,
+                entry_kind=kind,
+                points=points,
+                detail=detail,
+                office=office,
+            )
         return citizen_no
-
-
-def _pick_pair(rng: Random, items: Sequence[tuple[str, int]]) -> tuple[str, int]:
-    return items[int(rng.random() * len(items))]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, TypedDict
+
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -18,49 +21,45 @@ from credex.lab.synth.base import (
     sql,
 )
 
+
+class PartiesRow(TypedDict):
+    party_id: Annotated[str, "TEXT PRIMARY KEY"]
+    party_type: Annotated[str, "TEXT NOT NULL"]
+    birth_year: Annotated[int, "INTEGER NOT NULL"]
+    home_city: Annotated[str, "TEXT NOT NULL"]
+
+
+class JudgmentsRow(TypedDict):
+    judgment_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    party_id: Annotated[str, "TEXT NOT NULL REFERENCES parties (party_id)"]
+    case_no: Annotated[str, "TEXT NOT NULL"]
+    court: Annotated[str, "TEXT NOT NULL"]
+    decided_on: Annotated[str, "TEXT NOT NULL"]
+    cause: Annotated[str, "TEXT NOT NULL"]
+    amount: Annotated[float, "REAL NOT NULL"]
+
+
+class DishonestDebtorsRow(TypedDict):
+    listing_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    party_id: Annotated[str, "TEXT NOT NULL REFERENCES parties (party_id)"]
+    case_no: Annotated[str, "TEXT NOT NULL"]
+    court: Annotated[str, "TEXT NOT NULL"]
+    listed_on: Annotated[str, "TEXT NOT NULL"]
+    delisted_on: Annotated[str | None, "TEXT"]
+    obligation: Annotated[str, "TEXT NOT NULL"]
+    amount_unpaid: Annotated[float, "REAL NOT NULL"]
+
+
+PARTIES = Table("parties", PartiesRow)
+JUDGMENTS = Table("judgments", JudgmentsRow, ("party_id",))
+DISHONEST_DEBTORS = Table("dishonest_debtors", DishonestDebtorsRow, ("party_id",))
+
 SPEC = NodeSpec(
     id="court-enforcement",
     name="Supreme People's Court Enforcement Information",
     jurisdiction="CN",
     description="court judgments and the list of dishonest judgment debtors",
-    tables=(
-        Table(
-            "parties",
-            (
-                "party_id TEXT PRIMARY KEY",
-                "party_type TEXT NOT NULL",
-                "birth_year INTEGER NOT NULL",
-                "home_city TEXT NOT NULL",
-            ),
-        ),
-        Table(
-            "judgments",
-            (
-                "judgment_id INTEGER PRIMARY KEY",
-                "party_id TEXT NOT NULL REFERENCES parties (party_id)",
-                "case_no TEXT NOT NULL",
-                "court TEXT NOT NULL",
-                "decided_on TEXT NOT NULL",
-                "cause TEXT NOT NULL",
-                "amount REAL NOT NULL",
-            ),
-            ("party_id",),
-        ),
-        Table(
-            "dishonest_debtors",
-            (
-                "listing_id INTEGER PRIMARY KEY",
-                "party_id TEXT NOT NULL REFERENCES parties (party_id)",
-                "case_no TEXT NOT NULL",
-                "court TEXT NOT NULL",
-                "listed_on TEXT NOT NULL",
-                "delisted_on TEXT",
-                "obligation TEXT NOT NULL",
-                "amount_unpaid REAL NOT NULL",
-            ),
-            ("party_id",),
-        ),
-    ),
+    tables=(PARTIES, JUDGMENTS, DISHONEST_DEBTORS),
     adapters=(
         Adapter(
             "judicial",
@@ -100,6 +99,12 @@ _CAUSES = (
 
 
 class CourtEnforcementWriter(NodeWriter):
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_party = self.adder(PARTIES)
+        self.add_judgment = self.adder(JUDGMENTS)
+        self.add_dishonest_debtor = self.adder(DISHONEST_DEBTORS)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         start = max(0, jan1(s.birth_year + 16))
@@ -107,7 +112,12 @@ class CourtEnforcementWriter(NodeWriter):
             return None
         party_id = f"PTY-{self.local_number(32):08X}"
         region = REGION_BY_NAME[s.region]
-        self.rows["parties"].append((party_id, "natural_person", s.birth_year, s.city))
+        self.add_party(
+            party_id=party_id,
+            party_type="natural_person",
+            birth_year=s.birth_year,
+            home_city=s.city,
+        )
         count = 1 + int(rng.random() * (1 + 2 * (1 - r)))
         for day in sorted(random_day(rng, start, END) for _ in range(count)):
             cause, low, high = _CAUSES[int(rng.random() * len(_CAUSES))]
@@ -116,27 +126,28 @@ class CourtEnforcementWriter(NodeWriter):
             court = f"{s.city} {pick(rng, ('Intermediate', 'District'))} People's Court"
             year = YEAR_OF[day]
             serial = 1 + int(rng.random() * 20_000)
-            case_no = f"({year}){region.court_abbr}{court_code}民初{serial}号"
-            self.rows["judgments"].append(
-                (self.next_id("judgments"), party_id, case_no, court, DAYS[day], cause, amount)
+            self.add_judgment(
+                judgment_id=self.next_id(JUDGMENTS),
+                party_id=party_id,
+                case_no=f"({year}){region.court_abbr}{court_code}民初{serial}号",
+                court=court,
+                decided_on=DAYS[day],
+                cause=cause,
+                amount=amount,
             )
             if day + 60 <= END and rng.random() < 0.25 + 0.5 * (1 - r):
                 listed = random_day(rng, day + 60, min(END, day + 400))
                 delisted: str | None = None
                 if listed + 30 <= END and rng.random() < 0.3 + 0.5 * r:
                     delisted = DAYS[random_day(rng, listed + 30, min(END, listed + 700))]
-                enforcement_no = f"({YEAR_OF[listed]}){region.court_abbr}{court_code}执{serial}号"
-                unpaid = round(amount * (0.3 + 0.7 * rng.random()), 2)
-                self.rows["dishonest_debtors"].append(
-                    (
-                        self.next_id("dishonest_debtors"),
-                        party_id,
-                        enforcement_no,
-                        court,
-                        DAYS[listed],
-                        delisted,
-                        "pay the adjudged sum",
-                        unpaid,
-                    )
+                self.add_dishonest_debtor(
+                    listing_id=self.next_id(DISHONEST_DEBTORS),
+                    party_id=party_id,
+                    case_no=f"({YEAR_OF[listed]}){region.court_abbr}{court_code}执{serial}号",
+                    court=court,
+                    listed_on=DAYS[listed],
+                    delisted_on=delisted,
+                    obligation="pay the adjudged sum",
+                    amount_unpaid=round(amount * (0.3 + 0.7 * rng.random()), 2),
                 )
         return party_id

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from random import Random
-from typing import NamedTuple
+from typing import Annotated, NamedTuple, TypedDict
 
 from credex.lab.synth.base import (
     DAYS,
@@ -21,47 +22,43 @@ from credex.lab.synth.base import (
     sql,
 )
 
+
+class StudentsRow(TypedDict):
+    student_no: Annotated[str, "TEXT PRIMARY KEY"]
+    birth_year: Annotated[int, "INTEGER NOT NULL"]
+    home_city: Annotated[str, "TEXT NOT NULL"]
+    registered_on: Annotated[str, "TEXT NOT NULL"]
+
+
+class EnrollmentsRow(TypedDict):
+    enrollment_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    student_no: Annotated[str, "TEXT NOT NULL REFERENCES students (student_no)"]
+    institution: Annotated[str, "TEXT NOT NULL"]
+    level: Annotated[str, "TEXT NOT NULL"]
+    isced_level: Annotated[int, "INTEGER NOT NULL"]
+    enrolled_on: Annotated[str, "TEXT NOT NULL"]
+    status: Annotated[str, "TEXT NOT NULL"]
+
+
+class DegreesRow(TypedDict):
+    degree_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    student_no: Annotated[str, "TEXT NOT NULL REFERENCES students (student_no)"]
+    institution: Annotated[str, "TEXT NOT NULL"]
+    qualification: Annotated[str, "TEXT NOT NULL"]
+    awarded_on: Annotated[str, "TEXT NOT NULL"]
+    final_score: Annotated[float, "REAL NOT NULL"]
+
+
+STUDENTS = Table("students", StudentsRow)
+ENROLLMENTS = Table("enrollments", EnrollmentsRow, ("student_no",))
+DEGREES = Table("degrees", DegreesRow, ("student_no",))
+
 SPEC = NodeSpec(
     id="education-ministry",
     name="Ministry of Education Student Register",
     jurisdiction="CN",
     description="national student register (xueji): enrolments and qualifications",
-    tables=(
-        Table(
-            "students",
-            (
-                "student_no TEXT PRIMARY KEY",
-                "birth_year INTEGER NOT NULL",
-                "home_city TEXT NOT NULL",
-                "registered_on TEXT NOT NULL",
-            ),
-        ),
-        Table(
-            "enrollments",
-            (
-                "enrollment_id INTEGER PRIMARY KEY",
-                "student_no TEXT NOT NULL REFERENCES students (student_no)",
-                "institution TEXT NOT NULL",
-                "level TEXT NOT NULL",
-                "isced_level INTEGER NOT NULL",
-                "enrolled_on TEXT NOT NULL",
-                "status TEXT NOT NULL",
-            ),
-            ("student_no",),
-        ),
-        Table(
-            "degrees",
-            (
-                "degree_id INTEGER PRIMARY KEY",
-                "student_no TEXT NOT NULL REFERENCES students (student_no)",
-                "institution TEXT NOT NULL",
-                "qualification TEXT NOT NULL",
-                "awarded_on TEXT NOT NULL",
-                "final_score REAL NOT NULL",
-            ),
-            ("student_no",),
-        ),
-    ),
+    tables=(STUDENTS, ENROLLMENTS, DEGREES),
     adapters=(
         Adapter(
             "education",
@@ -122,6 +119,12 @@ _DOCTORATE = _Stage("doctorate", 8, 25, 4, "doctorate")
 
 
 class EducationMinistryWriter(NodeWriter):
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_student = self.adder(STUDENTS)
+        self.add_enrollment = self.adder(ENROLLMENTS)
+        self.add_degree = self.adder(DEGREES)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         if rng.random() >= 0.9:
@@ -141,8 +144,8 @@ class EducationMinistryWriter(NodeWriter):
             plan.append(_VOC_SECONDARY)
             if rng.random() < 0.3:
                 plan.append(_VOC_COLLEGE)
-        # (day, is_degree, stage, institution, status or score)
-        events: list[tuple[int, bool, _Stage, str, str | float]] = []
+        # (day, stage, institution, an enrolment's status or a degree's final score)
+        events: list[tuple[int, _Stage, str, str | float]] = []
         for stage in plan:
             enrolled = jan1(s.birth_year + stage.start_age) + 243 + int(rng.random() * 7)
             graduated = jan1(s.birth_year + stage.start_age + stage.years) + 176
@@ -153,45 +156,46 @@ class EducationMinistryWriter(NodeWriter):
                 break
             if enrolled >= 0:
                 status = "graduated" if graduated <= END else "enrolled"
-                events.append((enrolled, False, stage, institution, status))
+                events.append((enrolled, stage, institution, status))
             if 0 <= graduated <= END:
-                events.append((graduated, True, stage, institution, score))
+                events.append((graduated, stage, institution, score))
         if not events:  # studied before the register went digital: continuing education only
             stage = _Stage("adult_higher_education", 5, 18, 3, "adult_higher_education_diploma")
             enrolled = random_day(rng, max(0, jan1(s.birth_year + 18)), END)
             institution = "Open University of China"
-            events.append((enrolled, False, stage, institution, "enrolled"))
+            events.append((enrolled, stage, institution, "enrolled"))
             if enrolled + 900 <= END:
                 score = round(min(100.0, 55.0 + 40.0 * r + (rng.random() - 0.5) * 12.0), 1)
-                events[0] = (enrolled, False, stage, institution, "graduated")
-                events.append((enrolled + 900, True, stage, institution, score))
+                events[0] = (enrolled, stage, institution, "graduated")
+                events.append((enrolled + 900, stage, institution, score))
         events = events[:MAX_RECORDS_PER_CATEGORY]
         first = events[0][0]
         student_no = f"XJ{YEAR_OF[first]}{self.local_number(27):09d}"
-        self.rows["students"].append((student_no, s.birth_year, s.city, DAYS[first]))
-        for day, is_degree, stage, institution, detail in events:
-            if is_degree:
-                self.rows["degrees"].append(
-                    (
-                        self.next_id("degrees"),
-                        student_no,
-                        institution,
-                        stage.qualification,
-                        DAYS[day],
-                        detail,
-                    )
+        self.add_student(
+            student_no=student_no,
+            birth_year=s.birth_year,
+            home_city=s.city,
+            registered_on=DAYS[first],
+        )
+        for day, stage, institution, detail in events:
+            if isinstance(detail, float):
+                self.add_degree(
+                    degree_id=self.next_id(DEGREES),
+                    student_no=student_no,
+                    institution=institution,
+                    qualification=stage.qualification,
+                    awarded_on=DAYS[day],
+                    final_score=detail,
                 )
             else:
-                self.rows["enrollments"].append(
-                    (
-                        self.next_id("enrollments"),
-                        student_no,
-                        institution,
-                        stage.level,
-                        stage.isced,
-                        DAYS[day],
-                        detail,
-                    )
+                self.add_enrollment(
+                    enrollment_id=self.next_id(ENROLLMENTS),
+                    student_no=student_no,
+                    institution=institution,
+                    level=stage.level,
+                    isced_level=stage.isced,
+                    enrolled_on=DAYS[day],
+                    status=detail,
                 )
         return student_no
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, TypedDict
+
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -15,33 +18,31 @@ from credex.lab.synth.base import (
     sql,
 )
 
+
+class CitizensRow(TypedDict):
+    citizen_ref: Annotated[str, "TEXT PRIMARY KEY"]
+    city: Annotated[str, "TEXT NOT NULL"]
+    enrolled_on: Annotated[str, "TEXT NOT NULL"]
+
+
+class CreditEventsRow(TypedDict):
+    event_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    citizen_ref: Annotated[str, "TEXT NOT NULL REFERENCES citizens (citizen_ref)"]
+    event_date: Annotated[str, "TEXT NOT NULL"]
+    event_type: Annotated[str, "TEXT NOT NULL"]
+    score_delta: Annotated[int, "INTEGER NOT NULL"]
+    department: Annotated[str, "TEXT NOT NULL"]
+
+
+CITIZENS = Table("citizens", CitizensRow)
+CREDIT_EVENTS = Table("credit_events", CreditEventsRow, ("citizen_ref",))
+
 SPEC = NodeSpec(
     id="guangdong-pilot",
     name="Guangdong Youth Credit Pilot",
     jurisdiction="CN-GD",
     description="provincial pilot with its own point scheme: merits and demerits in one ledger",
-    tables=(
-        Table(
-            "citizens",
-            (
-                "citizen_ref TEXT PRIMARY KEY",
-                "city TEXT NOT NULL",
-                "enrolled_on TEXT NOT NULL",
-            ),
-        ),
-        Table(
-            "credit_events",
-            (
-                "event_id INTEGER PRIMARY KEY",
-                "citizen_ref TEXT NOT NULL REFERENCES citizens (citizen_ref)",
-                "event_date TEXT NOT NULL",
-                "event_type TEXT NOT NULL",
-                "score_delta INTEGER NOT NULL",
-                "department TEXT NOT NULL",
-            ),
-            ("citizen_ref",),
-        ),
-    ),
+    tables=(CITIZENS, CREDIT_EVENTS),
     adapters=(
         Adapter(
             "civic",
@@ -75,24 +76,27 @@ _GD_DEMERITS = (
 
 
 class GuangdongPilotWriter(NodeWriter):
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_citizen = self.adder(CITIZENS)
+        self.add_credit_event = self.adder(CREDIT_EVENTS)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         if rng.random() >= 0.8:
             return None
         enrolled = max(0, jan1(s.birth_year + 12))
         citizen_ref = f"GD{self.local_number(34):011d}"
-        self.rows["citizens"].append((citizen_ref, s.city, DAYS[enrolled]))
+        self.add_citizen(citizen_ref=citizen_ref, city=s.city, enrolled_on=DAYS[enrolled])
         for day in sorted(random_day(rng, enrolled, END) for _ in range(1 + int(rng.random() * 6))):
             table = _GD_MERITS if rng.random() < 0.4 + 0.55 * r else _GD_DEMERITS
             event, delta, department = table[int(rng.random() * len(table))]
-            self.rows["credit_events"].append(
-                (
-                    self.next_id("credit_events"),
-                    citizen_ref,
-                    DAYS[day],
-                    event,
-                    delta,
-                    f"{s.city} {department}",
-                )
+            self.add_credit_event(
+                event_id=self.next_id(CREDIT_EVENTS),
+                citizen_ref=citizen_ref,
+                event_date=DAYS[day],
+                event_type=event,
+                score_delta=delta,
+                department=f"{s.city} {department}",
             )
         return citizen_ref

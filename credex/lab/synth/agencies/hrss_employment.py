@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, TypedDict
+
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -17,35 +20,33 @@ from credex.lab.synth.base import (
     sql,
 )
 
+
+class InsuredPersonsRow(TypedDict):
+    insurance_no: Annotated[str, "TEXT PRIMARY KEY"]
+    city: Annotated[str, "TEXT NOT NULL"]
+    first_insured_on: Annotated[str, "TEXT NOT NULL"]
+
+
+class EmploymentSpellsRow(TypedDict):
+    spell_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    insurance_no: Annotated[str, "TEXT NOT NULL REFERENCES insured_persons (insurance_no)"]
+    employer: Annotated[str, "TEXT NOT NULL"]
+    industry: Annotated[str, "TEXT NOT NULL"]
+    started_on: Annotated[str, "TEXT NOT NULL"]
+    ended_on: Annotated[str | None, "TEXT"]
+    monthly_wage: Annotated[float, "REAL NOT NULL"]
+    end_reason: Annotated[str | None, "TEXT"]
+
+
+INSURED_PERSONS = Table("insured_persons", InsuredPersonsRow)
+EMPLOYMENT_SPELLS = Table("employment_spells", EmploymentSpellsRow, ("insurance_no",))
+
 SPEC = NodeSpec(
     id="hrss-employment",
     name="Ministry of Human Resources and Social Security",
     jurisdiction="CN",
     description="social insurance register: employment spells with employer and wage",
-    tables=(
-        Table(
-            "insured_persons",
-            (
-                "insurance_no TEXT PRIMARY KEY",
-                "city TEXT NOT NULL",
-                "first_insured_on TEXT NOT NULL",
-            ),
-        ),
-        Table(
-            "employment_spells",
-            (
-                "spell_id INTEGER PRIMARY KEY",
-                "insurance_no TEXT NOT NULL REFERENCES insured_persons (insurance_no)",
-                "employer TEXT NOT NULL",
-                "industry TEXT NOT NULL",
-                "started_on TEXT NOT NULL",
-                "ended_on TEXT",
-                "monthly_wage REAL NOT NULL",
-                "end_reason TEXT",
-            ),
-            ("insurance_no",),
-        ),
-    ),
+    tables=(INSURED_PERSONS, EMPLOYMENT_SPELLS),
     adapters=(
         Adapter(
             "employment",
@@ -97,6 +98,11 @@ _END_REASONS = ("resigned", "contract_ended", "laid_off", "dismissed")
 
 
 class HrssEmploymentWriter(NodeWriter):
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_insured_person = self.adder(INSURED_PERSONS)
+        self.add_employment_spell = self.adder(EMPLOYMENT_SPELLS)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         age = REFERENCE_YEAR - s.birth_year
@@ -108,7 +114,7 @@ class HrssEmploymentWriter(NodeWriter):
         insurance_no = f"SB{self.local_number(34):011d}"
         spells = 1 + int(rng.random() * min(4.0, 1 + (age - 18) / 4))
         day = random_day(rng, adult, min(END, adult + 730))
-        self.rows["insured_persons"].append((insurance_no, s.city, DAYS[day]))
+        self.add_insured_person(insurance_no=insurance_no, city=s.city, first_insured_on=DAYS[day])
         for _ in range(spells):
             if rng.random() < 0.6:
                 employer, industry = _EMPLOYERS[int(rng.random() * len(_EMPLOYERS))]
@@ -118,32 +124,19 @@ class HrssEmploymentWriter(NodeWriter):
             wage = float(round(3_000 + rng.random() * 6_000 + 12_000 * r * rng.random(), -1))
             ended = day + 90 + int(rng.random() * (300 + 1500 * r))
             end_reason = _END_REASONS[int(rng.random() * (2 + 2 * (1 - r)))]
-            if ended > END:
-                self.rows["employment_spells"].append(
-                    (
-                        self.next_id("employment_spells"),
-                        insurance_no,
-                        employer,
-                        industry,
-                        DAYS[day],
-                        None,
-                        wage,
-                        None,
-                    )
-                )
-                break
-            self.rows["employment_spells"].append(
-                (
-                    self.next_id("employment_spells"),
-                    insurance_no,
-                    employer,
-                    industry,
-                    DAYS[day],
-                    DAYS[ended],
-                    wage,
-                    end_reason,
-                )
+            still_employed = ended > END
+            self.add_employment_spell(
+                spell_id=self.next_id(EMPLOYMENT_SPELLS),
+                insurance_no=insurance_no,
+                employer=employer,
+                industry=industry,
+                started_on=DAYS[day],
+                ended_on=None if still_employed else DAYS[ended],
+                monthly_wage=wage,
+                end_reason=None if still_employed else end_reason,
             )
+            if still_employed:
+                break
             day = ended + 1 + int(rng.random() * 180)
             if day > END:
                 break

@@ -3,6 +3,9 @@ commendations, traffic violations)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, TypedDict
+
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -16,7 +19,7 @@ from credex.lab.synth.base import (
     sql,
 )
 
-_CITY_CODES = {
+_CITY_CODES = {  # the city part of a resident code; 3200 for the rest of the province
     "Nanjing": 3201,
     "Wuxi": 3202,
     "Xuzhou": 3203,
@@ -24,45 +27,41 @@ _CITY_CODES = {
     "Suzhou": 3205,
 }
 
+
+class ResidentsRow(TypedDict):
+    resident_code: Annotated[str, "TEXT PRIMARY KEY"]
+    city: Annotated[str, "TEXT NOT NULL"]
+    enrolled_on: Annotated[str, "TEXT NOT NULL"]
+
+
+class CommendationsRow(TypedDict):
+    commendation_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    resident_code: Annotated[str, "TEXT NOT NULL REFERENCES residents (resident_code)"]
+    awarded_on: Annotated[str, "TEXT NOT NULL"]
+    award: Annotated[str, "TEXT NOT NULL"]
+    issuer: Annotated[str, "TEXT NOT NULL"]
+    points: Annotated[int, "INTEGER NOT NULL"]
+
+
+class TrafficViolationsRow(TypedDict):
+    violation_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    resident_code: Annotated[str, "TEXT NOT NULL REFERENCES residents (resident_code)"]
+    occurred_on: Annotated[str, "TEXT NOT NULL"]
+    offence: Annotated[str, "TEXT NOT NULL"]
+    penalty_points: Annotated[int, "INTEGER NOT NULL"]
+    fine: Annotated[float, "REAL NOT NULL"]
+
+
+RESIDENTS = Table("residents", ResidentsRow)
+COMMENDATIONS = Table("commendations", CommendationsRow, ("resident_code",))
+TRAFFIC_VIOLATIONS = Table("traffic_violations", TrafficViolationsRow, ("resident_code",))
+
 SPEC = NodeSpec(
     id="jiangsu-pilot",
     name="Jiangsu Youth Credit Pilot",
     jurisdiction="CN-JS",
     description="provincial pilot: community commendations and traffic violations in Jiangsu",
-    tables=(
-        Table(
-            "residents",
-            (
-                "resident_code TEXT PRIMARY KEY",
-                "city TEXT NOT NULL",
-                "enrolled_on TEXT NOT NULL",
-            ),
-        ),
-        Table(
-            "commendations",
-            (
-                "commendation_id INTEGER PRIMARY KEY",
-                "resident_code TEXT NOT NULL REFERENCES residents (resident_code)",
-                "awarded_on TEXT NOT NULL",
-                "award TEXT NOT NULL",
-                "issuer TEXT NOT NULL",
-                "points INTEGER NOT NULL",
-            ),
-            ("resident_code",),
-        ),
-        Table(
-            "traffic_violations",
-            (
-                "violation_id INTEGER PRIMARY KEY",
-                "resident_code TEXT NOT NULL REFERENCES residents (resident_code)",
-                "occurred_on TEXT NOT NULL",
-                "offence TEXT NOT NULL",
-                "penalty_points INTEGER NOT NULL",
-                "fine REAL NOT NULL",
-            ),
-            ("resident_code",),
-        ),
-    ),
+    tables=(RESIDENTS, COMMENDATIONS, TRAFFIC_VIOLATIONS),
     adapters=(
         Adapter(
             "civic",
@@ -91,7 +90,8 @@ WHERE t.resident_code = :local_id
 )
 
 
-COMMENDATIONS = (
+# award: points (city civic offices give the same awards and the first two offences)
+COMMENDATION_AWARDS = (
     ("Good Samaritan", 10),
     ("Community Service Star", 5),
     ("Voluntary Blood Donor", 5),
@@ -110,6 +110,12 @@ OFFENCES = (
 
 
 class JiangsuPilotWriter(NodeWriter):
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_resident = self.adder(RESIDENTS)
+        self.add_commendation = self.adder(COMMENDATIONS)
+        self.add_traffic_violation = self.adder(TRAFFIC_VIOLATIONS)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         if rng.random() >= 0.85:
@@ -125,13 +131,18 @@ class JiangsuPilotWriter(NodeWriter):
                 commendations = 1
         code = _CITY_CODES.get(s.city, 3200)
         resident_code = f"JS-{code}-{self.local_number(32):08X}"
-        self.rows["residents"].append((resident_code, s.city, DAYS[enrolled]))
+        self.add_resident(resident_code=resident_code, city=s.city, enrolled_on=DAYS[enrolled])
         issuer = f"{s.city} Civilisation Office"
         for _ in range(commendations):
-            award, points = COMMENDATIONS[int(rng.random() * len(COMMENDATIONS))]
+            award, points = COMMENDATION_AWARDS[int(rng.random() * len(COMMENDATION_AWARDS))]
             day = random_day(rng, enrolled, END)
-            self.rows["commendations"].append(
-                (self.next_id("commendations"), resident_code, DAYS[day], award, issuer, points)
+            self.add_commendation(
+                commendation_id=self.next_id(COMMENDATIONS),
+                resident_code=resident_code,
+                awarded_on=DAYS[day],
+                award=award,
+                issuer=issuer,
+                points=points,
             )
         licence_from = jan1(s.birth_year + 18)
         for _ in range(violations):
@@ -139,14 +150,12 @@ class JiangsuPilotWriter(NodeWriter):
             offence, points, fine, needs_licence = OFFENCES[int(rng.random() * len(OFFENCES))]
             if needs_licence and day < licence_from:
                 offence, points, fine, _ = OFFENCES[0]
-            self.rows["traffic_violations"].append(
-                (
-                    self.next_id("traffic_violations"),
-                    resident_code,
-                    DAYS[day],
-                    offence,
-                    points,
-                    fine,
-                )
+            self.add_traffic_violation(
+                violation_id=self.next_id(TRAFFIC_VIOLATIONS),
+                resident_code=resident_code,
+                occurred_on=DAYS[day],
+                offence=offence,
+                penalty_points=points,
+                fine=fine,
             )
         return resident_code

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, TypedDict
+
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -18,39 +21,34 @@ from credex.lab.synth.base import (
 
 KIND = "lender"
 
-TABLES = (
-    Table(
-        "customers",
-        (
-            "customer_ref TEXT PRIMARY KEY",
-            "onboarded_on TEXT NOT NULL",
-            "city TEXT NOT NULL",
-        ),
-    ),
-    Table(
-        "contracts",
-        (
-            "contract_no TEXT PRIMARY KEY",
-            "customer_ref TEXT NOT NULL REFERENCES customers (customer_ref)",
-            "product TEXT NOT NULL",
-            "principal REAL NOT NULL",
-            "signed_on TEXT NOT NULL",
-            "status TEXT NOT NULL",
-        ),
-        ("customer_ref",),
-    ),
-    Table(
-        "instalments",
-        (
-            "instalment_id INTEGER PRIMARY KEY",
-            "contract_no TEXT NOT NULL REFERENCES contracts (contract_no)",
-            "due_on TEXT NOT NULL",
-            "paid_days_late INTEGER NOT NULL",
-            "amount REAL NOT NULL",
-        ),
-        ("contract_no",),
-    ),
-)
+
+class CustomersRow(TypedDict):
+    customer_ref: Annotated[str, "TEXT PRIMARY KEY"]
+    onboarded_on: Annotated[str, "TEXT NOT NULL"]
+    city: Annotated[str, "TEXT NOT NULL"]
+
+
+class ContractsRow(TypedDict):
+    contract_no: Annotated[str, "TEXT PRIMARY KEY"]
+    customer_ref: Annotated[str, "TEXT NOT NULL REFERENCES customers (customer_ref)"]
+    product: Annotated[str, "TEXT NOT NULL"]
+    principal: Annotated[float, "REAL NOT NULL"]
+    signed_on: Annotated[str, "TEXT NOT NULL"]
+    status: Annotated[str, "TEXT NOT NULL"]
+
+
+class InstalmentsRow(TypedDict):
+    instalment_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    contract_no: Annotated[str, "TEXT NOT NULL REFERENCES contracts (contract_no)"]
+    due_on: Annotated[str, "TEXT NOT NULL"]
+    paid_days_late: Annotated[int, "INTEGER NOT NULL"]
+    amount: Annotated[float, "REAL NOT NULL"]
+
+
+CUSTOMERS = Table("customers", CustomersRow)
+CONTRACTS = Table("contracts", ContractsRow, ("customer_ref",))
+INSTALMENTS = Table("instalments", InstalmentsRow, ("contract_no",))
+TABLES = (CUSTOMERS, CONTRACTS, INSTALMENTS)
 ADAPTERS = (
     Adapter(
         "financial",
@@ -91,6 +89,7 @@ _NAMED_LENDERS = (
 
 
 def spec(n: int) -> NodeSpec:
+    """The `n`th lender, from 0: the named consumer finance companies, then village banks."""
     if n < len(_NAMED_LENDERS):
         slug, name, jurisdiction = _NAMED_LENDERS[n]
     else:
@@ -114,6 +113,12 @@ def spec(n: int) -> NodeSpec:
 class LenderWriter(NodeWriter):
     """A consumer lender: a few per cent of adults, each with contracts and instalments."""
 
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_customer = self.adder(CUSTOMERS)
+        self.add_contract = self.adder(CONTRACTS)
+        self.add_instalment = self.adder(INSTALMENTS)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         adult = max(0, jan1(s.birth_year + 18))
@@ -121,22 +126,29 @@ class LenderWriter(NodeWriter):
             return None
         customer_ref = f"C{self.local_number(32):010d}"
         onboarded = random_day(rng, adult, END - 60)
-        self.rows["customers"].append((customer_ref, DAYS[onboarded], s.city))
+        self.add_customer(customer_ref=customer_ref, onboarded_on=DAYS[onboarded], city=s.city)
         p_late = 0.05 + 0.5 * (1 - r) ** 2
         for _ in range(1 + int(rng.random() * 2)):
-            contract_no = f"{self.spec.id[7:10].upper()}-{self.next_id('contracts'):09d}"
+            contract_no = f"{self.spec.id[7:10].upper()}-{self.next_id(CONTRACTS):09d}"
             signed = random_day(rng, onboarded, END - 60)
             principal = float(round(2_000 + rng.random() * 48_000, -2))
             written_off = rng.random() < 0.2 * (1 - r) ** 3
-            status = "written_off" if written_off else pick(rng, ("active", "settled"))
-            self.rows["contracts"].append(
-                (contract_no, customer_ref, "consumer_loan", principal, DAYS[signed], status)
+            self.add_contract(
+                contract_no=contract_no,
+                customer_ref=customer_ref,
+                product="consumer_loan",
+                principal=principal,
+                signed_on=DAYS[signed],
+                status="written_off" if written_off else pick(rng, ("active", "settled")),
             )
             for _ in range(1 + int(rng.random() * 3)):
                 due = random_day(rng, signed + 30, END)
                 late = min(180, 1 + int(rng.expovariate(1 / 20))) if rng.random() < p_late else 0
-                amount = round(principal * (0.05 + 0.1 * rng.random()), 2)
-                self.rows["instalments"].append(
-                    (self.next_id("instalments"), contract_no, DAYS[due], late, amount)
+                self.add_instalment(
+                    instalment_id=self.next_id(INSTALMENTS),
+                    contract_no=contract_no,
+                    due_on=DAYS[due],
+                    paid_days_late=late,
+                    amount=round(principal * (0.05 + 0.1 * rng.random()), 2),
                 )
         return customer_ref

@@ -3,6 +3,9 @@ repayments, defaults)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, TypedDict
+
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -21,56 +24,50 @@ from credex.lab.synth.base import (
     sql,
 )
 
+
+class BorrowersRow(TypedDict):
+    borrower_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    file_opened_on: Annotated[str, "TEXT NOT NULL"]
+    region_code: Annotated[str, "TEXT NOT NULL"]
+
+
+class LoansRow(TypedDict):
+    loan_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    borrower_id: Annotated[int, "INTEGER NOT NULL REFERENCES borrowers (borrower_id)"]
+    lender: Annotated[str, "TEXT NOT NULL"]
+    product: Annotated[str, "TEXT NOT NULL"]
+    principal: Annotated[float, "REAL NOT NULL"]
+    currency: Annotated[str, "TEXT NOT NULL"]
+    opened_on: Annotated[str, "TEXT NOT NULL"]
+    status: Annotated[str, "TEXT NOT NULL"]
+
+
+class RepaymentsRow(TypedDict):
+    repayment_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    loan_id: Annotated[int, "INTEGER NOT NULL REFERENCES loans (loan_id)"]
+    due_on: Annotated[str, "TEXT NOT NULL"]
+    days_late: Annotated[int, "INTEGER NOT NULL"]
+    amount: Annotated[float, "REAL NOT NULL"]
+
+
+class DefaultsRow(TypedDict):
+    default_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    loan_id: Annotated[int, "INTEGER NOT NULL REFERENCES loans (loan_id)"]
+    declared_on: Annotated[str, "TEXT NOT NULL"]
+    outstanding: Annotated[float, "REAL NOT NULL"]
+
+
+BORROWERS = Table("borrowers", BorrowersRow)
+LOANS = Table("loans", LoansRow, ("borrower_id",))
+REPAYMENTS = Table("repayments", RepaymentsRow, ("loan_id",))
+DEFAULTS = Table("defaults", DefaultsRow, ("loan_id",))
+
 SPEC = NodeSpec(
     id="pboc-credit-reference",
     name="PBOC Credit Reference Center",
     jurisdiction="CN",
     description="central-bank credit reference: borrowers, loans, repayments, defaults",
-    tables=(
-        Table(
-            "borrowers",
-            (
-                "borrower_id INTEGER PRIMARY KEY",
-                "file_opened_on TEXT NOT NULL",
-                "region_code TEXT NOT NULL",
-            ),
-        ),
-        Table(
-            "loans",
-            (
-                "loan_id INTEGER PRIMARY KEY",
-                "borrower_id INTEGER NOT NULL REFERENCES borrowers (borrower_id)",
-                "lender TEXT NOT NULL",
-                "product TEXT NOT NULL",
-                "principal REAL NOT NULL",
-                "currency TEXT NOT NULL",
-                "opened_on TEXT NOT NULL",
-                "status TEXT NOT NULL",
-            ),
-            ("borrower_id",),
-        ),
-        Table(
-            "repayments",
-            (
-                "repayment_id INTEGER PRIMARY KEY",
-                "loan_id INTEGER NOT NULL REFERENCES loans (loan_id)",
-                "due_on TEXT NOT NULL",
-                "days_late INTEGER NOT NULL",
-                "amount REAL NOT NULL",
-            ),
-            ("loan_id",),
-        ),
-        Table(
-            "defaults",
-            (
-                "default_id INTEGER PRIMARY KEY",
-                "loan_id INTEGER NOT NULL REFERENCES loans (loan_id)",
-                "declared_on TEXT NOT NULL",
-                "outstanding REAL NOT NULL",
-            ),
-            ("loan_id",),
-        ),
-    ),
+    tables=(BORROWERS, LOANS, REPAYMENTS, DEFAULTS),
     adapters=(
         Adapter(
             "financial",
@@ -130,7 +127,14 @@ _YOUNG_PRODUCTS = ("student_loan", "credit_card", "consumer_loan")
 _OLDER_PRODUCTS = ("credit_card", "consumer_loan", "consumer_loan", "car_loan", "mortgage")
 
 
-class CreditReferenceWriter(NodeWriter):
+class PbocCreditReferenceWriter(NodeWriter):
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_borrower = self.adder(BORROWERS)
+        self.add_loan = self.adder(LOANS)
+        self.add_repayment = self.adder(REPAYMENTS)
+        self.add_default = self.adder(DEFAULTS)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         age = REFERENCE_YEAR - s.birth_year
@@ -142,12 +146,16 @@ class CreditReferenceWriter(NodeWriter):
             return None
         borrower_id = 100_000_000 + self.local_number(28)
         opened = sorted(random_day(rng, adult, last_open) for _ in range(1 + int(rng.random() * 3)))
-        self.rows["borrowers"].append((borrower_id, DAYS[opened[0]], REGION_BY_NAME[s.region].code))
+        self.add_borrower(
+            borrower_id=borrower_id,
+            file_opened_on=DAYS[opened[0]],
+            region_code=REGION_BY_NAME[s.region].code,
+        )
         p_late = 0.05 + 0.5 * (1 - r) ** 2
         p_default = 0.35 * (1 - r) ** 3
         defaulted = False
         for day in opened:
-            loan_id = self.next_id("loans")
+            loan_id = self.next_id(LOANS)
             age_then = YEAR_OF[day] - s.birth_year
             products = _YOUNG_PRODUCTS if age_then < 25 else _OLDER_PRODUCTS
             product = pick(rng, products)
@@ -162,23 +170,35 @@ class CreditReferenceWriter(NodeWriter):
                 late = 0
                 if rng.random() < p_late:
                     late = min(180, 1 + int(rng.expovariate(1 / 20)))
-                amount = round(principal * (0.02 + 0.1 * rng.random()), 2)
-                self.rows["repayments"].append(
-                    (self.next_id("repayments"), loan_id, DAYS[due], late, amount)
+                self.add_repayment(
+                    repayment_id=self.next_id(REPAYMENTS),
+                    loan_id=loan_id,
+                    due_on=DAYS[due],
+                    days_late=late,
+                    amount=round(principal * (0.02 + 0.1 * rng.random()), 2),
                 )
             if not defaulted and day + 90 <= END and rng.random() < p_default:
                 defaulted, status = True, "defaulted"
                 declared = random_day(rng, day + 90, END)
-                outstanding = round(principal * (0.2 + 0.7 * rng.random()), 2)
-                self.rows["defaults"].append(
-                    (self.next_id("defaults"), loan_id, DAYS[declared], outstanding)
+                self.add_default(
+                    default_id=self.next_id(DEFAULTS),
+                    loan_id=loan_id,
+                    declared_on=DAYS[declared],
+                    outstanding=round(principal * (0.2 + 0.7 * rng.random()), 2),
                 )
             elif rng.random() < 0.5:
                 status = "closed"
             lender = pick(rng, _LENDERS)
             if product == "student_loan":
                 lender = "China Development Bank"
-            self.rows["loans"].append(
-                (loan_id, borrower_id, lender, product, principal, "CNY", DAYS[day], status)
+            self.add_loan(
+                loan_id=loan_id,
+                borrower_id=borrower_id,
+                lender=lender,
+                product=product,
+                principal=principal,
+                currency="CNY",
+                opened_on=DAYS[day],
+                status=status,
             )
         return str(borrower_id)

@@ -3,6 +3,9 @@ star awards)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, TypedDict
+
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -17,47 +20,43 @@ from credex.lab.synth.base import (
     sql,
 )
 
+
+class VolunteersRow(TypedDict):
+    volunteer_no: Annotated[str, "TEXT PRIMARY KEY"]
+    registered_on: Annotated[str, "TEXT NOT NULL"]
+    home_city: Annotated[str, "TEXT NOT NULL"]
+    birth_year: Annotated[int, "INTEGER NOT NULL"]
+    status: Annotated[str, "TEXT NOT NULL"]
+
+
+class ServiceHoursRow(TypedDict):
+    entry_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    volunteer_no: Annotated[str, "TEXT NOT NULL REFERENCES volunteers (volunteer_no)"]
+    served_on: Annotated[str, "TEXT NOT NULL"]
+    hours: Annotated[float, "REAL NOT NULL"]
+    organisation: Annotated[str, "TEXT NOT NULL"]
+    activity: Annotated[str, "TEXT NOT NULL"]
+
+
+class AwardsRow(TypedDict):
+    award_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    volunteer_no: Annotated[str, "TEXT NOT NULL REFERENCES volunteers (volunteer_no)"]
+    awarded_on: Annotated[str, "TEXT NOT NULL"]
+    star_level: Annotated[int, "INTEGER NOT NULL"]
+    title: Annotated[str, "TEXT NOT NULL"]
+    hours_at_award: Annotated[float, "REAL NOT NULL"]
+
+
+VOLUNTEERS = Table("volunteers", VolunteersRow)
+SERVICE_HOURS = Table("service_hours", ServiceHoursRow, ("volunteer_no",))
+AWARDS = Table("awards", AwardsRow, ("volunteer_no",))
+
 SPEC = NodeSpec(
     id="volunteer-registry",
     name="China Volunteer Service Registry",
     jurisdiction="CN",
     description="national volunteer service registry: volunteers, service hours, star awards",
-    tables=(
-        Table(
-            "volunteers",
-            (
-                "volunteer_no TEXT PRIMARY KEY",
-                "registered_on TEXT NOT NULL",
-                "home_city TEXT NOT NULL",
-                "birth_year INTEGER NOT NULL",
-                "status TEXT NOT NULL",
-            ),
-        ),
-        Table(
-            "service_hours",
-            (
-                "entry_id INTEGER PRIMARY KEY",
-                "volunteer_no TEXT NOT NULL REFERENCES volunteers (volunteer_no)",
-                "served_on TEXT NOT NULL",
-                "hours REAL NOT NULL",
-                "organisation TEXT NOT NULL",
-                "activity TEXT NOT NULL",
-            ),
-            ("volunteer_no",),
-        ),
-        Table(
-            "awards",
-            (
-                "award_id INTEGER PRIMARY KEY",
-                "volunteer_no TEXT NOT NULL REFERENCES volunteers (volunteer_no)",
-                "awarded_on TEXT NOT NULL",
-                "star_level INTEGER NOT NULL",
-                "title TEXT NOT NULL",
-                "hours_at_award REAL NOT NULL",
-            ),
-            ("volunteer_no",),
-        ),
-    ),
+    tables=(VOLUNTEERS, SERVICE_HOURS, AWARDS),
     adapters=(
         Adapter(
             "volunteering",
@@ -105,6 +104,12 @@ _STAR_HOURS = (100.0, 300.0)  # national star rating thresholds (1 and 2 stars)
 
 
 class VolunteerRegistryWriter(NodeWriter):
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_volunteer = self.adder(VOLUNTEERS)
+        self.add_service_hours = self.adder(SERVICE_HOURS)
+        self.add_award = self.adder(AWARDS)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         if rng.random() >= 0.2 + 0.6 * r:
@@ -114,35 +119,33 @@ class VolunteerRegistryWriter(NodeWriter):
             random_day(rng, registered, END) for _ in range(1 + int(rng.random() * (1 + 7 * r)))
         )
         volunteer_no = f"VOL-{self.local_number(32):08X}"
-        status = "active" if days[-1] > END - 730 else "inactive"
-        self.rows["volunteers"].append(
-            (volunteer_no, DAYS[registered], s.city, s.birth_year, status)
+        self.add_volunteer(
+            volunteer_no=volunteer_no,
+            registered_on=DAYS[registered],
+            home_city=s.city,
+            birth_year=s.birth_year,
+            status="active" if days[-1] > END - 730 else "inactive",
         )
         total, stars = 0.0, 0
         for day in days:
             hours = round(1.0 + rng.random() * (4.0 + 40.0 * r), 1)
             total += hours
-            organisation = f"{s.city} {pick(rng, _ORGANISATIONS)}"
-            self.rows["service_hours"].append(
-                (
-                    self.next_id("service_hours"),
-                    volunteer_no,
-                    DAYS[day],
-                    hours,
-                    organisation,
-                    pick(rng, _ACTIVITIES),
-                )
+            self.add_service_hours(
+                entry_id=self.next_id(SERVICE_HOURS),
+                volunteer_no=volunteer_no,
+                served_on=DAYS[day],
+                hours=hours,
+                organisation=f"{s.city} {pick(rng, _ORGANISATIONS)}",
+                activity=pick(rng, _ACTIVITIES),
             )
             while stars < len(_STAR_HOURS) and total >= _STAR_HOURS[stars]:
                 stars += 1
-                self.rows["awards"].append(
-                    (
-                        self.next_id("awards"),
-                        volunteer_no,
-                        DAYS[day],
-                        stars,
-                        f"{stars}-star volunteer",
-                        round(total, 1),
-                    )
+                self.add_award(
+                    award_id=self.next_id(AWARDS),
+                    volunteer_no=volunteer_no,
+                    awarded_on=DAYS[day],
+                    star_level=stars,
+                    title=f"{stars}-star volunteer",
+                    hours_at_award=round(total, 1),
                 )
         return volunteer_no

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, TypedDict
+
 from credex.lab.synth.base import (
     DAYS,
     END,
@@ -16,35 +19,33 @@ from credex.lab.synth.base import (
     sql,
 )
 
+
+class AccountsRow(TypedDict):
+    uid: Annotated[int, "INTEGER PRIMARY KEY"]
+    opened_on: Annotated[str, "TEXT NOT NULL"]
+    city: Annotated[str, "TEXT NOT NULL"]
+    verified: Annotated[int, "INTEGER NOT NULL"]
+
+
+class PaymentEventsRow(TypedDict):
+    event_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    uid: Annotated[int, "INTEGER NOT NULL REFERENCES accounts (uid)"]
+    merchant_category: Annotated[str, "TEXT NOT NULL"]
+    merchant: Annotated[str, "TEXT NOT NULL"]
+    due_on: Annotated[str, "TEXT NOT NULL"]
+    days_late: Annotated[int, "INTEGER NOT NULL"]
+    amount: Annotated[float, "REAL NOT NULL"]
+
+
+ACCOUNTS = Table("accounts", AccountsRow)
+PAYMENT_EVENTS = Table("payment_events", PaymentEventsRow, ("uid",))
+
 SPEC = NodeSpec(
     id="zhima-commercial",
     name="Zhima Credit",
     jurisdiction="CN",
     description="a licensed commercial credit company: accounts and bill payment events",
-    tables=(
-        Table(
-            "accounts",
-            (
-                "uid INTEGER PRIMARY KEY",
-                "opened_on TEXT NOT NULL",
-                "city TEXT NOT NULL",
-                "verified INTEGER NOT NULL",
-            ),
-        ),
-        Table(
-            "payment_events",
-            (
-                "event_id INTEGER PRIMARY KEY",
-                "uid INTEGER NOT NULL REFERENCES accounts (uid)",
-                "merchant_category TEXT NOT NULL",
-                "merchant TEXT NOT NULL",
-                "due_on TEXT NOT NULL",
-                "days_late INTEGER NOT NULL",
-                "amount REAL NOT NULL",
-            ),
-            ("uid",),
-        ),
-    ),
+    tables=(ACCOUNTS, PAYMENT_EVENTS),
     adapters=(
         Adapter(
             "commercial",
@@ -83,6 +84,11 @@ _MERCHANTS = (
 
 
 class ZhimaCommercialWriter(NodeWriter):
+    def __init__(self, spec: NodeSpec, path: Path, seed: int) -> None:
+        super().__init__(spec, path, seed)
+        self.add_account = self.adder(ACCOUNTS)
+        self.add_payment_event = self.adder(PAYMENT_EVENTS)
+
     def person(self, s: Subject) -> str | None:
         rng, r = self.rng, s.reliability
         adult = max(0, jan1(s.birth_year + 18))
@@ -90,14 +96,21 @@ class ZhimaCommercialWriter(NodeWriter):
             return None
         uid = 2_088_000_000_000_000 + self.local_number(36)
         opened = random_day(rng, adult, END - 30)
-        self.rows["accounts"].append((uid, DAYS[opened], s.city, int(rng.random() < 0.9)))
+        self.add_account(
+            uid=uid, opened_on=DAYS[opened], city=s.city, verified=int(rng.random() < 0.9)
+        )
         p_on_time = 0.98 - 0.4 * (1 - r) ** 2
         count = 1 + int(rng.random() * MAX_RECORDS_PER_CATEGORY)
         for day in sorted(random_day(rng, opened, END) for _ in range(count)):
             category, merchant, low, high = _MERCHANTS[int(rng.random() * len(_MERCHANTS))]
             late = 0 if rng.random() < p_on_time else min(90, 1 + int(rng.expovariate(1 / 10)))
-            amount = round(low + rng.random() * (high - low), 2)
-            self.rows["payment_events"].append(
-                (self.next_id("payment_events"), uid, category, merchant, DAYS[day], late, amount)
+            self.add_payment_event(
+                event_id=self.next_id(PAYMENT_EVENTS),
+                uid=uid,
+                merchant_category=category,
+                merchant=merchant,
+                due_on=DAYS[day],
+                days_late=late,
+                amount=round(low + rng.random() * (high - low), 2),
             )
         return str(uid)
