@@ -78,6 +78,14 @@ REGION_BY_NAME = {r.name: r for r in REGIONS}
 
 # --------------------------------------------------------------------------- node specs
 
+# The usual column types of a table's shape (see Table); foreign keys are spelt out in place.
+IntegerKey = Annotated[int, "INTEGER PRIMARY KEY"]
+TextKey = Annotated[str, "TEXT PRIMARY KEY"]
+Integer = Annotated[int, "INTEGER NOT NULL"]
+Real = Annotated[float, "REAL NOT NULL"]
+Text = Annotated[str, "TEXT NOT NULL"]
+TextOrNull = Annotated[str | None, "TEXT"]
+
 
 @dataclass(frozen=True)
 class Table(Generic[P]):
@@ -85,8 +93,8 @@ class Table(Generic[P]):
     columns in order, each `Annotated[python_type, "SQL definition"]`, the two agreeing (checked
     here: INTEGER int, REAL float, TEXT str, and `| None` exactly where NULL is allowed).
 
-    Writers add rows through `appender`, by column name: the shape is the one list of columns, so
-    a column added, dropped or moved there cannot leave a writer's rows silently misaligned.
+    Writers add rows through `NodeWriter.adder`, by column name: the shape is the one list of
+    columns, so a column added, dropped or moved there cannot leave a writer's rows misaligned.
     """
 
     name: str

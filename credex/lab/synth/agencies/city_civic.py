@@ -10,11 +10,15 @@ from credex.lab.synth.base import (
     DAYS,
     END,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
     Region,
     Subject,
     Table,
+    Text,
+    TextKey,
     jan1,
     pick,
     random_day,
@@ -25,19 +29,19 @@ KIND = "city-civic"
 
 
 class ResidentsRow(TypedDict):
-    citizen_no: Annotated[str, "TEXT PRIMARY KEY"]
-    district: Annotated[str, "TEXT NOT NULL"]
-    registered_on: Annotated[str, "TEXT NOT NULL"]
+    citizen_no: TextKey
+    district: Text
+    registered_on: Text
 
 
 class CivicEntriesRow(TypedDict):
-    entry_no: Annotated[int, "INTEGER PRIMARY KEY"]
+    entry_no: IntegerKey
     citizen_no: Annotated[str, "TEXT NOT NULL REFERENCES residents (citizen_no)"]
-    recorded_on: Annotated[str, "TEXT NOT NULL"]
-    entry_kind: Annotated[str, "TEXT NOT NULL"]
-    points: Annotated[int, "INTEGER NOT NULL"]
-    detail: Annotated[str, "TEXT NOT NULL"]
-    office: Annotated[str, "TEXT NOT NULL"]
+    recorded_on: Text
+    entry_kind: Text
+    points: Integer
+    detail: Text
+    office: Text
 
 
 RESIDENTS = Table("residents", ResidentsRow)

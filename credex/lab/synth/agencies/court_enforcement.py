@@ -11,10 +11,16 @@ from credex.lab.synth.base import (
     REGION_BY_NAME,
     YEAR_OF,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
+    Real,
     Subject,
     Table,
+    Text,
+    TextKey,
+    TextOrNull,
     jan1,
     pick,
     random_day,
@@ -23,31 +29,31 @@ from credex.lab.synth.base import (
 
 
 class PartiesRow(TypedDict):
-    party_id: Annotated[str, "TEXT PRIMARY KEY"]
-    party_type: Annotated[str, "TEXT NOT NULL"]
-    birth_year: Annotated[int, "INTEGER NOT NULL"]
-    home_city: Annotated[str, "TEXT NOT NULL"]
+    party_id: TextKey
+    party_type: Text
+    birth_year: Integer
+    home_city: Text
 
 
 class JudgmentsRow(TypedDict):
-    judgment_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    judgment_id: IntegerKey
     party_id: Annotated[str, "TEXT NOT NULL REFERENCES parties (party_id)"]
-    case_no: Annotated[str, "TEXT NOT NULL"]
-    court: Annotated[str, "TEXT NOT NULL"]
-    decided_on: Annotated[str, "TEXT NOT NULL"]
-    cause: Annotated[str, "TEXT NOT NULL"]
-    amount: Annotated[float, "REAL NOT NULL"]
+    case_no: Text
+    court: Text
+    decided_on: Text
+    cause: Text
+    amount: Real
 
 
 class DishonestDebtorsRow(TypedDict):
-    listing_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    listing_id: IntegerKey
     party_id: Annotated[str, "TEXT NOT NULL REFERENCES parties (party_id)"]
-    case_no: Annotated[str, "TEXT NOT NULL"]
-    court: Annotated[str, "TEXT NOT NULL"]
-    listed_on: Annotated[str, "TEXT NOT NULL"]
-    delisted_on: Annotated[str | None, "TEXT"]
-    obligation: Annotated[str, "TEXT NOT NULL"]
-    amount_unpaid: Annotated[float, "REAL NOT NULL"]
+    case_no: Text
+    court: Text
+    listed_on: Text
+    delisted_on: TextOrNull
+    obligation: Text
+    amount_unpaid: Real
 
 
 PARTIES = Table("parties", PartiesRow)

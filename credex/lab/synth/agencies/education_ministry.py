@@ -12,10 +12,15 @@ from credex.lab.synth.base import (
     MAX_RECORDS_PER_CATEGORY,
     YEAR_OF,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
+    Real,
     Subject,
     Table,
+    Text,
+    TextKey,
     jan1,
     pick,
     random_day,
@@ -24,29 +29,29 @@ from credex.lab.synth.base import (
 
 
 class StudentsRow(TypedDict):
-    student_no: Annotated[str, "TEXT PRIMARY KEY"]
-    birth_year: Annotated[int, "INTEGER NOT NULL"]
-    home_city: Annotated[str, "TEXT NOT NULL"]
-    registered_on: Annotated[str, "TEXT NOT NULL"]
+    student_no: TextKey
+    birth_year: Integer
+    home_city: Text
+    registered_on: Text
 
 
 class EnrollmentsRow(TypedDict):
-    enrollment_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    enrollment_id: IntegerKey
     student_no: Annotated[str, "TEXT NOT NULL REFERENCES students (student_no)"]
-    institution: Annotated[str, "TEXT NOT NULL"]
-    level: Annotated[str, "TEXT NOT NULL"]
-    isced_level: Annotated[int, "INTEGER NOT NULL"]
-    enrolled_on: Annotated[str, "TEXT NOT NULL"]
-    status: Annotated[str, "TEXT NOT NULL"]
+    institution: Text
+    level: Text
+    isced_level: Integer
+    enrolled_on: Text
+    status: Text
 
 
 class DegreesRow(TypedDict):
-    degree_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    degree_id: IntegerKey
     student_no: Annotated[str, "TEXT NOT NULL REFERENCES students (student_no)"]
-    institution: Annotated[str, "TEXT NOT NULL"]
-    qualification: Annotated[str, "TEXT NOT NULL"]
-    awarded_on: Annotated[str, "TEXT NOT NULL"]
-    final_score: Annotated[float, "REAL NOT NULL"]
+    institution: Text
+    qualification: Text
+    awarded_on: Text
+    final_score: Real
 
 
 STUDENTS = Table("students", StudentsRow)

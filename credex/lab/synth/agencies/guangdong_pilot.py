@@ -9,10 +9,14 @@ from credex.lab.synth.base import (
     DAYS,
     END,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
     Subject,
     Table,
+    Text,
+    TextKey,
     jan1,
     random_day,
     sql,
@@ -20,18 +24,18 @@ from credex.lab.synth.base import (
 
 
 class CitizensRow(TypedDict):
-    citizen_ref: Annotated[str, "TEXT PRIMARY KEY"]
-    city: Annotated[str, "TEXT NOT NULL"]
-    enrolled_on: Annotated[str, "TEXT NOT NULL"]
+    citizen_ref: TextKey
+    city: Text
+    enrolled_on: Text
 
 
 class CreditEventsRow(TypedDict):
-    event_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    event_id: IntegerKey
     citizen_ref: Annotated[str, "TEXT NOT NULL REFERENCES citizens (citizen_ref)"]
-    event_date: Annotated[str, "TEXT NOT NULL"]
-    event_type: Annotated[str, "TEXT NOT NULL"]
-    score_delta: Annotated[int, "INTEGER NOT NULL"]
-    department: Annotated[str, "TEXT NOT NULL"]
+    event_date: Text
+    event_type: Text
+    score_delta: Integer
+    department: Text
 
 
 CITIZENS = Table("citizens", CitizensRow)

@@ -11,10 +11,15 @@ from credex.lab.synth.base import (
     MAX_AGE,
     REFERENCE_YEAR,
     Adapter,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
+    Real,
     Subject,
     Table,
+    Text,
+    TextKey,
+    TextOrNull,
     jan1,
     random_day,
     sql,
@@ -22,20 +27,20 @@ from credex.lab.synth.base import (
 
 
 class InsuredPersonsRow(TypedDict):
-    insurance_no: Annotated[str, "TEXT PRIMARY KEY"]
-    city: Annotated[str, "TEXT NOT NULL"]
-    first_insured_on: Annotated[str, "TEXT NOT NULL"]
+    insurance_no: TextKey
+    city: Text
+    first_insured_on: Text
 
 
 class EmploymentSpellsRow(TypedDict):
-    spell_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    spell_id: IntegerKey
     insurance_no: Annotated[str, "TEXT NOT NULL REFERENCES insured_persons (insurance_no)"]
-    employer: Annotated[str, "TEXT NOT NULL"]
-    industry: Annotated[str, "TEXT NOT NULL"]
-    started_on: Annotated[str, "TEXT NOT NULL"]
-    ended_on: Annotated[str | None, "TEXT"]
-    monthly_wage: Annotated[float, "REAL NOT NULL"]
-    end_reason: Annotated[str | None, "TEXT"]
+    employer: Text
+    industry: Text
+    started_on: Text
+    ended_on: TextOrNull
+    monthly_wage: Real
+    end_reason: TextOrNull
 
 
 INSURED_PERSONS = Table("insured_persons", InsuredPersonsRow)

@@ -10,10 +10,15 @@ from credex.lab.synth.base import (
     DAYS,
     END,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
+    Real,
     Subject,
     Table,
+    Text,
+    TextKey,
     jan1,
     random_day,
     sql,
@@ -29,27 +34,27 @@ _CITY_CODES = {  # the city part of a resident code; 3200 for the rest of the pr
 
 
 class ResidentsRow(TypedDict):
-    resident_code: Annotated[str, "TEXT PRIMARY KEY"]
-    city: Annotated[str, "TEXT NOT NULL"]
-    enrolled_on: Annotated[str, "TEXT NOT NULL"]
+    resident_code: TextKey
+    city: Text
+    enrolled_on: Text
 
 
 class CommendationsRow(TypedDict):
-    commendation_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    commendation_id: IntegerKey
     resident_code: Annotated[str, "TEXT NOT NULL REFERENCES residents (resident_code)"]
-    awarded_on: Annotated[str, "TEXT NOT NULL"]
-    award: Annotated[str, "TEXT NOT NULL"]
-    issuer: Annotated[str, "TEXT NOT NULL"]
-    points: Annotated[int, "INTEGER NOT NULL"]
+    awarded_on: Text
+    award: Text
+    issuer: Text
+    points: Integer
 
 
 class TrafficViolationsRow(TypedDict):
-    violation_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    violation_id: IntegerKey
     resident_code: Annotated[str, "TEXT NOT NULL REFERENCES residents (resident_code)"]
-    occurred_on: Annotated[str, "TEXT NOT NULL"]
-    offence: Annotated[str, "TEXT NOT NULL"]
-    penalty_points: Annotated[int, "INTEGER NOT NULL"]
-    fine: Annotated[float, "REAL NOT NULL"]
+    occurred_on: Text
+    offence: Text
+    penalty_points: Integer
+    fine: Real
 
 
 RESIDENTS = Table("residents", ResidentsRow)

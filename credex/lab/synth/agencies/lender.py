@@ -9,10 +9,15 @@ from credex.lab.synth.base import (
     DAYS,
     END,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
+    Real,
     Subject,
     Table,
+    Text,
+    TextKey,
     jan1,
     pick,
     random_day,
@@ -23,26 +28,26 @@ KIND = "lender"
 
 
 class CustomersRow(TypedDict):
-    customer_ref: Annotated[str, "TEXT PRIMARY KEY"]
-    onboarded_on: Annotated[str, "TEXT NOT NULL"]
-    city: Annotated[str, "TEXT NOT NULL"]
+    customer_ref: TextKey
+    onboarded_on: Text
+    city: Text
 
 
 class ContractsRow(TypedDict):
-    contract_no: Annotated[str, "TEXT PRIMARY KEY"]
+    contract_no: TextKey
     customer_ref: Annotated[str, "TEXT NOT NULL REFERENCES customers (customer_ref)"]
-    product: Annotated[str, "TEXT NOT NULL"]
-    principal: Annotated[float, "REAL NOT NULL"]
-    signed_on: Annotated[str, "TEXT NOT NULL"]
-    status: Annotated[str, "TEXT NOT NULL"]
+    product: Text
+    principal: Real
+    signed_on: Text
+    status: Text
 
 
 class InstalmentsRow(TypedDict):
-    instalment_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    instalment_id: IntegerKey
     contract_no: Annotated[str, "TEXT NOT NULL REFERENCES contracts (contract_no)"]
-    due_on: Annotated[str, "TEXT NOT NULL"]
-    paid_days_late: Annotated[int, "INTEGER NOT NULL"]
-    amount: Annotated[float, "REAL NOT NULL"]
+    due_on: Text
+    paid_days_late: Integer
+    amount: Real
 
 
 CUSTOMERS = Table("customers", CustomersRow)

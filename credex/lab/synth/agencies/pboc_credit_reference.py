@@ -14,10 +14,14 @@ from credex.lab.synth.base import (
     REGION_BY_NAME,
     YEAR_OF,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
+    Real,
     Subject,
     Table,
+    Text,
     jan1,
     pick,
     random_day,
@@ -26,35 +30,35 @@ from credex.lab.synth.base import (
 
 
 class BorrowersRow(TypedDict):
-    borrower_id: Annotated[int, "INTEGER PRIMARY KEY"]
-    file_opened_on: Annotated[str, "TEXT NOT NULL"]
-    region_code: Annotated[str, "TEXT NOT NULL"]
+    borrower_id: IntegerKey
+    file_opened_on: Text
+    region_code: Text
 
 
 class LoansRow(TypedDict):
-    loan_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    loan_id: IntegerKey
     borrower_id: Annotated[int, "INTEGER NOT NULL REFERENCES borrowers (borrower_id)"]
-    lender: Annotated[str, "TEXT NOT NULL"]
-    product: Annotated[str, "TEXT NOT NULL"]
-    principal: Annotated[float, "REAL NOT NULL"]
-    currency: Annotated[str, "TEXT NOT NULL"]
-    opened_on: Annotated[str, "TEXT NOT NULL"]
-    status: Annotated[str, "TEXT NOT NULL"]
+    lender: Text
+    product: Text
+    principal: Real
+    currency: Text
+    opened_on: Text
+    status: Text
 
 
 class RepaymentsRow(TypedDict):
-    repayment_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    repayment_id: IntegerKey
     loan_id: Annotated[int, "INTEGER NOT NULL REFERENCES loans (loan_id)"]
-    due_on: Annotated[str, "TEXT NOT NULL"]
-    days_late: Annotated[int, "INTEGER NOT NULL"]
-    amount: Annotated[float, "REAL NOT NULL"]
+    due_on: Text
+    days_late: Integer
+    amount: Real
 
 
 class DefaultsRow(TypedDict):
-    default_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    default_id: IntegerKey
     loan_id: Annotated[int, "INTEGER NOT NULL REFERENCES loans (loan_id)"]
-    declared_on: Annotated[str, "TEXT NOT NULL"]
-    outstanding: Annotated[float, "REAL NOT NULL"]
+    declared_on: Text
+    outstanding: Real
 
 
 BORROWERS = Table("borrowers", BorrowersRow)

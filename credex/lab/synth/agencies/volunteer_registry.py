@@ -10,10 +10,15 @@ from credex.lab.synth.base import (
     DAYS,
     END,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
+    Real,
     Subject,
     Table,
+    Text,
+    TextKey,
     jan1,
     pick,
     random_day,
@@ -22,29 +27,29 @@ from credex.lab.synth.base import (
 
 
 class VolunteersRow(TypedDict):
-    volunteer_no: Annotated[str, "TEXT PRIMARY KEY"]
-    registered_on: Annotated[str, "TEXT NOT NULL"]
-    home_city: Annotated[str, "TEXT NOT NULL"]
-    birth_year: Annotated[int, "INTEGER NOT NULL"]
-    status: Annotated[str, "TEXT NOT NULL"]
+    volunteer_no: TextKey
+    registered_on: Text
+    home_city: Text
+    birth_year: Integer
+    status: Text
 
 
 class ServiceHoursRow(TypedDict):
-    entry_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    entry_id: IntegerKey
     volunteer_no: Annotated[str, "TEXT NOT NULL REFERENCES volunteers (volunteer_no)"]
-    served_on: Annotated[str, "TEXT NOT NULL"]
-    hours: Annotated[float, "REAL NOT NULL"]
-    organisation: Annotated[str, "TEXT NOT NULL"]
-    activity: Annotated[str, "TEXT NOT NULL"]
+    served_on: Text
+    hours: Real
+    organisation: Text
+    activity: Text
 
 
 class AwardsRow(TypedDict):
-    award_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    award_id: IntegerKey
     volunteer_no: Annotated[str, "TEXT NOT NULL REFERENCES volunteers (volunteer_no)"]
-    awarded_on: Annotated[str, "TEXT NOT NULL"]
-    star_level: Annotated[int, "INTEGER NOT NULL"]
-    title: Annotated[str, "TEXT NOT NULL"]
-    hours_at_award: Annotated[float, "REAL NOT NULL"]
+    awarded_on: Text
+    star_level: Integer
+    title: Text
+    hours_at_award: Real
 
 
 VOLUNTEERS = Table("volunteers", VolunteersRow)

@@ -10,10 +10,14 @@ from credex.lab.synth.base import (
     END,
     MAX_RECORDS_PER_CATEGORY,
     Adapter,
+    Integer,
+    IntegerKey,
     NodeSpec,
     NodeWriter,
+    Real,
     Subject,
     Table,
+    Text,
     jan1,
     random_day,
     sql,
@@ -21,20 +25,20 @@ from credex.lab.synth.base import (
 
 
 class AccountsRow(TypedDict):
-    uid: Annotated[int, "INTEGER PRIMARY KEY"]
-    opened_on: Annotated[str, "TEXT NOT NULL"]
-    city: Annotated[str, "TEXT NOT NULL"]
-    verified: Annotated[int, "INTEGER NOT NULL"]
+    uid: IntegerKey
+    opened_on: Text
+    city: Text
+    verified: Integer
 
 
 class PaymentEventsRow(TypedDict):
-    event_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    event_id: IntegerKey
     uid: Annotated[int, "INTEGER NOT NULL REFERENCES accounts (uid)"]
-    merchant_category: Annotated[str, "TEXT NOT NULL"]
-    merchant: Annotated[str, "TEXT NOT NULL"]
-    due_on: Annotated[str, "TEXT NOT NULL"]
-    days_late: Annotated[int, "INTEGER NOT NULL"]
-    amount: Annotated[float, "REAL NOT NULL"]
+    merchant_category: Text
+    merchant: Text
+    due_on: Text
+    days_late: Integer
+    amount: Real
 
 
 ACCOUNTS = Table("accounts", AccountsRow)
