@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import keyword
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import count
 from pathlib import Path
 from random import Random
 from typing import (
@@ -87,7 +88,7 @@ Text = Annotated[str, "TEXT NOT NULL"]
 TextOrNull = Annotated[str | None, "TEXT"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a cheap dict key
 class Table(Generic[P]):
     """One table of an operator's database, declared by `shape`: a TypedDict whose keys are the
     columns in order, each `Annotated[python_type, "SQL definition"]`, the two agreeing (checked
@@ -264,7 +265,8 @@ class NodeWriter:
         self.rng = Random(f"credex-lab/{seed}/node/{spec.id}")
         self._id_key = self.rng.getrandbits(64)
         self._known = 0
-        self._ids: dict[str, int] = {t.name: 0 for t in spec.tables}
+        # each table's integer keys, 1, 2, 3, ...: `next(self.ids[TABLE])`, cheaper than a method
+        self.ids: dict[Table[...], Iterator[int]] = {t: count(1) for t in spec.tables}
         # rows not yet written, by table; flush empties each list in place, as adders append to it
         self._rows: dict[str, list[Row]] = {t.name: [] for t in spec.tables}
         self._insert = {t.name: t.insert_sql() for t in spec.tables}
@@ -288,11 +290,6 @@ class NodeWriter:
         """Adds rows to `table` by column name (mypy checks names and types against its shape; a
         missing or unknown column raises TypeError)."""
         return table.appender(self._rows[table.name].append)
-
-    def next_id(self, table: Table[...]) -> int:
-        """The next integer key of `table`: 1, 2, 3, ..."""
-        self._ids[table.name] += 1
-        return self._ids[table.name]
 
     def flush(self) -> None:
         for name, rows in self._rows.items():

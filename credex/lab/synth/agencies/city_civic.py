@@ -105,7 +105,7 @@ class CityCivicWriter(NodeWriter):
                 kind = "traffic_violation"
                 detail, points, _fine, _licence = OFFENCES[int(rng.random() * 2)]
             self.add_civic_entry(
-                entry_no=self.next_id(CIVIC_ENTRIES),
+                entry_no=next(self.ids[CIVIC_ENTRIES]),
                 citizen_no=citizen_no,
                 recorded_on=day,
                 entry_kind=kind,

@@ -133,7 +133,7 @@ class CourtEnforcementWriter(NodeWriter):
             year = YEAR_OF[day]
             serial = 1 + int(rng.random() * 20_000)
             self.add_judgment(
-                judgment_id=self.next_id(JUDGMENTS),
+                judgment_id=next(self.ids[JUDGMENTS]),
                 party_id=party_id,
                 case_no=f"({year}){region.court_abbr}{court_code}民初{serial}号",
                 court=court,
@@ -147,7 +147,7 @@ class CourtEnforcementWriter(NodeWriter):
                 if listed + 30 <= END and rng.random() < 0.3 + 0.5 * r:
                     delisted = DAYS[random_day(rng, listed + 30, min(END, listed + 700))]
                 self.add_dishonest_debtor(
-                    listing_id=self.next_id(DISHONEST_DEBTORS),
+                    listing_id=next(self.ids[DISHONEST_DEBTORS]),
                     party_id=party_id,
                     case_no=f"({YEAR_OF[listed]}){region.court_abbr}{court_code}执{serial}号",
                     court=court,

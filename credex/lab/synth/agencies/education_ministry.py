@@ -185,7 +185,7 @@ class EducationMinistryWriter(NodeWriter):
         for day, stage, institution, detail in events:
             if isinstance(detail, float):
                 self.add_degree(
-                    degree_id=self.next_id(DEGREES),
+                    degree_id=next(self.ids[DEGREES]),
                     student_no=student_no,
                     institution=institution,
                     qualification=stage.qualification,
@@ -194,7 +194,7 @@ class EducationMinistryWriter(NodeWriter):
                 )
             else:
                 self.add_enrollment(
-                    enrollment_id=self.next_id(ENROLLMENTS),
+                    enrollment_id=next(self.ids[ENROLLMENTS]),
                     student_no=student_no,
                     institution=institution,
                     level=stage.level,

@@ -96,7 +96,7 @@ class GuangdongPilotWriter(NodeWriter):
             table = _GD_MERITS if rng.random() < 0.4 + 0.55 * r else _GD_DEMERITS
             event, delta, department = table[int(rng.random() * len(table))]
             self.add_credit_event(
-                event_id=self.next_id(CREDIT_EVENTS),
+                event_id=next(self.ids[CREDIT_EVENTS]),
                 citizen_ref=citizen_ref,
                 event_date=DAYS[day],
                 event_type=event,

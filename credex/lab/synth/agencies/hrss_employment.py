@@ -131,7 +131,7 @@ class HrssEmploymentWriter(NodeWriter):
             end_reason = _END_REASONS[int(rng.random() * (2 + 2 * (1 - r)))]
             still_employed = ended > END
             self.add_employment_spell(
-                spell_id=self.next_id(EMPLOYMENT_SPELLS),
+                spell_id=next(self.ids[EMPLOYMENT_SPELLS]),
                 insurance_no=insurance_no,
                 employer=employer,
                 industry=industry,

@@ -142,7 +142,7 @@ class JiangsuPilotWriter(NodeWriter):
             award, points = COMMENDATION_AWARDS[int(rng.random() * len(COMMENDATION_AWARDS))]
             day = random_day(rng, enrolled, END)
             self.add_commendation(
-                commendation_id=self.next_id(COMMENDATIONS),
+                commendation_id=next(self.ids[COMMENDATIONS]),
                 resident_code=resident_code,
                 awarded_on=DAYS[day],
                 award=award,
@@ -156,7 +156,7 @@ class JiangsuPilotWriter(NodeWriter):
             if needs_licence and day < licence_from:
                 offence, points, fine, _ = OFFENCES[0]
             self.add_traffic_violation(
-                violation_id=self.next_id(TRAFFIC_VIOLATIONS),
+                violation_id=next(self.ids[TRAFFIC_VIOLATIONS]),
                 resident_code=resident_code,
                 occurred_on=DAYS[day],
                 offence=offence,

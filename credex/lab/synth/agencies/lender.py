@@ -134,7 +134,7 @@ class LenderWriter(NodeWriter):
         self.add_customer(customer_ref=customer_ref, onboarded_on=DAYS[onboarded], city=s.city)
         p_late = 0.05 + 0.5 * (1 - r) ** 2
         for _ in range(1 + int(rng.random() * 2)):
-            contract_no = f"{self.spec.id[7:10].upper()}-{self.next_id(CONTRACTS):09d}"
+            contract_no = f"{self.spec.id[7:10].upper()}-{next(self.ids[CONTRACTS]):09d}"
             signed = random_day(rng, onboarded, END - 60)
             principal = float(round(2_000 + rng.random() * 48_000, -2))
             written_off = rng.random() < 0.2 * (1 - r) ** 3
@@ -150,7 +150,7 @@ class LenderWriter(NodeWriter):
                 due = random_day(rng, signed + 30, END)
                 late = min(180, 1 + int(rng.expovariate(1 / 20))) if rng.random() < p_late else 0
                 self.add_instalment(
-                    instalment_id=self.next_id(INSTALMENTS),
+                    instalment_id=next(self.ids[INSTALMENTS]),
                     contract_no=contract_no,
                     due_on=DAYS[due],
                     paid_days_late=late,

@@ -159,7 +159,7 @@ class PbocCreditReferenceWriter(NodeWriter):
         p_default = 0.35 * (1 - r) ** 3
         defaulted = False
         for day in opened:
-            loan_id = self.next_id(LOANS)
+            loan_id = next(self.ids[LOANS])
             age_then = YEAR_OF[day] - s.birth_year
             products = _YOUNG_PRODUCTS if age_then < 25 else _OLDER_PRODUCTS
             product = pick(rng, products)
@@ -175,7 +175,7 @@ class PbocCreditReferenceWriter(NodeWriter):
                 if rng.random() < p_late:
                     late = min(180, 1 + int(rng.expovariate(1 / 20)))
                 self.add_repayment(
-                    repayment_id=self.next_id(REPAYMENTS),
+                    repayment_id=next(self.ids[REPAYMENTS]),
                     loan_id=loan_id,
                     due_on=DAYS[due],
                     days_late=late,
@@ -185,7 +185,7 @@ class PbocCreditReferenceWriter(NodeWriter):
                 defaulted, status = True, "defaulted"
                 declared = random_day(rng, day + 90, END)
                 self.add_default(
-                    default_id=self.next_id(DEFAULTS),
+                    default_id=next(self.ids[DEFAULTS]),
                     loan_id=loan_id,
                     declared_on=DAYS[declared],
                     outstanding=round(principal * (0.2 + 0.7 * rng.random()), 2),

@@ -136,7 +136,7 @@ class VolunteerRegistryWriter(NodeWriter):
             hours = round(1.0 + rng.random() * (4.0 + 40.0 * r), 1)
             total += hours
             self.add_service_hours(
-                entry_id=self.next_id(SERVICE_HOURS),
+                entry_id=next(self.ids[SERVICE_HOURS]),
                 volunteer_no=volunteer_no,
                 served_on=DAYS[day],
                 hours=hours,
@@ -146,7 +146,7 @@ class VolunteerRegistryWriter(NodeWriter):
             while stars < len(_STAR_HOURS) and total >= _STAR_HOURS[stars]:
                 stars += 1
                 self.add_award(
-                    award_id=self.next_id(AWARDS),
+                    award_id=next(self.ids[AWARDS]),
                     volunteer_no=volunteer_no,
                     awarded_on=DAYS[day],
                     star_level=stars,

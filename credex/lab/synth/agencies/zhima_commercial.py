@@ -109,7 +109,7 @@ class ZhimaCommercialWriter(NodeWriter):
             category, merchant, low, high = _MERCHANTS[int(rng.random() * len(_MERCHANTS))]
             late = 0 if rng.random() < p_on_time else min(90, 1 + int(rng.expovariate(1 / 10)))
             self.add_payment_event(
-                event_id=self.next_id(PAYMENT_EVENTS),
+                event_id=next(self.ids[PAYMENT_EVENTS]),
                 uid=uid,
                 merchant_category=category,
                 merchant=merchant,
