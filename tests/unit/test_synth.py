@@ -9,11 +9,13 @@ import tomllib
 from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
+from typing import Annotated, TypedDict
 
 import pytest
 
 from credex.lab import synth
 from credex.lab.identities import requester_key, subject_key
+from credex.lab.synth.base import Table
 
 SUBJECTS = 1000
 REQUIRED = ("local_id", "record_id", "kind", "value", "unit", "occurred_at")
@@ -462,3 +464,49 @@ def test_everywhere_subjects_are_known_to_every_node_with_records(tmp_path: Path
             assert all(per_category[c] >= 1 for c in entry.categories), (entry.id, per_category)
     with pytest.raises(ValueError, match="everywhere"):
         synth.generate(tmp_path / "bad", 10, everywhere=-1)
+
+
+# --------------------------------------------------------------------------- table declarations
+
+
+class _PairsRow(TypedDict):
+    pair_id: Annotated[int, "INTEGER PRIMARY KEY"]
+    note: Annotated[str | None, "TEXT"]
+
+
+def test_rows_are_added_by_column_name_in_column_order() -> None:
+    table = Table("pairs", _PairsRow, ("note",))
+    assert (
+        table.create_sql()
+        == "CREATE TABLE pairs (\n    pair_id INTEGER PRIMARY KEY,\n    note TEXT\n)"
+    )
+    rows: list[tuple[object, ...]] = []
+    add = table.appender(rows.append)
+    add(note="x", pair_id=1)
+    add(pair_id=2, note=None)
+    assert rows == [(1, "x"), (2, None)]
+    assert all(type(row) is tuple for row in rows)  # what sqlite3 binds fastest
+    with pytest.raises(TypeError):
+        add(pair_id=3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        add(pair_id=3, note="y", extra=1)  # type: ignore[call-arg]
+
+
+def test_a_table_refuses_columns_whose_type_does_not_fit_their_sql() -> None:
+    class TextAsInteger(TypedDict):
+        n: Annotated[str, "INTEGER NOT NULL"]
+
+    class NullableNotNull(TypedDict):
+        n: Annotated[str | None, "TEXT NOT NULL"]
+
+    class NotNullNullable(TypedDict):
+        n: Annotated[str, "TEXT"]
+
+    class Undeclared(TypedDict):
+        n: int
+
+    for shape in (TextAsInteger, NullableNotNull, NotNullNullable, Undeclared):
+        with pytest.raises(TypeError, match=r"^t\.n: "):
+            Table("t", shape)
+    with pytest.raises(ValueError, match="indexes"):
+        Table("pairs", _PairsRow, ("missing",))
