@@ -234,7 +234,8 @@ def serve(
             settings = dataclasses.replace(settings, server=server)
         if public_listen is not None:
             checked = address({"public_listen": public_listen}, "public_listen", "", "option")
-            settings = dataclasses.replace(settings, public_listen=checked)
+            public = dataclasses.replace(settings.server, public_listen=checked)
+            settings = dataclasses.replace(settings, server=public)
         setup_logging(settings.server.log_format, settings.server.log_level)
         admin.ensure_directory_certificate(settings)  # a home from before URI identities
         asyncio.run(serve_directory(settings, ready_file))

@@ -12,15 +12,20 @@ from credex.protocol.channels import MAX_TRANSPORT_BYTES
 from credex.protocol.config import (
     ConfigError,
     address,
+    at_least,
     environment_overrides,
+    example_settings,
     load_toml,
     positive,
+    read_settings,
     resolve,
-    whole,
+    setting,
+    settings_keys,
+    text,
 )
 from credex.protocol.endpoints import EndpointError, EndpointPolicy
 from credex.protocol.pki import MEMBER_CERT_LIFETIME_S
-from credex.runtime.settings import SERVER_KEYS, SERVER_LIMITS_TOML, ServerSettings, load_server
+from credex.runtime.settings import ServerSettings, load_server
 
 SETTINGS_FILE = "directory.toml"
 DEFAULT_MAX_NODE_ANSWER_BYTES = 1024 * 1024
@@ -36,162 +41,186 @@ KEY_OVERLAP_S = 600.0
 MIN_CERT_LIFETIME_S = 10.0
 MAX_CERT_LIFETIME_S = 7 * 86_400.0
 DEFAULT_PUBLIC_LISTEN = "127.0.0.1:7099"
-# The settings directory.toml (and CREDEX_DIRECTORY_<TABLE>_<KEY> variables) may give.
-SCHEMA: dict[str, frozenset[str]] = {
-    "directory": frozenset(
-        {
-            "id",
-            "hosts",
-            "node_deadline_s",
-            "max_request_lifetime_s",
-            "attestation_ttl_s",
-            "policy",
-            "checkpoint_interval_s",
-            "requester_rate_per_s",
-            "requester_burst",
-            "max_node_answer_bytes",
-            "max_profile_bytes",
-            "cert_lifetime_s",
-            "key_overlap_s",
-            "endpoint_networks",
-            "endpoint_domains",
-        }
-    ),
-    "server": SERVER_KEYS | {"public_listen", "public_idle_timeout_s"},
-    "purpose_limits": frozenset(vocab.purpose_name(p) for p in vocab.ALL_PURPOSES),
-    "disputes": frozenset({"per_subject_per_hour", "max_open_per_subject"}),
-    "subjects": frozenset({"rate_per_s", "burst", "max_consents"}),
+PURPOSE_LIMITS: dict[str, int] = {
+    "loan-application": 30,
+    "school-enrollment": 30,
+    "employment-screening": 30,
+    "promotion": 30,
+    "public-service": 60,
+    "research": 1000,
+    "subject-access": 1000,
 }
-DEFAULT_SETTINGS = (
-    """\
-# credex directory settings
-[directory]
-id = "directory"
-# Host names and addresses the directory's TLS certificate is valid for.
-hosts = ["localhost", "127.0.0.1"]
-# Per-node deadline for one query, in seconds: a slow or dead node costs at most this.
-node_deadline_s = 2.0
-# Longest validity window accepted on a signed profile request, in seconds.
-max_request_lifetime_s = 300.0
-# How long a signed subject attestation stays valid, in seconds.
-attestation_ttl_s = 3600.0
-# The scoring policy file (relative to this folder); empty: the shipped national baseline.
-policy = ""
-# How often the directory signs a checkpoint of its audit log (and always when it stops).
-checkpoint_interval_s = 10.0
-# Profile requests a second each requester may send, and the burst it may save up.
-requester_rate_per_s = 50.0
-requester_burst = 100
-# The most one node's signed answer may take of a profile (bytes): a larger one is marked
-# TOO_LARGE and not delivered. And the most all answers of one profile may take together.
-max_node_answer_bytes = 1048576
-max_profile_bytes = 4194304
-# How long a member certificate is valid, in seconds; running members renew theirs with
-# their signing key well before it ends (nodes by themselves, requesters when they next run).
-cert_lifetime_s = 86400.0
-# How long a rotated-away signing key, and the certificate that went with it, keep working.
-key_overlap_s = 600.0
-# Where nodes may be reached: announced endpoints are host:port with a DNS name or an IP
-# address, never link-local, unspecified or multicast. Non-empty lists allow only addresses
-# in these networks (e.g. ["10.20.0.0/16"]) and names in these domains (e.g. ["nodes.example"]);
-# with networks but no domains, names are refused.
-endpoint_networks = []
-endpoint_domains = []
 
-[server]
-# Members (requesters and nodes) over mutual TLS; subjects and enrollment over TLS.
-listen = "127.0.0.1:7100"
-public_listen = "127.0.0.1:7099"
-# Prometheus metrics endpoint as host:port; "" serves none.
-metrics_listen = ""
-# gRPC server reflection, so generic clients (grpcurl, grpc_cli) can list and call services.
-reflection = false
-# How often the health status is re-checked, in seconds.
-health_interval_s = 2.0
-# Logs on stderr: "text" or "json" (one event per line), and the least level written.
-log_format = "text"
-log_level = "info"
-# On SIGTERM: keep answering this long while health says NOT_SERVING (for load balancers),
-# then give calls in flight this long to finish.
-drain_delay_s = 0.0
-stop_grace_s = 10.0
-"""
-    + SERVER_LIMITS_TOML
-    + """\
-# Subjects and enrollment hold no certificate: an idle connection on the public port is
-# closed after this long.
-public_idle_timeout_s = 15.0
 
-# Disputes one subject may file in any hour (refused ones count: each makes a node read its
-# records), and how many of a subject's disputes may wait for a node's decision at once.
-[disputes]
-per_subject_per_hour = 5
-max_open_per_subject = 10
+def _hosts(
+    table: dict[str, Any], key: str, default: tuple[str, ...], where: str
+) -> tuple[str, ...]:
+    hosts = table.get(key, list(default))
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(f"{where}: '{key}' must be a list of host names or addresses")
+    return tuple(hosts)
 
-# Calls each subject may make (every call signed by the subject: grants, pauses, revocations,
-# lists, access logs, disputes), a second on average with a burst they may save up; and how
-# many consents one subject may hold that are neither expired nor revoked.
-[subjects]
-rate_per_s = 1.0
-burst = 20
-max_consents = 200
 
-# Profiles a requester may obtain about one subject for one purpose per calendar month (UTC).
-[purpose_limits]
-loan-application = 30
-school-enrollment = 30
-employment-screening = 30
-promotion = 30
-public-service = 60
-research = 1000
-subject-access = 1000
-"""
-)
+def _strings(
+    table: dict[str, Any], key: str, default: tuple[str, ...], where: str
+) -> tuple[str, ...]:
+    value = table.get(key, list(default))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: '{key}' must be a list of strings")
+    return tuple(value)
+
+
+def _burst(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    return max(1.0, positive(table, key, default, where))
+
+
+def _cert_lifetime(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = positive(table, key, default, where)
+    if not MIN_CERT_LIFETIME_S <= value <= MAX_CERT_LIFETIME_S:
+        raise ConfigError(
+            f"{where}: '{key}' must be between {MIN_CERT_LIFETIME_S:g} and {MAX_CERT_LIFETIME_S:g}"
+        )
+    return value
+
+
+def _per_subject(table: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
+        raise ConfigError(f"{where}: '{key}' must be a whole number from 1 to 10000")
+    return value
+
+
+@dataclass(frozen=True)
+class DirectoryServerSettings(ServerSettings):
+    """The directory's [server] table: `listen` is the member port (mutual TLS: requesters and
+    nodes), `public_listen` the public port (TLS: subjects and enrollment)."""
+
+    public_listen: str = setting(
+        DEFAULT_PUBLIC_LISTEN, address, "Subjects and enrollment, over TLS: the public port."
+    )
+    public_idle_timeout_s: float = setting(
+        15.0,
+        positive,
+        "Subjects and enrollment hold no certificate: an idle connection on the public port "
+        "is closed after this long.",
+    )
 
 
 @dataclass(frozen=True)
 class DisputeLimits:
     """How many disputes one subject may file ([disputes] in directory.toml)."""
 
-    per_hour: int = 5
-    max_open: int = 10
+    per_hour: int = setting(
+        5,
+        _per_subject,
+        "Disputes one subject may file in any hour (refused ones count: each makes a node read "
+        "its records), and how many of a subject's disputes may wait for a node's decision at "
+        "once.",
+        key="per_subject_per_hour",
+    )
+    max_open: int = setting(10, _per_subject, key="max_open_per_subject")
 
 
 @dataclass(frozen=True)
 class SubjectLimits:
-    """What one subject may do at the directory ([subjects] in directory.toml): signed calls
-    a second and their burst, and live (neither expired nor revoked) consents held at once."""
+    """What one subject may do at the directory ([subjects] in directory.toml)."""
 
-    rate_per_s: float = 1.0
-    burst: int = 20
-    max_consents: int = 200
+    rate_per_s: float = setting(
+        1.0,
+        positive,
+        "Calls each subject may make (every call signed by the subject: grants, pauses, "
+        "revocations, lists, access logs, disputes), a second on average with a burst they may "
+        "save up; and how many consents one subject may hold that are neither expired nor "
+        "revoked.",
+    )
+    burst: int = setting(20, at_least(1))
+    max_consents: int = setting(200, at_least(1))
 
 
 @dataclass(frozen=True)
 class DirectorySettings:
+    """directory.toml. Each setting is declared once (credex.protocol.config.setting): the
+    parser, the keys environment variables may set and the file `init` writes come from it."""
+
     home: Path
-    directory_id: str = "directory"
-    hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
-    node_deadline_s: float = 2.0
-    max_request_lifetime_s: float = 300.0
-    attestation_ttl_s: float = 3600.0
-    requester_rate_per_s: float = 50.0
-    requester_burst: float = 100.0
-    checkpoint_interval_s: float = 10.0
-    policy: str = ""
-    max_node_answer_bytes: int = DEFAULT_MAX_NODE_ANSWER_BYTES
-    max_profile_bytes: int = DEFAULT_MAX_PROFILE_BYTES
+    directory_id: str = setting(
+        "directory",
+        text,
+        "The directory's own id: in its certificate, its signatures and every member's config.",
+        key="id",
+    )
+    hosts: tuple[str, ...] = setting(
+        ("localhost", "127.0.0.1"),
+        _hosts,
+        "Host names and addresses the directory's TLS certificate is valid for.",
+    )
+    node_deadline_s: float = setting(
+        2.0,
+        positive,
+        "Per-node deadline for one query, in seconds: a slow or dead node costs at most this.",
+    )
+    max_request_lifetime_s: float = setting(
+        300.0, positive, "Longest validity window accepted on a signed profile request, in seconds."
+    )
+    attestation_ttl_s: float = setting(
+        3600.0, positive, "How long a signed subject attestation stays valid, in seconds."
+    )
+    policy: str = setting(
+        "",
+        text,
+        "The scoring policy file (relative to this folder); empty: the shipped national baseline.",
+    )
+    checkpoint_interval_s: float = setting(
+        10.0,
+        positive,
+        "How often the directory signs a checkpoint of its audit log (and always when it stops).",
+    )
+    requester_rate_per_s: float = setting(
+        50.0,
+        positive,
+        "Profile requests a second each requester may send, and the burst it may save up.",
+    )
+    requester_burst: float = setting(100.0, _burst)
+    max_node_answer_bytes: int = setting(
+        DEFAULT_MAX_NODE_ANSWER_BYTES,
+        at_least(4096),
+        "The most one node's signed answer may take of a profile (bytes): a larger one is "
+        "marked TOO_LARGE and not delivered. And the most all answers of one profile may take "
+        "together.",
+    )
+    max_profile_bytes: int = setting(DEFAULT_MAX_PROFILE_BYTES, at_least(64 * 1024))
+    cert_lifetime_s: float = setting(
+        MEMBER_CERT_LIFETIME_S,
+        _cert_lifetime,
+        "How long a member certificate is valid, in seconds; running members renew theirs "
+        "with their signing key well before it ends (nodes by themselves, requesters when they "
+        "next run).",
+    )
+    key_overlap_s: float = setting(
+        KEY_OVERLAP_S,
+        positive,
+        "How long a rotated-away signing key, and the certificate that went with it, keep working.",
+    )
+    endpoint_networks: tuple[str, ...] = setting(
+        (),
+        _strings,
+        "Where nodes may be reached: announced endpoints are host:port with a DNS name or an "
+        "IP address, never link-local, unspecified or multicast. Non-empty lists allow only "
+        'addresses in these networks (e.g. ["10.20.0.0/16"]) and names in these domains (e.g. '
+        '["nodes.example"]); with networks but no domains, names are refused.',
+    )
+    endpoint_domains: tuple[str, ...] = setting((), _strings)
     purpose_limits: Mapping[vocab.Purpose, int] = field(default_factory=dict)
-    server: ServerSettings = field(default_factory=lambda: ServerSettings(DEFAULT_LISTEN))
-    public_listen: str = DEFAULT_PUBLIC_LISTEN
-    # Subjects and enrollment hold no certificate: an idle connection on the public port is
-    # closed after this long (the member port uses [server] idle_timeout_s).
-    public_idle_timeout_s: float = 15.0
-    disputes: DisputeLimits = field(default_factory=lambda: DisputeLimits())
-    subjects: SubjectLimits = field(default_factory=lambda: SubjectLimits())
-    cert_lifetime_s: float = MEMBER_CERT_LIFETIME_S
-    key_overlap_s: float = KEY_OVERLAP_S
-    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
+    server: DirectoryServerSettings = field(
+        default_factory=lambda: DirectoryServerSettings(DEFAULT_LISTEN)
+    )
+    disputes: DisputeLimits = field(default_factory=DisputeLimits)
+    subjects: SubjectLimits = field(default_factory=SubjectLimits)
+
+    @property
+    def endpoints(self) -> EndpointPolicy:
+        """Where nodes may be reached (checked when the settings are read)."""
+        return EndpointPolicy.parse(list(self.endpoint_networks), list(self.endpoint_domains))
 
     @property
     def key_path(self) -> Path:
@@ -228,6 +257,40 @@ class DirectorySettings:
         return self.home / "tls.crt"
 
 
+# The settings directory.toml (and CREDEX_DIRECTORY_<TABLE>_<KEY> variables) may give.
+SCHEMA: dict[str, frozenset[str]] = {
+    "directory": settings_keys(DirectorySettings),
+    "server": settings_keys(DirectoryServerSettings),
+    "purpose_limits": frozenset(vocab.purpose_name(p) for p in vocab.ALL_PURPOSES),
+    "disputes": settings_keys(DisputeLimits),
+    "subjects": settings_keys(SubjectLimits),
+}
+
+
+def settings_file(
+    directory: Mapping[str, Any] | None = None, purpose_limits: Mapping[str, int] | None = None
+) -> str:
+    """The commented directory.toml `init` writes: every setting at its default, or at the
+    value `directory` gives for it, and the monthly purpose limits."""
+    limits = {**PURPOSE_LIMITS, **(purpose_limits or {})}
+    return (
+        "# credex directory settings\n[directory]\n"
+        + example_settings(DirectorySettings, directory)
+        + "\n[server]\n"
+        + example_settings(DirectoryServerSettings, {"listen": DEFAULT_LISTEN})
+        + "\n[disputes]\n"
+        + example_settings(DisputeLimits)
+        + "\n[subjects]\n"
+        + example_settings(SubjectLimits)
+        + "\n# Profiles a requester may obtain about one subject for one purpose per calendar"
+        " month (UTC).\n[purpose_limits]\n"
+        + "".join(f"{name} = {value}\n" for name, value in limits.items())
+    )
+
+
+DEFAULT_SETTINGS = settings_file()
+
+
 def load_settings(home: Path, environ: Mapping[str, str] | None = None) -> DirectorySettings:
     """Read `home/directory.toml`, with CREDEX_DIRECTORY_<TABLE>_<KEY> environment variables
     on top; a missing home or file is a ConfigError telling what to run."""
@@ -248,107 +311,29 @@ def load_settings(home: Path, environ: Mapping[str, str] | None = None) -> Direc
 
 
 def _settings(home: Path, path: Path, data: dict[str, Any]) -> DirectorySettings:
-    table = data.get("directory", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [directory] must be a table")
     where = f"{path} [directory]"
-    hosts = table.get("hosts", ["localhost", "127.0.0.1"])
-    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
-        raise ConfigError(f"{where}: 'hosts' must be a list of host names or addresses")
-    max_profile_bytes = whole(
-        table, "max_profile_bytes", DEFAULT_MAX_PROFILE_BYTES, where, minimum=64 * 1024
+    disputes = read_settings(DisputeLimits, data.get("disputes", {}), f"{path} [disputes]")
+    subjects = read_settings(SubjectLimits, data.get("subjects", {}), f"{path} [subjects]")
+    settings = DirectorySettings(
+        home=home,
+        **read_settings(DirectorySettings, data.get("directory", {}), where),
+        purpose_limits=_purpose_limits(data.get("purpose_limits", {}), f"{path} [purpose_limits]"),
+        server=load_server(DirectoryServerSettings, data, path, DEFAULT_LISTEN),
+        disputes=DisputeLimits(**disputes),
+        subjects=SubjectLimits(**subjects),
     )
-    if max_profile_bytes > PROFILE_BYTES_CEILING:
+    if settings.max_profile_bytes > PROFILE_BYTES_CEILING:
         raise ConfigError(
             f"{where}: 'max_profile_bytes' must be at most {PROFILE_BYTES_CEILING} "
             "(a profile travels as one message)"
         )
-    max_node_answer_bytes = whole(
-        table, "max_node_answer_bytes", DEFAULT_MAX_NODE_ANSWER_BYTES, where, minimum=4096
-    )
-    if max_node_answer_bytes > max_profile_bytes:
+    if settings.max_node_answer_bytes > settings.max_profile_bytes:
         raise ConfigError(f"{where}: 'max_node_answer_bytes' must not exceed 'max_profile_bytes'")
-    return DirectorySettings(
-        home=home,
-        max_node_answer_bytes=max_node_answer_bytes,
-        max_profile_bytes=max_profile_bytes,
-        directory_id=str(table.get("id", "directory")),
-        hosts=tuple(hosts),
-        node_deadline_s=positive(table, "node_deadline_s", 2.0, where),
-        max_request_lifetime_s=positive(table, "max_request_lifetime_s", 300.0, where),
-        attestation_ttl_s=positive(table, "attestation_ttl_s", 3600.0, where),
-        requester_rate_per_s=positive(table, "requester_rate_per_s", 50.0, where),
-        checkpoint_interval_s=positive(table, "checkpoint_interval_s", 10.0, where),
-        policy=str(table.get("policy", "")),
-        requester_burst=max(1.0, positive(table, "requester_burst", 100.0, where)),
-        cert_lifetime_s=bounded(
-            table,
-            "cert_lifetime_s",
-            MEMBER_CERT_LIFETIME_S,
-            MIN_CERT_LIFETIME_S,
-            MAX_CERT_LIFETIME_S,
-            where,
-        ),
-        key_overlap_s=positive(table, "key_overlap_s", KEY_OVERLAP_S, where),
-        endpoints=_endpoint_policy(table, where),
-        purpose_limits=_purpose_limits(data.get("purpose_limits", {}), f"{path} [purpose_limits]"),
-        server=load_server(data, path, DEFAULT_LISTEN),
-        public_listen=address(
-            data.get("server", {}), "public_listen", DEFAULT_PUBLIC_LISTEN, f"{path} [server]"
-        ),
-        public_idle_timeout_s=positive(
-            data.get("server", {}), "public_idle_timeout_s", 15.0, f"{path} [server]"
-        ),
-        disputes=_dispute_limits(data.get("disputes", {}), f"{path} [disputes]"),
-        subjects=_subject_limits(data.get("subjects", {}), f"{path} [subjects]"),
-    )
-
-
-def _subject_limits(table: object, where: str) -> SubjectLimits:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: must be a table")
-    defaults = SubjectLimits()
-    return SubjectLimits(
-        rate_per_s=positive(table, "rate_per_s", defaults.rate_per_s, where),
-        burst=whole(table, "burst", defaults.burst, where, minimum=1),
-        max_consents=whole(table, "max_consents", defaults.max_consents, where, minimum=1),
-    )
-
-
-def _dispute_limits(table: object, where: str) -> DisputeLimits:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: must be a table")
-    values = {}
-    for key, default in (("per_subject_per_hour", 5), ("max_open_per_subject", 10)):
-        value = table.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
-            raise ConfigError(f"{where}: '{key}' must be a whole number from 1 to 10000")
-        values[key] = value
-    return DisputeLimits(
-        per_hour=values["per_subject_per_hour"], max_open=values["max_open_per_subject"]
-    )
-
-
-def bounded(
-    table: dict[str, Any], key: str, default: float, low: float, high: float, where: str
-) -> float:
-    value = positive(table, key, default, where)
-    if not low <= value <= high:
-        raise ConfigError(f"{where}: '{key}' must be between {low:g} and {high:g}")
-    return value
-
-
-def _endpoint_policy(table: dict[str, Any], where: str) -> EndpointPolicy:
-    lists = {}
-    for key in ("endpoint_networks", "endpoint_domains"):
-        value = table.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: '{key}' must be a list of strings")
-        lists[key] = value
     try:
-        return EndpointPolicy.parse(lists["endpoint_networks"], lists["endpoint_domains"])
+        settings.endpoints  # noqa: B018 - parsed here, so that a bad network fails at load
     except EndpointError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    return settings
 
 
 def _purpose_limits(table: object, where: str) -> dict[vocab.Purpose, int]:

@@ -298,7 +298,7 @@ async def start_directory(
     public_server = app.add_server(
         services.on_public_port(),
         ports=2,
-        idle_timeout_s=min(limits.idle_timeout_s, settings.public_idle_timeout_s),
+        idle_timeout_s=min(limits.idle_timeout_s, settings.server.public_idle_timeout_s),
     )
     members = bind(
         members_server,
@@ -343,6 +343,8 @@ async def start_directory(
 
 
 async def serve(settings: DirectorySettings, ready_file: Path | None) -> None:
-    directory = await start_directory(settings, settings.server.listen, settings.public_listen)
+    directory = await start_directory(
+        settings, settings.server.listen, settings.server.public_listen
+    )
     info = {"address": directory.address, "public_address": directory.public_address}
     await directory.serve_until_stopped(ready_file, info)

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from credex.directory.config import DEFAULT_SETTINGS, SETTINGS_FILE, DirectorySettings
+from credex.directory.config import SETTINGS_FILE, DirectorySettings, settings_file
 from credex.lab.ceiling import PROFILE, REQUEST_BYTES, ceiling_channel
 from credex.lab.federation import Launcher, RunningFederation, directory_home, start
 from credex.lab.identities import subject_key
@@ -46,14 +46,6 @@ from credex.v1.consent_pb2 import Consent
 PURPOSE = vocab.parse_purpose("research")
 REQUESTER = "bank"
 EVERYWHERE = 8  # subjects known to every node; the load cycles through them
-LIMITS = """
-# Raised for the benchmark so the load generator is not refused; still checked on every request.
-requester_rate_per_s = 1000000.0
-requester_burst = 1000000
-
-[purpose_limits]
-research = 1000000000
-"""
 
 
 @dataclass(frozen=True)
@@ -150,8 +142,13 @@ def _write_bench_settings(root: Path) -> None:
     """The directory's default settings with the limits raised (before its first start)."""
     home = directory_home(root)
     home.mkdir(parents=True, exist_ok=True)
-    settings = DEFAULT_SETTINGS.split("# Profile requests a second")[0]
-    (home / SETTINGS_FILE).write_text(settings + LIMITS)
+    # Raised for the benchmark so the load generator is not refused; still checked on every
+    # request.
+    settings = settings_file(
+        {"requester_rate_per_s": 1_000_000.0, "requester_burst": 1_000_000.0},
+        {"research": 1_000_000_000},
+    )
+    (home / SETTINGS_FILE).write_text(settings)
 
 
 @contextmanager

@@ -154,5 +154,5 @@ def _node_config(path: Path, data: dict[str, Any]) -> NodeConfig:
         sync_interval_s=positive(node, "sync_interval_s", 5.0, where),
         offline_grace_s=positive(node, "offline_grace_s", 120.0, where),
         checkpoint_interval_s=positive(node, "checkpoint_interval_s", 10.0, where),
-        server=load_server(data, path, DEFAULT_LISTEN),
+        server=load_server(ServerSettings, data, path, DEFAULT_LISTEN),
     )

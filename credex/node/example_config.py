@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from credex.runtime.settings import SERVER_LIMITS_TOML
+from credex.protocol.config import example_settings
+from credex.runtime.settings import ServerSettings
 
 TEMPLATE = (
     """\
@@ -44,22 +45,12 @@ offline_grace_s = 120.0
 checkpoint_interval_s = 10.0
 
 [server]
-# Where the directory reaches this node (mutual TLS): the address it announces.
-listen = "127.0.0.1:7101"
-# Prometheus metrics (read by `credex-node status`); "" serves none.
-metrics_listen = "127.0.0.1:9464"
-# gRPC server reflection for generic clients (grpcurl); health checks are always served.
-reflection = false
-health_interval_s = 2.0
-# Logs on stderr: "text" or "json" (one event per line, with the request id), and the level.
-log_format = "text"
-log_level = "info"
-# On SIGTERM: keep answering this long while health says NOT_SERVING (for load balancers),
-# then give calls in flight this long to finish.
-drain_delay_s = 0.0
-stop_grace_s = 10.0
 """
-    + SERVER_LIMITS_TOML
+    + example_settings(
+        ServerSettings, {"listen": "127.0.0.1:7101", "metrics_listen": "127.0.0.1:9464"}
+    )
+    .replace("{", "{{")
+    .replace("}", "}}")  # the template is formatted below
     + '''\
 
 [limits]

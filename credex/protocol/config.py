@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import textwrap
 import tomllib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 MEMBER_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
@@ -152,3 +155,93 @@ def whole(table: dict[str, Any], key: str, default: int, where: str, *, minimum:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{where}: '{key}' must be a whole number, at least {minimum}")
     return value
+
+
+# --- settings declared once ----------------------------------------------------------------
+# A settings dataclass declares each key once, as a field made by `setting`: its default, the
+# comment the example file writes above it, and how it is read. The parser (`read_settings`),
+# the keys environment variables may name (`settings_keys`) and the example file
+# (`example_settings`) all come from those fields.
+
+T = TypeVar("T")
+Reader = Callable[[dict[str, Any], str, Any, str], Any]  # (table, key, default, where) -> value
+
+
+@dataclass(frozen=True)
+class Setting:
+    read: Reader
+    doc: str  # "" when the comment of the field above covers this one too
+    key: str  # the TOML key; "" when it is the field's name
+
+
+def setting(default: T, read: Reader, doc: str = "", *, key: str = "") -> T:
+    """A dataclass field that is a setting (see the note above)."""
+    return field(default=default, metadata={"setting": Setting(read, doc, key)})
+
+
+def _settings_of(cls: type[Any]) -> list[tuple[Field[Any], Setting]]:
+    return [(f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata]
+
+
+def settings_keys(cls: type[Any]) -> frozenset[str]:
+    """The TOML keys of `cls`'s settings."""
+    return frozenset(s.key or f.name for f, s in _settings_of(cls))
+
+
+def read_settings(
+    cls: type[T], table: object, where: str, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every setting of `cls` read from `table` (a missing key takes its default, or the
+    one in `defaults`), by field name; ConfigError naming `where` and the key if one is
+    wrong."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    defaults = defaults or {}
+    return {
+        f.name: s.read(table, s.key or f.name, defaults.get(f.name, f.default), where)
+        for f, s in _settings_of(cls)
+    }
+
+
+def example_settings(cls: type[Any], defaults: Mapping[str, Any] | None = None) -> str:
+    """The settings of `cls` as commented TOML lines, each at its default."""
+    defaults = defaults or {}
+    lines: list[str] = []
+    for f, s in _settings_of(cls):
+        if s.doc:
+            lines += [f"# {line}" for line in textwrap.wrap(s.doc, 94)]
+        lines.append(f"{s.key or f.name} = {toml_value(defaults.get(f.name, f.default))}")
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(value: object) -> str:
+    """`value` as TOML: booleans, numbers, strings, lists of strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def at_least(minimum: int) -> Reader:
+    """A whole number of at least `minimum`."""
+    return lambda table, key, default, where: whole(table, key, default, where, minimum=minimum)
+
+
+def one_of(*allowed: str) -> Reader:
+    return lambda table, key, default, where: choice(table, key, default, allowed, where)
+
+
+def text(table: dict[str, Any], key: str, default: str, where: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: '{key}' must be a string")
+    return value
+
+
+def optional_address(table: dict[str, Any], key: str, default: str, where: str) -> str:
+    return address(table, key, default, where, optional=True)

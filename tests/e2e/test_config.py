@@ -108,7 +108,7 @@ def test_directory_settings_take_the_environment_too(tmp_path: Path) -> None:
             "CREDEX_DIRECTORY_PURPOSE_LIMITS_LOAN_APPLICATION": "3",
         },
     )
-    assert settings.public_listen == "0.0.0.0:443"
+    assert settings.server.public_listen == "0.0.0.0:443"
     assert settings.server.metrics_listen == "127.0.0.1:9464"
     assert settings.node_deadline_s == 0.5
     assert settings.purpose_limits[vocab.parse_purpose("loan-application")] == 3
