@@ -13,6 +13,7 @@ from credex.protocol.config import (
     ConfigError,
     address,
     at_least,
+    burst,
     environment_overrides,
     example_settings,
     load_toml,
@@ -68,10 +69,6 @@ def _strings(
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: '{key}' must be a list of strings")
     return tuple(value)
-
-
-def _burst(table: dict[str, Any], key: str, default: float, where: str) -> float:
-    return max(1.0, positive(table, key, default, where))
 
 
 def _cert_lifetime(table: dict[str, Any], key: str, default: float, where: str) -> float:
@@ -180,7 +177,7 @@ class DirectorySettings:
         positive,
         "Profile requests a second each requester may send, and the burst it may save up.",
     )
-    requester_burst: float = setting(100.0, _burst)
+    requester_burst: float = setting(100.0, burst)
     max_node_answer_bytes: int = setting(
         DEFAULT_MAX_NODE_ANSWER_BYTES,
         at_least(4096),

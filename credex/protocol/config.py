@@ -245,3 +245,8 @@ def text(table: dict[str, Any], key: str, default: str, where: str) -> str:
 
 def optional_address(table: dict[str, Any], key: str, default: str, where: str) -> str:
     return address(table, key, default, where, optional=True)
+
+
+def burst(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    """A token bucket's burst: positive, and never below one call."""
+    return max(1.0, positive(table, key, default, where))

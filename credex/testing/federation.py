@@ -22,7 +22,7 @@ from typing import Any
 from credex.directory import admin as directory_admin
 from credex.directory.config import DirectorySettings, load_settings
 from credex.directory.server import RunningDirectory, start_directory, tls_identity
-from credex.node.config import load_node_config
+from credex.node.config import config_text, load_node_config
 from credex.node.server import RunningNode, build_service, start_node
 from credex.node.service import NodeService
 from credex.protocol.keys import SigningKey
@@ -127,15 +127,17 @@ def write_node(
     conn.commit()
     conn.close()
     config = home / "node.toml"
-    config.write_text(
-        f'[node]\nid = "{node_id}"\nname = "{node_id} test node"\njurisdiction = "CN"\n'
-        'records_db = "records.db"\nstate_db = "credex-node.db"\n'
-        'signing_key = "node.key"\ndirectory_key = "directory.pub"\n'
-        f"sync_interval_s = {sync_interval_s}\noffline_grace_s = {offline_grace_s}\n"
-        f'directory_address = "{directory}"\n\n'
-        f'[[adapter]]\ncategory = "{fixture["category"]}"\nsql = """\n{fixture["sql"]}\n"""\n'
-        f"\n[server]\n{server}\n"
-    )
+    node = {
+        "id": node_id,
+        "name": f"{node_id} test node",
+        "records_db": "records.db",
+        "sync_interval_s": sync_interval_s,
+        "offline_grace_s": offline_grace_s,
+        "directory_address": directory,
+    }
+    adapters = [(fixture["category"], fixture["sql"])]
+    # `server` is raw TOML: tests give a few keys of the [server] table as they would write them
+    config.write_text(config_text(node, adapters) + f"\n[server]\n{server}\n")
     return config
 
 

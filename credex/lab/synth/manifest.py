@@ -12,6 +12,7 @@ from typing import Any
 
 from credex.lab.synth.base import CATEGORIES, NodeSpec
 from credex.lab.synth.roster import NODE_SPECS, REQUESTER_SPECS
+from credex.node.config import config_text
 
 FEDERATION_FILE = "federation.toml"
 SUBJECTS_FILE = "subjects.csv"
@@ -171,26 +172,16 @@ def _toml_str(text: str) -> str:
 
 def node_toml(spec: NodeSpec) -> str:
     """The credex node config of a synthetic node; paths are relative to the file."""
-    lines = [
-        f"# credex node config for a synthetic {spec.description}",
-        "",
-        "[node]",
-        f"id = {_toml_str(spec.id)}",
-        f"name = {_toml_str(spec.name)}",
-        f"jurisdiction = {_toml_str(spec.jurisdiction)}",
-        f'records_db = "{RECORDS_DB}"      # the operator\'s own database; credex opens it'
-        " read-only",
-        'state_db = "credex-node.db"    # credex\'s own database (request log, nonces)',
-        'signing_key = "node.key"       # created by `credex-node init`',
-        'directory_key = "directory.pub"  # the directory\'s public key, copied in when the'
-        " federation starts",
-    ]
-    for adapter in spec.adapters:
-        if '"""' in adapter.sql or "\\" in adapter.sql:
-            raise ValueError(f"{spec.id}: adapter SQL cannot hold triple quotes or backslashes")
-        lines += ["", "[[adapter]]", f"category = {_toml_str(adapter.category)}"]
-        lines.append(f'sql = """\n{adapter.sql}"""')
-    return "\n".join(lines) + "\n"
+    node = {
+        "id": spec.id,
+        "name": spec.name,
+        "jurisdiction": spec.jurisdiction,
+        "records_db": RECORDS_DB,
+    }
+    adapters = [(a.category, a.sql) for a in spec.adapters]
+    return f"# credex node config for a synthetic {spec.description}\n\n" + config_text(
+        node, adapters
+    )
 
 
 def federation_toml(
