@@ -20,8 +20,10 @@ _OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", MAX_TRANSPORT_BYTES),
     ("grpc.max_send_message_length", MAX_TRANSPORT_BYTES),
     # A restarted node is reachable again within seconds, not gRPC's default two minutes.
+    # Not grpc.min_reconnect_backoff_ms: C-core also takes it as the time one connection
+    # attempt (TCP, TLS, HTTP/2 settings) may take, so a small value fails calls whenever a
+    # handshake is slow (a busy server, a long path); its default is 20 s.
     ("grpc.initial_reconnect_backoff_ms", 500),
-    ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 5000),
 ]
 
