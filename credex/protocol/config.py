@@ -189,7 +189,7 @@ def settings_keys(cls: type[Any]) -> frozenset[str]:
 
 
 def read_settings(
-    cls: type[T], table: object, where: str, defaults: Mapping[str, Any] | None = None
+    cls: type[Any], table: object, where: str, defaults: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Every setting of `cls` read from `table` (a missing key takes its default, or the
     one in `defaults`), by field name; ConfigError naming `where` and the key if one is

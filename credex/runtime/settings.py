@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from credex.protocol.config import (
-    ConfigError,
     address,
     at_least,
     flag,
@@ -118,8 +117,5 @@ SERVER_KEYS = settings_keys(ServerSettings)
 
 def load_server(cls: type[S], data: dict[str, Any], path: Path, default_listen: str) -> S:
     """The [server] table of the config at `path` as `cls` (ServerSettings or a subclass)."""
-    where = f"{path} [server]"
     table = data.get("server", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [server] must be a table")
-    return cls(**read_settings(cls, table, where, {"listen": default_listen}))
+    return cls(**read_settings(cls, table, f"{path} [server]", {"listen": default_listen}))

@@ -4,11 +4,13 @@ under a deadline with its failure raised as the CredexError of its status.
 
 A link that is given a function for its TLS identity dials again, with the new identity, the
 first time a call finds the identity changed (a renewed or rotated certificate); calls under
-way finish on the channel they started on, which is closed with the link.
+way finish on the channel they started on, which closes once they have (within the link's
+deadline), so that a link never holds more than the one channel in use.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeVar
@@ -74,15 +76,18 @@ class DirectoryLink(AsyncClosing):
         self.deadline_s = deadline_s
         self._tls = tls if callable(tls) else (lambda: tls)
         self._open: tuple[TlsIdentity, grpc.aio.Channel] | None = None
-        self._retired: list[grpc.aio.Channel] = []
+        self._closing: set[asyncio.Task[None]] = set()  # retired channels, closing
 
     @property
     def channel(self) -> grpc.aio.Channel:
         """The channel for the current TLS identity, dialled again when the identity changed."""
         tls = self._tls()
         if self._open is None or self._open[0] is not tls:
-            if self._open is not None:
-                self._retired.append(self._open[1])
+            if self._open is not None:  # calls under way get their deadline to finish
+                retired = self._open[1].close(grace=self.deadline_s)
+                task = asyncio.get_running_loop().create_task(retired)
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
             self._open = (tls, open_directory_channel(self.target, tls))
         return self._open[1]
 
@@ -123,7 +128,7 @@ class DirectoryLink(AsyncClosing):
         return await call_rpc(rpc, request, deadline_s=deadline)
 
     async def close(self) -> None:
-        channels = [*self._retired, *([self._open[1]] if self._open else [])]
-        self._open, self._retired = None, []
-        for channel in channels:
-            await channel.close(None)
+        current, self._open = self._open, None
+        if current is not None:
+            await current[1].close(None)
+        await asyncio.gather(*self._closing, return_exceptions=True)
