@@ -14,20 +14,17 @@ from credex.directory.config import (
     DirectorySettings,
     load_settings,
 )
-from credex.directory.consent_store import ConsentStore
 from credex.directory.enrollment import TokenGrant, TokenStore
 from credex.directory.locator import Locator
 from credex.directory.registry import STATUSES_BY_NAME, MemberInfo, Registry
-from credex.directory.schema import open_directory_database
+from credex.directory.schema import open_directory_storage
 from credex.protocol import pki, vocab
 from credex.protocol.clock import system_clock
 from credex.protocol.config import ConfigError, validate_member_id
 from credex.protocol.endpoints import EndpointError
 from credex.protocol.identity import certificate_identity, is_directory_name, serial_hex
 from credex.protocol.keys import SigningKey, VerifyKey, write_private, write_public
-from credex.runtime.audit import AuditLog
 from credex.runtime.backup import BackupManifest, write_backup
-from credex.runtime.db import transaction
 
 
 def init_home(home: Path) -> DirectorySettings:
@@ -45,12 +42,7 @@ def init_home(home: Path) -> DirectorySettings:
         ca_key, ca_cert = pki.create_ca()
         write_private(settings.ca_key_path, pki.key_pem(ca_key))
         write_public(settings.ca_cert_path, pki.cert_pem(ca_cert))
-    db = open_directory_database(settings.db_path)
-    try:
-        Registry(db), Locator(db), ConsentStore(db), AuditLog(db, system_clock), TokenStore(db)
-        CertificateLog(db)
-    finally:
-        db.conn.close()
+    open_directory_storage(settings.db_path).close()  # its schema, before it first serves
     ensure_directory_certificate(settings)
     return settings
 
@@ -78,24 +70,20 @@ def ensure_directory_certificate(settings: DirectorySettings) -> bool:
         lifetime_s=pki.CA_DAYS * 86_400.0,
         directory=True,
     )
-    db = open_directory_database(settings.db_path)
-    try:
-        with transaction(db):
-            certificates = CertificateLog(db)
-            now = system_clock()
-            certificates.record(cert, settings.directory_id, now)
-            if current is not None:
-                certificates.revoke(
-                    settings.directory_id,
-                    at=now,
-                    reason="replaced",
-                    now=now,
-                    serial=serial_hex(current),
-                    not_after=current.not_valid_after_utc.timestamp(),
-                )
-                Registry(db).touch()
-    finally:
-        db.conn.close()
+    with open_directory_storage(settings.db_path) as storage, storage.unit() as conn:
+        certificates = CertificateLog(conn)
+        now = system_clock()
+        certificates.record(cert, settings.directory_id, now)
+        if current is not None:
+            certificates.revoke(
+                settings.directory_id,
+                at=now,
+                reason="replaced",
+                now=now,
+                serial=serial_hex(current),
+                not_after=current.not_valid_after_utc.timestamp(),
+            )
+            Registry(conn).touch()
     write_private(settings.tls_key_path, pki.key_pem(tls_key))
     write_public(settings.tls_cert_path, pki.cert_pem(cert))
     return True
@@ -105,18 +93,16 @@ def reserved_name_holders(settings: DirectorySettings) -> list[str]:
     """Members that older versions enrolled under a spelling of the directory's TLS name (as
     their id, or a node's host name). Their older certificates could pose as the directory
     until they expire; if there are any, the federation needs a new CA."""
-    db = open_directory_database(settings.db_path)
-    try:
-        found = {m.member_id for m in Registry(db).all() if is_directory_name(m.member_id)}
-        for (grant_json,) in db.conn.execute(
+    with open_directory_storage(settings.db_path) as storage:
+        conn = storage.connection
+        found = {m.member_id for m in Registry(conn).all() if is_directory_name(m.member_id)}
+        for (grant_json,) in conn.execute(
             "SELECT grant_json FROM enrollment_tokens WHERE used_at IS NOT NULL"
         ):
             grant = json.loads(grant_json)
             if any(is_directory_name(str(h)) for h in grant.get("hosts", [])):
                 found.add(str(grant.get("member_id")))
         return sorted(found)
-    finally:
-        db.conn.close()
 
 
 MAX_NAME_CHARS = 200
@@ -151,9 +137,8 @@ def create_enrollment_token(
         raise ConfigError(str(exc)) from None
     if ttl_s <= 0:
         raise ConfigError("a token must be valid for a positive time")
-    db = open_directory_database(settings.db_path)
-    try:
-        if Registry(db).get(member_id) is not None:
+    with open_directory_storage(settings.db_path) as storage, storage.unit() as conn:
+        if Registry(conn).get(member_id) is not None:
             raise ConfigError(f"{member_id} is already a member")
         grant = TokenGrant(
             member_id=member_id,
@@ -163,9 +148,7 @@ def create_enrollment_token(
             categories=tuple(vocab.category_name(vocab.parse_category(c)) for c in categories),
             hosts=tuple(hosts),
         )
-        return TokenStore(db).issue(grant, system_clock() + ttl_s)
-    finally:
-        db.conn.close()
+        return TokenStore(conn).issue(grant, system_clock() + ttl_s)
 
 
 def reset_member_key(
@@ -177,31 +160,27 @@ def reset_member_key(
     names with keys made anew (`credex init --reset` / `credex-node init --reset`)."""
     if ttl_s <= 0:
         raise ConfigError("a token must be valid for a positive time")
-    db = open_directory_database(settings.db_path)
-    try:
-        registry = Registry(db)
+    with open_directory_storage(settings.db_path) as storage, storage.unit() as conn:
+        registry = Registry(conn)
         member = registry.get(member_id)
         if member is None:
             raise ConfigError(f"no member {member_id!r}")
         if member.status_name == "removed":
             raise ConfigError(f"{member_id} was removed; removal is final")
         now = system_clock()
-        with transaction(db):
-            # the key in its place is one nobody holds, until the member enrolls again
-            registry.rotate(member_id, SigningKey.generate().public, now)
-            CertificateLog(db).revoke(member_id, at=now, reason="reset", now=now)
-            grant = TokenGrant(
-                member_id=member_id,
-                role=member.role_name,
-                name=member.name,
-                jurisdiction=member.jurisdiction,
-                categories=tuple(vocab.category_names(member.categories)),
-                hosts=member.hosts,
-                reset=True,
-            )
-            return TokenStore(db).issue(grant, now + ttl_s)
-    finally:
-        db.conn.close()
+        # the key in its place is one nobody holds, until the member enrolls again
+        registry.rotate(member_id, SigningKey.generate().public, now)
+        CertificateLog(conn).revoke(member_id, at=now, reason="reset", now=now)
+        grant = TokenGrant(
+            member_id=member_id,
+            role=member.role_name,
+            name=member.name,
+            jurisdiction=member.jurisdiction,
+            categories=tuple(vocab.category_names(member.categories)),
+            hosts=member.hosts,
+            reset=True,
+        )
+        return TokenStore(conn).issue(grant, now + ttl_s)
 
 
 def set_endpoint(settings: DirectorySettings, member_id: str, endpoint: str) -> None:
@@ -211,13 +190,11 @@ def set_endpoint(settings: DirectorySettings, member_id: str, endpoint: str) -> 
             settings.endpoints.check(endpoint)
         except EndpointError as exc:
             raise ConfigError(str(exc)) from None
-    db = open_directory_database(settings.db_path)
-    try:
-        Registry(db).set_endpoint(member_id, endpoint)
-    except KeyError:
-        raise ConfigError(f"no member {member_id!r}") from None
-    finally:
-        db.conn.close()
+    with open_directory_storage(settings.db_path) as storage, storage.unit() as conn:
+        try:
+            Registry(conn).set_endpoint(member_id, endpoint)
+        except KeyError:
+            raise ConfigError(f"no member {member_id!r}") from None
 
 
 def set_member_status(settings: DirectorySettings, member_id: str, status: str) -> MemberInfo:
@@ -225,9 +202,8 @@ def set_member_status(settings: DirectorySettings, member_id: str, status: str) 
     their sync interval."""
     if status not in STATUSES_BY_NAME:
         raise ConfigError(f"status must be one of {', '.join(STATUSES_BY_NAME)}")
-    db = open_directory_database(settings.db_path)
-    try:
-        registry = Registry(db)
+    with open_directory_storage(settings.db_path) as storage, storage.unit() as conn:
+        registry = Registry(conn)
         try:
             registry.set_status(member_id, STATUSES_BY_NAME[status])
         except KeyError:
@@ -237,16 +213,11 @@ def set_member_status(settings: DirectorySettings, member_id: str, status: str) 
         member = registry.get(member_id)
         assert member is not None
         return member
-    finally:
-        db.conn.close()
 
 
 def list_members(settings: DirectorySettings) -> list[MemberInfo]:
-    db = open_directory_database(settings.db_path)
-    try:
-        return Registry(db).all()
-    finally:
-        db.conn.close()
+    with open_directory_storage(settings.db_path) as storage:
+        return Registry(storage.connection).all()
 
 
 def _csv_rows(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, str]]:
@@ -272,10 +243,10 @@ def import_subjects(
     replace: bool = False,
 ) -> tuple[int, int]:
     """Load subjects (subject_id, public_key hex, region) and locator rows from CSV files;
-    with `replace`, the previous subjects and locator entries go first."""
-    db = open_directory_database(settings.db_path)
-    try:
-        locator = Locator(db)
+    with `replace`, the previous subjects and locator entries go first. One unit of work:
+    a file with a bad row changes nothing."""
+    with open_directory_storage(settings.db_path) as storage, storage.unit() as conn:
+        locator = Locator(conn)
         if replace:
             locator.clear()
 
@@ -297,8 +268,6 @@ def import_subjects(
                 for r in _csv_rows(locator_csv, ("subject_id", "node_id", "local_id"))
             )
         return n_subjects, n_locations
-    finally:
-        db.conn.close()
 
 
 def backup_directory(settings: DirectorySettings, dest: Path) -> BackupManifest:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import math
 
-import sqlite_utils
 from cryptography import x509
 
 from credex.protocol.clock import from_timestamp, to_timestamp
 from credex.protocol.identity import serial_hex
 from credex.protocol.signing import domain_tag
+from credex.runtime.storage import Connection, require_unit
 from credex.v1 import member_pb2
 from credex.v1.common_pb2 import Signed
 
@@ -41,14 +41,15 @@ def revocation_of(revoked: member_pb2.RevokedCertificate) -> tuple[float, str]:
 
 
 class CertificateLog:
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self._conn = db.conn
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._data_version = -1
         self._revoked: dict[str, tuple[float, str]] = {}
 
     # --- issued certificates ------------------------------------------------------------
 
     def record(self, cert: x509.Certificate, member_id: str, now: float) -> None:
+        require_unit(self._conn)
         self._conn.execute(
             "INSERT INTO certificates (serial, member_id, issued_at, not_after) "
             "VALUES (?, ?, ?, ?)",
@@ -80,6 +81,7 @@ class CertificateLog:
         """Refuse the member's unexpired certificates from `at` on (all but `keep`). With
         `serial`, that one certificate (recorded or not, e.g. issued before this log) until
         `not_after`."""
+        require_unit(self._conn)
         if serial:
             self._conn.execute(
                 "INSERT INTO certificates VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (serial) "
@@ -145,6 +147,7 @@ class CertificateLog:
         return (str(row[0]), bytes(row[1])) if row else None
 
     def remember(self, digest: str, member_id: str, response: bytes, now: float) -> None:
+        require_unit(self._conn)
         self._conn.execute("DELETE FROM identity_replies WHERE at < ?", (now - REPLY_KEEP_S,))
         self._conn.execute(
             "INSERT INTO identity_replies VALUES (?, ?, ?, ?)", (digest, member_id, response, now)

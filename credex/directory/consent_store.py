@@ -7,11 +7,10 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-import sqlite_utils
-
 from credex.protocol.clock import from_timestamp, to_timestamp
 from credex.protocol.errors import CredexError, Reason, refused
 from credex.protocol.signing import parse
+from credex.runtime.storage import Connection, require_unit
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentStatus
 from credex.v1.federation_pb2 import ConsentChange
@@ -44,8 +43,8 @@ class StoredConsent:
 
 
 class ConsentStore:
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self._conn = db.conn
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         # Each node's own feed, numbered from 1 per node: no sequence number is shared by
         # two nodes' feeds. (The single feed of consent ids before tickets is gone with them.)
 
@@ -75,6 +74,7 @@ class ConsentStore:
         tickets: dict[str, tuple[str, Signed]],
     ) -> None:
         """Record a granted consent with its tickets (node id -> (ticket id, signed ticket))."""
+        require_unit(self._conn)
         self.require_new(consent.consent_id)
         self._conn.execute(
             "INSERT INTO consents (consent_id, subject_id, requester_id, signed, status, uses, "
@@ -99,9 +99,10 @@ class ConsentStore:
         tickets: dict[str, tuple[str, Signed]],
         replace: Collection[str] = (),
     ) -> None:
-        """Keep each node's ticket of a consent (call inside a transaction). A node's ticket is
-        replaced only for the nodes in `replace`; any other one the store holds already is
-        refused, unless it is the very same."""
+        """Keep each node's ticket of a consent (inside the caller's unit of work). A node's
+        ticket is replaced only for the nodes in `replace`; any other one the store holds
+        already is refused, unless it is the very same."""
+        require_unit(self._conn)
         for node_id in replace:
             self._conn.execute(
                 "DELETE FROM consent_tickets WHERE consent_id = ? AND node_id = ?",
@@ -173,8 +174,9 @@ class ConsentStore:
         """Change a consent's status by the subject's order signed at `signed_at`, and add the
         change of each of its tickets to its node's feed; returns node id -> the change's
         sequence number in that node's feed. Refused (STALE_CHANGE) unless the order was
-        signed after the last one. Call it inside the transaction that also audits the change
-        (see credex.runtime.db.transaction)."""
+        signed after the last one. Call it inside the unit of work that also audits the change
+        (see credex.runtime.storage)."""
+        require_unit(self._conn)
         self._mark_signed(consent_id, signed_at)
         self._conn.execute(
             "UPDATE consents SET status = ?, changed_at = ? WHERE consent_id = ?",
@@ -184,7 +186,8 @@ class ConsentStore:
 
     def feed_status(self, consent_id: str, nodes: list[str] | None, now: float) -> dict[str, int]:
         """Add the consent's current status for its tickets at `nodes` (None: all) to those
-        nodes' feeds; node id -> sequence number (inside the caller's transaction)."""
+        nodes' feeds; node id -> sequence number (inside the caller's unit of work)."""
+        require_unit(self._conn)
         (status_text,) = self._conn.execute(
             "SELECT status FROM consents WHERE consent_id = ?", (consent_id,)
         ).fetchone()
@@ -241,12 +244,14 @@ class ConsentStore:
 
     def give_back(self, consent_id: str) -> None:
         """Return one use (a profile that disclosed nothing)."""
+        require_unit(self._conn)
         self._conn.execute(
             "UPDATE consents SET uses = uses - 1 WHERE consent_id = ? AND uses > 0", (consent_id,)
         )
 
     def use(self, consent_id: str, now: float) -> None:
         """Count one use; refuses atomically once max_uses is reached or it is not active."""
+        require_unit(self._conn)
         cur = self._conn.execute(
             "UPDATE consents SET uses = uses + 1 WHERE consent_id = ? AND status = 'active' "
             "AND uses < max_uses AND not_after > ?",

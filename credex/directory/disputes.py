@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
-import sqlite_utils
 
 from credex.directory.config import DisputeLimits
 from credex.directory.locator import Locator
@@ -23,6 +22,7 @@ from credex.protocol.clock import Clock, to_timestamp
 from credex.protocol.errors import NotFound, Reason, from_rpc_error, refused
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
+from credex.runtime.storage import Storage, require_unit
 from credex.v1 import dispute_pb2
 from credex.v1.node_pb2 import DisputeNotice, ReceiveDisputeRequest
 from credex.v1.node_pb2_grpc import NodeServiceStub
@@ -55,7 +55,7 @@ class DisputeDesk:
     def __init__(
         self,
         *,
-        db: sqlite_utils.Database,
+        storage: Storage,
         locator: Locator,
         registry: Registry,
         channels: ChannelPool,
@@ -63,7 +63,8 @@ class DisputeDesk:
         clock: Clock,
         limits: DisputeLimits | None = None,
     ) -> None:
-        self._conn = db.conn
+        self._storage = storage
+        self._conn = storage.connection
         self._limits = limits or DisputeLimits()
         self._locator = locator
         self._registry = registry
@@ -71,7 +72,6 @@ class DisputeDesk:
         self._key = key
         self._clock = clock
         self._filing: set[str] = set()  # dispute ids being handed to their node now
-        # Every attempt to file, of the last hour: what the per-subject rate counts.
 
     async def file(self, dispute: dispute_pb2.Dispute) -> dispute_pb2.DisputeState:
         """Hand the dispute to its node, then record it; a node that cannot be reached means
@@ -93,7 +93,8 @@ class DisputeDesk:
             self._filing.discard(dispute.dispute_id)
 
     async def _file(self, dispute: dispute_pb2.Dispute) -> dispute_pb2.DisputeState:
-        self._attempt(dispute.subject_id)
+        with self._storage.unit():  # counted whether or not the node takes it
+            self._attempt(dispute.subject_id)
         local_id = self._locator.locate(dispute.subject_id).get(dispute.node_id)
         node = self._registry.get(dispute.node_id)
         if local_id is None or node is None:
@@ -127,12 +128,13 @@ class DisputeDesk:
                 Reason.UNAVAILABLE, f"{node.member_id} did not take the dispute: {err.code.name}"
             ) from None
         try:
-            self._conn.execute(
-                "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason, "
-                "status, filed_at, category) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
-                (dispute.dispute_id, dispute.subject_id, node.member_id, dispute.record_id,
-                 dispute.reason, now, dispute.category),
-            )  # fmt: skip
+            with self._storage.unit():
+                self._conn.execute(
+                    "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason, "
+                    "status, filed_at, category) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+                    (dispute.dispute_id, dispute.subject_id, node.member_id, dispute.record_id,
+                     dispute.reason, now, dispute.category),
+                )  # fmt: skip
         except sqlite3.IntegrityError:  # filed meanwhile by another process on this database
             raise refused(Reason.DISPUTE_EXISTS, f"dispute {dispute.dispute_id} exists") from None
         stored = self.get(dispute.dispute_id)
@@ -142,6 +144,7 @@ class DisputeDesk:
     def _attempt(self, subject_id: str) -> None:
         """Count one attempt of `subject_id` to file a dispute; RESOURCE_EXHAUSTED (with when
         to try again) past the hourly limit or with too many disputes open."""
+        require_unit(self._conn)
         now = self._clock()
         since = now - WINDOW_S
         self._conn.execute("DELETE FROM dispute_attempts WHERE at <= ?", (since,))
@@ -171,7 +174,9 @@ class DisputeDesk:
         )
 
     def resolve(self, resolution: dispute_pb2.DisputeResolution) -> dispute_pb2.DisputeState:
-        """Record a node's decision about a dispute on one of its own records."""
+        """Record a node's decision about a dispute on one of its own records (inside the
+        caller's unit of work)."""
+        require_unit(self._conn)
         stored = self.get(resolution.dispute_id)
         if stored is None:
             raise refused(Reason.DISPUTE_NOT_FOUND, f"no dispute {resolution.dispute_id!r}")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import sqlite_utils
 from cryptography import x509
 
 from credex.directory.identity import IdentityDesk
@@ -23,8 +22,8 @@ from credex.protocol.identity import is_directory_name
 from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.pki import cert_pem
 from credex.protocol.signing import open_signed, parse
-from credex.runtime.db import transaction
 from credex.runtime.handlers import RpcRuntime, rpc_handler
+from credex.runtime.storage import Connection, require_unit
 from credex.v1 import enrollment_pb2, enrollment_pb2_grpc, member_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -52,8 +51,8 @@ def _digest(token: str) -> str:
 class TokenStore:
     """Tokens are kept only as hashes; each works once and until it expires."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self._db = db
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     def issue(self, grant: TokenGrant, expires_at: float) -> str:
         if grant.role not in ROLES_BY_NAME:
@@ -63,7 +62,8 @@ class TokenStore:
         for category in grant.categories:
             vocab.parse_category(category)
         token = secrets.token_urlsafe(24)
-        self._db.conn.execute(
+        require_unit(self._conn)
+        self._conn.execute(
             "INSERT INTO enrollment_tokens VALUES (?, ?, ?, NULL)",
             (_digest(token), json.dumps(grant.__dict__), expires_at),
         )
@@ -71,7 +71,7 @@ class TokenStore:
 
     def peek(self, token: str, now: float) -> TokenGrant:
         """The grant behind a usable token; PermissionDenied if unknown, used or expired."""
-        row = self._db.conn.execute(
+        row = self._conn.execute(
             "SELECT grant_json, expires_at, used_at FROM enrollment_tokens WHERE token_hash = ?",
             (_digest(token),),
         ).fetchone()
@@ -95,7 +95,8 @@ class TokenStore:
 
     def redeem(self, token: str, now: float) -> None:
         """Mark used, atomically; fails if another redemption won the race."""
-        cur = self._db.conn.execute(
+        require_unit(self._conn)
+        cur = self._conn.execute(
             "UPDATE enrollment_tokens SET used_at = ? "
             "WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
             (now, _digest(token), now),
@@ -114,7 +115,6 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServiceServicer):
         ca_cert: x509.Certificate,
         directory_key: SigningKey,
         directory_id: str,
-        db: sqlite_utils.Database,
         clock: Clock,
         runtime: RpcRuntime,
     ) -> None:
@@ -125,7 +125,6 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServiceServicer):
         self._ca_cert = ca_cert
         self._directory_key = directory_key
         self._directory_id = directory_id
-        self._db = db
         self._clock = clock
 
     @rpc_handler
@@ -164,7 +163,7 @@ class EnrollmentService(enrollment_pb2_grpc.EnrollmentServiceServicer):
             raise refused(Reason.MEMBER_EXISTS, f"{grant.member_id} is already a member")
         if self._registry.key_in_use(key.key_id):
             raise refused(Reason.KEY_IN_USE, "that signing key is already registered")
-        with transaction(self._db):
+        with self.runtime.storage.unit():
             self._tokens.redeem(enrollment.token, now)
             if existing is not None:  # a reset: same member, same names, new keys
                 cert = self._identity.issue(enrollment.csr_pem, grant.member_id, existing.hosts)

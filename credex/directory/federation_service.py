@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import sqlite_utils
 
 from credex.directory.disputes import DisputeDesk
 from credex.directory.member_service import active_peer
@@ -20,7 +19,6 @@ from credex.protocol.endpoints import EndpointError, EndpointPolicy
 from credex.protocol.errors import Reason, refused
 from credex.protocol.signing import open_signed, parse
 from credex.runtime.audit import AuditEntry, AuditLog
-from credex.runtime.db import transaction
 from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.peers import require_peer
 from credex.v1 import dispute_pb2, federation_pb2, federation_pb2_grpc, member_pb2
@@ -41,7 +39,6 @@ class FederationService(federation_pb2_grpc.FederationServiceServicer):
         witness: NodeCheckpoints,
         endpoints: EndpointPolicy,
         audit: AuditLog,
-        db: sqlite_utils.Database,
         clock: Clock,
         directory_id: str,
     ) -> None:
@@ -52,7 +49,6 @@ class FederationService(federation_pb2_grpc.FederationServiceServicer):
         self._witness = witness  # nodes' audit checkpoints, kept here
         self._endpoints = endpoints
         self._audit = audit
-        self._db = db
         self._clock = clock
         self._directory_id = directory_id
 
@@ -82,7 +78,8 @@ class FederationService(federation_pb2_grpc.FederationServiceServicer):
             self._endpoints.check(announcement.endpoint)
         except EndpointError as exc:
             raise refused(Reason.ENDPOINT_REFUSED, str(exc)) from None
-        self._registry.set_endpoint(node.member_id, announcement.endpoint)
+        with self.runtime.storage.unit():
+            self._registry.set_endpoint(node.member_id, announcement.endpoint)
         return federation_pb2.AnnounceResponse()
 
     @rpc_handler
@@ -115,7 +112,7 @@ class FederationService(federation_pb2_grpc.FederationServiceServicer):
             what="resolution",
         )
         require_peer(context, node.member_id)
-        with transaction(self._db):  # the decision and its audit entry: both or neither
+        with self.runtime.storage.unit():  # the decision and its audit entry: both or neither
             state = self._disputes.resolve(resolution)
             self._audit.append(
                 AuditEntry(
@@ -136,4 +133,5 @@ class FederationService(federation_pb2_grpc.FederationServiceServicer):
         self, request: federation_pb2.WitnessNodeCheckpointRequest, context: Context
     ) -> federation_pb2.WitnessNodeCheckpointResponse:
         """Keep the calling node's newest audit checkpoint as a witness copy."""
-        return self._witness.accept(request, context)
+        with self.runtime.storage.unit():
+            return self._witness.accept(request, context)

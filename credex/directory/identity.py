@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import sqlite_utils
 from cryptography import x509
 
 from credex.directory import config
@@ -26,8 +25,8 @@ from credex.protocol.pki import CertificateAuthority, PkiError, cert_pem
 from credex.protocol.revocation import refuse_revoked
 from credex.protocol.signing import open_signed, parse, verify
 from credex.runtime.audit import AuditEntry, AuditLog
-from credex.runtime.db import transaction
 from credex.runtime.peers import peer_identity, require_peer
+from credex.runtime.storage import Storage
 from credex.v1 import enrollment_pb2, member_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -47,7 +46,7 @@ class IdentityDesk:
         registry: Registry,
         certificates: CertificateLog,
         audit: AuditLog,
-        db: sqlite_utils.Database,
+        storage: Storage,
         clock: Clock,
         cert_lifetime_s: float,
         key_overlap_s: float = KEY_OVERLAP_S,
@@ -56,7 +55,7 @@ class IdentityDesk:
         self._registry = registry
         self.certificates = certificates
         self._audit = audit
-        self._db = db
+        self._storage = storage
         self._clock = clock
         self.cert_lifetime_s = cert_lifetime_s
         self.key_overlap_s = key_overlap_s
@@ -123,7 +122,7 @@ class IdentityDesk:
         if done is not None:
             return done  # type: ignore[no-any-return]
         self._fresh(renewal.issued_at, "renewal")
-        with transaction(self._db):
+        with self._storage.unit():
             cert = self.issue(renewal.csr_pem, member.member_id, member.hosts)
             self._audit.append(
                 AuditEntry(
@@ -176,7 +175,7 @@ class IdentityDesk:
         if self._registry.key_in_use(new_key.key_id):
             raise refused(Reason.KEY_IN_USE, "that key was used before; make a new one")
         valid_until = now + self.key_overlap_s
-        with transaction(self._db):
+        with self._storage.unit():
             cert = self.issue(rotation.csr_pem, member.member_id, member.hosts)
             self._registry.rotate(member.member_id, new_key, valid_until)
             # the certificates that went with the old key lapse with it

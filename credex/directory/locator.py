@@ -7,11 +7,9 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from credex.protocol.errors import Reason, refused
 from credex.protocol.keys import VerifyKey
-from credex.runtime.db import transaction
+from credex.runtime.storage import Connection, require_unit
 
 
 @dataclass(frozen=True)
@@ -23,44 +21,42 @@ class Holding:
 
 
 class Locator:
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self._db = db
-        self._conn = db.conn
-        # A key is one subject's for one node: registered nowhere else.
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     def clear(self) -> None:
         """Forget every subject and locator entry (before importing a new population)."""
-        with transaction(self._db) as conn:
-            conn.execute("DELETE FROM locator")
-            conn.execute("DELETE FROM subjects")
+        require_unit(self._conn)
+        self._conn.execute("DELETE FROM locator")
+        self._conn.execute("DELETE FROM subjects")
 
     def add_subjects(self, rows: Iterable[tuple[str, VerifyKey, str]]) -> int:
         """Insert or replace (subject_id, key, region) rows; returns how many. A subject whose
         main key changes loses the node keys derived from the old one: the new device
         registers its own."""
         raw_rows = [(sid, key.raw, region) for sid, key, region in rows]
-        with transaction(self._db) as conn:
-            conn.executemany(
-                "UPDATE locator SET node_key = NULL WHERE subject_id = ? AND EXISTS "
-                "(SELECT 1 FROM subjects WHERE subject_id = ? AND public_key != ?)",
-                ((sid, sid, raw) for sid, raw, _ in raw_rows),
-            )
-            cur = conn.executemany(
-                "INSERT INTO subjects VALUES (?, ?, ?) ON CONFLICT (subject_id) DO UPDATE "
-                "SET public_key = excluded.public_key, region = excluded.region",
-                raw_rows,
-            )
+        require_unit(self._conn)
+        self._conn.executemany(
+            "UPDATE locator SET node_key = NULL WHERE subject_id = ? AND EXISTS "
+            "(SELECT 1 FROM subjects WHERE subject_id = ? AND public_key != ?)",
+            [(sid, sid, raw) for sid, raw, _ in raw_rows],
+        )
+        cur = self._conn.executemany(
+            "INSERT INTO subjects VALUES (?, ?, ?) ON CONFLICT (subject_id) DO UPDATE "
+            "SET public_key = excluded.public_key, region = excluded.region",
+            raw_rows,
+        )
         return cur.rowcount
 
     def add_locations(self, rows: Iterable[tuple[str, str, str]]) -> int:
         """Insert or replace (subject_id, node_id, local_id) rows; returns how many. The
         subject's key for the node stays."""
-        with transaction(self._db) as conn:
-            cur = conn.executemany(
-                "INSERT INTO locator (subject_id, node_id, local_id) VALUES (?, ?, ?) "
-                "ON CONFLICT (subject_id, node_id) DO UPDATE SET local_id = excluded.local_id",
-                rows,
-            )
+        require_unit(self._conn)
+        cur = self._conn.executemany(
+            "INSERT INTO locator (subject_id, node_id, local_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (subject_id, node_id) DO UPDATE SET local_id = excluded.local_id",
+            [tuple(row) for row in rows],
+        )
         return cur.rowcount
 
     def holdings(self, subject_id: str) -> dict[str, Holding]:
@@ -74,7 +70,7 @@ class Locator:
         }
 
     def register_node_keys(self, subject_id: str, keys: Mapping[str, VerifyKey]) -> None:
-        """Set the subject's key for each node (inside the caller's transaction); every node
+        """Set the subject's key for each node (inside the caller's unit of work); every node
         must hold the subject's data, and no key may be registered for another subject or
         node."""
         holders = self.holdings(subject_id)
@@ -83,6 +79,7 @@ class Locator:
             raise refused(
                 Reason.MALFORMED, f"nodes that hold none of your data: {', '.join(unknown)}"
             )
+        require_unit(self._conn)
         try:
             for node_id, key in keys.items():
                 self._conn.execute(

@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-import sqlite_utils
-
 from credex.protocol import vocab
 from credex.protocol.errors import Reason, refused
+from credex.runtime.storage import Connection, require_unit
 
 
 def month_of(now: float) -> tuple[str, float]:
@@ -20,13 +19,14 @@ def month_of(now: float) -> tuple[str, float]:
 
 
 class PurposeQuota:
-    def __init__(self, db: sqlite_utils.Database, limits: Mapping[vocab.Purpose, int]) -> None:
-        self._conn = db.conn
+    def __init__(self, conn: Connection, limits: Mapping[vocab.Purpose, int]) -> None:
+        self._conn = conn
         self._limits = dict(limits)
 
     def take(self, requester_id: str, subject_id: str, purpose: vocab.Purpose, now: float) -> None:
         """Count one profile; ResourceExhausted(PURPOSE_LIMIT) once this month's ceiling is hit.
-        Call inside the transaction that also counts the consent use."""
+        Call inside the unit of work that also counts the consent use."""
+        require_unit(self._conn)
         limit = self._limits.get(purpose)
         if limit is None:
             return
@@ -55,6 +55,7 @@ class PurposeQuota:
         """Return the unit `take` counted at `taken_at` (a profile that disclosed nothing)."""
         if self._limits.get(purpose) is None:
             return
+        require_unit(self._conn)
         month, _ = month_of(taken_at)
         self._conn.execute(
             "UPDATE purpose_use SET uses = uses - 1 WHERE requester_id = ? AND subject_id = ? "

@@ -3,20 +3,17 @@ status, and a version number that moves with every change (for the signed snapsh
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from credex.protocol import vocab
 from credex.protocol.clock import to_timestamp
 from credex.protocol.key_history import KeyHistory, KeyPeriod
 from credex.protocol.keys import VerifyKey
-from credex.runtime.db import transaction
+from credex.runtime.storage import Connection, require_unit
 from credex.v1 import member_pb2
 from credex.v1.member_pb2 import MemberRole, MemberStatus
 
@@ -87,11 +84,10 @@ class MemberInfo:
 
 
 class Registry:
-    """Members in the directory database, cached in memory and reloaded when the file changes."""
+    """Members in the directory's state, cached in memory and reloaded when the file changes."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self._db = db
-        self._conn = db.conn
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._data_version = -1
         self._by_id: dict[str, MemberInfo] = {}
         self._by_key: dict[str, MemberInfo] = {}
@@ -116,6 +112,7 @@ class Registry:
         self._data_version = data_version
 
     def _changed(self) -> None:
+        require_unit(self._conn)
         self._conn.execute("UPDATE registry_version SET version = version + 1")
         self._data_version = -1
 
@@ -131,6 +128,7 @@ class Registry:
     def put(self, member: MemberInfo) -> None:
         """Add a member or update its entry; a key already held by another member is refused
         (never silently taken over)."""
+        require_unit(self._conn)
         try:
             self._conn.execute(
                 f"INSERT INTO members ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -157,6 +155,7 @@ class Registry:
         self._changed()
 
     def _update(self, member_id: str, column: str, value: str) -> None:
+        require_unit(self._conn)
         cur = self._conn.execute(
             f"UPDATE members SET {column} = ? WHERE member_id = ?", (value, member_id)
         )
@@ -204,17 +203,16 @@ class Registry:
             raise KeyError(member_id)
         if self.key_in_use(new_key.key_id):
             raise ValueError(f"key {new_key.key_id} is already in use")
-        # part of the caller's transaction if it has one (the certificate issued with it)
-        with contextlib.nullcontext() if self._conn.in_transaction else transaction(self._db):
-            self._conn.execute(
-                "INSERT INTO retired_keys VALUES (?, ?, ?, ?)",
-                (member.key.key_id, member_id, member.key.raw, old_valid_until),
-            )
-            self._conn.execute(
-                "UPDATE members SET public_key = ?, key_id = ? WHERE member_id = ?",
-                (new_key.raw, new_key.key_id, member_id),
-            )
-            self._changed()
+        require_unit(self._conn)  # with the certificate issued with it, if any
+        self._conn.execute(
+            "INSERT INTO retired_keys VALUES (?, ?, ?, ?)",
+            (member.key.key_id, member_id, member.key.raw, old_valid_until),
+        )
+        self._conn.execute(
+            "UPDATE members SET public_key = ?, key_id = ? WHERE member_id = ?",
+            (new_key.raw, new_key.key_id, member_id),
+        )
+        self._changed()
 
     def all(self) -> list[MemberInfo]:
         self._fresh()

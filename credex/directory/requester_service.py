@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-import sqlite_utils
 
 from credex.directory.assembly import (
     NOTHING_DISCLOSED,
@@ -33,7 +32,6 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.signing import digest, parse
 from credex.protocol.tickets import claimed_ticket
 from credex.runtime.audit import AuditEntry, AuditLog
-from credex.runtime.db import transaction
 from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.peers import peer_member_id, peer_or_unknown
 from credex.runtime.ratelimit import RateLimiter
@@ -55,7 +53,6 @@ class RequesterService(requester_pb2_grpc.RequesterServiceServicer):
         router: Router,
         audit: AuditLog,
         clock: Clock,
-        db: sqlite_utils.Database,
         limiter: RateLimiter,
         policy: Policy,
         max_profile_bytes: int,
@@ -65,7 +62,6 @@ class RequesterService(requester_pb2_grpc.RequesterServiceServicer):
         self._max_profile_bytes = max_profile_bytes
         self._policy = policy
         self._key = key
-        self._db = db
         self._limiter = limiter
         self._registry = registry
         self._locator = locator
@@ -92,7 +88,7 @@ class RequesterService(requester_pb2_grpc.RequesterServiceServicer):
             self._audit_refusal(request, err, context)
             raise
         # The nonce, the quota and the consent's use are on disk before any node discloses.
-        await self.runtime.commits.flush()
+        await self.runtime.storage.durable()
         calls = self._plan(authorized)
         req = authorized.request
         queries = [
@@ -113,7 +109,7 @@ class RequesterService(requester_pb2_grpc.RequesterServiceServicer):
             ).inc()
         profile = assemble(authorized, results, self._key, self._clock(), self._policy)
         delivered = disclosed(results)
-        with transaction(self._db):  # every entry of this request in one durable commit
+        with self.runtime.storage.unit():  # every entry of this request: one unit of work
             if not delivered:  # nothing reached the requester: the use and quota unit return
                 self._verifier.give_back(authorized)
             # One entry per node query, linked to the profile request, with the digests of the

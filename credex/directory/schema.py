@@ -6,10 +6,9 @@ import json
 import sqlite3
 from pathlib import Path
 
-import sqlite_utils
-
 from credex.protocol.pki import DEFAULT_HOSTS
-from credex.runtime.schema import AUDIT_LOG, Migration, open_migrated, runtime_tables
+from credex.runtime.schema import AUDIT_LOG, Migration, runtime_tables
+from credex.runtime.storage import SqliteStorage
 
 PROFILE_REQUESTS = "profile_requests"
 
@@ -242,6 +241,6 @@ def _disputes(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [Migration(1, "the directory as of numbered migrations", _v1)]
 
 
-def open_directory_database(path: Path) -> sqlite_utils.Database:
-    """The directory's database, its schema brought up to date."""
-    return open_migrated(path, MIGRATIONS, what="directory database")
+def open_directory_storage(path: Path, *, serving: bool = False) -> SqliteStorage:
+    """The directory database, its schema brought up to date (`serving`: see SqliteStorage)."""
+    return SqliteStorage.open(path, MIGRATIONS, what="directory database", serving=serving)

@@ -4,11 +4,11 @@ public port (TLS; subjects and enrollment)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import sqlite_utils
 from google.protobuf.descriptor import ServiceDescriptor
 
 from credex.directory.certificates import CertificateLog
@@ -27,7 +27,7 @@ from credex.directory.registry import Registry
 from credex.directory.request_claims import RequestClaims
 from credex.directory.requester_service import RequesterService
 from credex.directory.router import ANSWER_ENVELOPE_BYTES, Router
-from credex.directory.schema import open_directory_database
+from credex.directory.schema import open_directory_storage
 from credex.directory.scoring import load_policy
 from credex.directory.subject_service import SubjectService
 from credex.directory.verify import RequestVerifier
@@ -37,16 +37,15 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.pki import CertificateAuthority
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.app import ServerApp
-from credex.runtime.audit import AuditLog, checkpoint_every
-from credex.runtime.db import unreadable
+from credex.runtime.audit import AuditLog, checkpoint_every, checkpoint_now
 from credex.runtime.freshness import NonceStore
-from credex.runtime.group_commit import GroupCommit
 from credex.runtime.handlers import RpcRuntime
 from credex.runtime.health import HealthMonitor
 from credex.runtime.metrics import Metrics
 from credex.runtime.ports import bind
 from credex.runtime.ratelimit import RateLimiter
 from credex.runtime.refusals import CallerGuard, RefusalRecorder
+from credex.runtime.storage import SqliteStorage
 from credex.runtime.witness import CheckpointPublisher, WitnessStore
 from credex.v1 import enrollment_pb2, federation_pb2, member_pb2, requester_pb2, subject_pb2
 
@@ -80,11 +79,10 @@ class DirectoryServices:
     federation: FederationService
     subjects: SubjectService
     enrollment: EnrollmentService
-    db: sqlite_utils.Database
+    storage: SqliteStorage
     router: Router
     publisher: Publisher
     audit: AuditLog
-    commits: GroupCommit
     metrics: Metrics
     tls: TlsIdentity
     checkpoints: CheckpointPublisher
@@ -93,9 +91,9 @@ class DirectoryServices:
     def health_problem(self) -> str | None:
         """Why the directory should not be sent requests now: its database is unusable or
         the disk failed to sync it."""
-        if self.commits.failure is not None:
-            return self.commits.failure
-        problem = unreadable(self.db.conn)
+        if self.storage.failure is not None:
+            return self.storage.failure
+        problem = self.storage.problem()
         return f"directory database unusable: {problem}" if problem else None
 
     def on_member_port(self) -> list[tuple[object, ServiceDescriptor]]:
@@ -125,18 +123,20 @@ def build_services(
 ) -> DirectoryServices:
     key = SigningKey.load(settings.key_path)
     tls = tls_identity(settings)
-    db = open_directory_database(settings.db_path)
-    commits = GroupCommit(db)
+    storage = open_directory_storage(settings.db_path, serving=True)
+    conn = storage.connection
     metrics = Metrics("directory", settings.directory_id)
     budget = RateLimiter(settings.server.refusals_per_s, settings.server.refusal_burst, clock)
-    registry, locator, consents = Registry(db), Locator(db), ConsentStore(db)
-    audit = AuditLog(db, clock, log_id=settings.directory_id, key=lambda: key)
+    registry, locator, consents = Registry(conn), Locator(conn), ConsentStore(conn)
+    audit = AuditLog(conn, clock, log_id=settings.directory_id, key=lambda: key)
+    with storage.unit():
+        audit.own()
     refusals = RefusalRecorder(
         audit,
         clock,
         window_s=settings.server.refusal_window_s,
         max_keys=settings.server.refusal_max_keys,
-        durable=commits.flush,
+        storage=storage,
     )
     callers = CallerGuard(budget, refusals)
     # Only to endpoints the policy allows; nodes' replies are small but for their answers,
@@ -147,13 +147,13 @@ def build_services(
         max_receive_bytes=settings.max_node_answer_bytes + ANSWER_ENVELOPE_BYTES,
     )
     ca = CertificateAuthority.load(settings.ca_key_path, settings.ca_cert_path)
-    certificates = CertificateLog(db)
+    certificates = CertificateLog(conn)
     identity = IdentityDesk(
         ca=ca,
         registry=registry,
         certificates=certificates,
         audit=audit,
-        db=db,
+        storage=storage,
         clock=clock,
         cert_lifetime_s=settings.cert_lifetime_s,
         key_overlap_s=settings.key_overlap_s,
@@ -166,12 +166,13 @@ def build_services(
         consents=consents,
         channels=channels,
         clock=clock,
-        durable=commits.flush,
+        durable=storage.durable,
         key_overlap_s=settings.key_overlap_s,
         in_flight=metrics.pushes_in_flight,
     )
     disputes = DisputeDesk(
-        db=db, locator=locator, registry=registry, channels=channels, key=key, clock=clock,
+        storage=storage, locator=locator, registry=registry, channels=channels, key=key,
+        clock=clock,
         limits=settings.disputes,
     )  # fmt: skip
     router = Router(
@@ -186,15 +187,15 @@ def build_services(
         registry=registry,
         locator=locator,
         consents=consents,
-        quotas=PurposeQuota(db, settings.purpose_limits),
-        nonces=NonceStore(db),
-        subject_nonces=NonceStore(db, "subject_nonces"),
-        db=db,
+        quotas=PurposeQuota(conn, settings.purpose_limits),
+        nonces=NonceStore(conn),
+        subject_nonces=NonceStore(conn, "subject_nonces"),
+        storage=storage,
         clock=clock,
         max_request_lifetime_s=settings.max_request_lifetime_s,
-        claims=RequestClaims(db),
+        claims=RequestClaims(conn),
     )
-    runtime = RpcRuntime(commits=commits, metrics=metrics, callers=callers)
+    runtime = RpcRuntime(storage=storage, metrics=metrics, callers=callers)
     # revoked certificates refused on every call of the member port
     member_port = dataclasses.replace(runtime, check_peer=identity.check_peer)
     return DirectoryServices(
@@ -215,7 +216,6 @@ def build_services(
             router=router,
             audit=audit,
             clock=clock,
-            db=db,
             limiter=RateLimiter(settings.requester_rate_per_s, settings.requester_burst, clock),
             policy=load_policy(settings.policy_path),
             max_profile_bytes=settings.max_profile_bytes,
@@ -225,10 +225,9 @@ def build_services(
             registry=registry,
             publisher=publisher,
             disputes=disputes,
-            witness=NodeCheckpoints(WitnessStore(db, clock), registry, clock),
+            witness=NodeCheckpoints(WitnessStore(conn, clock), registry, clock),
             endpoints=settings.endpoints,
             audit=audit,
-            db=db,
             clock=clock,
             directory_id=settings.directory_id,
         ),
@@ -246,23 +245,21 @@ def build_services(
         ),
         enrollment=EnrollmentService(
             runtime=runtime,
-            tokens=TokenStore(db),
+            tokens=TokenStore(conn),
             registry=registry,
             identity=identity,
             ca_cert=ca.cert,
             directory_key=key,
             directory_id=settings.directory_id,
-            db=db,
             clock=clock,
         ),
-        db=db,
+        storage=storage,
         router=router,
         publisher=publisher,
         audit=audit,
-        commits=commits,
         metrics=metrics,
         tls=tls,
-        checkpoints=CheckpointPublisher(audit, node_witnesses(registry, channels), commits.flush),
+        checkpoints=CheckpointPublisher(audit, node_witnesses(registry, channels), storage),
         refusals=refusals,
     )
 
@@ -323,7 +320,7 @@ async def start_directory(
     await app.start()
     app.address = await members.open()
     app.public_address = await public.open()
-    app.spawn(checkpoint_every(services.audit, settings.checkpoint_interval_s))
+    app.spawn(checkpoint_every(services.audit, services.storage, settings.checkpoint_interval_s))
     app.spawn(app.health.run())
     app.spawn(services.checkpoints.run(settings.checkpoint_interval_s))
     app.spawn(services.refusals.run())
@@ -334,9 +331,9 @@ async def start_directory(
         services.publisher.close,
         services.router.close,
         services.refusals.close,
-        services.audit.checkpoint,
-        services.commits.flush,
-        services.commits.close,
+        functools.partial(checkpoint_now, services.audit, services.storage),
+        services.storage.durable,
+        services.storage.close,
     ):
         app.on_close(closer)
     return app

@@ -24,7 +24,6 @@ from credex.protocol.keys import VerifyKey
 from credex.protocol.signing import parse
 from credex.protocol.tickets import MAX_TICKETS, require_whole_hours
 from credex.runtime.audit import AuditEntry, AuditLog
-from credex.runtime.db import transaction
 from credex.runtime.freshness import CLOCK_SKEW_S
 from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.ratelimit import RateLimiter
@@ -146,7 +145,8 @@ class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
     def _spent(self, signed: Signed, message_type: type[SR], what: str) -> SR:
         """Like `_subject_call`, the nonce spent: for calls that change nothing else."""
         message = self._subject_call(signed, message_type, what)
-        self._verifier.spend_nonce(message)
+        with self.runtime.storage.unit():
+            self._verifier.spend_nonce(message)
         return message
 
     def _charge(self, subject_id: str) -> None:
@@ -208,7 +208,7 @@ class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
             require_whole_hours(consent)
         tickets = self._verifier.tickets(request.subject_id, consent, list(request.tickets))
         now = self._clock()
-        with transaction(self._audit.db):  # the consent and its audit entry: both or neither
+        with self.runtime.storage.unit():  # the consent and its audit entry: both or neither
             held = self._consents.held(request.subject_id, now)
             if held >= self._limits.max_consents:
                 raise refused(
@@ -268,7 +268,7 @@ class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
         new = {n: t for n, t in tickets.items() if n not in current}
         stale = [n for n in new if n in stored.tickets]
         seqs: dict[str, int] = {}
-        with transaction(self._audit.db):
+        with self.runtime.storage.unit():
             self._consents.add_tickets(request.consent_id, tickets, replace=stale)
             if new:
                 self._audit.append(
@@ -332,7 +332,7 @@ class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
             raise refused(
                 Reason.MALFORMED, "a node key must not be your main key; derive one per node"
             )
-        with transaction(self._audit.db):
+        with self.runtime.storage.unit():
             self._verifier.spend_nonce(registration)
             self._locator.register_node_keys(registration.subject_id, keys)
             self._audit.append(
@@ -389,10 +389,10 @@ class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
     ) -> None:
         """Apply a subject's status change: the directory refuses at once, nodes hear of it by
         push once it is durable and by pull within their sync interval. The nonce, the status,
-        the feed row and the audit entry are one transaction. Repeating the current status
+        the feed row and the audit entry are one unit of work. Repeating the current status
         writes nothing. A change signed before the last one (or before a repeat of it) is
         refused, so a held-back order cannot undo a later one."""
-        with transaction(self._audit.db):
+        with self.runtime.storage.unit():
             seqs = self._apply(order, status)
         if seqs:  # committed; the push waits for it to be durable
             self._publisher.push(seqs)
@@ -400,7 +400,7 @@ class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
     def _apply(
         self, order: ConsentPause | ConsentRevocation, status: ConsentStatus.ValueType
     ) -> dict[str, int] | None:
-        """The change's writes (inside the caller's transaction): node id -> the sequence
+        """The change's writes (inside the caller's unit of work): node id -> the sequence
         number of the change in that node's feed, or None when it repeats the current status."""
         consent_id, subject_id = order.consent_id, order.subject_id
         signed_at = from_timestamp(order.issued_at)
@@ -510,18 +510,19 @@ class SubjectService(subject_pb2_grpc.SubjectServiceServicer):
     ) -> subject_pb2.FileDisputeResponse:
         dispute = self._spent(request.dispute, dispute_pb2.Dispute, "dispute")
         state = await self._disputes.file(dispute)
-        self._audit.append(
-            AuditEntry(
-                request_id=dispute.dispute_id,
-                actor=dispute.subject_id,
-                action="dispute",
-                outcome="filed",
-                subject_ref=dispute.subject_id,
-                node_id=dispute.node_id,
-                categories=[vocab.category_name(dispute.category)],
-                detail=f"record {dispute.record_id}",
+        with self.runtime.storage.unit():
+            self._audit.append(
+                AuditEntry(
+                    request_id=dispute.dispute_id,
+                    actor=dispute.subject_id,
+                    action="dispute",
+                    outcome="filed",
+                    subject_ref=dispute.subject_id,
+                    node_id=dispute.node_id,
+                    categories=[vocab.category_name(dispute.category)],
+                    detail=f"record {dispute.record_id}",
+                )
             )
-        )
         return subject_pb2.FileDisputeResponse(dispute=state)
 
     @rpc_handler

@@ -6,8 +6,6 @@ import re
 from dataclasses import dataclass
 from typing import TypeVar
 
-import sqlite_utils
-
 from credex.directory.consent_store import ConsentStore, StoredConsent, require_active
 from credex.directory.locator import Locator
 from credex.directory.quotas import PurposeQuota
@@ -26,8 +24,8 @@ from credex.protocol.tickets import (
     open_ticket,
     require_node_key,
 )
-from credex.runtime.db import transaction
 from credex.runtime.freshness import CLOCK_SKEW_S, NonceStore, check_window
+from credex.runtime.storage import Storage
 from credex.v1.common_pb2 import Signed
 from credex.v1.consent_pb2 import Consent, ConsentPause, ConsentRevocation
 from credex.v1.dispute_pb2 import Dispute
@@ -114,7 +112,7 @@ class RequestVerifier:
         quotas: PurposeQuota,
         nonces: NonceStore,
         subject_nonces: NonceStore,
-        db: sqlite_utils.Database,
+        storage: Storage,
         clock: Clock,
         max_request_lifetime_s: float,
         claims: RequestClaims,
@@ -122,7 +120,7 @@ class RequestVerifier:
         self._claims = claims
         self._registry = registry
         self._quotas = quotas
-        self._db = db
+        self._storage = storage
         self._locator = locator
         self._consents = consents
         self._nonces = nonces
@@ -145,7 +143,7 @@ class RequestVerifier:
     def profile_request(self, signed: Signed, *, peer: str) -> AuthorizedProfileRequest:
         """Signature (by the member whose certificate `peer` names), freshness, nonce, request
         id, subject, consent state and coverage; counts one use. The nonce, the claim on the
-        request id, the quota and the use are written in one transaction: all or none."""
+        request id, the quota and the use are written in one unit of work: all or none."""
         now = self._clock()
         requester = self.requester(signed)
         request = open_signed(
@@ -167,7 +165,7 @@ class RequestVerifier:
         check_window(
             from_timestamp(request.issued_at), expires_at, now, max_lifetime_s=self._max_lifetime
         )
-        with transaction(self._db):
+        with self._storage.unit():
             self._nonces.use(request.nonce, expires_at, now)
             self._claims.claim(request.request_id, requester.member_id, now)
             if self._locator.subject_key(request.subject_id) is None:
@@ -200,7 +198,7 @@ class RequestVerifier:
     def give_back(self, authorized: AuthorizedProfileRequest) -> None:
         """Undo the consent use and the quota unit of an authorised request that disclosed
         nothing (no node's answer could be delivered). Its nonce and request id stay spent.
-        Call inside the transaction that audits the request."""
+        Call inside the unit of work that audits the request."""
         request = authorized.request
         self._quotas.give_back(
             authorized.requester.member_id,

@@ -25,7 +25,7 @@ import grpc
 from credex.directory import admin as directory_admin
 from credex.directory.config import DirectorySettings
 from credex.directory.registry import Registry
-from credex.directory.schema import open_directory_database
+from credex.directory.schema import open_directory_storage
 from credex.lab.synth import DEFAULT_NODES, Manifest, RequesterEntry, generate, load_manifest
 from credex.node.config import load_node_config
 from credex.protocol.channels import open_channel
@@ -423,11 +423,8 @@ async def wait_for_registry(root: Path, timeout_s: float = REGISTRY_WAIT_S) -> f
     registry version (a member enrolled, suspended or reinstated has reached all of them);
     returns the seconds waited. FederationError names the nodes still behind at the timeout."""
     settings = DirectorySettings(home=directory_home(root))
-    db = open_directory_database(settings.db_path)
-    try:
-        target = Registry(db).version
-    finally:
-        db.conn.close()
+    with open_directory_storage(settings.db_path) as storage:
+        target = Registry(storage.connection).version
     state = FederationState.load(root)
     nodes = [p for p in (state.processes if state else []) if p.role == "node" and is_running(p)]
     tls = operator_tls(root)

@@ -10,7 +10,7 @@ from pathlib import Path
 from credex.node.config import NodeConfig, load_node_config
 from credex.node.config_check import check_config, require_serviceable
 from credex.node.disputes import OUTCOME_NAMES, NodeDispute, NodeDisputes
-from credex.node.schema import open_state
+from credex.node.schema import open_node_storage
 from credex.node.server import certificate_renewal
 from credex.protocol.clock import Clock, system_clock, to_timestamp
 from credex.protocol.config import ConfigError
@@ -19,7 +19,6 @@ from credex.protocol.pki import PkiError
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.backup import BackupManifest, write_backup
-from credex.runtime.freshness import NonceStore
 from credex.sdk.enrollment import EnrollmentFiles, enroll
 from credex.sdk.link import DirectoryLink
 from credex.v1 import dispute_pb2, federation_pb2
@@ -81,9 +80,7 @@ def init_node(
         )
         if reset:  # the directory has the new key now: it replaces the old one here
             key.save(config.signing_key, overwrite=True)
-    db = open_state(config.state_db)
-    NonceStore(db)
-    db.conn.close()
+    open_node_storage(config.state_db).close()  # its schema, before the node first serves
     return config, key
 
 
@@ -103,11 +100,11 @@ async def renew_node_certificate(
 
 
 def list_disputes(config: NodeConfig, status: str | None = None) -> list[NodeDispute]:
-    db = open_state(config.state_db)
+    storage = open_node_storage(config.state_db)
     try:
-        return NodeDisputes(db, system_clock).all(status)
+        return NodeDisputes(storage.connection, system_clock).all(status)
     finally:
-        db.conn.close()
+        storage.close()
 
 
 async def resolve_dispute(
@@ -122,9 +119,9 @@ async def resolve_dispute(
         raise ConfigError("say why the record stands (--note)")
     if not config.directory_address:
         raise ConfigError("no directory_address in the node config")
-    db = open_state(config.state_db)
+    storage = open_node_storage(config.state_db)
     try:
-        disputes = NodeDisputes(db, clock)
+        disputes = NodeDisputes(storage.connection, clock)
         dispute = disputes.get(dispute_id)
         if dispute is None:
             raise ConfigError(f"no dispute {dispute_id!r}")
@@ -146,11 +143,12 @@ async def resolve_dispute(
                 ),
                 deadline_s=10.0,
             )
-        disputes.resolve(dispute_id, outcome, note)
+        with storage.unit():
+            disputes.resolve(dispute_id, outcome, note)
         state: dispute_pb2.DisputeState = response.dispute
         return state
     finally:
-        db.conn.close()
+        storage.close()
 
 
 def backup_node(config: NodeConfig, dest: Path, *, include_records: bool = False) -> BackupManifest:

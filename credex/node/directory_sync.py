@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import sqlite_utils
 
 from credex.protocol.clock import Clock
 from credex.protocol.errors import CredexError, Reason, refused
@@ -21,6 +20,7 @@ from credex.protocol.registry_view import RegistryView
 from credex.protocol.revocation import refuse_revoked
 from credex.protocol.signing import open_signed, parse
 from credex.runtime.peers import peer_identity
+from credex.runtime.storage import Storage, require_unit
 from credex.sdk.link import DirectoryLink
 from credex.v1 import federation_pb2, member_pb2
 from credex.v1.common_pb2 import Signed
@@ -41,7 +41,7 @@ class DirectorySync:
     def __init__(
         self,
         *,
-        db: sqlite_utils.Database,
+        storage: Storage,
         cache_path: Path,
         directory_key: VerifyKey,
         link: DirectoryLink,
@@ -50,7 +50,8 @@ class DirectorySync:
         node_id: str,
     ) -> None:
         self._node_id = node_id
-        self._conn = db.conn
+        self._storage = storage
+        self._conn = storage.connection
         self._cache_path = cache_path
         self._directory_key = directory_key
         self._link = link
@@ -114,16 +115,19 @@ class DirectorySync:
             raise refused(Reason.WRONG_NODE, f"feed is for node {feed.node_id[:64]!r}")
         # The latest change per ticket wins, whatever order pushes and pulls arrive in; a
         # resumption is kept (as ACTIVE) so that an older pause arriving late cannot win.
-        self._conn.executemany(
-            "INSERT INTO ticket_status VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
-            "SET status = excluded.status, seq = excluded.seq WHERE excluded.seq > seq",
-            [(c.ticket_id, int(c.status), c.seq) for c in feed.changes],
-        )
+        synced = self.synced_seq
         # Contiguous from what we hold: we now hold everything up to the feed's last change.
-        if feed.after_seq <= self.synced_seq and feed.changes:
-            self.synced_seq = max(self.synced_seq, max(c.seq for c in feed.changes))
-        self._save_progress()
-        return self.synced_seq
+        if feed.after_seq <= synced and feed.changes:
+            synced = max(synced, max(c.seq for c in feed.changes))
+        with self._storage.unit():
+            self._conn.executemany(
+                "INSERT INTO ticket_status VALUES (?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET status = excluded.status, seq = excluded.seq WHERE excluded.seq > seq",
+                [(c.ticket_id, int(c.status), c.seq) for c in feed.changes],
+            )
+            self._save_progress(synced, self.last_sync)
+        self.synced_seq = synced
+        return synced
 
     def _apply_snapshot(self, signed: Signed) -> None:
         view = RegistryView.open(signed, self._directory_key)
@@ -146,10 +150,10 @@ class DirectorySync:
         except CredexError as err:
             log.warning("ignoring cached registry snapshot %s: %s", self._cache_path, err)
 
-    def _save_progress(self) -> None:
+    def _save_progress(self, synced_seq: int, last_sync: float) -> None:
+        require_unit(self._conn)
         self._conn.execute(
-            "UPDATE directory_sync SET synced_seq = ?, last_sync = ?",
-            (self.synced_seq, self.last_sync),
+            "UPDATE directory_sync SET synced_seq = ?, last_sync = ?", (synced_seq, last_sync)
         )
 
     async def sync_once(self) -> None:
@@ -177,9 +181,11 @@ class DirectorySync:
                 self.synced_seq = max(self.synced_seq, feed.latest_seq)
             if self.synced_seq >= feed.latest_seq:
                 break
-        self.last_sync = self._clock()
+        now = self._clock()
+        with self._storage.unit():
+            self._save_progress(self.synced_seq, now)
+        self.last_sync = now
         self.last_error = ""
-        self._save_progress()
 
     async def run(self) -> None:
         """Sync every `sync_interval_s` until cancelled; after a failure, try again sooner

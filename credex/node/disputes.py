@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from credex.protocol import vocab
 from credex.protocol.clock import Clock
+from credex.runtime.storage import Connection, require_unit
 from credex.v1.dispute_pb2 import DisputeStatus
 from credex.v1.node_pb2 import DisputeNotice
 
@@ -39,12 +38,13 @@ class NodeDispute:
 
 
 class NodeDisputes:
-    def __init__(self, db: sqlite_utils.Database, clock: Clock) -> None:
-        self._conn = db.conn
+    def __init__(self, conn: Connection, clock: Clock) -> None:
+        self._conn = conn
         self._clock = clock
 
     def receive(self, notice: DisputeNotice) -> None:
         """Record a dispute the directory handed over (again: no change)."""
+        require_unit(self._conn)
         self._conn.execute(
             "INSERT OR IGNORE INTO disputes (dispute_id, local_subject_id, record_id, reason, "
             "status, filed_at, category) VALUES (?, ?, ?, ?, 'open', ?, ?)",
@@ -85,6 +85,7 @@ class NodeDisputes:
         return [_dispute(row) for row in rows]
 
     def resolve(self, dispute_id: str, outcome: str, note: str) -> None:
+        require_unit(self._conn)
         self._conn.execute(
             "UPDATE disputes SET status = ?, note = ?, resolved_at = ? WHERE dispute_id = ?",
             (outcome, note, self._clock(), dispute_id),

@@ -6,9 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import sqlite_utils
-
-from credex.runtime.schema import Migration, open_migrated, runtime_tables
+from credex.runtime.schema import Migration, runtime_tables
+from credex.runtime.storage import SqliteStorage
 
 
 def _v1(conn: sqlite3.Connection) -> None:
@@ -56,6 +55,6 @@ def _v1(conn: sqlite3.Connection) -> None:
 MIGRATIONS = [Migration(1, "the node's state as of numbered migrations", _v1)]
 
 
-def open_state(path: Path) -> sqlite_utils.Database:
-    """The node's state database, its schema brought up to date."""
-    return open_migrated(path, MIGRATIONS, what="node state database")
+def open_node_storage(path: Path, *, serving: bool = False) -> SqliteStorage:
+    """The node state database, its schema brought up to date (`serving`: see SqliteStorage)."""
+    return SqliteStorage.open(path, MIGRATIONS, what="node state database", serving=serving)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from credex.node.config import NodeConfig
 from credex.node.config_check import open_source
 from credex.node.directory_sync import DirectorySync, SyncSettings
 from credex.node.disputes import NodeDisputes
-from credex.node.schema import open_state
+from credex.node.schema import open_node_storage
 from credex.node.service import NodeService
 from credex.node.ticket_uses import TicketUses
 from credex.node.verify import QueryVerifier
@@ -27,9 +28,8 @@ from credex.protocol.pki import PkiError
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.app import ServerApp
-from credex.runtime.audit import AuditLog, checkpoint_every
+from credex.runtime.audit import AuditLog, checkpoint_every, checkpoint_now
 from credex.runtime.freshness import NonceStore
-from credex.runtime.group_commit import GroupCommit
 from credex.runtime.handlers import RpcRuntime
 from credex.runtime.health import HealthMonitor
 from credex.runtime.metrics import Metrics
@@ -136,11 +136,12 @@ def build_service(
     source, slow = open_source(config)
     for problem in slow:
         log.warning("%s", problem.render(config.path))
-    state = open_state(config.state_db)
+    storage = open_node_storage(config.state_db, serving=True)
+    conn = storage.connection
     # the node's one link to the directory: sync, announcements and its log's witness
     directory = DirectoryLink(config.directory_address, tls_source(config))
     sync = DirectorySync(
-        db=state,
+        storage=storage,
         cache_path=config.registry_cache,
         directory_key=directory_key,
         link=directory,
@@ -151,18 +152,19 @@ def build_service(
         clock=clock,
         node_id=config.node_id,
     )
-    uses = TicketUses(state)
+    uses = TicketUses(conn)
     verifier = QueryVerifier(
         node_id=config.node_id,
         directory_key=directory_key,
         served=source.categories,
-        nonces=NonceStore(state),
+        nonces=NonceStore(conn),
         sync=sync,
         uses=uses,
         clock=clock,
     )
-    audit = AuditLog(state, clock, log_id=config.node_id, key=keys)
-    commits = GroupCommit(state)
+    audit = AuditLog(conn, clock, log_id=config.node_id, key=keys)
+    with storage.unit():
+        audit.own()
     callers = CallerGuard(
         RateLimiter(config.server.refusals_per_s, config.server.refusal_burst, clock),
         RefusalRecorder(
@@ -170,7 +172,7 @@ def build_service(
             clock,
             window_s=config.server.refusal_window_s,
             max_keys=config.server.refusal_max_keys,
-            durable=commits.flush,
+            storage=storage,
         ),
         node_id=config.node_id,
         exempt={config.directory_id},  # its refusals are per query, for reconcile: see service
@@ -178,7 +180,7 @@ def build_service(
     return NodeService(
         uses=uses,
         runtime=RpcRuntime(
-            commits=commits,
+            storage=storage,
             metrics=Metrics("node", config.node_id),
             callers=callers,
             check_peer=sync.check_peer,  # revoked certificates refused on every call
@@ -187,16 +189,14 @@ def build_service(
         key=keys,
         verifier=verifier,
         sync=sync,
-        disputes=NodeDisputes(state, clock),
+        disputes=NodeDisputes(conn, clock),
         directory_key=directory_key,
         source=source,
         audit=audit,
         clock=clock,
         directory=directory,
-        witness=DirectoryCheckpoints(
-            WitnessStore(state, clock), config.directory_id, directory_key
-        ),
-        checkpoints=CheckpointPublisher(audit, directory_witness(directory), commits.flush),
+        witness=DirectoryCheckpoints(WitnessStore(conn, clock), config.directory_id, directory_key),
+        checkpoints=CheckpointPublisher(audit, directory_witness(directory), storage),
     )
 
 
@@ -294,8 +294,8 @@ async def start_node(
     app.spawn(runtime.callers.recorder.run())
     app.on_close(runtime.callers.recorder.close)
     audit = service.audit
-    app.spawn(checkpoint_every(audit, config.checkpoint_interval_s))
-    app.on_close(audit.checkpoint)
+    app.spawn(checkpoint_every(audit, runtime.storage, config.checkpoint_interval_s))
+    app.on_close(functools.partial(checkpoint_now, audit, runtime.storage))
     if config.directory_address:  # a certificate expired or of an older form: renew first
         renewal = certificate_renewal(config, signing_key_source(config), tls)
         await renew_certificate(renewal, clock)
@@ -308,9 +308,9 @@ async def start_node(
             log.warning("first directory sync failed (serving from cache if fresh): %s", err)
             service.sync.last_error = err.message
         app.spawn(service.sync.run())
-    app.on_close(runtime.commits.flush)  # the last checkpoint and snapshot, on disk
+    app.on_close(runtime.storage.durable)  # the last checkpoint and snapshot, on disk
     app.on_close(service.directory.close)
-    app.on_close(runtime.commits.close)
+    app.on_close(runtime.storage.close)
     if announce_to_directory and config.directory_address:
         key = signing_key_source(config)
         try:

@@ -23,7 +23,6 @@ from credex.protocol.errors import CredexError, Reason, refused
 from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.signing import digest, open_signed, parse, seal
 from credex.runtime.audit import AuditEntry, AuditLog
-from credex.runtime.db import transaction
 from credex.runtime.handlers import RpcRuntime, rpc_handler
 from credex.runtime.peers import is_directory, peer_or_unknown, require_directory
 from credex.runtime.ratelimit import RateLimiter
@@ -86,7 +85,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         its records are unreadable, an adapter returned other subjects' rows, or its registry
         snapshot is too old to check requesters and revocations against."""
         return (
-            self.runtime.commits.failure
+            self.runtime.storage.failure
             or self._source.unreadable()
             or self._source.leak
             or self.sync.stale()
@@ -130,19 +129,20 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 f"this node holds no record {notice.record_id[:256]!r} in "
                 f"{vocab.category_name(notice.category)} about the subject",
             )
-        self.disputes.receive(notice)
-        self.audit.append(
-            AuditEntry(
-                request_id=notice.dispute_id,
-                actor="directory",
-                action="dispute",
-                outcome="received",
-                subject_ref=notice.local_subject_id,
-                node_id=self._config.node_id,
-                categories=[vocab.category_name(notice.category)],
-                detail=f"record {notice.record_id}",
+        with self.runtime.storage.unit():
+            self.disputes.receive(notice)
+            self.audit.append(
+                AuditEntry(
+                    request_id=notice.dispute_id,
+                    actor="directory",
+                    action="dispute",
+                    outcome="received",
+                    subject_ref=notice.local_subject_id,
+                    node_id=self._config.node_id,
+                    categories=[vocab.category_name(notice.category)],
+                    detail=f"record {notice.record_id}",
+                )
             )
-        )
         return node_pb2.ReceiveDisputeResponse()
 
     def _holds(self, notice: node_pb2.DisputeNotice) -> bool:
@@ -160,15 +160,17 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
         self, request: node_pb2.WitnessDirectoryCheckpointRequest, context: Context
     ) -> node_pb2.WitnessDirectoryCheckpointResponse:
         """Keep the directory's newest audit checkpoint as a witness copy."""
-        return self._witness.accept(request, context)
+        with self.runtime.storage.unit():
+            return self._witness.accept(request, context)
 
     @rpc_handler
     async def QueryRecords(
         self, request: QueryRecordsRequest, context: Context
     ) -> QueryRecordsResponse:
-        # One durable commit per query: its nonce and the audit entry of its answer or refusal.
+        # One unit of work per query: its nonce and the audit entry of its answer or refusal.
         failure: CredexError | None = None
-        with transaction(self.audit.db):
+        counted: AuditEntry | None = None  # a refusal to count, after the unit
+        with self.runtime.storage.unit():
             try:
                 require_directory(context, self._config.directory_id)
                 wait = self._limiter.take(self._config.directory_id)
@@ -183,27 +185,24 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                 failure = err
                 claimed = _claimed_query(request)
                 peer = peer_or_unknown(context)
+                entry = AuditEntry(
+                    request_id=claimed.request_id[:128],
+                    actor=peer,
+                    action="query",
+                    outcome=f"refused:{err.reason}",
+                    purpose=vocab.purpose_name(claimed.purpose) if claimed.purpose else "",
+                    categories=vocab.category_names(claimed.categories[:16]),
+                    node_id=self._config.node_id,
+                    subject_ref=claimed.local_subject_id[:128],
+                    detail=f"{err.message} (claimed requester {claimed.requester_id[:64]!r})",
+                    query_digest=digest(request.query).hex() if request.query.body else "",
+                )
                 # The directory's refused queries are logged one by one (reconcile matches them);
                 # anyone else's are counted, so a certificate holder's rate never becomes writes.
-                audited = (
-                    self.audit.append
-                    if is_directory(context, self._config.directory_id)
-                    else self.runtime.callers.recorder.record
-                )
-                audited(
-                    AuditEntry(
-                        request_id=claimed.request_id[:128],
-                        actor=peer,
-                        action="query",
-                        outcome=f"refused:{err.reason}",
-                        purpose=vocab.purpose_name(claimed.purpose) if claimed.purpose else "",
-                        categories=vocab.category_names(claimed.categories[:16]),
-                        node_id=self._config.node_id,
-                        subject_ref=claimed.local_subject_id[:128],
-                        detail=f"{err.message} (claimed requester {claimed.requester_id[:64]!r})",
-                        query_digest=digest(request.query).hex() if request.query.body else "",
-                    )
-                )
+                if is_directory(context, self._config.directory_id):
+                    self.audit.append(entry)
+                else:
+                    counted = entry
             else:
                 try:
                     response = self._answer(verified)
@@ -223,6 +222,8 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
                             detail=err.message,
                         )
                     )
+        if counted is not None:
+            self.runtime.callers.recorder.record(counted)
         if failure is not None:
             raise failure
         return response

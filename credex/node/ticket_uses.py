@@ -3,10 +3,9 @@ than the subject allowed, whatever the directory counts."""
 
 from __future__ import annotations
 
-import sqlite_utils
-
 from credex.protocol.clock import from_timestamp
 from credex.protocol.errors import Reason, refused
+from credex.runtime.storage import Connection, require_unit
 from credex.v1.consent_pb2 import ConsentTicket
 
 PRUNE_EVERY_S = 60.0
@@ -14,8 +13,8 @@ FORGET_AFTER_S = 86_400.0  # after a ticket's end: refused as expired by then, c
 
 
 class TicketUses:
-    def __init__(self, db: sqlite_utils.Database) -> None:
-        self._conn = db.conn
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._pruned_at = 0.0
 
     def check(self, ticket: ConsentTicket) -> None:
@@ -30,9 +29,10 @@ class TicketUses:
             )
 
     def count(self, ticket: ConsentTicket, now: float) -> None:
-        """One more answer under `ticket` (inside the transaction that audits it); tickets
-        over for a day are forgotten, at most once a minute (they are refused as expired
-        anyway)."""
+        """One more answer under `ticket` (inside the unit of work that audits it);
+        tickets over for a day are forgotten, at most once a minute (they are refused as
+        expired anyway)."""
+        require_unit(self._conn)
         self._conn.execute(
             "INSERT INTO ticket_uses VALUES (?, 1, ?) ON CONFLICT (ticket_id) "
             "DO UPDATE SET uses = uses + 1",

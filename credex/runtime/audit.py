@@ -22,15 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from credex.protocol.clock import Clock, from_timestamp, to_timestamp
 from credex.protocol.errors import CredexError, bounded
 from credex.protocol.key_history import KeyHistory
 from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.signing import parse, seal
-from credex.runtime.db import readonly_uri, transaction
+from credex.runtime.db import readonly_uri
 from credex.runtime.schema import AUDIT_CHECKPOINTS, AUDIT_LOG, AUDIT_META, WITNESSED
+from credex.runtime.storage import Connection, Storage, require_unit
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 
@@ -93,37 +92,30 @@ def entry_hash(prev: bytes, row: dict[str, Any]) -> bytes:
 
 
 class AuditLog:
-    """The owner's log in a credex-owned database (one writer: the owner's server)."""
+    """The owner's log in its server's state (one writer: the owner's server)."""
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        conn: Connection,
         clock: Clock,
         *,
         log_id: str = "",
         key: Callable[[], SigningKey] | None = None,
     ) -> None:
-        self._db = db
-        self._conn = db.conn
+        self._conn = conn
         self._clock = clock
         self._log_id = log_id
         self._key = key
-        if log_id:  # whose log this is, for tools that read it without knowing
-            self._conn.execute(
-                f"INSERT OR REPLACE INTO {AUDIT_META} VALUES ('log_id', ?)", (log_id,)
-            )
-        row = self._conn.execute(
-            f"SELECT seq, hash FROM {AUDIT_LOG} ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        self._seq: int = int(row[0]) if row else 0
-        self._head: bytes = bytes(row[1]) if row else GENESIS
         last = self._conn.execute(f"SELECT max(seq) FROM {AUDIT_CHECKPOINTS}").fetchone()[0]
         self._checkpointed: int = int(last or 0)
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        """The database the log lives in, for callers that commit other rows with an entry."""
-        return self._db
+    def own(self) -> None:
+        """Record whose log this is, for tools that read it without knowing (inside a unit of
+        work; the owner's server does so when it starts)."""
+        require_unit(self._conn)
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO {AUDIT_META} VALUES ('log_id', ?)", (self._log_id,)
+        )
 
     @property
     def size(self) -> int:
@@ -133,19 +125,14 @@ class AuditLog:
         )
 
     def append(self, entry: AuditEntry) -> int:
-        """Chain and store one entry; committed when this returns unless the caller holds a
-        transaction open (durable once the server's group commit has flushed)."""
+        """Chain and store one entry, inside the caller's unit of work (durable once the
+        server's storage is)."""
+        require_unit(self._conn)
         row: dict[str, Any] = {
             k: bounded(v) if isinstance(v, str) else v for k, v in asdict(entry).items()
         }
         row["categories"] = json.dumps(sorted(bounded(c, 64) for c in entry.categories))
         row["at"] = float(self._clock())
-        if self._conn.in_transaction:
-            return self._insert(row)
-        with transaction(self._db):  # the head is read and extended atomically
-            return self._insert(row)
-
-    def _insert(self, row: dict[str, Any]) -> int:
         head = self._conn.execute(f"SELECT seq, hash FROM {AUDIT_LOG} ORDER BY seq DESC LIMIT 1")
         last = head.fetchone()
         seq, prev = (int(last[0]), bytes(last[1])) if last else (0, GENESIS)
@@ -157,11 +144,11 @@ class AuditLog:
             f"INSERT INTO {AUDIT_LOG} ({columns}) VALUES ({marks})",
             (*(row[f] for f in FIELDS), row["count"], *(row[f] for f in OPTIONAL_FIELDS), digest),
         )
-        self._seq, self._head = seq + 1, digest
-        return self._seq
+        return seq + 1
 
     def checkpoint(self) -> bool:
-        """Sign the current head if entries were added since the last checkpoint."""
+        """Sign the current head if entries were added since the last checkpoint (inside the
+        caller's unit of work)."""
         if self._key is None:
             return False
         last = self._conn.execute(
@@ -169,21 +156,19 @@ class AuditLog:
         ).fetchone()
         if last is None or int(last[0]) == self._checkpointed:
             return False
-        self._seq, self._head = int(last[0]), bytes(last[1])
+        require_unit(self._conn)
+        seq, head = int(last[0]), bytes(last[1])
         signed = seal(
             AuditCheckpoint(
-                log_id=self._log_id,
-                seq=self._seq,
-                head_hash=self._head,
-                at=to_timestamp(self._clock()),
+                log_id=self._log_id, seq=seq, head_hash=head, at=to_timestamp(self._clock())
             ),
             self._key(),
         )
         self._conn.execute(
             f"INSERT OR REPLACE INTO {AUDIT_CHECKPOINTS} VALUES (?, ?)",
-            (self._seq, signed.SerializeToString()),
+            (seq, signed.SerializeToString()),
         )
-        self._checkpointed = self._seq
+        self._checkpointed = seq
         return True
 
     def latest_checkpoint(self) -> tuple[int, Signed] | None:
@@ -207,7 +192,10 @@ class AuditLog:
         placeholders) and at most `limit` of them (-1: all)."""
         order = "DESC" if newest_first else "ASC"
         sql = f"SELECT * FROM {AUDIT_LOG} WHERE {where} ORDER BY seq {order} LIMIT ?"
-        for row in self._db.query(sql, (*params, limit)):
+        cursor = self._conn.execute(sql, (*params, limit))
+        names = [d[0] for d in cursor.description]
+        for values in cursor:
+            row = dict(zip(names, values, strict=True))
             row["categories"] = json.loads(row["categories"])
             yield row
 
@@ -483,12 +471,18 @@ def _check_copies(
     return True
 
 
-async def checkpoint_every(log: AuditLog, interval_s: float) -> None:
+def checkpoint_now(log: AuditLog, storage: Storage) -> bool:
+    """Sign the head now, in a unit of work of its own (see AuditLog.checkpoint)."""
+    with storage.unit():
+        return log.checkpoint()
+
+
+async def checkpoint_every(log: AuditLog, storage: Storage, interval_s: float) -> None:
     """Sign the head every `interval_s` while entries keep coming (until cancelled); a failed
     checkpoint is logged and tried again next time."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            log.checkpoint()
+            checkpoint_now(log, storage)
         except Exception:
             log_errors.exception("audit checkpoint failed; retrying in %ss", interval_s)

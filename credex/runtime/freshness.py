@@ -1,13 +1,12 @@
-"""Replay defence: a bounded validity window plus single-use nonces kept in SQLite."""
+"""Replay defence: a bounded validity window plus single-use nonces kept in the server's state."""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
 
-import sqlite_utils
-
 from credex.protocol.errors import Reason, refused
+from credex.runtime.storage import Connection, require_unit
 
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64
@@ -31,8 +30,8 @@ class NonceStore:
 
     PRUNE_EVERY = 1024
 
-    def __init__(self, db: sqlite_utils.Database, table: str = "nonces") -> None:
-        self._conn = db.conn
+    def __init__(self, conn: Connection, table: str = "nonces") -> None:
+        self._conn = conn
         self._table = table
         self._since_prune = 0
 
@@ -41,6 +40,7 @@ class NonceStore:
         before. With `scope` (a subject id), nonces are kept per scope, so that one sender
         can never spend another's."""
         key = self._key(nonce, scope)
+        require_unit(self._conn)
         try:
             self._conn.execute(
                 f"INSERT INTO [{self._table}] (nonce, expires_at) VALUES (?, ?)",

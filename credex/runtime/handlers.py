@@ -24,12 +24,12 @@ from credex.protocol.errors import (
     bounded,
     refused,
 )
-from credex.runtime.group_commit import GroupCommit
 from credex.runtime.logs import REQUEST_ID, incoming_request_id, log_access
 from credex.runtime.metrics import Metrics
 from credex.runtime.peers import caller_id, peer_or_unknown
 from credex.runtime.ports import UnreadRequest
 from credex.runtime.refusals import CallerGuard
+from credex.runtime.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 @dataclass(frozen=True)
 class RpcRuntime:
-    """What every call of a service relies on, given to the service explicitly: `commits` has
+    """What every call of a service relies on, given to the service explicitly: `storage` has
     its writes on disk before the answer leaves, `metrics` counts each answer by method, code
     and reason, `callers` turns away a caller refused too often (and audits requests refused
     unread), `check_peer` (if set) refuses a caller's certificate, e.g. a revoked one."""
 
-    commits: GroupCommit
+    storage: Storage
     metrics: Metrics
     callers: CallerGuard
     check_peer: Callable[[Context], None] | None = None
@@ -99,7 +99,7 @@ def rpc_handler(
                 return await handler(self, request, context)
             finally:  # nothing a reply or refusal reports (audit entries too) is left volatile
                 try:
-                    await runtime.commits.flush()
+                    await runtime.storage.durable()
                 except OSError:  # the disk failed (health says so): promise nothing
                     raise refused(
                         Reason.UNAVAILABLE, "the server cannot make its writes durable"

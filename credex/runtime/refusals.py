@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,7 @@ from credex.protocol.clock import Clock
 from credex.protocol.errors import CredexError
 from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.ratelimit import RateLimiter
+from credex.runtime.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +78,15 @@ class RefusalRecorder:
         *,
         window_s: float = DEFAULT_WINDOW_S,
         max_keys: int = DEFAULT_MAX_KEYS,
-        durable: Callable[[], Awaitable[None]] | None = None,
+        storage: Storage,
     ) -> None:
-        """`durable`: makes written entries durable (the server's group commit flush); `run`
-        and `close` await it after writing counts."""
+        """`storage`: the audit log's; each write is a unit of its own, and `run` and
+        `close` make what they wrote durable."""
         if window_s <= 0 or max_keys < 1:
             raise ValueError("window_s must be positive and max_keys at least 1")
         self._audit = audit
         self._clock = clock
-        self._durable = durable
+        self._storage = storage
         self.window_s = window_s
         self.max_keys = max_keys
         self._windows: dict[Key, _Window] = {}
@@ -115,7 +116,8 @@ class RefusalRecorder:
         if window is None:
             window = self._windows[key] = _Window(opened=now)
             if not self._firsts.take("first"):
-                self._audit.append(dataclasses.replace(entry, count=1))
+                with self._storage.unit():
+                    self._audit.append(dataclasses.replace(entry, count=1))
                 return True
         if window.template is None:
             window.template, window.first = entry, now
@@ -142,15 +144,15 @@ class RefusalRecorder:
         while True:
             await asyncio.sleep(interval)
             try:
-                if self.flush() and self._durable is not None:
-                    await self._durable()
+                if self.flush():
+                    await self._storage.durable()
             except Exception:
                 log.exception("writing counted refusals failed; retrying in %ss", interval)
 
     async def close(self) -> None:
         """Write every count still held (at shutdown) and make it durable."""
-        if self.flush(everything=True) and self._durable is not None:
-            await self._durable()
+        if self.flush(everything=True):
+            await self._storage.durable()
 
     def _write(self, key: Key, window: _Window) -> int:
         del self._windows[key]
@@ -159,13 +161,14 @@ class RefusalRecorder:
         span = f"{_moment(window.first)} to {_moment(window.last)}"
         detail = window.template.detail
         summary = f"{window.count} more refusals like this, {span}"
-        self._audit.append(
-            dataclasses.replace(
-                window.template,
-                count=window.count,
-                detail=f"{summary}: {detail}" if detail else summary,
+        with self._storage.unit():
+            self._audit.append(
+                dataclasses.replace(
+                    window.template,
+                    count=window.count,
+                    detail=f"{summary}: {detail}" if detail else summary,
+                )
             )
-        )
         return 1
 
 

@@ -1,7 +1,7 @@
 """Database schemas as numbered migrations. Each server lists its own (credex.node.schema,
 credex.directory.schema) and brings its database up to date when it opens it; the version
 reached is SQLite's `PRAGMA user_version`. Stores take a database that has its schema and
-create no tables themselves.
+create no tables themselves (credex.runtime.storage opens it).
 
 Each migration runs in one transaction with the version it reaches, so a database is at
 one version or the next, never between; a process that finds the work done by another
@@ -13,11 +13,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlite_utils
 
-from credex.runtime.db import DatabaseError, open_database, transaction
+from credex.runtime.db import DatabaseError, transaction
 
 AUDIT_LOG = "audit_log"
 AUDIT_CHECKPOINTS = "audit_checkpoints"
@@ -55,19 +54,6 @@ def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration], *, what:
             migration.apply(conn)
             conn.execute(f"PRAGMA user_version = {migration.version}")
     return newest
-
-
-def open_migrated(
-    path: Path, migrations: Sequence[Migration], *, what: str
-) -> sqlite_utils.Database:
-    """Open (creating) a credex-owned database and bring its schema up to date."""
-    db = open_database(path)
-    try:
-        migrate(db, migrations, what=f"{what} {path}")
-    except BaseException:
-        db.conn.close()
-        raise
-    return db
 
 
 def runtime_tables(conn: sqlite3.Connection, nonce_tables: Iterable[str] = ("nonces",)) -> None:

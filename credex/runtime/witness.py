@@ -18,16 +18,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-import sqlite_utils
-
 from credex.protocol.clock import Clock, from_timestamp
 from credex.protocol.errors import CredexError, Reason, refused
 from credex.protocol.keys import VerifyKey
 from credex.protocol.signing import open_signed
-from credex.runtime.audit import AuditLog
-from credex.runtime.db import transaction
+from credex.runtime.audit import AuditLog, checkpoint_now
 from credex.runtime.ratelimit import RateLimiter
 from credex.runtime.schema import WITNESSED
+from credex.runtime.storage import Connection, Storage, require_unit
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 
@@ -55,15 +53,14 @@ class WitnessStore:
 
     def __init__(
         self,
-        db: sqlite_utils.Database,
+        conn: Connection,
         clock: Clock,
         *,
         keep: int = KEEP_PER_LOG,
         rate_per_s: float = RATE_PER_S,
         burst: float = BURST,
     ) -> None:
-        self._db = db
-        self._conn = db.conn
+        self._conn = conn
         self._clock = clock
         self._keep = keep
         self._limiter = RateLimiter(rate_per_s, burst, clock)
@@ -88,7 +85,8 @@ class WitnessStore:
     def keep(self, signed: Signed, log_id: str, keys: Sequence[VerifyKey]) -> int:
         """Verify `signed` as `log_id`'s checkpoint under one of `keys` and keep it; returns
         the newest sequence number now held. The very checkpoint held already is accepted
-        again (a retry after a lost reply); an older or equal other one is refused."""
+        again (a retry after a lost reply); an older or equal other one is refused. Call
+        inside a unit of work."""
         if len(signed.body) > MAX_CHECKPOINT_BYTES:
             raise refused(
                 Reason.MALFORMED, f"checkpoint is larger than {MAX_CHECKPOINT_BYTES} bytes"
@@ -111,30 +109,30 @@ class WitnessStore:
         if from_timestamp(checkpoint.at) > now + MAX_FUTURE_S:
             raise refused(Reason.REQUEST_NOT_YET_VALID, "checkpoint is dated ahead")
         blob = signed.SerializeToString()
-        with transaction(self._db):
-            held = self.held(log_id)
-            if checkpoint.seq <= held:
-                same = self._conn.execute(
-                    f"SELECT signed FROM {WITNESSED} WHERE log_id = ? AND seq = ?",
-                    (log_id, checkpoint.seq),
-                ).fetchone()
-                if same is not None and bytes(same[0]) == blob:
-                    return held
-                raise refused(
-                    Reason.CHECKPOINT_STALE,
-                    f"a checkpoint of entry {held} of {log_id!r}'s log is witnessed already; "
-                    f"one of entry {checkpoint.seq} is not newer",
-                )
-            self._conn.execute(
-                f"INSERT INTO {WITNESSED} VALUES (?, ?, ?, ?)",
-                (log_id, checkpoint.seq, blob, now),
+        require_unit(self._conn)
+        held = self.held(log_id)
+        if checkpoint.seq <= held:
+            same = self._conn.execute(
+                f"SELECT signed FROM {WITNESSED} WHERE log_id = ? AND seq = ?",
+                (log_id, checkpoint.seq),
+            ).fetchone()
+            if same is not None and bytes(same[0]) == blob:
+                return held
+            raise refused(
+                Reason.CHECKPOINT_STALE,
+                f"a checkpoint of entry {held} of {log_id!r}'s log is witnessed already; "
+                f"one of entry {checkpoint.seq} is not newer",
             )
-            self._conn.execute(
-                f"DELETE FROM {WITNESSED} WHERE log_id = ? AND seq <= ("
-                f"SELECT seq FROM {WITNESSED} WHERE log_id = ? ORDER BY seq DESC "
-                "LIMIT 1 OFFSET ?)",
-                (log_id, log_id, self._keep),
-            )
+        self._conn.execute(
+            f"INSERT INTO {WITNESSED} VALUES (?, ?, ?, ?)",
+            (log_id, checkpoint.seq, blob, now),
+        )
+        self._conn.execute(
+            f"DELETE FROM {WITNESSED} WHERE log_id = ? AND seq <= ("
+            f"SELECT seq FROM {WITNESSED} WHERE log_id = ? ORDER BY seq DESC "
+            "LIMIT 1 OFFSET ?)",
+            (log_id, log_id, self._keep),
+        )
         return int(checkpoint.seq)
 
 
@@ -149,13 +147,13 @@ class CheckpointPublisher:
         self,
         audit: AuditLog,
         witnesses: Callable[[], Mapping[str, Send]],
-        durable: Callable[[], Awaitable[None]],
+        storage: Storage,
     ) -> None:
-        """`witnesses`: the witnesses now, by name; `durable`: makes the log's writes durable
-        (a witness must never hold a checkpoint of entries a crash could still lose)."""
+        """`witnesses`: the witnesses now, by name; `storage`: the log's (a witness must never
+        hold a checkpoint of entries a crash could still lose)."""
         self._audit = audit
         self._witnesses = witnesses
-        self._durable = durable
+        self._storage = storage
         self._acked: dict[str, int] = {}
         self._complained: dict[str, int] = {}
 
@@ -168,7 +166,7 @@ class CheckpointPublisher:
         due = {n: send for n, send in self._witnesses().items() if self._acked.get(n, 0) < seq}
         if not due:
             return 0
-        await self._durable()
+        await self._storage.durable()
         sent = await asyncio.gather(
             *(self._hand(name, send, seq, signed, deadline_s) for name, send in due.items())
         )
@@ -209,7 +207,7 @@ class CheckpointPublisher:
     async def publish_final(self) -> None:
         """At shutdown: sign the last checkpoint and hand it over, briefly and best effort."""
         try:
-            self._audit.checkpoint()
+            checkpoint_now(self._audit, self._storage)
             await self.publish(FINAL_TIMEOUT_S)
         except Exception:
             log.exception("handing the last checkpoint to witnesses failed")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from credex.directory import admin as directory_admin
 from credex.directory.locator import Locator
+from credex.directory.schema import open_directory_storage
 from credex.lab.federation import FederationError, Launcher
 from credex.node import admin as node_admin
-from credex.runtime.db import open_database
 from tests.attacks.conftest import Target
 
 
@@ -117,11 +117,8 @@ def prepare(
             ca_cert=target.settings.ca_cert_path,
         ),
     )
-    db = open_database(target.settings.db_path)
-    try:
-        Locator(db).add_locations((s, node_id, local) for s, local in locations.items())
-    finally:
-        db.conn.close()
+    with open_directory_storage(target.settings.db_path) as storage, storage.unit() as conn:
+        Locator(conn).add_locations((s, node_id, local) for s, local in locations.items())
     return ExtraNode(
         node_id=node_id, home=home, config=config, log=root / "logs" / f"{node_id}.log"
     )

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from credex.directory.consent_store import ConsentStore
+from credex.directory.schema import open_directory_storage
 from credex.lab import federation
-from credex.runtime.db import open_database
 from credex.v1.common_pb2 import Category, Purpose
 from tests.attacks.conftest import Target, open_descriptors
 from tests.commands import alive
@@ -86,11 +86,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 
 
 def uses(target: Target, consent_id: str) -> int:
-    db = open_database(target.settings.db_path)
-    try:
-        return ConsentStore(db).get(consent_id, time.time()).uses
-    finally:
-        db.conn.close()
+    with open_directory_storage(target.settings.db_path) as storage:
+        return ConsentStore(storage.connection).get(consent_id, time.time()).uses
 
 
 def test_idle_connections_beyond_the_descriptor_limit_do_not_stop_a_member(

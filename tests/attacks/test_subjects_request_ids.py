@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 
 from credex.directory.consent_store import ConsentStore
+from credex.directory.schema import open_directory_storage
 from credex.lab.federation import wait_for_registry
 from credex.protocol.errors import CredexError, Reason
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
-from credex.runtime.db import open_database
 from credex.sdk.client import RequesterClient
 from credex.v1 import requester_pb2
 from credex.v1.common_pb2 import Category, Purpose
@@ -83,18 +83,16 @@ def test_request_ids_outside_the_safe_alphabet_are_refused(target: Target) -> No
     consent_id, bad, good = asyncio.run(attack())
     assert bad == {rid: f"INVALID_ARGUMENT {Reason.MALFORMED}" for rid in BAD_IDS}
     assert good == {rid: "served" for rid in GOOD_IDS}
-    db = open_database(target.settings.db_path)
-    try:
+    with open_directory_storage(target.settings.db_path) as storage:
+        conn = storage.connection
         # only the served requests spent a use: a refused id is refused before the consent
-        assert ConsentStore(db).get(consent_id, time.time()).uses == len(GOOD_IDS)
+        assert ConsentStore(conn).get(consent_id, time.time()).uses == len(GOOD_IDS)
         filed = [
             row[0]
-            for row in db.conn.execute(
+            for row in conn.execute(
                 "SELECT request_id FROM audit_log WHERE actor = ? OR link IN (?, ?, ?)",
                 (requester_id, *GOOD_IDS),
             )
         ]
-    finally:
-        db.conn.close()
     assert filed, "nothing of the requester's was audited"
     assert [rid for rid in filed if rid and not SAFE.fullmatch(rid)] == []

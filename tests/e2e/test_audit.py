@@ -21,13 +21,12 @@ from credex.protocol.keys import SigningKey
 from credex.protocol.registry_view import member_keys
 from credex.protocol.signing import seal
 from credex.runtime.audit import FIELDS, GENESIS, AuditEntry, AuditLog, entry_hash, verify_log
-from credex.runtime.db import transaction
 from credex.runtime.reconcile import reconcile
 from credex.runtime.witness import WitnessStore
 from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 from credex.v1.member_pb2 import Member, RegistrySnapshot, RetiredKey
-from tests.harness import runtime_database
+from tests.harness import runtime_log, runtime_storage
 
 BIN = Path(sys.executable).parent
 OWNER = SigningKey.from_seed(b"audit-owner")
@@ -43,9 +42,8 @@ class Clock:
 
 
 def make_log(path: Path, entries: int = 20, checkpoint_every: int = 5) -> None:
-    db = runtime_database(path)
-    log = AuditLog(db, Clock(), log_id="pboc", key=lambda: OWNER)
-    with transaction(db):
+    log, storage = runtime_log(path, Clock(), log_id="pboc", key=OWNER)
+    with storage.unit():
         for i in range(1, entries + 1):
             log.append(
                 AuditEntry(
@@ -57,7 +55,7 @@ def make_log(path: Path, entries: int = 20, checkpoint_every: int = 5) -> None:
             )  # fmt: skip
             if i % checkpoint_every == 0:
                 log.checkpoint()
-    db.conn.close()
+    storage.close()
 
 
 def tamper(path: Path, *statements: str) -> None:
@@ -189,22 +187,27 @@ def test_cli_verify_exit_codes(log: Path, tmp_path: Path) -> None:
 
 def test_appends_from_two_connections_keep_one_chain(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    first = AuditLog(runtime_database(path), Clock(), log_id="x", key=lambda: OWNER)
-    second = AuditLog(runtime_database(path), Clock(), log_id="x", key=lambda: OWNER)
-    appenders: list[Callable[[AuditEntry], int]] = [first.append, second.append]
+    first, one = runtime_log(path, Clock(), log_id="x", key=OWNER)
+    second, other = runtime_log(path, Clock(), log_id="x", key=OWNER)
+    appenders = [(first, one), (second, other)]
     for i in range(10):
-        appenders[i % 2](AuditEntry(request_id=f"r{i}", actor="a", action="b", outcome="c"))
-    first.checkpoint()
+        log, storage = appenders[i % 2]
+        with storage.unit():
+            log.append(AuditEntry(request_id=f"r{i}", actor="a", action="b", outcome="c"))
+    with one.unit():
+        first.checkpoint()
     report = verify_log(path, OWNER.public)
     assert report.ok and report.entries == 10
 
 
 def test_reconcile_finds_what_a_silent_node_never_logged(tmp_path: Path) -> None:
-    directory = AuditLog(runtime_database(tmp_path / "directory.db"), Clock(), log_id="directory")
-    for query_id, outcome in (("q-1", "OK"), ("q-2", "TIMEOUT")):
-        directory.append(AuditEntry(request_id=query_id, link="r-1", actor="bank",
-                                    action="query", outcome=outcome, node_id="pboc"))  # fmt: skip
-    AuditLog(runtime_database(tmp_path / "pboc.db"), Clock(), log_id="pboc")  # no entries at all
+    directory, storage = runtime_log(tmp_path / "directory.db", Clock(), log_id="directory")
+    with storage.unit():
+        for query_id, outcome in (("q-1", "OK"), ("q-2", "TIMEOUT")):
+            entry = AuditEntry(request_id=query_id, link="r-1", actor="bank", action="query",
+                               outcome=outcome, node_id="pboc")  # fmt: skip
+            directory.append(entry)
+    runtime_log(tmp_path / "pboc.db", Clock(), log_id="pboc")  # no entries at all
     report = reconcile(tmp_path / "directory.db", [tmp_path / "pboc.db"])
     assert not report.ok
     assert [(m.query_id, m.kind) for m in report.unexplained] == [("q-1", "directory-only")]
@@ -217,14 +220,17 @@ def test_reconcile_finds_what_a_silent_node_never_logged(tmp_path: Path) -> None
 def witness_of(log: Path, witness: Path, *, upto: int | None = None) -> None:
     """Hand every checkpoint of `log` (up to entry `upto`) to a witness database, as the
     owner's server does at each interval."""
-    store = WitnessStore(runtime_database(witness), lambda: 1_900_000_000.0, burst=10_000)
+    storage = runtime_storage(witness)
+    store = WitnessStore(storage.connection, lambda: 1_900_000_000.0, burst=10_000)
     conn = sqlite3.connect(log)
     for seq, blob in conn.execute("SELECT seq, signed FROM audit_checkpoints ORDER BY seq"):
         if upto is None or seq <= upto:
             signed = Signed()
             signed.ParseFromString(blob)
-            store.keep(signed, "pboc", [OWNER.public])
+            with storage.unit():
+                store.keep(signed, "pboc", [OWNER.public])
     conn.close()
+    storage.close()
 
 
 def recompute(path: Path, change: Callable[[list[dict[str, Any]]], None], drop_from: int) -> None:
@@ -305,7 +311,7 @@ def test_witness_problems_are_unverified_not_tampered(
     log: Path, witnessed: Path, tmp_path: Path
 ) -> None:
     empty = tmp_path / "empty.db"
-    WitnessStore(runtime_database(empty), time.time)
+    runtime_storage(empty).close()
     forged = tmp_path / "forged.db"
     witness_of(log, forged)
     mallory = SigningKey.from_seed(b"mallory")
@@ -343,17 +349,18 @@ def rotated_log(path: Path) -> float:
     when the old key stopped counting."""
     clock = Clock()
     current = [OWNER]
-    db = runtime_database(path)
-    log = AuditLog(db, clock, log_id="pboc", key=lambda: current[0])
+    _, storage = runtime_log(path, clock, log_id="pboc")
+    log = AuditLog(storage.connection, clock, log_id="pboc", key=lambda: current[0])
     retired_at = 0.0
     for i in range(1, 21):
-        log.append(AuditEntry(request_id=f"q-{i}", actor="bank", action="query", outcome="ok"))
-        if i % 5 == 0:
-            log.checkpoint()
+        with storage.unit():
+            log.append(AuditEntry(request_id=f"q-{i}", actor="bank", action="query", outcome="ok"))
+            if i % 5 == 0:
+                log.checkpoint()
         if i == 10:
             current[0] = NEW_KEY
             retired_at = clock.now + 600
-    db.conn.close()
+    storage.close()
     return retired_at
 
 
@@ -465,12 +472,13 @@ def test_query_digests_are_chained_without_changing_older_entries(tmp_path: Path
     assert entry_hash(GENESIS, row) == old_style  # no query digest: hashed as before
     assert entry_hash(GENESIS, {**row, "query_digest": "ab"}) != old_style
     path = tmp_path / "state.db"
-    db = runtime_database(path)
-    AuditLog(db, Clock(), log_id="pboc").append(
-        AuditEntry(request_id="q-1", actor="d", action="query", outcome="disclosed",
-                   query_digest="aa" * 32)
-    )  # fmt: skip
-    db.conn.close()
+    log, storage = runtime_log(path, Clock(), log_id="pboc")
+    with storage.unit():
+        log.append(
+            AuditEntry(request_id="q-1", actor="d", action="query", outcome="disclosed",
+                       query_digest="aa" * 32)
+        )  # fmt: skip
+    storage.close()
     assert verify_log(path).ok
     tamper(path, "UPDATE audit_log SET query_digest = 'bb' WHERE seq = 1")
     report = verify_log(path)
@@ -484,16 +492,18 @@ def query_logs(
 ) -> tuple[Path, Path]:
     """A directory log of (query id, outcome, query digest, answer digest) sent to pboc and
     pboc's log of (query id, outcome, query digest, answer digest)."""
-    directory = AuditLog(runtime_database(tmp_path / "directory.db"), Clock(), log_id="directory")
-    for query_id, outcome, asked, answered in sent:
-        directory.append(AuditEntry(request_id=query_id, link="r-1", actor="bank",
-                                    action="query", outcome=outcome, node_id="pboc",
-                                    query_digest=asked, disclosed_digest=answered))  # fmt: skip
-    node = AuditLog(runtime_database(tmp_path / "pboc.db"), Clock(), log_id="pboc")
-    for query_id, outcome, asked, answered in logged:
-        node.append(AuditEntry(request_id=query_id, actor="bank", action="query",
-                               outcome=outcome, node_id="pboc", query_digest=asked,
-                               disclosed_digest=answered))  # fmt: skip
+    directory, storage = runtime_log(tmp_path / "directory.db", Clock(), log_id="directory")
+    with storage.unit():
+        for query_id, outcome, asked, answered in sent:
+            directory.append(AuditEntry(request_id=query_id, link="r-1", actor="bank",
+                                        action="query", outcome=outcome, node_id="pboc",
+                                        query_digest=asked, disclosed_digest=answered))  # fmt: skip
+    node, storage = runtime_log(tmp_path / "pboc.db", Clock(), log_id="pboc")
+    with storage.unit():
+        for query_id, outcome, asked, answered in logged:
+            node.append(AuditEntry(request_id=query_id, actor="bank", action="query",
+                                   outcome=outcome, node_id="pboc", query_digest=asked,
+                                   disclosed_digest=answered))  # fmt: skip
     return tmp_path / "directory.db", tmp_path / "pboc.db"
 
 

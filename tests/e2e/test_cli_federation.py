@@ -17,9 +17,9 @@ import pytest
 
 from credex.lab.demo import pick_subject
 from credex.lab.identities import subject_key
+from credex.node.schema import open_node_storage
 from credex.protocol import pki
 from credex.runtime.audit import AuditEntry, AuditLog
-from credex.runtime.db import open_database
 from credex.runtime.serving import STOP_WITH_ENV
 from credex.testing.federation import free_port
 from tests.commands import BIN, alive, cli, processes_mentioning
@@ -144,9 +144,10 @@ def test_audit_logs_verify_and_reconcile(running: dict[str, Any], tmp_path: Path
 
     forged = tmp_path / "pboc.db"
     forged.write_bytes((root / "nodes" / "pboc-credit-reference" / "credex-node.db").read_bytes())
-    log = AuditLog(open_database(forged), time.time, log_id="pboc-credit-reference")
-    log.append(AuditEntry(request_id="q-phantom", actor="bank", action="query",
-                          outcome="disclosed", node_id="pboc-credit-reference"))  # fmt: skip
+    with open_node_storage(forged) as storage, storage.unit() as conn:
+        log = AuditLog(conn, time.time, log_id="pboc-credit-reference")
+        log.append(AuditEntry(request_id="q-phantom", actor="bank", action="query",
+                              outcome="disclosed", node_id="pboc-credit-reference"))  # fmt: skip
     bad = cli("credex", "audit", "reconcile", str(directory_db), str(forged), ok=False)
     assert bad.returncode == 1 and "q-phantom" in bad.stdout
 

@@ -17,6 +17,7 @@ import pytest
 from credex.directory import admin as directory_admin
 from credex.directory.config import load_settings
 from credex.directory.consent_store import ConsentStore
+from credex.directory.schema import open_directory_storage
 from credex.node import server as node_server
 from credex.node.config import NodeConfig, load_node_config
 from credex.node.server import (
@@ -39,7 +40,6 @@ from credex.protocol.errors import (
 )
 from credex.protocol.signing import seal
 from credex.protocol.tickets import node_key
-from credex.runtime.db import open_database, transaction
 from credex.sdk.link import DirectoryLink
 from credex.testing.federation import Federation, enroll_requester, free_port
 from credex.v1 import federation_pb2
@@ -186,7 +186,7 @@ def test_pause_and_resume_at_the_directory(federation: Federation) -> None:
 def test_a_repeated_revocation_changes_and_pushes_nothing(federation: Federation) -> None:
     consent = granted_consent(federation)
     settings = load_settings(federation.root / "directory")
-    store = ConsentStore(open_database(settings.db_path))
+    store = ConsentStore(open_directory_storage(settings.db_path).connection)
     revoke(federation, consent)
     _, latest = store.changes_after("pboc", 0)
     revoke(federation, consent)
@@ -200,14 +200,14 @@ def test_changes_made_while_a_push_waits_go_with_one_push(federation: Federation
     granted = [granted_consent(federation, categories=[VOL]) for _ in range(3)]
     consent_ids = [g.consent_id for g in granted]
     ticket_ids = {g.ticket_id("volunteers") for g in granted}
-    db = open_database(load_settings(federation.root / "directory").db_path)
-    store = ConsentStore(db)
+    storage = open_directory_storage(load_settings(federation.root / "directory").db_path)
+    store = ConsentStore(storage.connection)
     before = len(federation.recorder.pushed)
 
     async def change_all() -> None:
         seqs = []
         for consent_id in consent_ids:
-            with transaction(db):
+            with storage.unit():
                 now = federation.clock()
                 seqs.append(
                     store.set_status(consent_id, ConsentStatus.CONSENT_STATUS_REVOKED, now, now)
@@ -220,7 +220,7 @@ def test_changes_made_while_a_push_waits_go_with_one_push(federation: Federation
     try:
         federation.loop.run(change_all())
     finally:
-        db.conn.close()
+        storage.close()
 
     def carrying() -> list[set[str]]:
         assert federation.recorder is not None
@@ -301,9 +301,8 @@ def test_without_a_push_the_node_pulls_the_revocation(federation: Federation) ->
     pboc = federation.nodes["pboc"].address
     assert ask(federation, pboc, consent) == "OK"
     settings = load_settings(federation.root / "directory")
-    db = open_database(settings.db_path)
-    with transaction(db):
-        ConsentStore(db).set_status(
+    with open_directory_storage(settings.db_path) as storage, storage.unit() as conn:
+        ConsentStore(conn).set_status(
             consent_id_of(consent),
             ConsentStatus.CONSENT_STATUS_PAUSED,
             federation.clock(),

@@ -17,7 +17,7 @@ from credex.directory.config import DisputeLimits, load_settings
 from credex.directory.disputes import DisputeDesk
 from credex.directory.locator import Locator
 from credex.directory.registry import Registry
-from credex.directory.schema import open_directory_database
+from credex.directory.schema import open_directory_storage
 from credex.node.admin import list_disputes, resolve_dispute
 from credex.node.config import load_node_config
 from credex.protocol.channels import ChannelPool, open_directory_channel
@@ -35,7 +35,6 @@ from credex.protocol.errors import (
 from credex.protocol.keys import SigningKey
 from credex.protocol.signing import seal
 from credex.protocol.tls import TlsIdentity
-from credex.runtime.db import open_database
 from credex.testing.federation import Federation
 from credex.v1 import dispute_pb2, subject_pb2
 from credex.v1.common_pb2 import Category, Purpose
@@ -205,10 +204,11 @@ def test_a_subject_disputes_only_a_record_the_node_holds_about_them(
 def test_disputes_per_subject_are_limited(tmp_path: Path, federation: Federation) -> None:
     """A few attempts an hour per subject, refused or not, and a cap on open disputes; both
     refusals say when to try again."""
-    db = open_directory_database(tmp_path / "directory.db")
+    storage = open_directory_storage(tmp_path / "directory.db")
+    db = storage.connection
     now = [1_000_000.0]
     desk = DisputeDesk(
-        db=db,
+        storage=storage,
         locator=Locator(db),
         registry=Registry(db),
         channels=ChannelPool(federation.directory_tls),
@@ -245,7 +245,7 @@ def test_disputes_per_subject_are_limited(tmp_path: Path, federation: Federation
         file(5)  # an hour after the first attempts
 
     for n in range(2):
-        db.conn.execute(
+        db.execute(
             "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason, status,"
             " filed_at, category) VALUES (?, 'S3', 'n', ?, 'x', 'open', ?, 7)",
             (f"d-open-{n}", f"r-{n}", now[0]),
@@ -253,7 +253,7 @@ def test_disputes_per_subject_are_limited(tmp_path: Path, federation: Federation
     with pytest.raises(ResourceExhausted) as err:
         file(0, subject="S3")
     assert "at most 2 may be open" in err.value.message and err.value.retry_after_s
-    db.conn.close()
+    storage.close()
 
 
 def test_two_filings_of_one_dispute_id_at_once_file_it_once(federation: Federation) -> None:
@@ -329,9 +329,10 @@ def test_a_dispute_id_filed_meanwhile_by_another_process_is_already_exists(
     the node: the insert that loses is ALREADY_EXISTS, not an internal error."""
     node = federation.recorder
     assert node is not None
-    db = open_database(load_settings(federation.root / "directory").db_path)
+    storage = open_directory_storage(load_settings(federation.root / "directory").db_path)
+    db = storage.connection
     desk = DisputeDesk(
-        db=db,
+        storage=storage,
         locator=Locator(db),
         registry=Registry(db),
         channels=ChannelPool(federation.directory_tls),
@@ -356,7 +357,7 @@ def test_a_dispute_id_filed_meanwhile_by_another_process_is_already_exists(
             while node.disputes_received == before:
                 assert time.monotonic() < deadline and not filing.done(), "never at the node"
                 await asyncio.sleep(0.01)
-            db.conn.execute(
+            db.execute(
                 "INSERT INTO disputes (dispute_id, subject_id, node_id, record_id, reason,"
                 " status, filed_at, category) VALUES (?, 'S9', 'volunteers', 'svc-3', 'x',"
                 " 'open', ?, ?)",
@@ -371,7 +372,7 @@ def test_a_dispute_id_filed_meanwhile_by_another_process_is_already_exists(
     try:
         refused = federation.loop.run(race())
     finally:
-        db.conn.close()
+        storage.close()
     assert isinstance(refused, AlreadyExists), refused
     federation.loop.run(
         resolve_dispute(

@@ -24,6 +24,7 @@ from credex.protocol.tls import TlsIdentity
 from credex.runtime.db import open_readonly, unreadable
 from credex.runtime.health import HealthMonitor
 from credex.runtime.metrics import Metrics
+from credex.runtime.storage import SqliteStorage
 from credex.testing.federation import Federation, start_federation
 from credex.testing.loop import LoopThread
 from tests.harness import trailer_map
@@ -220,7 +221,9 @@ def test_after_a_failed_disk_sync_every_call_is_unavailable_not_internal(fed: Fe
     from credex.v1.node_pb2 import DescribeRequest
     from credex.v1.node_pb2_grpc import NodeServiceStub
 
-    commits = fed.node_services["courts"].runtime.commits
+    storage = fed.node_services["courts"].runtime.storage
+    assert isinstance(storage, SqliteStorage) and storage.commits is not None
+    commits = storage.commits
     commits.failure = "syncing state.db-wal failed: [Errno 5] Input/output error (simulated)"
 
     async def describe() -> grpc.aio.AioRpcError:

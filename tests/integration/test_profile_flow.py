@@ -83,7 +83,7 @@ def test_category_outside_consent_is_refused(federation: Federation) -> None:
 
 def test_answers_and_refusals_leave_only_synced_writes(federation: Federation) -> None:
     """The directory commits without a sync per statement; each reply waits for one."""
-    commits = federation.directory.services.commits
+    commits = federation.directory.services.storage
     consent_id = grant(federation)
     bank = federation.requester("bank")
     before = commits.syncs

@@ -22,6 +22,7 @@ from credex.directory import admin as directory_admin
 from credex.directory.certificates import MAX_LIVE_CERTIFICATES, CertificateLog
 from credex.directory.config import load_settings
 from credex.directory.registry import MemberInfo, Registry
+from credex.directory.schema import open_directory_storage
 from credex.node import admin as node_admin
 from credex.node.config import load_node_config
 from credex.node.server import (
@@ -36,7 +37,6 @@ from credex.protocol.errors import PermissionDenied, Reason, ResourceExhausted, 
 from credex.protocol.identity import certificate_identity, serial_hex
 from credex.protocol.keys import SigningKey, write_private, write_public
 from credex.protocol.tls import TlsIdentity
-from credex.runtime.db import open_database
 from credex.sdk.client import RequesterClient
 from credex.sdk.member_home import MemberHome
 from credex.sdk.renewal import renew_at
@@ -260,18 +260,15 @@ def test_the_directory_replaces_its_own_older_certificate(tmp_path: Path) -> Non
     assert identity.member_id == settings.directory_id
     assert pki.DIRECTORY_NAME in pki.certificate_names(new)
     TlsIdentity.load(settings.ca_cert_path, settings.tls_cert_path, settings.tls_key_path)
-    db = open_database(settings.db_path)
-    try:
-        revoked = {r.serial: r.reason for r in CertificateLog(db).revoked(time.time())}
-    finally:
-        db.conn.close()
+    with open_directory_storage(settings.db_path) as storage:
+        log = CertificateLog(storage.connection)
+        revoked = {r.serial: r.reason for r in log.revoked(time.time())}
     assert revoked == {serial_hex(old): "replaced"}
     assert not directory_admin.ensure_directory_certificate(settings)  # current: kept
     # a member an older version enrolled under the directory's name is pointed out
     assert directory_admin.reserved_name_holders(settings) == []
-    db = open_database(settings.db_path)
-    try:
-        Registry(db).put(
+    with open_directory_storage(settings.db_path) as storage, storage.unit() as conn:
+        Registry(conn).put(
             MemberInfo(
                 member_id="credex-directory",
                 role=MemberRole.MEMBER_ROLE_REQUESTER,
@@ -281,8 +278,6 @@ def test_the_directory_replaces_its_own_older_certificate(tmp_path: Path) -> Non
                 key=SigningKey.generate().public,
             )
         )
-    finally:
-        db.conn.close()
     assert directory_admin.reserved_name_holders(settings) == ["credex-directory"]
 
 

@@ -560,7 +560,7 @@ def test_a_directory_database_from_before_tickets_is_migrated(tmp_path: Path) ->
     ids goes, and the locator gains the subject's key per node."""
     from credex.directory.consent_store import ConsentStore
     from credex.directory.locator import Locator
-    from credex.directory.schema import open_directory_database
+    from credex.directory.schema import open_directory_storage
 
     path = tmp_path / "directory.db"
     main = SigningKey.generate()
@@ -592,17 +592,18 @@ def test_a_directory_database_from_before_tickets_is_migrated(tmp_path: Path) ->
             "INSERT INTO consents VALUES ('c-old', 'S1', 'bank', ?, 'active', 0, 1, 4e9, 0, 0, 0)",
             (signed.SerializeToString(),),
         )
-    db = open_directory_database(path)
-    locator, store = Locator(db), ConsentStore(db)
+    storage = open_directory_storage(path)
+    locator, store = Locator(storage.connection), ConsentStore(storage.connection)
     assert locator.holdings("S1")["pboc"].local_id == "1001"
     assert locator.holdings("S1")["pboc"].node_key is None
     old = store.get("c-old", 10.0)
     assert old.consent.consent_id == "c-old" and old.tickets == {}
     assert store.changes_after("pboc", 0) == ([], 0)
-    tables = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master")}
+    tables = {r[0] for r in storage.connection.execute("SELECT name FROM sqlite_master")}
     assert "consent_changes" not in tables and "ticket_changes" in tables
     key = node_key(main, "pboc").public
-    locator.register_node_keys("S1", {"pboc": key})
+    with storage.unit():
+        locator.register_node_keys("S1", {"pboc": key})
     assert locator.holdings("S1")["pboc"].node_key == key
 
 
@@ -612,7 +613,7 @@ def test_a_node_database_from_before_tickets_follows_its_new_feed_from_the_start
     """The old feed's consent ids and position mean nothing under per-node numbering: the node
     starts its own feed at 0 and keeps nothing of the old one."""
     from credex.node.directory_sync import DirectorySync, SyncSettings
-    from credex.node.schema import open_state
+    from credex.node.schema import open_node_storage
 
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as conn:
@@ -629,7 +630,7 @@ def test_a_node_database_from_before_tickets_follows_its_new_feed_from_the_start
 
     def sync() -> DirectorySync:
         return DirectorySync(
-            db=open_state(path),
+            storage=open_node_storage(path),
             cache_path=tmp_path / "registry",
             directory_key=SigningKey.generate().public,
             link=DirectoryLink("127.0.0.1:1", TlsIdentity(b"")),  # never dialled here
@@ -652,10 +653,10 @@ def test_the_sync_loop_outlives_an_unexpected_error(tmp_path: Path) -> None:
     import asyncio
 
     from credex.node.directory_sync import DirectorySync, SyncSettings
-    from credex.node.schema import open_state
+    from credex.node.schema import open_node_storage
 
     sync = DirectorySync(
-        db=open_state(tmp_path / "state.db"),
+        storage=open_node_storage(tmp_path / "state.db"),
         cache_path=tmp_path / "registry",
         directory_key=SigningKey.generate().public,
         link=DirectoryLink("127.0.0.1:1", TlsIdentity(b"")),  # never dialled here

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,13 @@ from credex.protocol.errors import (
     Unauthenticated,
     from_rpc_error,
 )
-from credex.protocol.keys import SigningKey
+from credex.protocol.keys import SigningKey, VerifyKey
 from credex.protocol.signing import domain_tag, seal
 from credex.protocol.tls import TlsIdentity
 from credex.runtime.audit import AuditEntry, AuditLog
 from credex.runtime.db import readonly_uri
 from credex.runtime.schema import WITNESSED
+from credex.runtime.storage import SqliteStorage
 from credex.runtime.witness import MAX_CHECKPOINT_BYTES, CheckpointPublisher, WitnessStore
 from credex.testing.federation import Federation
 from credex.v1 import federation_pb2, node_pb2
@@ -43,7 +44,7 @@ from credex.v1.audit_pb2 import AuditCheckpoint
 from credex.v1.common_pb2 import Signed
 from credex.v1.federation_pb2_grpc import FederationServiceStub
 from credex.v1.node_pb2_grpc import NodeServiceStub
-from tests.harness import runtime_database
+from tests.harness import runtime_log, runtime_storage
 
 OWNER = SigningKey.from_seed(b"witnessed-owner")
 NOW = 1_800_000_000.0
@@ -73,9 +74,22 @@ def clock() -> Clock:
     return Clock()
 
 
+class Witness(WitnessStore):
+    """A witness store in a database of its own, each checkpoint kept in a unit of work of its
+    own, as the RPC handler keeps it."""
+
+    def __init__(self, path: Path, clock: Clock, **limits: Any) -> None:
+        self.storage = runtime_storage(path)
+        super().__init__(self.storage.connection, clock, **limits)
+
+    def keep(self, signed: Signed, log_id: str, keys: Sequence[VerifyKey]) -> int:
+        with self.storage.unit():
+            return super().keep(signed, log_id, keys)
+
+
 @pytest.fixture
 def store(tmp_path: Path, clock: Clock) -> WitnessStore:
-    return WitnessStore(runtime_database(tmp_path / "witness.db"), clock, keep=3, burst=1000)
+    return Witness(tmp_path / "witness.db", clock, keep=3, burst=1000)
 
 
 def test_newer_checkpoints_are_kept_and_the_same_one_again_is_answered_alike(
@@ -149,7 +163,7 @@ def test_what_is_not_the_owners_well_formed_checkpoint_is_refused(
 def test_a_caller_over_its_rate_is_refused_until_it_slows_down(
     tmp_path: Path, clock: Clock
 ) -> None:
-    store = WitnessStore(runtime_database(tmp_path / "w.db"), clock, rate_per_s=1.0, burst=3)
+    store = Witness(tmp_path / "w.db", clock, rate_per_s=1.0, burst=3)
     for _ in range(3):
         store.throttle("pboc")
     with pytest.raises(ResourceExhausted) as err:
@@ -309,10 +323,11 @@ def test_the_directory_hands_every_node_its_checkpoint(federation: Federation) -
     directory = federation.directory
 
     async def round_() -> int:
-        directory.services.audit.append(
-            AuditEntry(request_id="witness-round", actor="test", action="test", outcome="ok")
-        )
-        directory.services.audit.checkpoint()
+        with directory.services.storage.unit():
+            directory.services.audit.append(
+                AuditEntry(request_id="witness-round", actor="test", action="test", outcome="ok")
+            )
+            directory.services.audit.checkpoint()
         await directory.services.checkpoints.publish()
         latest = directory.services.audit.latest_checkpoint()
         assert latest is not None
@@ -351,31 +366,32 @@ def test_the_owner_hands_over_each_new_checkpoint_once_and_says_when_its_log_wen
     """A publisher whose witness is a real store in another database (called directly, as the
     RPC handler would): a new checkpoint goes over once; a log restored from an older backup
     is refused by the witness, and the owner's operator is told once per checkpoint."""
-    witness = WitnessStore(runtime_database(tmp_path / "witness.db"), clock)
+    witness = Witness(tmp_path / "witness.db", clock)
     calls: list[int] = []
 
     async def send(signed: Signed, deadline_s: float) -> int:
         calls.append(1)
         return witness.keep(signed, "pboc", [OWNER.public])
 
-    async def durable() -> None:
-        return None
+    def publisher_for(db: Path) -> tuple[AuditLog, CheckpointPublisher, SqliteStorage]:
+        log, storage = runtime_log(db, clock, log_id="pboc", key=OWNER)
+        return log, CheckpointPublisher(log, lambda: {"directory": send}, storage), storage
 
-    def publisher_for(db: Path) -> tuple[AuditLog, CheckpointPublisher]:
-        log = AuditLog(runtime_database(db), clock, log_id="pboc", key=lambda: OWNER)
-        return log, CheckpointPublisher(log, lambda: {"directory": send}, durable)
-
-    log, publisher = publisher_for(tmp_path / "pboc.db")
-    for i in range(3):
-        log.append(AuditEntry(request_id=f"q-{i}", actor="d", action="query", outcome="ok"))
-    log.checkpoint()
+    log, publisher, storage = publisher_for(tmp_path / "pboc.db")
+    with storage.unit():
+        for i in range(3):
+            log.append(AuditEntry(request_id=f"q-{i}", actor="d", action="query", outcome="ok"))
+        log.checkpoint()
     assert asyncio.run(publisher.publish()) == 1 and witness.held("pboc") == 3
     assert asyncio.run(publisher.publish()) == 0 and len(calls) == 1  # nothing new to hand over
 
-    restored, publisher = publisher_for(tmp_path / "restored.db")  # a backup of 2 entries
-    for i in range(2):
-        restored.append(AuditEntry(request_id=f"q-{i}", actor="d", action="query", outcome="ok"))
-    restored.checkpoint()
+    restored, publisher, storage = publisher_for(tmp_path / "restored.db")  # a 2-entry backup
+    with storage.unit():
+        for i in range(2):
+            restored.append(
+                AuditEntry(request_id=f"q-{i}", actor="d", action="query", outcome="ok")
+            )
+        restored.checkpoint()
     with caplog.at_level(logging.ERROR, logger="credex.runtime.witness"):
         assert asyncio.run(publisher.publish()) == 0
         assert asyncio.run(publisher.publish()) == 0

@@ -11,7 +11,8 @@ import pytest
 
 from credex.runtime.audit import AuditEntry, AuditLog, verify_log
 from credex.runtime.refusals import FIRST_WRITES_BURST, OVERFLOW_ACTOR, RefusalRecorder
-from tests.harness import runtime_database
+from credex.runtime.storage import SqliteStorage
+from tests.harness import runtime_storage
 
 
 class Clock:
@@ -46,18 +47,22 @@ def rows(path: Path) -> list[tuple[str, str, int, str]]:
         conn.close()
 
 
+Setup = tuple[Path, Clock, AuditLog, SqliteStorage]
+
+
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[Path, Clock, AuditLog]:
+def setup(tmp_path: Path) -> Setup:
     path = tmp_path / "state.db"
     clock = Clock()
-    return path, clock, AuditLog(runtime_database(path), clock)
+    storage = runtime_storage(path)
+    return path, clock, AuditLog(storage.connection, clock), storage
 
 
 def test_the_first_refusal_is_written_at_once_and_the_rest_counted(
-    setup: tuple[Path, Clock, AuditLog],
+    setup: Setup,
 ) -> None:
-    path, clock, audit = setup
-    recorder = RefusalRecorder(audit, clock, window_s=60)
+    path, clock, audit, storage = setup
+    recorder = RefusalRecorder(audit, clock, storage=storage, window_s=60)
     written = [recorder.record(refusal(i)) for i in range(500)]
     assert written == [True] + [False] * 499
     assert [(r[0], r[2]) for r in rows(path)] == [("r-0", 1)]
@@ -77,9 +82,9 @@ def test_the_first_refusal_is_written_at_once_and_the_rest_counted(
     assert report.ok, report.problem  # the count is in the chain
 
 
-def test_a_new_window_writes_its_first_refusal_again(setup: tuple[Path, Clock, AuditLog]) -> None:
-    path, clock, audit = setup
-    recorder = RefusalRecorder(audit, clock, window_s=10)
+def test_a_new_window_writes_its_first_refusal_again(setup: Setup) -> None:
+    path, clock, audit, storage = setup
+    recorder = RefusalRecorder(audit, clock, storage=storage, window_s=10)
     recorder.record(refusal(1))
     recorder.record(refusal(2))
     clock.now += 11
@@ -87,9 +92,9 @@ def test_a_new_window_writes_its_first_refusal_again(setup: tuple[Path, Clock, A
     assert [(r[0], r[2]) for r in rows(path)] == [("r-1", 1), ("r-2", 1), ("r-3", 1)]
 
 
-def test_kinds_are_counted_apart(setup: tuple[Path, Clock, AuditLog]) -> None:
-    path, clock, audit = setup
-    recorder = RefusalRecorder(audit, clock, window_s=10)
+def test_kinds_are_counted_apart(setup: Setup) -> None:
+    path, clock, audit, storage = setup
+    recorder = RefusalRecorder(audit, clock, storage=storage, window_s=10)
     for i in range(3):
         recorder.record(refusal(i, actor="bank"))
         recorder.record(refusal(i, actor="school"))
@@ -104,21 +109,21 @@ def test_a_crash_loses_only_the_counts_of_open_windows(tmp_path: Path) -> None:
     """Nothing written before the crash is lost; the first refusal of each kind never is."""
     path = tmp_path / "state.db"
     clock = Clock()
-    db = runtime_database(path)
-    recorder = RefusalRecorder(AuditLog(db, clock), clock)
+    storage = runtime_storage(path)
+    recorder = RefusalRecorder(AuditLog(storage.connection, clock), clock, storage=storage)
     for i in range(10):
         recorder.record(refusal(i))
-    db.conn.close()  # the process dies: the recorder's memory is gone
+    storage.close()  # the process dies: the recorder's memory is gone
     assert [(r[0], r[2]) for r in rows(path)] == [("r-0", 1)]
 
 
 def test_kinds_past_the_cap_are_counted_under_one_overflow_kind(
-    setup: tuple[Path, Clock, AuditLog],
+    setup: Setup,
 ) -> None:
     """Callers rotating addresses make a new kind each: past `max_keys` they are counted
     together, so memory and writes stay bounded whatever the number of addresses."""
-    path, clock, audit = setup
-    recorder = RefusalRecorder(audit, clock, window_s=60, max_keys=4)
+    path, clock, audit, storage = setup
+    recorder = RefusalRecorder(audit, clock, storage=storage, window_s=60, max_keys=4)
     for subject in range(4):
         recorder.record(refusal(subject=f"S{subject}"))
         recorder.record(refusal(subject=f"S{subject}"))
@@ -133,10 +138,10 @@ def test_kinds_past_the_cap_are_counted_under_one_overflow_kind(
 
 
 def test_first_refusals_past_their_rate_are_counted_not_written(
-    setup: tuple[Path, Clock, AuditLog],
+    setup: Setup,
 ) -> None:
-    path, clock, audit = setup
-    recorder = RefusalRecorder(audit, clock, window_s=60)
+    path, clock, audit, storage = setup
+    recorder = RefusalRecorder(audit, clock, storage=storage, window_s=60)
     for n in range(FIRST_WRITES_BURST + 50):
         recorder.record(refusal(actor=f"address 10.1.{n // 250}.{n % 250}", subject=""))
     assert len(rows(path)) == FIRST_WRITES_BURST
@@ -145,15 +150,17 @@ def test_first_refusals_past_their_rate_are_counted_not_written(
 
 
 def test_close_writes_every_count_and_makes_it_durable(
-    setup: tuple[Path, Clock, AuditLog],
+    setup: Setup,
 ) -> None:
-    path, clock, audit = setup
+    path, clock, audit, storage = setup
     flushed = []
 
-    async def durable() -> None:
-        flushed.append(True)
+    class Watched(SqliteStorage):
+        async def durable(self) -> None:
+            flushed.append(True)
 
-    recorder = RefusalRecorder(audit, clock, window_s=3600, durable=durable)
+    watched = Watched(storage.database, serving=False)
+    recorder = RefusalRecorder(audit, clock, storage=watched, window_s=3600)
     for i in range(5):
         recorder.record(refusal(i))
     asyncio.run(recorder.close())
@@ -161,9 +168,9 @@ def test_close_writes_every_count_and_makes_it_durable(
     assert flushed == [True]
 
 
-def test_the_background_task_writes_closed_windows(setup: tuple[Path, Clock, AuditLog]) -> None:
-    path, clock, audit = setup
-    recorder = RefusalRecorder(audit, clock, window_s=5)
+def test_the_background_task_writes_closed_windows(setup: Setup) -> None:
+    path, clock, audit, storage = setup
+    recorder = RefusalRecorder(audit, clock, storage=storage, window_s=5)
     recorder.record(refusal(1))
     recorder.record(refusal(2))
     clock.now += 5
@@ -183,9 +190,9 @@ def test_the_background_task_writes_closed_windows(setup: tuple[Path, Clock, Aud
     assert [r[2] for r in rows(path)] == [1, 1]
 
 
-def test_nonsense_settings_are_refused(setup: tuple[Path, Clock, AuditLog]) -> None:
-    _, clock, audit = setup
+def test_nonsense_settings_are_refused(setup: Setup) -> None:
+    _, clock, audit, storage = setup
     with pytest.raises(ValueError):
-        RefusalRecorder(audit, clock, window_s=0)
+        RefusalRecorder(audit, clock, storage=storage, window_s=0)
     with pytest.raises(ValueError):
-        RefusalRecorder(audit, clock, max_keys=0)
+        RefusalRecorder(audit, clock, storage=storage, max_keys=0)

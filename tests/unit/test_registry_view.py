@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from credex.directory.registry import MemberInfo, Registry
-from credex.directory.schema import open_directory_database
+from credex.directory.schema import open_directory_storage
 from credex.protocol.errors import CredexError, Reason
 from credex.protocol.keys import SigningKey
 from credex.protocol.registry_view import RegistryView, member_keys
@@ -36,12 +36,14 @@ def _member(member_id: str, role: MemberRole.ValueType, key: SigningKey) -> Memb
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
-    registry = Registry(open_directory_database(tmp_path / "directory.db"))
-    registry.put(_member("bank", MemberRole.MEMBER_ROLE_REQUESTER, SigningKey.generate()))
-    registry.put(_member("lender", MemberRole.MEMBER_ROLE_REQUESTER, SigningKey.generate()))
-    registry.put(_member("pboc", MemberRole.MEMBER_ROLE_NODE, SigningKey.generate()))
-    registry.set_status("lender", MemberStatus.MEMBER_STATUS_SUSPENDED)
-    registry.rotate("pboc", SigningKey.generate().public, NOW + OVERLAP)
+    storage = open_directory_storage(tmp_path / "directory.db")
+    registry = Registry(storage.connection)
+    with storage.unit():
+        registry.put(_member("bank", MemberRole.MEMBER_ROLE_REQUESTER, SigningKey.generate()))
+        registry.put(_member("lender", MemberRole.MEMBER_ROLE_REQUESTER, SigningKey.generate()))
+        registry.put(_member("pboc", MemberRole.MEMBER_ROLE_NODE, SigningKey.generate()))
+        registry.set_status("lender", MemberStatus.MEMBER_STATUS_SUSPENDED)
+        registry.rotate("pboc", SigningKey.generate().public, NOW + OVERLAP)
     return registry
 
 

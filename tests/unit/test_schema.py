@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from credex.directory.schema import open_directory_database
+from credex.directory.schema import open_directory_storage
 from credex.node.schema import MIGRATIONS as NODE_MIGRATIONS
-from credex.node.schema import open_state
+from credex.node.schema import open_node_storage
 from credex.runtime.db import DatabaseError, open_database
 from credex.runtime.schema import Migration, migrate, schema_version
 
@@ -21,13 +21,13 @@ def _tables(path: Path) -> set[str]:
 
 
 def test_each_server_creates_its_whole_schema_at_its_newest_version(tmp_path: Path) -> None:
-    node = open_state(tmp_path / "state.db")
-    assert schema_version(node) == len(NODE_MIGRATIONS)
+    node = open_node_storage(tmp_path / "state.db")
+    assert schema_version(node.database) == len(NODE_MIGRATIONS)
     assert {"audit_log", "nonces", "ticket_status", "ticket_uses", "disputes"} <= _tables(
         tmp_path / "state.db"
     )
-    directory = open_directory_database(tmp_path / "directory.db")
-    assert schema_version(directory) == 1
+    directory = open_directory_storage(tmp_path / "directory.db")
+    assert schema_version(directory.database) == 1
     assert {"members", "consents", "consent_tickets", "subject_nonces", "profile_requests"} <= (
         _tables(tmp_path / "directory.db")
     )
@@ -38,7 +38,7 @@ def test_a_database_newer_than_the_code_is_refused_untouched(tmp_path: Path) -> 
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 7")
     with pytest.raises(DatabaseError, match="schema version 7, newer than this credex knows"):
-        open_state(path)
+        open_node_storage(path)
     assert _tables(path) == set()
 
 
